@@ -1,0 +1,22 @@
+# System libraries, found through pkg-config. A missing one stops configure and names the
+# Debian package that provides it, so the fix is one apt-get away.
+find_package(Threads REQUIRED)
+find_package(PkgConfig)
+if(NOT PKG_CONFIG_FOUND)
+    message(FATAL_ERROR "pkg-config not found: install the Debian package 'pkg-config'")
+endif()
+
+function(zoff_require_pkg var module debian_pkg)
+    pkg_check_modules(${var} IMPORTED_TARGET GLOBAL ${module})
+    if(NOT ${var}_FOUND)
+        message(FATAL_ERROR "zoff needs ${module} (pkg-config module '${module}' not found): "
+                            "install the Debian package '${debian_pkg}'")
+    endif()
+    message(STATUS "found ${module} ${${var}_VERSION}")
+endfunction()
+
+zoff_require_pkg(ZOFF_URING liburing liburing-dev)
+zoff_require_pkg(ZOFF_HWLOC hwloc libhwloc-dev)
+zoff_require_pkg(ZOFF_OPENBLAS openblas libopenblas-dev)
+zoff_require_pkg(ZOFF_CJSON libcjson libcjson-dev)
+zoff_require_pkg(ZOFF_XXHASH libxxhash libxxhash-dev)

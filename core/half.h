@@ -24,7 +24,9 @@ static inline uint16_t zoff_f32_to_bf16(float f) {
     x += 0x7fffu + ((x >> 16) & 1u);
     return (uint16_t)(x >> 16);
 }
-static inline float zoff_bf16_to_f32(uint16_t h) { return zoff_bits_f32((uint32_t)h << 16); }
+static inline float zoff_bf16_to_f32(uint16_t h) {
+    return zoff_bits_f32((uint32_t)h << 16);
+}
 
 static inline uint16_t zoff_f32_to_f16(float f) {
     uint32_t x = zoff_f32_bits(f);

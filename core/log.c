@@ -49,7 +49,9 @@ int zoff_fail(int err, const char *module, const char *fmt, ...) {
     return err;
 }
 
-const char *zoff_last_error_detail(void) { return t_detail; }
+const char *zoff_last_error_detail(void) {
+    return t_detail;
+}
 
 void zoff_log_to_stderr(zoff_log_level level, const char *module, const char *msg, void *user) {
     static const char *names[] = {"error", "warning", "info", "debug"};

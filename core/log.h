@@ -21,7 +21,7 @@ int zoff_fail(int err, const char *module, const char *fmt, ...) ZOFF_PRINTF(3, 
 /* Whether a message at this level would be delivered (skip costly formatting otherwise). */
 int zoff_log_enabled(zoff_log_level level);
 
-#define ZOFF_UNUSED(x) ((void)(x))
+#define ZOFF_UNUSED(x)    ((void)(x))
 #define ZOFF_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

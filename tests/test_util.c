@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-int zoff_test_failures;
+_Atomic int zoff_test_failures;
 
 void zoff_test_init(void) {
     const char *lvl = getenv("ZOFF_TEST_LOG");

@@ -8,7 +8,7 @@
 
 #define ZOFF_TEST_SKIP 77
 
-extern int zoff_test_failures;
+extern _Atomic int zoff_test_failures;
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \

@@ -26,18 +26,18 @@ const char *zoff_version(void);
 
 /* zoff's own error codes; all below -1000 so they never collide with -errno. */
 enum {
-    ZOFF_EDEVICE_OOM = -1001,  /* device memory capacity exceeded */
-    ZOFF_ENODEVICE = -1002,    /* no usable CUDA device */
-    ZOFF_ECUDA = -1003,        /* a CUDA runtime call failed (detail holds its message) */
-    ZOFF_ECUBLAS = -1004,      /* a cuBLAS call failed */
-    ZOFF_ENOBACKEND = -1005,   /* the requested backend is not built into this library */
-    ZOFF_ECHECKSUM = -1006,    /* data read back does not match its checksum */
-    ZOFF_EFORMAT = -1007,      /* malformed file or header */
-    ZOFF_ENOTWRITTEN = -1008,  /* a read of a range that was never written */
-    ZOFF_ECONFIG = -1009,      /* invalid configuration value */
-    ZOFF_ESHAPE = -1010,       /* tensor shape or size mismatch */
-    ZOFF_ECANCELED = -1011,    /* request canceled before it completed */
-    ZOFF_EHOST_OOM = -1012,    /* a bounded host (pinned) budget is exhausted */
+    ZOFF_EDEVICE_OOM = -1001, /* device memory capacity exceeded */
+    ZOFF_ENODEVICE = -1002,   /* no usable CUDA device */
+    ZOFF_ECUDA = -1003,       /* a CUDA runtime call failed (detail holds its message) */
+    ZOFF_ECUBLAS = -1004,     /* a cuBLAS call failed */
+    ZOFF_ENOBACKEND = -1005,  /* the requested backend is not built into this library */
+    ZOFF_ECHECKSUM = -1006,   /* data read back does not match its checksum */
+    ZOFF_EFORMAT = -1007,     /* malformed file or header */
+    ZOFF_ENOTWRITTEN = -1008, /* a read of a range that was never written */
+    ZOFF_ECONFIG = -1009,     /* invalid configuration value */
+    ZOFF_ESHAPE = -1010,      /* tensor shape or size mismatch */
+    ZOFF_ECANCELED = -1011,   /* request canceled before it completed */
+    ZOFF_EHOST_OOM = -1012,   /* a bounded host (pinned) budget is exhausted */
 };
 
 /* Text for a zoff return code (0, -errno or ZOFF_E*). Never NULL; thread-safe. */
@@ -55,8 +55,7 @@ typedef enum zoff_log_level {
 
 /* msg is a complete line without a trailing newline. Called from any zoff thread; the
  * callback must be thread-safe. */
-typedef void (*zoff_log_fn)(zoff_log_level level, const char *module, const char *msg,
-                            void *user);
+typedef void (*zoff_log_fn)(zoff_log_level level, const char *module, const char *msg, void *user);
 
 /* Sets the log callback (NULL: silence) and the most verbose level delivered. */
 void zoff_log_set_callback(zoff_log_fn fn, void *user, zoff_log_level max_level);
@@ -71,7 +70,7 @@ typedef enum zoff_dtype {
     ZOFF_BF16 = 2, /* bfloat16 */
 } zoff_dtype;
 
-size_t zoff_dtype_size(zoff_dtype t);  /* 4, 2, 2; 0 for an invalid value */
+size_t zoff_dtype_size(zoff_dtype t);      /* 4, 2, 2; 0 for an invalid value */
 const char *zoff_dtype_name(zoff_dtype t); /* "f32", "f16", "bf16", "?" */
 /* Parses "f32"/"fp32"/"float32", "f16"/"fp16"/"float16", "bf16"/"bfloat16". */
 int zoff_dtype_parse(const char *text, zoff_dtype *out);

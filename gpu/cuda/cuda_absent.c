@@ -1,0 +1,19 @@
+/* Stands in for the CUDA backend in builds without the CUDA toolkit (ZOFF_CUDA=OFF). */
+#include "gpu/device_impl.h"
+#include "core/log.h"
+
+int zoff_dev_cuda_open(zoff_dev *dev) {
+    (void)dev;
+    return zoff_fail(ZOFF_ENOBACKEND, "cuda", "this zoff was built without the CUDA backend");
+}
+
+int zoff_dev_cuda_gpu_count(int *count) {
+    *count = 0;
+    return ZOFF_ENOBACKEND;
+}
+
+int zoff_dev_cuda_gpu_info(int ordinal, zoff_dev_gpu_info *out) {
+    (void)ordinal;
+    (void)out;
+    return ZOFF_ENOBACKEND;
+}

@@ -1,0 +1,413 @@
+/* The device layer's dispatcher: backend choice, argument checks, the capacity limit and
+ * memory counters, and bookkeeping of live streams and events. Backends see only checked
+ * calls. dev->lock guards the counters, allocation maps and handle lists; it is never held
+ * while waiting for device work. */
+#include "gpu/device_impl.h"
+#include "core/log.h"
+#include "zoff_build_config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "device"
+
+void zoff_dev_config_default(zoff_dev_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->kind = ZOFF_DEV_AUTO;
+    cfg->capacity = 0; /* backend default: host 2 GiB, cuda the GPU's free memory */
+    cfg->cuda_ordinal = 0;
+    cfg->host_kernel_threads = 0;
+}
+
+int zoff_dev_kind_parse(const char *name, zoff_dev_kind *out) {
+    if (!name) return -EINVAL;
+    if (strcmp(name, "auto") == 0)
+        *out = ZOFF_DEV_AUTO;
+    else if (strcmp(name, "host") == 0)
+        *out = ZOFF_DEV_HOST;
+    else if (strcmp(name, "cuda") == 0)
+        *out = ZOFF_DEV_CUDA;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+const char *zoff_dev_kind_name(zoff_dev_kind kind) {
+    switch (kind) {
+    case ZOFF_DEV_AUTO:
+        return "auto";
+    case ZOFF_DEV_HOST:
+        return "host";
+    case ZOFF_DEV_CUDA:
+        return "cuda";
+    }
+    return "?";
+}
+
+bool zoff_dev_backend_built(zoff_dev_kind kind) {
+    return kind == ZOFF_DEV_HOST || (kind == ZOFF_DEV_CUDA && ZOFF_HAVE_CUDA);
+}
+
+static int open_kind(const zoff_dev_config *cfg, zoff_dev_kind kind, zoff_dev **out) {
+    zoff_dev *dev = calloc(1, sizeof *dev);
+    if (!dev) return -ENOMEM;
+    dev->cfg = *cfg;
+    dev->kind = kind;
+    pthread_mutex_init(&dev->lock, NULL);
+    zoff_ptr_map_init(&dev->device_allocs);
+    zoff_ptr_map_init(&dev->pinned_allocs);
+    int rc = kind == ZOFF_DEV_CUDA ? zoff_dev_cuda_open(dev) : zoff_dev_host_open(dev);
+    if (rc) goto fail;
+    dev->stats.capacity = dev->cfg.capacity;
+    rc = zoff_dev_stream_create(dev, &dev->sync_stream);
+    if (rc) {
+        dev->iface->close(dev);
+        goto fail;
+    }
+    *out = dev;
+    return 0;
+fail:
+    pthread_mutex_destroy(&dev->lock);
+    free(dev);
+    return rc;
+}
+
+int zoff_dev_open(const zoff_dev_config *cfg, zoff_dev **out) {
+    zoff_dev_config def;
+    if (!cfg) {
+        zoff_dev_config_default(&def);
+        cfg = &def;
+    }
+    if (!out) return -EINVAL;
+    *out = NULL;
+    if (cfg->kind != ZOFF_DEV_AUTO) {
+        int rc = open_kind(cfg, cfg->kind, out);
+        if (rc == 0)
+            zoff_log(ZOFF_LOG_INFO, MOD, "using %s backend: %s", zoff_dev_kind_name(cfg->kind),
+                     (*out)->name);
+        return rc;
+    }
+    int rc = open_kind(cfg, ZOFF_DEV_CUDA, out);
+    if (rc == 0) {
+        zoff_log(ZOFF_LOG_INFO, MOD, "auto: using cuda backend: %s", (*out)->name);
+        return 0;
+    }
+    const char *why =
+        rc == ZOFF_ENOBACKEND ? "this zoff was built without CUDA" : zoff_last_error_detail();
+    rc = open_kind(cfg, ZOFF_DEV_HOST, out);
+    if (rc == 0)
+        zoff_log(ZOFF_LOG_INFO, MOD, "auto: using host backend (%s): cuda unavailable: %s",
+                 (*out)->name, why);
+    return rc;
+}
+
+static void warn_leak(void *ptr, size_t bytes, void *ctx) {
+    zoff_dev *dev = ctx;
+    zoff_log(ZOFF_LOG_WARN, MOD, "%s: %zu bytes at %p still allocated at close",
+             zoff_dev_kind_name(dev->kind), bytes, ptr);
+}
+
+static void free_device_block(void *ptr, size_t bytes, void *ctx) {
+    zoff_dev *dev = ctx;
+    (void)bytes;
+    dev->iface->free(dev, ptr);
+}
+
+static void free_pinned_block(void *ptr, size_t bytes, void *ctx) {
+    zoff_dev *dev = ctx;
+    (void)bytes;
+    dev->iface->host_free(dev, ptr);
+}
+
+void zoff_dev_close(zoff_dev *dev) {
+    if (!dev) return;
+    dev->iface->synchronize(dev);
+    while (dev->events)
+        zoff_dev_event_destroy(dev->events);
+    while (dev->streams)
+        zoff_dev_stream_destroy(dev->streams);
+    zoff_ptr_map_each(&dev->device_allocs, warn_leak, dev);
+    zoff_ptr_map_each(&dev->device_allocs, free_device_block, dev);
+    zoff_ptr_map_each(&dev->pinned_allocs, free_pinned_block, dev);
+    zoff_ptr_map_free(&dev->device_allocs);
+    zoff_ptr_map_free(&dev->pinned_allocs);
+    dev->iface->close(dev);
+    pthread_mutex_destroy(&dev->lock);
+    free(dev);
+}
+
+zoff_dev_kind zoff_dev_get_kind(const zoff_dev *dev) {
+    return dev->kind;
+}
+const char *zoff_dev_name(const zoff_dev *dev) {
+    return dev->name;
+}
+int zoff_dev_synchronize(zoff_dev *dev) {
+    return dev->iface->synchronize(dev);
+}
+
+/* --- memory ---------------------------------------------------------------------------- */
+
+int zoff_dev_malloc(zoff_dev *dev, size_t bytes, void **ptr) {
+    if (!dev || !ptr) return -EINVAL;
+    if (bytes == 0) bytes = 1;
+    if (bytes > SIZE_MAX - ZOFF_DEV_ALIGN) return -EINVAL;
+    size_t rounded = (bytes + ZOFF_DEV_ALIGN - 1) / ZOFF_DEV_ALIGN * ZOFF_DEV_ALIGN;
+    /* Reserve the bytes first so that concurrent callers cannot overshoot the capacity. */
+    pthread_mutex_lock(&dev->lock);
+    if (rounded > dev->stats.capacity - dev->stats.used) {
+        dev->stats.n_oom++;
+        size_t used = dev->stats.used, cap = dev->stats.capacity;
+        pthread_mutex_unlock(&dev->lock);
+        return zoff_fail(ZOFF_EDEVICE_OOM, MOD,
+                         "%s device out of memory: asked for %zu bytes with %zu of %zu in use",
+                         zoff_dev_kind_name(dev->kind), bytes, used, cap);
+    }
+    dev->stats.used += rounded;
+    pthread_mutex_unlock(&dev->lock);
+
+    void *p = NULL;
+    int rc = dev->iface->malloc(dev, rounded, &p);
+    pthread_mutex_lock(&dev->lock);
+    if (rc == 0) rc = zoff_ptr_map_put(&dev->device_allocs, p, rounded);
+    if (rc) {
+        dev->stats.used -= rounded;
+        if (rc == ZOFF_EDEVICE_OOM) dev->stats.n_oom++;
+    } else {
+        dev->stats.n_allocs++;
+        if (dev->stats.used > dev->stats.peak) dev->stats.peak = dev->stats.used;
+    }
+    pthread_mutex_unlock(&dev->lock);
+    if (rc) {
+        if (p) dev->iface->free(dev, p);
+        return rc;
+    }
+    *ptr = p;
+    return 0;
+}
+
+int zoff_dev_free(zoff_dev *dev, void *ptr) {
+    if (!dev) return -EINVAL;
+    if (!ptr) return 0;
+    size_t bytes;
+    pthread_mutex_lock(&dev->lock);
+    int rc = zoff_ptr_map_take(&dev->device_allocs, ptr, &bytes);
+    if (rc == 0) dev->stats.used -= bytes;
+    pthread_mutex_unlock(&dev->lock);
+    if (rc)
+        return zoff_fail(-EINVAL, MOD, "free of %p, which is not device memory of this %s device",
+                         ptr, zoff_dev_kind_name(dev->kind));
+    return dev->iface->free(dev, ptr);
+}
+
+int zoff_dev_host_alloc(zoff_dev *dev, size_t bytes, void **ptr) {
+    if (!dev || !ptr) return -EINVAL;
+    if (bytes == 0) bytes = 1;
+    void *p = NULL;
+    int rc = dev->iface->host_alloc(dev, bytes, &p);
+    if (rc) return rc;
+    pthread_mutex_lock(&dev->lock);
+    rc = zoff_ptr_map_put(&dev->pinned_allocs, p, bytes);
+    if (rc == 0) {
+        dev->stats.pinned_used += bytes;
+        if (dev->stats.pinned_used > dev->stats.pinned_peak)
+            dev->stats.pinned_peak = dev->stats.pinned_used;
+    }
+    pthread_mutex_unlock(&dev->lock);
+    if (rc) {
+        dev->iface->host_free(dev, p);
+        return rc;
+    }
+    *ptr = p;
+    return 0;
+}
+
+int zoff_dev_host_free(zoff_dev *dev, void *ptr) {
+    if (!dev) return -EINVAL;
+    if (!ptr) return 0;
+    size_t bytes;
+    pthread_mutex_lock(&dev->lock);
+    int rc = zoff_ptr_map_take(&dev->pinned_allocs, ptr, &bytes);
+    if (rc == 0) dev->stats.pinned_used -= bytes;
+    pthread_mutex_unlock(&dev->lock);
+    if (rc)
+        return zoff_fail(-EINVAL, MOD, "host_free of %p, which is not pinned memory of this device",
+                         ptr);
+    return dev->iface->host_free(dev, ptr);
+}
+
+void zoff_dev_mem_stats_get(zoff_dev *dev, zoff_dev_mem_stats *out) {
+    pthread_mutex_lock(&dev->lock);
+    *out = dev->stats;
+    pthread_mutex_unlock(&dev->lock);
+}
+
+void zoff_dev_mem_reset_peak(zoff_dev *dev) {
+    pthread_mutex_lock(&dev->lock);
+    dev->stats.peak = dev->stats.used;
+    dev->stats.pinned_peak = dev->stats.pinned_used;
+    pthread_mutex_unlock(&dev->lock);
+}
+
+/* --- streams and events ---------------------------------------------------------------- */
+
+int zoff_dev_stream_create(zoff_dev *dev, zoff_dev_stream **out) {
+    if (!dev || !out) return -EINVAL;
+    zoff_dev_stream *s = calloc(1, sizeof *s);
+    if (!s) return -ENOMEM;
+    s->dev = dev;
+    int rc = dev->iface->stream_create(dev, &s->impl);
+    if (rc) {
+        free(s);
+        return rc;
+    }
+    pthread_mutex_lock(&dev->lock);
+    s->next = dev->streams;
+    dev->streams = s;
+    pthread_mutex_unlock(&dev->lock);
+    *out = s;
+    return 0;
+}
+
+int zoff_dev_stream_destroy(zoff_dev_stream *s) {
+    if (!s) return 0;
+    zoff_dev *dev = s->dev;
+    pthread_mutex_lock(&dev->lock);
+    for (zoff_dev_stream **pp = &dev->streams; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    if (dev->sync_stream == s) dev->sync_stream = NULL;
+    pthread_mutex_unlock(&dev->lock);
+    int rc = dev->iface->stream_destroy(dev, s->impl);
+    free(s);
+    return rc;
+}
+
+int zoff_dev_stream_synchronize(zoff_dev_stream *s) {
+    if (!s) return -EINVAL;
+    return s->dev->iface->stream_synchronize(s->impl);
+}
+
+int zoff_dev_event_create(zoff_dev *dev, zoff_dev_event **out) {
+    if (!dev || !out) return -EINVAL;
+    zoff_dev_event *e = calloc(1, sizeof *e);
+    if (!e) return -ENOMEM;
+    e->dev = dev;
+    int rc = dev->iface->event_create(dev, &e->impl);
+    if (rc) {
+        free(e);
+        return rc;
+    }
+    pthread_mutex_lock(&dev->lock);
+    e->next = dev->events;
+    dev->events = e;
+    pthread_mutex_unlock(&dev->lock);
+    *out = e;
+    return 0;
+}
+
+int zoff_dev_event_destroy(zoff_dev_event *e) {
+    if (!e) return 0;
+    zoff_dev *dev = e->dev;
+    pthread_mutex_lock(&dev->lock);
+    for (zoff_dev_event **pp = &dev->events; *pp; pp = &(*pp)->next)
+        if (*pp == e) {
+            *pp = e->next;
+            break;
+        }
+    pthread_mutex_unlock(&dev->lock);
+    int rc = dev->iface->event_destroy(e->impl);
+    free(e);
+    return rc;
+}
+
+static int same_dev(zoff_dev_stream *s, zoff_dev_event *e) {
+    if (!s || !e) return -EINVAL;
+    if (s->dev != e->dev)
+        return zoff_fail(-EINVAL, MOD, "stream and event belong to different devices");
+    return 0;
+}
+
+int zoff_dev_event_record(zoff_dev_event *e, zoff_dev_stream *s) {
+    int rc = same_dev(s, e);
+    return rc ? rc : s->dev->iface->event_record(e->impl, s->impl);
+}
+
+int zoff_dev_stream_wait_event(zoff_dev_stream *s, zoff_dev_event *e) {
+    int rc = same_dev(s, e);
+    return rc ? rc : s->dev->iface->stream_wait_event(s->impl, e->impl);
+}
+
+int zoff_dev_event_synchronize(zoff_dev_event *e) {
+    return e ? e->dev->iface->event_synchronize(e->impl) : -EINVAL;
+}
+
+int zoff_dev_event_query(zoff_dev_event *e) {
+    return e ? e->dev->iface->event_query(e->impl) : -EINVAL;
+}
+
+int zoff_dev_event_elapsed_ms(zoff_dev_event *start, zoff_dev_event *end, float *ms) {
+    if (!start || !end || !ms || start->dev != end->dev) return -EINVAL;
+    return start->dev->iface->event_elapsed_ms(start->impl, end->impl, ms);
+}
+
+int zoff_dev_launch_host_fn(zoff_dev_stream *s, zoff_dev_host_fn fn, void *arg) {
+    if (!s || !fn) return -EINVAL;
+    return s->dev->iface->launch_host_fn(s->impl, fn, arg);
+}
+
+/* --- copies ---------------------------------------------------------------------------- */
+
+int zoff_dev_memcpy_async(zoff_dev_stream *s, void *dst, const void *src, size_t bytes,
+                          zoff_dev_copy_kind kind) {
+    if (!s || (unsigned)kind > ZOFF_COPY_H2H) return -EINVAL;
+    if (bytes == 0) return 0;
+    if (!dst || !src)
+        return zoff_fail(-EINVAL, MOD, "memcpy of %zu bytes with a NULL pointer", bytes);
+    return s->dev->iface->memcpy_async(s->impl, dst, src, bytes, kind);
+}
+
+int zoff_dev_memset_async(zoff_dev_stream *s, void *dst, int value, size_t bytes) {
+    if (!s) return -EINVAL;
+    if (bytes == 0) return 0;
+    if (!dst) return -EINVAL;
+    return s->dev->iface->memset_async(s->impl, dst, value, bytes);
+}
+
+int zoff_dev_memcpy(zoff_dev *dev, void *dst, const void *src, size_t bytes,
+                    zoff_dev_copy_kind kind) {
+    if (!dev || !dev->sync_stream) return -EINVAL;
+    int rc = zoff_dev_memcpy_async(dev->sync_stream, dst, src, bytes, kind);
+    return rc ? rc : zoff_dev_stream_synchronize(dev->sync_stream);
+}
+
+/* --- ops ------------------------------------------------------------------------------- */
+
+static int check_dtype(zoff_dtype t) {
+    return zoff_dtype_size(t) ? 0 : zoff_fail(-EINVAL, MOD, "invalid dtype %d", (int)t);
+}
+
+int zoff_dev_op_cast(zoff_dev_stream *s, void *dst, zoff_dtype dst_type, const void *src,
+                     zoff_dtype src_type, size_t n) {
+    if (!s || check_dtype(dst_type) || check_dtype(src_type)) return -EINVAL;
+    if (n == 0) return 0;
+    if (!dst || !src) return -EINVAL;
+    return s->dev->iface->op_cast(s->impl, dst, dst_type, src, src_type, n);
+}
+
+int zoff_dev_op_scale(zoff_dev_stream *s, void *x, zoff_dtype type, float alpha, size_t n) {
+    if (!s || check_dtype(type)) return -EINVAL;
+    if (n == 0) return 0;
+    if (!x) return -EINVAL;
+    return s->dev->iface->op_scale(s->impl, x, type, alpha, n);
+}
+
+int zoff_dev_op_sumsq_nonfinite(zoff_dev_stream *s, const void *x, zoff_dtype type, size_t n,
+                                float *out) {
+    if (!s || !out || check_dtype(type)) return -EINVAL;
+    if (n && !x) return -EINVAL;
+    return s->dev->iface->op_sumsq_nonfinite(s->impl, x, type, n, out);
+}

@@ -1,0 +1,149 @@
+/* The device layer: the one interface through which zoff touches an accelerator.
+ *
+ * A zoff_dev is an opened backend (host or cuda) with memory counters, streams, events,
+ * async copies and an op table of kernels. It follows CUDA's model so that code written
+ * against it runs unchanged on both backends:
+ *   - work issued to one stream runs in issue order; different streams run concurrently;
+ *   - an event marks the work issued to a stream before zoff_dev_event_record(); a later
+ *     record re-arms it. A wait (stream or host) refers to the record current at the time
+ *     of the wait call; an event never recorded counts as complete;
+ *   - device memory has a capacity; exceeding it fails with ZOFF_EDEVICE_OOM and leaves
+ *     every existing allocation intact;
+ *   - pointers passed to async calls must stay valid until the work completes.
+ * Handles are not thread-safe per se except where noted: one thread issues to a stream at a
+ * time; memory allocation and event queries may be called from any thread.
+ */
+#ifndef ZOFF_GPU_DEVICE_H
+#define ZOFF_GPU_DEVICE_H
+
+#include "zoff/zoff.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct zoff_dev zoff_dev;
+typedef struct zoff_dev_stream zoff_dev_stream;
+typedef struct zoff_dev_event zoff_dev_event;
+
+typedef enum zoff_dev_kind {
+    ZOFF_DEV_AUTO = 0, /* cuda when a GPU is usable, else host */
+    ZOFF_DEV_HOST = 1,
+    ZOFF_DEV_CUDA = 2,
+} zoff_dev_kind;
+
+typedef struct zoff_dev_config {
+    zoff_dev_kind kind;
+    /* Device memory capacity in bytes. host: the arena's size (default 2 GiB); cuda: a cap
+     * below the GPU's free memory, 0 = the GPU's free memory at open. */
+    size_t capacity;
+    int cuda_ordinal;        /* which GPU, default 0 */
+    int host_kernel_threads; /* host backend: threads for a kernel, 0 = all cores */
+} zoff_dev_config;
+
+void zoff_dev_config_default(zoff_dev_config *cfg);
+/* "auto" | "cuda" | "host" -> kind; -EINVAL otherwise. */
+int zoff_dev_kind_parse(const char *name, zoff_dev_kind *out);
+const char *zoff_dev_kind_name(zoff_dev_kind kind);
+/* Whether this library was built with the backend (host: always). */
+bool zoff_dev_backend_built(zoff_dev_kind kind);
+
+/* Opens a backend. For AUTO, tries cuda, falls back to host, and logs the choice and why. */
+int zoff_dev_open(const zoff_dev_config *cfg, zoff_dev **out);
+/* Waits for all work, destroys remaining streams and events, frees remaining memory
+ * (logging a warning for leaked allocations). */
+void zoff_dev_close(zoff_dev *dev);
+zoff_dev_kind zoff_dev_get_kind(const zoff_dev *dev);
+const char *zoff_dev_name(const zoff_dev *dev); /* e.g. "host (2 cores)", "NVIDIA H100 ..." */
+/* Blocks until all work on all streams is done. */
+int zoff_dev_synchronize(zoff_dev *dev);
+
+/* What `zoff info` shows of each CUDA GPU. */
+typedef struct zoff_dev_gpu_info {
+    int ordinal;
+    char name[256];
+    size_t total_mem, free_mem;
+    int cc_major, cc_minor;
+    int sm_count;
+    char pci_bus_id[32]; /* "0000:3b:00.0", for sysfs look-ups (PCIe link, NUMA node) */
+    int driver_version, runtime_version; /* e.g. 13000 */
+} zoff_dev_gpu_info;
+
+/* Number of usable CUDA GPUs: 0 and *count set, or ZOFF_ENOBACKEND (not built) or
+ * ZOFF_ENODEVICE (no driver or no GPU; the detail says which). Never crashes. */
+int zoff_dev_cuda_gpu_count(int *count);
+int zoff_dev_cuda_gpu_info(int ordinal, zoff_dev_gpu_info *out);
+
+/* --- memory ---------------------------------------------------------------------------- */
+typedef struct zoff_dev_mem_stats {
+    size_t capacity;    /* device bytes that may be allocated */
+    size_t used;        /* device bytes allocated now */
+    size_t peak;        /* high-water mark of used */
+    size_t pinned_used; /* pinned host bytes allocated now */
+    size_t pinned_peak;
+    uint64_t n_allocs; /* device allocations that succeeded */
+    uint64_t n_oom;    /* device allocations refused for capacity */
+} zoff_dev_mem_stats;
+
+/* Device memory, 256-byte aligned. Capacity exceeded: ZOFF_EDEVICE_OOM, *ptr untouched. */
+int zoff_dev_malloc(zoff_dev *dev, size_t bytes, void **ptr);
+/* Frees device memory. Like cudaFree it waits for outstanding work first. -EINVAL for a
+ * pointer this device did not allocate. NULL is a no-op. */
+int zoff_dev_free(zoff_dev *dev, void *ptr);
+/* Page-locked ("pinned") host memory usable by async copies; page-aligned. */
+int zoff_dev_host_alloc(zoff_dev *dev, size_t bytes, void **ptr);
+int zoff_dev_host_free(zoff_dev *dev, void *ptr);
+void zoff_dev_mem_stats_get(zoff_dev *dev, zoff_dev_mem_stats *out);
+void zoff_dev_mem_reset_peak(zoff_dev *dev);
+
+/* --- streams and events ---------------------------------------------------------------- */
+int zoff_dev_stream_create(zoff_dev *dev, zoff_dev_stream **out);
+/* Waits for the stream's pending work, then destroys it. */
+int zoff_dev_stream_destroy(zoff_dev_stream *s);
+int zoff_dev_stream_synchronize(zoff_dev_stream *s);
+
+int zoff_dev_event_create(zoff_dev *dev, zoff_dev_event **out);
+/* Waits for the event's current record to complete, then destroys it. */
+int zoff_dev_event_destroy(zoff_dev_event *e);
+int zoff_dev_event_record(zoff_dev_event *e, zoff_dev_stream *s);
+/* Work issued to s after this call waits until e's current record has completed. */
+int zoff_dev_stream_wait_event(zoff_dev_stream *s, zoff_dev_event *e);
+/* Host blocks until e's current record completes. */
+int zoff_dev_event_synchronize(zoff_dev_event *e);
+/* 0 if complete, -EAGAIN if not yet, another negative code on error. Any thread. */
+int zoff_dev_event_query(zoff_dev_event *e);
+/* Milliseconds between two completed records. */
+int zoff_dev_event_elapsed_ms(zoff_dev_event *start, zoff_dev_event *end, float *ms);
+
+/* Runs fn(arg) on a host thread when the stream reaches this point; fn must not call into
+ * the device layer (as with cudaLaunchHostFunc). */
+typedef void (*zoff_dev_host_fn)(void *arg);
+int zoff_dev_launch_host_fn(zoff_dev_stream *s, zoff_dev_host_fn fn, void *arg);
+
+/* --- copies ---------------------------------------------------------------------------- */
+typedef enum zoff_dev_copy_kind {
+    ZOFF_COPY_H2D = 0,
+    ZOFF_COPY_D2H = 1,
+    ZOFF_COPY_D2D = 2,
+    ZOFF_COPY_H2H = 3,
+} zoff_dev_copy_kind;
+
+int zoff_dev_memcpy_async(zoff_dev_stream *s, void *dst, const void *src, size_t bytes,
+                          zoff_dev_copy_kind kind);
+int zoff_dev_memset_async(zoff_dev_stream *s, void *dst, int value, size_t bytes);
+/* Synchronous helpers for tests and set-up code: issue on an internal stream and wait. */
+int zoff_dev_memcpy(zoff_dev *dev, void *dst, const void *src, size_t bytes,
+                    zoff_dev_copy_kind kind);
+
+/* --- ops: kernels, all asynchronous on a stream; pointers are device memory ------------- */
+/* dst[i] = (dst_type) src[i], rounding to nearest even. */
+int zoff_dev_op_cast(zoff_dev_stream *s, void *dst, zoff_dtype dst_type, const void *src,
+                     zoff_dtype src_type, size_t n);
+/* x[i] *= alpha, in place. */
+int zoff_dev_op_scale(zoff_dev_stream *s, void *x, zoff_dtype type, float alpha, size_t n);
+/* out[0] (fp32 device memory) = sum of x[i]^2 accumulated in fp32 per block, then summed;
+ * out[1] = 1.0f if any x[i] is inf or NaN, else 0.0f. The engine's per-bucket check. */
+int zoff_dev_op_sumsq_nonfinite(zoff_dev_stream *s, const void *x, zoff_dtype type, size_t n,
+                                float *out);
+
+#endif

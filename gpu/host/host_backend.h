@@ -1,0 +1,77 @@
+/* Internals of the host backend: the CPU stands in for a GPU.
+ *
+ * Each stream is a worker thread that runs a FIFO of commands in issue order. Commands carry
+ * a sequence number; the stream publishes the number of the last command it finished
+ * (`done_seq`) under its mutex and broadcasts its condition variable. An event record
+ * captures (stream, seq of the last command issued), which gives CUDA's semantics: waits
+ * and queries refer to the record current at the call, a re-record re-arms, and an event
+ * never recorded is complete. Streams and events are reference counted because a pending
+ * cross-stream wait or a timestamp command may outlive the handle the user destroyed.
+ */
+#ifndef ZOFF_GPU_HOST_BACKEND_H
+#define ZOFF_GPU_HOST_BACKEND_H
+
+#include "gpu/device_impl.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+typedef struct host_cmd host_cmd;
+typedef void (*host_cmd_fn)(void *payload);
+
+typedef struct host_stream {
+    atomic_int refs;
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* signalled on new work, on progress and on stop */
+    host_cmd *head, *tail;
+    uint64_t issued_seq; /* last seq handed out (issuing thread, under lock) */
+    uint64_t done_seq;   /* last seq finished (worker, under lock) */
+    int stop;
+    pthread_t thread;
+    struct host_device *hdev;
+} host_stream;
+
+typedef struct host_event {
+    atomic_int refs;
+    pthread_mutex_t lock;
+    host_stream *stream; /* stream of the current record, referenced; NULL if never recorded */
+    uint64_t seq;        /* the record's position in that stream */
+    uint64_t record_id;  /* increments per record; the timestamp belongs to one record */
+    uint64_t stamped_id; /* record_id whose completion time is in `stamp_ns` */
+    uint64_t stamp_ns;
+} host_event;
+
+typedef struct host_device {
+    int kernel_threads; /* threads a kernel may use */
+} host_device;
+
+/* Copies `size` bytes of payload into a new command and appends it to the stream.
+ * 0 or -ENOMEM. */
+int host_stream_enqueue(host_stream *s, host_cmd_fn fn, const void *payload, size_t size);
+/* The same, also returning the command's sequence number in the stream. */
+int host_stream_enqueue_seq(host_stream *s, host_cmd_fn fn, const void *payload, size_t size,
+                            uint64_t *seq);
+
+int host_stream_create(zoff_dev *dev, void **impl);
+int host_stream_destroy(zoff_dev *dev, void *impl);
+int host_stream_synchronize(void *impl);
+int host_event_create(zoff_dev *dev, void **impl);
+int host_event_destroy(void *impl);
+int host_event_record(void *event, void *stream);
+int host_stream_wait_event(void *stream, void *event);
+int host_event_synchronize(void *event);
+int host_event_query(void *event);
+int host_event_elapsed_ms(void *start, void *end, float *ms);
+int host_launch_host_fn(void *stream, zoff_dev_host_fn fn, void *arg);
+
+/* kernels (host_ops.c) */
+int host_memcpy_async(void *stream, void *dst, const void *src, size_t bytes,
+                      zoff_dev_copy_kind kind);
+int host_memset_async(void *stream, void *dst, int value, size_t bytes);
+int host_op_cast(void *stream, void *dst, zoff_dtype dst_type, const void *src, zoff_dtype src_type,
+                 size_t n);
+int host_op_scale(void *stream, void *x, zoff_dtype type, float alpha, size_t n);
+int host_op_sumsq_nonfinite(void *stream, const void *x, zoff_dtype type, size_t n, float *out);
+
+#endif

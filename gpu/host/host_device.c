@@ -1,0 +1,96 @@
+/* Host backend: device memory is host memory counted against an enforced capacity (so a
+ * test can make a model larger than the "device" and see a GPU-like OOM), pinned memory is
+ * page-aligned ordinary memory, and each stream is a worker thread (host_stream.c). */
+#include "gpu/host/host_backend.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#define MOD                   "host"
+#define HOST_DEFAULT_CAPACITY ((size_t)2 << 30)
+
+static int host_sync_all(zoff_dev *dev) {
+    /* Workers never take dev->lock, so holding it while they drain cannot deadlock. */
+    pthread_mutex_lock(&dev->lock);
+    for (zoff_dev_stream *s = dev->streams; s; s = s->next)
+        host_stream_synchronize(s->impl);
+    pthread_mutex_unlock(&dev->lock);
+    return 0;
+}
+
+static void host_close(zoff_dev *dev) {
+    free(dev->impl);
+}
+
+static int host_malloc(zoff_dev *dev, size_t bytes, void **ptr) {
+    (void)dev;
+    void *p = aligned_alloc(ZOFF_DEV_ALIGN, bytes); /* bytes is a multiple of the alignment */
+    if (!p)
+        return zoff_fail(ZOFF_EDEVICE_OOM, MOD, "host arena: malloc of %zu bytes failed", bytes);
+    *ptr = p;
+    return 0;
+}
+
+static int host_free(zoff_dev *dev, void *ptr) {
+    host_sync_all(dev); /* as cudaFree: work still using the block finishes first */
+    free(ptr);
+    return 0;
+}
+
+static int host_pinned_alloc(zoff_dev *dev, size_t bytes, void **ptr) {
+    (void)dev;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t rounded = (bytes + page - 1) / page * page;
+    void *p = aligned_alloc(page, rounded);
+    if (!p) return zoff_fail(-ENOMEM, MOD, "pinned host allocation of %zu bytes failed", bytes);
+    *ptr = p;
+    return 0;
+}
+
+static int host_pinned_free(zoff_dev *dev, void *ptr) {
+    host_sync_all(dev);
+    free(ptr);
+    return 0;
+}
+
+static const zoff_dev_iface host_iface = {
+    .close = host_close,
+    .synchronize = host_sync_all,
+    .malloc = host_malloc,
+    .free = host_free,
+    .host_alloc = host_pinned_alloc,
+    .host_free = host_pinned_free,
+    .stream_create = host_stream_create,
+    .stream_destroy = host_stream_destroy,
+    .stream_synchronize = host_stream_synchronize,
+    .event_create = host_event_create,
+    .event_destroy = host_event_destroy,
+    .event_record = host_event_record,
+    .stream_wait_event = host_stream_wait_event,
+    .event_synchronize = host_event_synchronize,
+    .event_query = host_event_query,
+    .event_elapsed_ms = host_event_elapsed_ms,
+    .launch_host_fn = host_launch_host_fn,
+    .memcpy_async = host_memcpy_async,
+    .memset_async = host_memset_async,
+    .op_cast = host_op_cast,
+    .op_scale = host_op_scale,
+    .op_sumsq_nonfinite = host_op_sumsq_nonfinite,
+};
+
+int zoff_dev_host_open(zoff_dev *dev) {
+    host_device *h = calloc(1, sizeof *h);
+    if (!h) return -ENOMEM;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    h->kernel_threads = dev->cfg.host_kernel_threads > 0 ? dev->cfg.host_kernel_threads
+                                                         : (int)(cores > 0 ? cores : 1);
+    if (dev->cfg.capacity == 0) dev->cfg.capacity = HOST_DEFAULT_CAPACITY;
+    dev->impl = h;
+    dev->iface = &host_iface;
+    snprintf(dev->name, sizeof dev->name, "host CPU (%d kernel threads, %.2f GiB arena)",
+             h->kernel_threads, (double)dev->cfg.capacity / (1u << 30));
+    return 0;
+}

@@ -1,0 +1,141 @@
+/* Host backend kernels: copies and the elementwise/reduction ops, run on the issuing
+ * stream's worker thread. These are the reference the CUDA kernels are checked against.
+ * 16-bit conversions use core/half.h (round to nearest even). */
+#include "gpu/host/host_backend.h"
+#include "core/half.h"
+
+#include <math.h>
+#include <string.h>
+
+typedef struct copy_args {
+    void *dst;
+    const void *src;
+    size_t bytes;
+} copy_args;
+
+static void run_copy(void *p) {
+    copy_args *a = p;
+    memmove(a->dst, a->src, a->bytes);
+}
+
+int host_memcpy_async(void *stream, void *dst, const void *src, size_t bytes,
+                      zoff_dev_copy_kind kind) {
+    (void)kind; /* one address space: every direction is a memmove */
+    copy_args a = {dst, src, bytes};
+    return host_stream_enqueue(stream, run_copy, &a, sizeof a);
+}
+
+typedef struct set_args {
+    void *dst;
+    int value;
+    size_t bytes;
+} set_args;
+
+static void run_set(void *p) {
+    set_args *a = p;
+    memset(a->dst, a->value, a->bytes);
+}
+
+int host_memset_async(void *stream, void *dst, int value, size_t bytes) {
+    set_args a = {dst, value, bytes};
+    return host_stream_enqueue(stream, run_set, &a, sizeof a);
+}
+
+static inline float load_as_f32(const void *x, zoff_dtype t, size_t i) {
+    switch (t) {
+    case ZOFF_F16:
+        return zoff_f16_to_f32(((const uint16_t *)x)[i]);
+    case ZOFF_BF16:
+        return zoff_bf16_to_f32(((const uint16_t *)x)[i]);
+    default:
+        return ((const float *)x)[i];
+    }
+}
+
+static inline void store_from_f32(void *x, zoff_dtype t, size_t i, float v) {
+    switch (t) {
+    case ZOFF_F16:
+        ((uint16_t *)x)[i] = zoff_f32_to_f16(v);
+        break;
+    case ZOFF_BF16:
+        ((uint16_t *)x)[i] = zoff_f32_to_bf16(v);
+        break;
+    default:
+        ((float *)x)[i] = v;
+        break;
+    }
+}
+
+typedef struct cast_args {
+    void *dst;
+    const void *src;
+    zoff_dtype dst_type, src_type;
+    size_t n;
+} cast_args;
+
+static void run_cast(void *p) {
+    cast_args *a = p;
+    if (a->dst_type == a->src_type) {
+        memmove(a->dst, a->src, a->n * zoff_dtype_size(a->dst_type));
+        return;
+    }
+    for (size_t i = 0; i < a->n; i++)
+        store_from_f32(a->dst, a->dst_type, i, load_as_f32(a->src, a->src_type, i));
+}
+
+int host_op_cast(void *stream, void *dst, zoff_dtype dst_type, const void *src, zoff_dtype src_type,
+                 size_t n) {
+    cast_args a = {dst, src, dst_type, src_type, n};
+    return host_stream_enqueue(stream, run_cast, &a, sizeof a);
+}
+
+typedef struct scale_args {
+    void *x;
+    zoff_dtype type;
+    float alpha;
+    size_t n;
+} scale_args;
+
+static void run_scale(void *p) {
+    scale_args *a = p;
+    if (a->type == ZOFF_F32) {
+        float *x = a->x;
+        for (size_t i = 0; i < a->n; i++)
+            x[i] *= a->alpha;
+        return;
+    }
+    for (size_t i = 0; i < a->n; i++)
+        store_from_f32(a->x, a->type, i, load_as_f32(a->x, a->type, i) * a->alpha);
+}
+
+int host_op_scale(void *stream, void *x, zoff_dtype type, float alpha, size_t n) {
+    scale_args a = {x, type, alpha, n};
+    return host_stream_enqueue(stream, run_scale, &a, sizeof a);
+}
+
+typedef struct sumsq_args {
+    const void *x;
+    zoff_dtype type;
+    size_t n;
+    float *out;
+} sumsq_args;
+
+static void run_sumsq(void *p) {
+    sumsq_args *a = p;
+    double sum = 0.0;
+    int nonfinite = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        float v = load_as_f32(a->x, a->type, i);
+        if (!isfinite(v))
+            nonfinite = 1;
+        else
+            sum += (double)v * (double)v;
+    }
+    a->out[0] = (float)sum;
+    a->out[1] = nonfinite ? 1.0f : 0.0f;
+}
+
+int host_op_sumsq_nonfinite(void *stream, const void *x, zoff_dtype type, size_t n, float *out) {
+    sumsq_args a = {x, type, n, out};
+    return host_stream_enqueue(stream, run_sumsq, &a, sizeof a);
+}

@@ -1,0 +1,52 @@
+/* Helpers for per-backend device tests (see device_test_util.h). */
+#include "tests/device_test_util.h"
+#include "tests/test_util.h"
+
+#include <string.h>
+#include <time.h>
+
+zoff_dev *zoff_test_open_device(int argc, char **argv, size_t capacity) {
+    zoff_test_init();
+    const char *name = argc > 1 ? argv[1] : "host";
+    zoff_dev_config cfg;
+    zoff_dev_config_default(&cfg);
+    if (zoff_dev_kind_parse(name, &cfg.kind) || cfg.kind == ZOFF_DEV_AUTO) {
+        fprintf(stderr, "usage: %s host|cuda\n", argv[0]);
+        exit(2);
+    }
+    cfg.capacity = capacity;
+    zoff_dev *dev = NULL;
+    int rc = zoff_dev_open(&cfg, &dev);
+    if (rc == ZOFF_ENODEVICE || rc == ZOFF_ENOBACKEND) {
+        printf("skip: %s backend unavailable: %s\n", name, zoff_last_error_detail());
+        exit(ZOFF_TEST_SKIP);
+    }
+    if (rc) {
+        fprintf(stderr, "cannot open %s device: %s: %s\n", name, zoff_strerror(rc),
+                zoff_last_error_detail());
+        exit(1);
+    }
+    printf("device: %s\n", zoff_dev_name(dev));
+    return dev;
+}
+
+void zoff_test_sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+void zoff_test_gate_wait(void *gate) {
+    zoff_test_gate *g = gate;
+    atomic_store(&g->reached, 1);
+    while (!atomic_load(&g->open))
+        zoff_test_sleep_ms(1);
+}
+
+void zoff_test_gate_open(zoff_test_gate *g) {
+    atomic_store(&g->open, 1);
+}
+
+void zoff_test_gate_await_reached(zoff_test_gate *g) {
+    while (!atomic_load(&g->reached))
+        zoff_test_sleep_ms(1);
+}

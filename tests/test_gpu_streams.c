@@ -1,0 +1,221 @@
+/* Streams, events and copies on one backend (argv[1]): in-stream ordering, cross-stream
+ * waits through events, CUDA event semantics (query, re-record, wait on the record current
+ * at the call, never-recorded events), host functions, async copies of odd sizes and
+ * offsets, and destroying streams and events with work pending. Ordering is forced with
+ * gates (a stream blocked in a host function), never with timing. */
+#include "tests/device_test_util.h"
+#include "tests/test_util.h"
+
+#include <errno.h>
+#include <string.h>
+
+static void test_in_stream_order(zoff_dev *dev) {
+    enum { N = 64, SZ = 4096 };
+    zoff_dev_stream *s;
+    REQUIRE_OK(zoff_dev_stream_create(dev, &s));
+    unsigned char *d, *h;
+    REQUIRE_OK(zoff_dev_malloc(dev, SZ, (void **)&d));
+    REQUIRE_OK(zoff_dev_host_alloc(dev, (size_t)N * SZ, (void **)&h));
+    /* Each round overwrites the same device buffer; only in-order execution gives round i's
+     * value in host slice i. */
+    for (int i = 0; i < N; i++) {
+        CHECK_OK(zoff_dev_memset_async(s, d, i + 1, SZ));
+        CHECK_OK(zoff_dev_memcpy_async(s, h + (size_t)i * SZ, d, SZ, ZOFF_COPY_D2H));
+    }
+    CHECK_OK(zoff_dev_stream_synchronize(s));
+    int bad = 0;
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < SZ; j++)
+            bad += h[(size_t)i * SZ + j] != (unsigned char)(i + 1);
+    CHECK_EQ_INT(bad, 0);
+    CHECK_OK(zoff_dev_free(dev, d));
+    CHECK_OK(zoff_dev_host_free(dev, h));
+    CHECK_OK(zoff_dev_stream_destroy(s));
+}
+
+static void test_cross_stream_wait(zoff_dev *dev) {
+    zoff_dev_stream *a, *b;
+    zoff_dev_event *e;
+    REQUIRE_OK(zoff_dev_stream_create(dev, &a));
+    REQUIRE_OK(zoff_dev_stream_create(dev, &b));
+    REQUIRE_OK(zoff_dev_event_create(dev, &e));
+    int *d, *h_in, *h_out;
+    REQUIRE_OK(zoff_dev_malloc(dev, sizeof(int), (void **)&d));
+    REQUIRE_OK(zoff_dev_host_alloc(dev, sizeof(int), (void **)&h_in));
+    REQUIRE_OK(zoff_dev_host_alloc(dev, sizeof(int), (void **)&h_out));
+    *h_in = 7;
+    *h_out = -1;
+    CHECK_OK(zoff_dev_memset_async(a, d, 0, sizeof(int)));
+    CHECK_OK(zoff_dev_stream_synchronize(a));
+
+    zoff_test_gate gate = {0};
+    CHECK_OK(zoff_dev_launch_host_fn(a, zoff_test_gate_wait, &gate));
+    CHECK_OK(zoff_dev_memcpy_async(a, d, h_in, sizeof(int), ZOFF_COPY_H2D));
+    CHECK_OK(zoff_dev_event_record(e, a));
+    CHECK_OK(zoff_dev_stream_wait_event(b, e));
+    CHECK_OK(zoff_dev_memcpy_async(b, h_out, d, sizeof(int), ZOFF_COPY_D2H));
+    zoff_test_gate_await_reached(&gate);
+    zoff_test_sleep_ms(20);
+    /* a is held at the gate: the event is pending and b has not copied yet. */
+    CHECK_EQ_INT(zoff_dev_event_query(e), -EAGAIN);
+    CHECK_EQ_INT(*(volatile int *)h_out, -1);
+    zoff_test_gate_open(&gate);
+    CHECK_OK(zoff_dev_stream_synchronize(b));
+    CHECK_EQ_INT(*h_out, 7);
+    CHECK_OK(zoff_dev_event_query(e));
+
+    CHECK_OK(zoff_dev_free(dev, d));
+    CHECK_OK(zoff_dev_host_free(dev, h_in));
+    CHECK_OK(zoff_dev_host_free(dev, h_out));
+    CHECK_OK(zoff_dev_event_destroy(e));
+    CHECK_OK(zoff_dev_stream_destroy(a));
+    CHECK_OK(zoff_dev_stream_destroy(b));
+}
+
+/* A wait refers to the record current at the time of the wait call; a later re-record of
+ * the same event must not hold back the waiter. A never-recorded event is complete. */
+static void test_event_reuse(zoff_dev *dev) {
+    zoff_dev_stream *a, *b;
+    zoff_dev_event *e, *fresh;
+    REQUIRE_OK(zoff_dev_stream_create(dev, &a));
+    REQUIRE_OK(zoff_dev_stream_create(dev, &b));
+    REQUIRE_OK(zoff_dev_event_create(dev, &e));
+    REQUIRE_OK(zoff_dev_event_create(dev, &fresh));
+    CHECK_OK(zoff_dev_event_query(fresh));
+    CHECK_OK(zoff_dev_event_synchronize(fresh));
+    CHECK_OK(zoff_dev_stream_wait_event(b, fresh));
+    CHECK_OK(zoff_dev_stream_synchronize(b));
+
+    CHECK_OK(zoff_dev_event_record(e, a)); /* record 1: nothing before it */
+    CHECK_OK(zoff_dev_stream_wait_event(b, e));
+    zoff_test_gate gate = {0};
+    CHECK_OK(zoff_dev_launch_host_fn(a, zoff_test_gate_wait, &gate));
+    CHECK_OK(zoff_dev_event_record(e, a)); /* record 2: behind the closed gate */
+    /* b's wait was on record 1, so b drains although record 2 is blocked. */
+    CHECK_OK(zoff_dev_stream_synchronize(b));
+    zoff_test_gate_await_reached(&gate);
+    CHECK_EQ_INT(zoff_dev_event_query(e), -EAGAIN);
+
+    /* Re-recording on another stream re-arms the event there. */
+    CHECK_OK(zoff_dev_event_record(e, b));
+    CHECK_OK(zoff_dev_event_synchronize(e));
+    CHECK_OK(zoff_dev_event_query(e));
+    zoff_test_gate_open(&gate);
+    CHECK_OK(zoff_dev_stream_synchronize(a));
+
+    /* Timing between two completed records. */
+    zoff_dev_event *t0, *t1;
+    REQUIRE_OK(zoff_dev_event_create(dev, &t0));
+    REQUIRE_OK(zoff_dev_event_create(dev, &t1));
+    CHECK_OK(zoff_dev_event_record(t0, a));
+    CHECK_OK(zoff_dev_event_record(t1, a));
+    CHECK_OK(zoff_dev_event_synchronize(t1));
+    float ms = -1.0f;
+    CHECK_OK(zoff_dev_event_elapsed_ms(t0, t1, &ms));
+    CHECK(ms >= 0.0f);
+
+    CHECK_OK(zoff_dev_event_destroy(t0));
+    CHECK_OK(zoff_dev_event_destroy(t1));
+    CHECK_OK(zoff_dev_event_destroy(e));
+    CHECK_OK(zoff_dev_event_destroy(fresh));
+    CHECK_OK(zoff_dev_stream_destroy(a));
+    CHECK_OK(zoff_dev_stream_destroy(b));
+}
+
+/* H2D, D2D and D2H of odd sizes at odd offsets reproduce the bytes exactly. */
+static void test_odd_copies(zoff_dev *dev) {
+    static const size_t sizes[] = {1, 3, 7, 255, 4095, 4097, 65537, (1u << 20) + 13};
+    zoff_dev_stream *s;
+    REQUIRE_OK(zoff_dev_stream_create(dev, &s));
+    size_t cap = (1u << 20) + 64;
+    unsigned char *h_src, *h_dst, *d1, *d2;
+    REQUIRE_OK(zoff_dev_host_alloc(dev, cap, (void **)&h_src));
+    REQUIRE_OK(zoff_dev_host_alloc(dev, cap, (void **)&h_dst));
+    REQUIRE_OK(zoff_dev_malloc(dev, cap, (void **)&d1));
+    REQUIRE_OK(zoff_dev_malloc(dev, cap, (void **)&d2));
+    unsigned long long rng = 12345;
+    for (size_t i = 0; i < cap; i++)
+        h_src[i] = (unsigned char)zoff_test_rand(&rng);
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t n = sizes[k], off = k % 4, off2 = (k * 7) % 5;
+        memset(h_dst, 0xEE, cap);
+        CHECK_OK(zoff_dev_memcpy_async(s, d1 + off, h_src + off2, n, ZOFF_COPY_H2D));
+        CHECK_OK(zoff_dev_memcpy_async(s, d2 + off2, d1 + off, n, ZOFF_COPY_D2D));
+        CHECK_OK(zoff_dev_memcpy_async(s, h_dst + off, d2 + off2, n, ZOFF_COPY_D2H));
+        CHECK_OK(zoff_dev_stream_synchronize(s));
+        CHECK(memcmp(h_dst + off, h_src + off2, n) == 0);
+        CHECK(h_dst[off + n] == 0xEE); /* nothing written past the end */
+        if (off) CHECK(h_dst[off - 1] == 0xEE);
+    }
+    /* The synchronous helper too. */
+    CHECK_OK(zoff_dev_memcpy(dev, d1, h_src, 999, ZOFF_COPY_H2D));
+    CHECK_OK(zoff_dev_memcpy(dev, h_dst, d1, 999, ZOFF_COPY_D2H));
+    CHECK(memcmp(h_dst, h_src, 999) == 0);
+    CHECK_EQ_INT(zoff_dev_memcpy_async(s, NULL, h_src, 4, ZOFF_COPY_H2D), -EINVAL);
+    CHECK_OK(zoff_dev_free(dev, d1));
+    CHECK_OK(zoff_dev_free(dev, d2));
+    CHECK_OK(zoff_dev_host_free(dev, h_src));
+    CHECK_OK(zoff_dev_host_free(dev, h_dst));
+    CHECK_OK(zoff_dev_stream_destroy(s));
+}
+
+typedef struct counter_arg {
+    atomic_int *counter;
+    int expect;
+    atomic_int *order_errors;
+} counter_arg;
+
+static void count_in_order(void *p) {
+    counter_arg *c = p;
+    int prev = atomic_fetch_add(c->counter, 1);
+    if (prev != c->expect) atomic_fetch_add(c->order_errors, 1);
+}
+
+/* Destroying a stream or an event with work still queued completes that work first. */
+static void test_destroy_pending(zoff_dev *dev) {
+    enum { N = 200 };
+    zoff_dev_stream *s;
+    zoff_dev_event *e;
+    REQUIRE_OK(zoff_dev_stream_create(dev, &s));
+    REQUIRE_OK(zoff_dev_event_create(dev, &e));
+    atomic_int counter = 0, order_errors = 0;
+    counter_arg args[N];
+    zoff_test_gate gate = {0};
+    CHECK_OK(zoff_dev_launch_host_fn(s, zoff_test_gate_wait, &gate));
+    for (int i = 0; i < N; i++) {
+        args[i] = (counter_arg){&counter, i, &order_errors};
+        CHECK_OK(zoff_dev_launch_host_fn(s, count_in_order, &args[i]));
+    }
+    CHECK_OK(zoff_dev_event_record(e, s));
+    zoff_test_gate_await_reached(&gate);
+    CHECK_EQ_INT(atomic_load(&counter), 0);
+    zoff_test_gate_open(&gate);
+    CHECK_OK(zoff_dev_event_destroy(e)); /* waits for the record */
+    CHECK_EQ_INT(atomic_load(&counter), N);
+    for (int i = 0; i < N; i++) {
+        args[i] = (counter_arg){&counter, N + i, &order_errors};
+        CHECK_OK(zoff_dev_launch_host_fn(s, count_in_order, &args[i]));
+    }
+    CHECK_OK(zoff_dev_stream_destroy(s)); /* drains before returning */
+    CHECK_EQ_INT(atomic_load(&counter), 2 * N);
+    CHECK_EQ_INT(atomic_load(&order_errors), 0);
+}
+
+int main(int argc, char **argv) {
+    zoff_dev *dev = zoff_test_open_device(argc, argv, 0);
+    test_in_stream_order(dev);
+    test_cross_stream_wait(dev);
+    test_event_reuse(dev);
+    test_odd_copies(dev);
+    test_destroy_pending(dev);
+    /* Close with a stream, an event and memory still live: reclaimed, no crash. */
+    zoff_dev_stream *s;
+    zoff_dev_event *e;
+    void *p;
+    REQUIRE_OK(zoff_dev_stream_create(dev, &s));
+    REQUIRE_OK(zoff_dev_event_create(dev, &e));
+    REQUIRE_OK(zoff_dev_malloc(dev, 100, &p));
+    CHECK_OK(zoff_dev_event_record(e, s));
+    zoff_dev_close(dev);
+    return zoff_test_finish("test_gpu_streams");
+}

@@ -40,12 +40,25 @@ void zoff_log(zoff_log_level level, const char *module, const char *fmt, ...) {
     va_end(ap);
 }
 
+static int fail_va(int err, zoff_log_level level, const char *module, const char *fmt, va_list ap) {
+    vsnprintf(t_detail, sizeof t_detail, fmt, ap);
+    zoff_log(level, module, "%s (%s)", t_detail, zoff_strerror(err));
+    return err;
+}
+
 int zoff_fail(int err, const char *module, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(t_detail, sizeof t_detail, fmt, ap);
+    fail_va(err, ZOFF_LOG_ERROR, module, fmt, ap);
     va_end(ap);
-    zoff_log(ZOFF_LOG_ERROR, module, "%s (%s)", t_detail, zoff_strerror(err));
+    return err;
+}
+
+int zoff_fail_quiet(int err, const char *module, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fail_va(err, ZOFF_LOG_DEBUG, module, fmt, ap);
+    va_end(ap);
     return err;
 }
 

@@ -18,6 +18,8 @@
 
 void zoff_log(zoff_log_level level, const char *module, const char *fmt, ...) ZOFF_PRINTF(3, 4);
 int zoff_fail(int err, const char *module, const char *fmt, ...) ZOFF_PRINTF(3, 4);
+/* As zoff_fail, but logs at DEBUG: for expected failures such as probing for a GPU. */
+int zoff_fail_quiet(int err, const char *module, const char *fmt, ...) ZOFF_PRINTF(3, 4);
 /* Whether a message at this level would be delivered (skip costly formatting otherwise). */
 int zoff_log_enabled(zoff_log_level level);
 

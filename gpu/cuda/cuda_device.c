@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MOD "cuda"
 
@@ -36,10 +37,17 @@ int zoff_dev_cuda_gpu_count(int *count) {
     int n = 0;
     cudaError_t err = cudaGetDeviceCount(&n);
     if (err != cudaSuccess) {
-        cudaGetLastError(); /* clear the sticky-free error so later calls start clean */
-        return zoff_fail(ZOFF_ENODEVICE, MOD, "no CUDA device: %s", cudaGetErrorString(err));
+        cudaGetLastError(); /* clear the (non-sticky) error so later calls start clean */
+        /* An expected outcome on machines without a GPU: no ERROR-level log. */
+        if (err == cudaErrorInsufficientDriver && access("/dev/nvidiactl", F_OK) != 0)
+            return zoff_fail_quiet(ZOFF_ENODEVICE, MOD,
+                                   "no CUDA device: no NVIDIA driver is loaded (CUDA runtime "
+                                   "says: %s)",
+                                   cudaGetErrorString(err));
+        return zoff_fail_quiet(ZOFF_ENODEVICE, MOD, "no CUDA device: %s", cudaGetErrorString(err));
     }
-    if (n == 0) return zoff_fail(ZOFF_ENODEVICE, MOD, "no CUDA device: the driver reports 0 GPUs");
+    if (n == 0)
+        return zoff_fail_quiet(ZOFF_ENODEVICE, MOD, "no CUDA device: the driver reports 0 GPUs");
     *count = n;
     return 0;
 }

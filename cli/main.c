@@ -1,0 +1,43 @@
+/* The zoff command: dispatches to subcommands (info, ...). Owns what the library must not
+ * do: parsing flags and environment, printing, and choosing exit codes. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: zoff <command> [options]\n"
+                 "\n"
+                 "commands:\n"
+                 "  info     what this machine offers zoff: build, backends, GPUs, CPU topology,\n"
+                 "           SIMD, memory limits, and (with --nvme-path) the swap directory\n"
+                 "  version  print the version\n"
+                 "\n"
+                 "environment:\n"
+                 "  ZOFF_DEVICE=auto|cuda|host   device backend (default auto)\n"
+                 "  ZOFF_HOST_DEVICE_MEM=SIZE    host backend device capacity (default 2GiB)\n"
+                 "  ZOFF_LOG=error|warn|info|debug  log verbosity (default info)\n"
+                 "\n"
+                 "Run 'zoff <command> --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (zoff_cli_setup_logging() != 0) return 2;
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("zoff %s\n", zoff_version());
+        return 0;
+    }
+    if (strcmp(cmd, "info") == 0) return zoff_cmd_info(argc - 1, argv + 1);
+    fprintf(stderr, "zoff: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -22,7 +22,10 @@ static int host_sync_all(zoff_dev *dev) {
 }
 
 static void host_close(zoff_dev *dev) {
-    free(dev->impl);
+    host_device *h = dev->impl;
+    pthread_mutex_destroy(&h->value_lock);
+    pthread_cond_destroy(&h->value_cond);
+    free(h);
 }
 
 static int host_malloc(zoff_dev *dev, size_t bytes, void **ptr) {
@@ -74,6 +77,9 @@ static const zoff_dev_iface host_iface = {
     .event_query = host_event_query,
     .event_elapsed_ms = host_event_elapsed_ms,
     .launch_host_fn = host_launch_host_fn,
+    .stream_wait_value = host_stream_wait_value,
+    .stream_write_value = host_stream_write_value,
+    .host_write_value = host_host_write_value,
     .memcpy_async = host_memcpy_async,
     .memset_async = host_memset_async,
     .op_cast = host_op_cast,
@@ -88,6 +94,8 @@ int zoff_dev_host_open(zoff_dev *dev) {
     h->kernel_threads = dev->cfg.host_kernel_threads > 0 ? dev->cfg.host_kernel_threads
                                                          : (int)(cores > 0 ? cores : 1);
     if (dev->cfg.capacity == 0) dev->cfg.capacity = HOST_DEFAULT_CAPACITY;
+    pthread_mutex_init(&h->value_lock, NULL);
+    pthread_cond_init(&h->value_cond, NULL);
     dev->impl = h;
     dev->iface = &host_iface;
     snprintf(dev->name, sizeof dev->name, "host CPU (%d kernel threads, %.2f GiB arena)",

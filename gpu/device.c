@@ -374,6 +374,11 @@ int zoff_dev_host_write_value(zoff_dev *dev, uint32_t *flag, uint32_t value) {
     return dev->iface->host_write_value(dev, flag, value);
 }
 
+int zoff_dev_host_wait_value(zoff_dev *dev, const uint32_t *flag, uint32_t value) {
+    if (!dev || !flag || ((uintptr_t)flag & 3)) return -EINVAL;
+    return dev->iface->host_wait_value(dev, flag, value);
+}
+
 /* --- copies ---------------------------------------------------------------------------- */
 
 int zoff_dev_memcpy_async(zoff_dev_stream *s, void *dst, const void *src, size_t bytes,

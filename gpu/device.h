@@ -130,6 +130,8 @@ int zoff_dev_stream_wait_value(zoff_dev_stream *s, const uint32_t *flag, uint32_
 int zoff_dev_stream_write_value(zoff_dev_stream *s, uint32_t *flag, uint32_t value);
 /* Host-side write of a counter, waking streams waiting on it. Any thread. */
 int zoff_dev_host_write_value(zoff_dev *dev, uint32_t *flag, uint32_t value);
+/* Host thread blocks until the counter reaches value (same comparison as the stream wait). */
+int zoff_dev_host_wait_value(zoff_dev *dev, const uint32_t *flag, uint32_t value);
 
 /* --- copies ---------------------------------------------------------------------------- */
 typedef enum zoff_dev_copy_kind {

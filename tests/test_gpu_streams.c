@@ -244,6 +244,10 @@ static void test_value_signals(zoff_dev *dev) {
     CHECK_OK(zoff_dev_stream_synchronize(a));
     CHECK_EQ_INT(*h_out, 11);
     CHECK_EQ_INT(__atomic_load_n(flag, __ATOMIC_ACQUIRE), 5u);
+    /* the host waits on a counter a stream advances */
+    CHECK_OK(zoff_dev_stream_write_value(b, flag, 9u));
+    CHECK_OK(zoff_dev_host_wait_value(dev, flag, 9u));
+    CHECK_EQ_INT(__atomic_load_n(flag, __ATOMIC_ACQUIRE), 9u);
     CHECK_EQ_INT(zoff_dev_stream_wait_value(a, (uint32_t *)((char *)flag + 1), 1), -EINVAL);
 
     CHECK_OK(zoff_dev_free(dev, d));

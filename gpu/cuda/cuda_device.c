@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MOD "cuda"
@@ -210,6 +211,19 @@ static int cuda_host_write_value(zoff_dev *dev, uint32_t *flag, uint32_t value) 
     return 0;
 }
 
+static int cuda_host_wait_value(zoff_dev *dev, const uint32_t *flag, uint32_t value) {
+    (void)dev;
+    /* Written by a kernel over PCIe: nothing to block on, so poll with a growing back-off
+     * (a few microseconds at first, at most 200 us between looks). */
+    long ns = 2000;
+    while ((int32_t)(__atomic_load_n(flag, __ATOMIC_ACQUIRE) - value) < 0) {
+        struct timespec ts = {0, ns};
+        nanosleep(&ts, NULL);
+        if (ns < 200000) ns += ns / 2;
+    }
+    return 0;
+}
+
 static int cuda_memcpy_async(void *stream, void *dst, const void *src, size_t bytes,
                              zoff_dev_copy_kind kind) {
     static const enum cudaMemcpyKind kinds[] = {cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost,
@@ -256,6 +270,7 @@ static const zoff_dev_iface cuda_iface = {
     .stream_wait_value = cuda_stream_wait_value,
     .stream_write_value = cuda_stream_write_value,
     .host_write_value = cuda_host_write_value,
+    .host_wait_value = cuda_host_wait_value,
     .memcpy_async = cuda_memcpy_async,
     .memset_async = cuda_memset_async,
     .op_cast = cuda_op_cast,

@@ -71,6 +71,7 @@ int host_launch_host_fn(void *stream, zoff_dev_host_fn fn, void *arg);
 int host_stream_wait_value(void *stream, const uint32_t *flag, uint32_t value);
 int host_stream_write_value(void *stream, uint32_t *flag, uint32_t value);
 int host_host_write_value(zoff_dev *dev, uint32_t *flag, uint32_t value);
+int host_host_wait_value(zoff_dev *dev, const uint32_t *flag, uint32_t value);
 
 /* kernels (host_ops.c) */
 int host_memcpy_async(void *stream, void *dst, const void *src, size_t bytes,

@@ -80,6 +80,7 @@ static const zoff_dev_iface host_iface = {
     .stream_wait_value = host_stream_wait_value,
     .stream_write_value = host_stream_write_value,
     .host_write_value = host_host_write_value,
+    .host_wait_value = host_host_wait_value,
     .memcpy_async = host_memcpy_async,
     .memset_async = host_memset_async,
     .op_cast = host_op_cast,

@@ -300,13 +300,21 @@ static void write_value(host_device *h, uint32_t *flag, uint32_t value) {
     pthread_mutex_unlock(&h->value_lock);
 }
 
-static void run_wait_value(void *p) {
-    value_payload *vp = p;
-    host_device *h = vp->hdev;
+static void wait_value(host_device *h, const uint32_t *flag, uint32_t value) {
     pthread_mutex_lock(&h->value_lock);
-    while ((int32_t)(__atomic_load_n(vp->flag, __ATOMIC_ACQUIRE) - vp->value) < 0)
+    while ((int32_t)(__atomic_load_n(flag, __ATOMIC_ACQUIRE) - value) < 0)
         pthread_cond_wait(&h->value_cond, &h->value_lock);
     pthread_mutex_unlock(&h->value_lock);
+}
+
+static void run_wait_value(void *p) {
+    value_payload *vp = p;
+    wait_value(vp->hdev, vp->flag, vp->value);
+}
+
+int host_host_wait_value(zoff_dev *dev, const uint32_t *flag, uint32_t value) {
+    wait_value(dev->impl, flag, value);
+    return 0;
 }
 
 static void run_write_value(void *p) {

@@ -37,7 +37,7 @@ static void step_scalar(const zoff_adam_consts *c, const zoff_adam_buffers *b, s
     for (size_t i = begin; i < end; i++) {
         float p = b->param[i];
         float g = load_elem(b->grad, b->grad_dtype, i) * c->grad_scale;
-        g = g + c->l2 * p;
+        if (c->l2 != 0.0f) g = g + c->l2 * p; /* as the vector paths: no 0 * inf */
         float m = load_elem(b->m, b->moment_dtype, i);
         float v = load_elem(b->v, b->moment_dtype, i);
         m = c->beta1 * m + c->one_minus_beta1 * g;

@@ -7,6 +7,7 @@
  *   vf_fmadd(a, b, c) = a*b + c,  vf_fnmadd(a, b, c) = c - a*b   (fused)
  *   vf_load_f32/f16/bf16(ptr), vf_store_f32/f16/bf16(ptr, x)     (unaligned)
  *   vd_zero(), vd_acc_sq(acc_lo, acc_hi, x), vd_hsum(a, b)
+ *   optional: ZOFF_SIMD_HAVE_BF16X2 and vf_store_bf16x2(pa, a, pb, b), two bf16 stores at once
  *   ZOFF_SIMD_NAME(x)                 suffixes a symbol with the ISA name
  *
  * Every element goes through the same vector instruction sequence: the last partial vector of a
@@ -44,19 +45,30 @@ typedef struct simd_consts {
 /* One vector of elements starting at index i. gd, md: zoff_dtype of grad and moments;
  * od: ZOFF_ADAM_OUT_* kind. Same operation order as adam_scalar.c, with FMA. */
 ZOFF_SIMD_INLINE void simd_step_vec(const simd_consts *k, float *param, void *m_, void *v_,
-                                    const void *grad, void *out, size_t i, int gd, int md, int od) {
+                                    const void *grad, void *out, size_t i, int gd, int md, int od,
+                                    int l2) {
     vf p = vf_load_f32(param + i);
     vf g = vf_mul(simd_load(grad, gd, i), k->scale);
-    g = vf_fmadd(k->l2, p, g);
+    if (l2)
+        g = vf_fmadd(k->l2, p, g); /* Adam: decay is 1 */
+    else
+        p = vf_mul(p, k->decay); /* AdamW: l2 is 0 */
     vf m = simd_load(m_, md, i);
     vf v = simd_load(v_, md, i);
     m = vf_fmadd(k->beta1, m, vf_mul(k->omb1, g));
     v = vf_fmadd(vf_mul(k->omb2, g), g, vf_mul(k->beta2, v));
     vf denom = vf_fmadd(vf_sqrt(v), k->isb2, k->eps);
-    p = vf_fnmadd(k->step_size, vf_div(m, denom), vf_mul(p, k->decay));
+    p = vf_fnmadd(k->step_size, vf_div(m, denom), p);
     vf_store_f32(param + i, p);
-    simd_store(m_, md, i, m);
-    simd_store(v_, md, i, v);
+#ifdef ZOFF_SIMD_HAVE_BF16X2
+    if (md == ZOFF_BF16) {
+        vf_store_bf16x2((uint16_t *)m_ + i, m, (uint16_t *)v_ + i, v);
+    } else
+#endif
+    {
+        simd_store(m_, md, i, m);
+        simd_store(v_, md, i, v);
+    }
     if (od != ZOFF_ADAM_OUT_NONE) simd_store(out, od - 1, i, p);
 }
 
@@ -75,8 +87,14 @@ ZOFF_SIMD_INLINE void simd_step_range(const zoff_adam_consts *c, const zoff_adam
         .isb2 = vf_set1(c->inv_sqrt_bc2),
     };
     size_t i = begin;
-    for (; i + ZOFF_SIMD_W <= end; i += ZOFF_SIMD_W)
-        simd_step_vec(&k, b->param, b->m, b->v, b->grad, b->param_out, i, gd, md, od);
+    /* Exactly one of l2 (Adam) and decay (AdamW) is active: skip the other's operation. */
+    if (c->l2 != 0.0f) {
+        for (; i + ZOFF_SIMD_W <= end; i += ZOFF_SIMD_W)
+            simd_step_vec(&k, b->param, b->m, b->v, b->grad, b->param_out, i, gd, md, od, 1);
+    } else {
+        for (; i + ZOFF_SIMD_W <= end; i += ZOFF_SIMD_W)
+            simd_step_vec(&k, b->param, b->m, b->v, b->grad, b->param_out, i, gd, md, od, 0);
+    }
     if (i < end) {
         size_t r = end - i, gs = simd_dsize(gd), ms = simd_dsize(md);
         size_t os = od == ZOFF_ADAM_OUT_F32 ? 4 : 2;
@@ -86,7 +104,7 @@ ZOFF_SIMD_INLINE void simd_step_range(const zoff_adam_consts *c, const zoff_adam
         memcpy(m, (const char *)b->m + i * ms, r * ms);
         memcpy(v, (const char *)b->v + i * ms, r * ms);
         memcpy(g, (const char *)b->grad + i * gs, r * gs);
-        simd_step_vec(&k, p, m, v, g, o, 0, gd, md, od);
+        simd_step_vec(&k, p, m, v, g, o, 0, gd, md, od, c->l2 != 0.0f);
         memcpy(b->param + i, p, r * 4);
         memcpy((char *)b->m + i * ms, m, r * ms);
         memcpy((char *)b->v + i * ms, v, r * ms);

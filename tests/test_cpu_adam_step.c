@@ -298,6 +298,54 @@ static void test_bf16_moments(void) {
     state_free(&b);
 }
 
+/* bf16 moment rounding is bit-exact: with beta1 = beta2 = 0 the fp32 moments are exactly
+ * m = g and v = fl(g * g) on every path, so the stored bf16 values must equal core/half.h's
+ * rounding of those, for ties, overflow, subnormals, infinities and NaNs. */
+static void test_bf16_moment_rounding(zoff_adam_isa isa) {
+    static const uint32_t special[] = {0x3f808000, 0x3f818000, 0x3f808001, 0x3f807fff, 0xbf808000,
+                                       0x7f7fffff, 0x7f7f8000, 0x00000001, 0x00018000, 0x7f800000,
+                                       0xff800000, 0x7fc00000, 0x7fffffff, 0xffbfffff, 0x80000000,
+                                       0x1f808000, 0x1f818000, 0x5f808000};
+    zoff_adam_pool_config cfg = zoff_adam_pool_config_default();
+    cfg.n_threads = 2;
+    cfg.pin = 0;
+    cfg.isa = isa;
+    zoff_adam_pool *pool;
+    REQUIRE_OK(zoff_adam_pool_create(&cfg, &pool));
+    size_t n = 1000 + 5;
+    state s;
+    state_init(&s, n, ZOFF_F32, ZOFF_BF16, ZOFF_BF16 + 1);
+    uint32_t *g = (uint32_t *)s.b.grad;
+    for (size_t i = 0; i < n; i++) {
+        unsigned long long r = zoff_test_rand(&rng);
+        g[i] = r % 3 ? special[(r >> 8) % ARRAY_LEN(special)] : (uint32_t)(r >> 20);
+        put(s.b.m, ZOFF_BF16, i, 0.0f);
+        put(s.b.v, ZOFF_BF16, i, 0.0f);
+    }
+    zoff_adam_params prm = zoff_adam_params_default();
+    prm.beta1 = 0.0f;
+    prm.beta2 = 0.0f;
+    CHECK_OK(zoff_adam_step(pool, &prm, &s.b));
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        float gf = zoff_bits_f32(g[i]);
+        float m = 0.0f * 0.0f + 1.0f * gf, v = (1.0f * gf) * gf + 0.0f * 0.0f;
+        uint16_t em = zoff_f32_to_bf16(m), ev = zoff_f32_to_bf16(v);
+        uint16_t gm = ((uint16_t *)s.b.m)[i], gv = ((uint16_t *)s.b.v)[i];
+        if ((gm != em || gv != ev) && bad++ < 5)
+            fprintf(stderr, "%s bf16 moments g=%08x: m %04x want %04x, v %04x want %04x\n",
+                    zoff_adam_isa_name(isa), g[i], gm, em, gv, ev);
+        uint16_t eo = zoff_f32_to_bf16(s.b.param[i]), go = ((uint16_t *)s.b.param_out)[i];
+        if (eo != go && bad++ < 5)
+            fprintf(stderr, "%s bf16 out p=%08x: %04x want %04x\n", zoff_adam_isa_name(isa),
+                    zoff_f32_bits(s.b.param[i]), go, eo);
+    }
+    CHECK(bad == 0);
+    CHECK(canaries_ok(&s));
+    state_free(&s);
+    zoff_adam_pool_destroy(pool);
+}
+
 /* A non-finite gradient spoils only its own element; the helpers see it. */
 static void test_nonfinite(zoff_adam_isa isa) {
     zoff_adam_pool_config cfg = zoff_adam_pool_config_default();
@@ -306,10 +354,12 @@ static void test_nonfinite(zoff_adam_isa isa) {
     cfg.isa = isa;
     zoff_adam_pool *pool;
     REQUIRE_OK(zoff_adam_pool_create(&cfg, &pool));
-    for (int gd = 0; gd < 3; gd++) {
+    for (int k = 0; k < 6; k++) {
+        int gd = k % 3;
+        zoff_dtype md = k < 3 ? ZOFF_F32 : ZOFF_BF16;
         size_t n = 100;
         state s;
-        state_init(&s, n, (zoff_dtype)gd, ZOFF_F32, ZOFF_F16 + 1);
+        state_init(&s, n, (zoff_dtype)gd, md, ZOFF_F16 + 1);
         state_grads(&s, 1.0f);
         put((void *)s.b.grad, s.b.grad_dtype, 5, INFINITY);
         put((void *)s.b.grad, s.b.grad_dtype, 50, NAN);
@@ -324,6 +374,8 @@ static void test_nonfinite(zoff_adam_isa isa) {
         for (size_t i = 0; i < n; i++) {
             int expect_bad = i == 5 || i == 50;
             CHECK((!isfinite(s.b.param[i])) == expect_bad);
+            CHECK((!isfinite(get(s.b.m, md, i))) == expect_bad); /* never silently finite */
+            CHECK((!isfinite(get(s.b.v, md, i))) == expect_bad);
             uint16_t h = ((uint16_t *)s.b.param_out)[i];
             CHECK(((h & 0x7c00) == 0x7c00) == expect_bad);
         }
@@ -377,6 +429,7 @@ int main(void) {
             test_vs_double(isa, ZOFF_ADAM_ADAMW, (zoff_dtype)gd);
         }
         test_nonfinite(isa);
+        test_bf16_moment_rounding(isa);
         printf("  %s: checked\n", zoff_adam_isa_name(isa));
     }
     test_bf16_moments();

@@ -148,7 +148,9 @@ static int open_file(zoff_nvme_swap *s, unsigned i, int want_direct, int *warned
         }
     }
     if (fd < 0) {
-        fd = open(s->paths[i], flags, 0600);
+        /* a refused O_DIRECT open may still have created the file: no O_EXCL here (the
+         * name is unique to this process and instance) */
+        fd = open(s->paths[i], want_direct ? flags & ~O_EXCL : flags, 0600);
         if (fd < 0) return zoff_fail(-errno, MOD, "cannot create swap file %s", s->paths[i]);
     }
     s->fds[i] = fd;
@@ -226,17 +228,23 @@ int zoff_nvme_swap_create(const zoff_nvme_config *cfg, zoff_nvme_swap **out) {
             rc = zoff_fail(-ENOMEM, MOD, "path names");
             goto fail;
         }
-        int lfd = open(s->lock_paths[i], O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        /* locked under a temporary name, then renamed: a scanner in another process never
+         * sees this lock file unheld */
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp", s->lock_paths[i]);
+        int lfd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (lfd < 0) {
-            rc = zoff_fail(-errno, MOD, "cannot create lock file %s (is %s writable?)",
-                           s->lock_paths[i], dir);
+            rc = zoff_fail(-errno, MOD, "cannot create lock file %s (is %s writable?)", tmp,
+                           dir);
+            goto fail;
+        }
+        if (flock(lfd, LOCK_EX | LOCK_NB) != 0 || rename(tmp, s->lock_paths[i]) != 0) {
+            rc = zoff_fail(-errno, MOD, "cannot lock %s", s->lock_paths[i]);
+            close(lfd);
+            unlink(tmp);
             goto fail;
         }
         s->lock_fds[i] = lfd;
-        if (flock(lfd, LOCK_EX | LOCK_NB) != 0) {
-            rc = zoff_fail(-errno, MOD, "cannot lock %s", s->lock_paths[i]);
-            goto fail;
-        }
         char pid[32];
         int pl = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
         if (write(lfd, pid, (size_t)pl) != pl)

@@ -21,7 +21,7 @@ struct zoff_nvme_pool {
     zoff_nvme_pool_config cfg;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    void **bufs;     /* every buffer, by index */
+    void **bufs;        /* every buffer, by index */
     unsigned char *out; /* 1 while buffer i is acquired */
     size_t *free_stack, n_free, n;
     size_t high_water;
@@ -112,7 +112,8 @@ int zoff_nvme_pool_create(const zoff_nvme_pool_config *cfg, zoff_nvme_pool **out
     /* a partial mlock success is undone so that `locked` describes the whole pool */
     p->locked = !cfg->alloc && mlocked;
     if (!cfg->alloc && !mlocked)
-        for (size_t i = 0; i < p->n; i++) munlock(p->bufs[i], cfg->buffer_size);
+        for (size_t i = 0; i < p->n; i++)
+            munlock(p->bufs[i], cfg->buffer_size);
     *out = p;
     return 0;
 }
@@ -128,7 +129,8 @@ static int take_locked(zoff_nvme_pool *p, void **buf) {
 
 int zoff_nvme_pool_acquire(zoff_nvme_pool *p, void **buf) {
     pthread_mutex_lock(&p->mu);
-    while (p->n_free == 0) pthread_cond_wait(&p->cv, &p->mu);
+    while (p->n_free == 0)
+        pthread_cond_wait(&p->cv, &p->mu);
     take_locked(p, buf);
     pthread_mutex_unlock(&p->mu);
     return 0;
@@ -153,7 +155,8 @@ int zoff_nvme_pool_acquire_timeout(zoff_nvme_pool *p, unsigned timeout_ms, void 
     }
     int rc = 0;
     pthread_mutex_lock(&p->mu);
-    while (p->n_free == 0 && rc == 0) rc = pthread_cond_timedwait(&p->cv, &p->mu, &dl);
+    while (p->n_free == 0 && rc == 0)
+        rc = pthread_cond_timedwait(&p->cv, &p->mu, &dl);
     if (p->n_free)
         rc = take_locked(p, buf);
     else
@@ -170,11 +173,11 @@ int zoff_nvme_pool_acquire_timeout(zoff_nvme_pool *p, unsigned timeout_ms, void 
 int zoff_nvme_pool_release(zoff_nvme_pool *p, void *buf) {
     pthread_mutex_lock(&p->mu);
     size_t i = 0;
-    while (i < p->n && p->bufs[i] != buf) i++;
+    while (i < p->n && p->bufs[i] != buf)
+        i++;
     if (i == p->n || !p->out[i]) {
         pthread_mutex_unlock(&p->mu);
-        return zoff_fail(-EINVAL, MOD, "release of %p: not an acquired buffer of this pool",
-                         buf);
+        return zoff_fail(-EINVAL, MOD, "release of %p: not an acquired buffer of this pool", buf);
     }
     p->out[i] = 0;
     p->free_stack[p->n_free++] = i;

@@ -4,4 +4,6 @@
 
 #include <xxhash.h>
 
-uint64_t zoff_nvme_checksum(const void *data, size_t len) { return XXH3_64bits(data, len); }
+uint64_t zoff_nvme_checksum(const void *data, size_t len) {
+    return XXH3_64bits(data, len);
+}

@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 /* Alignment of buffers, offsets and lengths of every request (O_DIRECT's logical block). */
-#define ZOFF_NVME_ALIGN 4096u
+#define ZOFF_NVME_ALIGN    4096u
 #define ZOFF_NVME_MAX_DIRS 16
 
 /* ---------------------------------------------------------------- buffer pool */
@@ -45,21 +45,21 @@ typedef void *(*zoff_nvme_alloc_fn)(size_t bytes, void *user);
 typedef void (*zoff_nvme_free_fn)(void *ptr, size_t bytes, void *user);
 
 typedef struct zoff_nvme_pool_config {
-    size_t budget;      /* total bytes the pool may hold (default 64 MiB) */
-    size_t buffer_size; /* bytes per buffer, multiple of 4096 (default 4 MiB) */
+    size_t budget;            /* total bytes the pool may hold (default 64 MiB) */
+    size_t buffer_size;       /* bytes per buffer, multiple of 4096 (default 4 MiB) */
     zoff_nvme_alloc_fn alloc; /* NULL: posix_memalign + mlock attempt */
     zoff_nvme_free_fn free;   /* required when alloc is set */
     void *user;
 } zoff_nvme_pool_config;
 
 typedef struct zoff_nvme_pool_stats {
-    size_t budget;          /* bytes held by the pool (all buffers are allocated up front) */
+    size_t budget; /* bytes held by the pool (all buffers are allocated up front) */
     size_t buffer_size;
     size_t n_buffers;
-    size_t in_use;          /* buffers handed out now */
-    size_t high_water;      /* most buffers ever handed out at once */
+    size_t in_use;     /* buffers handed out now */
+    size_t high_water; /* most buffers ever handed out at once */
     size_t high_water_bytes;
-    int locked;             /* 1 when the default allocator's mlock succeeded */
+    int locked; /* 1 when the default allocator's mlock succeeded */
 } zoff_nvme_pool_stats;
 
 typedef struct zoff_nvme_pool zoff_nvme_pool;
@@ -100,10 +100,10 @@ typedef struct zoff_nvme_config {
     int checksums;         /* XXH3 per checksum block, verified on read (default 1) */
     size_t checksum_block; /* bytes per checksum, multiple of 4096 (default 64 KiB) */
     zoff_nvme_backend backend;
-    int preallocate;       /* fallocate the files at creation (default 1) */
-    int remove_stale;      /* delete stale swap files of dead runs found in dirs (default 0) */
+    int preallocate;          /* fallocate the files at creation (default 1) */
+    int remove_stale;         /* delete stale swap files of dead runs found in dirs (default 0) */
     unsigned pthread_threads; /* workers of the pthread backend (default 4) */
-    zoff_nvme_pool *pool;  /* optional: its buffers are registered as io_uring fixed buffers */
+    zoff_nvme_pool *pool;     /* optional: its buffers are registered as io_uring fixed buffers */
     /* Fault injection for tests (0 = off): every Nth operation is submitted short (half its
      * length, aligned), answered -EAGAIN once, or fails with -inject_errno. */
     unsigned debug_short_every;
@@ -117,9 +117,9 @@ typedef struct zoff_nvme_region zoff_nvme_region;
 typedef struct zoff_nvme_request zoff_nvme_request;
 
 typedef struct zoff_nvme_swap_info {
-    const char *backend;    /* "io_uring", "io_uring buffered", "pthread", "pthread buffered" */
-    int direct;             /* O_DIRECT in use */
-    int fixed_buffers;      /* pool buffers registered with io_uring */
+    const char *backend; /* "io_uring", "io_uring buffered", "pthread", "pthread buffered" */
+    int direct;          /* O_DIRECT in use */
+    int fixed_buffers;   /* pool buffers registered with io_uring */
     int sqpoll;
     unsigned n_stale_found; /* stale swap files of dead runs seen at creation */
     size_t capacity, used;  /* bytes; used = sum of region sizes (rounded) */
@@ -196,9 +196,9 @@ typedef struct zoff_nvme_probe_result {
     int direct_errno;    /* positive errno when !direct_ok (EINVAL on tmpfs) */
     uint64_t free_bytes; /* available to unprivileged users (statvfs f_bavail) */
     uint64_t total_bytes;
-    char fs_type[32];    /* "ext4", "xfs", "btrfs", "tmpfs", "overlay", ... or "0x<magic>" */
-    char backend[48];    /* what AUTO picks: "io_uring+O_DIRECT", "io_uring buffered",
-                            "pthread+O_DIRECT", "pthread buffered" */
+    char fs_type[32]; /* "ext4", "xfs", "btrfs", "tmpfs", "overlay", ... or "0x<magic>" */
+    char backend[48]; /* what AUTO picks: "io_uring+O_DIRECT", "io_uring buffered",
+                         "pthread+O_DIRECT", "pthread buffered" */
 } zoff_nvme_probe_result;
 
 /* 0 on success (the result says what works); -errno if dir cannot be used at all (named). */

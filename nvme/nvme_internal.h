@@ -19,8 +19,8 @@ enum { REQ_QUEUED = 0, REQ_RUNNING = 1, REQ_DONE = 2 };
 
 struct zoff_nvme_region {
     char *name;
-    uint64_t base; /* logical byte offset in the swap space */
-    size_t size;   /* rounded up to ZOFF_NVME_ALIGN */
+    uint64_t base;     /* logical byte offset in the swap space */
+    size_t size;       /* rounded up to ZOFF_NVME_ALIGN */
     uint64_t *written; /* bitmap, one bit per 4096-byte page */
     uint64_t *csums;   /* one XXH3 per checksum block (checksums on) */
     struct zoff_nvme_region *next;
@@ -33,18 +33,18 @@ struct zoff_nvme_request {
     uint8_t *buf;
     size_t len;
     int write;
-    size_t next_off;       /* bytes already handed out as operations */
+    size_t next_off; /* bytes already handed out as operations */
     unsigned ops_inflight;
-    int err;               /* first error of any operation */
-    atomic_int state;      /* REQ_* */
+    int err;          /* first error of any operation */
+    atomic_int state; /* REQ_* */
     atomic_int canceled;
-    int result;            /* valid once state == REQ_DONE */
-    int reported;          /* the error was raised with zoff_fail on the caller's thread */
+    int result;   /* valid once state == REQ_DONE */
+    int reported; /* the error was raised with zoff_fail on the caller's thread */
     int in_queue;
-    uint64_t *csums;       /* write: computed at submission; read: expected, copied at submission */
+    uint64_t *csums; /* write: computed at submission; read: expected, copied at submission */
     size_t n_csums;
     char detail[192];
-    struct zoff_nvme_request *qnext;           /* run queue */
+    struct zoff_nvme_request *qnext;               /* run queue */
     struct zoff_nvme_request *all_prev, *all_next; /* every live request, for destroy */
 };
 
@@ -56,9 +56,9 @@ typedef struct zoff_nvme_op {
     uint8_t *buf;
     size_t len;
     size_t done;
-    int buf_index; /* io_uring fixed buffer index, -1 if none */
-    unsigned seq;  /* operation number, for fault injection */
-    int injected;  /* a fault was already injected into this operation */
+    int buf_index;    /* io_uring fixed buffer index, -1 if none */
+    unsigned seq;     /* operation number, for fault injection */
+    int injected;     /* a fault was already injected into this operation */
     unsigned retries; /* -EAGAIN/-EINTR resubmissions so far (capped: never spin forever) */
 } zoff_nvme_op;
 

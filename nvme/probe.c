@@ -19,23 +19,40 @@
 
 static const char *fs_name(long magic) {
     switch ((unsigned long)magic & 0xffffffffUL) {
-    case 0xEF53: return "ext4"; /* ext2/3/4 share the magic */
-    case 0x58465342: return "xfs";
-    case 0x9123683E: return "btrfs";
-    case 0x01021994: return "tmpfs";
-    case 0x794c7630: return "overlay";
-    case 0x2FC12FC1: return "zfs";
-    case 0xF2F52010: return "f2fs";
-    case 0x6969: return "nfs";
-    case 0xFF534D42: return "cifs";
-    case 0x65735546: return "fuse";
-    case 0x858458f6: return "ramfs";
-    case 0x5346544e: return "ntfs";
-    case 0x4d44: return "vfat";
-    case 0x3153464a: return "jfs";
-    case 0x52654973: return "reiserfs";
-    case 0x73717368: return "squashfs";
-    default: return NULL;
+    case 0xEF53:
+        return "ext4"; /* ext2/3/4 share the magic */
+    case 0x58465342:
+        return "xfs";
+    case 0x9123683E:
+        return "btrfs";
+    case 0x01021994:
+        return "tmpfs";
+    case 0x794c7630:
+        return "overlay";
+    case 0x2FC12FC1:
+        return "zfs";
+    case 0xF2F52010:
+        return "f2fs";
+    case 0x6969:
+        return "nfs";
+    case 0xFF534D42:
+        return "cifs";
+    case 0x65735546:
+        return "fuse";
+    case 0x858458f6:
+        return "ramfs";
+    case 0x5346544e:
+        return "ntfs";
+    case 0x4d44:
+        return "vfat";
+    case 0x3153464a:
+        return "jfs";
+    case 0x52654973:
+        return "reiserfs";
+    case 0x73717368:
+        return "squashfs";
+    default:
+        return NULL;
     }
 }
 

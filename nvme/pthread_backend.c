@@ -64,7 +64,8 @@ static void pt_stop(zoff_nvme_swap *s) {
     pthread_mutex_lock(&s->mu);
     pthread_cond_broadcast(&st->work_cv);
     pthread_mutex_unlock(&s->mu);
-    for (unsigned i = 0; i < st->n_threads; i++) pthread_join(st->threads[i], NULL);
+    for (unsigned i = 0; i < st->n_threads; i++)
+        pthread_join(st->threads[i], NULL);
     pthread_cond_destroy(&st->work_cv);
     free(st->threads);
     free(st);

@@ -23,7 +23,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#define MOD "nvme"
+#define MOD  "nvme"
 #define PAGE ((uint64_t)ZOFF_NVME_ALIGN)
 
 static atomic_uint g_instance;
@@ -43,7 +43,9 @@ zoff_nvme_config zoff_nvme_config_default(void) {
     return c;
 }
 
-static int aligned(uint64_t v) { return (v % PAGE) == 0; }
+static int aligned(uint64_t v) {
+    return (v % PAGE) == 0;
+}
 
 static int check_config(const zoff_nvme_config *c) {
     if (c->n_dirs == 0 || c->n_dirs > ZOFF_NVME_MAX_DIRS)
@@ -196,7 +198,8 @@ int zoff_nvme_swap_create(const zoff_nvme_config *cfg, zoff_nvme_swap **out) {
     zoff_nvme_swap *s = calloc(1, sizeof *s);
     if (!s) return zoff_fail(-ENOMEM, MOD, "swap space struct");
     s->cfg = *cfg;
-    for (unsigned i = 0; i < ZOFF_NVME_MAX_DIRS; i++) s->fds[i] = s->lock_fds[i] = -1;
+    for (unsigned i = 0; i < ZOFF_NVME_MAX_DIRS; i++)
+        s->fds[i] = s->lock_fds[i] = -1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->done_cv, NULL);
     s->n_files = cfg->n_dirs;
@@ -234,8 +237,7 @@ int zoff_nvme_swap_create(const zoff_nvme_config *cfg, zoff_nvme_swap **out) {
         snprintf(tmp, sizeof tmp, "%s.tmp", s->lock_paths[i]);
         int lfd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (lfd < 0) {
-            rc = zoff_fail(-errno, MOD, "cannot create lock file %s (is %s writable?)", tmp,
-                           dir);
+            rc = zoff_fail(-errno, MOD, "cannot create lock file %s (is %s writable?)", tmp, dir);
             goto fail;
         }
         if (flock(lfd, LOCK_EX | LOCK_NB) != 0 || rename(tmp, s->lock_paths[i]) != 0) {
@@ -297,8 +299,8 @@ int zoff_nvme_swap_create(const zoff_nvme_config *cfg, zoff_nvme_swap **out) {
         rc = zoff_nvme_pthread_start(s);
         if (rc) goto fail;
     }
-    zoff_log(ZOFF_LOG_INFO, MOD, "swap space: %u file(s) of %llu bytes, backend %s%s",
-             s->n_files, (unsigned long long)s->file_size, s->backend_name,
+    zoff_log(ZOFF_LOG_INFO, MOD, "swap space: %u file(s) of %llu bytes, backend %s%s", s->n_files,
+             (unsigned long long)s->file_size, s->backend_name,
              s->direct ? " (O_DIRECT)" : " (buffered)");
     *out = s;
     return 0;
@@ -459,8 +461,7 @@ static int inject_now(unsigned every, const zoff_nvme_op *op) {
 
 size_t zoff_nvme_op_submit_len(zoff_nvme_swap *s, const zoff_nvme_op *op) {
     size_t rest = op->len - op->done;
-    if (inject_now(s->cfg.debug_short_every, op) && rest >= 2 * PAGE)
-        return rest / 2 / PAGE * PAGE;
+    if (inject_now(s->cfg.debug_short_every, op) && rest >= 2 * PAGE) return rest / 2 / PAGE * PAGE;
     return rest;
 }
 
@@ -503,15 +504,14 @@ int zoff_nvme_region_define(zoff_nvme_swap *s, const char *name, size_t bytes,
     size_t pages = size / PAGE;
     g->written = calloc((pages + 63) / 64, sizeof(uint64_t));
     if (s->cfg.checksums)
-        g->csums = calloc((size + s->cfg.checksum_block - 1) / s->cfg.checksum_block,
-                          sizeof(uint64_t));
+        g->csums =
+            calloc((size + s->cfg.checksum_block - 1) / s->cfg.checksum_block, sizeof(uint64_t));
     if (!g->name || !g->written || (s->cfg.checksums && !g->csums)) {
         free(g->name);
         free(g->written);
         free(g->csums);
         free(g);
-        return zoff_fail(-ENOMEM, MOD, "region '%s' of %llu bytes", name,
-                         (unsigned long long)size);
+        return zoff_fail(-ENOMEM, MOD, "region '%s' of %llu bytes", name, (unsigned long long)size);
     }
     pthread_mutex_lock(&s->mu);
     int rc = 0;
@@ -552,8 +552,12 @@ int zoff_nvme_region_lookup(zoff_nvme_swap *s, const char *name, zoff_nvme_regio
     return *out ? 0 : zoff_fail(-ENOENT, MOD, "no region named '%s'", name);
 }
 
-size_t zoff_nvme_region_size(const zoff_nvme_region *g) { return g->size; }
-const char *zoff_nvme_region_name(const zoff_nvme_region *g) { return g->name; }
+size_t zoff_nvme_region_size(const zoff_nvme_region *g) {
+    return g->size;
+}
+const char *zoff_nvme_region_name(const zoff_nvme_region *g) {
+    return g->name;
+}
 
 /* ------------------------------------------------------------ requests */
 
@@ -569,8 +573,7 @@ static int validate(zoff_nvme_swap *s, const zoff_nvme_io *io) {
         return zoff_fail(-EINVAL, MOD, "range %llu+%zu is outside region '%s' (%zu bytes)",
                          (unsigned long long)io->offset, io->len, g->name, g->size);
     size_t cb = s->cfg.checksum_block;
-    if (s->cfg.checksums &&
-        (io->offset % cb || (io->len % cb && io->offset + io->len != g->size)))
+    if (s->cfg.checksums && (io->offset % cb || (io->len % cb && io->offset + io->len != g->size)))
         return zoff_fail(-EINVAL, MOD,
                          "region '%s': with checksums on, range %llu+%zu must be aligned to "
                          "the %zu-byte checksum block (or end at the region's end)",
@@ -611,7 +614,8 @@ static void free_request_mem(zoff_nvme_request *r) {
 
 int zoff_nvme_submit_batch(zoff_nvme_swap *s, const zoff_nvme_io *ios, size_t n,
                            zoff_nvme_request **out) {
-    for (size_t i = 0; i < n; i++) out[i] = NULL;
+    for (size_t i = 0; i < n; i++)
+        out[i] = NULL;
     for (size_t i = 0; i < n; i++) {
         int rc = validate(s, &ios[i]);
         if (rc) return rc;
@@ -619,8 +623,10 @@ int zoff_nvme_submit_batch(zoff_nvme_swap *s, const zoff_nvme_io *ios, size_t n,
     for (size_t i = 0; i < n; i++) {
         out[i] = make_request(s, &ios[i]);
         if (!out[i]) {
-            for (size_t j = 0; j < i; j++) free_request_mem(out[j]);
-            for (size_t j = 0; j < n; j++) out[j] = NULL;
+            for (size_t j = 0; j < i; j++)
+                free_request_mem(out[j]);
+            for (size_t j = 0; j < n; j++)
+                out[j] = NULL;
             return zoff_fail(-ENOMEM, MOD, "request structs");
         }
     }
@@ -665,8 +671,8 @@ int zoff_nvme_submit_batch(zoff_nvme_swap *s, const zoff_nvme_io *ios, size_t n,
     return 0;
 }
 
-int zoff_nvme_submit_write(zoff_nvme_swap *s, zoff_nvme_region *g, uint64_t offset,
-                           const void *buf, size_t len, zoff_nvme_request **out) {
+int zoff_nvme_submit_write(zoff_nvme_swap *s, zoff_nvme_region *g, uint64_t offset, const void *buf,
+                           size_t len, zoff_nvme_request **out) {
     zoff_nvme_io io = {g, offset, (void *)buf, len, 1};
     return zoff_nvme_submit_batch(s, &io, 1, out);
 }
@@ -686,7 +692,8 @@ int zoff_nvme_poll(zoff_nvme_request *r, int *result) {
 int zoff_nvme_wait(zoff_nvme_request *r) {
     zoff_nvme_swap *s = r->swap;
     pthread_mutex_lock(&s->mu);
-    while (atomic_load(&r->state) != REQ_DONE) pthread_cond_wait(&s->done_cv, &s->mu);
+    while (atomic_load(&r->state) != REQ_DONE)
+        pthread_cond_wait(&s->done_cv, &s->mu);
     int result = r->result, report = result && !r->reported;
     r->reported = 1;
     pthread_mutex_unlock(&s->mu);
@@ -720,8 +727,7 @@ void zoff_nvme_cancel(zoff_nvme_request *r) {
 }
 
 const char *zoff_nvme_request_detail(const zoff_nvme_request *r) {
-    return atomic_load_explicit(&((zoff_nvme_request *)r)->state, memory_order_acquire) ==
-                   REQ_DONE
+    return atomic_load_explicit(&((zoff_nvme_request *)r)->state, memory_order_acquire) == REQ_DONE
                ? r->detail
                : "";
 }
@@ -732,12 +738,15 @@ void zoff_nvme_request_free(zoff_nvme_request *r) {
     if (atomic_load_explicit(&r->state, memory_order_acquire) != REQ_DONE) {
         zoff_nvme_cancel(r);
         pthread_mutex_lock(&s->mu);
-        while (atomic_load(&r->state) != REQ_DONE) pthread_cond_wait(&s->done_cv, &s->mu);
+        while (atomic_load(&r->state) != REQ_DONE)
+            pthread_cond_wait(&s->done_cv, &s->mu);
         pthread_mutex_unlock(&s->mu);
     }
     pthread_mutex_lock(&s->mu);
-    if (r->all_prev) r->all_prev->all_next = r->all_next;
-    else s->all = r->all_next;
+    if (r->all_prev)
+        r->all_prev->all_next = r->all_next;
+    else
+        s->all = r->all_next;
     if (r->all_next) r->all_next->all_prev = r->all_prev;
     pthread_mutex_unlock(&s->mu);
     free_request_mem(r);
@@ -765,7 +774,8 @@ void zoff_nvme_swap_destroy(zoff_nvme_swap *s) {
     if (!s) return;
     pthread_mutex_lock(&s->mu);
     s->shutting_down = 1;
-    for (zoff_nvme_request *r = s->q_head; r; r = r->qnext) atomic_store(&r->canceled, 1);
+    for (zoff_nvme_request *r = s->q_head; r; r = r->qnext)
+        atomic_store(&r->canceled, 1);
     zoff_nvme_request *r = s->q_head;
     while (r) {
         zoff_nvme_request *n = r->qnext;

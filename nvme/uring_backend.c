@@ -19,7 +19,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define MOD "nvme"
+#define MOD    "nvme"
 #define EV_TAG UINT64_MAX
 
 typedef struct fixed_buf {
@@ -116,7 +116,8 @@ static void *uring_thread(void *arg) {
     unsigned fails = 0;
     arm_eventfd(st);
     for (;;) {
-        while (st->n_requeue) prep_op(s, st, st->requeue[--st->n_requeue]);
+        while (st->n_requeue)
+            prep_op(s, st, st->requeue[--st->n_requeue]);
         pthread_mutex_lock(&s->mu);
         st->sleeping = 0;
         st->n_fresh = 0;
@@ -231,7 +232,8 @@ int zoff_nvme_uring_start(zoff_nvme_swap *s) {
         uring_free(st, 0);
         return -ENOMEM;
     }
-    for (unsigned i = 0; i < qd; i++) st->free_slots[i] = qd - 1 - i;
+    for (unsigned i = 0; i < qd; i++)
+        st->free_slots[i] = qd - 1 - i;
     st->n_free = qd;
     int rc = ring_init(s, st, qd + 1);
     if (rc < 0) {
@@ -246,8 +248,7 @@ int zoff_nvme_uring_start(zoff_nvme_swap *s) {
     }
     rc = io_uring_register_files(&st->ring, s->fds, s->n_files);
     st->fixed_files = rc == 0;
-    if (rc)
-        zoff_log(ZOFF_LOG_INFO, MOD, "io_uring fixed files refused (%s)", zoff_strerror(rc));
+    if (rc) zoff_log(ZOFF_LOG_INFO, MOD, "io_uring fixed files refused (%s)", zoff_strerror(rc));
     if (s->cfg.pool) {
         void **bases = NULL;
         size_t bsz = 0, n = zoff_nvme_pool_buffers(s->cfg.pool, &bases, &bsz);

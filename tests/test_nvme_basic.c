@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define NREG 4
+#define NREG      4
 #define REG_BYTES (512u << 10)
 
 static char g_root[256];
@@ -85,6 +85,7 @@ static int run_case(zoff_nvme_backend be, int checksums, zoff_nvme_pool *pool) {
         model[r] = calloc(REG_BYTES, 1);
         valid[r] = calloc(nunits, 1);
     }
+    zoff_log_set_callback(NULL, NULL, ZOFF_LOG_ERROR); /* the errors below are expected */
     zoff_nvme_region *dup = NULL;
     CHECK_EQ_INT(zoff_nvme_region_define(swap, "bucket 1: m", 4096, &dup), -EEXIST);
     CHECK_EQ_INT(zoff_nvme_region_define(swap, "huge", (size_t)1 << 30, &dup), -ENOSPC);
@@ -114,6 +115,7 @@ static int run_case(zoff_nvme_backend be, int checksums, zoff_nvme_pool *pool) {
                  -EINVAL);
     if (checksums)
         CHECK_EQ_INT(zoff_nvme_submit_write(swap, reg[0], 4096, buf, unit, &req), -EINVAL);
+    zoff_test_init();
 
     int n_unwritten = 1; /* the read above */
     unsigned long long seed = 12345 + (unsigned)be * 7 + (unsigned)checksums;
@@ -126,7 +128,8 @@ static int run_case(zoff_nvme_backend be, int checksums, zoff_nvme_pool *pool) {
         size_t off = u0 * unit, len = nu * unit;
         if (off + len > rsize) len = rsize - off;
         if (zoff_test_rand(&seed) % 2) {
-            for (size_t i = 0; i < len; i++) buf[i] = (uint8_t)zoff_test_rand(&seed);
+            for (size_t i = 0; i < len; i++)
+                buf[i] = (uint8_t)zoff_test_rand(&seed);
             REQUIRE_OK(zoff_nvme_submit_write(swap, reg[r], off, buf, len, &req));
             CHECK_OK(zoff_nvme_wait(req));
             zoff_nvme_request_free(req);
@@ -134,7 +137,8 @@ static int run_case(zoff_nvme_backend be, int checksums, zoff_nvme_pool *pool) {
             memset(valid[r] + u0, 1, nu);
         } else {
             int all = 1;
-            for (size_t u = u0; u < u0 + nu; u++) all &= valid[r][u];
+            for (size_t u = u0; u < u0 + nu; u++)
+                all &= valid[r][u];
             memset(buf, 0xee, len);
             REQUIRE_OK(zoff_nvme_submit_read(swap, reg[r], off, buf, len, &req));
             int res = zoff_nvme_wait(req);
@@ -156,7 +160,8 @@ static int run_case(zoff_nvme_backend be, int checksums, zoff_nvme_pool *pool) {
     for (int r = 0; r < NREG; r++) {
         bufs[r] = aalloc(REG_BYTES);
         size_t sz = zoff_nvme_region_size(reg[r]);
-        for (size_t i = 0; i < sz; i++) bufs[r][i] = (uint8_t)(i * 7 + (size_t)r);
+        for (size_t i = 0; i < sz; i++)
+            bufs[r][i] = (uint8_t)(i * 7 + (size_t)r);
         memcpy(model[r], bufs[r], sz);
         ios[r] = (zoff_nvme_io){reg[r], 0, bufs[r], sz, 1};
     }
@@ -171,7 +176,8 @@ static int run_case(zoff_nvme_backend be, int checksums, zoff_nvme_pool *pool) {
     REQUIRE_OK(zoff_nvme_submit_batch(swap, ios, NREG, reqs));
     for (int r = 0; r < NREG; r++) { /* poll until done */
         int res = 1;
-        while (!zoff_nvme_poll(reqs[r], &res)) usleep(100);
+        while (!zoff_nvme_poll(reqs[r], &res))
+            usleep(100);
         CHECK_OK(res);
         CHECK(memcmp(bufs[r], model[r], zoff_nvme_region_size(reg[r])) == 0);
         zoff_nvme_request_free(reqs[r]);
@@ -183,7 +189,8 @@ static int run_case(zoff_nvme_backend be, int checksums, zoff_nvme_pool *pool) {
     CHECK_EQ_INT(info.requests_failed, n_unwritten);
 
     zoff_nvme_swap_destroy(swap);
-    for (int i = 0; i < 3; i++) CHECK_EQ_INT(count_files(dirs[i]), 0); /* files removed */
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(count_files(dirs[i]), 0); /* files removed */
     for (int r = 0; r < NREG; r++) {
         free(model[r]);
         free(valid[r]);

@@ -37,7 +37,8 @@ static void *aalloc(size_t n) {
 }
 
 static void fill(uint8_t *b, size_t n, unsigned seed) {
-    for (size_t i = 0; i < n; i++) b[i] = (uint8_t)(i * 31 + seed);
+    for (size_t i = 0; i < n; i++)
+        b[i] = (uint8_t)(i * 31 + seed);
 }
 
 static zoff_nvme_config one_dir(const char *dir, zoff_nvme_backend be) {
@@ -181,7 +182,8 @@ static void test_cancel_and_shutdown(zoff_nvme_backend be) {
     zoff_nvme_request *q[N];
     for (int i = 0; i < N; i++)
         REQUIRE_OK(zoff_nvme_submit_write(s, g, (uint64_t)i << 16, a, 64 << 10, &q[i]));
-    for (int i = N / 2; i < N; i++) zoff_nvme_cancel(q[i]);
+    for (int i = N / 2; i < N; i++)
+        zoff_nvme_cancel(q[i]);
     int n_canceled = 0;
     for (int i = 0; i < N; i++) {
         int rc = zoff_nvme_wait(q[i]);

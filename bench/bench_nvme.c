@@ -8,7 +8,10 @@
  *
  *   bench_nvme [--dir DIR] [--size BYTES] [--bs 128K,1M,8M] [--qd 1,8,32]
  *              [--patterns seq,strided] [--checksums off,on] [--backend auto|uring|pthread]
- *              [--repeat N] [--no-fio]
+ *              [--buffers slab,plain] [--repeat N] [--no-fio] [--fio-opts ARGS]
+ *
+ * After the points, one summary line per (direction, checksums, buffers): the best point's
+ * GB/s against fio's best point in the same run.
  */
 #include "nvme/nvme.h"
 
@@ -35,7 +38,29 @@ typedef struct opts {
     zoff_nvme_backend backend;
     int repeat;
     int fio;
+    const char *fio_opts; /* extra fio arguments, e.g. "--fixedbufs=1 --registerfiles=1" */
+    int bufs[2], n_bufs;  /* 0: the pool's default huge-page slab, 1: plain 4 KiB pages */
 } opts;
+
+/* "plain" buffers: one posix_memalign per buffer, as fio allocates its own; to compare the
+ * engine alone with fio on equal memory. */
+static void *plain_alloc(size_t n, void *user) {
+    (void)user;
+    void *p = NULL;
+    return posix_memalign(&p, 4096, n) ? NULL : p;
+}
+
+static void plain_free(void *p, size_t n, void *user) {
+    (void)n, (void)user;
+    free(p);
+}
+
+typedef struct best_rec {
+    double gbps, fio;
+    size_t bs;
+    unsigned qd;
+    int strided;
+} best_rec;
 
 static double now(void) {
     struct timespec t;
@@ -115,8 +140,8 @@ static double run_fio(const opts *o, int strided, int write, size_t bs, unsigned
         snprintf(rw, sizeof rw, "%s", write ? "write" : "read");
     snprintf(cmd, sizeof cmd,
              "fio --name=zoff --filename=%s --size=%zu --bs=%zu --iodepth=%u "
-             "--ioengine=io_uring --direct=1 --rw=%s --output-format=json 2>/dev/null",
-             path, o->size * (strided ? 2 : 1), bs, qd, rw);
+             "--ioengine=io_uring --direct=1 --rw=%s --output-format=json %s 2>/dev/null",
+             path, o->size * (strided ? 2 : 1), bs, qd, rw, o->fio_opts ? o->fio_opts : "");
     FILE *f = popen(cmd, "r");
     if (!f) return -1;
     size_t cap = 1 << 16, len = 0;
@@ -141,9 +166,11 @@ static double run_fio(const opts *o, int strided, int write, size_t bs, unsigned
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench_nvme [--dir DIR] [--size BYTES] [--bs LIST] [--qd LIST] "
-                    "[--patterns seq,strided] [--checksums off,on] [--backend "
-                    "auto|uring|pthread] [--repeat N] [--no-fio]\n");
+    fprintf(
+        stderr,
+        "usage: bench_nvme [--dir DIR] [--size BYTES] [--bs LIST] [--qd LIST] "
+        "[--patterns seq,strided] [--checksums off,on] [--backend "
+        "auto|uring|pthread] [--buffers slab,plain] [--repeat N] [--no-fio] [--fio-opts ARGS]\n");
 }
 
 int main(int argc, char **argv) {
@@ -159,7 +186,11 @@ int main(int argc, char **argv) {
               .n_cs = 2,
               .backend = ZOFF_NVME_BACKEND_AUTO,
               .repeat = 1,
-              .fio = 1};
+              .fio = 1,
+              .bufs = {0, 1},
+              .n_bufs = 2};
+    best_rec best_all[2][2][2] = {{{{0}}}}; /* [write][checksums][plain] */
+    double fio_best[2] = {0, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--no-fio")) {
@@ -180,7 +211,8 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--qd")) {
             size_t q[MAXL];
             if ((o.n_qd = parse_sizes(v, q, MAXL)) <= 0) return usage(), 2;
-            for (int k = 0; k < o.n_qd; k++) o.qd[k] = (unsigned)q[k];
+            for (int k = 0; k < o.n_qd; k++)
+                o.qd[k] = (unsigned)q[k];
         } else if (!strcmp(a, "--patterns")) {
             o.n_pat = 0;
             if (strstr(v, "seq")) o.pat[o.n_pat++] = 0;
@@ -193,6 +225,12 @@ int main(int argc, char **argv) {
             o.backend = !strcmp(v, "uring")     ? ZOFF_NVME_BACKEND_URING
                         : !strcmp(v, "pthread") ? ZOFF_NVME_BACKEND_PTHREAD
                                                 : ZOFF_NVME_BACKEND_AUTO;
+        } else if (!strcmp(a, "--buffers")) {
+            o.n_bufs = 0;
+            if (strstr(v, "slab")) o.bufs[o.n_bufs++] = 0;
+            if (strstr(v, "plain")) o.bufs[o.n_bufs++] = 1;
+        } else if (!strcmp(a, "--fio-opts")) {
+            o.fio_opts = v;
         } else if (!strcmp(a, "--repeat")) {
             o.repeat = atoi(v) > 0 ? atoi(v) : 1;
         } else {
@@ -216,67 +254,99 @@ int main(int argc, char **argv) {
                 size_t bs = o.bs[bi];
                 unsigned qd = o.qd[qi];
                 if (o.size < bs) continue;
-                zoff_nvme_pool_config pc = zoff_nvme_pool_config_default();
-                pc.buffer_size = bs;
-                pc.budget = bs * qd;
-                zoff_nvme_pool *pool;
-                if (zoff_nvme_pool_create(&pc, &pool)) return 1;
-                /* best of `repeat` for each measured configuration */
-                double best[2][2] = {{0, 0}, {0, 0}}, fbest[2] = {0, 0};
+                /* best of `repeat` for each measured configuration, interleaved with fio */
+                double best[2][2][2] = {{{0}}}, fbest[2] = {0, 0}; /* [plain][cs][write] */
                 const char *bname = "?";
-                for (int rep = 0; rep < o.repeat; rep++)
-                    for (int ci = 0; ci < o.n_cs; ci++) {
-                        int cs = o.cs[ci];
-                        zoff_nvme_config c = zoff_nvme_config_default();
-                        c.dirs[0] = o.dir;
-                        c.n_dirs = 1;
-                        size_t span = o.size / bs * bs * (strided ? 2 : 1);
-                        c.capacity = span;
-                        c.block_size = bs;
-                        c.stripe_size = bs > ((size_t)1 << 20) ? bs : (size_t)1 << 20;
-                        c.queue_depth = qd;
-                        c.checksums = cs;
-                        c.checksum_block = bs < ((size_t)64 << 10) ? bs : (size_t)64 << 10;
-                        c.backend = o.backend;
-                        c.pool = pool;
-                        zoff_nvme_swap *s;
-                        zoff_nvme_region *g;
-                        if (zoff_nvme_swap_create(&c, &s) ||
-                            zoff_nvme_region_define(s, "bench", span, &g)) {
-                            fprintf(stderr, "bench_nvme: setup failed: %s\n",
-                                    zoff_last_error_detail());
-                            return 1;
+                for (int rep = 0; rep < o.repeat; rep++) {
+                    for (int bu = 0; bu < o.n_bufs; bu++) {
+                        int plain = o.bufs[bu];
+                        zoff_nvme_pool_config pc = zoff_nvme_pool_config_default();
+                        pc.buffer_size = bs;
+                        pc.budget = bs * qd;
+                        if (plain) {
+                            pc.alloc = plain_alloc;
+                            pc.free = plain_free;
                         }
-                        zoff_nvme_swap_info info;
-                        zoff_nvme_swap_get_info(s, &info);
-                        bname = info.backend;
-                        for (int w = 1; w >= 0; w--) {
-                            double gbs = run_swap(&o, strided, w, bs, qd, cs, s, g, pool);
-                            if (gbs > best[cs][w]) best[cs][w] = gbs;
-                        }
-                        zoff_nvme_swap_destroy(s);
-                        if (ci == 0 && o.fio)
-                            for (int w = 1; w >= 0; w--) {
-                                double f = run_fio(&o, strided, w, bs, qd);
-                                if (f > fbest[w]) fbest[w] = f;
+                        zoff_nvme_pool *pool;
+                        if (zoff_nvme_pool_create(&pc, &pool)) return 1;
+                        for (int ci = 0; ci < o.n_cs; ci++) {
+                            int cs = o.cs[ci];
+                            zoff_nvme_config c = zoff_nvme_config_default();
+                            c.dirs[0] = o.dir;
+                            c.n_dirs = 1;
+                            size_t span = o.size / bs * bs * (strided ? 2 : 1);
+                            c.capacity = span;
+                            c.block_size = bs;
+                            c.stripe_size = bs > ((size_t)1 << 20) ? bs : (size_t)1 << 20;
+                            c.queue_depth = qd;
+                            c.checksums = cs;
+                            c.checksum_block = bs < ((size_t)64 << 10) ? bs : (size_t)64 << 10;
+                            c.backend = o.backend;
+                            c.pool = pool;
+                            zoff_nvme_swap *s;
+                            zoff_nvme_region *g;
+                            if (zoff_nvme_swap_create(&c, &s) ||
+                                zoff_nvme_region_define(s, "bench", span, &g)) {
+                                fprintf(stderr, "bench_nvme: setup failed: %s\n",
+                                        zoff_last_error_detail());
+                                return 1;
                             }
+                            zoff_nvme_swap_info info;
+                            zoff_nvme_swap_get_info(s, &info);
+                            bname = info.backend;
+                            for (int w = 1; w >= 0; w--) {
+                                double gbs = run_swap(&o, strided, w, bs, qd, cs, s, g, pool);
+                                if (gbs > best[plain][cs][w]) best[plain][cs][w] = gbs;
+                            }
+                            zoff_nvme_swap_destroy(s);
+                        }
+                        zoff_nvme_pool_destroy(pool);
                     }
-                for (int w = 1; w >= 0; w--)
-                    for (int ci = 0; ci < o.n_cs; ci++) {
-                        int cs = o.cs[ci];
-                        printf("{\"bench\":\"nvme\",\"pattern\":\"%s\",\"direction\":\"%s\","
-                               "\"block_size\":%zu,\"queue_depth\":%u,\"checksums\":%s,"
-                               "\"backend\":\"%s\",\"bytes\":%zu,\"gbps\":%.4f",
-                               strided ? "strided" : "seq", w ? "write" : "read", bs, qd,
-                               cs ? "true" : "false", bname, o.size / bs * bs, best[cs][w]);
-                        if (o.fio && fbest[w] > 0)
-                            printf(",\"fio_gbps\":%.4f,\"ratio\":%.3f}\n", fbest[w],
-                                   best[cs][w] / fbest[w]);
-                        else
-                            printf(",\"fio_gbps\":null,\"ratio\":null}\n");
-                        fflush(stdout);
-                    }
-                zoff_nvme_pool_destroy(pool);
+                    if (o.fio)
+                        for (int w = 1; w >= 0; w--) {
+                            double f = run_fio(&o, strided, w, bs, qd);
+                            if (f > fbest[w]) fbest[w] = f;
+                        }
+                }
+                for (int w = 1; w >= 0; w--) {
+                    if (fbest[w] > fio_best[w]) fio_best[w] = fbest[w];
+                    for (int bu = 0; bu < o.n_bufs; bu++)
+                        for (int ci = 0; ci < o.n_cs; ci++) {
+                            int cs = o.cs[ci], plain = o.bufs[bu];
+                            double gb = best[plain][cs][w];
+                            best_rec *br = &best_all[w][cs][plain];
+                            if (gb > br->gbps) *br = (best_rec){gb, fbest[w], bs, qd, strided};
+                            printf("{\"bench\":\"nvme\",\"pattern\":\"%s\",\"direction\":\"%s\","
+                                   "\"block_size\":%zu,\"queue_depth\":%u,\"checksums\":%s,"
+                                   "\"buffers\":\"%s\",\"backend\":\"%s\",\"bytes\":%zu,"
+                                   "\"gbps\":%.4f",
+                                   strided ? "strided" : "seq", w ? "write" : "read", bs, qd,
+                                   cs ? "true" : "false", plain ? "plain" : "slab", bname,
+                                   o.size / bs * bs, gb);
+                            if (o.fio && fbest[w] > 0)
+                                printf(",\"fio_gbps\":%.4f,\"ratio\":%.3f}\n", fbest[w],
+                                       gb / fbest[w]);
+                            else
+                                printf(",\"fio_gbps\":null,\"ratio\":null}\n");
+                            fflush(stdout);
+                        }
+                }
+            }
+    for (int w = 1; w >= 0; w--)
+        for (int bu = 0; bu < o.n_bufs; bu++)
+            for (int ci = 0; ci < o.n_cs; ci++) {
+                int cs = o.cs[ci], plain = o.bufs[bu];
+                best_rec *br = &best_all[w][cs][plain];
+                printf("{\"bench\":\"nvme\",\"summary\":\"best point\",\"direction\":\"%s\","
+                       "\"checksums\":%s,\"buffers\":\"%s\",\"pattern\":\"%s\","
+                       "\"block_size\":%zu,\"queue_depth\":%u,\"gbps\":%.4f",
+                       w ? "write" : "read", cs ? "true" : "false", plain ? "plain" : "slab",
+                       br->strided ? "strided" : "seq", br->bs, br->qd, br->gbps);
+                if (o.fio && fio_best[w] > 0)
+                    printf(",\"fio_best_gbps\":%.4f,\"ratio\":%.3f}\n", fio_best[w],
+                           br->gbps / fio_best[w]);
+                else
+                    printf(",\"fio_best_gbps\":null,\"ratio\":null}\n");
             }
     if (o.fio) {
         char path[4096];

@@ -2,8 +2,8 @@
  *
  * All budget / buffer_size buffers are allocated at creation, through the caller's allocator
  * (e.g. CUDA pinned memory, one call per buffer) or as one huge-page-advised slab with mlock
- * attempted (a failure, e.g. under RLIMIT_MEMLOCK, logs one warning); acquiring never allocates, it waits
- * for a release. This is what keeps pinned host memory bounded. One mutex guards the free
+ * attempted (a failure, e.g. under RLIMIT_MEMLOCK, logs one warning); acquiring never allocates, it
+ * waits for a release. This is what keeps pinned host memory bounded. One mutex guards the free
  * stack and the counters; waiters sleep on a condition variable.
  */
 #include "nvme/nvme_internal.h"
@@ -62,7 +62,8 @@ static int default_slab(zoff_nvme_pool *p) {
                  "aligned but not pinned",
                  bytes, strerror(errno));
     }
-    for (size_t i = 0; i < p->n; i++) p->bufs[i] = (char *)p->slab + i * p->cfg.buffer_size;
+    for (size_t i = 0; i < p->n; i++)
+        p->bufs[i] = (char *)p->slab + i * p->cfg.buffer_size;
     return 0;
 }
 

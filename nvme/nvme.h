@@ -170,7 +170,10 @@ int zoff_nvme_submit_read(zoff_nvme_swap *swap, zoff_nvme_region *region, uint64
 int zoff_nvme_submit_batch(zoff_nvme_swap *swap, const zoff_nvme_io *ios, size_t n,
                            zoff_nvme_request **out);
 
-/* 1 and *result set when the request is complete, else 0. Never blocks. */
+/* With checksums on, a read's blocks are verified on the first thread that waits on or
+ * polls it once its data has arrived (hashing is spread over the consumers instead of
+ * serializing the I/O thread); the request is complete only after that.
+ * 1 and *result set when the request is complete, else 0. Never sleeps. */
 int zoff_nvme_poll(zoff_nvme_request *req, int *result);
 /* Waits for completion; returns the request's result. */
 int zoff_nvme_wait(zoff_nvme_request *req);

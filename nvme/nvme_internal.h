@@ -15,7 +15,9 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-enum { REQ_QUEUED = 0, REQ_RUNNING = 1, REQ_DONE = 2 };
+/* REQ_VERIFY: a read with checksums has all its bytes; the first thread to wait on or poll
+ * it moves it to REQ_VERIFYING, hashes the buffer without the lock, and completes it. */
+enum { REQ_QUEUED = 0, REQ_RUNNING = 1, REQ_DONE = 2, REQ_VERIFY = 3, REQ_VERIFYING = 4 };
 
 struct zoff_nvme_region {
     char *name;

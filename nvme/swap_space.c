@@ -414,12 +414,23 @@ void zoff_nvme_op_done(zoff_nvme_swap *s, zoff_nvme_op *op, int err) {
     }
     int result = final_result(r);
     if (result == 0 && !r->write && r->csums) {
-        pthread_mutex_unlock(&s->mu);
-        result = verify(s, r); /* nobody else touches r now: it is out of the queue */
-        pthread_mutex_lock(&s->mu);
+        /* hashing is left to the consumer's thread (wait/poll), not the I/O thread */
+        atomic_store_explicit(&r->state, REQ_VERIFY, memory_order_release);
+        pthread_cond_broadcast(&s->done_cv);
+    } else {
+        complete_locked(s, r, result);
     }
-    complete_locked(s, r, result);
     pthread_mutex_unlock(&s->mu);
+}
+
+/* Verifies a REQ_VERIFY read if nobody else is; mu held on entry and exit. */
+static void claim_verify_locked(zoff_nvme_swap *s, zoff_nvme_request *r) {
+    if (atomic_load(&r->state) != REQ_VERIFY) return;
+    atomic_store(&r->state, REQ_VERIFYING);
+    pthread_mutex_unlock(&s->mu);
+    int result = verify(s, r); /* r is out of the queue: only this thread touches it */
+    pthread_mutex_lock(&s->mu);
+    complete_locked(s, r, result);
 }
 
 bool zoff_nvme_take_op_locked(zoff_nvme_swap *s, zoff_nvme_op *op) {
@@ -684,7 +695,14 @@ int zoff_nvme_submit_read(zoff_nvme_swap *s, zoff_nvme_region *g, uint64_t offse
 }
 
 int zoff_nvme_poll(zoff_nvme_request *r, int *result) {
-    if (atomic_load_explicit(&r->state, memory_order_acquire) != REQ_DONE) return 0;
+    int st = atomic_load_explicit(&r->state, memory_order_acquire);
+    if (st == REQ_VERIFY) {
+        pthread_mutex_lock(&r->swap->mu);
+        claim_verify_locked(r->swap, r);
+        pthread_mutex_unlock(&r->swap->mu);
+        st = atomic_load_explicit(&r->state, memory_order_acquire);
+    }
+    if (st != REQ_DONE) return 0;
     if (result) *result = r->result;
     return 1;
 }
@@ -692,8 +710,12 @@ int zoff_nvme_poll(zoff_nvme_request *r, int *result) {
 int zoff_nvme_wait(zoff_nvme_request *r) {
     zoff_nvme_swap *s = r->swap;
     pthread_mutex_lock(&s->mu);
-    while (atomic_load(&r->state) != REQ_DONE)
-        pthread_cond_wait(&s->done_cv, &s->mu);
+    while (atomic_load(&r->state) != REQ_DONE) {
+        if (atomic_load(&r->state) == REQ_VERIFY)
+            claim_verify_locked(s, r);
+        else
+            pthread_cond_wait(&s->done_cv, &s->mu);
+    }
     int result = r->result, report = result && !r->reported;
     r->reported = 1;
     pthread_mutex_unlock(&s->mu);
@@ -738,8 +760,12 @@ void zoff_nvme_request_free(zoff_nvme_request *r) {
     if (atomic_load_explicit(&r->state, memory_order_acquire) != REQ_DONE) {
         zoff_nvme_cancel(r);
         pthread_mutex_lock(&s->mu);
-        while (atomic_load(&r->state) != REQ_DONE)
-            pthread_cond_wait(&s->done_cv, &s->mu);
+        while (atomic_load(&r->state) != REQ_DONE) {
+            if (atomic_load(&r->state) == REQ_VERIFY) /* nobody will look: skip the hash */
+                complete_locked(s, r, ZOFF_ECANCELED);
+            else
+                pthread_cond_wait(&s->done_cv, &s->mu);
+        }
         pthread_mutex_unlock(&s->mu);
     }
     pthread_mutex_lock(&s->mu);

@@ -21,6 +21,7 @@
 #define REG_BYTES (512u << 10)
 
 static char g_root[256];
+static int g_sqpoll;
 
 static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
     (void)sb, (void)flag, (void)ftw;
@@ -61,6 +62,7 @@ static int run_case(zoff_nvme_backend be, int checksums, zoff_nvme_pool *pool) {
     cfg.checksum_block = 16 << 10;
     cfg.backend = be;
     cfg.pool = pool;
+    cfg.sqpoll = g_sqpoll;
     zoff_nvme_swap *swap = NULL;
     int rc = zoff_nvme_swap_create(&cfg, &swap);
     if ((rc == -ENOSYS || rc == -EPERM) && be != ZOFF_NVME_BACKEND_PTHREAD) {
@@ -70,8 +72,8 @@ static int run_case(zoff_nvme_backend be, int checksums, zoff_nvme_pool *pool) {
     REQUIRE_OK(rc);
     zoff_nvme_swap_info info;
     zoff_nvme_swap_get_info(swap, &info);
-    printf("backend %s direct %d fixed_buffers %d checksums %d\n", info.backend, info.direct,
-           info.fixed_buffers, checksums);
+    printf("backend %s direct %d fixed_buffers %d sqpoll %d checksums %d\n", info.backend,
+           info.direct, info.fixed_buffers, info.sqpoll, checksums);
     CHECK_EQ_INT(count_files(dirs[0]), 2); /* one .dat and one .lock per directory */
 
     zoff_nvme_region *reg[NREG];
@@ -183,6 +185,25 @@ static int run_case(zoff_nvme_backend be, int checksums, zoff_nvme_pool *pool) {
         zoff_nvme_request_free(reqs[r]);
         free(bufs[r]);
     }
+    /* striping: region 0 starts at logical 0, so its second 16 KiB stripe unit is the first
+     * 16 KiB of the second directory's file, and its fourth is the second of the first's */
+    for (int d = 0; d < 2; d++) {
+        DIR *dd = opendir(dirs[d]);
+        struct dirent *e;
+        char path[1200] = "";
+        while (dd && (e = readdir(dd)))
+            if (strstr(e->d_name, ".dat")) snprintf(path, sizeof path, "%s/%s", dirs[d], e->d_name);
+        if (dd) closedir(dd);
+        FILE *f = fopen(path, "rb");
+        CHECK(f != NULL);
+        if (!f) continue;
+        uint8_t tmpb[16 << 10];
+        long foff = d == 1 ? 0 : 16 << 10;
+        size_t loff = d == 1 ? 16 << 10 : 48 << 10;
+        CHECK(fseek(f, foff, SEEK_SET) == 0 && fread(tmpb, 1, sizeof tmpb, f) == sizeof tmpb);
+        CHECK(memcmp(tmpb, model[0] + loff, sizeof tmpb) == 0);
+        fclose(f);
+    }
     zoff_nvme_swap_get_info(swap, &info);
     CHECK(info.bytes_written >= NREG * (uint64_t)REG_BYTES - 4096);
     CHECK(info.bytes_read >= NREG * (uint64_t)REG_BYTES - 4096);
@@ -223,6 +244,9 @@ int main(void) {
     zoff_nvme_pool *pool = NULL;
     REQUIRE_OK(zoff_nvme_pool_create(&pc, &pool));
     skipped |= run_case(ZOFF_NVME_BACKEND_URING, 1, pool) == 77;
+    g_sqpoll = 1; /* SQPOLL (falls back to normal submission with a warning if refused) */
+    skipped |= run_case(ZOFF_NVME_BACKEND_URING, 1, pool) == 77;
+    g_sqpoll = 0;
     CHECK_EQ_INT(run_case(ZOFF_NVME_BACKEND_PTHREAD, 1, pool), 0);
     zoff_nvme_pool_destroy(pool);
     nftw(g_root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);

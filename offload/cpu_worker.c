@@ -42,7 +42,8 @@ static int push(work_item **q, size_t *head, size_t *len, size_t *cap, const wor
         size_t ncap = *cap ? *cap * 2 : 64;
         work_item *nq = malloc(ncap * sizeof *nq);
         if (!nq) return -ENOMEM;
-        for (size_t i = 0; i < *len; i++) nq[i] = (*q)[(*head + i) % *cap];
+        for (size_t i = 0; i < *len; i++)
+            nq[i] = (*q)[(*head + i) % *cap];
         free(*q);
         *q = nq;
         *head = 0;
@@ -69,17 +70,21 @@ static int updater_push(zoff_engine *e, const work_item *w) {
     return rc;
 }
 
-static work_item pop(zoff_engine *e, work_item *q, size_t *head, size_t *len, size_t cap) {
-    while (*len == 0) pthread_cond_wait(&e->cond, &e->lock);
-    work_item w = q[*head];
-    *head = (*head + 1) % cap;
+/* Blocks (e->lock held) until the queue has an item; the queue may grow while waiting. */
+static work_item pop(zoff_engine *e, work_item **q, size_t *head, size_t *len, const size_t *cap) {
+    while (*len == 0)
+        pthread_cond_wait(&e->cond, &e->lock);
+    work_item w = (*q)[*head];
+    *head = (*head + 1) % *cap;
     (*len)--;
     return w;
 }
 
 /* --- one bucket's update --------------------------------------------------------------- */
 
-static int has_error(zoff_engine *e) { return engine_worker_error(e) != 0; }
+static int has_error(zoff_engine *e) {
+    return engine_worker_error(e) != 0;
+}
 
 /* Updates bucket b of optimizer step `step` from grad (dtype gdt) and sends the new weights
  * to the device. t is the Adam step number for bias correction. */
@@ -90,7 +95,8 @@ static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype 
     int q = (int)(h % (uint32_t)e->n_param_ring);
     int rc = 0;
     if (h >= (uint32_t)e->n_param_ring)
-        rc = zoff_dev_host_wait_value(e->dev, &e->ctr->h2d_count, h - (uint32_t)e->n_param_ring + 1);
+        rc =
+            zoff_dev_host_wait_value(e->dev, &e->ctr->h2d_count, h - (uint32_t)e->n_param_ring + 1);
     float *p = NULL;
     void *m = NULL, *v = NULL;
     if (!rc && !has_error(e)) {
@@ -106,9 +112,14 @@ static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype 
             ap.mode = e->cfg.adamw ? ZOFF_ADAM_ADAMW : ZOFF_ADAM_L2;
             ap.step = t;
             ap.grad_scale = grad_scale;
-            zoff_adam_buffers buf = {.n = bk->numel, .param = p, .m = m, .v = v,
-                                     .moment_dtype = e->cfg.moment_dtype, .grad = grad,
-                                     .grad_dtype = gdt, .param_out = e->param_ring[q],
+            zoff_adam_buffers buf = {.n = bk->numel,
+                                     .param = p,
+                                     .m = m,
+                                     .v = v,
+                                     .moment_dtype = e->cfg.moment_dtype,
+                                     .grad = grad,
+                                     .grad_dtype = gdt,
+                                     .param_out = e->param_ring[q],
                                      .out_dtype = e->cfg.dtype};
             rc = zoff_adam_step(e->pool, &ap, &buf);
             double t2 = now_ms();
@@ -189,13 +200,15 @@ static void release_ring_slot(zoff_engine *e, uint32_t fill) {
 static int accumulate(zoff_engine *e, float *dst, const void *src, size_t n, int first) {
     if (first) return zoff_adam_cast(e->pool, src, e->cfg.dtype, dst, ZOFF_F32, n);
     int rc = zoff_adam_cast(e->pool, src, e->cfg.dtype, e->accum_scratch, ZOFF_F32, n);
-    for (size_t i = 0; !rc && i < n; i++) dst[i] += e->accum_scratch[i];
+    for (size_t i = 0; !rc && i < n; i++)
+        dst[i] += e->accum_scratch[i];
     return rc;
 }
 
 static int claim_set(zoff_engine *e, int set, int64_t step) {
     pthread_mutex_lock(&e->lock);
-    while (e->set_busy[set] && !e->error) pthread_cond_wait(&e->cond, &e->lock);
+    while (e->set_busy[set] && !e->error)
+        pthread_cond_wait(&e->cond, &e->lock);
     pthread_mutex_unlock(&e->lock);
     if (e->set_step[set] == step) return 0;
     e->set_step[set] = step;
@@ -258,7 +271,8 @@ static void decide_step(zoff_engine *e, work_item *w) {
             /* the norm of the accumulated gradient, not the sum of the micro-batches' */
             const engine_bucket *bk = &e->buckets[b];
             double sq = 0;
-            int rc = zoff_adam_sumsq(e->pool, e->grad_accum[set] + bk->offset, ZOFF_F32, bk->numel, &sq);
+            int rc =
+                zoff_adam_sumsq(e->pool, e->grad_accum[set] + bk->offset, ZOFF_F32, bk->numel, &sq);
             if (rc) engine_set_error(e, rc);
             e->bucket_sumsq[set][b] = sq;
         }
@@ -313,11 +327,13 @@ void *engine_receiver_main(void *arg) {
     zoff_engine *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->lock);
-        work_item w = pop(e, e->queue, &e->q_head, &e->q_len, e->q_cap);
+        work_item w = pop(e, &e->queue, &e->q_head, &e->q_len, &e->q_cap);
         pthread_mutex_unlock(&e->lock);
         if (w.kind == WORK_STOP) break;
-        if (w.kind == WORK_FILL) receive_fill(e, &w);
-        else receiver_step_end(e, &w);
+        if (w.kind == WORK_FILL)
+            receive_fill(e, &w);
+        else
+            receiver_step_end(e, &w);
     }
     if (e->updater_started) {
         work_item stop = {.kind = WORK_STOP};
@@ -339,9 +355,11 @@ static void apply_step(zoff_engine *e, const work_item *w) {
         for (size_t b = 0; b < e->n_buckets; b++) {
             if (b + 1 < e->n_buckets) state_store_prefetch(e->store, b + 1);
             const engine_bucket *bk = &e->buckets[b];
-            const void *g = accum ? (const void *)(e->grad_accum[set] + bk->offset)
-                                  : (const void *)((char *)e->grad_host[set] + bk->offset * e->esize);
-            update_bucket(e, b, g, accum ? ZOFF_F32 : e->cfg.dtype, w->grad_scale, t, w->step, &rep);
+            const void *g = accum
+                                ? (const void *)(e->grad_accum[set] + bk->offset)
+                                : (const void *)((char *)e->grad_host[set] + bk->offset * e->esize);
+            update_bucket(e, b, g, accum ? ZOFF_F32 : e->cfg.dtype, w->grad_scale, t, w->step,
+                          &rep);
         }
         e->applied_steps++;
     }
@@ -352,7 +370,7 @@ void *engine_updater_main(void *arg) {
     zoff_engine *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->lock);
-        work_item w = pop(e, e->uqueue, &e->uq_head, &e->uq_len, e->uq_cap);
+        work_item w = pop(e, &e->uqueue, &e->uq_head, &e->uq_len, &e->uq_cap);
         pthread_mutex_unlock(&e->lock);
         if (w.kind == WORK_STOP) break;
         apply_step(e, &w);

@@ -38,9 +38,12 @@ void zoff_engine_config_default(zoff_engine_config *c) {
 
 const char *zoff_schedule_name(zoff_schedule s) {
     switch (s) {
-    case ZOFF_SCHEDULE_SYNC: return "sync";
-    case ZOFF_SCHEDULE_OVERLAP: return "overlap";
-    case ZOFF_SCHEDULE_DPU: return "dpu";
+    case ZOFF_SCHEDULE_SYNC:
+        return "sync";
+    case ZOFF_SCHEDULE_OVERLAP:
+        return "overlap";
+    case ZOFF_SCHEDULE_DPU:
+        return "dpu";
     }
     return "?";
 }
@@ -65,14 +68,16 @@ static int bad(const char *field, const char *why) {
 static int check_config(const zoff_engine_config *c) {
     if (c->target != ZOFF_OFFLOAD_CPU && c->target != ZOFF_OFFLOAD_NVME)
         return bad("target", "must be cpu or nvme");
-    if ((unsigned)c->schedule > ZOFF_SCHEDULE_DPU) return bad("schedule", "must be sync, overlap or dpu");
+    if ((unsigned)c->schedule > ZOFF_SCHEDULE_DPU)
+        return bad("schedule", "must be sync, overlap or dpu");
     if (c->dtype != ZOFF_BF16 && c->dtype != ZOFF_F16 && c->dtype != ZOFF_F32)
         return bad("dtype", "must be bf16, f16 or f32");
     if (c->moment_dtype != ZOFF_F32 && c->moment_dtype != ZOFF_BF16)
         return bad("moment_dtype", "must be f32 or bf16");
     if (c->bucket_bytes < 4096) return bad("bucket_bytes", "must be at least 4096");
     if (c->device_slots < 2) return bad("device_slots", "must be at least 2");
-    if (c->grad_ring_slots < 1 || c->param_ring_slots < 1) return bad("ring slots", "must be at least 1");
+    if (c->grad_ring_slots < 1 || c->param_ring_slots < 1)
+        return bad("ring slots", "must be at least 1");
     if (c->grad_accum_steps < 1) return bad("grad_accum_steps", "must be at least 1");
     if (c->dpu_warmup_steps < 0) return bad("dpu_warmup_steps", "must be >= 0");
     if (!isfinite(c->lr) || c->lr < 0) return bad("lr", "must be a finite number >= 0");
@@ -97,7 +102,8 @@ static int check_tensors(const zoff_engine_tensor *t, size_t n, size_t n_params)
     size_t end = 0;
     for (size_t i = 0; i < n; i++) {
         const char *name = t[i].name ? t[i].name : "(unnamed)";
-        if (t[i].numel == 0) return zoff_fail(ZOFF_ECONFIG, MOD, "tensor %zu '%s' has no elements", i, name);
+        if (t[i].numel == 0)
+            return zoff_fail(ZOFF_ECONFIG, MOD, "tensor %zu '%s' has no elements", i, name);
         if (t[i].offset < end)
             return zoff_fail(ZOFF_ECONFIG, MOD,
                              "tensor %zu '%s' at offset %zu overlaps or precedes the previous one "
@@ -105,8 +111,9 @@ static int check_tensors(const zoff_engine_tensor *t, size_t n, size_t n_params)
                              i, name, t[i].offset);
         end = t[i].offset + t[i].numel;
         if (end > n_params)
-            return zoff_fail(ZOFF_ECONFIG, MOD, "tensor %zu '%s' ends at %zu, past the %zu parameters",
-                             i, name, end, n_params);
+            return zoff_fail(ZOFF_ECONFIG, MOD,
+                             "tensor %zu '%s' ends at %zu, past the %zu parameters", i, name, end,
+                             n_params);
     }
     return 0;
 }
@@ -134,10 +141,12 @@ static int alloc_device_side(zoff_engine *e) {
     for (int k = 0; k < n; k++) {
         e->slot_owner[k] = -1;
         if ((rc = zoff_dev_malloc(e->dev, slot_bytes, &e->slot_buf[k])))
-            return zoff_fail(rc, MOD, "no device memory for %d gradient buckets of %zu bytes", n, slot_bytes);
+            return zoff_fail(rc, MOD, "no device memory for %d gradient buckets of %zu bytes", n,
+                             slot_bytes);
         if ((rc = zoff_dev_event_create(e->dev, &e->slot_ready[k]))) return rc;
     }
-    if ((rc = zoff_dev_malloc(e->dev, (size_t)n * 2 * sizeof(float), (void **)&e->slot_stats))) return rc;
+    if ((rc = zoff_dev_malloc(e->dev, (size_t)n * 2 * sizeof(float), (void **)&e->slot_stats)))
+        return rc;
     if ((rc = zoff_dev_stream_create(e->dev, &e->d2h))) return rc;
     if ((rc = zoff_dev_stream_create(e->dev, &e->h2d))) return rc;
 
@@ -150,7 +159,8 @@ static int alloc_device_side(zoff_engine *e) {
     if (!e->grad_ring || !e->param_ring) return -ENOMEM;
     for (int r = 0; r < e->n_grad_ring; r++)
         if ((rc = alloc_pinned(e, slot_bytes, &e->grad_ring[r]))) return rc;
-    if ((rc = alloc_pinned(e, (size_t)e->n_grad_ring * 2 * sizeof(float), (void **)&e->grad_ring_stats)))
+    if ((rc = alloc_pinned(e, (size_t)e->n_grad_ring * 2 * sizeof(float),
+                           (void **)&e->grad_ring_stats)))
         return rc;
     for (int r = 0; r < e->n_param_ring; r++)
         if ((rc = alloc_pinned(e, slot_bytes, &e->param_ring[r]))) return rc;
@@ -166,10 +176,12 @@ static int alloc_host_side(zoff_engine *e) {
         if (!e->bucket_sumsq[s] || !e->bucket_nonfinite[s]) return -ENOMEM;
         if (accum) {
             e->grad_accum[s] = malloc(e->n_params * sizeof(float));
-            if (!e->grad_accum[s]) return zoff_fail(-ENOMEM, MOD, "no memory for gradient accumulation");
+            if (!e->grad_accum[s])
+                return zoff_fail(-ENOMEM, MOD, "no memory for gradient accumulation");
         } else if (e->cfg.schedule != ZOFF_SCHEDULE_OVERLAP) {
             e->grad_host[s] = malloc(e->n_params * e->esize);
-            if (!e->grad_host[s]) return zoff_fail(-ENOMEM, MOD, "no memory for the host gradient copy");
+            if (!e->grad_host[s])
+                return zoff_fail(-ENOMEM, MOD, "no memory for the host gradient copy");
         }
     }
     if (accum && !(e->accum_scratch = malloc(e->bucket_elems_max * sizeof(float)))) return -ENOMEM;
@@ -204,7 +216,8 @@ int zoff_engine_create(zoff_dev *dev, const zoff_engine_config *cfg, void *devic
     if (!e) return -ENOMEM;
     e->dev = dev;
     e->cfg = *cfg;
-    for (unsigned i = 0; i < cfg->n_nvme_dirs; i++) e->cfg.nvme_dirs[i] = NULL; /* copied below */
+    for (unsigned i = 0; i < cfg->n_nvme_dirs; i++)
+        e->cfg.nvme_dirs[i] = NULL; /* copied below */
     e->esize = zoff_dtype_size(cfg->dtype);
     e->dparams = device_params;
     e->n_params = n_params;
@@ -233,7 +246,8 @@ int zoff_engine_create(zoff_dev *dev, const zoff_engine_config *cfg, void *devic
     e->n_grad_ring = cfg->grad_ring_slots;
     /* DPU sends step s's weights only after step s+1's backward, while step s+1's gradients
      * must keep flowing: its weight ring holds every bucket. */
-    e->n_param_ring = cfg->schedule == ZOFF_SCHEDULE_DPU ? (int)e->n_buckets : cfg->param_ring_slots;
+    e->n_param_ring =
+        cfg->schedule == ZOFF_SCHEDULE_DPU ? (int)e->n_buckets : cfg->param_ring_slots;
     e->n_sets = cfg->schedule == ZOFF_SCHEDULE_DPU ? 2 : 1;
     if ((rc = alloc_device_side(e))) goto fail;
 
@@ -308,8 +322,10 @@ void zoff_engine_destroy(zoff_engine *e) {
         if (e->slot_ready[k]) zoff_dev_event_destroy(e->slot_ready[k]);
     }
     zoff_dev_free(e->dev, e->slot_stats);
-    for (int r = 0; e->grad_ring && r < e->n_grad_ring; r++) zoff_dev_host_free(e->dev, e->grad_ring[r]);
-    for (int r = 0; e->param_ring && r < e->n_param_ring; r++) zoff_dev_host_free(e->dev, e->param_ring[r]);
+    for (int r = 0; e->grad_ring && r < e->n_grad_ring; r++)
+        zoff_dev_host_free(e->dev, e->grad_ring[r]);
+    for (int r = 0; e->param_ring && r < e->n_param_ring; r++)
+        zoff_dev_host_free(e->dev, e->param_ring[r]);
     zoff_dev_host_free(e->dev, e->grad_ring_stats);
     zoff_dev_host_free(e->dev, e->ctr);
     if (e->d2h) zoff_dev_stream_destroy(e->d2h);
@@ -320,8 +336,10 @@ void zoff_engine_destroy(zoff_engine *e) {
         free(e->bucket_sumsq[s]);
         free(e->bucket_nonfinite[s]);
     }
-    for (size_t i = 0; e->tensor_names && i < e->n_tensors; i++) free(e->tensor_names[i]);
-    for (unsigned i = 0; i < e->cfg.n_nvme_dirs; i++) free((char *)e->cfg.nvme_dirs[i]);
+    for (size_t i = 0; e->tensor_names && i < e->n_tensors; i++)
+        free(e->tensor_names[i]);
+    for (unsigned i = 0; i < e->cfg.n_nvme_dirs; i++)
+        free((char *)e->cfg.nvme_dirs[i]);
     free(e->accum_scratch);
     free(e->tensor_names);
     free(e->tensors);
@@ -347,7 +365,8 @@ int zoff_engine_flush(zoff_engine *e, zoff_dev_stream *s) {
     int rc = zoff_dev_stream_write_value(s, &e->ctr->step_end, (uint32_t)(e->step + 1));
     if (rc) return rc;
     pthread_mutex_lock(&e->lock);
-    while (e->steps_completed < e->step && !e->error) pthread_cond_wait(&e->cond, &e->lock);
+    while (e->steps_completed < e->step && !e->error)
+        pthread_cond_wait(&e->cond, &e->lock);
     rc = e->error;
     pthread_mutex_unlock(&e->lock);
     if (rc) return rc;

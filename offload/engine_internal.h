@@ -65,17 +65,17 @@ void state_store_take_counters(state_store *st, uint64_t *read, uint64_t *writte
 /* ---------------------------------------------------------------- worker queue */
 
 typedef enum work_kind {
-    WORK_FILL = 0,      /* a bucket's gradient is on its way into the ring */
-    WORK_STEP_END = 1,  /* the last micro-batch of optimizer step `step` has ended */
+    WORK_FILL = 0,     /* a bucket's gradient is on its way into the ring */
+    WORK_STEP_END = 1, /* the last micro-batch of optimizer step `step` has ended */
     WORK_STOP = 2,
 } work_kind;
 
 typedef struct work_item {
     work_kind kind;
-    uint32_t fill;   /* WORK_FILL: sequence number of the D2H copy */
+    uint32_t fill; /* WORK_FILL: sequence number of the D2H copy */
     size_t bucket;
-    int micro;       /* micro-batch index within the accumulation */
-    int64_t step;    /* optimizer step */
+    int micro;        /* micro-batch index within the accumulation */
+    int64_t step;     /* optimizer step */
     float loss_scale; /* the scale the step's gradients carry */
     /* decided by the receiver for the updater */
     int skip;
@@ -107,7 +107,7 @@ struct zoff_engine {
 
     /* device */
     int n_slots;
-    void **slot_buf;  /* (n_slots, bucket_elems_max) in dtype */
+    void **slot_buf;   /* (n_slots, bucket_elems_max) in dtype */
     float *slot_stats; /* (n_slots, 2): sumsq, nonfinite */
     int *slot_owner;   /* trainer: bucket in the slot this micro-batch, or -1 */
     bool *slot_open;   /* trainer: the owner's gradient is still being written */
@@ -121,14 +121,14 @@ struct zoff_engine {
     uint32_t *slot_free; /* (n_slots) D2H copies out of each slot completed */
     uint32_t *version;   /* (n_buckets) updates applied to the device weights */
     int n_grad_ring, n_param_ring;
-    void **grad_ring;      /* (n_grad_ring, bucket_elems_max) */
+    void **grad_ring;       /* (n_grad_ring, bucket_elems_max) */
     float *grad_ring_stats; /* (n_grad_ring, 2) */
-    void **param_ring;     /* (n_param_ring, bucket_elems_max) */
+    void **param_ring;      /* (n_param_ring, bucket_elems_max) */
 
     /* trainer thread */
     uint32_t fills_issued;
     int micro;
-    int64_t step; /* optimizer step being accumulated */
+    int64_t step;          /* optimizer step being accumulated */
     float loss_scale_used; /* scale of the current step's gradients */
 
     /* CPU side. Gradients of a step land in one of n_sets buffer sets (two for DPU, where
@@ -137,18 +137,18 @@ struct zoff_engine {
     state_store *store;
     zoff_nvme_swap *swap;
     int n_sets;
-    void *grad_host[2];       /* sync/DPU without accumulation: (n_params) dtype */
-    float *grad_accum[2];     /* accumulation: (n_params) fp32 sums */
-    float *accum_scratch;     /* (bucket_elems_max) fp32 */
-    double *bucket_sumsq[2];  /* (n_buckets) */
+    void *grad_host[2];      /* sync/DPU without accumulation: (n_params) dtype */
+    float *grad_accum[2];    /* accumulation: (n_params) fp32 sums */
+    float *accum_scratch;    /* (bucket_elems_max) fp32 */
+    double *bucket_sumsq[2]; /* (n_buckets) */
     bool *bucket_nonfinite[2];
-    bool set_busy[2];         /* the updater still reads this set */
-    int64_t set_step[2];      /* step whose gradients the set holds, -1 none */
+    bool set_busy[2];              /* the updater still reads this set */
+    int64_t set_step[2];           /* step whose gradients the set holds, -1 none */
     zoff_engine_step_report rx[2]; /* receiver's part of each set's step report */
     double rx_first_ms[2];
-    uint32_t h2d_issued;      /* updater */
-    int64_t applied_steps;    /* updates applied, for bias correction */
-    float loss_scale;         /* receiver: scale for the steps not yet decided */
+    uint32_t h2d_issued;   /* updater */
+    int64_t applied_steps; /* updates applied, for bias correction */
+    float loss_scale;      /* receiver: scale for the steps not yet decided */
     int good_steps;
     bool warned_nonfinite;
 

@@ -67,7 +67,8 @@ int zoff_engine_grad_buffer(zoff_engine *e, size_t tensor, zoff_dev_stream *s, v
     size_t b = e->tensor_bucket[tensor];
     engine_bucket *bk = &e->buckets[b];
     if (bk->slot >= 0 && !e->slot_open[bk->slot])
-        return zoff_fail(-EINVAL, MOD, "gradient of tensor '%s' asked for after its bucket was complete",
+        return zoff_fail(-EINVAL, MOD,
+                         "gradient of tensor '%s' asked for after its bucket was complete",
                          e->tensors[tensor].name);
     if (bk->slot < 0 && (rc = assign_slot(e, b, s))) return rc;
     *grad = (char *)e->slot_buf[bk->slot] + (e->tensors[tensor].offset - bk->offset) * e->esize;
@@ -115,7 +116,8 @@ static int send_bucket(zoff_engine *e, size_t b, zoff_dev_stream *s) {
     if (!rc) rc = zoff_dev_event_record(e->slot_ready[k], s);
     if (!rc) rc = zoff_dev_stream_wait_event(e->d2h, e->slot_ready[k]);
     if (!rc && i >= (uint32_t)e->n_grad_ring)
-        rc = zoff_dev_stream_wait_value(e->d2h, &e->ctr->consumed, i - (uint32_t)e->n_grad_ring + 1);
+        rc =
+            zoff_dev_stream_wait_value(e->d2h, &e->ctr->consumed, i - (uint32_t)e->n_grad_ring + 1);
     if (rc) return rc;
     char name[48];
     snprintf(name, sizeof name, "d2h b%zu", b);
@@ -130,8 +132,12 @@ static int send_bucket(zoff_engine *e, size_t b, zoff_dev_stream *s) {
     if (rc) return rc;
     e->fills_issued = i + 1;
     e->slot_open[k] = false;
-    work_item w = {.kind = WORK_FILL, .fill = i, .bucket = b, .micro = e->micro,
-                   .step = e->step, .loss_scale = scale};
+    work_item w = {.kind = WORK_FILL,
+                   .fill = i,
+                   .bucket = b,
+                   .micro = e->micro,
+                   .step = e->step,
+                   .loss_scale = scale};
     return engine_queue_push(e, &w);
 }
 

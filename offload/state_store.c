@@ -24,8 +24,8 @@ typedef enum { STAGE_FREE, STAGE_READING, STAGE_READY, STAGE_WRITING } stage_sta
 typedef struct stage {
     stage_state state;
     size_t bucket;
-    void *buf[3];                /* p, m, v: 4096-aligned */
-    zoff_nvme_request *req[3];   /* reads or writes in flight */
+    void *buf[3];              /* p, m, v: 4096-aligned */
+    zoff_nvme_request *req[3]; /* reads or writes in flight */
 } stage;
 
 struct state_store {
@@ -48,7 +48,9 @@ static double now_ms(void) {
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+static size_t round_up(size_t x, size_t a) {
+    return (x + a - 1) / a * a;
+}
 
 static size_t part_bytes(const state_store *st, size_t numel, int part) {
     return round_up(numel * (part == 0 ? 4 : st->msize), ZOFF_NVME_ALIGN);
@@ -84,10 +86,13 @@ static int stage_submit(state_store *st, stage *sg, size_t b, int write) {
         if (rc) {
             stage_wait(st, sg);
             sg->state = STAGE_FREE;
-            return zoff_fail(rc, MOD, "cannot submit NVMe %s of bucket %zu", write ? "write" : "read", b);
+            return zoff_fail(rc, MOD, "cannot submit NVMe %s of bucket %zu",
+                             write ? "write" : "read", b);
         }
-        if (write) st->bytes_written += len;
-        else st->bytes_read += len;
+        if (write)
+            st->bytes_written += len;
+        else
+            st->bytes_read += len;
     }
     return 0;
 }
@@ -116,7 +121,8 @@ static int nvme_init_state(state_store *st, const float *init_master) {
     zoff_engine *e = st->e;
     zoff_nvme_config nc = zoff_nvme_config_default();
     nc.n_dirs = e->cfg.n_nvme_dirs;
-    for (unsigned i = 0; i < nc.n_dirs; i++) nc.dirs[i] = e->cfg.nvme_dirs[i];
+    for (unsigned i = 0; i < nc.n_dirs; i++)
+        nc.dirs[i] = e->cfg.nvme_dirs[i];
     nc.checksums = e->cfg.nvme_checksums;
     nc.backend = (zoff_nvme_backend)e->cfg.nvme_backend;
     if (e->cfg.nvme_queue_depth) nc.queue_depth = e->cfg.nvme_queue_depth;
@@ -138,7 +144,8 @@ static int nvme_init_state(state_store *st, const float *init_master) {
                                          &st->regions[b * 3 + (size_t)i]);
             if (rc) return zoff_fail(rc, MOD, "cannot define swap region %s", name);
         }
-    for (int i = 0; i < 3; i++) st->stage_bytes[i] = part_bytes(st, e->bucket_elems_max, i);
+    for (int i = 0; i < 3; i++)
+        st->stage_bytes[i] = part_bytes(st, e->bucket_elems_max, i);
     for (int s = 0; s < N_STAGES; s++)
         for (int i = 0; i < 3; i++) {
             st->stages[s].buf[i] = aligned_alloc(ZOFF_NVME_ALIGN, st->stage_bytes[i]);
@@ -149,7 +156,8 @@ static int nvme_init_state(state_store *st, const float *init_master) {
         stage *sg = claim_stage(st, 1);
         if (!sg) return zoff_fail(-EIO, MOD, "NVMe write-back failed while writing initial state");
         const engine_bucket *bk = &e->buckets[b];
-        for (int i = 0; i < 3; i++) memset(sg->buf[i], 0, part_bytes(st, bk->numel, i));
+        for (int i = 0; i < 3; i++)
+            memset(sg->buf[i], 0, part_bytes(st, bk->numel, i));
         memcpy(sg->buf[0], init_master + bk->offset, bk->numel * sizeof(float));
         if ((rc = stage_submit(st, sg, b, 1))) return rc;
     }
@@ -191,7 +199,8 @@ void state_store_destroy(state_store *st) {
     if (!st) return;
     for (int s = 0; s < N_STAGES; s++) {
         stage_wait(st, &st->stages[s]);
-        for (int i = 0; i < 3; i++) free(st->stages[s].buf[i]);
+        for (int i = 0; i < 3; i++)
+            free(st->stages[s].buf[i]);
     }
     free(st->regions);
     free(st->master);
@@ -243,7 +252,8 @@ void state_store_prefetch(state_store *st, size_t b) {
 int state_store_release(state_store *st, size_t b) {
     if (!st->regions) return 0;
     stage *sg = find_stage(st, b);
-    if (!sg || sg->state != STAGE_READY) return zoff_fail(-EINVAL, MOD, "bucket %zu was not acquired", b);
+    if (!sg || sg->state != STAGE_READY)
+        return zoff_fail(-EINVAL, MOD, "bucket %zu was not acquired", b);
     return stage_submit(st, sg, b, 1);
 }
 
@@ -281,11 +291,13 @@ size_t state_store_nvme_bytes(const state_store *st) {
     if (!st->regions) return 0;
     size_t n = 0;
     for (size_t b = 0; b < st->e->n_buckets; b++)
-        for (int i = 0; i < 3; i++) n += part_bytes(st, st->e->buckets[b].numel, i);
+        for (int i = 0; i < 3; i++)
+            n += part_bytes(st, st->e->buckets[b].numel, i);
     return n;
 }
 
-void state_store_take_counters(state_store *st, uint64_t *read, uint64_t *written, double *wait_ms) {
+void state_store_take_counters(state_store *st, uint64_t *read, uint64_t *written,
+                               double *wait_ms) {
     *read = st->bytes_read;
     *written = st->bytes_written;
     *wait_ms = st->wait_ms;

@@ -13,8 +13,8 @@
 
 typedef struct span {
     char lane[24], name[40];
-    double t0, t1;                  /* host spans: microseconds since origin */
-    zoff_dev_event *ev0, *ev1;      /* device spans: resolved at write */
+    double t0, t1;             /* host spans: microseconds since origin */
+    zoff_dev_event *ev0, *ev1; /* device spans: resolved at write */
 } span;
 
 struct zoff_trace {
@@ -65,13 +65,16 @@ void zoff_trace_destroy(zoff_trace *t) {
     free(t);
 }
 
-double zoff_trace_now_us(const zoff_trace *t) { return host_us() - t->base_host_us; }
+double zoff_trace_now_us(const zoff_trace *t) {
+    return host_us() - t->base_host_us;
+}
 
 /* Appends a span under the lock; NULL when the cap is reached. */
 static span *add_span(zoff_trace *t, const char *lane, const char *name) {
     if (t->n == t->max) {
         if (!t->warned)
-            zoff_log(ZOFF_LOG_WARN, "trace", "trace holds %zu spans: later ones are dropped", t->max);
+            zoff_log(ZOFF_LOG_WARN, "trace", "trace holds %zu spans: later ones are dropped",
+                     t->max);
         t->warned = 1;
         return NULL;
     }
@@ -184,10 +187,13 @@ int zoff_trace_write(zoff_trace *t, const char *path) {
     if (!text) return -ENOMEM;
     FILE *f = fopen(path, "w");
     int rc = 0;
-    if (!f) rc = zoff_fail(-errno, "trace", "cannot write trace file %s", path);
+    if (!f)
+        rc = zoff_fail(-errno, "trace", "cannot write trace file %s", path);
     else {
-        if (fputs(text, f) < 0) rc = zoff_fail(-EIO, "trace", "write to trace file %s failed", path);
-        if (fclose(f) != 0 && !rc) rc = zoff_fail(-errno, "trace", "closing trace file %s failed", path);
+        if (fputs(text, f) < 0)
+            rc = zoff_fail(-EIO, "trace", "write to trace file %s failed", path);
+        if (fclose(f) != 0 && !rc)
+            rc = zoff_fail(-errno, "trace", "closing trace file %s failed", path);
     }
     cJSON_free(text);
     return rc;

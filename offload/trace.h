@@ -17,8 +17,7 @@ double zoff_trace_now_us(const zoff_trace *t);
 void zoff_trace_host_span(zoff_trace *t, const char *lane, const char *name, double t0_us,
                           double t1_us);
 /* Device span: begin records an event on s and returns an id for end (-1: dropped). */
-int zoff_trace_device_begin(zoff_trace *t, zoff_dev_stream *s, const char *lane,
-                            const char *name);
+int zoff_trace_device_begin(zoff_trace *t, zoff_dev_stream *s, const char *lane, const char *name);
 void zoff_trace_device_end(zoff_trace *t, zoff_dev_stream *s, int id);
 /* Resolves device spans (all work must be complete) and writes the JSON file. */
 int zoff_trace_write(zoff_trace *t, const char *path);

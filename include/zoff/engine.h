@@ -54,24 +54,24 @@ typedef struct zoff_engine_tensor {
 typedef struct zoff_engine_config {
     zoff_offload_target target;
     zoff_schedule schedule;
-    int dpu_warmup_steps;  /* DPU: steps run as sync first (default 2) */
-    zoff_dtype dtype;      /* of the device parameters and gradients: bf16 (default), f16, f32 */
+    int dpu_warmup_steps;    /* DPU: steps run as sync first (default 2) */
+    zoff_dtype dtype;        /* of the device parameters and gradients: bf16 (default), f16, f32 */
     zoff_dtype moment_dtype; /* f32 (default) or bf16 */
-    size_t bucket_bytes;   /* gradient bucket size in bytes of dtype (default 32 MiB) */
-    int device_slots;      /* device bucket buffers (default 3, at least 2) */
-    int grad_ring_slots;   /* pinned host buffers for gradients (default 3) */
-    int param_ring_slots;  /* pinned host buffers for weights (default 2; DPU: all buckets) */
+    size_t bucket_bytes;     /* gradient bucket size in bytes of dtype (default 32 MiB) */
+    int device_slots;        /* device bucket buffers (default 3, at least 2) */
+    int grad_ring_slots;     /* pinned host buffers for gradients (default 3) */
+    int param_ring_slots;    /* pinned host buffers for weights (default 2; DPU: all buckets) */
 
     /* AdamW */
     float lr, beta1, beta2, eps, weight_decay;
-    int adamw; /* 1: decoupled weight decay (default), 0: L2 (Adam) */
-    float clip_norm; /* clip by global gradient norm; 0 = off (default) */
+    int adamw;            /* 1: decoupled weight decay (default), 0: L2 (Adam) */
+    float clip_norm;      /* clip by global gradient norm; 0 = off (default) */
     int grad_accum_steps; /* micro-batches per optimizer step (default 1) */
 
     /* fp16 dynamic loss scaling (dtype f16 only) */
-    float loss_scale_init;   /* default 65536 */
-    int loss_scale_window;   /* steps without overflow before the scale doubles (1000) */
-    float loss_scale_min;    /* default 1 */
+    float loss_scale_init; /* default 65536 */
+    int loss_scale_window; /* steps without overflow before the scale doubles (1000) */
+    float loss_scale_min;  /* default 1 */
 
     int cpu_threads;   /* cpu_adam workers, 0 = all cores less reserve_cores */
     int reserve_cores; /* cores kept for the trainer's threads (default 0) */
@@ -80,8 +80,8 @@ typedef struct zoff_engine_config {
     /* NVMe target */
     const char *nvme_dirs[16];
     unsigned n_nvme_dirs;
-    int nvme_checksums;      /* default 1 */
-    int nvme_backend;        /* zoff_nvme_backend value, 0 = auto */
+    int nvme_checksums;        /* default 1 */
+    int nvme_backend;          /* zoff_nvme_backend value, 0 = auto */
     unsigned nvme_queue_depth; /* default 32 */
 
     const char *trace_path; /* Chrome/Perfetto trace JSON written at destroy; NULL = off */
@@ -118,17 +118,17 @@ int zoff_engine_loss_scale(zoff_engine *e, float *scale);
 
 /* What happened in one optimizer step, and what it cost. */
 typedef struct zoff_engine_step_report {
-    int64_t step;          /* 0-based optimizer step */
-    int skipped;           /* fp16 overflow: no update */
-    double grad_norm;      /* global norm of the (unscaled) gradient */
-    float loss_scale;      /* the scale its gradients carried */
-    double clip_coef;      /* multiplier applied for clipping (1 = none) */
+    int64_t step;     /* 0-based optimizer step */
+    int skipped;      /* fp16 overflow: no update */
+    double grad_norm; /* global norm of the (unscaled) gradient */
+    float loss_scale; /* the scale its gradients carried */
+    double clip_coef; /* multiplier applied for clipping (1 = none) */
     uint64_t pcie_d2h_bytes, pcie_h2d_bytes;
     uint64_t nvme_read_bytes, nvme_write_bytes;
-    double cpu_adam_ms;    /* CPU busy in the fused step */
+    double cpu_adam_ms;      /* CPU busy in the fused step */
     double cpu_wait_grad_ms; /* CPU worker idle, waiting for gradients to arrive */
-    double nvme_wait_ms;   /* CPU worker blocked on NVMe reads or write-backs */
-    double step_ms;        /* from the first gradient's arrival to the last weight sent */
+    double nvme_wait_ms;     /* CPU worker blocked on NVMe reads or write-backs */
+    double step_ms;          /* from the first gradient's arrival to the last weight sent */
 } zoff_engine_step_report;
 
 /* Waits until every queued step is applied and its weights are on the device. */

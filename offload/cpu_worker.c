@@ -89,7 +89,8 @@ static int has_error(zoff_engine *e) {
 /* Updates bucket b of optimizer step `step` from grad (dtype gdt) and sends the new weights
  * to the device. t is the Adam step number for bias correction. */
 static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype gdt,
-                         float grad_scale, int64_t t, int64_t step, zoff_engine_step_report *rep) {
+                         float grad_scale, float lr, int64_t t, int64_t step,
+                         zoff_engine_step_report *rep) {
     engine_bucket *bk = &e->buckets[b];
     uint32_t h = e->h2d_issued;
     int q = (int)(h % (uint32_t)e->n_param_ring);
@@ -104,7 +105,7 @@ static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype 
         double t1 = now_ms(), tr1 = e->trace ? zoff_trace_now_us(e->trace) : 0;
         if (!rc) {
             zoff_adam_params ap = zoff_adam_params_default();
-            ap.lr = e->cfg.lr;
+            ap.lr = lr;
             ap.beta1 = e->cfg.beta1;
             ap.beta2 = e->cfg.beta2;
             ap.eps = e->cfg.eps;
@@ -249,9 +250,9 @@ static void receive_fill(zoff_engine *e, const work_item *w) {
         rc = accumulate(e, dst, ring, bk->numel, w->micro == 0);
         release_ring_slot(e, w->fill);
         if (!rc && overlap && last_micro)
-            rc = update_bucket(e, w->bucket, dst, ZOFF_F32, scale, t, w->step, &e->rx[set]);
+            rc = update_bucket(e, w->bucket, dst, ZOFF_F32, scale, w->lr, t, w->step, &e->rx[set]);
     } else if (overlap) {
-        rc = update_bucket(e, w->bucket, ring, e->cfg.dtype, scale, t, w->step, &e->rx[set]);
+        rc = update_bucket(e, w->bucket, ring, e->cfg.dtype, scale, w->lr, t, w->step, &e->rx[set]);
         release_ring_slot(e, w->fill);
     } else {
         memcpy((char *)e->grad_host[set] + bk->offset * e->esize, ring, bk->numel * e->esize);
@@ -358,8 +359,8 @@ static void apply_step(zoff_engine *e, const work_item *w) {
             const void *g = accum
                                 ? (const void *)(e->grad_accum[set] + bk->offset)
                                 : (const void *)((char *)e->grad_host[set] + bk->offset * e->esize);
-            update_bucket(e, b, g, accum ? ZOFF_F32 : e->cfg.dtype, w->grad_scale, t, w->step,
-                          &rep);
+            update_bucket(e, b, g, accum ? ZOFF_F32 : e->cfg.dtype, w->grad_scale, w->lr, t,
+                          w->step, &rep);
         }
         e->applied_steps++;
     }

@@ -224,6 +224,7 @@ int zoff_engine_create(zoff_dev *dev, const zoff_engine_config *cfg, void *devic
     e->n_tensors = n_tensors;
     e->loss_scale = cfg->dtype == ZOFF_F16 ? cfg->loss_scale_init : 1.0f;
     e->decided_scale = e->loss_scale;
+    e->lr = cfg->lr;
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->cond, NULL);
     float *own_master = NULL;

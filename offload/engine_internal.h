@@ -77,6 +77,7 @@ typedef struct work_item {
     int micro;        /* micro-batch index within the accumulation */
     int64_t step;     /* optimizer step */
     float loss_scale; /* the scale the step's gradients carry */
+    float lr;         /* learning rate of the step */
     /* decided by the receiver for the updater */
     int skip;
     float grad_scale; /* clip_coef / loss_scale */
@@ -130,6 +131,7 @@ struct zoff_engine {
     int micro;
     int64_t step;          /* optimizer step being accumulated */
     float loss_scale_used; /* scale of the current step's gradients */
+    float lr;              /* for steps ended from now on */
 
     /* CPU side. Gradients of a step land in one of n_sets buffer sets (two for DPU, where
      * step s+1's gradients arrive while step s is being applied). */

@@ -6,6 +6,7 @@
 #include "offload/engine_internal.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -95,6 +96,13 @@ static int current_scale(zoff_engine *e, float *scale) {
     return 0;
 }
 
+int zoff_engine_set_lr(zoff_engine *e, float lr) {
+    if (!e || !isfinite(lr) || lr < 0)
+        return zoff_fail(ZOFF_ECONFIG, MOD, "learning rate %g must be finite and >= 0", (double)lr);
+    e->lr = lr;
+    return 0;
+}
+
 int zoff_engine_loss_scale(zoff_engine *e, float *scale) {
     if (!e || !scale) return -EINVAL;
     int rc = engine_worker_error(e);
@@ -137,7 +145,8 @@ static int send_bucket(zoff_engine *e, size_t b, zoff_dev_stream *s) {
                    .bucket = b,
                    .micro = e->micro,
                    .step = e->step,
-                   .loss_scale = scale};
+                   .loss_scale = scale,
+                   .lr = e->lr};
     return engine_queue_push(e, &w);
 }
 
@@ -173,7 +182,8 @@ int zoff_engine_end_micro(zoff_engine *e, zoff_dev_stream *s) {
     /* the optimizer step is complete on the trainer's side */
     rc = zoff_dev_stream_write_value(s, &e->ctr->step_end, (uint32_t)(e->step + 1));
     if (rc) return rc;
-    work_item w = {.kind = WORK_STEP_END, .step = e->step, .loss_scale = e->loss_scale_used};
+    work_item w = {
+        .kind = WORK_STEP_END, .step = e->step, .loss_scale = e->loss_scale_used, .lr = e->lr};
     if (w.loss_scale <= 0) w.loss_scale = 1.0f;
     rc = engine_queue_push(e, &w);
     e->micro = 0;

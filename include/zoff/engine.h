@@ -112,6 +112,9 @@ int zoff_engine_grad_done(zoff_engine *e, size_t tensor, zoff_dev_stream *s);
  * last micro-batch of an accumulation, the optimizer step is queued. */
 int zoff_engine_end_micro(zoff_engine *e, zoff_dev_stream *s);
 
+/* The learning rate for the optimizer steps ended from now on (a schedule's value). */
+int zoff_engine_set_lr(zoff_engine *e, float lr);
+
 /* fp16: the loss scale the trainer multiplies the loss by for the coming micro-batch (waits
  * for the previous step's overflow check). 1 for other dtypes. */
 int zoff_engine_loss_scale(zoff_engine *e, float *scale);

@@ -14,7 +14,9 @@
 #include "tests/test_util.h"
 #include "zoff/engine.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -273,6 +275,84 @@ static void run_case(const test_case *tc, const char *nvme_dir) {
     free(mr);
 }
 
+/* Bad configurations and layouts are refused with ZOFF_ECONFIG naming the field. */
+static void test_bad_config(void) {
+    zoff_dev *dev;
+    zoff_dev_config dc;
+    zoff_dev_config_default(&dc);
+    dc.kind = ZOFF_DEV_HOST;
+    REQUIRE_OK(zoff_dev_open(&dc, &dev));
+    void *p;
+    REQUIRE_OK(zoff_dev_malloc(dev, 4096 * 2, &p));
+    zoff_engine_tensor ok[2] = {{"a", 0, 1000, 0}, {"b", 1024, 1000, 1}};
+    zoff_engine_tensor overlap[2] = {{"a", 0, 1000, 0}, {"b", 999, 10, 1}};
+    zoff_engine_tensor past[1] = {{"big", 0, 5000, 0}};
+    zoff_engine_config cfg;
+    zoff_engine *e = NULL;
+    zoff_engine_config_default(&cfg);
+    cfg.schedule = ZOFF_SCHEDULE_OVERLAP;
+    cfg.clip_norm = 1.0f;
+    CHECK_EQ_INT(zoff_engine_create(dev, &cfg, p, 4096, ok, 2, NULL, &e), ZOFF_ECONFIG);
+    CHECK(strstr(zoff_last_error_detail(), "overlap") != NULL);
+    zoff_engine_config_default(&cfg);
+    cfg.target = ZOFF_OFFLOAD_NVME;
+    CHECK_EQ_INT(zoff_engine_create(dev, &cfg, p, 4096, ok, 2, NULL, &e), ZOFF_ECONFIG);
+    CHECK(strstr(zoff_last_error_detail(), "nvme_dirs") != NULL);
+    zoff_engine_config_default(&cfg);
+    cfg.device_slots = 1;
+    CHECK_EQ_INT(zoff_engine_create(dev, &cfg, p, 4096, ok, 2, NULL, &e), ZOFF_ECONFIG);
+    zoff_engine_config_default(&cfg);
+    CHECK_EQ_INT(zoff_engine_create(dev, &cfg, p, 4096, overlap, 2, NULL, &e), ZOFF_ECONFIG);
+    CHECK(strstr(zoff_last_error_detail(), "'b'") != NULL);
+    CHECK_EQ_INT(zoff_engine_create(dev, &cfg, p, 4096, past, 1, NULL, &e), ZOFF_ECONFIG);
+    CHECK(strstr(zoff_last_error_detail(), "'big'") != NULL);
+    CHECK(e == NULL);
+
+    /* misuse of the step protocol is reported, not hung on */
+    zoff_dev_stream *s;
+    REQUIRE_OK(zoff_dev_stream_create(dev, &s));
+    CHECK_OK(zoff_dev_memset_async(s, p, 0, 4096 * 2));
+    cfg.trace_path = "/tmp/zoff-test-engine-trace.json";
+    REQUIRE_OK(zoff_engine_create(dev, &cfg, p, 4096, ok, 2, NULL, &e));
+    void *g;
+    CHECK_EQ_INT(zoff_engine_end_micro(e, s), -EINVAL); /* no gradient done yet */
+    CHECK(strstr(zoff_last_error_detail(), "'a'") != NULL);
+    CHECK_EQ_INT(zoff_engine_grad_buffer(e, 7, s, &g), -EINVAL);
+    for (int step = 0; step < 3; step++) {
+        int span = zoff_engine_trace_begin(e, s, "backward");
+        for (size_t t = 2; t-- > 0;) {
+            CHECK_OK(zoff_engine_wait_params(e, t, s));
+            CHECK_OK(zoff_engine_grad_buffer(e, t, s, &g));
+            CHECK_OK(zoff_engine_grad_done(e, t, s));
+        }
+        CHECK_EQ_INT(zoff_engine_grad_done(e, 0, s), -EINVAL); /* twice */
+        zoff_engine_trace_end(e, s, span);
+        CHECK_OK(zoff_engine_end_micro(e, s));
+    }
+    CHECK_OK(zoff_engine_set_lr(e, 5e-4f));
+    CHECK_EQ_INT(zoff_engine_set_lr(e, NAN), ZOFF_ECONFIG);
+    CHECK_OK(zoff_engine_flush(e, s));
+    zoff_engine_destroy(e);
+    /* the trace is JSON with the pipeline's lanes */
+    FILE *f = fopen(cfg.trace_path, "r");
+    CHECK(f != NULL);
+    if (f) {
+        char buf[1 << 16];
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        buf[len] = 0;
+        fclose(f);
+        CHECK(strstr(buf, "\"traceEvents\"") != NULL);
+        CHECK(strstr(buf, "\"d2h b0\"") != NULL);
+        CHECK(strstr(buf, "\"h2d b0\"") != NULL);
+        CHECK(strstr(buf, "adam b0") != NULL);
+        CHECK(strstr(buf, "\"backward\"") != NULL);
+        unlink(cfg.trace_path);
+    }
+    CHECK_OK(zoff_dev_stream_destroy(s));
+    CHECK_OK(zoff_dev_free(dev, p));
+    zoff_dev_close(dev);
+}
+
 int main(int argc, char **argv) {
     zoff_test_init();
     int quick = argc > 1 && strcmp(argv[1], "quick") == 0; /* for slow sanitizer builds */
@@ -307,5 +387,6 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i], cases[i].target == ZOFF_OFFLOAD_NVME ? dir : NULL);
     rmdir(dir);
+    test_bad_config();
     return zoff_test_finish("test_offload_engine");
 }

@@ -86,6 +86,35 @@ static int has_error(zoff_engine *e) {
     return engine_worker_error(e) != 0;
 }
 
+/* The fused step over a bucket, split into runs of tensors that share their weight-decay
+ * setting (padding between tensors goes with the run before it). */
+static int adam_runs(zoff_engine *e, const engine_bucket *bk, const zoff_adam_params *ap, float *p,
+                     void *m, void *v, const void *grad, zoff_dtype gdt, void *out) {
+    size_t gsize = zoff_dtype_size(gdt), msize = zoff_dtype_size(e->cfg.moment_dtype);
+    size_t run_start = 0; /* relative to the bucket */
+    for (size_t i = 0; i <= bk->n_tensors; i++) {
+        const zoff_engine_tensor *t = i < bk->n_tensors ? &e->tensors[bk->first_tensor + i] : NULL;
+        const zoff_engine_tensor *prev = i ? &e->tensors[bk->first_tensor + i - 1] : NULL;
+        if (i == 0 || (t && t->no_weight_decay == prev->no_weight_decay)) continue;
+        size_t run_end = t ? t->offset - bk->offset : bk->numel;
+        zoff_adam_params rp = *ap;
+        if (prev->no_weight_decay) rp.weight_decay = 0.0f;
+        zoff_adam_buffers buf = {.n = run_end - run_start,
+                                 .param = p + run_start,
+                                 .m = (char *)m + run_start * msize,
+                                 .v = (char *)v + run_start * msize,
+                                 .moment_dtype = e->cfg.moment_dtype,
+                                 .grad = (const char *)grad + run_start * gsize,
+                                 .grad_dtype = gdt,
+                                 .param_out = (char *)out + run_start * e->esize,
+                                 .out_dtype = e->cfg.dtype};
+        int rc = zoff_adam_step(e->pool, &rp, &buf);
+        if (rc) return rc;
+        run_start = run_end;
+    }
+    return 0;
+}
+
 /* Updates bucket b of optimizer step `step` from grad (dtype gdt) and sends the new weights
  * to the device. t is the Adam step number for bias correction. */
 static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype gdt,
@@ -113,16 +142,7 @@ static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype 
             ap.mode = e->cfg.adamw ? ZOFF_ADAM_ADAMW : ZOFF_ADAM_L2;
             ap.step = t;
             ap.grad_scale = grad_scale;
-            zoff_adam_buffers buf = {.n = bk->numel,
-                                     .param = p,
-                                     .m = m,
-                                     .v = v,
-                                     .moment_dtype = e->cfg.moment_dtype,
-                                     .grad = grad,
-                                     .grad_dtype = gdt,
-                                     .param_out = e->param_ring[q],
-                                     .out_dtype = e->cfg.dtype};
-            rc = zoff_adam_step(e->pool, &ap, &buf);
+            rc = adam_runs(e, bk, &ap, p, m, v, grad, gdt, e->param_ring[q]);
             double t2 = now_ms();
             rep->cpu_adam_ms += t2 - t1;
             if (e->trace) {

@@ -115,7 +115,8 @@ static void run_engine(const test_case *tc, const char *nvme_dir, unsigned char 
     zoff_engine_tensor tens[N_TENSORS];
     size_t off = 0;
     for (size_t t = 0; t < N_TENSORS; t++) {
-        tens[t] = (zoff_engine_tensor){"t", off, tensor_sizes[t], (int)t};
+        /* odd tensors are "biases": no weight decay */
+        tens[t] = (zoff_engine_tensor){"t", off, tensor_sizes[t], (int)t, (int)(t & 1)};
         off += tensor_sizes[t];
     }
     zoff_engine_config cfg;
@@ -205,19 +206,23 @@ static void run_reference(const test_case *tc, unsigned char *obs, float *master
         }
         zoff_adam_params ap = zoff_adam_params_default();
         ap.lr = 1e-2f;
-        ap.weight_decay = 0.01f;
         ap.step = ++applied;
         ap.grad_scale = (float)(clip / scale);
-        zoff_adam_buffers b = {.n = n,
-                               .param = master,
-                               .m = m,
-                               .v = v,
-                               .moment_dtype = tc->moments,
-                               .grad = tc->accum > 1 ? (const void *)acc : g,
-                               .grad_dtype = tc->accum > 1 ? ZOFF_F32 : tc->dtype,
-                               .param_out = next,
-                               .out_dtype = tc->dtype};
-        CHECK_OK(zoff_adam_step(NULL, &ap, &b));
+        size_t off = 0, gs = tc->accum > 1 ? 4 : es;
+        for (size_t t = 0; t < N_TENSORS; off += tensor_sizes[t], t++) {
+            ap.weight_decay = (t & 1) ? 0.0f : 0.01f; /* odd tensors: no decay */
+            zoff_adam_buffers b = {.n = tensor_sizes[t],
+                                   .param = master + off,
+                                   .m = (char *)m + off * ms,
+                                   .v = (char *)v + off * ms,
+                                   .moment_dtype = tc->moments,
+                                   .grad = tc->accum > 1 ? (const void *)(acc + off)
+                                                         : (const void *)((char *)g + off * gs),
+                                   .grad_dtype = tc->accum > 1 ? ZOFF_F32 : tc->dtype,
+                                   .param_out = next + off * es,
+                                   .out_dtype = tc->dtype};
+            CHECK_OK(zoff_adam_step(NULL, &ap, &b));
+        }
     }
     free(m);
     free(v);
@@ -284,9 +289,9 @@ static void test_bad_config(void) {
     REQUIRE_OK(zoff_dev_open(&dc, &dev));
     void *p;
     REQUIRE_OK(zoff_dev_malloc(dev, 4096 * 2, &p));
-    zoff_engine_tensor ok[2] = {{"a", 0, 1000, 0}, {"b", 1024, 1000, 1}};
-    zoff_engine_tensor overlap[2] = {{"a", 0, 1000, 0}, {"b", 999, 10, 1}};
-    zoff_engine_tensor past[1] = {{"big", 0, 5000, 0}};
+    zoff_engine_tensor ok[2] = {{"a", 0, 1000, 0, 0}, {"b", 1024, 1000, 1, 0}};
+    zoff_engine_tensor overlap[2] = {{"a", 0, 1000, 0, 0}, {"b", 999, 10, 1, 0}};
+    zoff_engine_tensor past[1] = {{"big", 0, 5000, 0, 0}};
     zoff_engine_config cfg;
     zoff_engine *e = NULL;
     zoff_engine_config_default(&cfg);

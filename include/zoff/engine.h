@@ -48,7 +48,8 @@ typedef enum zoff_schedule {
 typedef struct zoff_engine_tensor {
     const char *name;
     size_t offset, numel;
-    int layer; /* for reports and traces; -1 if none */
+    int layer;           /* for reports and traces; -1 if none */
+    int no_weight_decay; /* 1: AdamW's weight decay skips it (biases, norms) */
 } zoff_engine_tensor;
 
 typedef struct zoff_engine_config {

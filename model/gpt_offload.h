@@ -19,10 +19,10 @@
 
 typedef struct zoff_gpt_offload zoff_gpt_offload;
 
-/* Creates the engine for model m (its current weights become the fp32 master weights).
- * cfg->dtype chooses the exchange format; the trainer config gives AdamW's hyper-parameters
- * (its weight decay applies to the tensors the layout marks for decay... applied to all
- * tensors by the engine, see the note in the .c). */
+/* Creates the engine for model m: its current weights become the fp32 master weights, the
+ * layout's tensors the engine's (biases and norms without weight decay), and cfg->dtype the
+ * exchange format. Installs the model hooks through which forward and backward reach the
+ * engine. */
 int zoff_gpt_offload_create(zoff_gpt *m, zoff_dev_stream *s, const zoff_engine_config *cfg,
                             zoff_gpt_offload **out);
 /* Flushes the engine, copies the final master weights into the model, frees everything. */

@@ -243,8 +243,8 @@ int zoff_adam_pool_run(zoff_adam_pool *pool, zoff_adam_task_fn fn, void *arg) {
     return 0;
 }
 
-int zoff_adam_run(zoff_adam_pool *pool, zoff_adam_task_fn fn, void *arg) {
-    if (!pool) {
+int zoff_adam_run(zoff_adam_pool *pool, size_t n, zoff_adam_task_fn fn, void *arg) {
+    if (!pool || n <= ZOFF_ADAM_CHUNK) {
         fn(arg, 0, 1);
         return 0;
     }
@@ -267,5 +267,6 @@ int zoff_adam_first_touch(zoff_adam_pool *pool, void *buf, size_t n, size_t elem
     if ((!buf && n) || elem_size == 0)
         return zoff_fail(-EINVAL, "cpu_adam", "first_touch: NULL buffer or zero element size");
     touch_task t = {buf, n, elem_size};
-    return zoff_adam_run(pool, touch_run, &t);
+    /* Always on the workers: the point is which thread touches the pages. */
+    return pool ? zoff_adam_pool_run(pool, touch_run, &t) : zoff_adam_run(NULL, n, touch_run, &t);
 }

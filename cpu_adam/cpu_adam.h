@@ -20,7 +20,8 @@
  *
  * Threads: a pool is used by one caller at a time (calls on one pool are serialized by a mutex);
  * different pools are independent. Functions taking a NULL pool run on the calling thread with
- * zoff_adam_isa_best().
+ * zoff_adam_isa_best(); calls covering at most ZOFF_ADAM_CHUNK elements also run on the calling
+ * thread (with the pool's ISA), since waking the workers would cost more than the work.
  */
 #ifndef ZOFF_CPU_ADAM_H
 #define ZOFF_CPU_ADAM_H

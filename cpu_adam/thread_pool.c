@@ -30,7 +30,8 @@ struct zoff_adam_pool {
     int n;
     zoff_adam_isa isa;
     const zoff_adam_kernels *kernels;
-    hwloc_topology_t topo; /* NULL if pinning is off */
+    hwloc_topology_t topo;      /* NULL if pinning is off */
+    hwloc_obj_type_t core_type; /* HWLOC_OBJ_CORE, or HWLOC_OBJ_PU where cores are not exposed */
     pool_worker *workers;
     int started; /* workers successfully created */
 
@@ -99,9 +100,15 @@ static int pool_plan_cores(zoff_adam_pool *pool, int reserve, int *n_threads) {
         rc = zoff_fail(-EIO, "cpu_adam", "hwloc_topology_load failed: %s", strerror(errno));
         goto fail;
     }
+    /* Some virtual machines expose no core objects: fall back to processing units. */
+    pool->core_type = HWLOC_OBJ_CORE;
     int cores = hwloc_get_nbobjs_by_type(pool->topo, HWLOC_OBJ_CORE);
     if (cores <= 0) {
-        rc = zoff_fail(-EIO, "cpu_adam", "hwloc reports no cores");
+        pool->core_type = HWLOC_OBJ_PU;
+        cores = hwloc_get_nbobjs_by_type(pool->topo, HWLOC_OBJ_PU);
+    }
+    if (cores <= 0) {
+        rc = zoff_fail(-EIO, "cpu_adam", "hwloc reports no cores or processing units");
         goto fail;
     }
     if (reserve >= cores) {
@@ -163,7 +170,7 @@ int zoff_adam_pool_create(const zoff_adam_pool_config *cfg, zoff_adam_pool **out
         w->core = -1;
         if (cfg->pin) {
             int core = cfg->reserve_cores + t % avail;
-            hwloc_obj_t obj = hwloc_get_obj_by_type(pool->topo, HWLOC_OBJ_CORE, (unsigned)core);
+            hwloc_obj_t obj = hwloc_get_obj_by_type(pool->topo, pool->core_type, (unsigned)core);
             if (obj && obj->cpuset && (w->cpuset = hwloc_bitmap_dup(obj->cpuset))) {
                 hwloc_bitmap_singlify(w->cpuset); /* one PU: no migration between siblings */
                 w->core = core;

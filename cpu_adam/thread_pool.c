@@ -69,7 +69,7 @@ static void *worker_main(void *p) {
     zoff_adam_pool *pool = w->pool;
     if (w->cpuset && hwloc_set_cpubind(pool->topo, w->cpuset, HWLOC_CPUBIND_THREAD) != 0)
         zoff_log(ZOFF_LOG_WARN, "cpu_adam", "worker %d: binding to core %d failed: %s", w->tid,
-                 w->core, strerror(errno));
+                 w->core, zoff_strerror(-errno)); /* thread-safe, unlike strerror */
     unsigned long seen = 0;
     pthread_mutex_lock(&pool->mu);
     for (;;) {
@@ -97,7 +97,7 @@ static int pool_plan_cores(zoff_adam_pool *pool, int reserve, int *n_threads) {
         return zoff_fail(-EIO, "cpu_adam", "hwloc_topology_init failed");
     }
     if (hwloc_topology_load(pool->topo) != 0) {
-        rc = zoff_fail(-EIO, "cpu_adam", "hwloc_topology_load failed: %s", strerror(errno));
+        rc = zoff_fail(-EIO, "cpu_adam", "hwloc_topology_load failed: %s", zoff_strerror(-errno));
         goto fail;
     }
     /* Some virtual machines expose no core objects: fall back to processing units. */
@@ -181,7 +181,7 @@ int zoff_adam_pool_create(const zoff_adam_pool_config *cfg, zoff_adam_pool **out
         int err = pthread_create(&pool->workers[t].thread, NULL, worker_main, &pool->workers[t]);
         if (err) {
             rc = zoff_fail(-err, "cpu_adam", "pthread_create for worker %d failed: %s", t,
-                           strerror(err));
+                           zoff_strerror(-err));
             goto fail;
         }
         pool->started++;

@@ -51,7 +51,10 @@ const zoff_adam_kernels *zoff_adam_kernels_for(zoff_adam_isa isa);
 
 /* Shared by the thread pool wrappers: the kernels a pool (or NULL: best ISA) runs. */
 const zoff_adam_kernels *zoff_adam_pool_kernels(const zoff_adam_pool *pool);
-/* Runs fn on the pool's workers, or once as (arg, 0, 1) on the calling thread for NULL. */
-int zoff_adam_run(zoff_adam_pool *pool, zoff_adam_task_fn fn, void *arg);
+/* Runs fn on the pool's workers, or once as (arg, 0, 1) on the calling thread for a NULL pool or
+ * when n (the elements the task covers) fits in one chunk: then the whole range belongs to
+ * worker 0 anyway, and waking the pool would cost more than the work. Results are the same
+ * either way (same kernels, same chunking). */
+int zoff_adam_run(zoff_adam_pool *pool, size_t n, zoff_adam_task_fn fn, void *arg);
 
 #endif

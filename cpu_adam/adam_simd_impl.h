@@ -3,7 +3,7 @@
  *
  *   ZOFF_SIMD_W                       lanes per vector (8 or 16)
  *   vf                                fp32 vector type; vd: fp64 vector accumulator type
- *   vf_set1, vf_add, vf_mul, vf_div, vf_sqrt
+ *   vf_set1, vf_mul, vf_div, vf_sqrt
  *   vf_fmadd(a, b, c) = a*b + c,  vf_fnmadd(a, b, c) = c - a*b   (fused)
  *   vf_load_f32/f16/bf16(ptr), vf_store_f32/f16/bf16(ptr, x)     (unaligned)
  *   vd_zero(), vd_acc_sq(acc_lo, acc_hi, x), vd_hsum(a, b)

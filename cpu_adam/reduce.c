@@ -45,7 +45,7 @@ int zoff_adam_sumsq(zoff_adam_pool *pool, const void *x, zoff_dtype dtype, size_
     if (!partials) return -ENOMEM;
     reduce_task t = {
         .k = zoff_adam_pool_kernels(pool), .x = x, .dtype = dtype, .n = n, .partials = partials};
-    int rc = zoff_adam_run(pool, sumsq_run, &t);
+    int rc = zoff_adam_run(pool, n, sumsq_run, &t);
     double s = 0.0;
     for (size_t c = 0; c < chunks; c++)
         s += partials[c];
@@ -75,7 +75,7 @@ int zoff_adam_count_nonfinite(zoff_adam_pool *pool, const void *x, zoff_dtype dt
     if (!counts) return -ENOMEM;
     reduce_task t = {
         .k = zoff_adam_pool_kernels(pool), .x = x, .dtype = dtype, .n = n, .counts = counts};
-    int rc = zoff_adam_run(pool, nonfinite_run, &t);
+    int rc = zoff_adam_run(pool, n, nonfinite_run, &t);
     size_t total = 0;
     for (int i = 0; i < threads; i++)
         total += counts[i];
@@ -110,5 +110,5 @@ int zoff_adam_cast(zoff_adam_pool *pool, const void *src, zoff_dtype src_dtype, 
                      .n = n,
                      .dst = dst,
                      .dst_dtype = dst_dtype};
-    return zoff_adam_run(pool, cast_run, &t);
+    return zoff_adam_run(pool, n, cast_run, &t);
 }

@@ -96,5 +96,5 @@ int zoff_adam_step(zoff_adam_pool *pool, const zoff_adam_params *params,
     if (rc) return rc;
     if (buf->n == 0) return 0;
     step_task t = {zoff_adam_pool_kernels(pool), make_consts(params), buf};
-    return zoff_adam_run(pool, step_run, &t);
+    return zoff_adam_run(pool, buf->n, step_run, &t);
 }

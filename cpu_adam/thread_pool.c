@@ -30,7 +30,8 @@ struct zoff_adam_pool {
     int n;
     zoff_adam_isa isa;
     const zoff_adam_kernels *kernels;
-    hwloc_topology_t topo; /* NULL if pinning is off */
+    hwloc_topology_t topo;      /* NULL if pinning is off */
+    hwloc_obj_type_t core_type; /* HWLOC_OBJ_CORE, or HWLOC_OBJ_PU where cores are not exposed */
     pool_worker *workers;
     int started; /* workers successfully created */
 
@@ -68,7 +69,7 @@ static void *worker_main(void *p) {
     zoff_adam_pool *pool = w->pool;
     if (w->cpuset && hwloc_set_cpubind(pool->topo, w->cpuset, HWLOC_CPUBIND_THREAD) != 0)
         zoff_log(ZOFF_LOG_WARN, "cpu_adam", "worker %d: binding to core %d failed: %s", w->tid,
-                 w->core, strerror(errno));
+                 w->core, zoff_strerror(-errno)); /* thread-safe, unlike strerror */
     unsigned long seen = 0;
     pthread_mutex_lock(&pool->mu);
     for (;;) {
@@ -96,12 +97,18 @@ static int pool_plan_cores(zoff_adam_pool *pool, int reserve, int *n_threads) {
         return zoff_fail(-EIO, "cpu_adam", "hwloc_topology_init failed");
     }
     if (hwloc_topology_load(pool->topo) != 0) {
-        rc = zoff_fail(-EIO, "cpu_adam", "hwloc_topology_load failed: %s", strerror(errno));
+        rc = zoff_fail(-EIO, "cpu_adam", "hwloc_topology_load failed: %s", zoff_strerror(-errno));
         goto fail;
     }
+    /* Some virtual machines expose no core objects: fall back to processing units. */
+    pool->core_type = HWLOC_OBJ_CORE;
     int cores = hwloc_get_nbobjs_by_type(pool->topo, HWLOC_OBJ_CORE);
     if (cores <= 0) {
-        rc = zoff_fail(-EIO, "cpu_adam", "hwloc reports no cores");
+        pool->core_type = HWLOC_OBJ_PU;
+        cores = hwloc_get_nbobjs_by_type(pool->topo, HWLOC_OBJ_PU);
+    }
+    if (cores <= 0) {
+        rc = zoff_fail(-EIO, "cpu_adam", "hwloc reports no cores or processing units");
         goto fail;
     }
     if (reserve >= cores) {
@@ -163,7 +170,7 @@ int zoff_adam_pool_create(const zoff_adam_pool_config *cfg, zoff_adam_pool **out
         w->core = -1;
         if (cfg->pin) {
             int core = cfg->reserve_cores + t % avail;
-            hwloc_obj_t obj = hwloc_get_obj_by_type(pool->topo, HWLOC_OBJ_CORE, (unsigned)core);
+            hwloc_obj_t obj = hwloc_get_obj_by_type(pool->topo, pool->core_type, (unsigned)core);
             if (obj && obj->cpuset && (w->cpuset = hwloc_bitmap_dup(obj->cpuset))) {
                 hwloc_bitmap_singlify(w->cpuset); /* one PU: no migration between siblings */
                 w->core = core;
@@ -174,7 +181,7 @@ int zoff_adam_pool_create(const zoff_adam_pool_config *cfg, zoff_adam_pool **out
         int err = pthread_create(&pool->workers[t].thread, NULL, worker_main, &pool->workers[t]);
         if (err) {
             rc = zoff_fail(-err, "cpu_adam", "pthread_create for worker %d failed: %s", t,
-                           strerror(err));
+                           zoff_strerror(-err));
             goto fail;
         }
         pool->started++;
@@ -243,8 +250,8 @@ int zoff_adam_pool_run(zoff_adam_pool *pool, zoff_adam_task_fn fn, void *arg) {
     return 0;
 }
 
-int zoff_adam_run(zoff_adam_pool *pool, zoff_adam_task_fn fn, void *arg) {
-    if (!pool) {
+int zoff_adam_run(zoff_adam_pool *pool, size_t n, zoff_adam_task_fn fn, void *arg) {
+    if (!pool || n <= ZOFF_ADAM_CHUNK) {
         fn(arg, 0, 1);
         return 0;
     }
@@ -267,5 +274,6 @@ int zoff_adam_first_touch(zoff_adam_pool *pool, void *buf, size_t n, size_t elem
     if ((!buf && n) || elem_size == 0)
         return zoff_fail(-EINVAL, "cpu_adam", "first_touch: NULL buffer or zero element size");
     touch_task t = {buf, n, elem_size};
-    return zoff_adam_run(pool, touch_run, &t);
+    /* Always on the workers: the point is which thread touches the pages. */
+    return pool ? zoff_adam_pool_run(pool, touch_run, &t) : zoff_adam_run(NULL, n, touch_run, &t);
 }

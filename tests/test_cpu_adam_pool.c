@@ -58,9 +58,10 @@ static void test_partition(void) {
         }
 }
 
-/* Same inputs through pools of 1..5 threads: outputs bitwise equal. */
-static void test_thread_independence(void) {
-    size_t n = 7 * ZOFF_ADAM_CHUNK + 333;
+/* Same inputs through pools of 1..5 threads: outputs bitwise equal (weights, moments, 16-bit
+ * output, sum of squares, casts), for the given ISA and moment dtype. */
+static void test_thread_independence(zoff_adam_isa isa, zoff_dtype md) {
+    size_t n = 7 * ZOFF_ADAM_CHUNK + 333, ms = md == ZOFF_F32 ? 4 : 2;
     float *p0 = malloc(n * 4), *m0 = malloc(n * 4), *v0 = malloc(n * 4);
     uint16_t *g = malloc(n * 2);
     for (size_t i = 0; i < n; i++) {
@@ -69,22 +70,25 @@ static void test_thread_independence(void) {
         v0[i] = zoff_test_randf(&rng, 0, 1e-4f);
         g[i] = (uint16_t)(0x3c00 ^ (zoff_test_rand(&rng) & 0x83ff)); /* f16 in (-2, 2) */
     }
-    float *ref_p = NULL, *p = malloc(n * 4), *m = malloc(n * 4), *v = malloc(n * 4);
-    uint16_t *out = malloc(n * 2), *ref_out = NULL, *bf = malloc(n * 2), *ref_bf = NULL;
+    float *p = malloc(n * 4);
+    unsigned char *m = malloc(n * ms), *v = malloc(n * ms);
+    uint16_t *out = malloc(n * 2), *bf = malloc(n * 2);
+    unsigned char *ref = malloc(n * (4 + 2 * ms + 2 + 2));
     double ref_ss = 0;
     for (int T = 1; T <= 5; T++) {
         zoff_adam_pool_config cfg = zoff_adam_pool_config_default();
         cfg.n_threads = T;
+        cfg.isa = isa;
         zoff_adam_pool *pool;
         REQUIRE_OK(zoff_adam_pool_create(&cfg, &pool));
         memcpy(p, p0, n * 4);
-        memcpy(m, m0, n * 4);
-        memcpy(v, v0, n * 4);
+        CHECK_OK(zoff_adam_cast(NULL, m0, ZOFF_F32, m, md, n));
+        CHECK_OK(zoff_adam_cast(NULL, v0, ZOFF_F32, v, md, n));
         zoff_adam_buffers b = {.n = n,
                                .param = p,
                                .m = m,
                                .v = v,
-                               .moment_dtype = ZOFF_F32,
+                               .moment_dtype = md,
                                .grad = g,
                                .grad_dtype = ZOFF_F16,
                                .param_out = out,
@@ -98,24 +102,27 @@ static void test_thread_independence(void) {
         double ss;
         CHECK_OK(zoff_adam_sumsq(pool, g, ZOFF_F16, n, &ss));
         CHECK_OK(zoff_adam_cast(pool, p, ZOFF_F32, bf, ZOFF_BF16, n));
-        if (T == 1) {
-            ref_p = malloc(n * 4);
-            ref_out = malloc(n * 2);
-            ref_bf = malloc(n * 2);
-            memcpy(ref_p, p, n * 4);
-            memcpy(ref_out, out, n * 2);
-            memcpy(ref_bf, bf, n * 2);
-            ref_ss = ss;
-        } else {
-            CHECK(memcmp(ref_p, p, n * 4) == 0);
-            CHECK(memcmp(ref_out, out, n * 2) == 0);
-            CHECK(memcmp(ref_bf, bf, n * 2) == 0);
-            CHECK(memcmp(&ref_ss, &ss, sizeof(double)) == 0);
+        unsigned char *r = ref;
+        const void *parts[5] = {p, m, v, out, bf};
+        size_t sizes[5] = {n * 4, n * ms, n * ms, n * 2, n * 2};
+        for (int k = 0; k < 5; k++) {
+            if (T == 1)
+                memcpy(r, parts[k], sizes[k]);
+            else if (memcmp(r, parts[k], sizes[k]) != 0) {
+                fprintf(stderr, "%s %s: buffer %d differs with %d threads\n",
+                        zoff_adam_isa_name(isa), zoff_dtype_name(md), k, T);
+                zoff_test_failures++;
+            }
+            r += sizes[k];
         }
+        if (T == 1)
+            ref_ss = ss;
+        else
+            CHECK(memcmp(&ref_ss, &ss, sizeof(double)) == 0);
         zoff_adam_pool_destroy(pool);
     }
-    free(p0), free(m0), free(v0), free(g), free(ref_p), free(p), free(m), free(v);
-    free(out), free(ref_out), free(bf), free(ref_bf);
+    free(p0), free(m0), free(v0), free(g), free(p), free(m), free(v), free(out), free(bf);
+    free(ref);
 }
 
 static void test_reserve(void) {
@@ -214,7 +221,9 @@ int main(void) {
     zoff_log_set_callback(NULL, NULL, ZOFF_LOG_ERROR); /* config errors are expected */
     test_partition();
     test_run_once();
-    test_thread_independence();
+    test_thread_independence(ZOFF_ADAM_ISA_SCALAR, ZOFF_F32);
+    test_thread_independence(ZOFF_ADAM_ISA_AUTO, ZOFF_F32);
+    test_thread_independence(ZOFF_ADAM_ISA_AUTO, ZOFF_BF16);
     test_reserve();
     test_shared_pool();
     test_first_touch();

@@ -7,7 +7,8 @@
  * of them outstanding, buffers from a pool registered with io_uring.
  *
  *   bench_nvme [--dir DIR] [--size BYTES] [--bs 128K,1M,8M] [--qd 1,8,32]
- *              [--patterns seq,strided] [--checksums off,on] [--backend auto|uring|pthread]
+ *              [--patterns seq,strided] [--checksums off,on] [--backend
+ * auto|uring|uring-buffered|pthread]
  *              [--buffers slab,plain] [--repeat N] [--no-fio] [--fio-opts ARGS]
  *
  * Defaults: 256 MiB per point, best of 2 interleaved repeats, slab buffers only.
@@ -172,11 +173,10 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static void usage(void) {
-    fprintf(
-        stderr,
-        "usage: bench_nvme [--dir DIR] [--size BYTES] [--bs LIST] [--qd LIST] "
-        "[--patterns seq,strided] [--checksums off,on] [--backend "
-        "auto|uring|pthread] [--buffers slab,plain] [--repeat N] [--no-fio] [--fio-opts ARGS]\n");
+    fprintf(stderr, "usage: bench_nvme [--dir DIR] [--size BYTES] [--bs LIST] [--qd LIST] "
+                    "[--patterns seq,strided] [--checksums off,on] [--backend "
+                    "auto|uring|uring-buffered|pthread] [--buffers slab,plain] [--repeat N] "
+                    "[--no-fio] [--fio-opts ARGS]\n");
 }
 
 int main(int argc, char **argv) {
@@ -231,9 +231,7 @@ int main(int argc, char **argv) {
             if (strstr(v, "off")) o.cs[o.n_cs++] = 0;
             if (strstr(v, "on")) o.cs[o.n_cs++] = 1;
         } else if (!strcmp(a, "--backend")) {
-            o.backend = !strcmp(v, "uring")     ? ZOFF_NVME_BACKEND_URING
-                        : !strcmp(v, "pthread") ? ZOFF_NVME_BACKEND_PTHREAD
-                                                : ZOFF_NVME_BACKEND_AUTO;
+            if (zoff_nvme_backend_parse(v, &o.backend)) return usage(), 2;
         } else if (!strcmp(a, "--buffers")) {
             o.n_bufs = 0;
             if (strstr(v, "slab")) o.bufs[o.n_bufs++] = 0;

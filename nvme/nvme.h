@@ -89,6 +89,10 @@ typedef enum zoff_nvme_backend {
     ZOFF_NVME_BACKEND_PTHREAD = 3,        /* pread/pwrite thread pool (O_DIRECT if possible) */
 } zoff_nvme_backend;
 
+/* "auto", "uring", "uring-buffered", "pthread" (for the CLI's flags); -EINVAL otherwise. */
+int zoff_nvme_backend_parse(const char *text, zoff_nvme_backend *out);
+const char *zoff_nvme_backend_name(zoff_nvme_backend b); /* the same names; "?" if invalid */
+
 typedef struct zoff_nvme_config {
     const char *dirs[ZOFF_NVME_MAX_DIRS]; /* swap directories; must exist and be writable */
     unsigned n_dirs;

@@ -43,6 +43,21 @@ zoff_nvme_config zoff_nvme_config_default(void) {
     return c;
 }
 
+static const char *const k_backend_names[] = {"auto", "uring", "uring-buffered", "pthread"};
+
+int zoff_nvme_backend_parse(const char *text, zoff_nvme_backend *out) {
+    for (unsigned i = 0; text && i < 4; i++)
+        if (strcmp(text, k_backend_names[i]) == 0) {
+            *out = (zoff_nvme_backend)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+const char *zoff_nvme_backend_name(zoff_nvme_backend b) {
+    return (unsigned)b < 4 ? k_backend_names[b] : "?";
+}
+
 static int aligned(uint64_t v) {
     return (v % PAGE) == 0;
 }

@@ -231,6 +231,11 @@ int main(void) {
         perror("mkdtemp");
         return 1;
     }
+    zoff_nvme_backend b;
+    CHECK_OK(zoff_nvme_backend_parse("uring-buffered", &b));
+    CHECK_EQ_INT(b, ZOFF_NVME_BACKEND_URING_BUFFERED);
+    CHECK_EQ_INT(zoff_nvme_backend_parse("fast", &b), -EINVAL);
+    CHECK(strcmp(zoff_nvme_backend_name(ZOFF_NVME_BACKEND_PTHREAD), "pthread") == 0);
     int skipped = 0;
     for (int cs = 0; cs < 2; cs++) {
         CHECK_EQ_INT(run_case(ZOFF_NVME_BACKEND_PTHREAD, cs, NULL), 0);

@@ -386,6 +386,17 @@ static void complete_locked(zoff_nvme_swap *s, zoff_nvme_request *r, int result)
     pthread_cond_broadcast(&s->done_cv);
 }
 
+/* Completes r, or parks it until its submitter has hashed its data: a write's checksums
+ * are computed after it is queued, overlapping the hash with the transfer (mu held). */
+static void finish_locked(zoff_nvme_swap *s, zoff_nvme_request *r, int result) {
+    if (r->write && r->csums && !r->hashed) {
+        r->parked = 1;
+        r->parked_result = result;
+        return;
+    }
+    complete_locked(s, r, result);
+}
+
 static int verify(zoff_nvme_swap *s, zoff_nvme_request *r) {
     size_t cb = s->cfg.checksum_block;
     for (size_t i = 0; i < r->n_csums; i++) {
@@ -433,7 +444,7 @@ void zoff_nvme_op_done(zoff_nvme_swap *s, zoff_nvme_op *op, int err) {
         atomic_store_explicit(&r->state, REQ_VERIFY, memory_order_release);
         pthread_cond_broadcast(&s->done_cv);
     } else {
-        complete_locked(s, r, result);
+        finish_locked(s, r, result);
     }
     pthread_mutex_unlock(&s->mu);
 }
@@ -453,7 +464,7 @@ bool zoff_nvme_take_op_locked(zoff_nvme_swap *s, zoff_nvme_op *op) {
     while ((r = s->q_head)) {
         if (r->err || atomic_load(&r->canceled)) {
             unqueue_locked(s, r);
-            if (r->ops_inflight == 0) complete_locked(s, r, final_result(r));
+            if (r->ops_inflight == 0) finish_locked(s, r, final_result(r));
             continue;
         }
         uint64_t S = s->cfg.stripe_size;
@@ -624,11 +635,6 @@ static zoff_nvme_request *make_request(zoff_nvme_swap *s, const zoff_nvme_io *io
             free(r);
             return NULL;
         }
-        if (r->write)
-            for (size_t i = 0; i < r->n_csums; i++) {
-                size_t off = i * cb, n = r->len - off < cb ? r->len - off : cb;
-                r->csums[i] = zoff_nvme_checksum(r->buf + off, n);
-            }
     }
     return r;
 }
@@ -694,6 +700,29 @@ int zoff_nvme_submit_batch(zoff_nvme_swap *s, const zoff_nvme_io *ios, size_t n,
     }
     if (queued) s->be->kick(s);
     pthread_mutex_unlock(&s->mu);
+    /* Hash written data now, while the backend already transfers it (both only read the
+     * buffer); a request that finishes first is parked until its checksums exist. */
+    int any = 0;
+    for (size_t i = 0; i < n; i++) {
+        zoff_nvme_request *r = out[i];
+        if (!r->write || !r->csums) continue;
+        size_t cb = s->cfg.checksum_block;
+        for (size_t k = 0; k < r->n_csums; k++) {
+            size_t off = k * cb, len = r->len - off < cb ? r->len - off : cb;
+            r->csums[k] = zoff_nvme_checksum(r->buf + off, len);
+        }
+        any = 1;
+    }
+    if (any) {
+        pthread_mutex_lock(&s->mu);
+        for (size_t i = 0; i < n; i++) {
+            zoff_nvme_request *r = out[i];
+            if (!r->write || !r->csums) continue;
+            r->hashed = 1;
+            if (r->parked) complete_locked(s, r, r->parked_result);
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
     return 0;
 }
 
@@ -757,7 +786,7 @@ void zoff_nvme_cancel(zoff_nvme_request *r) {
         atomic_store(&r->canceled, 1);
         if (r->ops_inflight == 0 && r->next_off == 0) {
             unqueue_locked(s, r);
-            complete_locked(s, r, ZOFF_ECANCELED);
+            finish_locked(s, r, ZOFF_ECANCELED);
         }
     }
     pthread_mutex_unlock(&s->mu);

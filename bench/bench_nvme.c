@@ -100,13 +100,17 @@ static double run_swap(const opts *o, int strided, int write, size_t bs, unsigne
                     : zoff_nvme_submit_read(s, g, off, bufs[i], bs, &reqs[i]);
         if (err) break;
     }
-    /* refill in submission order: the oldest request is the next to finish */
+    /* refill whichever request finishes first, as fio reaps completions in any order */
     for (size_t done = 0; !err && done < n; done++) {
-        unsigned i = (unsigned)(done % qd);
-        err = zoff_nvme_wait(reqs[i]);
+        int res = 0;
+        int i = zoff_nvme_wait_any(reqs, qd, &res);
+        if (i < 0) {
+            err = i;
+            break;
+        }
         zoff_nvme_request_free(reqs[i]);
         reqs[i] = NULL;
-        if (err) break;
+        if ((err = res)) break;
         if (next < n) {
             uint64_t off = (uint64_t)next * bs * (strided ? 2 : 1);
             err = write ? zoff_nvme_submit_write(s, g, off, bufs[i], bs, &reqs[i])

@@ -183,6 +183,9 @@ int zoff_nvme_poll(zoff_nvme_request *req, int *result);
 int zoff_nvme_wait(zoff_nvme_request *req);
 /* Waits for all; results[i] (may be NULL) gets each result; returns the first nonzero. */
 int zoff_nvme_wait_all(zoff_nvme_request *const *reqs, size_t n, int *results);
+/* Waits until at least one of reqs[0..n) (non-NULL entries) is complete; returns its index
+ * and its result in *result. -EINVAL if every entry is NULL. */
+int zoff_nvme_wait_any(zoff_nvme_request *const *reqs, size_t n, int *result);
 /* Asks for cancellation: a request not yet started ends with ZOFF_ECANCELED at once; one in
  * flight stops issuing operations and ends with ZOFF_ECANCELED once those drain, unless it
  * had already transferred everything. A canceled or failed write leaves its range unwritten. */

@@ -779,6 +779,27 @@ int zoff_nvme_wait_all(zoff_nvme_request *const *reqs, size_t n, int *results) {
     return first;
 }
 
+int zoff_nvme_wait_any(zoff_nvme_request *const *reqs, size_t n, int *result) {
+    zoff_nvme_swap *s = NULL;
+    for (size_t i = 0; i < n && !s; i++)
+        if (reqs[i]) s = reqs[i]->swap;
+    if (!s) return zoff_fail(-EINVAL, MOD, "wait_any on no request");
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        for (size_t i = 0; i < n; i++) {
+            zoff_nvme_request *r = reqs[i];
+            if (!r) continue;
+            if (atomic_load(&r->state) == REQ_VERIFY) claim_verify_locked(s, r);
+            if (atomic_load(&r->state) == REQ_DONE) {
+                pthread_mutex_unlock(&s->mu);
+                *result = zoff_nvme_wait(r); /* done: returns at once, raises the detail */
+                return (int)i;
+            }
+        }
+        pthread_cond_wait(&s->done_cv, &s->mu);
+    }
+}
+
 void zoff_nvme_cancel(zoff_nvme_request *r) {
     zoff_nvme_swap *s = r->swap;
     pthread_mutex_lock(&s->mu);

@@ -13,7 +13,8 @@
  *   io_uring + O_DIRECT  the fast path: fixed files, fixed buffers for pool buffers, batched
  *                        submission, optional SQPOLL, every cqe->res checked, short I/O
  *                        requeued, -EAGAIN/-EINTR retried;
- *   io_uring buffered    when the file system refuses O_DIRECT (tmpfs: EINVAL), one warning;
+ *   io_uring buffered    when the file system refuses O_DIRECT (EINVAL: ramfs, tmpfs before
+ *                        Linux 6.6), one warning;
  *   pthread              pread/pwrite worker threads, when io_uring is refused (ENOSYS/EPERM).
  *
  * Threads: all functions are thread-safe except zoff_nvme_swap_destroy, which must not race
@@ -203,7 +204,7 @@ typedef struct zoff_nvme_probe_result {
     int uring_ok;        /* io_uring_queue_init and a read through it worked */
     int uring_errno;     /* positive errno when !uring_ok (ENOSYS, EPERM, ...) */
     int direct_ok;       /* O_DIRECT open and aligned write/read worked in dir */
-    int direct_errno;    /* positive errno when !direct_ok (EINVAL on tmpfs) */
+    int direct_errno;    /* positive errno when !direct_ok (EINVAL: ramfs, tmpfs < 6.6) */
     uint64_t free_bytes; /* available to unprivileged users (statvfs f_bavail) */
     uint64_t total_bytes;
     char fs_type[32]; /* "ext4", "xfs", "btrfs", "tmpfs", "overlay", ... or "0x<magic>" */

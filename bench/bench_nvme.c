@@ -7,7 +7,8 @@
  * of them outstanding, buffers from a pool registered with io_uring.
  *
  *   bench_nvme [--dir DIR] [--size BYTES] [--bs 128K,1M,8M] [--qd 1,8,32]
- *              [--patterns seq,strided] [--checksums off,on] [--backend auto|uring|pthread]
+ *              [--patterns seq,strided] [--checksums off,on] [--backend
+ * auto|uring|uring-buffered|pthread]
  *              [--buffers slab,plain] [--repeat N] [--no-fio] [--fio-opts ARGS]
  *
  * Defaults: 256 MiB per point, best of 2 interleaved repeats, slab buffers only.
@@ -99,13 +100,17 @@ static double run_swap(const opts *o, int strided, int write, size_t bs, unsigne
                     : zoff_nvme_submit_read(s, g, off, bufs[i], bs, &reqs[i]);
         if (err) break;
     }
-    /* refill in submission order: the oldest request is the next to finish */
+    /* refill whichever request finishes first, as fio reaps completions in any order */
     for (size_t done = 0; !err && done < n; done++) {
-        unsigned i = (unsigned)(done % qd);
-        err = zoff_nvme_wait(reqs[i]);
+        int res = 0;
+        int i = zoff_nvme_wait_any(reqs, qd, &res);
+        if (i < 0) {
+            err = i;
+            break;
+        }
         zoff_nvme_request_free(reqs[i]);
         reqs[i] = NULL;
-        if (err) break;
+        if ((err = res)) break;
         if (next < n) {
             uint64_t off = (uint64_t)next * bs * (strided ? 2 : 1);
             err = write ? zoff_nvme_submit_write(s, g, off, bufs[i], bs, &reqs[i])
@@ -172,11 +177,10 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static void usage(void) {
-    fprintf(
-        stderr,
-        "usage: bench_nvme [--dir DIR] [--size BYTES] [--bs LIST] [--qd LIST] "
-        "[--patterns seq,strided] [--checksums off,on] [--backend "
-        "auto|uring|pthread] [--buffers slab,plain] [--repeat N] [--no-fio] [--fio-opts ARGS]\n");
+    fprintf(stderr, "usage: bench_nvme [--dir DIR] [--size BYTES] [--bs LIST] [--qd LIST] "
+                    "[--patterns seq,strided] [--checksums off,on] [--backend "
+                    "auto|uring|uring-buffered|pthread] [--buffers slab,plain] [--repeat N] "
+                    "[--no-fio] [--fio-opts ARGS]\n");
 }
 
 int main(int argc, char **argv) {
@@ -231,9 +235,7 @@ int main(int argc, char **argv) {
             if (strstr(v, "off")) o.cs[o.n_cs++] = 0;
             if (strstr(v, "on")) o.cs[o.n_cs++] = 1;
         } else if (!strcmp(a, "--backend")) {
-            o.backend = !strcmp(v, "uring")     ? ZOFF_NVME_BACKEND_URING
-                        : !strcmp(v, "pthread") ? ZOFF_NVME_BACKEND_PTHREAD
-                                                : ZOFF_NVME_BACKEND_AUTO;
+            if (zoff_nvme_backend_parse(v, &o.backend)) return usage(), 2;
         } else if (!strcmp(a, "--buffers")) {
             o.n_bufs = 0;
             if (strstr(v, "slab")) o.bufs[o.n_bufs++] = 0;

@@ -13,7 +13,8 @@
  *   io_uring + O_DIRECT  the fast path: fixed files, fixed buffers for pool buffers, batched
  *                        submission, optional SQPOLL, every cqe->res checked, short I/O
  *                        requeued, -EAGAIN/-EINTR retried;
- *   io_uring buffered    when the file system refuses O_DIRECT (tmpfs: EINVAL), one warning;
+ *   io_uring buffered    when the file system refuses O_DIRECT (EINVAL: ramfs, tmpfs before
+ *                        Linux 6.6), one warning;
  *   pthread              pread/pwrite worker threads, when io_uring is refused (ENOSYS/EPERM).
  *
  * Threads: all functions are thread-safe except zoff_nvme_swap_destroy, which must not race
@@ -88,6 +89,10 @@ typedef enum zoff_nvme_backend {
     ZOFF_NVME_BACKEND_URING_BUFFERED = 2, /* io_uring through the page cache */
     ZOFF_NVME_BACKEND_PTHREAD = 3,        /* pread/pwrite thread pool (O_DIRECT if possible) */
 } zoff_nvme_backend;
+
+/* "auto", "uring", "uring-buffered", "pthread" (for the CLI's flags); -EINVAL otherwise. */
+int zoff_nvme_backend_parse(const char *text, zoff_nvme_backend *out);
+const char *zoff_nvme_backend_name(zoff_nvme_backend b); /* the same names; "?" if invalid */
 
 typedef struct zoff_nvme_config {
     const char *dirs[ZOFF_NVME_MAX_DIRS]; /* swap directories; must exist and be writable */
@@ -179,6 +184,9 @@ int zoff_nvme_poll(zoff_nvme_request *req, int *result);
 int zoff_nvme_wait(zoff_nvme_request *req);
 /* Waits for all; results[i] (may be NULL) gets each result; returns the first nonzero. */
 int zoff_nvme_wait_all(zoff_nvme_request *const *reqs, size_t n, int *results);
+/* Waits until at least one of reqs[0..n) (non-NULL entries) is complete; returns its index
+ * and its result in *result. -EINVAL if every entry is NULL. */
+int zoff_nvme_wait_any(zoff_nvme_request *const *reqs, size_t n, int *result);
 /* Asks for cancellation: a request not yet started ends with ZOFF_ECANCELED at once; one in
  * flight stops issuing operations and ends with ZOFF_ECANCELED once those drain, unless it
  * had already transferred everything. A canceled or failed write leaves its range unwritten. */
@@ -196,7 +204,7 @@ typedef struct zoff_nvme_probe_result {
     int uring_ok;        /* io_uring_queue_init and a read through it worked */
     int uring_errno;     /* positive errno when !uring_ok (ENOSYS, EPERM, ...) */
     int direct_ok;       /* O_DIRECT open and aligned write/read worked in dir */
-    int direct_errno;    /* positive errno when !direct_ok (EINVAL on tmpfs) */
+    int direct_errno;    /* positive errno when !direct_ok (EINVAL: ramfs, tmpfs < 6.6) */
     uint64_t free_bytes; /* available to unprivileged users (statvfs f_bavail) */
     uint64_t total_bytes;
     char fs_type[32]; /* "ext4", "xfs", "btrfs", "tmpfs", "overlay", ... or "0x<magic>" */

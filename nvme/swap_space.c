@@ -43,6 +43,21 @@ zoff_nvme_config zoff_nvme_config_default(void) {
     return c;
 }
 
+static const char *const k_backend_names[] = {"auto", "uring", "uring-buffered", "pthread"};
+
+int zoff_nvme_backend_parse(const char *text, zoff_nvme_backend *out) {
+    for (unsigned i = 0; text && i < 4; i++)
+        if (strcmp(text, k_backend_names[i]) == 0) {
+            *out = (zoff_nvme_backend)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+const char *zoff_nvme_backend_name(zoff_nvme_backend b) {
+    return (unsigned)b < 4 ? k_backend_names[b] : "?";
+}
+
 static int aligned(uint64_t v) {
     return (v % PAGE) == 0;
 }
@@ -371,6 +386,17 @@ static void complete_locked(zoff_nvme_swap *s, zoff_nvme_request *r, int result)
     pthread_cond_broadcast(&s->done_cv);
 }
 
+/* Completes r, or parks it until its submitter has hashed its data: a write's checksums
+ * are computed after it is queued, overlapping the hash with the transfer (mu held). */
+static void finish_locked(zoff_nvme_swap *s, zoff_nvme_request *r, int result) {
+    if (r->write && r->csums && !r->hashed) {
+        r->parked = 1;
+        r->parked_result = result;
+        return;
+    }
+    complete_locked(s, r, result);
+}
+
 static int verify(zoff_nvme_swap *s, zoff_nvme_request *r) {
     size_t cb = s->cfg.checksum_block;
     for (size_t i = 0; i < r->n_csums; i++) {
@@ -418,7 +444,7 @@ void zoff_nvme_op_done(zoff_nvme_swap *s, zoff_nvme_op *op, int err) {
         atomic_store_explicit(&r->state, REQ_VERIFY, memory_order_release);
         pthread_cond_broadcast(&s->done_cv);
     } else {
-        complete_locked(s, r, result);
+        finish_locked(s, r, result);
     }
     pthread_mutex_unlock(&s->mu);
 }
@@ -438,7 +464,7 @@ bool zoff_nvme_take_op_locked(zoff_nvme_swap *s, zoff_nvme_op *op) {
     while ((r = s->q_head)) {
         if (r->err || atomic_load(&r->canceled)) {
             unqueue_locked(s, r);
-            if (r->ops_inflight == 0) complete_locked(s, r, final_result(r));
+            if (r->ops_inflight == 0) finish_locked(s, r, final_result(r));
             continue;
         }
         uint64_t S = s->cfg.stripe_size;
@@ -609,11 +635,6 @@ static zoff_nvme_request *make_request(zoff_nvme_swap *s, const zoff_nvme_io *io
             free(r);
             return NULL;
         }
-        if (r->write)
-            for (size_t i = 0; i < r->n_csums; i++) {
-                size_t off = i * cb, n = r->len - off < cb ? r->len - off : cb;
-                r->csums[i] = zoff_nvme_checksum(r->buf + off, n);
-            }
     }
     return r;
 }
@@ -679,6 +700,29 @@ int zoff_nvme_submit_batch(zoff_nvme_swap *s, const zoff_nvme_io *ios, size_t n,
     }
     if (queued) s->be->kick(s);
     pthread_mutex_unlock(&s->mu);
+    /* Hash written data now, while the backend already transfers it (both only read the
+     * buffer); a request that finishes first is parked until its checksums exist. */
+    int any = 0;
+    for (size_t i = 0; i < n; i++) {
+        zoff_nvme_request *r = out[i];
+        if (!r->write || !r->csums) continue;
+        size_t cb = s->cfg.checksum_block;
+        for (size_t k = 0; k < r->n_csums; k++) {
+            size_t off = k * cb, len = r->len - off < cb ? r->len - off : cb;
+            r->csums[k] = zoff_nvme_checksum(r->buf + off, len);
+        }
+        any = 1;
+    }
+    if (any) {
+        pthread_mutex_lock(&s->mu);
+        for (size_t i = 0; i < n; i++) {
+            zoff_nvme_request *r = out[i];
+            if (!r->write || !r->csums) continue;
+            r->hashed = 1;
+            if (r->parked) complete_locked(s, r, r->parked_result);
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
     return 0;
 }
 
@@ -735,6 +779,27 @@ int zoff_nvme_wait_all(zoff_nvme_request *const *reqs, size_t n, int *results) {
     return first;
 }
 
+int zoff_nvme_wait_any(zoff_nvme_request *const *reqs, size_t n, int *result) {
+    zoff_nvme_swap *s = NULL;
+    for (size_t i = 0; i < n && !s; i++)
+        if (reqs[i]) s = reqs[i]->swap;
+    if (!s) return zoff_fail(-EINVAL, MOD, "wait_any on no request");
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        for (size_t i = 0; i < n; i++) {
+            zoff_nvme_request *r = reqs[i];
+            if (!r) continue;
+            if (atomic_load(&r->state) == REQ_VERIFY) claim_verify_locked(s, r);
+            if (atomic_load(&r->state) == REQ_DONE) {
+                pthread_mutex_unlock(&s->mu);
+                *result = zoff_nvme_wait(r); /* done: returns at once, raises the detail */
+                return (int)i;
+            }
+        }
+        pthread_cond_wait(&s->done_cv, &s->mu);
+    }
+}
+
 void zoff_nvme_cancel(zoff_nvme_request *r) {
     zoff_nvme_swap *s = r->swap;
     pthread_mutex_lock(&s->mu);
@@ -742,7 +807,7 @@ void zoff_nvme_cancel(zoff_nvme_request *r) {
         atomic_store(&r->canceled, 1);
         if (r->ops_inflight == 0 && r->next_off == 0) {
             unqueue_locked(s, r);
-            complete_locked(s, r, ZOFF_ECANCELED);
+            finish_locked(s, r, ZOFF_ECANCELED);
         }
     }
     pthread_mutex_unlock(&s->mu);

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define NREG      4
 #define REG_BYTES (512u << 10)
@@ -231,6 +232,19 @@ int main(void) {
         perror("mkdtemp");
         return 1;
     }
+    /* the checksum is XXH3-64 exactly, whichever vector path computes it */
+    for (size_t n = 1; n <= (1u << 20); n *= 7) {
+        uint8_t *d = malloc(n);
+        for (size_t i = 0; i < n; i++)
+            d[i] = (uint8_t)(i * 131 + n);
+        CHECK(zoff_nvme_checksum(d, n) == XXH3_64bits(d, n));
+        free(d);
+    }
+    zoff_nvme_backend b;
+    CHECK_OK(zoff_nvme_backend_parse("uring-buffered", &b));
+    CHECK_EQ_INT(b, ZOFF_NVME_BACKEND_URING_BUFFERED);
+    CHECK_EQ_INT(zoff_nvme_backend_parse("fast", &b), -EINVAL);
+    CHECK(strcmp(zoff_nvme_backend_name(ZOFF_NVME_BACKEND_PTHREAD), "pthread") == 0);
     int skipped = 0;
     for (int cs = 0; cs < 2; cs++) {
         CHECK_EQ_INT(run_case(ZOFF_NVME_BACKEND_PTHREAD, cs, NULL), 0);

@@ -76,10 +76,17 @@ static void *worker(void *arg) {
                 zoff_nvme_submit_read(g_swap, reg[r], REG / 2, b2, REG / 2, &q2)) {
                 a->failures++;
             } else {
-                int res = 1;
-                while (!zoff_nvme_poll(q2, &res))
-                    sched_yield();
-                if (res || zoff_nvme_wait(q1)) a->failures++;
+                /* wait for either, then poll or wait for the other */
+                int res = 1, res2 = 1;
+                zoff_nvme_request *both[2] = {q1, q2};
+                int first = zoff_nvme_wait_any(both, 2, &res);
+                if (first == 0) {
+                    while (!zoff_nvme_poll(q2, &res2))
+                        sched_yield();
+                } else {
+                    res2 = zoff_nvme_wait(q1);
+                }
+                if (first < 0 || res || res2) a->failures++;
                 if (memcmp(p1, model[r], REG / 2) || memcmp(p2, model[r] + REG / 2, REG / 2))
                     a->failures++;
                 zoff_nvme_request_free(q1);

@@ -317,6 +317,7 @@ static void test_bad_config(void) {
     zoff_dev_stream *s;
     REQUIRE_OK(zoff_dev_stream_create(dev, &s));
     CHECK_OK(zoff_dev_memset_async(s, p, 0, 4096 * 2));
+    CHECK_OK(zoff_dev_stream_synchronize(s)); /* the engine reads the weights on its own */
     cfg.trace_path = "/tmp/zoff-test-engine-trace.json";
     REQUIRE_OK(zoff_engine_create(dev, &cfg, p, 4096, ok, 2, NULL, &e));
     void *g;

@@ -264,7 +264,8 @@ static void receive_fill(zoff_engine *e, const work_item *w) {
         return;
     }
     float scale = 1.0f / w->loss_scale;
-    int64_t t = e->applied_steps + 1;
+    /* overlap: the receiver is the only thread that applies steps (no updater runs) */
+    int64_t t = overlap ? e->applied_steps + 1 : 0;
     if (e->cfg.grad_accum_steps > 1) {
         float *dst = e->grad_accum[set] + bk->offset;
         rc = accumulate(e, dst, ring, bk->numel, w->micro == 0);

@@ -311,6 +311,13 @@ static void test_bad_config(void) {
     CHECK(strstr(zoff_last_error_detail(), "'b'") != NULL);
     CHECK_EQ_INT(zoff_engine_create(dev, &cfg, p, 4096, past, 1, NULL, &e), ZOFF_ECONFIG);
     CHECK(strstr(zoff_last_error_detail(), "'big'") != NULL);
+    /* an unusable swap directory fails at creation, naming it */
+    cfg.target = ZOFF_OFFLOAD_NVME;
+    cfg.nvme_dirs[0] = "/nonexistent/zoff-swap";
+    cfg.n_nvme_dirs = 1;
+    CHECK(zoff_engine_create(dev, &cfg, p, 4096, ok, 2, NULL, &e) < 0);
+    CHECK(strstr(zoff_last_error_detail(), "/nonexistent/zoff-swap") != NULL);
+    zoff_engine_config_default(&cfg);
     CHECK(e == NULL);
 
     /* misuse of the step protocol is reported, not hung on */

@@ -79,6 +79,21 @@ static const zoff_dev_iface host_iface = {
     .op_cast = host_op_cast,
     .op_scale = host_op_scale,
     .op_sumsq_nonfinite = host_op_sumsq_nonfinite,
+    .op_gemm = host_op_gemm,
+    .op_bias_add = host_op_bias_add,
+    .op_bias_grad = host_op_bias_grad,
+    .op_add = host_op_add,
+    .op_layernorm_fwd = host_op_layernorm_fwd,
+    .op_layernorm_bwd = host_op_layernorm_bwd,
+    .op_gelu_fwd = host_op_gelu_fwd,
+    .op_gelu_bwd = host_op_gelu_bwd,
+    .op_attention_fwd = host_op_attention_fwd,
+    .op_attention_bwd = host_op_attention_bwd,
+    .op_softmax_xent_fwd = host_op_softmax_xent_fwd,
+    .op_softmax_xent_bwd = host_op_softmax_xent_bwd,
+    .op_embedding_fwd = host_op_embedding_fwd,
+    .op_embedding_bwd = host_op_embedding_bwd,
+    .op_adamw = host_op_adamw,
 };
 
 int zoff_dev_host_open(zoff_dev *dev) {

@@ -4,6 +4,7 @@
 #include "gpu/host/host_backend.h"
 #include "core/log.h"
 
+#include <cblas.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -103,6 +104,9 @@ int zoff_dev_host_open(zoff_dev *dev) {
     h->kernel_threads = dev->cfg.host_kernel_threads > 0 ? dev->cfg.host_kernel_threads
                                                          : (int)(cores > 0 ? cores : 1);
     if (dev->cfg.capacity == 0) dev->cfg.capacity = HOST_DEFAULT_CAPACITY;
+    /* Host kernels spread GEMMs over their own OpenMP team (ops_gemm.c); OpenBLAS's thread
+     * pool would compete with it for the same cores. Process-wide, set once per open. */
+    openblas_set_num_threads(1);
     dev->impl = h;
     dev->iface = &host_iface;
     snprintf(dev->name, sizeof dev->name, "host CPU (%d kernel threads, %.2f GiB arena)",

@@ -59,9 +59,29 @@ static void run_gemm(void *p) {
                 *c = a->beta == 0.0f ? 0.0f : *c * a->beta;
             }
     } else {
-        cblas_sgemm(CblasRowMajor, a->ta ? CblasTrans : CblasNoTrans,
-                    a->tb ? CblasTrans : CblasNoTrans, a->M, a->N, a->K, a->alpha, A, a->lda, B,
-                    a->ldb, a->beta, a->C, a->ldc);
+        /* One OpenMP team splits the larger of M and N into slabs, each a single-threaded
+         * sgemm (OpenBLAS's own threads are off: two thread pools on the same cores thrash). */
+        double work = 2.0 * a->M * a->N * a->K;
+        int nt = work < 2e6 ? 1 : a->nt;
+        bool split_m = a->M >= a->N;
+        int dim = split_m ? a->M : a->N;
+        if (nt > dim) nt = dim;
+        enum CBLAS_TRANSPOSE ta = a->ta ? CblasTrans : CblasNoTrans;
+        enum CBLAS_TRANSPOSE tb = a->tb ? CblasTrans : CblasNoTrans;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int c = 0; c < nt; c++) {
+            int lo = (int)((long long)dim * c / nt), hi = (int)((long long)dim * (c + 1) / nt);
+            if (hi <= lo) continue;
+            if (split_m) {
+                const float *Ac = a->ta ? A + lo : A + (size_t)lo * a->lda;
+                cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, a->N, a->K, a->alpha, Ac, a->lda, B,
+                            a->ldb, a->beta, a->C + (size_t)lo * a->ldc, a->ldc);
+            } else {
+                const float *Bc = a->tb ? B + (size_t)lo * a->ldb : B + lo;
+                cblas_sgemm(CblasRowMajor, ta, tb, a->M, hi - lo, a->K, a->alpha, A, a->lda, Bc,
+                            a->ldb, a->beta, a->C + lo, a->ldc);
+            }
+        }
     }
     free(a->wa);
     free(a->wb);

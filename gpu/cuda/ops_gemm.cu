@@ -4,7 +4,9 @@
 // issued as C^T = op(B)^T op(A)^T, which reads the same memory without copies. Each stream
 // owns its cuBLAS handle (created with the stream, bound to it).
 #include "gpu/cuda/cuda_backend.h"
-#include "core/log.h"
+extern "C" {
+#include "core/log.h" // C declarations: zoff_fail
+}
 
 #include <cublas_v2.h>
 

@@ -51,8 +51,8 @@ static const opt_spec specs[] = {
     {"n-embd", OPT_INT, O(n_embd), 1, 65536, "model width (128)"},
     {"vocab-size", OPT_INT, O(vocab_size), 1, 1 << 20, "vocabulary (256: bytes)"},
     {"seq-len", OPT_INT, O(seq_len), 1, 65536, "tokens per sequence (64)"},
-    {"batch", OPT_INT, O(batch), 1, 1 << 20, "sequences per step (8)"},
-    {"steps", OPT_INT, O(steps), 1, INT_MAX, "optimizer steps (300)"},
+    {"batch", OPT_INT, O(batch), 1, 1 << 20, "sequences per step (16)"},
+    {"steps", OPT_INT, O(steps), 1, INT_MAX, "optimizer steps (400)"},
     {"lr", OPT_FLOAT, O(lr), 1e-12, 10, "peak learning rate (3e-3)"},
     {"min-lr-frac", OPT_FLOAT, O(min_lr_frac), 0, 1, "cosine floor as a fraction of lr (0.1)"},
     {"warmup", OPT_INT, O(warmup), 0, INT_MAX, "linear warm-up steps (20)"},
@@ -88,8 +88,8 @@ static void defaults(train_opts *o) {
     o->n_embd = c.n_embd;
     o->vocab_size = c.vocab_size;
     o->seq_len = c.seq_len;
-    o->batch = 8;
-    o->steps = 300;
+    o->batch = 16;
+    o->steps = 400;
     o->lr = 3e-3;
     o->min_lr_frac = 0.1;
     o->warmup = 20;

@@ -566,6 +566,10 @@ int zoff_gpt_checkpoint_save(zoff_gpt *m, const char *dir) {
 
 /* Resolves a checkpoint path to its weights file and config file (NULL for .bin). */
 static int resolve(const char *path, char *weights, char *config) {
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return zoff_fail(-errno, MOD, "%s: no such checkpoint (a directory, .safetensors or .bin)",
+                         path);
     if (is_dir(path)) {
         snprintf(weights, PATH_MAX, "%s/model.safetensors", path);
         snprintf(config, PATH_MAX, "%s/config.json", path);
@@ -587,16 +591,18 @@ static int resolve(const char *path, char *weights, char *config) {
 
 int zoff_gpt_checkpoint_config(const char *path, zoff_gpt_config *cfg) {
     char weights[PATH_MAX], config[PATH_MAX];
-    resolve(path, weights, config);
+    int rc = resolve(path, weights, config);
+    if (rc) return rc;
     if (!config[0]) return zoff_llmc_load_gpt(weights, cfg, NULL, NULL);
     return zoff_gpt_config_load_json(config, cfg);
 }
 
 int zoff_gpt_checkpoint_load(zoff_gpt *m, const char *path) {
     char weights[PATH_MAX], config[PATH_MAX];
-    resolve(path, weights, config);
+    int rc = resolve(path, weights, config);
+    if (rc) return rc;
     zoff_gpt_config c;
-    int rc = zoff_gpt_checkpoint_config(path, &c);
+    rc = zoff_gpt_checkpoint_config(path, &c);
     if (rc) return rc;
     const zoff_gpt_config *mc = zoff_gpt_get_config(m);
     if (memcmp(&c, mc, sizeof c) != 0)

@@ -3,7 +3,9 @@
  * backend in the same run, so the figure is a ratio that survives a noisy machine.
  * Prints one JSON line per measured point:
  *   tokens_per_s, model_flops_per_s (6*N*tokens + attention, the usual MFU accounting),
- *   gemm_flops_per_s (an M=N=K GEMM in the model's GEMM dtype), and their ratio.
+ *   gemm_flops_per_s (an M=N=K GEMM in the model's GEMM dtype, run after every timed step),
+ *   and their ratio. Both use the best of the timed runs (the least disturbed), and the
+ *   median step time is reported too.
  * usage: bench_train [--preset gpt2|demo] [--n-layer N --n-head N --n-embd N --vocab N
  *        --seq-len N] [--batch N] [--steps N] [--warmup N] [--dtype f32|bf16|f16]
  *        [--gemm N] [--device host|cuda] [--capacity SIZE] [--threads N] [--ckpt]
@@ -33,44 +35,50 @@ static int usage(const char *bad) {
     return 2;
 }
 
-/* FLOP/s of C (n,n) = A (n,n) @ B (n,n)^T in `type`, best of `reps` after one warm-up. */
-static int gemm_flops(zoff_dev *dev, zoff_dev_stream *s, int n, zoff_dtype type, int reps,
-                      double *out) {
-    size_t es = zoff_dtype_size(type), nn = (size_t)n * n;
-    void *a = NULL, *b = NULL;
-    float *c = NULL, *h = malloc(nn * sizeof(float));
-    int rc = h ? 0 : -12;
-    if (!rc) rc = zoff_dev_malloc(dev, nn * 4, &a);
-    if (!rc) rc = zoff_dev_malloc(dev, nn * 4, &b);
-    if (!rc) rc = zoff_dev_malloc(dev, nn * 4, (void **)&c);
-    if (rc) goto out;
+/* The in-run baseline: C (n,n) = A (n,n) @ B (n,n)^T in the model's GEMM dtype. */
+typedef struct gemm_probe {
+    zoff_dev *dev;
+    zoff_dev_stream *s;
+    int n;
+    zoff_dtype type;
+    void *a, *b;
+    float *c;
+} gemm_probe;
+
+static int probe_init(gemm_probe *g) {
+    size_t nn = (size_t)g->n * g->n;
+    float *h = malloc(nn * sizeof(float));
+    if (!h) return -12;
     for (size_t i = 0; i < nn; i++)
         h[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
-    if ((rc = zoff_dev_memcpy(dev, c, h, nn * 4, ZOFF_COPY_H2D))) goto out;
-    /* 16-bit operands: cast the fp32 data in place into the front of a and b */
-    if ((rc = zoff_dev_memcpy(dev, a, h, nn * 4, ZOFF_COPY_H2D))) goto out;
-    if ((rc = zoff_dev_memcpy(dev, b, h, nn * 4, ZOFF_COPY_H2D))) goto out;
-    if (type != ZOFF_F32) {
-        if ((rc = zoff_dev_op_cast(s, a, type, c, ZOFF_F32, nn))) goto out;
-        if ((rc = zoff_dev_op_cast(s, b, type, c, ZOFF_F32, nn))) goto out;
+    int rc = zoff_dev_malloc(g->dev, nn * 4, &g->a);
+    if (!rc) rc = zoff_dev_malloc(g->dev, nn * 4, &g->b);
+    if (!rc) rc = zoff_dev_malloc(g->dev, nn * 4, (void **)&g->c);
+    if (!rc) rc = zoff_dev_memcpy(g->dev, g->c, h, nn * 4, ZOFF_COPY_H2D);
+    if (!rc) rc = zoff_dev_memcpy(g->dev, g->a, h, nn * 4, ZOFF_COPY_H2D);
+    if (!rc) rc = zoff_dev_memcpy(g->dev, g->b, h, nn * 4, ZOFF_COPY_H2D);
+    if (!rc && g->type != ZOFF_F32) { /* 16-bit operands: cast the data into a and b */
+        rc = zoff_dev_op_cast(g->s, g->a, g->type, g->c, ZOFF_F32, nn);
+        if (!rc) rc = zoff_dev_op_cast(g->s, g->b, g->type, g->c, ZOFF_F32, nn);
+        if (!rc) rc = zoff_dev_stream_synchronize(g->s);
     }
-    (void)es;
-    double best = 0;
-    for (int r = 0; r <= reps; r++) {
-        double t0 = now_s();
-        if ((rc = zoff_dev_op_gemm(s, false, true, n, n, n, 1.0f, a, n, b, n, type, 0.0f, c, n)))
-            goto out;
-        if ((rc = zoff_dev_stream_synchronize(s))) goto out;
-        double f = 2.0 * n * (double)n * n / (now_s() - t0);
-        if (r > 0 && f > best) best = f; /* r == 0 warms up */
-    }
-    *out = best;
-out:
     free(h);
-    zoff_dev_free(dev, a);
-    zoff_dev_free(dev, b);
-    zoff_dev_free(dev, c);
     return rc;
+}
+
+static int probe_run(gemm_probe *g, double *flops_per_s) {
+    int n = g->n;
+    double t0 = now_s();
+    int rc = zoff_dev_op_gemm(g->s, false, true, n, n, n, 1.0f, g->a, n, g->b, n, g->type, 0.0f,
+                              g->c, n);
+    if (!rc) rc = zoff_dev_stream_synchronize(g->s);
+    *flops_per_s = 2.0 * n * (double)n * n / (now_s() - t0);
+    return rc;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
 }
 
 int main(int argc, char **argv) {
@@ -142,9 +150,11 @@ int main(int argc, char **argv) {
     zoff_dev_stream *s;
     if ((rc = zoff_dev_stream_create(dev, &s))) return die("stream", rc);
 
-    /* the in-run baseline first, while memory is free */
-    double gemm = 0;
-    if ((rc = gemm_flops(dev, s, gemm_n, dtype, 3, &gemm))) return die("gemm baseline", rc);
+    /* the in-run baseline, interleaved with the steps below so that both see the same
+     * machine; one warm-up run first */
+    gemm_probe probe = {dev, s, gemm_n, dtype, NULL, NULL, NULL};
+    double gemm = 0, g;
+    if ((rc = probe_init(&probe)) || (rc = probe_run(&probe, &g))) return die("gemm baseline", rc);
 
     zoff_gpt_options go;
     zoff_gpt_options_default(&go);
@@ -166,29 +176,42 @@ int main(int argc, char **argv) {
         x[i] = (int32_t)(zoff_rng_next(&rng) % (uint64_t)mc.vocab_size);
         y[i] = (int32_t)(zoff_rng_next(&rng) % (uint64_t)mc.vocab_size);
     }
-    double t0 = 0;
     zoff_step_stats st;
+    double *times = calloc((size_t)steps, sizeof *times), *gemms = calloc((size_t)steps, 8);
     for (int i = 0; i < warmup + steps; i++) {
-        if (i == warmup) t0 = now_s();
+        double t0 = now_s();
         if ((rc = zoff_trainer_step(tr, x, y, batch, seq, &st))) return die("step", rc);
         if ((rc = zoff_dev_stream_synchronize(s))) return die("sync", rc);
+        if (i < warmup) continue;
+        times[i - warmup] = now_s() - t0;
+        if ((rc = probe_run(&probe, &gemms[i - warmup]))) return die("gemm baseline", rc);
     }
-    double step_s = (now_s() - t0) / steps;
+    /* best of each (the least disturbed run of both), and the median step */
+    qsort(times, (size_t)steps, sizeof *times, cmp_double);
+    qsort(gemms, (size_t)steps, sizeof *gemms, cmp_double);
+    double step_s = times[0], step_med = times[steps / 2];
+    gemm = gemms[steps - 1];
     double tokens = (double)batch * seq, flops = zoff_gpt_train_flops(&mc, batch, seq);
     zoff_dev_mem_stats ms;
     zoff_dev_mem_stats_get(dev, &ms);
     printf("{\"bench\":\"train\",\"backend\":\"%s\",\"device\":\"%s\",\"n_layer\":%d,"
            "\"n_head\":%d,\"n_embd\":%d,\"vocab_size\":%d,\"batch\":%d,\"seq_len\":%d,"
            "\"dtype\":\"%s\",\"activation_checkpoint\":%s,\"n_params\":%zu,\"steps\":%d,"
-           "\"step_s\":%.4f,\"tokens_per_s\":%.1f,\"model_flops_per_step\":%.4g,"
+           "\"step_s\":%.4f,\"step_s_median\":%.4f,\"tokens_per_s\":%.1f,\"model_flops_per_step\":%"
+           ".4g,"
            "\"model_flops_per_s\":%.4g,\"gemm_n\":%d,\"gemm_flops_per_s\":%.4g,"
            "\"ratio\":%.3f,\"mem_peak_bytes\":%zu,\"final_loss\":%.4f}\n",
            zoff_dev_kind_name(zoff_dev_get_kind(dev)), zoff_dev_name(dev), mc.n_layer, mc.n_head,
            mc.n_embd, mc.vocab_size, batch, seq, zoff_dtype_name(dtype), ckpt ? "true" : "false",
-           zoff_gpt_get_layout(m)->n_params, steps, step_s, tokens / step_s, flops, flops / step_s,
-           gemm_n, gemm, flops / step_s / gemm, ms.peak, st.loss);
+           zoff_gpt_get_layout(m)->n_params, steps, step_s, step_med, tokens / step_s, flops,
+           flops / step_s, gemm_n, gemm, flops / step_s / gemm, ms.peak, st.loss);
     free(x);
     free(y);
+    free(times);
+    free(gemms);
+    zoff_dev_free(dev, probe.a);
+    zoff_dev_free(dev, probe.b);
+    zoff_dev_free(dev, probe.c);
     zoff_trainer_destroy(tr);
     zoff_gpt_destroy(m);
     zoff_dev_close(dev);

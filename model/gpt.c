@@ -13,6 +13,7 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,11 @@ int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_gpt_op
     if (opt->seq_len < 1 || opt->seq_len > cfg->seq_len)
         return zoff_fail(ZOFF_ECONFIG, MOD, "seq_len = %d: must be 1..%d (the model's positions)",
                          opt->seq_len, cfg->seq_len);
+    if ((size_t)opt->batch * (size_t)opt->seq_len * 4u * (size_t)cfg->n_embd > (size_t)INT32_MAX ||
+        (size_t)opt->batch * (size_t)opt->seq_len * (size_t)cfg->vocab_size >
+            (size_t)INT32_MAX * 4u)
+        return zoff_fail(ZOFF_ECONFIG, MOD, "batch %d x seq_len %d is too large for this model",
+                         opt->batch, opt->seq_len);
     if (!zoff_dtype_size(opt->matmul_dtype))
         return zoff_fail(ZOFF_ECONFIG, MOD, "matmul dtype %d is not a dtype", opt->matmul_dtype);
     zoff_gpt *m = calloc(1, sizeof *m);

@@ -40,7 +40,7 @@ static void add_gpu(cJSON *gpus, int ordinal) {
     read_pci_attr(gi.pci_bus_id, "max_link_speed", max_speed, sizeof max_speed);
     read_pci_attr(gi.pci_bus_id, "max_link_width", max_width, sizeof max_width);
     read_pci_attr(gi.pci_bus_id, "numa_node", numa, sizeof numa);
-    char link[160];
+    char link[256];
     if (speed[0])
         snprintf(link, sizeof link, "%s x%s (max %s x%s)", speed, width, max_speed, max_width);
     else

@@ -359,6 +359,26 @@ int zoff_dev_launch_host_fn(zoff_dev_stream *s, zoff_dev_host_fn fn, void *arg) 
     return s->dev->iface->launch_host_fn(s->impl, fn, arg);
 }
 
+int zoff_dev_stream_wait_value(zoff_dev_stream *s, const uint32_t *flag, uint32_t value) {
+    if (!s || !flag || ((uintptr_t)flag & 3)) return -EINVAL;
+    return s->dev->iface->stream_wait_value(s->impl, flag, value);
+}
+
+int zoff_dev_stream_write_value(zoff_dev_stream *s, uint32_t *flag, uint32_t value) {
+    if (!s || !flag || ((uintptr_t)flag & 3)) return -EINVAL;
+    return s->dev->iface->stream_write_value(s->impl, flag, value);
+}
+
+int zoff_dev_host_write_value(zoff_dev *dev, uint32_t *flag, uint32_t value) {
+    if (!dev || !flag || ((uintptr_t)flag & 3)) return -EINVAL;
+    return dev->iface->host_write_value(dev, flag, value);
+}
+
+int zoff_dev_host_wait_value(zoff_dev *dev, const uint32_t *flag, uint32_t value) {
+    if (!dev || !flag || ((uintptr_t)flag & 3)) return -EINVAL;
+    return dev->iface->host_wait_value(dev, flag, value);
+}
+
 /* --- copies ---------------------------------------------------------------------------- */
 
 int zoff_dev_memcpy_async(zoff_dev_stream *s, void *dst, const void *src, size_t bytes,

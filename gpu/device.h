@@ -120,6 +120,19 @@ int zoff_dev_event_elapsed_ms(zoff_dev_event *start, zoff_dev_event *end, float 
 typedef void (*zoff_dev_host_fn)(void *arg);
 int zoff_dev_launch_host_fn(zoff_dev_stream *s, zoff_dev_host_fn fn, void *arg);
 
+/* Stream-ordered signals through 32-bit counters in pinned host memory (from
+ * zoff_dev_host_alloc): a stream can wait for a counter that a host thread or another stream
+ * will advance later, which an event cannot express (a wait on an event refers to its record
+ * at the time of the call). Counters only grow (modulo 2^32); a wait ends once
+ * (int32_t)(*flag - value) >= 0. This is how the offload engine makes the compute stream
+ * wait for weights that the CPU has not produced yet, without blocking the host thread. */
+int zoff_dev_stream_wait_value(zoff_dev_stream *s, const uint32_t *flag, uint32_t value);
+int zoff_dev_stream_write_value(zoff_dev_stream *s, uint32_t *flag, uint32_t value);
+/* Host-side write of a counter, waking streams waiting on it. Any thread. */
+int zoff_dev_host_write_value(zoff_dev *dev, uint32_t *flag, uint32_t value);
+/* Host thread blocks until the counter reaches value (same comparison as the stream wait). */
+int zoff_dev_host_wait_value(zoff_dev *dev, const uint32_t *flag, uint32_t value);
+
 /* --- copies ---------------------------------------------------------------------------- */
 typedef enum zoff_dev_copy_kind {
     ZOFF_COPY_H2D = 0,

@@ -32,6 +32,10 @@ typedef struct zoff_dev_iface {
     int (*event_query)(void *event);
     int (*event_elapsed_ms)(void *start, void *end, float *ms);
     int (*launch_host_fn)(void *stream, zoff_dev_host_fn fn, void *arg);
+    int (*stream_wait_value)(void *stream, const uint32_t *flag, uint32_t value);
+    int (*stream_write_value)(void *stream, uint32_t *flag, uint32_t value);
+    int (*host_write_value)(zoff_dev *dev, uint32_t *flag, uint32_t value);
+    int (*host_wait_value)(zoff_dev *dev, const uint32_t *flag, uint32_t value);
     int (*memcpy_async)(void *stream, void *dst, const void *src, size_t bytes,
                         zoff_dev_copy_kind kind);
     int (*memset_async)(void *stream, void *dst, int value, size_t bytes);

@@ -201,6 +201,63 @@ static void test_destroy_pending(zoff_dev *dev) {
     CHECK_EQ_INT(atomic_load(&order_errors), 0);
 }
 
+/* Counter signals: a stream waits for a value that a host thread, or another stream behind a
+ * gate, writes later; waits already satisfied pass at once; counters may wrap. */
+static void test_value_signals(zoff_dev *dev) {
+    zoff_dev_stream *a, *b;
+    REQUIRE_OK(zoff_dev_stream_create(dev, &a));
+    REQUIRE_OK(zoff_dev_stream_create(dev, &b));
+    uint32_t *flag;
+    int *h_out, *h_in, *d;
+    REQUIRE_OK(zoff_dev_host_alloc(dev, 64, (void **)&flag));
+    REQUIRE_OK(zoff_dev_host_alloc(dev, sizeof(int), (void **)&h_out));
+    REQUIRE_OK(zoff_dev_host_alloc(dev, sizeof(int), (void **)&h_in));
+    REQUIRE_OK(zoff_dev_malloc(dev, sizeof(int), (void **)&d));
+    *flag = 0xfffffffeu; /* two below the wrap */
+    *h_in = 11;
+    *h_out = 0;
+    CHECK_OK(zoff_dev_memcpy(dev, d, h_in, sizeof(int), ZOFF_COPY_H2D));
+
+    CHECK_OK(zoff_dev_stream_wait_value(a, flag, 0xfffffffeu)); /* already true */
+    CHECK_OK(zoff_dev_stream_wait_value(a, flag, 1u));          /* true only after the wrap */
+    CHECK_OK(zoff_dev_memcpy_async(a, h_out, d, sizeof(int), ZOFF_COPY_D2H));
+    zoff_test_sleep_ms(20);
+    CHECK_EQ_INT(*(volatile int *)h_out, 0);
+    CHECK_OK(zoff_dev_host_write_value(dev, flag, 0xffffffffu));
+    zoff_test_sleep_ms(20);
+    CHECK_EQ_INT(*(volatile int *)h_out, 0);
+    CHECK_OK(zoff_dev_host_write_value(dev, flag, 1u));
+    CHECK_OK(zoff_dev_stream_synchronize(a));
+    CHECK_EQ_INT(*h_out, 11);
+
+    /* stream b advances the counter after its gate opens; a waits for it */
+    zoff_test_gate gate = {0};
+    *h_out = 0;
+    CHECK_OK(zoff_dev_launch_host_fn(b, zoff_test_gate_wait, &gate));
+    CHECK_OK(zoff_dev_stream_write_value(b, flag, 5u));
+    CHECK_OK(zoff_dev_stream_wait_value(a, flag, 5u));
+    CHECK_OK(zoff_dev_memcpy_async(a, h_out, d, sizeof(int), ZOFF_COPY_D2H));
+    zoff_test_gate_await_reached(&gate);
+    zoff_test_sleep_ms(20);
+    CHECK_EQ_INT(*(volatile int *)h_out, 0);
+    zoff_test_gate_open(&gate);
+    CHECK_OK(zoff_dev_stream_synchronize(a));
+    CHECK_EQ_INT(*h_out, 11);
+    CHECK_EQ_INT(__atomic_load_n(flag, __ATOMIC_ACQUIRE), 5u);
+    /* the host waits on a counter a stream advances */
+    CHECK_OK(zoff_dev_stream_write_value(b, flag, 9u));
+    CHECK_OK(zoff_dev_host_wait_value(dev, flag, 9u));
+    CHECK_EQ_INT(__atomic_load_n(flag, __ATOMIC_ACQUIRE), 9u);
+    CHECK_EQ_INT(zoff_dev_stream_wait_value(a, (uint32_t *)((char *)flag + 1), 1), -EINVAL);
+
+    CHECK_OK(zoff_dev_free(dev, d));
+    CHECK_OK(zoff_dev_host_free(dev, flag));
+    CHECK_OK(zoff_dev_host_free(dev, h_out));
+    CHECK_OK(zoff_dev_host_free(dev, h_in));
+    CHECK_OK(zoff_dev_stream_destroy(a));
+    CHECK_OK(zoff_dev_stream_destroy(b));
+}
+
 int main(int argc, char **argv) {
     zoff_dev *dev = zoff_test_open_device(argc, argv, 0);
     test_in_stream_order(dev);
@@ -208,6 +265,7 @@ int main(int argc, char **argv) {
     test_event_reuse(dev);
     test_odd_copies(dev);
     test_destroy_pending(dev);
+    test_value_signals(dev);
     /* Close with a stream, an event and memory still live: reclaimed, no crash. */
     zoff_dev_stream *s;
     zoff_dev_event *e;

@@ -9,6 +9,7 @@
 
 #include <cuda_runtime_api.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -31,6 +32,8 @@ int zoff_cuda_check(cudaError_t err, const char *what);
 int zoff_cuda_launch_cast(cuda_stream *s, void *dst, zoff_dtype dst_type, const void *src,
                           zoff_dtype src_type, size_t n);
 int zoff_cuda_launch_scale(cuda_stream *s, void *x, zoff_dtype type, float alpha, size_t n);
+int zoff_cuda_launch_wait_value(cuda_stream *s, const uint32_t *flag, uint32_t value);
+int zoff_cuda_launch_write_value(cuda_stream *s, uint32_t *flag, uint32_t value);
 int zoff_cuda_launch_sumsq_nonfinite(cuda_stream *s, const void *x, zoff_dtype type, size_t n,
                                      float *out);
 

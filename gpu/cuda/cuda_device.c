@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MOD "cuda"
@@ -119,7 +120,7 @@ static int cuda_free(zoff_dev *dev, void *ptr) {
 
 static int cuda_host_alloc(zoff_dev *dev, size_t bytes, void **ptr) {
     int rc = use_gpu(dev);
-    return rc ? rc : CK(cudaHostAlloc(ptr, bytes, cudaHostAllocPortable));
+    return rc ? rc : CK(cudaHostAlloc(ptr, bytes, cudaHostAllocPortable | cudaHostAllocMapped));
 }
 
 static int cuda_host_free(zoff_dev *dev, void *ptr) {
@@ -202,6 +203,33 @@ static int cuda_event_elapsed_ms(void *start, void *end, float *ms) {
 
 static int cuda_launch_host_fn(void *stream, zoff_dev_host_fn fn, void *arg) {
     return CK(cudaLaunchHostFunc(((cuda_stream *)stream)->stream, fn, arg));
+}
+
+static int cuda_stream_wait_value(void *stream, const uint32_t *flag, uint32_t value) {
+    return zoff_cuda_launch_wait_value(stream, flag, value);
+}
+
+static int cuda_stream_write_value(void *stream, uint32_t *flag, uint32_t value) {
+    return zoff_cuda_launch_write_value(stream, flag, value);
+}
+
+static int cuda_host_write_value(zoff_dev *dev, uint32_t *flag, uint32_t value) {
+    (void)dev; /* mapped pinned memory: the polling kernel sees the store */
+    __atomic_store_n(flag, value, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static int cuda_host_wait_value(zoff_dev *dev, const uint32_t *flag, uint32_t value) {
+    (void)dev;
+    /* Written by a kernel over PCIe: nothing to block on, so poll with a growing back-off
+     * (a few microseconds at first, at most 200 us between looks). */
+    long ns = 2000;
+    while ((int32_t)(__atomic_load_n(flag, __ATOMIC_ACQUIRE) - value) < 0) {
+        struct timespec ts = {0, ns};
+        nanosleep(&ts, NULL);
+        if (ns < 200000) ns += ns / 2;
+    }
+    return 0;
 }
 
 static int cuda_memcpy_async(void *stream, void *dst, const void *src, size_t bytes,
@@ -324,6 +352,10 @@ static const zoff_dev_iface cuda_iface = {
     .event_query = cuda_event_query,
     .event_elapsed_ms = cuda_event_elapsed_ms,
     .launch_host_fn = cuda_launch_host_fn,
+    .stream_wait_value = cuda_stream_wait_value,
+    .stream_write_value = cuda_stream_write_value,
+    .host_write_value = cuda_host_write_value,
+    .host_wait_value = cuda_host_wait_value,
     .memcpy_async = cuda_memcpy_async,
     .memset_async = cuda_memset_async,
     .op_cast = cuda_op_cast,

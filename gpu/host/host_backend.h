@@ -44,6 +44,10 @@ typedef struct host_event {
 
 typedef struct host_device {
     int kernel_threads; /* threads a kernel may use */
+    /* Counter signals (zoff_dev_stream_wait_value): writers store under value_lock and
+     * broadcast value_cond; waiters re-check their counter on each wake-up. */
+    pthread_mutex_t value_lock;
+    pthread_cond_t value_cond;
 } host_device;
 
 /* Copies `size` bytes of payload into a new command and appends it to the stream.
@@ -64,6 +68,10 @@ int host_event_synchronize(void *event);
 int host_event_query(void *event);
 int host_event_elapsed_ms(void *start, void *end, float *ms);
 int host_launch_host_fn(void *stream, zoff_dev_host_fn fn, void *arg);
+int host_stream_wait_value(void *stream, const uint32_t *flag, uint32_t value);
+int host_stream_write_value(void *stream, uint32_t *flag, uint32_t value);
+int host_host_write_value(zoff_dev *dev, uint32_t *flag, uint32_t value);
+int host_host_wait_value(zoff_dev *dev, const uint32_t *flag, uint32_t value);
 
 /* kernels (host_ops.c) */
 int host_memcpy_async(void *stream, void *dst, const void *src, size_t bytes,

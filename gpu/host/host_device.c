@@ -23,7 +23,10 @@ static int host_sync_all(zoff_dev *dev) {
 }
 
 static void host_close(zoff_dev *dev) {
-    free(dev->impl);
+    host_device *h = dev->impl;
+    pthread_mutex_destroy(&h->value_lock);
+    pthread_cond_destroy(&h->value_cond);
+    free(h);
 }
 
 static int host_malloc(zoff_dev *dev, size_t bytes, void **ptr) {
@@ -75,6 +78,10 @@ static const zoff_dev_iface host_iface = {
     .event_query = host_event_query,
     .event_elapsed_ms = host_event_elapsed_ms,
     .launch_host_fn = host_launch_host_fn,
+    .stream_wait_value = host_stream_wait_value,
+    .stream_write_value = host_stream_write_value,
+    .host_write_value = host_host_write_value,
+    .host_wait_value = host_host_wait_value,
     .memcpy_async = host_memcpy_async,
     .memset_async = host_memset_async,
     .op_cast = host_op_cast,
@@ -107,6 +114,8 @@ int zoff_dev_host_open(zoff_dev *dev) {
     /* Host kernels spread GEMMs over their own OpenMP team (ops_gemm.c); OpenBLAS's thread
      * pool would compete with it for the same cores. Process-wide, set once per open. */
     openblas_set_num_threads(1);
+    pthread_mutex_init(&h->value_lock, NULL);
+    pthread_cond_init(&h->value_cond, NULL);
     dev->impl = h;
     dev->iface = &host_iface;
     snprintf(dev->name, sizeof dev->name, "host CPU (%d kernel threads, %.2f GiB arena)",

@@ -284,3 +284,57 @@ int host_launch_host_fn(void *stream, zoff_dev_host_fn fn, void *arg) {
     host_fn_payload hp = {fn, arg};
     return host_stream_enqueue(stream, run_host_fn, &hp, sizeof hp);
 }
+
+/* --- counter signals ------------------------------------------------------------------- */
+
+typedef struct value_payload {
+    host_device *hdev;
+    uint32_t *flag;
+    uint32_t value;
+} value_payload;
+
+static void write_value(host_device *h, uint32_t *flag, uint32_t value) {
+    pthread_mutex_lock(&h->value_lock);
+    __atomic_store_n(flag, value, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&h->value_cond);
+    pthread_mutex_unlock(&h->value_lock);
+}
+
+static void wait_value(host_device *h, const uint32_t *flag, uint32_t value) {
+    pthread_mutex_lock(&h->value_lock);
+    while ((int32_t)(__atomic_load_n(flag, __ATOMIC_ACQUIRE) - value) < 0)
+        pthread_cond_wait(&h->value_cond, &h->value_lock);
+    pthread_mutex_unlock(&h->value_lock);
+}
+
+static void run_wait_value(void *p) {
+    value_payload *vp = p;
+    wait_value(vp->hdev, vp->flag, vp->value);
+}
+
+int host_host_wait_value(zoff_dev *dev, const uint32_t *flag, uint32_t value) {
+    wait_value(dev->impl, flag, value);
+    return 0;
+}
+
+static void run_write_value(void *p) {
+    value_payload *vp = p;
+    write_value(vp->hdev, vp->flag, vp->value);
+}
+
+int host_stream_wait_value(void *stream, const uint32_t *flag, uint32_t value) {
+    host_stream *s = stream;
+    value_payload vp = {s->hdev, (uint32_t *)flag, value};
+    return host_stream_enqueue(s, run_wait_value, &vp, sizeof vp);
+}
+
+int host_stream_write_value(void *stream, uint32_t *flag, uint32_t value) {
+    host_stream *s = stream;
+    value_payload vp = {s->hdev, flag, value};
+    return host_stream_enqueue(s, run_write_value, &vp, sizeof vp);
+}
+
+int host_host_write_value(zoff_dev *dev, uint32_t *flag, uint32_t value) {
+    write_value(dev->impl, flag, value);
+    return 0;
+}

@@ -26,7 +26,7 @@
 typedef struct train_opts {
     int n_layer, n_head, n_embd, vocab_size, seq_len;
     int batch, steps, warmup, val_every, val_batches, ckpt_every, sample_tokens, top_k;
-    int log_every, threads;
+    int log_every, threads, grad_accum;
     double lr, min_lr_frac, weight_decay, grad_clip, temperature;
     long long seed;
     const char *dtype, *data, *init_from, *out, *device, *config, *prompt;
@@ -53,6 +53,7 @@ static const opt_spec specs[] = {
     {"seq-len", OPT_INT, O(seq_len), 1, 65536, "tokens per sequence (64)"},
     {"batch", OPT_INT, O(batch), 1, 1 << 20, "sequences per step (16)"},
     {"steps", OPT_INT, O(steps), 1, INT_MAX, "optimizer steps (400)"},
+    {"grad-accum", OPT_INT, O(grad_accum), 1, 1 << 20, "micro-batches per step (1)"},
     {"lr", OPT_FLOAT, O(lr), 1e-12, 10, "peak learning rate (3e-3)"},
     {"min-lr-frac", OPT_FLOAT, O(min_lr_frac), 0, 1, "cosine floor as a fraction of lr (0.1)"},
     {"warmup", OPT_INT, O(warmup), 0, INT_MAX, "linear warm-up steps (20)"},
@@ -90,6 +91,7 @@ static void defaults(train_opts *o) {
     o->seq_len = c.seq_len;
     o->batch = 16;
     o->steps = 400;
+    o->grad_accum = 1;
     o->lr = 3e-3;
     o->min_lr_frac = 0.1;
     o->warmup = 20;
@@ -405,12 +407,16 @@ static int train(run *r) {
     float val_loss = NAN;
     zoff_step_stats st = {0};
     uint64_t rng = (uint64_t)o->seed;
-    size_t tokens_per_step = (size_t)o->batch * o->seq_len;
+    size_t tokens_per_step = (size_t)o->batch * o->seq_len * o->grad_accum;
     double ema_tps = 0;
     for (int step = 1; step <= o->steps && !interrupted; step++) {
-        zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &rng, r->x, r->y);
-        if ((rc = zoff_trainer_step(r->tr, r->x, r->y, o->batch, o->seq_len, &st)))
-            return fail("training step", rc);
+        for (int k = 0; k < o->grad_accum; k++) {
+            zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &rng, r->x, r->y);
+            if ((rc = zoff_trainer_compute_grads(r->tr, r->x, r->y, o->batch, o->seq_len, k == 0,
+                                                 NULL)))
+                return fail("forward/backward", rc);
+        }
+        if ((rc = zoff_trainer_optimizer_step(r->tr, &st))) return fail("optimizer step", rc);
         double t = now_s(), dt = t - last;
         last = t;
         double tps = tokens_per_step / (dt > 0 ? dt : 1e-9);
@@ -585,13 +591,14 @@ int zoff_cmd_train(int argc, char **argv) {
     const zoff_gpt_layout *l = zoff_gpt_get_layout(r.m);
     char mem[32];
     fmt_bytes(mem, sizeof mem, (double)zoff_gpt_device_bytes(r.m));
-    printf("zoff train: %s | GPT %d layers, %d heads, %d wide, vocab %d, %.2fM params | "
-           "batch %dx%d, %d steps, lr %g, %s%s | data %s (%zu tokens, %zu train) | model memory "
-           "%s\n",
-           zoff_dev_name(r.dev), mc.n_layer, mc.n_head, mc.n_embd, mc.vocab_size,
-           (double)l->n_params / 1e6, o->batch, o->seq_len, o->steps, o->lr, o->dtype,
-           o->activation_checkpoint ? ", activation checkpointing" : "", o->data, r.ds.n_tokens,
-           r.ds.n_train, mem);
+    printf(
+        "zoff train: %s | GPT %d layers, %d heads, %d wide, vocab %d, %.2fM params | "
+        "batch %dx%d x%d, %d steps, lr %g, %s%s | data %s (%zu tokens, %zu train) | model memory "
+        "%s\n",
+        zoff_dev_name(r.dev), mc.n_layer, mc.n_head, mc.n_embd, mc.vocab_size,
+        (double)l->n_params / 1e6, o->batch, o->seq_len, o->grad_accum, o->steps, o->lr, o->dtype,
+        o->activation_checkpoint ? ", activation checkpointing" : "", o->data, r.ds.n_tokens,
+        r.ds.n_train, mem);
     fprintf(r.metrics,
             "{\"config\":{\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,\"vocab_size\":%d,"
             "\"seq_len\":%d,\"batch\":%d,\"steps\":%d,\"lr\":%g,\"dtype\":\"%s\",\"device\":\"%s\","

@@ -29,6 +29,20 @@
  * projection, it receives gradient first (from the logits) and last (from the embedding), so
  * group 0 is final only at the end. The grad-ready hook reports each group as it completes.
  *
+ * OFFLOAD ENGINE INTEGRATION (how the engine drives this model without knowing GPT)
+ *   - buckets: partition [0, layout.total) at group_begin[] boundaries (or finer, at tensor
+ *     offsets, all 64-element aligned); the gradient buffer uses the same offsets;
+ *   - gradients leaving early: zoff_gpt_set_grad_ready_hook() is called on the issuing thread
+ *     as each group's gradients are issued; record an event on the given stream there, and
+ *     a copy stream can wait on it and move that slice (zoff_dev_op_cast to 16 bits first,
+ *     zoff_dev_op_sumsq_nonfinite for the per-bucket norm/overflow check);
+ *   - the step: zoff_trainer_set_optimizer() replaces the device AdamW; the hook receives the
+ *     flat buffers, the step number, the scheduled lr and grad_scale (clip x loss-scale
+ *     un-scaling x micro-batch mean) and must leave updated fp32 parameters in `params`
+ *     (e.g. 16-bit H2D into staging, then zoff_dev_op_cast into the flat slice);
+ *   - phases: zoff_trainer_compute_grads() (any number of micro-batches) is separate from
+ *     zoff_trainer_optimizer_step(), which computes the global norm before calling the hook.
+ *
  * Threads: a zoff_gpt is used by one thread at a time; its work goes to the stream passed
  * to each call.
  */

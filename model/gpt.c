@@ -46,7 +46,11 @@ struct zoff_gpt {
     float *dqkv;         /* (B,T,3C) */
     float *dfchg, *dfch; /* (B,T,4C) */
     float *att_scratch;  /* (B,NH,T,T) */
-    void *mm_a, *mm_b;   /* 16-bit GEMM operands (matmul_dtype != f32) */
+    void *mm_a, *mm_b;   /* 16-bit GEMM activation operands (matmul_dtype != f32) */
+    /* 16-bit copy of the flat parameters (matmul_dtype != f32), same offsets: the GEMMs read
+     * their weights here. Refreshed from params by each forward unless params16_external. */
+    uint16_t *params16;
+    bool params16_external;
     int32_t *d_tokens, *d_targets;
     int32_t *h_tokens, *h_targets; /* pinned staging */
     float *h_losses;               /* pinned */
@@ -171,12 +175,10 @@ int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_gpt_op
     FALLOC(m->dfch, BT * 4 * C);
     FALLOC(m->att_scratch, att_n);
     if (opt->matmul_dtype != ZOFF_F32) {
-        size_t na = BT * (4 * C > V ? 4 * C : V);
-        size_t nb = V * C;
-        if (4 * C * C > nb) nb = 4 * C * C;
-        if (BT * 4 * C > nb) nb = BT * 4 * C;
+        size_t na = BT * (4 * C > V ? 4 * C : V), nb = BT * 4 * C;
         if ((rc = dalloc(m, na * 2, &m->mm_a))) goto fail;
         if ((rc = dalloc(m, nb * 2, &m->mm_b))) goto fail;
+        if ((rc = dalloc(m, m->layout.total * 2, &m->params16))) goto fail;
     }
     if ((rc = dalloc(m, BT * sizeof(int32_t), &m->d_tokens))) goto fail;
     if ((rc = dalloc(m, BT * sizeof(int32_t), &m->d_targets))) goto fail;
@@ -243,6 +245,12 @@ float *zoff_gpt_grads(zoff_gpt *m) {
 }
 size_t zoff_gpt_device_bytes(const zoff_gpt *m) {
     return m->bytes;
+}
+void *zoff_gpt_params16(zoff_gpt *m) {
+    return m->params16;
+}
+void zoff_gpt_set_params16_external(zoff_gpt *m, bool external) {
+    m->params16_external = external;
 }
 void zoff_gpt_set_grad_ready_hook(zoff_gpt *m, zoff_gpt_grad_ready_fn fn, void *ctx) {
     m->hook = fn;
@@ -319,6 +327,11 @@ static float *G(zoff_gpt *m, zoff_gpt_tensor_kind k, int l) {
         if (rc_) return rc_;                                                                       \
     } while (0)
 
+/* The 16-bit copy of a weight given by its fp32 location in the flat buffer. */
+static const void *W16(zoff_gpt *m, const float *w) {
+    return m->params16 + (w - m->params);
+}
+
 /* out (N,OC) = beta*out + inp (N,K) @ w (OC,K)^T (+ bias). 16-bit mode rounds the operands. */
 static int mm_fwd(zoff_gpt *m, zoff_dev_stream *s, float *out, const float *inp, const float *w,
                   const float *bias, int N, int K, int OC, float beta) {
@@ -328,9 +341,8 @@ static int mm_fwd(zoff_gpt *m, zoff_dev_stream *s, float *out, const float *inp,
                              OC));
     } else {
         TRY(zoff_dev_op_cast(s, m->mm_a, dt, inp, ZOFF_F32, (size_t)N * K));
-        TRY(zoff_dev_op_cast(s, m->mm_b, dt, w, ZOFF_F32, (size_t)OC * K));
-        TRY(zoff_dev_op_gemm(s, false, true, N, OC, K, 1.0f, m->mm_a, K, m->mm_b, K, dt, beta, out,
-                             OC));
+        TRY(zoff_dev_op_gemm(s, false, true, N, OC, K, 1.0f, m->mm_a, K, W16(m, w), K, dt, beta,
+                             out, OC));
     }
     if (bias) TRY(zoff_dev_op_bias_add(s, out, bias, (size_t)N, OC));
     return 0;
@@ -348,8 +360,7 @@ static int mm_bwd(zoff_gpt *m, zoff_dev_stream *s, float *dinp, float *dw, float
                              K));
     } else {
         TRY(zoff_dev_op_cast(s, m->mm_a, dt, dout, ZOFF_F32, (size_t)N * OC));
-        TRY(zoff_dev_op_cast(s, m->mm_b, dt, w, ZOFF_F32, (size_t)OC * K));
-        TRY(zoff_dev_op_gemm(s, false, false, N, K, OC, 1.0f, m->mm_a, OC, m->mm_b, K, dt, 0.0f,
+        TRY(zoff_dev_op_gemm(s, false, false, N, K, OC, 1.0f, m->mm_a, OC, W16(m, w), K, dt, 0.0f,
                              dinp, K));
         TRY(zoff_dev_op_cast(s, m->mm_b, dt, inp, ZOFF_F32, (size_t)N * K));
         TRY(zoff_dev_op_gemm(s, true, false, OC, K, N, 1.0f, m->mm_a, OC, m->mm_b, K, dt, 1.0f, dw,
@@ -413,6 +424,9 @@ int zoff_gpt_forward(zoff_gpt *m, zoff_dev_stream *s, const int32_t *tokens, con
                                   ZOFF_COPY_H2D));
     }
     m->have_fwd = false;
+    if (m->params16 && !m->params16_external)
+        TRY(zoff_dev_op_cast(s, m->params16, m->opt.matmul_dtype, m->params, ZOFF_F32,
+                             m->layout.total));
     TRY(zoff_dev_op_embedding_fwd(s, m->res[0], m->d_tokens, P(m, ZOFF_GPT_WTE, 0),
                                   P(m, ZOFF_GPT_WPE, 0), B, T, C));
     for (int l = 0; l < L; l++)

@@ -150,6 +150,12 @@ const zoff_gpt_options *zoff_gpt_get_options(const zoff_gpt *m);
 zoff_dev *zoff_gpt_get_dev(const zoff_gpt *m);
 float *zoff_gpt_params(zoff_gpt *m); /* device, layout.total fp32 */
 float *zoff_gpt_grads(zoff_gpt *m);  /* device, layout.total fp32 */
+/* 16-bit GEMMs (matmul_dtype bf16/f16): the GEMMs read weights from a 16-bit copy of the flat
+ * buffer (layout.total elements of matmul_dtype, same offsets); NULL in f32 mode. By default
+ * each forward refreshes it from the fp32 parameters; an owner that keeps it current itself
+ * (the offload engine uploading 16-bit weights) sets external = true. */
+void *zoff_gpt_params16(zoff_gpt *m);
+void zoff_gpt_set_params16_external(zoff_gpt *m, bool external);
 /* Bytes of device memory the model holds (parameters, gradients, activations, scratch). */
 size_t zoff_gpt_device_bytes(const zoff_gpt *m);
 void zoff_gpt_set_grad_ready_hook(zoff_gpt *m, zoff_gpt_grad_ready_fn fn, void *ctx);

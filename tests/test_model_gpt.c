@@ -89,6 +89,7 @@ static void test_whole_model_gradients(void) {
     o.seq_len = 6;
     zoff_gpt *m;
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &m));
+    CHECK(zoff_gpt_params16(m) == NULL);
     const zoff_gpt_layout *l = zoff_gpt_get_layout(m);
     float *p = malloc(l->total * 4), *g = malloc(l->total * 4), *g2 = malloc(l->total * 4);
     random_params(m, 7, p);
@@ -168,6 +169,18 @@ static void test_whole_model_gradients(void) {
                zoff_dtype_name(types[k]), lerr, gerr);
         CHECK(lerr < 1e-2);
         CHECK(gerr < (types[k] == ZOFF_BF16 ? 5e-2 : 1e-2));
+        /* an owner that manages the 16-bit weights: the GEMMs read them, not the fp32 copy */
+        size_t total = zoff_gpt_get_layout(mb)->total;
+        CHECK(zoff_gpt_params16(mb) != NULL);
+        zoff_gpt_set_params16_external(mb, true);
+        float lz;
+        REQUIRE_OK(zoff_dev_memset_async(st, zoff_gpt_params16(mb), 0, total * 2));
+        REQUIRE_OK(zoff_gpt_forward(mb, st, x, y, 2, 6, &lz));
+        CHECK(fabsf(lz - logf((float)c.vocab_size)) < 1e-3f); /* zero weights: uniform logits */
+        REQUIRE_OK(zoff_dev_op_cast(st, zoff_gpt_params16(mb), types[k], zoff_gpt_params(mb),
+                                    ZOFF_F32, total));
+        REQUIRE_OK(zoff_gpt_forward(mb, st, x, y, 2, 6, &lz));
+        CHECK(lz == lb);
         zoff_gpt_destroy(mb);
     }
     free(p), free(g), free(g2);

@@ -23,7 +23,7 @@ typedef struct cuda_stream {
     cudaStream_t stream;
     float *scratch; /* (2, ZOFF_CUDA_REDUCE_BLOCKS) device floats: sumsq, nonfinite */
     int ordinal;
-    void *cublas; /* cublasHandle_t bound to this stream (ops_gemm.cu) */
+    void *cublas; /* cublasHandle_t bound to this stream, made at its first GEMM (ops_gemm.cu) */
 } cuda_stream;
 
 /* Turns a CUDA error into ZOFF_ECUDA with "what: message" as detail (0 if err == success). */

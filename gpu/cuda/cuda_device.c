@@ -138,13 +138,7 @@ static int cuda_stream_create(zoff_dev *dev, void **impl) {
         rc = CK(cudaMalloc((void **)&s->scratch, 2 * ZOFF_CUDA_REDUCE_BLOCKS * sizeof(float)));
         if (rc) cudaStreamDestroy(s->stream);
     }
-    if (!rc) {
-        rc = zoff_cuda_cublas_create(s);
-        if (rc) {
-            cudaFree(s->scratch);
-            cudaStreamDestroy(s->stream);
-        }
-    }
+
     if (rc) {
         free(s);
         return rc;

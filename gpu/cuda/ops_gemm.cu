@@ -2,7 +2,7 @@
 // (cublasGemmEx, CUBLAS_COMPUTE_32F: no TF32, so fp32 results match the host oracle to
 // rounding). zoff's matrices are row-major; cuBLAS is column-major, so C = op(A) op(B) is
 // issued as C^T = op(B)^T op(A)^T, which reads the same memory without copies. Each stream
-// owns its cuBLAS handle (created with the stream, bound to it).
+// owns its cuBLAS handle, bound to it, created at its first GEMM and destroyed with it.
 #include "gpu/cuda/cuda_backend.h"
 extern "C" {
 #include "core/log.h" // C declarations: zoff_fail
@@ -23,6 +23,10 @@ static cudaDataType_t cuda_type(zoff_dtype t) {
 extern "C" int zoff_cuda_launch_gemm(cuda_stream *s, bool trans_a, bool trans_b, int M, int N,
                                      int K, float alpha, const void *A, int lda, const void *B,
                                      int ldb, zoff_dtype ab_type, float beta, float *C, int ldc) {
+    if (!s->cublas) { /* created on a stream's first GEMM: copy-only streams never pay */
+        int rc = zoff_cuda_cublas_create(s);
+        if (rc) return rc;
+    }
     cublasHandle_t h = (cublasHandle_t)s->cublas;
     cudaDataType_t t = cuda_type(ab_type);
     cublasStatus_t st =

@@ -38,7 +38,9 @@ extern "C" int zoff_cuda_launch_gemm(cuda_stream *s, bool trans_a, bool trans_b,
 
 extern "C" int zoff_cuda_cublas_create(cuda_stream *s) {
     cublasHandle_t h;
-    int rc = cublas_check(cublasCreate(&h), "cublasCreate");
+    int rc = zoff_cuda_check(cudaSetDevice(s->ordinal), "cublasCreate: cudaSetDevice");
+    if (rc) return rc;
+    rc = cublas_check(cublasCreate(&h), "cublasCreate");
     if (rc) return rc;
     rc = cublas_check(cublasSetStream(h, s->stream), "cublasSetStream");
     if (!rc) rc = cublas_check(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");

@@ -52,7 +52,7 @@ static const opt_spec specs[] = {
     {"vocab-size", OPT_INT, O(vocab_size), 1, 1 << 20, "vocabulary (256: bytes)"},
     {"seq-len", OPT_INT, O(seq_len), 1, 65536, "tokens per sequence (64)"},
     {"batch", OPT_INT, O(batch), 1, 1 << 20, "sequences per step (16)"},
-    {"steps", OPT_INT, O(steps), 1, INT_MAX, "optimizer steps (400)"},
+    {"steps", OPT_INT, O(steps), 1, INT_MAX, "optimizer steps (500)"},
     {"grad-accum", OPT_INT, O(grad_accum), 1, 1 << 20, "micro-batches per step (1)"},
     {"lr", OPT_FLOAT, O(lr), 1e-12, 10, "peak learning rate (3e-3)"},
     {"min-lr-frac", OPT_FLOAT, O(min_lr_frac), 0, 1, "cosine floor as a fraction of lr (0.1)"},
@@ -90,7 +90,7 @@ static void defaults(train_opts *o) {
     o->vocab_size = c.vocab_size;
     o->seq_len = c.seq_len;
     o->batch = 16;
-    o->steps = 400;
+    o->steps = 500;
     o->grad_accum = 1;
     o->lr = 3e-3;
     o->min_lr_frac = 0.1;

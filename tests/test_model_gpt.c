@@ -372,6 +372,36 @@ static void test_optimizer_hook_parity(void) {
     free(h.p), free(h.g), free(h.mom), free(h.var), free(pa), free(pb);
 }
 
+static void test_schedule_and_sampling(void) {
+    zoff_trainer_config tc;
+    zoff_trainer_config_default(&tc);
+    tc.lr = 1.0f;
+    tc.min_lr_frac = 0.1f;
+    tc.warmup_steps = 10;
+    tc.total_steps = 110;
+    CHECK(fabsf(zoff_trainer_lr_at(&tc, 1) - 0.1f) < 1e-6f);
+    CHECK(fabsf(zoff_trainer_lr_at(&tc, 10) - 1.0f) < 1e-6f);
+    CHECK(fabsf(zoff_trainer_lr_at(&tc, 60) - 0.55f) < 1e-4f); /* half-way down the cosine */
+    CHECK(fabsf(zoff_trainer_lr_at(&tc, 110) - 0.1f) < 1e-6f);
+    CHECK(fabsf(zoff_trainer_lr_at(&tc, 500) - 0.1f) < 1e-6f);
+
+    float probs[5] = {0.1f, 0.5f, 0.05f, 0.3f, 0.05f};
+    uint64_t rng = 9;
+    int counts[5] = {0};
+    for (int i = 0; i < 2000; i++) {
+        CHECK_EQ_INT(zoff_sample_token(probs, 5, 1.0f, 1, &rng), 1); /* top-1: the argmax */
+        int t = zoff_sample_token(probs, 5, 1.0f, 2, &rng);          /* top-2: 1 or 3 */
+        CHECK(t == 1 || t == 3);
+        counts[zoff_sample_token(probs, 5, 1.0f, 0, &rng)]++;
+    }
+    CHECK(counts[1] > 850 && counts[1] < 1150); /* ~1000 */
+    CHECK(counts[2] > 40 && counts[2] < 170);   /* ~100 */
+    int cold = 0;
+    for (int i = 0; i < 1000; i++)
+        cold += zoff_sample_token(probs, 5, 0.1f, 0, &rng) == 1;
+    CHECK(cold > 990); /* a low temperature concentrates on the argmax */
+}
+
 int main(void) {
     zoff_test_init();
     zoff_dev_config cfg;
@@ -383,6 +413,7 @@ int main(void) {
     test_whole_model_gradients();
     test_overfit_and_hooks();
     test_optimizer_hook_parity();
+    test_schedule_and_sampling();
     CHECK_OK(zoff_dev_stream_destroy(st));
     zoff_dev_close(dev);
     return zoff_test_finish("test_model_gpt");

@@ -28,7 +28,8 @@ static double now_ms(void) {
 }
 
 static void die(const char *what, int rc) {
-    fprintf(stderr, "bench_offload: %s: %s (%s)\n", what, zoff_strerror(rc), zoff_last_error_detail());
+    fprintf(stderr, "bench_offload: %s: %s (%s)\n", what, zoff_strerror(rc),
+            zoff_last_error_detail());
     exit(1);
 }
 
@@ -50,7 +51,8 @@ typedef struct opts {
 } opts;
 
 static void random_batch(int32_t *x, int n, int vocab, uint64_t *rng) {
-    for (int i = 0; i < n; i++) x[i] = (int32_t)(zoff_rng_next(rng) % (uint64_t)vocab);
+    for (int i = 0; i < n; i++)
+        x[i] = (int32_t)(zoff_rng_next(rng) % (uint64_t)vocab);
 }
 
 /* The baseline: forward + backward alone, per step, in ms. */
@@ -153,8 +155,14 @@ static void run_point(zoff_gpt *m, zoff_dev_stream *s, const opts *o, zoff_offlo
 }
 
 int main(int argc, char **argv) {
-    opts o = {.device = "auto", .nvme_path = "/tmp", .schedules = "sync,overlap,dpu",
-              .targets = "cpu,nvme", .batch = 4, .seq = 64, .steps = 5, .warmup = 2,
+    opts o = {.device = "auto",
+              .nvme_path = "/tmp",
+              .schedules = "sync,overlap,dpu",
+              .targets = "cpu,nvme",
+              .batch = 4,
+              .seq = 64,
+              .steps = 5,
+              .warmup = 2,
               .dtype = ZOFF_BF16};
     zoff_gpt_config_default(&o.cfg);
     o.cfg.n_layer = 4;
@@ -167,18 +175,30 @@ int main(int argc, char **argv) {
             return 2;
         }
         i++;
-        if (!strcmp(a, "--device")) o.device = v;
-        else if (!strcmp(a, "--nvme-path")) o.nvme_path = v;
-        else if (!strcmp(a, "--schedules")) o.schedules = v;
-        else if (!strcmp(a, "--targets")) o.targets = v;
-        else if (!strcmp(a, "--layers")) o.cfg.n_layer = int_arg(a, v);
-        else if (!strcmp(a, "--embd")) o.cfg.n_embd = int_arg(a, v);
-        else if (!strcmp(a, "--heads")) o.cfg.n_head = int_arg(a, v);
-        else if (!strcmp(a, "--vocab")) o.cfg.vocab_size = int_arg(a, v);
-        else if (!strcmp(a, "--seq")) o.seq = o.cfg.seq_len = int_arg(a, v);
-        else if (!strcmp(a, "--batch")) o.batch = int_arg(a, v);
-        else if (!strcmp(a, "--steps")) o.steps = int_arg(a, v);
-        else if (!strcmp(a, "--warmup")) o.warmup = int_arg(a, v);
+        if (!strcmp(a, "--device"))
+            o.device = v;
+        else if (!strcmp(a, "--nvme-path"))
+            o.nvme_path = v;
+        else if (!strcmp(a, "--schedules"))
+            o.schedules = v;
+        else if (!strcmp(a, "--targets"))
+            o.targets = v;
+        else if (!strcmp(a, "--layers"))
+            o.cfg.n_layer = int_arg(a, v);
+        else if (!strcmp(a, "--embd"))
+            o.cfg.n_embd = int_arg(a, v);
+        else if (!strcmp(a, "--heads"))
+            o.cfg.n_head = int_arg(a, v);
+        else if (!strcmp(a, "--vocab"))
+            o.cfg.vocab_size = int_arg(a, v);
+        else if (!strcmp(a, "--seq"))
+            o.seq = o.cfg.seq_len = int_arg(a, v);
+        else if (!strcmp(a, "--batch"))
+            o.batch = int_arg(a, v);
+        else if (!strcmp(a, "--steps"))
+            o.steps = int_arg(a, v);
+        else if (!strcmp(a, "--warmup"))
+            o.warmup = int_arg(a, v);
         else if (!strcmp(a, "--dtype")) {
             if (zoff_dtype_parse(v, &o.dtype)) {
                 fprintf(stderr, "bench_offload: --dtype must be bf16, f16 or f32\n");

@@ -5,10 +5,14 @@
 #include <stdio.h>
 #include <string.h>
 
+/* cli/cmd_train.c (declared here: cli.h belongs to the info command's owners) */
+int zoff_cmd_train(int argc, char **argv);
+
 static void usage(FILE *out) {
     fprintf(out, "usage: zoff <command> [options]\n"
                  "\n"
                  "commands:\n"
+                 "  train    train a GPT (no options: the built-in demo on GPL-3 text, ~1 min)\n"
                  "  info     what this machine offers zoff: build, backends, GPUs, CPU topology,\n"
                  "           SIMD, memory limits, and (with --nvme-path) the swap directory\n"
                  "  version  print the version\n"
@@ -37,6 +41,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(cmd, "info") == 0) return zoff_cmd_info(argc - 1, argv + 1);
+    if (strcmp(cmd, "train") == 0) return zoff_cmd_train(argc - 1, argv + 1);
     fprintf(stderr, "zoff: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

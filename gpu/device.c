@@ -431,3 +431,161 @@ int zoff_dev_op_sumsq_nonfinite(zoff_dev_stream *s, const void *x, zoff_dtype ty
     if (n && !x) return -EINVAL;
     return s->dev->iface->op_sumsq_nonfinite(s->impl, x, type, n, out);
 }
+
+/* --- model kernels --------------------------------------------------------------------- */
+
+/* A backend may not implement every kernel yet: say so instead of crashing. */
+#define NEED_OP(s, op)                                                                             \
+    do {                                                                                           \
+        if (!(s)->dev->iface->op)                                                                  \
+            return zoff_fail(-ENOSYS, MOD, "%s backend has no %s kernel",                          \
+                             zoff_dev_kind_name((s)->dev->kind), #op);                             \
+    } while (0)
+
+static int bad_args(const char *op) {
+    return zoff_fail(-EINVAL, MOD, "%s: invalid arguments (NULL pointer or bad shape)", op);
+}
+
+int zoff_dev_op_gemm(zoff_dev_stream *s, bool trans_a, bool trans_b, int M, int N, int K,
+                     float alpha, const void *A, int lda, const void *B, int ldb,
+                     zoff_dtype ab_type, float beta, float *C, int ldc) {
+    if (!s || check_dtype(ab_type)) return -EINVAL;
+    if (M < 0 || N < 0 || K < 0) return bad_args("gemm");
+    if (M == 0 || N == 0) return 0;
+    int a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
+    if (!A || !B || !C || lda < (a_cols ? a_cols : 1) || ldb < (b_cols ? b_cols : 1) || ldc < N)
+        return bad_args("gemm");
+    NEED_OP(s, op_gemm);
+    return s->dev->iface->op_gemm(s->impl, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb,
+                                  ab_type, beta, C, ldc);
+}
+
+int zoff_dev_op_bias_add(zoff_dev_stream *s, float *out, const float *bias, size_t N, int OC) {
+    if (!s) return -EINVAL;
+    if (N == 0) return 0;
+    if (!out || !bias || OC <= 0) return bad_args("bias_add");
+    NEED_OP(s, op_bias_add);
+    return s->dev->iface->op_bias_add(s->impl, out, bias, N, OC);
+}
+
+int zoff_dev_op_bias_grad(zoff_dev_stream *s, float *dbias, const float *dout, size_t N, int OC) {
+    if (!s) return -EINVAL;
+    if (N == 0) return 0;
+    if (!dbias || !dout || OC <= 0) return bad_args("bias_grad");
+    NEED_OP(s, op_bias_grad);
+    return s->dev->iface->op_bias_grad(s->impl, dbias, dout, N, OC);
+}
+
+int zoff_dev_op_add(zoff_dev_stream *s, float *out, const float *a, const float *b, size_t n) {
+    if (!s) return -EINVAL;
+    if (n == 0) return 0;
+    if (!out || !a || !b) return bad_args("add");
+    NEED_OP(s, op_add);
+    return s->dev->iface->op_add(s->impl, out, a, b, n);
+}
+
+int zoff_dev_op_layernorm_fwd(zoff_dev_stream *s, float *out, float *mean, float *rstd,
+                              const float *inp, const float *weight, const float *bias, size_t N,
+                              int C) {
+    if (!s) return -EINVAL;
+    if (N == 0) return 0;
+    if (!out || !mean || !rstd || !inp || !weight || !bias || C <= 0)
+        return bad_args("layernorm_fwd");
+    NEED_OP(s, op_layernorm_fwd);
+    return s->dev->iface->op_layernorm_fwd(s->impl, out, mean, rstd, inp, weight, bias, N, C);
+}
+
+int zoff_dev_op_layernorm_bwd(zoff_dev_stream *s, float *dinp, float *dweight, float *dbias,
+                              const float *dout, const float *inp, const float *weight,
+                              const float *mean, const float *rstd, size_t N, int C) {
+    if (!s) return -EINVAL;
+    if (N == 0) return 0;
+    if (!dinp || !dweight || !dbias || !dout || !inp || !weight || !mean || !rstd || C <= 0)
+        return bad_args("layernorm_bwd");
+    NEED_OP(s, op_layernorm_bwd);
+    return s->dev->iface->op_layernorm_bwd(s->impl, dinp, dweight, dbias, dout, inp, weight, mean,
+                                           rstd, N, C);
+}
+
+int zoff_dev_op_gelu_fwd(zoff_dev_stream *s, float *out, const float *inp, size_t n) {
+    if (!s) return -EINVAL;
+    if (n == 0) return 0;
+    if (!out || !inp) return bad_args("gelu_fwd");
+    NEED_OP(s, op_gelu_fwd);
+    return s->dev->iface->op_gelu_fwd(s->impl, out, inp, n);
+}
+
+int zoff_dev_op_gelu_bwd(zoff_dev_stream *s, float *dinp, const float *inp, const float *dout,
+                         size_t n) {
+    if (!s) return -EINVAL;
+    if (n == 0) return 0;
+    if (!dinp || !inp || !dout) return bad_args("gelu_bwd");
+    NEED_OP(s, op_gelu_bwd);
+    return s->dev->iface->op_gelu_bwd(s->impl, dinp, inp, dout, n);
+}
+
+static int attn_shape_ok(int B, int T, int C, int NH) {
+    return B > 0 && T > 0 && C > 0 && NH > 0 && C % NH == 0;
+}
+
+int zoff_dev_op_attention_fwd(zoff_dev_stream *s, float *out, float *att, const float *qkv, int B,
+                              int T, int C, int NH) {
+    if (!s) return -EINVAL;
+    if (!out || !att || !qkv || !attn_shape_ok(B, T, C, NH)) return bad_args("attention_fwd");
+    NEED_OP(s, op_attention_fwd);
+    return s->dev->iface->op_attention_fwd(s->impl, out, att, qkv, B, T, C, NH);
+}
+
+int zoff_dev_op_attention_bwd(zoff_dev_stream *s, float *dqkv, float *scratch, const float *dout,
+                              const float *qkv, const float *att, int B, int T, int C, int NH) {
+    if (!s) return -EINVAL;
+    if (!dqkv || !scratch || !dout || !qkv || !att || !attn_shape_ok(B, T, C, NH))
+        return bad_args("attention_bwd");
+    NEED_OP(s, op_attention_bwd);
+    return s->dev->iface->op_attention_bwd(s->impl, dqkv, scratch, dout, qkv, att, B, T, C, NH);
+}
+
+int zoff_dev_op_softmax_xent_fwd(zoff_dev_stream *s, float *probs, float *losses,
+                                 const float *logits, const int32_t *targets, size_t N, int V) {
+    if (!s) return -EINVAL;
+    if (N == 0) return 0;
+    if (!probs || !logits || V <= 0 || (targets && !losses)) return bad_args("softmax_xent_fwd");
+    NEED_OP(s, op_softmax_xent_fwd);
+    return s->dev->iface->op_softmax_xent_fwd(s->impl, probs, losses, logits, targets, N, V);
+}
+
+int zoff_dev_op_softmax_xent_bwd(zoff_dev_stream *s, float *dlogits, const float *probs,
+                                 const int32_t *targets, float dloss, size_t N, int V) {
+    if (!s) return -EINVAL;
+    if (N == 0) return 0;
+    if (!dlogits || !probs || !targets || V <= 0) return bad_args("softmax_xent_bwd");
+    NEED_OP(s, op_softmax_xent_bwd);
+    return s->dev->iface->op_softmax_xent_bwd(s->impl, dlogits, probs, targets, dloss, N, V);
+}
+
+int zoff_dev_op_embedding_fwd(zoff_dev_stream *s, float *out, const int32_t *tokens,
+                              const float *wte, const float *wpe, int B, int T, int C) {
+    if (!s) return -EINVAL;
+    if (!out || !tokens || !wte || !wpe || B <= 0 || T <= 0 || C <= 0)
+        return bad_args("embedding_fwd");
+    NEED_OP(s, op_embedding_fwd);
+    return s->dev->iface->op_embedding_fwd(s->impl, out, tokens, wte, wpe, B, T, C);
+}
+
+int zoff_dev_op_embedding_bwd(zoff_dev_stream *s, float *dwte, float *dwpe, const float *dout,
+                              const int32_t *tokens, int B, int T, int C) {
+    if (!s) return -EINVAL;
+    if (!dwte || !dwpe || !dout || !tokens || B <= 0 || T <= 0 || C <= 0)
+        return bad_args("embedding_bwd");
+    NEED_OP(s, op_embedding_bwd);
+    return s->dev->iface->op_embedding_bwd(s->impl, dwte, dwpe, dout, tokens, B, T, C);
+}
+
+int zoff_dev_op_adamw(zoff_dev_stream *s, float *param, const float *grad, float *m, float *v,
+                      size_t n, const zoff_dev_adamw_args *args) {
+    if (!s || !args) return -EINVAL;
+    if (n == 0) return 0;
+    if (!param || !grad || !m || !v || args->step < 1) return bad_args("adamw");
+    NEED_OP(s, op_adamw);
+    return s->dev->iface->op_adamw(s->impl, param, grad, m, v, n, args);
+}

@@ -159,4 +159,79 @@ int zoff_dev_op_scale(zoff_dev_stream *s, void *x, zoff_dtype type, float alpha,
 int zoff_dev_op_sumsq_nonfinite(zoff_dev_stream *s, const void *x, zoff_dtype type, size_t n,
                                 float *out);
 
+/* --- model kernels ----------------------------------------------------------------------
+ * What a GPT forward/backward needs. Activations, statistics and gradients are fp32
+ * (accuracy where it matters: norm statistics, softmax, loss); GEMM inputs may be 16-bit
+ * with fp32 accumulation. Tensors are row-major and contiguous unless a leading dimension
+ * is given; shape comments use B batch, T time, C channels, NH heads, V vocabulary, N rows.
+ * Token ids are int32 in device memory and must lie in [0, V) (checked by the caller).
+ * Backward ops ACCUMULATE (+=) into every gradient they produce, as in llm.c, so a caller
+ * zeroes gradient buffers once per step and micro-batches accumulate; the exception is
+ * zoff_dev_op_softmax_xent_bwd, which writes dlogits. */
+
+/* C (M,N) = alpha * op(A) @ op(B) + beta * C, fp32 C. op(A) is (M,K): A is stored (M,K)
+ * with row stride lda, or (K,M) when trans_a. op(B) is (K,N): B stored (K,N), or (N,K) when
+ * trans_b. A and B share ab_type (f32, bf16 or f16); products are accumulated in fp32. */
+int zoff_dev_op_gemm(zoff_dev_stream *s, bool trans_a, bool trans_b, int M, int N, int K,
+                     float alpha, const void *A, int lda, const void *B, int ldb,
+                     zoff_dtype ab_type, float beta, float *C, int ldc);
+/* out (N,OC) += bias (OC) broadcast over rows. */
+int zoff_dev_op_bias_add(zoff_dev_stream *s, float *out, const float *bias, size_t N, int OC);
+/* dbias (OC) += column sums of dout (N,OC). */
+int zoff_dev_op_bias_grad(zoff_dev_stream *s, float *dbias, const float *dout, size_t N, int OC);
+/* out[i] = a[i] + b[i]; out may alias a or b (residual add, gradient accumulation). */
+int zoff_dev_op_add(zoff_dev_stream *s, float *out, const float *a, const float *b, size_t n);
+
+/* LayerNorm over the last dimension, eps 1e-5: out (N,C), mean (N), rstd (N). */
+int zoff_dev_op_layernorm_fwd(zoff_dev_stream *s, float *out, float *mean, float *rstd,
+                              const float *inp, const float *weight, const float *bias, size_t N,
+                              int C);
+/* dinp (N,C), dweight (C), dbias (C) += from dout (N,C) and the forward's inp, mean, rstd. */
+int zoff_dev_op_layernorm_bwd(zoff_dev_stream *s, float *dinp, float *dweight, float *dbias,
+                              const float *dout, const float *inp, const float *weight,
+                              const float *mean, const float *rstd, size_t N, int C);
+
+/* GELU, tanh approximation (GPT-2): out[i] = gelu(inp[i]); out may alias inp. */
+int zoff_dev_op_gelu_fwd(zoff_dev_stream *s, float *out, const float *inp, size_t n);
+/* dinp[i] += gelu'(inp[i]) * dout[i]. */
+int zoff_dev_op_gelu_bwd(zoff_dev_stream *s, float *dinp, const float *inp, const float *dout,
+                         size_t n);
+
+/* Causal multi-head self-attention core. qkv (B,T,3C) holds q, k, v side by side, each
+ * (B,T,NH,C/NH); att (B,NH,T,T) receives the softmax probabilities (entries above the
+ * diagonal are written as 0); out (B,T,C) = att @ v per head. Scale 1/sqrt(C/NH). */
+int zoff_dev_op_attention_fwd(zoff_dev_stream *s, float *out, float *att, const float *qkv, int B,
+                              int T, int C, int NH);
+/* dqkv (B,T,3C) += from dout (B,T,C), the forward's qkv and att. scratch (B,NH,T,T) is
+ * overwritten (the gradient of the pre-softmax scores). */
+int zoff_dev_op_attention_bwd(zoff_dev_stream *s, float *dqkv, float *scratch, const float *dout,
+                              const float *qkv, const float *att, int B, int T, int C, int NH);
+
+/* Softmax over V for each of N rows of logits into probs (may alias logits), and, when
+ * targets is not NULL, losses[i] = -log probs[i, targets[i]]. */
+int zoff_dev_op_softmax_xent_fwd(zoff_dev_stream *s, float *probs, float *losses,
+                                 const float *logits, const int32_t *targets, size_t N, int V);
+/* dlogits (N,V) = (probs - onehot(targets)) * dloss: WRITES (may alias probs). dloss is the
+ * gradient of the loss wrt each row's loss, e.g. 1/N for a mean. */
+int zoff_dev_op_softmax_xent_bwd(zoff_dev_stream *s, float *dlogits, const float *probs,
+                                 const int32_t *targets, float dloss, size_t N, int V);
+
+/* out (B,T,C) = wte[tokens[b,t]] + wpe[t]; wte (V,C), wpe (>=T,C). */
+int zoff_dev_op_embedding_fwd(zoff_dev_stream *s, float *out, const int32_t *tokens,
+                              const float *wte, const float *wpe, int B, int T, int C);
+/* dwte (V,C) and dwpe (>=T,C) += from dout (B,T,C). */
+int zoff_dev_op_embedding_bwd(zoff_dev_stream *s, float *dwte, float *dwpe, const float *dout,
+                              const int32_t *tokens, int B, int T, int C);
+
+/* AdamW (decoupled weight decay), fp32 state, for the non-offloaded reference trainer:
+ * g = grad * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+ * param -= lr * (m/(1-b1^step) / (sqrt(v/(1-b2^step)) + eps) + weight_decay * param). */
+typedef struct zoff_dev_adamw_args {
+    float lr, beta1, beta2, eps, weight_decay;
+    float grad_scale; /* 1, or a clipping / loss-scale factor */
+    int step;         /* 1-based */
+} zoff_dev_adamw_args;
+int zoff_dev_op_adamw(zoff_dev_stream *s, float *param, const float *grad, float *m, float *v,
+                      size_t n, const zoff_dev_adamw_args *args);
+
 #endif

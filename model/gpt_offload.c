@@ -16,9 +16,9 @@ struct zoff_gpt_offload {
     const zoff_gpt_layout *layout;
     zoff_engine *engine;
     zoff_dtype dtype;
-    void *shadow; /* 16-bit weights the engine updates; NULL for f32 (the model's own) */
+    void *weights16; /* the model's 16-bit GEMM weights, which the engine updates; NULL in f32 */
     int *group_first, *group_count; /* tensors of each layer group */
-    int status;   /* first error raised inside a model hook */
+    int status;                     /* first error raised inside a model hook */
 };
 
 /* Before a group's forward: wait for its weights, then widen them into the model's. */
@@ -28,10 +28,10 @@ static void params_needed(void *ctx, int group, zoff_dev_stream *s) {
     int first = o->group_first[group], n = o->group_count[group];
     for (int t = first; t < first + n && !o->status; t++)
         o->status = zoff_engine_wait_params(o->engine, (size_t)t, s);
-    if (o->status || !o->shadow) return;
+    if (o->status || !o->weights16) return;
     size_t begin = o->layout->group_begin[group], end = o->layout->group_begin[group + 1];
     o->status = zoff_dev_op_cast(s, zoff_gpt_params(o->m) + begin, ZOFF_F32,
-                                 (char *)o->shadow + begin * zoff_dtype_size(o->dtype), o->dtype,
+                                 (char *)o->weights16 + begin * zoff_dtype_size(o->dtype), o->dtype,
                                  end - begin);
 }
 
@@ -46,7 +46,8 @@ static void grads_ready(void *ctx, int group, zoff_dev_stream *s) {
         void *dst;
         o->status = zoff_engine_grad_buffer(o->engine, (size_t)t, s, &dst);
         if (!o->status)
-            o->status = zoff_dev_op_cast(s, dst, o->dtype, grads + ten->offset, ZOFF_F32, ten->numel);
+            o->status =
+                zoff_dev_op_cast(s, dst, o->dtype, grads + ten->offset, ZOFF_F32, ten->numel);
         if (!o->status) o->status = zoff_engine_grad_done(o->engine, (size_t)t, s);
     }
 }
@@ -59,9 +60,12 @@ int zoff_gpt_offload_create(zoff_gpt *m, zoff_dev_stream *s, const zoff_engine_c
     o->dev = zoff_gpt_get_dev(m);
     o->s = s;
     o->layout = zoff_gpt_get_layout(m);
-    o->dtype = cfg->dtype;
+    /* the exchange format is the model's GEMM format: the engine updates the very 16-bit
+     * weights the GEMMs read (or, in f32, the model's weights) */
+    zoff_engine_config ec = *cfg;
+    ec.dtype = o->dtype = zoff_gpt_get_options(m)->matmul_dtype;
     const zoff_gpt_layout *L = o->layout;
-    size_t total = L->total, esize = zoff_dtype_size(cfg->dtype);
+    size_t total = L->total;
     float *master = malloc(total * sizeof(float));
     zoff_engine_tensor *tens = calloc((size_t)L->n_tensors, sizeof *tens);
     o->group_first = calloc((size_t)L->n_groups, sizeof(int));
@@ -75,30 +79,33 @@ int zoff_gpt_offload_create(zoff_gpt *m, zoff_dev_stream *s, const zoff_engine_c
         if (o->group_count[ten->group]++ == 0) o->group_first[ten->group] = t;
     }
     void *dparams = zoff_gpt_params(m);
-    if (!rc && cfg->dtype != ZOFF_F32) {
-        rc = zoff_dev_malloc(o->dev, total * esize, &o->shadow);
-        if (!rc) rc = zoff_dev_op_cast(s, o->shadow, cfg->dtype, dparams, ZOFF_F32, total);
+    if (!rc && o->dtype != ZOFF_F32) {
+        o->weights16 = dparams = zoff_gpt_params16(m);
+        rc = zoff_dev_op_cast(s, dparams, o->dtype, zoff_gpt_params(m), ZOFF_F32, total);
         if (!rc) rc = zoff_dev_stream_synchronize(s);
-        dparams = o->shadow;
     }
-    if (!rc) rc = zoff_engine_create(o->dev, cfg, dparams, total, tens, (size_t)L->n_tensors,
-                                     master, &o->engine);
+    if (!rc)
+        rc = zoff_engine_create(o->dev, &ec, dparams, total, tens, (size_t)L->n_tensors, master,
+                                &o->engine);
     free(master);
     free(tens);
     if (rc) {
         zoff_gpt_offload_destroy(o);
         return rc;
     }
+    if (o->weights16) zoff_gpt_set_params16_external(m, true);
     zoff_gpt_set_params_needed_hook(m, params_needed, o);
     zoff_gpt_set_grad_ready_hook(m, grads_ready, o);
     *out = o;
     return 0;
 }
 
-zoff_engine *zoff_gpt_offload_engine(zoff_gpt_offload *o) { return o->engine; }
+zoff_engine *zoff_gpt_offload_engine(zoff_gpt_offload *o) {
+    return o->engine;
+}
 
-int zoff_gpt_offload_micro_batch(zoff_gpt_offload *o, const int32_t *tokens,
-                                 const int32_t *targets, int B, int T, float *loss) {
+int zoff_gpt_offload_micro_batch(zoff_gpt_offload *o, const int32_t *tokens, const int32_t *targets,
+                                 int B, int T, float *loss) {
     float scale = 1.0f;
     int rc = zoff_engine_loss_scale(o->engine, &scale);
     if (!rc) rc = zoff_gpt_zero_grads(o->m, o->s); /* the engine accumulates on the CPU */
@@ -133,7 +140,7 @@ void zoff_gpt_offload_destroy(zoff_gpt_offload *o) {
     zoff_gpt_set_params_needed_hook(o->m, NULL, NULL);
     zoff_gpt_set_grad_ready_hook(o->m, NULL, NULL);
     zoff_engine_destroy(o->engine);
-    if (o->shadow) zoff_dev_free(o->dev, o->shadow);
+    zoff_gpt_set_params16_external(o->m, false);
     free(o->group_first);
     free(o->group_count);
     free(o);

@@ -1,7 +1,8 @@
 /* Partitions the registered tensors into gradient buckets: contiguous parameter ranges in
  * forward order, each holding whole tensors, filled greedily up to the bucket size. A tensor
  * larger than the bucket size gets a bucket of its own, so every tensor lies in exactly one
- * bucket and the trainer gets one contiguous gradient pointer per tensor. */
+ * bucket and the trainer gets one contiguous gradient pointer per tensor. Buckets tile the
+ * range from the first tensor to the end of the last one without holes. */
 #include "offload/engine_internal.h"
 #include "core/log.h"
 
@@ -30,6 +31,9 @@ int engine_build_buckets(zoff_engine *e) {
         cur->slot = -1;
         e->tensor_bucket[t] = nb - 1;
     }
+    /* buckets tile the range without holes: padding between them goes with the one before */
+    for (size_t b = 0; b + 1 < nb; b++)
+        e->buckets[b].numel = e->buckets[b + 1].offset - e->buckets[b].offset;
     e->n_buckets = nb;
     e->bucket_elems_max = 0;
     for (size_t b = 0; b < nb; b++)

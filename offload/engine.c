@@ -400,6 +400,8 @@ int zoff_engine_last_report(zoff_engine *e, zoff_engine_step_report *out) {
 void zoff_engine_get_memory(const zoff_engine *e, zoff_engine_memory *out) {
     size_t slot = e->bucket_elems_max * e->esize;
     out->n_buckets = e->n_buckets;
+    out->n_params = e->buckets[e->n_buckets - 1].offset + e->buckets[e->n_buckets - 1].numel -
+                    e->buckets[0].offset;
     out->bucket_elems_max = e->bucket_elems_max;
     out->device_bytes = (size_t)e->n_slots * (slot + 2 * sizeof(float));
     out->pinned_bytes = (size_t)(e->n_grad_ring + e->n_param_ring) * slot;

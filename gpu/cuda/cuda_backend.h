@@ -4,6 +4,7 @@
 #ifndef ZOFF_GPU_CUDA_BACKEND_H
 #define ZOFF_GPU_CUDA_BACKEND_H
 
+#include "gpu/device.h"
 #include "zoff/zoff.h"
 
 #include <cuda_runtime_api.h>
@@ -22,6 +23,7 @@ typedef struct cuda_stream {
     cudaStream_t stream;
     float *scratch; /* (2, ZOFF_CUDA_REDUCE_BLOCKS) device floats: sumsq, nonfinite */
     int ordinal;
+    void *cublas; /* cublasHandle_t bound to this stream, made at its first GEMM (ops_gemm.cu) */
 } cuda_stream;
 
 /* Turns a CUDA error into ZOFF_ECUDA with "what: message" as detail (0 if err == success). */
@@ -34,6 +36,39 @@ int zoff_cuda_launch_wait_value(cuda_stream *s, const uint32_t *flag, uint32_t v
 int zoff_cuda_launch_write_value(cuda_stream *s, uint32_t *flag, uint32_t value);
 int zoff_cuda_launch_sumsq_nonfinite(cuda_stream *s, const void *x, zoff_dtype type, size_t n,
                                      float *out);
+
+/* the model kernels, one .cu file per family */
+int zoff_cuda_cublas_create(cuda_stream *s);
+void zoff_cuda_cublas_destroy(cuda_stream *s);
+int zoff_cuda_launch_gemm(cuda_stream *s, bool trans_a, bool trans_b, int M, int N, int K,
+                          float alpha, const void *A, int lda, const void *B, int ldb,
+                          zoff_dtype ab_type, float beta, float *C, int ldc);
+int zoff_cuda_launch_add(cuda_stream *s, float *out, const float *a, const float *b, size_t n);
+int zoff_cuda_launch_bias_add(cuda_stream *s, float *out, const float *bias, size_t N, int OC);
+int zoff_cuda_launch_bias_grad(cuda_stream *s, float *dbias, const float *dout, size_t N, int OC);
+int zoff_cuda_launch_gelu_fwd(cuda_stream *s, float *out, const float *inp, size_t n);
+int zoff_cuda_launch_gelu_bwd(cuda_stream *s, float *dinp, const float *inp, const float *dout,
+                              size_t n);
+int zoff_cuda_launch_layernorm_fwd(cuda_stream *s, float *out, float *mean, float *rstd,
+                                   const float *inp, const float *weight, const float *bias,
+                                   size_t N, int C);
+int zoff_cuda_launch_layernorm_bwd(cuda_stream *s, float *dinp, float *dweight, float *dbias,
+                                   const float *dout, const float *inp, const float *weight,
+                                   const float *mean, const float *rstd, size_t N, int C);
+int zoff_cuda_launch_attention_fwd(cuda_stream *s, float *out, float *att, const float *qkv, int B,
+                                   int T, int C, int NH);
+int zoff_cuda_launch_attention_bwd(cuda_stream *s, float *dqkv, float *scratch, const float *dout,
+                                   const float *qkv, const float *att, int B, int T, int C, int NH);
+int zoff_cuda_launch_softmax_xent_fwd(cuda_stream *s, float *probs, float *losses,
+                                      const float *logits, const int32_t *targets, size_t N, int V);
+int zoff_cuda_launch_softmax_xent_bwd(cuda_stream *s, float *dlogits, const float *probs,
+                                      const int32_t *targets, float dloss, size_t N, int V);
+int zoff_cuda_launch_embedding_fwd(cuda_stream *s, float *out, const int32_t *tokens,
+                                   const float *wte, const float *wpe, int B, int T, int C);
+int zoff_cuda_launch_embedding_bwd(cuda_stream *s, float *dwte, float *dwpe, const float *dout,
+                                   const int32_t *tokens, int B, int T, int C);
+int zoff_cuda_launch_adamw(cuda_stream *s, float *param, const float *grad, float *m, float *v,
+                           size_t n, const zoff_dev_adamw_args *args);
 
 #ifdef __cplusplus
 }

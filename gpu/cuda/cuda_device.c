@@ -138,6 +138,7 @@ static int cuda_stream_create(zoff_dev *dev, void **impl) {
         rc = CK(cudaMalloc((void **)&s->scratch, 2 * ZOFF_CUDA_REDUCE_BLOCKS * sizeof(float)));
         if (rc) cudaStreamDestroy(s->stream);
     }
+
     if (rc) {
         free(s);
         return rc;
@@ -150,6 +151,7 @@ static int cuda_stream_destroy(zoff_dev *dev, void *impl) {
     cuda_stream *s = impl;
     int rc = use_gpu(dev);
     if (!rc) rc = CK(cudaStreamSynchronize(s->stream));
+    zoff_cuda_cublas_destroy(s);
     int rc2 = CK(cudaFree(s->scratch));
     int rc3 = CK(cudaStreamDestroy(s->stream));
     free(s);
@@ -249,6 +251,83 @@ static int cuda_op_sumsq_nonfinite(void *stream, const void *x, zoff_dtype type,
     return zoff_cuda_launch_sumsq_nonfinite(stream, x, type, n, out);
 }
 
+/* model kernels: the launchers live in ops_<family>.cu */
+static int cuda_op_gemm(void *stream, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                        const void *A, int lda, const void *B, int ldb, zoff_dtype ab_type,
+                        float beta, float *C, int ldc) {
+    return zoff_cuda_launch_gemm(stream, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, ab_type,
+                                 beta, C, ldc);
+}
+
+static int cuda_op_bias_add(void *stream, float *out, const float *bias, size_t N, int OC) {
+    return zoff_cuda_launch_bias_add(stream, out, bias, N, OC);
+}
+
+static int cuda_op_bias_grad(void *stream, float *dbias, const float *dout, size_t N, int OC) {
+    return zoff_cuda_launch_bias_grad(stream, dbias, dout, N, OC);
+}
+
+static int cuda_op_add(void *stream, float *out, const float *a, const float *b, size_t n) {
+    return zoff_cuda_launch_add(stream, out, a, b, n);
+}
+
+static int cuda_op_layernorm_fwd(void *stream, float *out, float *mean, float *rstd,
+                                 const float *inp, const float *weight, const float *bias, size_t N,
+                                 int C) {
+    return zoff_cuda_launch_layernorm_fwd(stream, out, mean, rstd, inp, weight, bias, N, C);
+}
+
+static int cuda_op_layernorm_bwd(void *stream, float *dinp, float *dweight, float *dbias,
+                                 const float *dout, const float *inp, const float *weight,
+                                 const float *mean, const float *rstd, size_t N, int C) {
+    return zoff_cuda_launch_layernorm_bwd(stream, dinp, dweight, dbias, dout, inp, weight, mean,
+                                          rstd, N, C);
+}
+
+static int cuda_op_gelu_fwd(void *stream, float *out, const float *inp, size_t n) {
+    return zoff_cuda_launch_gelu_fwd(stream, out, inp, n);
+}
+
+static int cuda_op_gelu_bwd(void *stream, float *dinp, const float *inp, const float *dout,
+                            size_t n) {
+    return zoff_cuda_launch_gelu_bwd(stream, dinp, inp, dout, n);
+}
+
+static int cuda_op_attention_fwd(void *stream, float *out, float *att, const float *qkv, int B,
+                                 int T, int C, int NH) {
+    return zoff_cuda_launch_attention_fwd(stream, out, att, qkv, B, T, C, NH);
+}
+
+static int cuda_op_attention_bwd(void *stream, float *dqkv, float *scratch, const float *dout,
+                                 const float *qkv, const float *att, int B, int T, int C, int NH) {
+    return zoff_cuda_launch_attention_bwd(stream, dqkv, scratch, dout, qkv, att, B, T, C, NH);
+}
+
+static int cuda_op_softmax_xent_fwd(void *stream, float *probs, float *losses, const float *logits,
+                                    const int32_t *targets, size_t N, int V) {
+    return zoff_cuda_launch_softmax_xent_fwd(stream, probs, losses, logits, targets, N, V);
+}
+
+static int cuda_op_softmax_xent_bwd(void *stream, float *dlogits, const float *probs,
+                                    const int32_t *targets, float dloss, size_t N, int V) {
+    return zoff_cuda_launch_softmax_xent_bwd(stream, dlogits, probs, targets, dloss, N, V);
+}
+
+static int cuda_op_embedding_fwd(void *stream, float *out, const int32_t *tokens, const float *wte,
+                                 const float *wpe, int B, int T, int C) {
+    return zoff_cuda_launch_embedding_fwd(stream, out, tokens, wte, wpe, B, T, C);
+}
+
+static int cuda_op_embedding_bwd(void *stream, float *dwte, float *dwpe, const float *dout,
+                                 const int32_t *tokens, int B, int T, int C) {
+    return zoff_cuda_launch_embedding_bwd(stream, dwte, dwpe, dout, tokens, B, T, C);
+}
+
+static int cuda_op_adamw(void *stream, float *param, const float *grad, float *m, float *v,
+                         size_t n, const zoff_dev_adamw_args *args) {
+    return zoff_cuda_launch_adamw(stream, param, grad, m, v, n, args);
+}
+
 static const zoff_dev_iface cuda_iface = {
     .close = cuda_close,
     .synchronize = cuda_synchronize,
@@ -276,6 +355,21 @@ static const zoff_dev_iface cuda_iface = {
     .op_cast = cuda_op_cast,
     .op_scale = cuda_op_scale,
     .op_sumsq_nonfinite = cuda_op_sumsq_nonfinite,
+    .op_gemm = cuda_op_gemm,
+    .op_bias_add = cuda_op_bias_add,
+    .op_bias_grad = cuda_op_bias_grad,
+    .op_add = cuda_op_add,
+    .op_layernorm_fwd = cuda_op_layernorm_fwd,
+    .op_layernorm_bwd = cuda_op_layernorm_bwd,
+    .op_gelu_fwd = cuda_op_gelu_fwd,
+    .op_gelu_bwd = cuda_op_gelu_bwd,
+    .op_attention_fwd = cuda_op_attention_fwd,
+    .op_attention_bwd = cuda_op_attention_bwd,
+    .op_softmax_xent_fwd = cuda_op_softmax_xent_fwd,
+    .op_softmax_xent_bwd = cuda_op_softmax_xent_bwd,
+    .op_embedding_fwd = cuda_op_embedding_fwd,
+    .op_embedding_bwd = cuda_op_embedding_bwd,
+    .op_adamw = cuda_op_adamw,
 };
 
 int zoff_dev_cuda_open(zoff_dev *dev) {

@@ -82,4 +82,33 @@ int host_op_cast(void *stream, void *dst, zoff_dtype dst_type, const void *src, 
 int host_op_scale(void *stream, void *x, zoff_dtype type, float alpha, size_t n);
 int host_op_sumsq_nonfinite(void *stream, const void *x, zoff_dtype type, size_t n, float *out);
 
+/* model kernels (ops_<family>.c) */
+int host_op_gemm(void *stream, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                 const void *A, int lda, const void *B, int ldb, zoff_dtype ab_type, float beta,
+                 float *C, int ldc);
+int host_op_bias_add(void *stream, float *out, const float *bias, size_t N, int OC);
+int host_op_bias_grad(void *stream, float *dbias, const float *dout, size_t N, int OC);
+int host_op_add(void *stream, float *out, const float *a, const float *b, size_t n);
+int host_op_layernorm_fwd(void *stream, float *out, float *mean, float *rstd, const float *inp,
+                          const float *weight, const float *bias, size_t N, int C);
+int host_op_layernorm_bwd(void *stream, float *dinp, float *dweight, float *dbias,
+                          const float *dout, const float *inp, const float *weight,
+                          const float *mean, const float *rstd, size_t N, int C);
+int host_op_gelu_fwd(void *stream, float *out, const float *inp, size_t n);
+int host_op_gelu_bwd(void *stream, float *dinp, const float *inp, const float *dout, size_t n);
+int host_op_attention_fwd(void *stream, float *out, float *att, const float *qkv, int B, int T,
+                          int C, int NH);
+int host_op_attention_bwd(void *stream, float *dqkv, float *scratch, const float *dout,
+                          const float *qkv, const float *att, int B, int T, int C, int NH);
+int host_op_softmax_xent_fwd(void *stream, float *probs, float *losses, const float *logits,
+                             const int32_t *targets, size_t N, int V);
+int host_op_softmax_xent_bwd(void *stream, float *dlogits, const float *probs,
+                             const int32_t *targets, float dloss, size_t N, int V);
+int host_op_embedding_fwd(void *stream, float *out, const int32_t *tokens, const float *wte,
+                          const float *wpe, int B, int T, int C);
+int host_op_embedding_bwd(void *stream, float *dwte, float *dwpe, const float *dout,
+                          const int32_t *tokens, int B, int T, int C);
+int host_op_adamw(void *stream, float *param, const float *grad, float *m, float *v, size_t n,
+                  const zoff_dev_adamw_args *args);
+
 #endif

@@ -4,6 +4,7 @@
 #include "gpu/host/host_backend.h"
 #include "core/log.h"
 
+#include <cblas.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -86,6 +87,21 @@ static const zoff_dev_iface host_iface = {
     .op_cast = host_op_cast,
     .op_scale = host_op_scale,
     .op_sumsq_nonfinite = host_op_sumsq_nonfinite,
+    .op_gemm = host_op_gemm,
+    .op_bias_add = host_op_bias_add,
+    .op_bias_grad = host_op_bias_grad,
+    .op_add = host_op_add,
+    .op_layernorm_fwd = host_op_layernorm_fwd,
+    .op_layernorm_bwd = host_op_layernorm_bwd,
+    .op_gelu_fwd = host_op_gelu_fwd,
+    .op_gelu_bwd = host_op_gelu_bwd,
+    .op_attention_fwd = host_op_attention_fwd,
+    .op_attention_bwd = host_op_attention_bwd,
+    .op_softmax_xent_fwd = host_op_softmax_xent_fwd,
+    .op_softmax_xent_bwd = host_op_softmax_xent_bwd,
+    .op_embedding_fwd = host_op_embedding_fwd,
+    .op_embedding_bwd = host_op_embedding_bwd,
+    .op_adamw = host_op_adamw,
 };
 
 int zoff_dev_host_open(zoff_dev *dev) {
@@ -95,6 +111,9 @@ int zoff_dev_host_open(zoff_dev *dev) {
     h->kernel_threads = dev->cfg.host_kernel_threads > 0 ? dev->cfg.host_kernel_threads
                                                          : (int)(cores > 0 ? cores : 1);
     if (dev->cfg.capacity == 0) dev->cfg.capacity = HOST_DEFAULT_CAPACITY;
+    /* Host kernels spread GEMMs over their own OpenMP team (ops_gemm.c); OpenBLAS's thread
+     * pool would compete with it for the same cores. Process-wide, set once per open. */
+    openblas_set_num_threads(1);
     pthread_mutex_init(&h->value_lock, NULL);
     pthread_cond_init(&h->value_cond, NULL);
     dev->impl = h;

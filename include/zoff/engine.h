@@ -154,6 +154,7 @@ typedef struct zoff_engine_memory {
     size_t host_bytes;   /* optimizer state in CPU memory (or NVMe staging) and grad copies */
     size_t nvme_bytes;   /* swap space */
     size_t n_buckets, bucket_elems_max;
+    size_t n_params; /* parameters the buckets cover: first tensor to the end of the last */
 } zoff_engine_memory;
 void zoff_engine_get_memory(const zoff_engine *e, zoff_engine_memory *out);
 

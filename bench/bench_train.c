@@ -1,0 +1,219 @@
+/* bench_train: training throughput of the reference trainer (forward, backward, AdamW) for
+ * one model shape on one backend, measured against the FLOP/s of one large GEMM on the same
+ * backend in the same run, so the figure is a ratio that survives a noisy machine.
+ * Prints one JSON line per measured point:
+ *   tokens_per_s, model_flops_per_s (6*N*tokens + attention, the usual MFU accounting),
+ *   gemm_flops_per_s (an M=N=K GEMM in the model's GEMM dtype, run after every timed step),
+ *   and their ratio. Both use the best of the timed runs (the least disturbed), and the
+ *   median step time is reported too.
+ * usage: bench_train [--preset gpt2|demo] [--n-layer N --n-head N --n-embd N --vocab N
+ *        --seq-len N] [--batch N] [--steps N] [--warmup N] [--dtype f32|bf16|f16]
+ *        [--gemm N] [--device host|cuda] [--capacity SIZE] [--threads N] [--ckpt]
+ * Defaults: the issue's host target: GPT-2 124M shape, fp32, batch 4 x 64. */
+#include "gpu/device.h"
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int die(const char *what, int rc) {
+    fprintf(stderr, "bench_train: %s: %s: %s\n", what, zoff_strerror(rc), zoff_last_error_detail());
+    return 1;
+}
+
+static int usage(const char *bad) {
+    fprintf(stderr, "bench_train: bad or unknown option '%s' (see the header of bench_train.c)\n",
+            bad);
+    return 2;
+}
+
+/* The in-run baseline: C (n,n) = A (n,n) @ B (n,n)^T in the model's GEMM dtype. */
+typedef struct gemm_probe {
+    zoff_dev *dev;
+    zoff_dev_stream *s;
+    int n;
+    zoff_dtype type;
+    void *a, *b;
+    float *c;
+} gemm_probe;
+
+static int probe_init(gemm_probe *g) {
+    size_t nn = (size_t)g->n * g->n;
+    float *h = malloc(nn * sizeof(float));
+    if (!h) return -12;
+    for (size_t i = 0; i < nn; i++)
+        h[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    int rc = zoff_dev_malloc(g->dev, nn * 4, &g->a);
+    if (!rc) rc = zoff_dev_malloc(g->dev, nn * 4, &g->b);
+    if (!rc) rc = zoff_dev_malloc(g->dev, nn * 4, (void **)&g->c);
+    if (!rc) rc = zoff_dev_memcpy(g->dev, g->c, h, nn * 4, ZOFF_COPY_H2D);
+    if (!rc) rc = zoff_dev_memcpy(g->dev, g->a, h, nn * 4, ZOFF_COPY_H2D);
+    if (!rc) rc = zoff_dev_memcpy(g->dev, g->b, h, nn * 4, ZOFF_COPY_H2D);
+    if (!rc && g->type != ZOFF_F32) { /* 16-bit operands: cast the data into a and b */
+        rc = zoff_dev_op_cast(g->s, g->a, g->type, g->c, ZOFF_F32, nn);
+        if (!rc) rc = zoff_dev_op_cast(g->s, g->b, g->type, g->c, ZOFF_F32, nn);
+        if (!rc) rc = zoff_dev_stream_synchronize(g->s);
+    }
+    free(h);
+    return rc;
+}
+
+static int probe_run(gemm_probe *g, double *flops_per_s) {
+    int n = g->n;
+    double t0 = now_s();
+    int rc = zoff_dev_op_gemm(g->s, false, true, n, n, n, 1.0f, g->a, n, g->b, n, g->type, 0.0f,
+                              g->c, n);
+    if (!rc) rc = zoff_dev_stream_synchronize(g->s);
+    *flops_per_s = 2.0 * n * (double)n * n / (now_s() - t0);
+    return rc;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv) {
+    zoff_log_set_callback(zoff_log_to_stderr, NULL, ZOFF_LOG_WARN);
+    zoff_gpt_config mc;
+    zoff_gpt_config_gpt2_124m(&mc);
+    int batch = 4, seq = 64, steps = 5, warmup = 2, gemm_n = 2048, threads = 0, ckpt = 0;
+    zoff_dtype dtype = ZOFF_F32;
+    zoff_dev_config dc;
+    zoff_dev_config_default(&dc);
+    dc.kind = ZOFF_DEV_HOST;
+    dc.capacity = (size_t)8 << 30;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--ckpt") == 0) {
+            ckpt = 1;
+            continue;
+        }
+        if (!v) return usage(a);
+        i++;
+        char *end = NULL;
+        long n = strtol(v, &end, 10);
+        bool num_ok = end != v && *end == 0 && n > 0;
+        if (strcmp(a, "--preset") == 0) {
+            if (strcmp(v, "gpt2") == 0)
+                zoff_gpt_config_gpt2_124m(&mc);
+            else if (strcmp(v, "demo") == 0)
+                zoff_gpt_config_default(&mc);
+            else
+                return usage(v);
+        } else if (strcmp(a, "--dtype") == 0) {
+            if (zoff_dtype_parse(v, &dtype)) return usage(v);
+        } else if (strcmp(a, "--device") == 0) {
+            if (zoff_dev_kind_parse(v, &dc.kind)) return usage(v);
+        } else if (strcmp(a, "--capacity") == 0) {
+            if (zoff_parse_size(v, &dc.capacity)) return usage(v);
+        } else if (!num_ok) {
+            return usage(a);
+        } else if (strcmp(a, "--n-layer") == 0) {
+            mc.n_layer = (int)n;
+        } else if (strcmp(a, "--n-head") == 0) {
+            mc.n_head = (int)n;
+        } else if (strcmp(a, "--n-embd") == 0) {
+            mc.n_embd = (int)n;
+        } else if (strcmp(a, "--vocab") == 0) {
+            mc.vocab_size = (int)n;
+        } else if (strcmp(a, "--seq-len") == 0) {
+            seq = (int)n;
+        } else if (strcmp(a, "--batch") == 0) {
+            batch = (int)n;
+        } else if (strcmp(a, "--steps") == 0) {
+            steps = (int)n;
+        } else if (strcmp(a, "--warmup") == 0) {
+            warmup = (int)n;
+        } else if (strcmp(a, "--gemm") == 0) {
+            gemm_n = (int)n;
+        } else if (strcmp(a, "--threads") == 0) {
+            threads = (int)n;
+        } else {
+            return usage(a);
+        }
+    }
+    if (seq > mc.seq_len) mc.seq_len = seq;
+    if (dc.kind == ZOFF_DEV_CUDA) dc.capacity = 0;
+    dc.host_kernel_threads = threads;
+    zoff_dev *dev;
+    int rc = zoff_dev_open(&dc, &dev);
+    if (rc) return die("opening the device", rc);
+    zoff_dev_stream *s;
+    if ((rc = zoff_dev_stream_create(dev, &s))) return die("stream", rc);
+
+    /* the in-run baseline, interleaved with the steps below so that both see the same
+     * machine; one warm-up run first */
+    gemm_probe probe = {dev, s, gemm_n, dtype, NULL, NULL, NULL};
+    double gemm = 0, g;
+    if ((rc = probe_init(&probe)) || (rc = probe_run(&probe, &g))) return die("gemm baseline", rc);
+
+    zoff_gpt_options go;
+    zoff_gpt_options_default(&go);
+    go.batch = batch;
+    go.seq_len = seq;
+    go.matmul_dtype = dtype;
+    go.activation_checkpoint = ckpt;
+    zoff_gpt *m;
+    if ((rc = zoff_gpt_create(dev, &mc, &go, &m))) return die("model", rc);
+    if ((rc = zoff_gpt_init_params(m, 1))) return die("init", rc);
+    zoff_trainer_config tc;
+    zoff_trainer_config_default(&tc);
+    tc.total_steps = warmup + steps;
+    zoff_trainer *tr;
+    if ((rc = zoff_trainer_create(m, s, &tc, &tr))) return die("trainer", rc);
+    int32_t *x = malloc((size_t)batch * seq * sizeof *x), *y = malloc((size_t)batch * seq * 4);
+    uint64_t rng = 7;
+    for (int i = 0; i < batch * seq; i++) {
+        x[i] = (int32_t)(zoff_rng_next(&rng) % (uint64_t)mc.vocab_size);
+        y[i] = (int32_t)(zoff_rng_next(&rng) % (uint64_t)mc.vocab_size);
+    }
+    zoff_step_stats st;
+    double *times = calloc((size_t)steps, sizeof *times), *gemms = calloc((size_t)steps, 8);
+    for (int i = 0; i < warmup + steps; i++) {
+        double t0 = now_s();
+        if ((rc = zoff_trainer_step(tr, x, y, batch, seq, &st))) return die("step", rc);
+        if ((rc = zoff_dev_stream_synchronize(s))) return die("sync", rc);
+        if (i < warmup) continue;
+        times[i - warmup] = now_s() - t0;
+        if ((rc = probe_run(&probe, &gemms[i - warmup]))) return die("gemm baseline", rc);
+    }
+    /* best of each (the least disturbed run of both), and the median step */
+    qsort(times, (size_t)steps, sizeof *times, cmp_double);
+    qsort(gemms, (size_t)steps, sizeof *gemms, cmp_double);
+    double step_s = times[0], step_med = times[steps / 2];
+    gemm = gemms[steps - 1];
+    double tokens = (double)batch * seq, flops = zoff_gpt_train_flops(&mc, batch, seq);
+    zoff_dev_mem_stats ms;
+    zoff_dev_mem_stats_get(dev, &ms);
+    printf("{\"bench\":\"train\",\"backend\":\"%s\",\"device\":\"%s\",\"n_layer\":%d,"
+           "\"n_head\":%d,\"n_embd\":%d,\"vocab_size\":%d,\"batch\":%d,\"seq_len\":%d,"
+           "\"dtype\":\"%s\",\"activation_checkpoint\":%s,\"n_params\":%zu,\"steps\":%d,"
+           "\"step_s\":%.4f,\"step_s_median\":%.4f,\"tokens_per_s\":%.1f,\"model_flops_per_step\":%"
+           ".4g,"
+           "\"model_flops_per_s\":%.4g,\"gemm_n\":%d,\"gemm_flops_per_s\":%.4g,"
+           "\"ratio\":%.3f,\"mem_peak_bytes\":%zu,\"final_loss\":%.4f}\n",
+           zoff_dev_kind_name(zoff_dev_get_kind(dev)), zoff_dev_name(dev), mc.n_layer, mc.n_head,
+           mc.n_embd, mc.vocab_size, batch, seq, zoff_dtype_name(dtype), ckpt ? "true" : "false",
+           zoff_gpt_get_layout(m)->n_params, steps, step_s, step_med, tokens / step_s, flops,
+           flops / step_s, gemm_n, gemm, flops / step_s / gemm, ms.peak, st.loss);
+    free(x);
+    free(y);
+    free(times);
+    free(gemms);
+    zoff_dev_free(dev, probe.a);
+    zoff_dev_free(dev, probe.b);
+    zoff_dev_free(dev, probe.c);
+    zoff_trainer_destroy(tr);
+    zoff_gpt_destroy(m);
+    zoff_dev_close(dev);
+    return 0;
+}

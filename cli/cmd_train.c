@@ -1,0 +1,699 @@
+/* `zoff train`: trains a GPT with the reference trainer (AdamW on the device, no offload).
+ *
+ * With no arguments it is the built-in demo: a 4-layer, 128-wide GPT trained from scratch on
+ * /usr/share/common-licenses/GPL-3 with byte tokens, about a minute on two cores. Settings
+ * come from defaults, then a --config JSON file, then flags (the later wins); every option
+ * has a flag and a JSON key (the flag's name with '_' for '-'). Output: a live progress line,
+ * OUT/metrics.jsonl (one JSON object per step and per validation), checkpoints OUT/step_N
+ * and OUT/final (model.safetensors + config.json), and a sampled generation at the end.
+ * Exit codes: 0 done, 1 run-time failure, 2 bad usage, 130 interrupted (after saving). */
+#include "cli/cli.h"
+#include "cli/train_offload.h"
+#include "model/model.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_DATA "/usr/share/common-licenses/GPL-3"
+
+typedef struct train_opts {
+    int n_layer, n_head, n_embd, vocab_size, seq_len;
+    int batch, steps, warmup, val_every, val_batches, ckpt_every, sample_tokens, top_k;
+    int log_every, threads, grad_accum;
+    double lr, min_lr_frac, weight_decay, grad_clip, temperature;
+    long long seed;
+    const char *dtype, *data, *init_from, *out, *device, *config, *prompt;
+    int activation_checkpoint;
+    double val_frac;
+    zoff_train_offload_flags off; /* --offload and the engine's settings */
+} train_opts;
+
+typedef enum opt_kind { OPT_INT, OPT_LL, OPT_FLOAT, OPT_STR, OPT_FLAG } opt_kind;
+
+typedef struct opt_spec {
+    const char *name; /* flag without "--"; JSON key with '_' */
+    opt_kind kind;
+    size_t off;
+    double min, max;
+    const char *help;
+} opt_spec;
+
+#define O(f) offsetof(train_opts, f)
+static const opt_spec specs[] = {
+    {"n-layer", OPT_INT, O(n_layer), 1, 4096, "transformer blocks (4)"},
+    {"n-head", OPT_INT, O(n_head), 1, 4096, "attention heads, divides n-embd (4)"},
+    {"n-embd", OPT_INT, O(n_embd), 1, 65536, "model width (128)"},
+    {"vocab-size", OPT_INT, O(vocab_size), 1, 1 << 20, "vocabulary (256: bytes)"},
+    {"seq-len", OPT_INT, O(seq_len), 1, 65536, "tokens per sequence (64)"},
+    {"batch", OPT_INT, O(batch), 1, 1 << 20, "sequences per step (16)"},
+    {"steps", OPT_INT, O(steps), 1, INT_MAX, "optimizer steps (500)"},
+    {"grad-accum", OPT_INT, O(grad_accum), 1, 1 << 20, "micro-batches per step (1)"},
+    {"lr", OPT_FLOAT, O(lr), 1e-12, 10, "peak learning rate (3e-3)"},
+    {"min-lr-frac", OPT_FLOAT, O(min_lr_frac), 0, 1, "cosine floor as a fraction of lr (0.1)"},
+    {"warmup", OPT_INT, O(warmup), 0, INT_MAX, "linear warm-up steps (20)"},
+    {"weight-decay", OPT_FLOAT, O(weight_decay), 0, 10, "AdamW weight decay (0.1)"},
+    {"grad-clip", OPT_FLOAT, O(grad_clip), 0, 1e9, "global norm clip, 0 = off (1.0)"},
+    {"dtype", OPT_STR, O(dtype), 0, 0, "GEMM operand type: f32, bf16, f16 (f32)"},
+    {"activation-checkpoint", OPT_FLAG, O(activation_checkpoint), 0, 1,
+     "recompute each block in backward"},
+    {"data", OPT_STR, O(data), 0, 0, "text file (byte tokens) or llm.c .bin tokens"},
+    {"val-frac", OPT_FLOAT, O(val_frac), 1e-6, 0.9, "validation split at the end (0.1)"},
+    {"val-every", OPT_INT, O(val_every), 0, INT_MAX, "validate every N steps, 0 = end only (50)"},
+    {"val-batches", OPT_INT, O(val_batches), 1, 1 << 20, "batches per validation (4)"},
+    {"init-from", OPT_STR, O(init_from), 0, 0, "checkpoint dir, .safetensors or llm.c .bin"},
+    {"out", OPT_STR, O(out), 0, 0, "output directory (zoff_out)"},
+    {"ckpt-every", OPT_INT, O(ckpt_every), 0, INT_MAX, "checkpoint every N steps, 0 = end (100)"},
+    {"sample-tokens", OPT_INT, O(sample_tokens), 0, 1 << 20, "tokens to generate at the end (300)"},
+    {"temperature", OPT_FLOAT, O(temperature), 1e-3, 100, "sampling temperature (0.8)"},
+    {"top-k", OPT_INT, O(top_k), 0, 1 << 20, "sample from the k most likely, 0 = all (40)"},
+    {"prompt", OPT_STR, O(prompt), 0, 0, "text to start the sample with (byte vocab)"},
+    {"seed", OPT_LL, O(seed), 0, 9e15, "random seed (1337)"},
+    {"log-every", OPT_INT, O(log_every), 1, INT_MAX, "progress line refresh, steps (1)"},
+    {"device", OPT_STR, O(device), 0, 0, "auto, cuda or host (ZOFF_DEVICE or auto)"},
+    {"threads", OPT_INT, O(threads), 0, 4096, "host backend kernel threads, 0 = all cores (0)"},
+    {"offload", OPT_STR, O(off.offload), 0, 0, "optimizer state: none (on the device), cpu, nvme"},
+    {"nvme-path", OPT_STR, O(off.nvme_path), 0, 0, "swap directory for --offload nvme"},
+    {"schedule", OPT_STR, O(off.schedule), 0, 0, "offload schedule: sync, overlap, dpu (sync)"},
+    {"moments", OPT_STR, O(off.moments), 0, 0, "offloaded Adam moments: f32, bf16 (f32)"},
+    {"bucket-size", OPT_STR, O(off.bucket_size), 0, 0, "offload gradient bucket (32MiB)"},
+    {"dpu-warmup", OPT_INT, O(off.dpu_warmup), 0, INT_MAX, "sync steps before DPU (2)"},
+    {"trace", OPT_STR, O(off.trace), 0, 0, "offload: write a Chrome/Perfetto trace here"},
+    {"config", OPT_STR, O(config), 0, 0, "JSON file with any of these options"},
+};
+
+static void defaults(train_opts *o) {
+    memset(o, 0, sizeof *o);
+    zoff_gpt_config c;
+    zoff_gpt_config_default(&c);
+    o->n_layer = c.n_layer;
+    o->n_head = c.n_head;
+    o->n_embd = c.n_embd;
+    o->vocab_size = c.vocab_size;
+    o->seq_len = c.seq_len;
+    o->batch = 16;
+    o->steps = 500;
+    o->grad_accum = 1;
+    o->lr = 3e-3;
+    o->min_lr_frac = 0.1;
+    o->warmup = 20;
+    o->weight_decay = 0.1;
+    o->grad_clip = 1.0;
+    o->dtype = "f32";
+    o->data = DEFAULT_DATA;
+    o->val_frac = 0.1;
+    o->val_every = 50;
+    o->val_batches = 4;
+    o->out = "zoff_out";
+    o->ckpt_every = 100;
+    o->sample_tokens = 300;
+    o->temperature = 0.8;
+    o->top_k = 40;
+    o->prompt = "This program is ";
+    o->seed = 1337;
+    o->log_every = 1;
+    o->off.offload = "none";
+    o->off.schedule = "sync";
+    o->off.moments = "f32";
+    o->off.bucket_size = "32MiB";
+    o->off.dpu_warmup = 2;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: zoff train [options]\n\n"
+               "Trains a GPT without offload (the reference trainer). With no options: the\n"
+               "built-in demo on " DEFAULT_DATA " (byte tokens, about a minute).\n\n");
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        const opt_spec *s = &specs[i];
+        const char *arg = s->kind == OPT_FLAG    ? ""
+                          : s->kind == OPT_STR   ? " S"
+                          : s->kind == OPT_FLOAT ? " X"
+                                                 : " N";
+        fprintf(f, "  --%s%-*s %s\n", s->name, (int)(26 - strlen(s->name) - strlen(arg)), arg,
+                s->help);
+    }
+    fprintf(f,
+            "\nEvery option is also a key of the --config JSON file (with _ for -).\n"
+            "Environment: ZOFF_DEVICE, ZOFF_HOST_DEVICE_MEM (host device capacity), ZOFF_LOG.\n");
+}
+
+/* Sets one option from text; prints what is wrong and returns -1 on a bad value. */
+static int set_value(train_opts *o, const opt_spec *s, const char *text, const char *src) {
+    void *p = (char *)o + s->off;
+    char *end = NULL;
+    errno = 0;
+    switch (s->kind) {
+    case OPT_INT:
+    case OPT_LL: {
+        long long v = strtoll(text, &end, 10);
+        if (errno || end == text || *end || v < (long long)s->min || v > (long long)s->max) {
+            fprintf(stderr, "zoff train: %s%s '%s': not an integer in %.0f..%.0f\n", src, s->name,
+                    text, s->min, s->max);
+            return -1;
+        }
+        if (s->kind == OPT_INT)
+            *(int *)p = (int)v;
+        else
+            *(long long *)p = v;
+        return 0;
+    }
+    case OPT_FLOAT: {
+        double v = strtod(text, &end);
+        if (errno || end == text || *end || !isfinite(v) || v < s->min || v > s->max) {
+            fprintf(stderr, "zoff train: %s%s '%s': not a number in %g..%g\n", src, s->name, text,
+                    s->min, s->max);
+            return -1;
+        }
+        *(double *)p = v;
+        return 0;
+    }
+    case OPT_STR:
+        if (!*text) {
+            fprintf(stderr, "zoff train: %s%s: empty value\n", src, s->name);
+            return -1;
+        }
+        *(const char **)p = text;
+        return 0;
+    case OPT_FLAG:
+        if (strcmp(text, "1") && strcmp(text, "true") && strcmp(text, "0") &&
+            strcmp(text, "false")) {
+            fprintf(stderr, "zoff train: %s%s '%s': expected true or false\n", src, s->name, text);
+            return -1;
+        }
+        *(int *)p = text[0] == '1' || text[0] == 't';
+        return 0;
+    }
+    return -1;
+}
+
+static const opt_spec *find_spec(const char *name, size_t len) {
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        const char *n = specs[i].name;
+        if (strlen(n) != len) continue;
+        size_t k = 0;
+        while (k < len && (n[k] == name[k] || (n[k] == '-' && name[k] == '_')))
+            k++;
+        if (k == len) return &specs[i];
+    }
+    return NULL;
+}
+
+/* Applies a --config JSON file; strings it returns stay owned by *doc. */
+static int apply_config_file(train_opts *o, const char *path, cJSON **doc) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "zoff train: --config %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    *doc = cJSON_Parse(buf);
+    if (!*doc || !cJSON_IsObject(*doc)) {
+        fprintf(stderr, "zoff train: --config %s: not a JSON object\n", path);
+        return -1;
+    }
+    char src[600];
+    snprintf(src, sizeof src, "%s: key ", path);
+    for (cJSON *it = (*doc)->child; it; it = it->next) {
+        /* Hugging Face config.json keys are accepted too */
+        const char *key = strcmp(it->string, "n_positions") == 0 ? "seq_len" : it->string;
+        const opt_spec *s = find_spec(key, strlen(key));
+        if (!s || strcmp(key, "config") == 0) {
+            if (strcmp(key, "n_ctx") == 0 || strcmp(key, "model_type") == 0 ||
+                strcmp(key, "architectures") == 0 || strcmp(key, "activation_function") == 0 ||
+                strcmp(key, "layer_norm_epsilon") == 0 || strcmp(key, "tie_word_embeddings") == 0)
+                continue;
+            fprintf(stderr, "zoff train: %s: unknown key \"%s\"\n", path, it->string);
+            return -1;
+        }
+        char text[64];
+        const char *val = text;
+        if (cJSON_IsString(it))
+            val = it->valuestring;
+        else if (cJSON_IsBool(it))
+            val = cJSON_IsTrue(it) ? "true" : "false";
+        else if (cJSON_IsNumber(it))
+            snprintf(text, sizeof text, "%.17g", it->valuedouble);
+        else {
+            fprintf(stderr, "zoff train: %s: key \"%s\" has a value of the wrong type\n", path,
+                    it->string);
+            return -1;
+        }
+        if (set_value(o, s, val, src)) return -1;
+    }
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, train_opts *o, cJSON **doc) {
+    /* the config file first, so that flags override it */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--config=", 9) == 0 && apply_config_file(o, a + 9, doc)) return -1;
+        if (strcmp(a, "--config") == 0 && i + 1 < argc && apply_config_file(o, argv[i + 1], doc))
+            return -1;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "zoff train: unexpected argument '%s' (options start with --)\n", a);
+            return -1;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const opt_spec *s = find_spec(name, len);
+        if (!s || strchr(name, '_')) {
+            fprintf(stderr, "zoff train: unknown option '%.*s' (see zoff train --help)\n",
+                    (int)(len + 2), a);
+            return -1;
+        }
+        const char *val;
+        if (eq)
+            val = eq + 1;
+        else if (s->kind == OPT_FLAG)
+            val = "true";
+        else if (i + 1 < argc)
+            val = argv[++i];
+        else {
+            fprintf(stderr, "zoff train: --%s needs a value\n", s->name);
+            return -1;
+        }
+        if (s == &specs[sizeof specs / sizeof specs[0] - 1]) continue; /* --config: done */
+        if (set_value(o, s, val, "--")) return -1;
+    }
+    zoff_dtype t;
+    if (zoff_dtype_parse(o->dtype, &t) != 0) {
+        fprintf(stderr, "zoff train: --dtype '%s': expected f32, bf16 or f16\n", o->dtype);
+        return -1;
+    }
+    if (o->n_embd % o->n_head != 0) {
+        fprintf(stderr, "zoff train: --n-head %d must divide --n-embd %d\n", o->n_head, o->n_embd);
+        return -1;
+    }
+    return 0;
+}
+
+/* --- run ----------------------------------------------------------------------------- */
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig) {
+    (void)sig;
+    interrupted = 1;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void fmt_bytes(char *buf, size_t n, double b) {
+    if (b >= 1024.0 * 1024 * 1024)
+        snprintf(buf, n, "%.2f GiB", b / (1024.0 * 1024 * 1024));
+    else
+        snprintf(buf, n, "%.1f MiB", b / (1024.0 * 1024));
+}
+
+static void fmt_time(char *buf, size_t n, double s) {
+    int t = (int)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, n, "%d:%02d", t / 60, t % 60);
+}
+
+typedef struct run {
+    train_opts o;
+    zoff_dev *dev;
+    zoff_dev_stream *s;
+    zoff_gpt *m;
+    zoff_trainer *tr;
+    zoff_gpt_offload *off; /* --offload cpu|nvme: the engine owns the optimizer */
+    zoff_trainer_config tc;
+    uint64_t rng;
+    zoff_dataset ds;
+    FILE *metrics;
+    int32_t *x, *y;
+    bool tty;
+} run;
+
+static int fail(const char *what, int rc) {
+    fprintf(stderr, "\nzoff train: %s: %s: %s\n", what, zoff_strerror(rc),
+            zoff_last_error_detail());
+    return 1;
+}
+
+static int validate(run *r, float *val_loss) {
+    uint64_t rng = 0x5eed ^ (uint64_t)r->o.seed; /* the same batches every time */
+    double sum = 0;
+    for (int i = 0; i < r->o.val_batches; i++) {
+        zoff_dataset_batch(&r->ds, true, r->o.batch, r->o.seq_len, &rng, r->x, r->y);
+        float l;
+        int rc = zoff_gpt_forward(r->m, r->s, r->x, r->y, r->o.batch, r->o.seq_len, &l);
+        if (rc) return rc;
+        sum += l;
+    }
+    *val_loss = (float)(sum / r->o.val_batches);
+    return 0;
+}
+
+static int save(run *r, const char *name, int step) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/%s", r->o.out, name);
+    /* offloaded: the fp32 master weights live in the engine */
+    int rc = r->off ? zoff_gpt_offload_sync_model(r->off) : 0;
+    if (!rc) rc = zoff_gpt_checkpoint_save(r->m, dir);
+    if (rc) return rc;
+    if (r->metrics) {
+        fprintf(r->metrics, "{\"step\":%d,\"checkpoint\":\"%s\"}\n", step, dir);
+        fflush(r->metrics);
+    }
+    return 0;
+}
+
+static void print_sample(run *r) {
+    int V = r->o.vocab_size, T = r->o.seq_len, n = r->o.sample_tokens;
+    if (n == 0) return;
+    bool bytes = r->ds.is_text && V == 256;
+    int cap = n + (int)strlen(r->o.prompt) + 1;
+    int32_t *seq = malloc((size_t)cap * sizeof *seq);
+    float *probs = malloc((size_t)V * sizeof *probs);
+    if (!seq || !probs) goto out;
+    int len = 0;
+    if (bytes)
+        for (const char *c = r->o.prompt; *c; c++)
+            seq[len++] = (unsigned char)*c;
+    if (len == 0) seq[len++] = V > 50256 ? 50256 : 0; /* GPT-2's <|endoftext|> */
+    uint64_t rng = (uint64_t)r->o.seed + 77;
+    printf("\n--- sample (%d tokens, temperature %.2f, top-k %d) ---\n", n, r->o.temperature,
+           r->o.top_k);
+    if (bytes) fwrite(r->o.prompt, 1, strlen(r->o.prompt), stdout);
+    for (int i = 0; i < n; i++) {
+        int start = len > T ? len - T : 0, w = len - start;
+        int rc = zoff_gpt_forward(r->m, r->s, seq + start, NULL, 1, w, NULL);
+        if (!rc) rc = zoff_gpt_probs_row(r->m, r->s, 0, w - 1, probs);
+        if (rc) {
+            fail("sampling", rc);
+            break;
+        }
+        int t = zoff_sample_token(probs, V, (float)r->o.temperature, r->o.top_k, &rng);
+        seq[len++] = t;
+        if (bytes)
+            putchar(t);
+        else
+            printf("%d ", t);
+        fflush(stdout);
+    }
+    printf("\n--- end of sample ---\n");
+out:
+    free(seq);
+    free(probs);
+}
+
+static void next_train_batch(void *ctx, const int32_t **x, const int32_t **y, int *B, int *T) {
+    run *r = ctx;
+    zoff_dataset_batch(&r->ds, false, r->o.batch, r->o.seq_len, &r->rng, r->x, r->y);
+    *x = r->x;
+    *y = r->y;
+    *B = r->o.batch;
+    *T = r->o.seq_len;
+}
+
+/* The offload part of a step's metrics line and progress line. */
+static void offload_metrics(run *r, const zoff_engine_step_report *rep, char *json, size_t jn,
+                            char *line, size_t ln) {
+    json[0] = line[0] = '\0';
+    if (!r->off || rep->step < 0) return;
+    double n = (double)zoff_gpt_get_layout(r->m)->total;
+    snprintf(json, jn,
+             ",\"offload\":{\"step\":%lld,\"pcie_d2h_bytes\":%llu,\"pcie_h2d_bytes\":%llu,"
+             "\"nvme_read_bytes\":%llu,\"nvme_write_bytes\":%llu,\"cpu_adam_ms\":%.3f,"
+             "\"cpu_wait_grad_ms\":%.3f,\"nvme_wait_ms\":%.3f,\"update_ms\":%.3f,"
+             "\"loss_scale\":%g,\"clip_coef\":%.4g}",
+             (long long)rep->step, (unsigned long long)rep->pcie_d2h_bytes,
+             (unsigned long long)rep->pcie_h2d_bytes, (unsigned long long)rep->nvme_read_bytes,
+             (unsigned long long)rep->nvme_write_bytes, rep->cpu_adam_ms, rep->cpu_wait_grad_ms,
+             rep->nvme_wait_ms, rep->step_ms, rep->loss_scale, rep->clip_coef);
+    snprintf(line, ln, " | PCIe %.1f B/p, adam %.0f ms",
+             (double)(rep->pcie_d2h_bytes + rep->pcie_h2d_bytes) / n, rep->cpu_adam_ms);
+    if (r->o.off.offload[0] == 'n') {
+        size_t k = strlen(line);
+        snprintf(line + k, ln - k, ", NVMe %.1f B/p",
+                 (double)(rep->nvme_read_bytes + rep->nvme_write_bytes) / n);
+    }
+}
+
+static int train(run *r) {
+    train_opts *o = &r->o;
+    int rc;
+    char buf[64];
+    double t0 = now_s(), last = t0;
+    float val_loss = NAN;
+    zoff_step_stats st = {0};
+    r->rng = (uint64_t)o->seed;
+    size_t tokens_per_step = (size_t)o->batch * o->seq_len * o->grad_accum;
+    double ema_tps = 0;
+    int done = 0;
+    zoff_engine_step_report rep = {.step = -1};
+    char off_json[512], off_line[96];
+    for (int step = 1; step <= o->steps && !interrupted; step++) {
+        if (r->off) {
+            rc = zoff_train_offload_step(r->off, &r->tc, step, o->grad_accum, next_train_batch, r,
+                                         &st, &rep);
+            if (rc) return fail("offloaded step", rc);
+        } else {
+            for (int k = 0; k < o->grad_accum; k++) {
+                zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &r->rng, r->x, r->y);
+                if ((rc = zoff_trainer_compute_grads(r->tr, r->x, r->y, o->batch, o->seq_len,
+                                                     k == 0, NULL)))
+                    return fail("forward/backward", rc);
+            }
+            if ((rc = zoff_trainer_optimizer_step(r->tr, &st))) return fail("optimizer step", rc);
+        }
+        done = step;
+        offload_metrics(r, &rep, off_json, sizeof off_json, off_line, sizeof off_line);
+        double t = now_s(), dt = t - last;
+        last = t;
+        double tps = tokens_per_step / (dt > 0 ? dt : 1e-9);
+        ema_tps = step == 1 ? tps : 0.9 * ema_tps + 0.1 * tps;
+        zoff_dev_mem_stats ms;
+        zoff_dev_mem_stats_get(r->dev, &ms);
+        fprintf(r->metrics,
+                "{\"step\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,"
+                "\"elapsed_s\":%.3f,\"mem_used_bytes\":%zu,\"mem_peak_bytes\":%zu%s%s}\n",
+                step, st.loss, st.lr, st.grad_norm, tps, t - t0, ms.used, ms.peak,
+                st.skipped ? ",\"skipped\":true" : "", off_json);
+        bool do_val = o->val_every > 0 && step % o->val_every == 0;
+        if (do_val || step == o->steps) {
+            if ((rc = validate(r, &val_loss))) return fail("validation", rc);
+            fprintf(r->metrics, "{\"step\":%d,\"val_loss\":%.6f}\n", step, val_loss);
+        }
+        fflush(r->metrics);
+        if (o->ckpt_every > 0 && step % o->ckpt_every == 0 && step != o->steps) {
+            snprintf(buf, sizeof buf, "step_%d", step);
+            if ((rc = save(r, buf, step))) return fail("checkpoint", rc);
+        }
+        if (step % o->log_every == 0 || step == o->steps || do_val) {
+            char eta[32], used[32], peak[32], vl[32] = "";
+            fmt_time(eta, sizeof eta, (o->steps - step) * tokens_per_step / ema_tps);
+            fmt_bytes(used, sizeof used, (double)ms.used);
+            fmt_bytes(peak, sizeof peak, (double)ms.peak);
+            if (!isnan(val_loss)) snprintf(vl, sizeof vl, " | val %.4f", val_loss);
+            bool line_end = !r->tty && (do_val || step == o->steps || step == 1);
+            if (r->tty || line_end) {
+                printf("%sstep %*d/%d | loss %.4f%s | lr %.2e | %.0f tok/s | ETA %s | "
+                       "mem %s / peak %s%s%s",
+                       r->tty ? "\r\033[K" : "", (int)snprintf(NULL, 0, "%d", o->steps), step,
+                       o->steps, st.loss, vl, st.lr, ema_tps, eta, used, peak, off_line,
+                       r->tty && !do_val ? "" : "\n");
+                fflush(stdout);
+            }
+        }
+    }
+    if (r->tty) printf("\n");
+    if (!r->off) done = zoff_trainer_get_step(r->tr); /* skipped steps do not count */
+    if ((rc = save(r, "final", done))) return fail("final checkpoint", rc);
+    printf("trained %d steps in %.1f s: loss %.4f, val loss %.4f; checkpoint %s/final, metrics "
+           "%s/metrics.jsonl\n",
+           done, now_s() - t0, st.loss, val_loss, o->out, o->out);
+    if (interrupted) {
+        printf("interrupted: saved after step %d\n", done);
+        return 130;
+    }
+    print_sample(r);
+    return 0;
+}
+
+static int mkdir_p(const char *dir) {
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", dir);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(tmp, 0777) && errno != EEXIST) return -errno;
+            *p = '/';
+        }
+    return mkdir(tmp, 0777) && errno != EEXIST ? -errno : 0;
+}
+
+int zoff_cmd_train(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        }
+    run r;
+    memset(&r, 0, sizeof r);
+    defaults(&r.o);
+    cJSON *doc = NULL;
+    if (parse_args(argc, argv, &r.o, &doc)) {
+        cJSON_Delete(doc);
+        return 2;
+    }
+    train_opts *o = &r.o;
+    zoff_dev_config dc;
+    if (zoff_cli_device_config(&dc, o->device) != 0) {
+        cJSON_Delete(doc);
+        return 2;
+    }
+    dc.host_kernel_threads = o->threads;
+    int ret = 1, rc;
+    zoff_gpt_config mc = {o->n_layer, o->n_head, o->n_embd, o->vocab_size, o->seq_len};
+    if (o->init_from) {
+        /* the checkpoint decides the model's shape; --seq-len may only shorten the window */
+        if ((rc = zoff_gpt_checkpoint_config(o->init_from, &mc))) {
+            fail("--init-from", rc);
+            goto out;
+        }
+        o->n_layer = mc.n_layer;
+        o->n_head = mc.n_head;
+        o->n_embd = mc.n_embd;
+        o->vocab_size = mc.vocab_size;
+        if (o->seq_len > mc.seq_len) o->seq_len = mc.seq_len;
+    }
+    if ((rc = zoff_gpt_config_validate(&mc))) {
+        fprintf(stderr, "zoff train: %s\n", zoff_last_error_detail());
+        ret = 2;
+        goto out;
+    }
+    if ((rc = zoff_dataset_load(o->data, (float)o->val_frac, o->seq_len, &r.ds))) {
+        fail("--data", rc);
+        goto out;
+    }
+    if (r.ds.max_token >= o->vocab_size) {
+        fprintf(stderr,
+                "zoff train: --data %s holds token id %d but --vocab-size is %d (llm.c GPT-2 "
+                "tokens need --vocab-size 50257)\n",
+                o->data, r.ds.max_token, o->vocab_size);
+        ret = 2;
+        goto out;
+    }
+    zoff_gpt_options go;
+    zoff_gpt_options_default(&go);
+    go.batch = o->batch;
+    go.seq_len = o->seq_len;
+    go.activation_checkpoint = o->activation_checkpoint;
+    zoff_dtype_parse(o->dtype, &go.matmul_dtype);
+    zoff_trainer_config tc;
+    zoff_trainer_config_default(&tc);
+    tc.lr = (float)o->lr;
+    tc.min_lr_frac = (float)o->min_lr_frac;
+    tc.warmup_steps = o->warmup;
+    tc.total_steps = o->steps;
+    tc.weight_decay = (float)o->weight_decay;
+    tc.grad_clip = (float)o->grad_clip;
+
+    if ((rc = zoff_dev_open(&dc, &r.dev))) {
+        fail("opening the device", rc);
+        goto out;
+    }
+    if ((rc = zoff_dev_stream_create(r.dev, &r.s))) {
+        fail("creating a stream", rc);
+        goto out;
+    }
+    if ((rc = zoff_gpt_create(r.dev, &mc, &go, &r.m))) {
+        fail("creating the model", rc);
+        goto out;
+    }
+    rc = o->init_from ? zoff_gpt_checkpoint_load(r.m, o->init_from)
+                      : zoff_gpt_init_params(r.m, (uint64_t)o->seed);
+    if (rc) {
+        fail(o->init_from ? "--init-from" : "initializing parameters", rc);
+        goto out;
+    }
+    r.tc = tc;
+    zoff_engine_config ec;
+    bool offload;
+    if (zoff_train_offload_configure(&o->off, &tc, o->grad_accum, &ec, &offload)) {
+        ret = 2;
+        goto out;
+    }
+    if (offload) {
+        if ((rc = zoff_gpt_offload_create(r.m, r.s, &ec, &r.off))) {
+            fail("starting the offload engine", rc);
+            goto out;
+        }
+    } else if ((rc = zoff_trainer_create(r.m, r.s, &tc, &r.tr))) {
+        fail("creating the trainer", rc);
+        goto out;
+    }
+    if ((rc = mkdir_p(o->out))) {
+        fprintf(stderr, "zoff train: --out %s: %s\n", o->out, strerror(-rc));
+        goto out;
+    }
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", o->out);
+    r.metrics = fopen(path, "w");
+    if (!r.metrics) {
+        fprintf(stderr, "zoff train: %s: %s\n", path, strerror(errno));
+        goto out;
+    }
+    r.x = malloc((size_t)o->batch * o->seq_len * sizeof(int32_t));
+    r.y = malloc((size_t)o->batch * o->seq_len * sizeof(int32_t));
+    if (!r.x || !r.y) {
+        fprintf(stderr, "zoff train: out of memory\n");
+        goto out;
+    }
+    r.tty = isatty(STDOUT_FILENO);
+    const zoff_gpt_layout *l = zoff_gpt_get_layout(r.m);
+    char mem[32];
+    fmt_bytes(mem, sizeof mem, (double)zoff_gpt_device_bytes(r.m));
+    printf(
+        "zoff train: %s | GPT %d layers, %d heads, %d wide, vocab %d, %.2fM params | "
+        "batch %dx%d x%d, %d steps, lr %g, %s%s | data %s (%zu tokens, %zu train) | model memory "
+        "%s\n",
+        zoff_dev_name(r.dev), mc.n_layer, mc.n_head, mc.n_embd, mc.vocab_size,
+        (double)l->n_params / 1e6, o->batch, o->seq_len, o->grad_accum, o->steps, o->lr, o->dtype,
+        o->activation_checkpoint ? ", activation checkpointing" : "", o->data, r.ds.n_tokens,
+        r.ds.n_train, mem);
+    fprintf(r.metrics,
+            "{\"config\":{\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,\"vocab_size\":%d,"
+            "\"seq_len\":%d,\"batch\":%d,\"steps\":%d,\"lr\":%g,\"dtype\":\"%s\",\"device\":\"%s\","
+            "\"data\":\"%s\",\"n_params\":%zu}}\n",
+            mc.n_layer, mc.n_head, mc.n_embd, mc.vocab_size, o->seq_len, o->batch, o->steps, o->lr,
+            o->dtype, zoff_dev_kind_name(zoff_dev_get_kind(r.dev)), o->data, l->n_params);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
+    ret = train(&r);
+out:
+    if (r.metrics) fclose(r.metrics);
+    free(r.x);
+    free(r.y);
+    zoff_trainer_destroy(r.tr);
+    zoff_gpt_offload_destroy(r.off);
+    zoff_gpt_destroy(r.m);
+    zoff_dataset_free(&r.ds);
+    if (r.dev) zoff_dev_close(r.dev);
+    cJSON_Delete(doc);
+    return ret;
+}

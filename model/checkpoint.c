@@ -1,0 +1,622 @@
+/* Checkpoint I/O for the GPT model: Hugging Face model.safetensors + config.json (read and
+ * written in the Hugging Face GPT-2 layout) and llm.c's gpt2 .bin (read and written).
+ *
+ * Parsers treat files as untrusted: every length, offset and shape is checked before use and
+ * errors name the file and the tensor or key (ZOFF_EFORMAT malformed, ZOFF_ESHAPE wrong shape,
+ * ZOFF_ECONFIG bad config values). Writers go to "PATH.tmp" and rename, so a failed save never
+ * destroys the previous checkpoint. Conv1D weights (c_attn, c_proj, c_fc) are stored (in, out)
+ * in Hugging Face files and (out, in) in zoff's layout: they are transposed on the way. */
+#include "model/model.h"
+#include "core/half.h"
+#include "core/log.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MOD              "checkpoint"
+#define ST_MAX_HEADER    (100u << 20)
+#define LLMC_MODEL_MAGIC 20240326
+#define LLMC_HEADER_INTS 256
+
+/* --- config.json ------------------------------------------------------------------------- */
+
+static int json_int(const cJSON *o, const char *what, const char *key, int *out, bool required) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v) {
+        if (required) return zoff_fail(ZOFF_EFORMAT, MOD, "%s: missing key \"%s\"", what, key);
+        return 1;
+    }
+    double d = cJSON_IsNumber(v) ? v->valuedouble : -1.0;
+    if (!cJSON_IsNumber(v) || d != (double)(int)d || d < 1 || d > INT_MAX)
+        return zoff_fail(ZOFF_ECONFIG, MOD, "%s: \"%s\" must be a positive integer", what, key);
+    *out = (int)d;
+    return 0;
+}
+
+int zoff_gpt_config_parse_json(const char *text, const char *what, zoff_gpt_config *cfg) {
+    cJSON *doc = cJSON_Parse(text);
+    if (!doc || !cJSON_IsObject(doc)) {
+        cJSON_Delete(doc);
+        return zoff_fail(ZOFF_EFORMAT, MOD, "%s: not a JSON object", what);
+    }
+    zoff_gpt_config c;
+    int rc = json_int(doc, what, "n_layer", &c.n_layer, true);
+    if (!rc) rc = json_int(doc, what, "n_head", &c.n_head, true);
+    if (!rc) rc = json_int(doc, what, "n_embd", &c.n_embd, true);
+    if (!rc) rc = json_int(doc, what, "vocab_size", &c.vocab_size, true);
+    if (!rc) {
+        rc = json_int(doc, what, "n_positions", &c.seq_len, false);
+        if (rc == 1) rc = json_int(doc, what, "n_ctx", &c.seq_len, false);
+        if (rc == 1) rc = json_int(doc, what, "seq_len", &c.seq_len, false);
+        if (rc == 1)
+            rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: missing key \"n_positions\" (or n_ctx)", what);
+    }
+    cJSON_Delete(doc);
+    if (rc) return rc;
+    if ((rc = zoff_gpt_config_validate(&c))) {
+        char detail[512];
+        snprintf(detail, sizeof detail, "%s", zoff_last_error_detail());
+        return zoff_fail(rc, MOD, "%s: %s", what, detail);
+    }
+    *cfg = c;
+    return 0;
+}
+
+static int read_file(const char *path, char **data, size_t *size, size_t limit) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return zoff_fail(-errno, MOD, "%s: cannot open: %s", path, strerror(errno));
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            if (cap > limit + 8192) {
+                free(buf);
+                fclose(f);
+                return zoff_fail(ZOFF_EFORMAT, MOD, "%s: larger than %zu bytes", path, limit);
+            }
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return -ENOMEM;
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (err) {
+        free(buf);
+        return zoff_fail(-EIO, MOD, "%s: read error", path);
+    }
+    buf[n] = 0;
+    *data = buf;
+    *size = n;
+    return 0;
+}
+
+int zoff_gpt_config_load_json(const char *path, zoff_gpt_config *cfg) {
+    char *text = NULL;
+    size_t n = 0;
+    int rc = read_file(path, &text, &n, 16u << 20);
+    if (rc) return rc;
+    rc = zoff_gpt_config_parse_json(text, path, cfg);
+    free(text);
+    return rc;
+}
+
+/* Writes `size` bytes to path via path.tmp + rename. */
+static int write_atomic(const char *path, const void *a, size_t na, const void *b, size_t nb) {
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return zoff_fail(-ENAMETOOLONG, MOD, "%s: path too long", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return zoff_fail(-errno, MOD, "%s: cannot create: %s", tmp, strerror(errno));
+    int ok = fwrite(a, 1, na, f) == na && (!nb || fwrite(b, 1, nb, f) == nb);
+    ok = fflush(f) == 0 && ok;
+    int err = errno;
+    ok = fclose(f) == 0 && ok;
+    if (!ok) {
+        unlink(tmp);
+        return zoff_fail(-(err ? err : EIO), MOD, "%s: write failed: %s", tmp,
+                         strerror(err ? err : EIO));
+    }
+    if (rename(tmp, path) != 0) {
+        err = errno;
+        unlink(tmp);
+        return zoff_fail(-err, MOD, "%s: rename from %s failed: %s", path, tmp, strerror(err));
+    }
+    return 0;
+}
+
+int zoff_gpt_config_save_json(const char *path, const zoff_gpt_config *cfg) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return -ENOMEM;
+    cJSON *arch = cJSON_AddArrayToObject(o, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
+    cJSON_AddStringToObject(o, "model_type", "gpt2");
+    cJSON_AddNumberToObject(o, "n_layer", cfg->n_layer);
+    cJSON_AddNumberToObject(o, "n_head", cfg->n_head);
+    cJSON_AddNumberToObject(o, "n_embd", cfg->n_embd);
+    cJSON_AddNumberToObject(o, "vocab_size", cfg->vocab_size);
+    cJSON_AddNumberToObject(o, "n_positions", cfg->seq_len);
+    cJSON_AddNumberToObject(o, "n_ctx", cfg->seq_len);
+    cJSON_AddStringToObject(o, "activation_function", "gelu_new");
+    cJSON_AddNumberToObject(o, "layer_norm_epsilon", 1e-5);
+    cJSON_AddBoolToObject(o, "tie_word_embeddings", 1);
+    char *text = cJSON_Print(o);
+    cJSON_Delete(o);
+    if (!text) return -ENOMEM;
+    int rc = write_atomic(path, text, strlen(text), "\n", 1);
+    cJSON_free(text);
+    return rc;
+}
+
+/* --- safetensors -------------------------------------------------------------------------- */
+
+static bool is_conv1d(zoff_gpt_tensor_kind k) {
+    return k == ZOFF_GPT_QKV_W || k == ZOFF_GPT_ATTPROJ_W || k == ZOFF_GPT_FC_W ||
+           k == ZOFF_GPT_FCPROJ_W;
+}
+
+/* The shape a tensor has in a Hugging Face file. */
+static void hf_shape(const zoff_gpt_tensor *t, int64_t shape[2]) {
+    shape[0] = t->shape[0];
+    shape[1] = t->shape[1];
+    if (is_conv1d(t->kind)) {
+        shape[0] = t->shape[1];
+        shape[1] = t->shape[0];
+    }
+}
+
+static int st_dtype(const char *s, zoff_dtype *t) {
+    if (strcmp(s, "F32") == 0)
+        *t = ZOFF_F32;
+    else if (strcmp(s, "F16") == 0)
+        *t = ZOFF_F16;
+    else if (strcmp(s, "BF16") == 0)
+        *t = ZOFF_BF16;
+    else
+        return -1;
+    return 0;
+}
+
+static float load_elem(const uint8_t *p, zoff_dtype t, size_t i) {
+    if (t == ZOFF_F32) {
+        float f;
+        memcpy(&f, p + 4 * i, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return t == ZOFF_F16 ? zoff_f16_to_f32(h) : zoff_bf16_to_f32(h);
+}
+
+static int json_u64(const cJSON *v, uint64_t *out) {
+    if (!cJSON_IsNumber(v)) return -1;
+    double d = v->valuedouble;
+    if (d < 0 || d > 9007199254740992.0 || d != (double)(uint64_t)d) return -1;
+    *out = (uint64_t)d;
+    return 0;
+}
+
+int zoff_safetensors_parse_gpt(const uint8_t *data, size_t size, const char *what,
+                               const zoff_gpt_layout *layout, float *params) {
+    if (size < 8)
+        return zoff_fail(ZOFF_EFORMAT, MOD, "%s: truncated: %zu bytes, no header length", what,
+                         size);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | data[i];
+    if (hlen > size - 8 || hlen > ST_MAX_HEADER)
+        return zoff_fail(ZOFF_EFORMAT, MOD,
+                         "%s: header length %" PRIu64 " exceeds the file (%zu bytes): truncated "
+                         "or not safetensors",
+                         what, hlen, size);
+    cJSON *hdr = cJSON_ParseWithLength((const char *)data + 8, (size_t)hlen);
+    if (!hdr || !cJSON_IsObject(hdr)) {
+        cJSON_Delete(hdr);
+        return zoff_fail(ZOFF_EFORMAT, MOD, "%s: header is not a JSON object", what);
+    }
+    const uint8_t *body = data + 8 + hlen;
+    uint64_t body_size = size - 8 - hlen;
+    int rc = 0;
+    memset(params, 0, layout->total * sizeof *params);
+    for (int ti = 0; ti < layout->n_tensors && !rc; ti++) {
+        const zoff_gpt_tensor *t = &layout->tensors[ti];
+        char alt[96];
+        snprintf(alt, sizeof alt, "transformer.%s", t->name);
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(hdr, t->name);
+        if (!e) e = cJSON_GetObjectItemCaseSensitive(hdr, alt);
+        if (!e) {
+            rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: missing tensor \"%s\"", what, t->name);
+            break;
+        }
+        const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+        const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
+        const cJSON *of = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+        zoff_dtype type;
+        if (!cJSON_IsString(dt) || st_dtype(dt->valuestring, &type) != 0) {
+            rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: tensor \"%s\": dtype %s is not F32, F16 or BF16",
+                           what, t->name, cJSON_IsString(dt) ? dt->valuestring : "(missing)");
+            break;
+        }
+        int64_t want[2];
+        hf_shape(t, want);
+        int nd = cJSON_IsArray(sh) ? cJSON_GetArraySize(sh) : -1;
+        bool shape_ok = nd == t->ndim;
+        uint64_t dims[2] = {0, 0};
+        for (int d = 0; shape_ok && d < nd; d++)
+            shape_ok =
+                json_u64(cJSON_GetArrayItem(sh, d), &dims[d]) == 0 && dims[d] == (uint64_t)want[d];
+        if (!shape_ok) {
+            char got[96] = "(not a shape)";
+            if (nd >= 0) {
+                char *tx = cJSON_PrintUnformatted(sh);
+                if (tx) snprintf(got, sizeof got, "%s", tx);
+                cJSON_free(tx);
+            }
+            if (t->ndim == 2)
+                rc = zoff_fail(ZOFF_ESHAPE, MOD,
+                               "%s: tensor \"%s\": shape %s, expected [%" PRId64 ",%" PRId64 "]",
+                               what, t->name, got, want[0], want[1]);
+            else
+                rc = zoff_fail(ZOFF_ESHAPE, MOD,
+                               "%s: tensor \"%s\": shape %s, expected [%" PRId64 "]", what, t->name,
+                               got, want[0]);
+            break;
+        }
+        uint64_t b = 0, en = 0;
+        if (!cJSON_IsArray(of) || cJSON_GetArraySize(of) != 2 ||
+            json_u64(cJSON_GetArrayItem(of, 0), &b) || json_u64(cJSON_GetArrayItem(of, 1), &en) ||
+            b > en) {
+            rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: tensor \"%s\": bad data_offsets", what, t->name);
+            break;
+        }
+        uint64_t need = (uint64_t)t->numel * zoff_dtype_size(type);
+        if (en - b != need) {
+            rc = zoff_fail(ZOFF_EFORMAT, MOD,
+                           "%s: tensor \"%s\": data_offsets span %" PRIu64
+                           " bytes, shape needs %" PRIu64,
+                           what, t->name, en - b, need);
+            break;
+        }
+        if (en > body_size) {
+            rc = zoff_fail(ZOFF_EFORMAT, MOD,
+                           "%s: tensor \"%s\": data ends at byte %" PRIu64 " of a %" PRIu64
+                           "-byte data section: file truncated",
+                           what, t->name, en, body_size);
+            break;
+        }
+        const uint8_t *src = body + b;
+        float *dst = params + t->offset;
+        if (is_conv1d(t->kind)) {
+            size_t out = (size_t)t->shape[0], in = (size_t)t->shape[1]; /* file (in, out) */
+            for (size_t i = 0; i < in; i++)
+                for (size_t o = 0; o < out; o++)
+                    dst[o * in + i] = load_elem(src, type, i * out + o);
+        } else {
+            for (size_t i = 0; i < t->numel; i++)
+                dst[i] = load_elem(src, type, i);
+        }
+    }
+    cJSON_Delete(hdr);
+    return rc;
+}
+
+static int map_file(const char *path, const uint8_t **data, size_t *size) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return zoff_fail(-errno, MOD, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
+        close(fd);
+        return zoff_fail(-e, MOD, "%s: stat failed: %s", path, strerror(e));
+    }
+    *size = (size_t)sb.st_size;
+    if (*size == 0) {
+        close(fd);
+        *data = NULL;
+        return 0;
+    }
+    void *p = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
+    close(fd);
+    if (p == MAP_FAILED) return zoff_fail(-e, MOD, "%s: mmap failed: %s", path, strerror(e));
+    *data = p;
+    return 0;
+}
+
+int zoff_safetensors_load_gpt(const char *path, const zoff_gpt_layout *layout, float *params) {
+    const uint8_t *data = NULL;
+    size_t size = 0;
+    int rc = map_file(path, &data, &size);
+    if (rc) return rc;
+    static const uint8_t empty[1];
+    rc = zoff_safetensors_parse_gpt(size ? data : empty, size, path, layout, params);
+    if (size) munmap((void *)data, size);
+    return rc;
+}
+
+int zoff_safetensors_save_gpt(const char *path, const zoff_gpt_layout *layout,
+                              const float *params) {
+    cJSON *hdr = cJSON_CreateObject();
+    if (!hdr) return -ENOMEM;
+    cJSON *meta = cJSON_AddObjectToObject(hdr, "__metadata__");
+    cJSON_AddStringToObject(meta, "format", "pt");
+    uint64_t off = 0;
+    for (int ti = 0; ti < layout->n_tensors; ti++) {
+        const zoff_gpt_tensor *t = &layout->tensors[ti];
+        cJSON *e = cJSON_AddObjectToObject(hdr, t->name);
+        cJSON_AddStringToObject(e, "dtype", "F32");
+        int64_t s[2];
+        hf_shape(t, s);
+        cJSON *sh = cJSON_AddArrayToObject(e, "shape");
+        for (int d = 0; d < t->ndim; d++)
+            cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)s[d]));
+        cJSON *of = cJSON_AddArrayToObject(e, "data_offsets");
+        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)off));
+        off += (uint64_t)t->numel * 4;
+        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)off));
+    }
+    char *text = cJSON_PrintUnformatted(hdr);
+    cJSON_Delete(hdr);
+    if (!text) return -ENOMEM;
+    size_t tl = strlen(text), hl = (tl + 7) / 8 * 8; /* pad the header with spaces to 8 */
+    size_t total = 8 + hl + (size_t)off;
+    uint8_t *buf = malloc(total);
+    if (!buf) {
+        cJSON_free(text);
+        return -ENOMEM;
+    }
+    for (int i = 0; i < 8; i++)
+        buf[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    memcpy(buf + 8, text, tl);
+    memset(buf + 8 + tl, ' ', hl - tl);
+    cJSON_free(text);
+    float *body = (float *)(buf + 8 + hl); /* 8-aligned: hl is a multiple of 8 */
+    for (int ti = 0; ti < layout->n_tensors; ti++) {
+        const zoff_gpt_tensor *t = &layout->tensors[ti];
+        const float *src = params + t->offset;
+        if (is_conv1d(t->kind)) {
+            size_t out = (size_t)t->shape[0], in = (size_t)t->shape[1];
+            for (size_t i = 0; i < in; i++)
+                for (size_t o = 0; o < out; o++)
+                    body[i * out + o] = src[o * in + i];
+        } else {
+            memcpy(body, src, t->numel * sizeof(float));
+        }
+        body += t->numel;
+    }
+    int rc = write_atomic(path, buf, total, NULL, 0);
+    free(buf);
+    return rc;
+}
+
+/* --- llm.c .bin --------------------------------------------------------------------------- */
+
+/* llm.c's parameter order: each kind over all layers, then the next kind. */
+static const zoff_gpt_tensor_kind llmc_order[16] = {
+    ZOFF_GPT_WTE,      ZOFF_GPT_WPE,      ZOFF_GPT_LN1_W,     ZOFF_GPT_LN1_B,
+    ZOFF_GPT_QKV_W,    ZOFF_GPT_QKV_B,    ZOFF_GPT_ATTPROJ_W, ZOFF_GPT_ATTPROJ_B,
+    ZOFF_GPT_LN2_W,    ZOFF_GPT_LN2_B,    ZOFF_GPT_FC_W,      ZOFF_GPT_FC_B,
+    ZOFF_GPT_FCPROJ_W, ZOFF_GPT_FCPROJ_B, ZOFF_GPT_LNF_W,     ZOFF_GPT_LNF_B};
+
+int zoff_llmc_load_gpt(const char *path, zoff_gpt_config *cfg, const zoff_gpt_layout *layout,
+                       float *params) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return zoff_fail(-errno, MOD, "%s: cannot open: %s", path, strerror(errno));
+    int32_t h[LLMC_HEADER_INTS];
+    int rc = 0;
+    float *row = NULL;
+    if (fread(h, sizeof(int32_t), LLMC_HEADER_INTS, f) != LLMC_HEADER_INTS) {
+        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: truncated: no 1024-byte llm.c header", path);
+        goto out;
+    }
+    if (h[0] != LLMC_MODEL_MAGIC) {
+        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: bad magic %d (an llm.c model file has %d)", path,
+                       h[0], LLMC_MODEL_MAGIC);
+        goto out;
+    }
+    if (h[1] != 3 && h[1] != 5) {
+        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: version %d is not supported (3: fp32, 5: bf16)",
+                       path, h[1]);
+        goto out;
+    }
+    zoff_gpt_config c = {
+        .seq_len = h[2], .vocab_size = h[3], .n_layer = h[4], .n_head = h[5], .n_embd = h[6]};
+    int Vp = h[7] > 0 ? h[7] : h[3];
+    if ((rc = zoff_gpt_config_validate(&c)) || Vp < c.vocab_size) {
+        char d[400];
+        snprintf(d, sizeof d, "%s", rc ? zoff_last_error_detail() : "padded vocab < vocab");
+        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: header: %s", path, d);
+        goto out;
+    }
+    if (cfg) *cfg = c;
+    if (!params) goto out;
+    if (layout->n_groups != c.n_layer + 2 ||
+        zoff_gpt_layout_find(layout, ZOFF_GPT_WTE, 0)->shape[0] != c.vocab_size ||
+        zoff_gpt_layout_find(layout, ZOFF_GPT_WPE, 0)->shape[0] != c.seq_len ||
+        zoff_gpt_layout_find(layout, ZOFF_GPT_WTE, 0)->shape[1] != c.n_embd) {
+        rc = zoff_fail(ZOFF_ESHAPE, MOD, "%s: model shape does not match the layout", path);
+        goto out;
+    }
+    size_t es = h[1] == 3 ? 4 : 2;
+    zoff_dtype type = h[1] == 3 ? ZOFF_F32 : ZOFF_BF16;
+    memset(params, 0, layout->total * sizeof *params);
+    size_t C = (size_t)c.n_embd;
+    size_t rows = (size_t)Vp;
+    if ((size_t)c.seq_len > rows) rows = (size_t)c.seq_len;
+    if (4 * C > rows) rows = 4 * C;
+    row = malloc(rows * C * es); /* the largest tensor */
+    if (!row) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (int k = 0; k < 16; k++) {
+        zoff_gpt_tensor_kind kind = llmc_order[k];
+        bool per_layer = kind != ZOFF_GPT_WTE && kind != ZOFF_GPT_WPE && kind != ZOFF_GPT_LNF_W &&
+                         kind != ZOFF_GPT_LNF_B;
+        for (int l = 0; l < (per_layer ? c.n_layer : 1); l++) {
+            const zoff_gpt_tensor *t = zoff_gpt_layout_find(layout, kind, l);
+            size_t n = kind == ZOFF_GPT_WTE ? (size_t)Vp * C : t->numel; /* wte is padded */
+            if (fread(row, es, n, f) != n) {
+                rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: truncated in tensor \"%s\"", path, t->name);
+                goto out;
+            }
+            for (size_t i = 0; i < t->numel; i++)
+                params[t->offset + i] = load_elem((const uint8_t *)row, type, i);
+        }
+    }
+out:
+    free(row);
+    fclose(f);
+    return rc;
+}
+
+int zoff_llmc_save_gpt(const char *path, const zoff_gpt_config *cfg, const zoff_gpt_layout *layout,
+                       const float *params) {
+    int32_t h[LLMC_HEADER_INTS] = {0};
+    h[0] = LLMC_MODEL_MAGIC;
+    h[1] = 3;
+    h[2] = cfg->seq_len;
+    h[3] = cfg->vocab_size;
+    h[4] = cfg->n_layer;
+    h[5] = cfg->n_head;
+    h[6] = cfg->n_embd;
+    h[7] = cfg->vocab_size;
+    float *body = malloc(layout->n_params * sizeof(float));
+    if (!body) return -ENOMEM;
+    size_t n = 0;
+    for (int k = 0; k < 16; k++) {
+        zoff_gpt_tensor_kind kind = llmc_order[k];
+        bool per_layer = kind != ZOFF_GPT_WTE && kind != ZOFF_GPT_WPE && kind != ZOFF_GPT_LNF_W &&
+                         kind != ZOFF_GPT_LNF_B;
+        for (int l = 0; l < (per_layer ? cfg->n_layer : 1); l++) {
+            const zoff_gpt_tensor *t = zoff_gpt_layout_find(layout, kind, l);
+            memcpy(body + n, params + t->offset, t->numel * sizeof(float));
+            n += t->numel;
+        }
+    }
+    int rc = write_atomic(path, h, sizeof h, body, n * sizeof(float));
+    free(body);
+    return rc;
+}
+
+/* --- directory checkpoints ----------------------------------------------------------------- */
+
+static bool is_dir(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+static int mkdir_p(const char *dir) {
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s", dir) >= (int)sizeof tmp)
+        return zoff_fail(-ENAMETOOLONG, MOD, "%s: path too long", dir);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(tmp, 0777) != 0 && errno != EEXIST)
+                return zoff_fail(-errno, MOD, "%s: cannot create: %s", tmp, strerror(errno));
+            *p = '/';
+        }
+    if (mkdir(tmp, 0777) != 0 && errno != EEXIST)
+        return zoff_fail(-errno, MOD, "%s: cannot create: %s", tmp, strerror(errno));
+    return 0;
+}
+
+int zoff_gpt_checkpoint_save(zoff_gpt *m, const char *dir) {
+    int rc = mkdir_p(dir);
+    if (rc) return rc;
+    const zoff_gpt_layout *l = zoff_gpt_get_layout(m);
+    float *p = malloc(l->total * sizeof *p);
+    if (!p) return -ENOMEM;
+    char path[PATH_MAX];
+    rc = zoff_gpt_params_to_host(m, p);
+    if (!rc) {
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        rc = zoff_safetensors_save_gpt(path, l, p);
+    }
+    if (!rc) {
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        rc = zoff_gpt_config_save_json(path, zoff_gpt_get_config(m));
+    }
+    free(p);
+    return rc;
+}
+
+/* Resolves a checkpoint path to its weights file and config file (NULL for .bin). */
+static int resolve(const char *path, char *weights, char *config) {
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return zoff_fail(-errno, MOD, "%s: no such checkpoint (a directory, .safetensors or .bin)",
+                         path);
+    if (is_dir(path)) {
+        snprintf(weights, PATH_MAX, "%s/model.safetensors", path);
+        snprintf(config, PATH_MAX, "%s/config.json", path);
+        return 0;
+    }
+    if (ends_with(path, ".bin")) {
+        snprintf(weights, PATH_MAX, "%s", path);
+        config[0] = 0;
+        return 0;
+    }
+    snprintf(weights, PATH_MAX, "%s", path);
+    const char *slash = strrchr(path, '/');
+    if (slash)
+        snprintf(config, PATH_MAX, "%.*s/config.json", (int)(slash - path), path);
+    else
+        snprintf(config, PATH_MAX, "config.json");
+    return 0;
+}
+
+int zoff_gpt_checkpoint_config(const char *path, zoff_gpt_config *cfg) {
+    char weights[PATH_MAX], config[PATH_MAX];
+    int rc = resolve(path, weights, config);
+    if (rc) return rc;
+    if (!config[0]) return zoff_llmc_load_gpt(weights, cfg, NULL, NULL);
+    return zoff_gpt_config_load_json(config, cfg);
+}
+
+int zoff_gpt_checkpoint_load(zoff_gpt *m, const char *path) {
+    char weights[PATH_MAX], config[PATH_MAX];
+    int rc = resolve(path, weights, config);
+    if (rc) return rc;
+    zoff_gpt_config c;
+    rc = zoff_gpt_checkpoint_config(path, &c);
+    if (rc) return rc;
+    const zoff_gpt_config *mc = zoff_gpt_get_config(m);
+    if (memcmp(&c, mc, sizeof c) != 0)
+        return zoff_fail(ZOFF_ESHAPE, MOD,
+                         "%s: checkpoint is n_layer=%d n_head=%d n_embd=%d vocab_size=%d "
+                         "seq_len=%d but the model is %d/%d/%d/%d/%d",
+                         path, c.n_layer, c.n_head, c.n_embd, c.vocab_size, c.seq_len, mc->n_layer,
+                         mc->n_head, mc->n_embd, mc->vocab_size, mc->seq_len);
+    const zoff_gpt_layout *l = zoff_gpt_get_layout(m);
+    float *p = malloc(l->total * sizeof *p);
+    if (!p) return -ENOMEM;
+    rc = config[0] ? zoff_safetensors_load_gpt(weights, l, p)
+                   : zoff_llmc_load_gpt(weights, NULL, l, p);
+    if (!rc) rc = zoff_gpt_params_from_host(m, p);
+    free(p);
+    return rc;
+}

@@ -1,0 +1,420 @@
+/* The GPT model on the host backend: the flat layout's invariants, a finite-difference
+ * gradient check of the whole tiny model (fp32), activation checkpointing giving the same
+ * gradients, bf16/fp16 GEMM modes close to fp32, the trainer's phases and optimizer hook, the
+ * grad-ready hook order, and a tiny model overfitting one batch. */
+#include "model/model.h"
+#include "tests/test_util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+static zoff_dev *dev;
+static zoff_dev_stream *st;
+
+static void tiny_config(zoff_gpt_config *c) {
+    c->n_layer = 2;
+    c->n_head = 2;
+    c->n_embd = 16;
+    c->vocab_size = 23;
+    c->seq_len = 8;
+}
+
+static void test_layout(void) {
+    zoff_gpt_config c;
+    zoff_gpt_config_gpt2_124m(&c);
+    zoff_gpt_layout l;
+    REQUIRE_OK(zoff_gpt_layout_build(&c, &l));
+    CHECK_EQ_INT(l.n_params, 124439808); /* GPT-2 small with 1024 positions, tied head */
+    CHECK_EQ_INT(l.n_groups, 14);
+    CHECK_EQ_INT(l.group_begin[0], 0);
+    CHECK_EQ_INT(l.group_begin[l.n_groups], l.total);
+    size_t prev_end = 0;
+    for (int i = 0; i < l.n_tensors; i++) {
+        const zoff_gpt_tensor *t = &l.tensors[i];
+        CHECK(t->offset % ZOFF_GPT_ALIGN == 0);
+        CHECK(t->offset >= prev_end);
+        CHECK(t->offset - prev_end < ZOFF_GPT_ALIGN);
+        CHECK(t->offset >= l.group_begin[t->group] &&
+              t->offset + t->numel <= l.group_begin[t->group + 1]);
+        prev_end = t->offset + t->numel;
+        CHECK(zoff_gpt_layout_find_name(&l, t->name) == t);
+        CHECK(zoff_gpt_layout_find(&l, t->kind, t->layer) == t);
+    }
+    const zoff_gpt_tensor *t = zoff_gpt_layout_find(&l, ZOFF_GPT_QKV_W, 5);
+    CHECK(strcmp(t->name, "h.5.attn.c_attn.weight") == 0);
+    CHECK(t->shape[0] == 3 * 768 && t->shape[1] == 768 && t->group == 6 && t->weight_decay);
+    CHECK(!zoff_gpt_layout_find(&l, ZOFF_GPT_LN1_B, 5)->weight_decay);
+    zoff_gpt_layout_free(&l);
+    c.n_head = 5;
+    CHECK(zoff_gpt_config_validate(&c) == ZOFF_ECONFIG);
+    CHECK(strstr(zoff_last_error_detail(), "n_head") != NULL);
+}
+
+static void random_params(zoff_gpt *m, unsigned long long seed, float *h) {
+    const zoff_gpt_layout *l = zoff_gpt_get_layout(m);
+    memset(h, 0, l->total * sizeof *h);
+    for (int i = 0; i < l->n_tensors; i++) {
+        const zoff_gpt_tensor *t = &l->tensors[i];
+        int is_lnw =
+            t->kind == ZOFF_GPT_LN1_W || t->kind == ZOFF_GPT_LN2_W || t->kind == ZOFF_GPT_LNF_W;
+        for (size_t j = 0; j < t->numel; j++)
+            h[t->offset + j] =
+                is_lnw ? zoff_test_randf(&seed, 0.8f, 1.2f) : zoff_test_randf(&seed, -0.3f, 0.3f);
+    }
+    REQUIRE_OK(zoff_gpt_params_from_host(m, h));
+}
+
+static void make_batch(int B, int T, int V, unsigned long long seed, int32_t *x, int32_t *y) {
+    for (int i = 0; i < B * T; i++) {
+        x[i] = (int32_t)(zoff_test_rand(&seed) % V);
+        y[i] = (int32_t)(zoff_test_rand(&seed) % V);
+    }
+}
+
+static void grads(zoff_gpt *m, const int32_t *x, const int32_t *y, int B, int T, float *g,
+                  float *loss) {
+    REQUIRE_OK(zoff_gpt_zero_grads(m, st));
+    REQUIRE_OK(zoff_gpt_forward(m, st, x, y, B, T, loss));
+    REQUIRE_OK(zoff_gpt_backward(m, st, 1.0f));
+    REQUIRE_OK(zoff_gpt_grads_to_host(m, g));
+}
+
+static void test_whole_model_gradients(void) {
+    zoff_gpt_config c;
+    tiny_config(&c);
+    zoff_gpt_options o;
+    zoff_gpt_options_default(&o);
+    o.batch = 2;
+    o.seq_len = 6;
+    zoff_gpt *m;
+    REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &m));
+    CHECK(zoff_gpt_params16(m) == NULL);
+    const zoff_gpt_layout *l = zoff_gpt_get_layout(m);
+    float *p = malloc(l->total * 4), *g = malloc(l->total * 4), *g2 = malloc(l->total * 4);
+    random_params(m, 7, p);
+    int32_t x[12], y[12];
+    make_batch(2, 6, c.vocab_size, 99, x, y);
+    float loss;
+    grads(m, x, y, 2, 6, g, &loss);
+    CHECK(isfinite(loss) && loss > 0);
+    /* padding between tensors gets no gradient */
+    for (int i = 0; i + 1 < l->n_tensors; i++)
+        for (size_t j = l->tensors[i].offset + l->tensors[i].numel; j < l->tensors[i + 1].offset;
+             j++)
+            CHECK(g[j] == 0.0f);
+
+    /* central differences on a few coordinates of every tensor */
+    unsigned long long rng = 5;
+    int bad = 0, checked = 0;
+    const float eps = 1e-2f;
+    for (int ti = 0; ti < l->n_tensors; ti++) {
+        const zoff_gpt_tensor *t = &l->tensors[ti];
+        for (int k = 0; k < 4; k++) {
+            size_t i = t->offset + (size_t)(zoff_test_rand(&rng) % t->numel);
+            if (t->kind == ZOFF_GPT_WTE && k < 2) i = t->offset + (size_t)x[k] * c.n_embd + k;
+            float orig = p[i], lp, lm;
+            p[i] = orig + eps;
+            REQUIRE_OK(zoff_gpt_params_from_host(m, p));
+            REQUIRE_OK(zoff_gpt_forward(m, st, x, y, 2, 6, &lp));
+            p[i] = orig - eps;
+            REQUIRE_OK(zoff_gpt_params_from_host(m, p));
+            REQUIRE_OK(zoff_gpt_forward(m, st, x, y, 2, 6, &lm));
+            p[i] = orig;
+            double fd = ((double)lp - lm) / (2.0 * eps);
+            checked++;
+            if (fabs(fd - g[i]) > 1e-3 + 5e-2 * fabs(fd)) {
+                fprintf(stderr, "%s[%zu]: analytic %.6g, finite difference %.6g\n", t->name,
+                        i - t->offset, g[i], fd);
+                bad++;
+            }
+        }
+    }
+    REQUIRE_OK(zoff_gpt_params_from_host(m, p));
+    printf("whole-model gradient check: %d coordinates, %d off\n", checked, bad);
+    CHECK_EQ_INT(bad, 0);
+
+    /* activation checkpointing: the same gradients */
+    zoff_gpt *mc;
+    o.activation_checkpoint = true;
+    REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &mc));
+    CHECK(zoff_gpt_device_bytes(mc) < zoff_gpt_device_bytes(m));
+    REQUIRE_OK(zoff_gpt_params_from_host(mc, p));
+    float loss2;
+    grads(mc, x, y, 2, 6, g2, &loss2);
+    CHECK(loss2 == loss);
+    double maxd = 0;
+    for (size_t i = 0; i < l->total; i++)
+        maxd = fmax(maxd, fabs(g2[i] - g[i]));
+    CHECK(maxd <= 1e-6);
+    zoff_gpt_destroy(mc);
+
+    /* bf16 / fp16 GEMM operands: close to fp32 */
+    zoff_dtype types[2] = {ZOFF_BF16, ZOFF_F16};
+    for (int k = 0; k < 2; k++) {
+        o.activation_checkpoint = false;
+        o.matmul_dtype = types[k];
+        zoff_gpt *mb;
+        REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &mb));
+        REQUIRE_OK(zoff_gpt_params_from_host(mb, p));
+        float lb;
+        grads(mb, x, y, 2, 6, g2, &lb);
+        double num = 0, den = 0;
+        for (size_t i = 0; i < l->total; i++) {
+            num += (g2[i] - g[i]) * (double)(g2[i] - g[i]);
+            den += (double)g[i] * g[i];
+        }
+        double gerr = sqrt(num / den), lerr = fabs(lb - loss) / loss;
+        printf("%s vs f32: loss rel diff %.3g, grad normalized error %.3g\n",
+               zoff_dtype_name(types[k]), lerr, gerr);
+        CHECK(lerr < 1e-2);
+        CHECK(gerr < (types[k] == ZOFF_BF16 ? 5e-2 : 1e-2));
+        /* an owner that manages the 16-bit weights: the GEMMs read them, not the fp32 copy */
+        size_t total = zoff_gpt_get_layout(mb)->total;
+        CHECK(zoff_gpt_params16(mb) != NULL);
+        zoff_gpt_set_params16_external(mb, true);
+        float lz;
+        REQUIRE_OK(zoff_dev_memset_async(st, zoff_gpt_params16(mb), 0, total * 2));
+        REQUIRE_OK(zoff_gpt_forward(mb, st, x, y, 2, 6, &lz));
+        CHECK(fabsf(lz - logf((float)c.vocab_size)) < 1e-3f); /* zero weights: uniform logits */
+        REQUIRE_OK(zoff_dev_op_cast(st, zoff_gpt_params16(mb), types[k], zoff_gpt_params(mb),
+                                    ZOFF_F32, total));
+        REQUIRE_OK(zoff_gpt_forward(mb, st, x, y, 2, 6, &lz));
+        CHECK(lz == lb);
+        zoff_gpt_destroy(mb);
+    }
+    free(p), free(g), free(g2);
+    zoff_gpt_destroy(m);
+}
+
+typedef struct hook_log {
+    int groups[64];
+    int n;
+} hook_log;
+
+static void on_group(void *ctx, int group, zoff_dev_stream *s) {
+    hook_log *h = ctx;
+    (void)s;
+    if (h->n < 64) h->groups[h->n++] = group;
+}
+
+typedef struct opt_hook {
+    int calls;
+    int last_step;
+    float last_lr, last_scale;
+} opt_hook;
+
+static int my_step(void *ctx, zoff_dev_stream *s, const zoff_optimizer_step_args *a) {
+    opt_hook *h = ctx;
+    (void)s;
+    h->calls++;
+    h->last_step = a->step;
+    h->last_lr = a->lr;
+    h->last_scale = a->grad_scale;
+    return 0; /* parameters untouched */
+}
+
+static void test_overfit_and_hooks(void) {
+    zoff_gpt_config c;
+    tiny_config(&c);
+    zoff_gpt_options o;
+    zoff_gpt_options_default(&o);
+    o.batch = 2;
+    o.seq_len = 8;
+    zoff_gpt *m;
+    REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &m));
+    REQUIRE_OK(zoff_gpt_init_params(m, 1));
+    hook_log hl = {0};
+    zoff_gpt_set_grad_ready_hook(m, on_group, &hl);
+    zoff_trainer_config tc;
+    zoff_trainer_config_default(&tc);
+    tc.lr = 1e-2f;
+    tc.warmup_steps = 5;
+    tc.total_steps = 150;
+    tc.weight_decay = 0.0f;
+    zoff_trainer *tr;
+    REQUIRE_OK(zoff_trainer_create(m, st, &tc, &tr));
+    int32_t x[16], y[16];
+    make_batch(2, 8, c.vocab_size, 3, x, y);
+    zoff_step_stats s0, s;
+    REQUIRE_OK(zoff_trainer_step(tr, x, y, 2, 8, &s0));
+    /* the grad-ready hook saw ln_f, blocks in reverse, then the embeddings */
+    CHECK_EQ_INT(hl.n, 4);
+    CHECK(hl.groups[0] == 3 && hl.groups[1] == 2 && hl.groups[2] == 1 && hl.groups[3] == 0);
+    zoff_gpt_set_grad_ready_hook(m, NULL, NULL);
+    for (int i = 1; i < 150; i++)
+        REQUIRE_OK(zoff_trainer_step(tr, x, y, 2, 8, &s));
+    printf("overfit: loss %.4f -> %.4f\n", s0.loss, s.loss);
+    CHECK(s0.loss > 2.5f);
+    CHECK(s.loss < 0.3f);
+    CHECK_EQ_INT(zoff_trainer_get_step(tr), 150);
+
+    /* an optimizer hook takes over the step: parameters stay as they are */
+    opt_hook oh = {0};
+    zoff_trainer_set_optimizer(tr, my_step, &oh);
+    float l1, l2;
+    REQUIRE_OK(zoff_trainer_compute_grads(tr, x, y, 2, 4, true, &l1));
+    REQUIRE_OK(zoff_trainer_compute_grads(tr, x + 8, y + 8, 2, 4, false, &l2));
+    REQUIRE_OK(zoff_trainer_optimizer_step(tr, &s));
+    CHECK_EQ_INT(oh.calls, 1);
+    CHECK_EQ_INT(oh.last_step, 151);
+    CHECK(fabsf(s.loss - 0.5f * (l1 + l2)) < 1e-6f);
+    CHECK(oh.last_scale > 0.0f && oh.last_scale <= 0.5f); /* two micro-batches averaged */
+    float before, after;
+    REQUIRE_OK(zoff_gpt_forward(m, st, x, y, 2, 8, &before));
+    REQUIRE_OK(zoff_trainer_step(tr, x, y, 2, 8, &s));
+    REQUIRE_OK(zoff_gpt_forward(m, st, x, y, 2, 8, &after));
+    CHECK(before == after);
+    zoff_trainer_destroy(tr);
+
+    /* fp16 with dynamic loss scaling trains without non-finite losses */
+    o.matmul_dtype = ZOFF_F16;
+    zoff_gpt *mh;
+    REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &mh));
+    REQUIRE_OK(zoff_gpt_init_params(mh, 1));
+    REQUIRE_OK(zoff_trainer_create(mh, st, &tc, &tr));
+    for (int i = 0; i < 60; i++)
+        REQUIRE_OK(zoff_trainer_step(tr, x, y, 2, 8, &s));
+    printf("fp16: loss %.4f, loss scale %g\n", s.loss, s.loss_scale);
+    CHECK(isfinite(s.loss) && s.loss < s0.loss);
+    CHECK(s.loss_scale >= 1.0f);
+    zoff_trainer_destroy(tr);
+    zoff_gpt_destroy(mh);
+
+    /* bad inputs are refused with a message */
+    x[3] = c.vocab_size;
+    CHECK(zoff_gpt_forward(m, st, x, y, 2, 8, NULL) == -EINVAL);
+    CHECK(strstr(zoff_last_error_detail(), "position 3") != NULL);
+    x[3] = 0;
+    CHECK(zoff_gpt_forward(m, st, x, y, 3, 8, NULL) == -EINVAL);
+    zoff_gpt_destroy(m);
+}
+
+/* An optimizer hook as the offload engine will install it: gradients come down to host
+ * memory, AdamW runs on the CPU over the flat layout, parameters go back up. Training with it
+ * must match the built-in device AdamW step for step. */
+typedef struct host_adam {
+    zoff_gpt *m;
+    float *p, *g, *mom, *var;
+    size_t total;
+} host_adam;
+
+static int host_adam_step(void *ctx, zoff_dev_stream *s, const zoff_optimizer_step_args *a) {
+    host_adam *h = ctx;
+    zoff_dev *d = zoff_gpt_get_dev(h->m);
+    int rc = zoff_dev_stream_synchronize(s);
+    if (!rc) rc = zoff_dev_memcpy(d, h->g, a->grads, h->total * 4, ZOFF_COPY_D2H);
+    if (!rc) rc = zoff_dev_memcpy(d, h->p, a->params, h->total * 4, ZOFF_COPY_D2H);
+    if (rc) return rc;
+    const zoff_trainer_config *c = a->cfg;
+    float c1 = 1.0f - powf(c->beta1, (float)a->step), c2 = 1.0f - powf(c->beta2, (float)a->step);
+    for (int t = 0; t < a->layout->n_tensors; t++) {
+        const zoff_gpt_tensor *tt = &a->layout->tensors[t];
+        float wd = tt->weight_decay ? c->weight_decay : 0.0f;
+        for (size_t i = tt->offset; i < tt->offset + tt->numel; i++) {
+            float g = h->g[i] * a->grad_scale;
+            h->mom[i] = c->beta1 * h->mom[i] + (1.0f - c->beta1) * g;
+            h->var[i] = c->beta2 * h->var[i] + (1.0f - c->beta2) * g * g;
+            h->p[i] -= a->lr * ((h->mom[i] / c1) / (sqrtf(h->var[i] / c2) + c->eps) + wd * h->p[i]);
+        }
+    }
+    return zoff_dev_memcpy(d, a->params, h->p, h->total * 4, ZOFF_COPY_H2D);
+}
+
+static void test_optimizer_hook_parity(void) {
+    zoff_gpt_config c;
+    tiny_config(&c);
+    zoff_gpt_options o;
+    zoff_gpt_options_default(&o);
+    o.batch = 4;
+    o.seq_len = 8;
+    zoff_gpt *ma, *mb;
+    REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &ma));
+    REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &mb));
+    REQUIRE_OK(zoff_gpt_init_params(ma, 2));
+    REQUIRE_OK(zoff_gpt_init_params(mb, 2));
+    size_t total = zoff_gpt_get_layout(ma)->total;
+    host_adam h = {mb,   calloc(total, 4), calloc(total, 4), calloc(total, 4), calloc(total, 4),
+                   total};
+    zoff_trainer_config tc;
+    zoff_trainer_config_default(&tc);
+    tc.warmup_steps = 2;
+    tc.total_steps = 6;
+    zoff_trainer *ta, *tb;
+    REQUIRE_OK(zoff_trainer_create(ma, st, &tc, &ta));
+    REQUIRE_OK(zoff_trainer_create(mb, st, &tc, &tb));
+    zoff_trainer_set_optimizer(tb, host_adam_step, &h);
+    int32_t x[32], y[32];
+    float *pa = malloc(total * 4), *pb = malloc(total * 4);
+    for (int step = 0; step < 6; step++) {
+        make_batch(4, 8, c.vocab_size, 100 + step, x, y);
+        zoff_step_stats sa, sb;
+        /* a: one batch of 4; b: two micro-batches of 2 (gradient accumulation) */
+        REQUIRE_OK(zoff_trainer_step(ta, x, y, 4, 8, &sa));
+        REQUIRE_OK(zoff_trainer_compute_grads(tb, x, y, 2, 8, true, NULL));
+        REQUIRE_OK(zoff_trainer_compute_grads(tb, x + 16, y + 16, 2, 8, false, NULL));
+        REQUIRE_OK(zoff_trainer_optimizer_step(tb, &sb));
+        CHECK(fabsf(sa.loss - sb.loss) < 1e-5f);
+        CHECK(fabsf(sa.grad_norm - sb.grad_norm) < 1e-4f * sa.grad_norm);
+        CHECK(sa.lr == sb.lr);
+    }
+    REQUIRE_OK(zoff_gpt_params_to_host(ma, pa));
+    REQUIRE_OK(zoff_gpt_params_to_host(mb, pb));
+    double maxd = 0;
+    for (size_t i = 0; i < total; i++)
+        maxd = fmax(maxd, fabs(pa[i] - pb[i]));
+    printf("optimizer hook + accumulation vs device AdamW: max param difference %.3g\n", maxd);
+    CHECK(maxd < 1e-4);
+    zoff_trainer_destroy(ta);
+    zoff_trainer_destroy(tb);
+    zoff_gpt_destroy(ma);
+    zoff_gpt_destroy(mb);
+    free(h.p), free(h.g), free(h.mom), free(h.var), free(pa), free(pb);
+}
+
+static void test_schedule_and_sampling(void) {
+    zoff_trainer_config tc;
+    zoff_trainer_config_default(&tc);
+    tc.lr = 1.0f;
+    tc.min_lr_frac = 0.1f;
+    tc.warmup_steps = 10;
+    tc.total_steps = 110;
+    CHECK(fabsf(zoff_trainer_lr_at(&tc, 1) - 0.1f) < 1e-6f);
+    CHECK(fabsf(zoff_trainer_lr_at(&tc, 10) - 1.0f) < 1e-6f);
+    CHECK(fabsf(zoff_trainer_lr_at(&tc, 60) - 0.55f) < 1e-4f); /* half-way down the cosine */
+    CHECK(fabsf(zoff_trainer_lr_at(&tc, 110) - 0.1f) < 1e-6f);
+    CHECK(fabsf(zoff_trainer_lr_at(&tc, 500) - 0.1f) < 1e-6f);
+
+    float probs[5] = {0.1f, 0.5f, 0.05f, 0.3f, 0.05f};
+    uint64_t rng = 9;
+    int counts[5] = {0};
+    for (int i = 0; i < 2000; i++) {
+        CHECK_EQ_INT(zoff_sample_token(probs, 5, 1.0f, 1, &rng), 1); /* top-1: the argmax */
+        int t = zoff_sample_token(probs, 5, 1.0f, 2, &rng);          /* top-2: 1 or 3 */
+        CHECK(t == 1 || t == 3);
+        counts[zoff_sample_token(probs, 5, 1.0f, 0, &rng)]++;
+    }
+    CHECK(counts[1] > 850 && counts[1] < 1150); /* ~1000 */
+    CHECK(counts[2] > 40 && counts[2] < 170);   /* ~100 */
+    int cold = 0;
+    for (int i = 0; i < 1000; i++)
+        cold += zoff_sample_token(probs, 5, 0.1f, 0, &rng) == 1;
+    CHECK(cold > 990); /* a low temperature concentrates on the argmax */
+}
+
+int main(void) {
+    zoff_test_init();
+    zoff_dev_config cfg;
+    zoff_dev_config_default(&cfg);
+    cfg.kind = ZOFF_DEV_HOST;
+    REQUIRE_OK(zoff_dev_open(&cfg, &dev));
+    REQUIRE_OK(zoff_dev_stream_create(dev, &st));
+    test_layout();
+    test_whole_model_gradients();
+    test_overfit_and_hooks();
+    test_optimizer_hook_parity();
+    test_schedule_and_sampling();
+    CHECK_OK(zoff_dev_stream_destroy(st));
+    zoff_dev_close(dev);
+    return zoff_test_finish("test_model_gpt");
+}

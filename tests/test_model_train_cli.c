@@ -1,0 +1,163 @@
+/* `zoff train` end to end (argv[1] = the zoff binary), on the host backend with a tiny model:
+ * a short run writes metrics.jsonl, checkpoints and a sample; --init-from resumes from its
+ * checkpoint; --config sets options; bad flags and values exit 2 naming the flag. */
+#include "tests/test_util.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *zoff;
+static char dir[256];
+
+/* Runs zoff with args (a shell fragment); returns the exit status; output in dir/out.txt. */
+static int run(const char *args) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cd '%s' && ZOFF_DEVICE=host ZOFF_LOG=warn '%s' %s > out.txt 2>&1",
+             dir, zoff, args);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int output_has(const char *text) {
+    char path[512], buf[65536];
+    snprintf(path, sizeof path, "%s/out.txt", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    if (!strstr(buf, text)) {
+        fprintf(stderr, "output lacks '%s':\n%s\n", text, buf);
+        return 0;
+    }
+    return 1;
+}
+
+static int exists(const char *rel) {
+    char path[512];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    return stat(path, &sb) == 0;
+}
+
+#define TINY                                                                                       \
+    "--n-layer 1 --n-head 2 --n-embd 16 --seq-len 16 --batch 2 --val-batches 1 --threads 1 "
+
+int main(int argc, char **argv) {
+    zoff_test_init();
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s ZOFF_BINARY\n", argv[0]);
+        return 2;
+    }
+    static char abs_path[4096];
+    if (!realpath(argv[1], abs_path)) {
+        fprintf(stderr, "%s: not found\n", argv[1]);
+        return 1;
+    }
+    zoff = abs_path;
+    if (access("/usr/share/common-licenses/GPL-3", R_OK) != 0) {
+        printf("skip: /usr/share/common-licenses/GPL-3 is missing\n");
+        return ZOFF_TEST_SKIP;
+    }
+    snprintf(dir, sizeof dir, "/tmp/zoff_train_XXXXXX");
+    if (!mkdtemp(dir)) return 1;
+
+    CHECK_EQ_INT(run("train " TINY "--steps 6 --ckpt-every 3 --val-every 2 --sample-tokens 20 "
+                     "--out run1"),
+                 0);
+    CHECK(output_has("step 6/6"));
+    CHECK(output_has("--- sample"));
+    CHECK(exists("run1/metrics.jsonl"));
+    CHECK(exists("run1/step_3/model.safetensors"));
+    CHECK(exists("run1/step_3/config.json"));
+    CHECK(exists("run1/final/model.safetensors"));
+
+    /* resume from the checkpoint: the shape comes from its config.json */
+    CHECK_EQ_INT(run("train --init-from run1/final --batch 2 --seq-len 8 --steps 2 --threads 1 "
+                     "--sample-tokens 0 --out run2"),
+                 0);
+    CHECK(output_has("1 layers"));
+    CHECK(exists("run2/final/config.json"));
+
+    /* a config file, overridden by a flag */
+    char path[512];
+    snprintf(path, sizeof path, "%s/cfg.json", dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "{\"n_layer\": 1, \"n_head\": 2, \"n_embd\": 16, \"seq_len\": 16, \"batch\": 2, "
+               "\"steps\": 50, \"dtype\": \"bf16\", \"sample_tokens\": 0}\n");
+    fclose(f);
+    CHECK_EQ_INT(run("train --config cfg.json --steps 2 --threads 1 --out run3"), 0);
+    CHECK(output_has("2 steps"));
+    CHECK(output_has("bf16"));
+
+    /* bad usage: exit 2 with the flag named */
+    CHECK_EQ_INT(run("train --bogus 3"), 2);
+    CHECK(output_has("--bogus"));
+    CHECK_EQ_INT(run("train --steps abc"), 2);
+    CHECK(output_has("--steps"));
+    CHECK_EQ_INT(run("train --steps"), 2);
+    CHECK(output_has("--steps"));
+    CHECK_EQ_INT(run("train --n-head 3"), 2);
+    CHECK(output_has("--n-head"));
+    CHECK_EQ_INT(run("train --dtype f8"), 2);
+    CHECK(output_has("--dtype"));
+    CHECK_EQ_INT(run("train --lr -1"), 2);
+    CHECK(output_has("--lr"));
+    CHECK_EQ_INT(run("train --config /nonexistent.json"), 2);
+    CHECK(output_has("/nonexistent.json"));
+    f = fopen(path, "w");
+    fprintf(f, "{\"n_layers\": 2}\n");
+    fclose(f);
+    CHECK_EQ_INT(run("train --config cfg.json"), 2);
+    CHECK(output_has("n_layers"));
+    /* run-time failures: exit 1 naming the file */
+    CHECK_EQ_INT(run("train " TINY "--data /nonexistent/data.txt"), 1);
+    CHECK(output_has("/nonexistent/data.txt"));
+    CHECK_EQ_INT(run("train --init-from /nonexistent/ckpt"), 1);
+    CHECK(output_has("/nonexistent/ckpt"));
+
+    /* offloaded training: each target and schedule trains, checkpoints and reports PCIe bytes */
+    CHECK_EQ_INT(run("train " TINY "--dtype bf16 --steps 4 --val-every 2 --ckpt-every 2 "
+                     "--sample-tokens 5 --offload cpu --bucket-size 16KiB --trace t.json "
+                     "--out off1"),
+                 0);
+    CHECK(output_has("PCIe 4.0 B/p"));
+    CHECK(exists("off1/step_2/model.safetensors"));
+    CHECK(exists("off1/final/model.safetensors"));
+    CHECK(exists("t.json"));
+    CHECK_EQ_INT(run("train " TINY "--dtype bf16 --steps 4 --sample-tokens 0 --offload nvme "
+                     "--nvme-path . --schedule dpu --dpu-warmup 1 --moments bf16 --out off2"),
+                 0);
+    CHECK(output_has("NVMe"));
+    CHECK_EQ_INT(run("train " TINY "--steps 3 --sample-tokens 0 --offload cpu --schedule overlap "
+                     "--grad-clip 0 --grad-accum 2 --out off3"),
+                 0);
+    CHECK(output_has("step 3/3"));
+    /* resuming an offloaded run's checkpoint */
+    CHECK_EQ_INT(run("train --init-from off1/final --batch 2 --steps 2 --threads 1 "
+                     "--sample-tokens 0 --offload cpu --out off4"),
+                 0);
+    /* offload flags checked, naming the flag */
+    CHECK_EQ_INT(run("train --offload gpu"), 2);
+    CHECK(output_has("--offload"));
+    CHECK_EQ_INT(run("train --offload nvme"), 2);
+    CHECK(output_has("--nvme-path"));
+    CHECK_EQ_INT(run("train --offload cpu --schedule later"), 2);
+    CHECK(output_has("--schedule"));
+    CHECK_EQ_INT(run("train --offload cpu --schedule overlap"), 2); /* clipping is on */
+    CHECK(output_has("--grad-clip 0"));
+    CHECK_EQ_INT(run("train --offload cpu --bucket-size lots"), 2);
+    CHECK(output_has("--bucket-size"));
+    CHECK_EQ_INT(run("train " TINY "--offload nvme --nvme-path /nonexistent/swap --steps 1"), 1);
+    CHECK(output_has("/nonexistent/swap"));
+
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+    return zoff_test_finish("test_model_train_cli");
+}

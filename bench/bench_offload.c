@@ -2,7 +2,8 @@
  * against the same model's forward+backward alone measured in the same run (the in-run
  * baseline: what a step would cost if offloading were free).
  *
- * One JSON line per (target, schedule): step time, the compute baseline, the exposed time
+ * One JSON line per (target, schedule): median step time, the compute baseline (median, run
+ * just before the point), the exposed time
  * (step - compute) attributed to NVMe waits, then the CPU step, then transfers, the overlap
  * efficiency (how much of the shorter of compute and CPU work was hidden), and the bytes per
  * parameter on each link: PCIe (counted by the engine), NVMe (counted by the swapper) and
@@ -55,10 +56,21 @@ static void random_batch(int32_t *x, int n, int vocab, uint64_t *rng) {
         x[i] = (int32_t)(zoff_rng_next(rng) % (uint64_t)vocab);
 }
 
-/* The baseline: forward + backward alone, per step, in ms. */
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* The baseline: forward + backward alone, median ms per step, measured right before each
+ * point so that both see the same machine. */
 static double compute_baseline(zoff_gpt *m, zoff_dev_stream *s, const opts *o, int32_t *tok,
                                int32_t *tgt) {
-    double total = 0;
+    double *t = malloc(sizeof(double) * (size_t)o->steps);
     for (int i = 0; i < o->warmup + o->steps; i++) {
         float loss;
         double t0 = now_ms();
@@ -67,9 +79,11 @@ static double compute_baseline(zoff_gpt *m, zoff_dev_stream *s, const opts *o, i
         if (!rc) rc = zoff_gpt_backward(m, s, 1.0f);
         if (!rc) rc = zoff_dev_stream_synchronize(s);
         if (rc) die("baseline step", rc);
-        if (i >= o->warmup) total += now_ms() - t0;
+        if (i >= o->warmup) t[i - o->warmup] = now_ms() - t0;
     }
-    return total / o->steps;
+    double med = median(t, o->steps);
+    free(t);
+    return med;
 }
 
 /* Bytes of CPU memory traffic per parameter per step, from the engine's passes: the fused
@@ -82,7 +96,8 @@ static double cpu_bytes_per_param(zoff_schedule sched, zoff_dtype dt, zoff_dtype
 }
 
 static void run_point(zoff_gpt *m, zoff_dev_stream *s, const opts *o, zoff_offload_target target,
-                      zoff_schedule sched, double compute_ms, int32_t *tok, int32_t *tgt) {
+                      zoff_schedule sched, int32_t *tok, int32_t *tgt) {
+    double compute_ms = compute_baseline(m, s, o, tok, tgt);
     zoff_engine_config ec;
     zoff_engine_config_default(&ec);
     ec.target = target;
@@ -97,7 +112,7 @@ static void run_point(zoff_gpt *m, zoff_dev_stream *s, const opts *o, zoff_offlo
     int rc = zoff_gpt_offload_create(m, s, &ec, &off);
     if (rc) die("engine create", rc);
     zoff_engine *e = zoff_gpt_offload_engine(off);
-    double total = 0, adam = 0, nvme = 0;
+    double *times = malloc(sizeof(double) * (size_t)o->steps), adam = 0, nvme = 0;
     uint64_t pcie = 0, nr = 0, nw = 0;
     int counted = 0;
     for (int i = 0; i < o->warmup + o->steps; i++) {
@@ -108,7 +123,7 @@ static void run_point(zoff_gpt *m, zoff_dev_stream *s, const opts *o, zoff_offlo
         double dt = now_ms() - t0;
         zoff_engine_step_report rep;
         if (i >= o->warmup) {
-            total += dt;
+            times[i - o->warmup] = dt;
             if (zoff_engine_last_report(e, &rep) == 0) {
                 adam += rep.cpu_adam_ms;
                 nvme += rep.nvme_wait_ms;
@@ -125,7 +140,8 @@ static void run_point(zoff_gpt *m, zoff_dev_stream *s, const opts *o, zoff_offlo
     zoff_engine_get_memory(e, &mem);
     zoff_gpt_offload_destroy(off);
     double n = (double)zoff_gpt_get_layout(m)->total;
-    double step = total / o->steps;
+    double step = median(times, o->steps);
+    free(times);
     if (counted) {
         adam /= counted;
         nvme /= counted;
@@ -236,14 +252,13 @@ int main(int argc, char **argv) {
     uint64_t rng = 7;
     random_batch(tok, o.batch * o.seq, o.cfg.vocab_size, &rng);
     random_batch(tgt, o.batch * o.seq, o.cfg.vocab_size, &rng);
-    double compute = compute_baseline(m, s, &o, tok, tgt);
     static const zoff_offload_target targets[] = {ZOFF_OFFLOAD_CPU, ZOFF_OFFLOAD_NVME};
     for (int ti = 0; ti < 2; ti++) {
         if (!strstr(o.targets, zoff_offload_target_name(targets[ti]))) continue;
         for (int si = 0; si <= ZOFF_SCHEDULE_DPU; si++) {
             zoff_schedule sched = (zoff_schedule)si;
             if (!strstr(o.schedules, zoff_schedule_name(sched))) continue;
-            run_point(m, s, &o, targets[ti], sched, compute, tok, tgt);
+            run_point(m, s, &o, targets[ti], sched, tok, tgt);
         }
     }
     free(tok);

@@ -129,8 +129,10 @@ typedef struct zoff_gpt zoff_gpt;
 typedef struct zoff_gpt_options {
     int batch;                  /* B: the largest batch a forward may use */
     int seq_len;                /* T: the longest sequence a forward may use (<= cfg.seq_len) */
-    zoff_dtype matmul_dtype;    /* f32, or bf16/f16: GEMM operands rounded to 16 bits,
-                                   fp32 accumulation; master weights and activations fp32 */
+    zoff_dtype matmul_dtype;    /* f32, or bf16/f16: GEMMs take 16-bit operands with fp32
+                                   accumulation; weights come from a 16-bit flat copy and the
+                                   activations that feed GEMMs are saved only in 16 bits;
+                                   master weights, gradients, norms, softmax, loss stay fp32 */
     bool activation_checkpoint; /* keep each block's input only; recompute it in backward */
 } zoff_gpt_options;
 void zoff_gpt_options_default(zoff_gpt_options *opt);

@@ -425,8 +425,9 @@ static int train(run *r) {
         zoff_dev_mem_stats_get(r->dev, &ms);
         fprintf(r->metrics,
                 "{\"step\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,"
-                "\"elapsed_s\":%.3f,\"mem_used_bytes\":%zu,\"mem_peak_bytes\":%zu%s}\n",
-                step, st.loss, st.lr, st.grad_norm, tps, t - t0, ms.used, ms.peak,
+                "\"elapsed_s\":%.3f,\"mem_used_bytes\":%zu,\"mem_peak_bytes\":%zu,\"loss_scale\":%"
+                "g%s}\n",
+                step, st.loss, st.lr, st.grad_norm, tps, t - t0, ms.used, ms.peak, st.loss_scale,
                 st.skipped ? ",\"skipped\":true" : "");
         bool do_val = o->val_every > 0 && step % o->val_every == 0;
         if (do_val || step == o->steps) {

@@ -213,24 +213,17 @@ int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_gpt_op
     if ((rc = zoff_dev_host_alloc(dev, BT * sizeof(int32_t), (void **)&m->h_targets))) goto fail;
     if ((rc = zoff_dev_host_alloc(dev, BT * sizeof(float), (void **)&m->h_losses))) goto fail;
     /* zero parameters and gradients (padding stays zero forever) */
-    *out = m;
-    {
-        float *zero = calloc(m->layout.total, sizeof(float));
-        if (!zero) {
-            rc = -ENOMEM;
-            *out = NULL;
-            goto fail;
-        }
-        rc = zoff_dev_memcpy(dev, m->params, zero, m->layout.total * sizeof(float), ZOFF_COPY_H2D);
-        if (!rc)
-            rc = zoff_dev_memcpy(dev, m->grads, zero, m->layout.total * sizeof(float),
-                                 ZOFF_COPY_H2D);
-        free(zero);
-        if (rc) {
-            *out = NULL;
-            goto fail;
-        }
+    float *zero = calloc(m->layout.total, sizeof(float));
+    if (!zero) {
+        rc = -ENOMEM;
+        goto fail;
     }
+    size_t bytes = m->layout.total * sizeof(float);
+    rc = zoff_dev_memcpy(dev, m->params, zero, bytes, ZOFF_COPY_H2D);
+    if (!rc) rc = zoff_dev_memcpy(dev, m->grads, zero, bytes, ZOFF_COPY_H2D);
+    free(zero);
+    if (rc) goto fail;
+    *out = m;
     return 0;
 fail:
     zoff_gpt_destroy(m);

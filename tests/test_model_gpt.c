@@ -402,6 +402,26 @@ static void test_schedule_and_sampling(void) {
     CHECK(cold > 990); /* a low temperature concentrates on the argmax */
 }
 
+/* A model larger than the device fails cleanly and gives back everything it took. */
+static void test_device_oom(void) {
+    zoff_dev_config cfg;
+    zoff_dev_config_default(&cfg);
+    cfg.kind = ZOFF_DEV_HOST;
+    cfg.capacity = 4u << 20;
+    zoff_dev *small;
+    REQUIRE_OK(zoff_dev_open(&cfg, &small));
+    zoff_gpt_config c = {
+        .n_layer = 4, .n_head = 4, .n_embd = 256, .vocab_size = 256, .seq_len = 64};
+    zoff_gpt *m = NULL;
+    CHECK(zoff_gpt_create(small, &c, NULL, &m) == ZOFF_EDEVICE_OOM);
+    CHECK(m == NULL);
+    zoff_dev_mem_stats ms;
+    zoff_dev_mem_stats_get(small, &ms);
+    CHECK_EQ_INT(ms.used, 0);
+    CHECK(ms.n_oom >= 1);
+    zoff_dev_close(small);
+}
+
 int main(void) {
     zoff_test_init();
     zoff_dev_config cfg;
@@ -414,6 +434,7 @@ int main(void) {
     test_overfit_and_hooks();
     test_optimizer_hook_parity();
     test_schedule_and_sampling();
+    test_device_oom();
     CHECK_OK(zoff_dev_stream_destroy(st));
     zoff_dev_close(dev);
     return zoff_test_finish("test_model_gpt");

@@ -277,6 +277,18 @@ int zoff_gpt_checkpoint_load(zoff_gpt *m, const char *path);
  * it, or .bin). */
 int zoff_gpt_checkpoint_config(const char *path, zoff_gpt_config *cfg);
 
+/* The built-in AdamW's state for exact resumption: DIR/optimizer.safetensors ("adamw.m",
+ * "adamw.v": F32 over the flat layout; step and loss scale in the metadata). Host arrays of
+ * n = layout.total floats. Errors name the file and the tensor. */
+int zoff_optimizer_state_save(const char *path, const float *m, const float *v, size_t n, int step,
+                              float loss_scale);
+int zoff_optimizer_state_load(const char *path, float *m, float *v, size_t n, int *step,
+                              float *loss_scale);
+/* The trainer's own state (moments, step, loss scale) to and from such a file. Only
+ * meaningful with the built-in optimizer (a hook keeps its own state). */
+int zoff_trainer_save_state(zoff_trainer *tr, const char *path);
+int zoff_trainer_load_state(zoff_trainer *tr, const char *path);
+
 /* --- data ------------------------------------------------------------------------------- */
 typedef struct zoff_dataset {
     int32_t *tokens; /* all tokens */

@@ -29,7 +29,7 @@ typedef struct train_opts {
     int log_every, threads, grad_accum;
     double lr, min_lr_frac, weight_decay, grad_clip, temperature;
     long long seed;
-    const char *dtype, *data, *init_from, *out, *device, *config, *prompt;
+    const char *dtype, *data, *init_from, *resume, *out, *device, *config, *prompt;
     int activation_checkpoint;
     double val_frac;
 } train_opts;
@@ -67,6 +67,7 @@ static const opt_spec specs[] = {
     {"val-every", OPT_INT, O(val_every), 0, INT_MAX, "validate every N steps, 0 = end only (50)"},
     {"val-batches", OPT_INT, O(val_batches), 1, 1 << 20, "batches per validation (4)"},
     {"init-from", OPT_STR, O(init_from), 0, 0, "checkpoint dir, .safetensors or llm.c .bin"},
+    {"resume", OPT_STR, O(resume), 0, 0, "checkpoint dir: weights, optimizer state and step"},
     {"out", OPT_STR, O(out), 0, 0, "output directory (zoff_out)"},
     {"ckpt-every", OPT_INT, O(ckpt_every), 0, INT_MAX, "checkpoint every N steps, 0 = end (100)"},
     {"sample-tokens", OPT_INT, O(sample_tokens), 0, 1 << 20, "tokens to generate at the end (300)"},
@@ -353,6 +354,9 @@ static int save(run *r, const char *name, int step) {
     snprintf(dir, sizeof dir, "%s/%s", r->o.out, name);
     int rc = zoff_gpt_checkpoint_save(r->m, dir);
     if (rc) return rc;
+    char opt[PATH_MAX + 32];
+    snprintf(opt, sizeof opt, "%s/optimizer.safetensors", dir);
+    if ((rc = zoff_trainer_save_state(r->tr, opt))) return rc;
     if (r->metrics) {
         fprintf(r->metrics, "{\"step\":%d,\"checkpoint\":\"%s\"}\n", step, dir);
         fflush(r->metrics);
@@ -409,7 +413,15 @@ static int train(run *r) {
     uint64_t rng = (uint64_t)o->seed;
     size_t tokens_per_step = (size_t)o->batch * o->seq_len * o->grad_accum;
     double ema_tps = 0;
-    for (int step = 1; step <= o->steps && !interrupted; step++) {
+    /* resuming: continue the step count and the training batch sequence where they were */
+    int first = zoff_trainer_get_step(r->tr) + 1;
+    for (long i = 0; i < (long)(first - 1) * o->grad_accum; i++)
+        zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &rng, r->x, r->y);
+    if (first > o->steps) {
+        printf("nothing to do: the checkpoint is at step %d of %d\n", first - 1, o->steps);
+        return 0;
+    }
+    for (int step = first; step <= o->steps && !interrupted; step++) {
         for (int k = 0; k < o->grad_accum; k++) {
             zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &rng, r->x, r->y);
             if ((rc = zoff_trainer_compute_grads(r->tr, r->x, r->y, o->batch, o->seq_len, k == 0,
@@ -505,6 +517,12 @@ int zoff_cmd_train(int argc, char **argv) {
     dc.host_kernel_threads = o->threads;
     int ret = 1, rc;
     zoff_gpt_config mc = {o->n_layer, o->n_head, o->n_embd, o->vocab_size, o->seq_len};
+    if (o->resume && o->init_from) {
+        fprintf(stderr, "zoff train: --resume and --init-from exclude each other\n");
+        ret = 2;
+        goto out;
+    }
+    if (o->resume) o->init_from = o->resume;
     if (o->init_from) {
         /* the checkpoint decides the model's shape; --seq-len may only shorten the window */
         if ((rc = zoff_gpt_checkpoint_config(o->init_from, &mc))) {
@@ -571,13 +589,21 @@ int zoff_cmd_train(int argc, char **argv) {
         fail("creating the trainer", rc);
         goto out;
     }
+    if (o->resume) {
+        char opt[PATH_MAX + 32];
+        snprintf(opt, sizeof opt, "%s/optimizer.safetensors", o->resume);
+        if ((rc = zoff_trainer_load_state(r.tr, opt))) {
+            fail("--resume", rc);
+            goto out;
+        }
+    }
     if ((rc = mkdir_p(o->out))) {
         fprintf(stderr, "zoff train: --out %s: %s\n", o->out, strerror(-rc));
         goto out;
     }
     char path[PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/metrics.jsonl", o->out);
-    r.metrics = fopen(path, "w");
+    r.metrics = fopen(path, o->resume ? "a" : "w");
     if (!r.metrics) {
         fprintf(stderr, "zoff train: %s: %s\n", path, strerror(errno));
         goto out;

@@ -84,6 +84,18 @@ int main(int argc, char **argv) {
     CHECK(output_has("1 layers"));
     CHECK(exists("run2/final/config.json"));
 
+    /* --resume continues weights, optimizer state, step and batches: the same final model */
+    CHECK(exists("run1/step_3/optimizer.safetensors"));
+    CHECK_EQ_INT(run("train " TINY "--steps 6 --resume run1/step_3 --sample-tokens 0 --out run4"),
+                 0);
+    char cmp[1024];
+    snprintf(cmp, sizeof cmp,
+             "cmp -s '%s/run1/final/model.safetensors' "
+             "'%s/run4/final/model.safetensors'",
+             dir, dir);
+    CHECK(system(cmp) == 0);
+    CHECK_EQ_INT(run("train --resume run1/final --init-from run1/final"), 2);
+
     /* a config file, overridden by a flag */
     char path[512];
     snprintf(path, sizeof path, "%s/cfg.json", dir);

@@ -59,7 +59,8 @@ static const opt_spec specs[] = {
     {"warmup", OPT_INT, O(warmup), 0, INT_MAX, "linear warm-up steps (20)"},
     {"weight-decay", OPT_FLOAT, O(weight_decay), 0, 10, "AdamW weight decay (0.1)"},
     {"grad-clip", OPT_FLOAT, O(grad_clip), 0, 1e9, "global norm clip, 0 = off (1.0)"},
-    {"dtype", OPT_STR, O(dtype), 0, 0, "GEMM operand type: f32, bf16, f16 (f32)"},
+    {"dtype", OPT_STR, O(dtype), 0, 0,
+     "GEMM operand type: auto, f32, bf16, f16 (auto: bf16 on cuda, f32 on host)"},
     {"activation-checkpoint", OPT_FLAG, O(activation_checkpoint), 0, 1,
      "recompute each block in backward"},
     {"data", OPT_STR, O(data), 0, 0, "text file (byte tokens) or llm.c .bin tokens"},
@@ -98,7 +99,7 @@ static void defaults(train_opts *o) {
     o->warmup = 20;
     o->weight_decay = 0.1;
     o->grad_clip = 1.0;
-    o->dtype = "f32";
+    o->dtype = "auto";
     o->data = DEFAULT_DATA;
     o->val_frac = 0.1;
     o->val_every = 50;
@@ -277,8 +278,8 @@ static int parse_args(int argc, char **argv, train_opts *o, cJSON **doc) {
         if (set_value(o, s, val, "--")) return -1;
     }
     zoff_dtype t;
-    if (zoff_dtype_parse(o->dtype, &t) != 0) {
-        fprintf(stderr, "zoff train: --dtype '%s': expected f32, bf16 or f16\n", o->dtype);
+    if (strcmp(o->dtype, "auto") != 0 && zoff_dtype_parse(o->dtype, &t) != 0) {
+        fprintf(stderr, "zoff train: --dtype '%s': expected auto, f32, bf16 or f16\n", o->dtype);
         return -1;
     }
     if (o->n_embd % o->n_head != 0) {
@@ -557,7 +558,6 @@ int zoff_cmd_train(int argc, char **argv) {
     go.batch = o->batch;
     go.seq_len = o->seq_len;
     go.activation_checkpoint = o->activation_checkpoint;
-    zoff_dtype_parse(o->dtype, &go.matmul_dtype);
     zoff_trainer_config tc;
     zoff_trainer_config_default(&tc);
     tc.lr = (float)o->lr;
@@ -575,6 +575,10 @@ int zoff_cmd_train(int argc, char **argv) {
         fail("creating a stream", rc);
         goto out;
     }
+    /* auto: bf16 GEMMs where they are fast (tensor cores), fp32 on the host */
+    if (strcmp(o->dtype, "auto") == 0)
+        o->dtype = zoff_dev_get_kind(r.dev) == ZOFF_DEV_CUDA ? "bf16" : "f32";
+    zoff_dtype_parse(o->dtype, &go.matmul_dtype);
     if ((rc = zoff_gpt_create(r.dev, &mc, &go, &r.m))) {
         fail("creating the model", rc);
         goto out;

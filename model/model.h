@@ -170,10 +170,12 @@ int zoff_gpt_params_to_host(zoff_gpt *m, float *dst);
 int zoff_gpt_params_from_host(zoff_gpt *m, const float *src);
 int zoff_gpt_grads_to_host(zoff_gpt *m, float *dst);
 
-/* Forward on B sequences of T tokens (host arrays of B*T int32, ids in [0, V)); targets may be
- * NULL (inference: no loss, no backward). Issued on s. When loss is not NULL, waits for the
- * stream and returns the mean cross-entropy; otherwise tokens and targets must stay valid
- * until s has passed this work. Probabilities of the last forward stay available. */
+/* Forward on B <= batch sequences of T <= seq_len tokens (host arrays of B*T int32, ids in
+ * [0, V), checked); targets may be NULL (inference: no loss, no backward). The token arrays are
+ * copied into pinned staging first (after waiting for s to finish its previous use of it), so
+ * the caller may reuse them on return. The rest is issued on s; when loss is not NULL, waits
+ * for s and returns the mean cross-entropy. Probabilities of the last forward stay available
+ * until the next backward. */
 int zoff_gpt_forward(zoff_gpt *m, zoff_dev_stream *s, const int32_t *tokens, const int32_t *targets,
                      int B, int T, float *loss);
 /* Backward of the last forward (which must have had targets), accumulating into grads.

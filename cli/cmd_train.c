@@ -30,7 +30,7 @@ typedef struct train_opts {
     int log_every, threads, grad_accum;
     double lr, min_lr_frac, weight_decay, grad_clip, temperature;
     long long seed;
-    const char *dtype, *data, *init_from, *out, *device, *config, *prompt;
+    const char *dtype, *data, *init_from, *resume, *out, *device, *config, *prompt;
     int activation_checkpoint;
     double val_frac;
     zoff_train_offload_flags off; /* --offload and the engine's settings */
@@ -61,7 +61,8 @@ static const opt_spec specs[] = {
     {"warmup", OPT_INT, O(warmup), 0, INT_MAX, "linear warm-up steps (20)"},
     {"weight-decay", OPT_FLOAT, O(weight_decay), 0, 10, "AdamW weight decay (0.1)"},
     {"grad-clip", OPT_FLOAT, O(grad_clip), 0, 1e9, "global norm clip, 0 = off (1.0)"},
-    {"dtype", OPT_STR, O(dtype), 0, 0, "GEMM operand type: f32, bf16, f16 (f32)"},
+    {"dtype", OPT_STR, O(dtype), 0, 0,
+     "GEMM operand type: auto, f32, bf16, f16 (auto: bf16 on cuda, f32 on host)"},
     {"activation-checkpoint", OPT_FLAG, O(activation_checkpoint), 0, 1,
      "recompute each block in backward"},
     {"data", OPT_STR, O(data), 0, 0, "text file (byte tokens) or llm.c .bin tokens"},
@@ -69,6 +70,7 @@ static const opt_spec specs[] = {
     {"val-every", OPT_INT, O(val_every), 0, INT_MAX, "validate every N steps, 0 = end only (50)"},
     {"val-batches", OPT_INT, O(val_batches), 1, 1 << 20, "batches per validation (4)"},
     {"init-from", OPT_STR, O(init_from), 0, 0, "checkpoint dir, .safetensors or llm.c .bin"},
+    {"resume", OPT_STR, O(resume), 0, 0, "checkpoint dir: weights, optimizer state and step"},
     {"out", OPT_STR, O(out), 0, 0, "output directory (zoff_out)"},
     {"ckpt-every", OPT_INT, O(ckpt_every), 0, INT_MAX, "checkpoint every N steps, 0 = end (100)"},
     {"sample-tokens", OPT_INT, O(sample_tokens), 0, 1 << 20, "tokens to generate at the end (300)"},
@@ -106,7 +108,7 @@ static void defaults(train_opts *o) {
     o->warmup = 20;
     o->weight_decay = 0.1;
     o->grad_clip = 1.0;
-    o->dtype = "f32";
+    o->dtype = "auto";
     o->data = DEFAULT_DATA;
     o->val_frac = 0.1;
     o->val_every = 50;
@@ -290,8 +292,8 @@ static int parse_args(int argc, char **argv, train_opts *o, cJSON **doc) {
         if (set_value(o, s, val, "--")) return -1;
     }
     zoff_dtype t;
-    if (zoff_dtype_parse(o->dtype, &t) != 0) {
-        fprintf(stderr, "zoff train: --dtype '%s': expected f32, bf16 or f16\n", o->dtype);
+    if (strcmp(o->dtype, "auto") != 0 && zoff_dtype_parse(o->dtype, &t) != 0) {
+        fprintf(stderr, "zoff train: --dtype '%s': expected auto, f32, bf16 or f16\n", o->dtype);
         return -1;
     }
     if (o->n_embd % o->n_head != 0) {
@@ -365,12 +367,19 @@ static int validate(run *r, float *val_loss) {
     return 0;
 }
 
+static int mkdir_p(const char *dir);
+
 static int save(run *r, const char *name, int step) {
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/%s", r->o.out, name);
-    /* offloaded: the fp32 master weights live in the engine */
-    int rc = r->off ? zoff_gpt_offload_sync_model(r->off) : 0;
+    /* offloaded: the fp32 master weights live in the engine; saving its state puts them into
+     * the model first */
+    char opt[PATH_MAX + 32];
+    snprintf(opt, sizeof opt, "%s/optimizer.safetensors", dir);
+    int rc = mkdir_p(dir);
+    if (!rc) rc = r->off ? zoff_gpt_offload_save_state(r->off, opt) : 0;
     if (!rc) rc = zoff_gpt_checkpoint_save(r->m, dir);
+    if (!rc && !r->off) rc = zoff_trainer_save_state(r->tr, opt);
     if (rc) return rc;
     if (r->metrics) {
         fprintf(r->metrics, "{\"step\":%d,\"checkpoint\":\"%s\"}\n", step, dir);
@@ -464,7 +473,15 @@ static int train(run *r) {
     int done = 0;
     zoff_engine_step_report rep = {.step = -1};
     char off_json[512], off_line[96];
-    for (int step = 1; step <= o->steps && !interrupted; step++) {
+    /* resuming: continue the step count and the training batch sequence where they were */
+    int first = (r->tr ? zoff_trainer_get_step(r->tr) : zoff_gpt_offload_resumed_step(r->off)) + 1;
+    for (long i = 0; i < (long)(first - 1) * o->grad_accum; i++)
+        zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &r->rng, r->x, r->y);
+    if (first > o->steps) {
+        printf("nothing to do: the checkpoint is at step %d of %d\n", first - 1, o->steps);
+        return 0;
+    }
+    for (int step = first; step <= o->steps && !interrupted; step++) {
         if (r->off) {
             rc = zoff_train_offload_step(r->off, &r->tc, step, o->grad_accum, next_train_batch, r,
                                          &st, &rep);
@@ -488,8 +505,9 @@ static int train(run *r) {
         zoff_dev_mem_stats_get(r->dev, &ms);
         fprintf(r->metrics,
                 "{\"step\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,"
-                "\"elapsed_s\":%.3f,\"mem_used_bytes\":%zu,\"mem_peak_bytes\":%zu%s%s}\n",
-                step, st.loss, st.lr, st.grad_norm, tps, t - t0, ms.used, ms.peak,
+                "\"elapsed_s\":%.3f,\"mem_used_bytes\":%zu,\"mem_peak_bytes\":%zu,\"loss_scale\":%"
+                "g%s%s}\n",
+                step, st.loss, st.lr, st.grad_norm, tps, t - t0, ms.used, ms.peak, st.loss_scale,
                 st.skipped ? ",\"skipped\":true" : "", off_json);
         bool do_val = o->val_every > 0 && step % o->val_every == 0;
         if (do_val || step == o->steps) {
@@ -567,6 +585,12 @@ int zoff_cmd_train(int argc, char **argv) {
     dc.host_kernel_threads = o->threads;
     int ret = 1, rc;
     zoff_gpt_config mc = {o->n_layer, o->n_head, o->n_embd, o->vocab_size, o->seq_len};
+    if (o->resume && o->init_from) {
+        fprintf(stderr, "zoff train: --resume and --init-from exclude each other\n");
+        ret = 2;
+        goto out;
+    }
+    if (o->resume) o->init_from = o->resume;
     if (o->init_from) {
         /* the checkpoint decides the model's shape; --seq-len may only shorten the window */
         if ((rc = zoff_gpt_checkpoint_config(o->init_from, &mc))) {
@@ -601,7 +625,6 @@ int zoff_cmd_train(int argc, char **argv) {
     go.batch = o->batch;
     go.seq_len = o->seq_len;
     go.activation_checkpoint = o->activation_checkpoint;
-    zoff_dtype_parse(o->dtype, &go.matmul_dtype);
     zoff_trainer_config tc;
     zoff_trainer_config_default(&tc);
     tc.lr = (float)o->lr;
@@ -619,6 +642,10 @@ int zoff_cmd_train(int argc, char **argv) {
         fail("creating a stream", rc);
         goto out;
     }
+    /* auto: bf16 GEMMs where they are fast (tensor cores), fp32 on the host */
+    if (strcmp(o->dtype, "auto") == 0)
+        o->dtype = zoff_dev_get_kind(r.dev) == ZOFF_DEV_CUDA ? "bf16" : "f32";
+    zoff_dtype_parse(o->dtype, &go.matmul_dtype);
     if ((rc = zoff_gpt_create(r.dev, &mc, &go, &r.m))) {
         fail("creating the model", rc);
         goto out;
@@ -645,13 +672,22 @@ int zoff_cmd_train(int argc, char **argv) {
         fail("creating the trainer", rc);
         goto out;
     }
+    if (o->resume) {
+        char opt[PATH_MAX + 32];
+        snprintf(opt, sizeof opt, "%s/optimizer.safetensors", o->resume);
+        rc = r.off ? zoff_gpt_offload_load_state(r.off, opt) : zoff_trainer_load_state(r.tr, opt);
+        if (rc) {
+            fail("--resume", rc);
+            goto out;
+        }
+    }
     if ((rc = mkdir_p(o->out))) {
         fprintf(stderr, "zoff train: --out %s: %s\n", o->out, strerror(-rc));
         goto out;
     }
     char path[PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/metrics.jsonl", o->out);
-    r.metrics = fopen(path, "w");
+    r.metrics = fopen(path, o->resume ? "a" : "w");
     if (!r.metrics) {
         fprintf(stderr, "zoff train: %s: %s\n", path, strerror(errno));
         goto out;

@@ -620,3 +620,122 @@ int zoff_gpt_checkpoint_load(zoff_gpt *m, const char *path) {
     free(p);
     return rc;
 }
+
+/* --- optimizer state ----------------------------------------------------------------------- */
+
+/* optimizer.safetensors: "adamw.m" and "adamw.v", F32 [n] each over the flat layout, with
+ * the step and the loss scale in __metadata__ (safetensors metadata values are strings). */
+int zoff_optimizer_state_save(const char *path, const float *m, const float *v, size_t n, int step,
+                              float loss_scale) {
+    cJSON *hdr = cJSON_CreateObject();
+    if (!hdr) return -ENOMEM;
+    cJSON *meta = cJSON_AddObjectToObject(hdr, "__metadata__");
+    char text[64];
+    cJSON_AddStringToObject(meta, "format", "zoff-adamw");
+    snprintf(text, sizeof text, "%d", step);
+    cJSON_AddStringToObject(meta, "step", text);
+    snprintf(text, sizeof text, "%.9g", loss_scale);
+    cJSON_AddStringToObject(meta, "loss_scale", text);
+    const char *names[2] = {"adamw.m", "adamw.v"};
+    for (int k = 0; k < 2; k++) {
+        cJSON *e = cJSON_AddObjectToObject(hdr, names[k]);
+        cJSON_AddStringToObject(e, "dtype", "F32");
+        cJSON *sh = cJSON_AddArrayToObject(e, "shape");
+        cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)n));
+        cJSON *of = cJSON_AddArrayToObject(e, "data_offsets");
+        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(k * n * 4)));
+        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)((k + 1) * n * 4)));
+    }
+    char *json = cJSON_PrintUnformatted(hdr);
+    cJSON_Delete(hdr);
+    if (!json) return -ENOMEM;
+    size_t tl = strlen(json), hl = (tl + 7) / 8 * 8, total = 8 + hl + 2 * n * 4;
+    uint8_t *buf = malloc(total);
+    if (!buf) {
+        cJSON_free(json);
+        return -ENOMEM;
+    }
+    for (int i = 0; i < 8; i++)
+        buf[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    memcpy(buf + 8, json, tl);
+    memset(buf + 8 + tl, ' ', hl - tl);
+    cJSON_free(json);
+    memcpy(buf + 8 + hl, m, n * 4);
+    memcpy(buf + 8 + hl + n * 4, v, n * 4);
+    int rc = write_atomic(path, buf, total, NULL, 0);
+    free(buf);
+    return rc;
+}
+
+int zoff_optimizer_state_load(const char *path, float *m, float *v, size_t n, int *step,
+                              float *loss_scale) {
+    const uint8_t *data = NULL;
+    size_t size = 0;
+    int rc = map_file(path, &data, &size);
+    if (rc) return rc;
+    cJSON *hdr = NULL;
+    uint64_t hlen = 0;
+    if (size < 8) {
+        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: truncated: no header length", path);
+        goto out;
+    }
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | data[i];
+    if (hlen > size - 8 || hlen > ST_MAX_HEADER) {
+        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: header length exceeds the file: truncated", path);
+        goto out;
+    }
+    hdr = cJSON_ParseWithLength((const char *)data + 8, (size_t)hlen);
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(hdr, "__metadata__");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(meta, "step");
+    const cJSON *ls = cJSON_GetObjectItemCaseSensitive(meta, "loss_scale");
+    if (!cJSON_IsObject(hdr) || !cJSON_IsString(st) || !cJSON_IsString(ls)) {
+        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: not a zoff optimizer state (no step/loss_scale)",
+                       path);
+        goto out;
+    }
+    char *end;
+    long sv = strtol(st->valuestring, &end, 10);
+    float lv = strtof(ls->valuestring, NULL);
+    if (*end || sv < 0 || sv > INT_MAX || !(lv > 0.0f)) {
+        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: bad step or loss_scale in the metadata", path);
+        goto out;
+    }
+    const char *names[2] = {"adamw.m", "adamw.v"};
+    float *dst[2] = {m, v};
+    const uint8_t *body = data + 8 + hlen;
+    uint64_t body_size = size - 8 - hlen;
+    for (int k = 0; k < 2; k++) {
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(hdr, names[k]);
+        const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+        const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
+        const cJSON *of = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+        uint64_t dim = 0, b = 0, en = 0;
+        if (!e || !cJSON_IsString(dt) || strcmp(dt->valuestring, "F32") != 0 ||
+            !cJSON_IsArray(sh) || cJSON_GetArraySize(sh) != 1 ||
+            json_u64(cJSON_GetArrayItem(sh, 0), &dim) || !cJSON_IsArray(of) ||
+            cJSON_GetArraySize(of) != 2 || json_u64(cJSON_GetArrayItem(of, 0), &b) ||
+            json_u64(cJSON_GetArrayItem(of, 1), &en)) {
+            rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: tensor \"%s\" missing or not F32 [n]", path,
+                           names[k]);
+            goto out;
+        }
+        if (dim != n || en < b || en - b != (uint64_t)n * 4) {
+            rc = zoff_fail(ZOFF_ESHAPE, MOD,
+                           "%s: tensor \"%s\" has %" PRIu64 " elements, the model needs %zu", path,
+                           names[k], dim, n);
+            goto out;
+        }
+        if (en > body_size) {
+            rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: tensor \"%s\": file truncated", path, names[k]);
+            goto out;
+        }
+        memcpy(dst[k], body + b, n * 4);
+    }
+    *step = (int)sv;
+    *loss_scale = lv;
+out:
+    cJSON_Delete(hdr);
+    if (size) munmap((void *)data, size);
+    return rc;
+}

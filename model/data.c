@@ -41,6 +41,11 @@ int zoff_dataset_load(const char *path, float val_frac, int seq_len, zoff_datase
     }
     int32_t magic = 0;
     if (size >= 4) memcpy(&magic, raw, 4);
+    if (magic == 20240326 || magic == 20240327) { /* llm.c model or optimizer state */
+        rc = zoff_fail(ZOFF_EFORMAT, MOD,
+                       "%s: an llm.c model/state file, not training data (tokens or text)", path);
+        goto out;
+    }
     if (size >= 1024 && magic == LLMC_TOKEN_MAGIC) {
         int32_t h[256];
         memcpy(h, raw, sizeof h);

@@ -28,6 +28,10 @@ typedef struct block_acts {
     float *res2;                      /* (B,T,C) residual after attention */
     float *ln2, *ln2_mean, *ln2_rstd; /* (B,T,C), (B,T), (B,T) */
     float *fch, *fchg;                /* (B,T,4C) before and after GELU */
+    /* 16-bit mode: the GEMM inputs ln1, atty, ln2 (B,T,C) and fchg (B,T,4C) are kept for
+     * backward only as their 16-bit casts; the fp32 versions above are then one scratch set
+     * shared by all blocks */
+    void *ln1_16, *atty_16, *ln2_16, *fchg_16;
 } block_acts;
 
 struct zoff_gpt {
@@ -39,6 +43,7 @@ struct zoff_gpt {
     float **res;           /* L+1 pointers into one (L+1, B,T,C) allocation */
     block_acts *blocks;    /* L entries; all equal when checkpointing */
     float *lnf, *lnf_mean, *lnf_rstd;
+    void *lnf_16;  /* 16-bit mode: lnf as the LM head's GEMM input */
     float *probs;  /* (B,T,V): logits, then probabilities, then dlogits in backward */
     float *losses; /* (B,T) */
     /* activation-gradient scratch, one block's worth */
@@ -46,7 +51,7 @@ struct zoff_gpt {
     float *dqkv;         /* (B,T,3C) */
     float *dfchg, *dfch; /* (B,T,4C) */
     float *att_scratch;  /* (B,NH,T,T) */
-    void *mm_a, *mm_b;   /* 16-bit GEMM activation operands (matmul_dtype != f32) */
+    void *mm_a;          /* 16-bit mode: the output gradient as a GEMM operand */
     /* 16-bit copy of the flat parameters (matmul_dtype != f32), same offsets: the GEMMs read
      * their weights here. Refreshed from params by each forward unless params16_external. */
     uint16_t *params16;
@@ -94,20 +99,34 @@ static int dalloc(zoff_gpt *m, size_t bytes, void *out) {
         if ((rc = dalloc(m, (size_t)(n) * sizeof(float), &(ptr)))) goto fail;                      \
     } while (0)
 
-static int alloc_block(zoff_gpt *m, block_acts *a, size_t BT, size_t C, size_t att_n) {
+/* Per-block activations; in 16-bit mode the fp32 GEMM inputs come from `shared`. */
+static int alloc_block(zoff_gpt *m, block_acts *a, const block_acts *shared, size_t BT, size_t C,
+                       size_t att_n) {
     int rc = 0;
-    FALLOC(a->ln1, BT * C);
+    if (shared) {
+        a->ln1 = shared->ln1;
+        a->atty = shared->atty;
+        a->ln2 = shared->ln2;
+        a->fchg = shared->fchg;
+        size_t es = zoff_dtype_size(m->opt.matmul_dtype);
+        if ((rc = dalloc(m, BT * C * es, &a->ln1_16))) goto fail;
+        if ((rc = dalloc(m, BT * C * es, &a->atty_16))) goto fail;
+        if ((rc = dalloc(m, BT * C * es, &a->ln2_16))) goto fail;
+        if ((rc = dalloc(m, BT * 4 * C * es, &a->fchg_16))) goto fail;
+    } else {
+        FALLOC(a->ln1, BT * C);
+        FALLOC(a->atty, BT * C);
+        FALLOC(a->ln2, BT * C);
+        FALLOC(a->fchg, BT * 4 * C);
+    }
     FALLOC(a->ln1_mean, BT);
     FALLOC(a->ln1_rstd, BT);
     FALLOC(a->qkv, BT * 3 * C);
-    FALLOC(a->atty, BT * C);
     FALLOC(a->att, att_n);
     FALLOC(a->res2, BT * C);
-    FALLOC(a->ln2, BT * C);
     FALLOC(a->ln2_mean, BT);
     FALLOC(a->ln2_rstd, BT);
     FALLOC(a->fch, BT * 4 * C);
-    FALLOC(a->fchg, BT * 4 * C);
 fail:
     return rc;
 }
@@ -158,12 +177,20 @@ int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_gpt_op
     FALLOC(res_all, (L + 1) * BT * C);
     for (size_t l = 0; l <= L; l++)
         m->res[l] = res_all + l * BT * C;
+    bool mm16 = opt->matmul_dtype != ZOFF_F32;
+    block_acts shared = {0};
+    if (mm16) {
+        FALLOC(shared.ln1, BT * C);
+        FALLOC(shared.atty, BT * C);
+        FALLOC(shared.ln2, BT * C);
+        FALLOC(shared.fchg, BT * 4 * C);
+    }
     for (size_t l = 0; l < L; l++) {
         if (opt->activation_checkpoint && l > 0) {
             m->blocks[l] = m->blocks[0];
             continue;
         }
-        if ((rc = alloc_block(m, &m->blocks[l], BT, C, att_n))) goto fail;
+        if ((rc = alloc_block(m, &m->blocks[l], mm16 ? &shared : NULL, BT, C, att_n))) goto fail;
     }
     FALLOC(m->lnf, BT * C);
     FALLOC(m->lnf_mean, BT);
@@ -177,9 +204,9 @@ int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_gpt_op
     FALLOC(m->dfch, BT * 4 * C);
     FALLOC(m->att_scratch, att_n);
     if (opt->matmul_dtype != ZOFF_F32) {
-        size_t na = BT * (4 * C > V ? 4 * C : V), nb = BT * 4 * C;
+        size_t na = BT * (4 * C > V ? 4 * C : V);
         if ((rc = dalloc(m, na * 2, &m->mm_a))) goto fail;
-        if ((rc = dalloc(m, nb * 2, &m->mm_b))) goto fail;
+        if ((rc = dalloc(m, BT * C * 2, &m->lnf_16))) goto fail;
         if ((rc = dalloc(m, m->layout.total * 2, &m->params16))) goto fail;
     }
     if ((rc = dalloc(m, BT * sizeof(int32_t), &m->d_tokens))) goto fail;
@@ -188,24 +215,17 @@ int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_gpt_op
     if ((rc = zoff_dev_host_alloc(dev, BT * sizeof(int32_t), (void **)&m->h_targets))) goto fail;
     if ((rc = zoff_dev_host_alloc(dev, BT * sizeof(float), (void **)&m->h_losses))) goto fail;
     /* zero parameters and gradients (padding stays zero forever) */
-    *out = m;
-    {
-        float *zero = calloc(m->layout.total, sizeof(float));
-        if (!zero) {
-            rc = -ENOMEM;
-            *out = NULL;
-            goto fail;
-        }
-        rc = zoff_dev_memcpy(dev, m->params, zero, m->layout.total * sizeof(float), ZOFF_COPY_H2D);
-        if (!rc)
-            rc = zoff_dev_memcpy(dev, m->grads, zero, m->layout.total * sizeof(float),
-                                 ZOFF_COPY_H2D);
-        free(zero);
-        if (rc) {
-            *out = NULL;
-            goto fail;
-        }
+    float *zero = calloc(m->layout.total, sizeof(float));
+    if (!zero) {
+        rc = -ENOMEM;
+        goto fail;
     }
+    size_t bytes = m->layout.total * sizeof(float);
+    rc = zoff_dev_memcpy(dev, m->params, zero, bytes, ZOFF_COPY_H2D);
+    if (!rc) rc = zoff_dev_memcpy(dev, m->grads, zero, bytes, ZOFF_COPY_H2D);
+    free(zero);
+    if (rc) goto fail;
+    *out = m;
     return 0;
 fail:
     zoff_gpt_destroy(m);
@@ -339,26 +359,28 @@ static const void *W16(zoff_gpt *m, const float *w) {
     return m->params16 + (w - m->params);
 }
 
-/* out (N,OC) = beta*out + inp (N,K) @ w (OC,K)^T (+ bias). 16-bit mode rounds the operands. */
-static int mm_fwd(zoff_gpt *m, zoff_dev_stream *s, float *out, const float *inp, const float *w,
-                  const float *bias, int N, int K, int OC, float beta) {
+/* out (N,OC) = beta*out + inp (N,K) @ w (OC,K)^T (+ bias). 16-bit mode rounds the operands:
+ * inp is cast into inp16 (kept for the backward's weight gradient), w comes from params16. */
+static int mm_fwd(zoff_gpt *m, zoff_dev_stream *s, float *out, const float *inp, void *inp16,
+                  const float *w, const float *bias, int N, int K, int OC, float beta) {
     zoff_dtype dt = m->opt.matmul_dtype;
     if (dt == ZOFF_F32) {
         TRY(zoff_dev_op_gemm(s, false, true, N, OC, K, 1.0f, inp, K, w, K, ZOFF_F32, beta, out,
                              OC));
     } else {
-        TRY(zoff_dev_op_cast(s, m->mm_a, dt, inp, ZOFF_F32, (size_t)N * K));
-        TRY(zoff_dev_op_gemm(s, false, true, N, OC, K, 1.0f, m->mm_a, K, W16(m, w), K, dt, beta,
-                             out, OC));
+        TRY(zoff_dev_op_cast(s, inp16, dt, inp, ZOFF_F32, (size_t)N * K));
+        TRY(zoff_dev_op_gemm(s, false, true, N, OC, K, 1.0f, inp16, K, W16(m, w), K, dt, beta, out,
+                             OC));
     }
     if (bias) TRY(zoff_dev_op_bias_add(s, out, bias, (size_t)N, OC));
     return 0;
 }
 
 /* dinp (N,K) = dout (N,OC) @ w (OC,K) (overwritten); dw (OC,K) += dout^T @ inp (N,K);
- * dbias (OC) += column sums of dout. */
+ * dbias (OC) += column sums of dout. 16-bit mode reads inp16 saved by mm_fwd. */
 static int mm_bwd(zoff_gpt *m, zoff_dev_stream *s, float *dinp, float *dw, float *dbias,
-                  const float *dout, const float *inp, const float *w, int N, int K, int OC) {
+                  const float *dout, const float *inp, const void *inp16, const float *w, int N,
+                  int K, int OC) {
     zoff_dtype dt = m->opt.matmul_dtype;
     if (dt == ZOFF_F32) {
         TRY(zoff_dev_op_gemm(s, false, false, N, K, OC, 1.0f, dout, OC, w, K, ZOFF_F32, 0.0f, dinp,
@@ -369,8 +391,7 @@ static int mm_bwd(zoff_gpt *m, zoff_dev_stream *s, float *dinp, float *dw, float
         TRY(zoff_dev_op_cast(s, m->mm_a, dt, dout, ZOFF_F32, (size_t)N * OC));
         TRY(zoff_dev_op_gemm(s, false, false, N, K, OC, 1.0f, m->mm_a, OC, W16(m, w), K, dt, 0.0f,
                              dinp, K));
-        TRY(zoff_dev_op_cast(s, m->mm_b, dt, inp, ZOFF_F32, (size_t)N * K));
-        TRY(zoff_dev_op_gemm(s, true, false, OC, K, N, 1.0f, m->mm_a, OC, m->mm_b, K, dt, 1.0f, dw,
+        TRY(zoff_dev_op_gemm(s, true, false, OC, K, N, 1.0f, m->mm_a, OC, inp16, K, dt, 1.0f, dw,
                              K));
     }
     if (dbias) TRY(zoff_dev_op_bias_grad(s, dbias, dout, (size_t)N, OC));
@@ -386,21 +407,21 @@ static int block_fwd(zoff_gpt *m, zoff_dev_stream *s, int l, int B, int T) {
     float *y = m->res[l + 1];
     TRY(zoff_dev_op_layernorm_fwd(s, a->ln1, a->ln1_mean, a->ln1_rstd, x, P(m, ZOFF_GPT_LN1_W, l),
                                   P(m, ZOFF_GPT_LN1_B, l), (size_t)BT, C));
-    TRY(mm_fwd(m, s, a->qkv, a->ln1, P(m, ZOFF_GPT_QKV_W, l), P(m, ZOFF_GPT_QKV_B, l), BT, C, 3 * C,
-               0.0f));
+    TRY(mm_fwd(m, s, a->qkv, a->ln1, a->ln1_16, P(m, ZOFF_GPT_QKV_W, l), P(m, ZOFF_GPT_QKV_B, l),
+               BT, C, 3 * C, 0.0f));
     TRY(zoff_dev_op_attention_fwd(s, a->atty, a->att, a->qkv, B, T, C, NH));
     /* res2 = x + attproj(atty): copy x, then accumulate the projection (beta = 1) */
     TRY(zoff_dev_memcpy_async(s, a->res2, x, (size_t)BT * C * sizeof(float), ZOFF_COPY_D2D));
-    TRY(mm_fwd(m, s, a->res2, a->atty, P(m, ZOFF_GPT_ATTPROJ_W, l), P(m, ZOFF_GPT_ATTPROJ_B, l), BT,
-               C, C, 1.0f));
+    TRY(mm_fwd(m, s, a->res2, a->atty, a->atty_16, P(m, ZOFF_GPT_ATTPROJ_W, l),
+               P(m, ZOFF_GPT_ATTPROJ_B, l), BT, C, C, 1.0f));
     TRY(zoff_dev_op_layernorm_fwd(s, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2,
                                   P(m, ZOFF_GPT_LN2_W, l), P(m, ZOFF_GPT_LN2_B, l), (size_t)BT, C));
-    TRY(mm_fwd(m, s, a->fch, a->ln2, P(m, ZOFF_GPT_FC_W, l), P(m, ZOFF_GPT_FC_B, l), BT, C, 4 * C,
-               0.0f));
+    TRY(mm_fwd(m, s, a->fch, a->ln2, a->ln2_16, P(m, ZOFF_GPT_FC_W, l), P(m, ZOFF_GPT_FC_B, l), BT,
+               C, 4 * C, 0.0f));
     TRY(zoff_dev_op_gelu_fwd(s, a->fchg, a->fch, (size_t)BT * 4 * C));
     TRY(zoff_dev_memcpy_async(s, y, a->res2, (size_t)BT * C * sizeof(float), ZOFF_COPY_D2D));
-    TRY(mm_fwd(m, s, y, a->fchg, P(m, ZOFF_GPT_FCPROJ_W, l), P(m, ZOFF_GPT_FCPROJ_B, l), BT, 4 * C,
-               C, 1.0f));
+    TRY(mm_fwd(m, s, y, a->fchg, a->fchg_16, P(m, ZOFF_GPT_FCPROJ_W, l), P(m, ZOFF_GPT_FCPROJ_B, l),
+               BT, 4 * C, C, 1.0f));
     return 0;
 }
 
@@ -444,7 +465,7 @@ int zoff_gpt_forward(zoff_gpt *m, zoff_dev_stream *s, const int32_t *tokens, con
     if (m->need_hook) m->need_hook(m->need_ctx, L + 1, s);
     TRY(zoff_dev_op_layernorm_fwd(s, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[L],
                                   P(m, ZOFF_GPT_LNF_W, 0), P(m, ZOFF_GPT_LNF_B, 0), (size_t)BT, C));
-    TRY(mm_fwd(m, s, m->probs, m->lnf, P(m, ZOFF_GPT_WTE, 0), NULL, BT, C, V, 0.0f));
+    TRY(mm_fwd(m, s, m->probs, m->lnf, m->lnf_16, P(m, ZOFF_GPT_WTE, 0), NULL, BT, C, V, 0.0f));
     TRY(zoff_dev_op_softmax_xent_fwd(s, m->probs, m->losses, m->probs,
                                      targets ? m->d_targets : NULL, (size_t)BT, V));
     m->cur_B = B;
@@ -471,22 +492,22 @@ static int block_bwd(zoff_gpt *m, zoff_dev_stream *s, int l, int B, int T) {
     const float *x = m->res[l];
     /* MLP: y = res2 + fcproj(gelu(fc(ln2(res2)))); dres holds dy */
     TRY(mm_bwd(m, s, m->dfchg, G(m, ZOFF_GPT_FCPROJ_W, l), G(m, ZOFF_GPT_FCPROJ_B, l), m->dres,
-               a->fchg, P(m, ZOFF_GPT_FCPROJ_W, l), BT, 4 * C, C));
+               a->fchg, a->fchg_16, P(m, ZOFF_GPT_FCPROJ_W, l), BT, 4 * C, C));
     TRY(zoff_dev_memset_async(s, m->dfch, 0, (size_t)BT * 4 * C * sizeof(float)));
     TRY(zoff_dev_op_gelu_bwd(s, m->dfch, a->fch, m->dfchg, (size_t)BT * 4 * C));
     TRY(mm_bwd(m, s, m->dtmp, G(m, ZOFF_GPT_FC_W, l), G(m, ZOFF_GPT_FC_B, l), m->dfch, a->ln2,
-               P(m, ZOFF_GPT_FC_W, l), BT, C, 4 * C));
+               a->ln2_16, P(m, ZOFF_GPT_FC_W, l), BT, C, 4 * C));
     TRY(zoff_dev_op_layernorm_bwd(s, m->dres, G(m, ZOFF_GPT_LN2_W, l), G(m, ZOFF_GPT_LN2_B, l),
                                   m->dtmp, a->res2, P(m, ZOFF_GPT_LN2_W, l), a->ln2_mean,
                                   a->ln2_rstd, (size_t)BT, C));
     /* attention: res2 = x + attproj(attn(qkv(ln1(x)))); dres now holds dres2 */
     TRY(mm_bwd(m, s, m->dtmp, G(m, ZOFF_GPT_ATTPROJ_W, l), G(m, ZOFF_GPT_ATTPROJ_B, l), m->dres,
-               a->atty, P(m, ZOFF_GPT_ATTPROJ_W, l), BT, C, C));
+               a->atty, a->atty_16, P(m, ZOFF_GPT_ATTPROJ_W, l), BT, C, C));
     TRY(zoff_dev_memset_async(s, m->dqkv, 0, (size_t)BT * 3 * C * sizeof(float)));
     TRY(zoff_dev_op_attention_bwd(s, m->dqkv, m->att_scratch, m->dtmp, a->qkv, a->att, B, T, C,
                                   NH));
     TRY(mm_bwd(m, s, m->dtmp, G(m, ZOFF_GPT_QKV_W, l), G(m, ZOFF_GPT_QKV_B, l), m->dqkv, a->ln1,
-               P(m, ZOFF_GPT_QKV_W, l), BT, C, 3 * C));
+               a->ln1_16, P(m, ZOFF_GPT_QKV_W, l), BT, C, 3 * C));
     TRY(zoff_dev_op_layernorm_bwd(s, m->dres, G(m, ZOFF_GPT_LN1_W, l), G(m, ZOFF_GPT_LN1_B, l),
                                   m->dtmp, x, P(m, ZOFF_GPT_LN1_W, l), a->ln1_mean, a->ln1_rstd,
                                   (size_t)BT, C));
@@ -503,8 +524,8 @@ int zoff_gpt_backward(zoff_gpt *m, zoff_dev_stream *s, float dloss_scale) {
     TRY(zoff_dev_op_softmax_xent_bwd(s, m->probs, m->probs, m->d_targets, dloss_scale / BT,
                                      (size_t)BT, V));
     m->have_fwd = false; /* probs now hold dlogits */
-    TRY(mm_bwd(m, s, m->dtmp, G(m, ZOFF_GPT_WTE, 0), NULL, m->probs, m->lnf, P(m, ZOFF_GPT_WTE, 0),
-               BT, C, V));
+    TRY(mm_bwd(m, s, m->dtmp, G(m, ZOFF_GPT_WTE, 0), NULL, m->probs, m->lnf, m->lnf_16,
+               P(m, ZOFF_GPT_WTE, 0), BT, C, V));
     TRY(zoff_dev_memset_async(s, m->dres, 0, (size_t)BT * C * sizeof(float)));
     TRY(zoff_dev_op_layernorm_bwd(s, m->dres, G(m, ZOFF_GPT_LNF_W, 0), G(m, ZOFF_GPT_LNF_B, 0),
                                   m->dtmp, m->res[L], P(m, ZOFF_GPT_LNF_W, 0), m->lnf_mean,

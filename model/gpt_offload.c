@@ -19,6 +19,7 @@ struct zoff_gpt_offload {
     void *weights16; /* the model's 16-bit GEMM weights, which the engine updates; NULL in f32 */
     int *group_first, *group_count; /* tensors of each layer group */
     int status;                     /* first error raised inside a model hook */
+    int resumed_step;               /* optimizer steps of the state load_state restored */
 };
 
 /* Before a group's forward: wait for its weights, then widen them into the model's. */
@@ -127,6 +128,36 @@ int zoff_gpt_offload_sync_model(zoff_gpt_offload *o) {
     if (!rc) rc = zoff_gpt_params_from_host(o->m, master);
     free(master);
     return rc;
+}
+
+int zoff_gpt_offload_save_state(zoff_gpt_offload *o, const char *path) {
+    size_t n = o->layout->total;
+    float *buf = malloc(3 * n * sizeof(float));
+    if (!buf) return -ENOMEM;
+    int64_t updates = 0;
+    float scale = 1.0f;
+    int rc = zoff_engine_save_state(o->engine, o->s, buf, buf + n, buf + 2 * n, &updates, &scale);
+    if (!rc) rc = zoff_gpt_params_from_host(o->m, buf);
+    if (!rc) rc = zoff_optimizer_state_save(path, buf + n, buf + 2 * n, n, (int)updates, scale);
+    free(buf);
+    return rc;
+}
+
+int zoff_gpt_offload_load_state(zoff_gpt_offload *o, const char *path) {
+    size_t n = o->layout->total;
+    float *buf = malloc(2 * n * sizeof(float));
+    if (!buf) return -ENOMEM;
+    int updates = 0;
+    float scale = 1.0f;
+    int rc = zoff_optimizer_state_load(path, buf, buf + n, n, &updates, &scale);
+    if (!rc) rc = zoff_engine_load_state(o->engine, o->s, buf, buf + n, updates, scale);
+    if (!rc) o->resumed_step = updates;
+    free(buf);
+    return rc;
+}
+
+int zoff_gpt_offload_resumed_step(const zoff_gpt_offload *o) {
+    return o->resumed_step;
 }
 
 int zoff_gpt_offload_finish(zoff_gpt_offload *o) {

@@ -34,6 +34,16 @@ zoff_engine *zoff_gpt_offload_engine(zoff_gpt_offload *o);
  * each group's gradients), end of micro-batch. loss: the micro-batch's mean loss. */
 int zoff_gpt_offload_micro_batch(zoff_gpt_offload *o, const int32_t *tokens, const int32_t *targets,
                                  int B, int T, float *loss);
+/* The optimizer state in the trainer's checkpoint format (optimizer.safetensors: fp32 moments
+ * over the flat layout, update count, loss scale), so that an offloaded run and a
+ * non-offloaded one can resume each other. Save also copies the master weights into the
+ * model, for the model checkpoint beside it. */
+int zoff_gpt_offload_save_state(zoff_gpt_offload *o, const char *path);
+int zoff_gpt_offload_load_state(zoff_gpt_offload *o, const char *path);
+/* The step count of the state load_state restored (0 if none): a resumed run continues after
+ * it. */
+int zoff_gpt_offload_resumed_step(const zoff_gpt_offload *o);
+
 /* Copies the current master weights into the model's parameters (after a flush), e.g. for a
  * checkpoint or a validation pass with exact weights. */
 int zoff_gpt_offload_sync_model(zoff_gpt_offload *o);

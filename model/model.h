@@ -129,8 +129,10 @@ typedef struct zoff_gpt zoff_gpt;
 typedef struct zoff_gpt_options {
     int batch;                  /* B: the largest batch a forward may use */
     int seq_len;                /* T: the longest sequence a forward may use (<= cfg.seq_len) */
-    zoff_dtype matmul_dtype;    /* f32, or bf16/f16: GEMM operands rounded to 16 bits,
-                                   fp32 accumulation; master weights and activations fp32 */
+    zoff_dtype matmul_dtype;    /* f32, or bf16/f16: GEMMs take 16-bit operands with fp32
+                                   accumulation; weights come from a 16-bit flat copy and the
+                                   activations that feed GEMMs are saved only in 16 bits;
+                                   master weights, gradients, norms, softmax, loss stay fp32 */
     bool activation_checkpoint; /* keep each block's input only; recompute it in backward */
 } zoff_gpt_options;
 void zoff_gpt_options_default(zoff_gpt_options *opt);
@@ -172,10 +174,12 @@ int zoff_gpt_params_to_host(zoff_gpt *m, float *dst);
 int zoff_gpt_params_from_host(zoff_gpt *m, const float *src);
 int zoff_gpt_grads_to_host(zoff_gpt *m, float *dst);
 
-/* Forward on B sequences of T tokens (host arrays of B*T int32, ids in [0, V)); targets may be
- * NULL (inference: no loss, no backward). Issued on s. When loss is not NULL, waits for the
- * stream and returns the mean cross-entropy; otherwise tokens and targets must stay valid
- * until s has passed this work. Probabilities of the last forward stay available. */
+/* Forward on B <= batch sequences of T <= seq_len tokens (host arrays of B*T int32, ids in
+ * [0, V), checked); targets may be NULL (inference: no loss, no backward). The token arrays are
+ * copied into pinned staging first (after waiting for s to finish its previous use of it), so
+ * the caller may reuse them on return. The rest is issued on s; when loss is not NULL, waits
+ * for s and returns the mean cross-entropy. Probabilities of the last forward stay available
+ * until the next backward. */
 int zoff_gpt_forward(zoff_gpt *m, zoff_dev_stream *s, const int32_t *tokens, const int32_t *targets,
                      int B, int T, float *loss);
 /* Backward of the last forward (which must have had targets), accumulating into grads.
@@ -278,6 +282,18 @@ int zoff_gpt_checkpoint_load(zoff_gpt *m, const char *path);
 /* Reads only the config of a checkpoint (directory, .safetensors with config.json beside
  * it, or .bin). */
 int zoff_gpt_checkpoint_config(const char *path, zoff_gpt_config *cfg);
+
+/* The built-in AdamW's state for exact resumption: DIR/optimizer.safetensors ("adamw.m",
+ * "adamw.v": F32 over the flat layout; step and loss scale in the metadata). Host arrays of
+ * n = layout.total floats. Errors name the file and the tensor. */
+int zoff_optimizer_state_save(const char *path, const float *m, const float *v, size_t n, int step,
+                              float loss_scale);
+int zoff_optimizer_state_load(const char *path, float *m, float *v, size_t n, int *step,
+                              float *loss_scale);
+/* The trainer's own state (moments, step, loss scale) to and from such a file. Only
+ * meaningful with the built-in optimizer (a hook keeps its own state). */
+int zoff_trainer_save_state(zoff_trainer *tr, const char *path);
+int zoff_trainer_load_state(zoff_trainer *tr, const char *path);
 
 /* --- data ------------------------------------------------------------------------------- */
 typedef struct zoff_dataset {

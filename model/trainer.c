@@ -129,17 +129,13 @@ int zoff_trainer_compute_grads(zoff_trainer *tr, const int32_t *tokens, const in
     return 0;
 }
 
+static int ensure_moments(zoff_trainer *tr, size_t total);
+
 /* The built-in step: device AdamW per tensor (weight decay only where the layout says). */
 static int builtin_adamw(zoff_trainer *tr, const zoff_optimizer_step_args *a) {
-    zoff_dev *dev = zoff_gpt_get_dev(tr->m);
     size_t total = a->layout->total;
-    int rc;
-    if (!tr->mom) {
-        if ((rc = zoff_dev_malloc(dev, total * sizeof(float), (void **)&tr->mom))) return rc;
-        if ((rc = zoff_dev_malloc(dev, total * sizeof(float), (void **)&tr->var))) return rc;
-        if ((rc = zoff_dev_memset_async(tr->s, tr->mom, 0, total * sizeof(float)))) return rc;
-        if ((rc = zoff_dev_memset_async(tr->s, tr->var, 0, total * sizeof(float)))) return rc;
-    }
+    int rc = ensure_moments(tr, total);
+    if (rc) return rc;
     for (int i = 0; i < a->layout->n_tensors; i++) {
         const zoff_gpt_tensor *t = &a->layout->tensors[i];
         zoff_dev_adamw_args h = {.lr = a->lr,
@@ -216,4 +212,50 @@ int zoff_trainer_step(zoff_trainer *tr, const int32_t *tokens, const int32_t *ta
                       zoff_step_stats *stats) {
     int rc = zoff_trainer_compute_grads(tr, tokens, targets, B, T, true, NULL);
     return rc ? rc : zoff_trainer_optimizer_step(tr, stats);
+}
+
+static int ensure_moments(zoff_trainer *tr, size_t total) {
+    if (tr->mom) return 0;
+    zoff_dev *dev = zoff_gpt_get_dev(tr->m);
+    int rc = zoff_dev_malloc(dev, total * sizeof(float), (void **)&tr->mom);
+    if (!rc) rc = zoff_dev_malloc(dev, total * sizeof(float), (void **)&tr->var);
+    if (!rc) rc = zoff_dev_memset_async(tr->s, tr->mom, 0, total * sizeof(float));
+    if (!rc) rc = zoff_dev_memset_async(tr->s, tr->var, 0, total * sizeof(float));
+    return rc;
+}
+
+int zoff_trainer_save_state(zoff_trainer *tr, const char *path) {
+    size_t total = zoff_gpt_get_layout(tr->m)->total;
+    zoff_dev *dev = zoff_gpt_get_dev(tr->m);
+    float *m = calloc(total, sizeof *m), *v = calloc(total, sizeof *v);
+    int rc = m && v ? 0 : -ENOMEM;
+    if (!rc) rc = zoff_dev_stream_synchronize(tr->s);
+    if (!rc && tr->mom) rc = zoff_dev_memcpy(dev, m, tr->mom, total * 4, ZOFF_COPY_D2H);
+    if (!rc && tr->var) rc = zoff_dev_memcpy(dev, v, tr->var, total * 4, ZOFF_COPY_D2H);
+    if (!rc) rc = zoff_optimizer_state_save(path, m, v, total, tr->step, tr->loss_scale);
+    free(m);
+    free(v);
+    return rc;
+}
+
+int zoff_trainer_load_state(zoff_trainer *tr, const char *path) {
+    size_t total = zoff_gpt_get_layout(tr->m)->total;
+    zoff_dev *dev = zoff_gpt_get_dev(tr->m);
+    float *m = malloc(total * sizeof *m), *v = malloc(total * sizeof *v);
+    int step = 0;
+    float scale = 1.0f;
+    int rc = m && v ? 0 : -ENOMEM;
+    if (!rc) rc = zoff_optimizer_state_load(path, m, v, total, &step, &scale);
+    if (!rc) rc = ensure_moments(tr, total);
+    if (!rc) rc = zoff_dev_stream_synchronize(tr->s);
+    if (!rc) rc = zoff_dev_memcpy(dev, tr->mom, m, total * 4, ZOFF_COPY_H2D);
+    if (!rc) rc = zoff_dev_memcpy(dev, tr->var, v, total * 4, ZOFF_COPY_H2D);
+    if (!rc) {
+        tr->step = step;
+        tr->loss_scale = scale;
+        tr->good_steps = 0;
+    }
+    free(m);
+    free(v);
+    return rc;
 }

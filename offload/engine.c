@@ -376,15 +376,50 @@ int zoff_engine_flush(zoff_engine *e, zoff_dev_stream *s) {
     return engine_worker_error(e);
 }
 
+int zoff_engine_save_state(zoff_engine *e, zoff_dev_stream *s, float *master, float *m, float *v,
+                           int64_t *updates, float *loss_scale) {
+    if (!e || (!master && !m && !v)) return -EINVAL;
+    int rc = zoff_engine_flush(e, s);
+    /* the CPU threads are idle after a flush: the store may be used from here */
+    if (!rc) rc = state_store_drain(e->store);
+    if (rc) return rc;
+    float *outs[3] = {master, m, v};
+    for (int i = 0; i < 3; i++) /* padding outside buckets reads as 0 */
+        if (outs[i]) memset(outs[i], 0, e->n_params * sizeof(float));
+    for (size_t b = 0; b < e->n_buckets && !rc; b++) {
+        size_t off = e->buckets[b].offset;
+        rc = state_store_read(e->store, b, master ? master + off : NULL, m ? m + off : NULL,
+                              v ? v + off : NULL);
+    }
+    if (updates) *updates = e->applied_steps;
+    if (loss_scale) *loss_scale = e->loss_scale;
+    return rc;
+}
+
 int zoff_engine_get_master(zoff_engine *e, zoff_dev_stream *s, float *out) {
     if (!out) return -EINVAL;
+    return zoff_engine_save_state(e, s, out, NULL, NULL, NULL, NULL);
+}
+
+int zoff_engine_load_state(zoff_engine *e, zoff_dev_stream *s, const float *m, const float *v,
+                           int64_t updates, float loss_scale) {
+    if (!e || !m || !v || updates < 0) return -EINVAL;
+    if (e->cfg.dtype == ZOFF_F16 && !(loss_scale >= 1.0f))
+        return zoff_fail(ZOFF_ECONFIG, MOD, "loss scale %g in the optimizer state is below 1",
+                         (double)loss_scale);
     int rc = zoff_engine_flush(e, s);
+    if (!rc) rc = state_store_drain(e->store);
+    for (size_t b = 0; b < e->n_buckets && !rc; b++) {
+        size_t off = e->buckets[b].offset;
+        rc = state_store_write_moments(e->store, b, m + off, v + off);
+    }
     if (rc) return rc;
-    /* The CPU threads are idle after a flush: the store may be read from here. */
-    if ((rc = state_store_drain(e->store))) return rc;
-    memset(out, 0, e->n_params * sizeof(float)); /* padding outside buckets reads as 0 */
-    for (size_t b = 0; b < e->n_buckets; b++)
-        if ((rc = state_store_read_master(e->store, b, out + e->buckets[b].offset))) return rc;
+    e->applied_steps = updates;
+    if (e->cfg.dtype == ZOFF_F16) {
+        pthread_mutex_lock(&e->lock);
+        e->loss_scale = e->decided_scale = loss_scale;
+        pthread_mutex_unlock(&e->lock);
+    }
     return 0;
 }
 

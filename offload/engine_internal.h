@@ -55,8 +55,11 @@ void state_store_prefetch(state_store *st, size_t b);
 int state_store_release(state_store *st, size_t b);
 /* Waits for all write-backs. */
 int state_store_drain(state_store *st);
-/* Copies bucket b's master weights into out (numel floats). */
-int state_store_read_master(state_store *st, size_t b, float *out);
+/* Copies bucket b's master weights into master (may be NULL) and its moments, widened to
+ * fp32, into m and v (numel floats each). */
+int state_store_read(state_store *st, size_t b, float *master, float *m, float *v);
+/* Replaces bucket b's moments with m and v (fp32, narrowed as stored). */
+int state_store_write_moments(state_store *st, size_t b, const float *m, const float *v);
 size_t state_store_host_bytes(const state_store *st);
 size_t state_store_nvme_bytes(const state_store *st);
 /* NVMe bytes moved and time blocked since the last call (for step reports). */

@@ -269,17 +269,41 @@ int state_store_drain(state_store *st) {
     return rc;
 }
 
-int state_store_read_master(state_store *st, size_t b, float *out) {
+/* Gives a stage that was only read back (not updated) without writing it. */
+static void forget_stage(state_store *st, size_t b) {
+    stage *sg = st->regions ? find_stage(st, b) : NULL;
+    if (sg) sg->state = STAGE_FREE;
+}
+
+int state_store_read(state_store *st, size_t b, float *master, float *m, float *v) {
     float *p;
-    void *m, *v;
-    int rc = state_store_acquire(st, b, &p, &m, &v);
+    void *sm, *sv;
+    size_t n = st->e->buckets[b].numel;
+    int rc = state_store_acquire(st, b, &p, &sm, &sv);
     if (rc) return rc;
-    memcpy(out, p, st->e->buckets[b].numel * sizeof(float));
-    if (st->regions) { /* unchanged: just give the stage back */
-        stage *sg = find_stage(st, b);
-        sg->state = STAGE_FREE;
+    if (master) memcpy(master, p, n * sizeof(float));
+    zoff_dtype md = st->e->cfg.moment_dtype;
+    if (m) rc = zoff_adam_cast(st->e->pool, sm, md, m, ZOFF_F32, n);
+    if (!rc && v) rc = zoff_adam_cast(st->e->pool, sv, md, v, ZOFF_F32, n);
+    forget_stage(st, b);
+    return rc;
+}
+
+int state_store_write_moments(state_store *st, size_t b, const float *m, const float *v) {
+    float *p;
+    void *sm, *sv;
+    size_t n = st->e->buckets[b].numel;
+    int rc = state_store_acquire(st, b, &p, &sm, &sv);
+    if (rc) return rc;
+    zoff_dtype md = st->e->cfg.moment_dtype;
+    rc = zoff_adam_cast(st->e->pool, m, ZOFF_F32, sm, md, n);
+    if (!rc) rc = zoff_adam_cast(st->e->pool, v, ZOFF_F32, sv, md, n);
+    if (rc) {
+        forget_stage(st, b);
+        return rc;
     }
-    return 0;
+    rc = state_store_release(st, b);
+    return rc ? rc : state_store_drain(st);
 }
 
 size_t state_store_host_bytes(const state_store *st) {

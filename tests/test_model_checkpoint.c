@@ -328,6 +328,9 @@ static void test_data(void) {
     zoff_dataset_free(&ds);
     write_bytes(path, buf, sizeof buf - 1);
     expect_error(zoff_dataset_load(path, 0.1f, 8, &ds), ZOFF_EFORMAT, path, "truncated");
+    char mpath[512];
+    path_of(mpath, "m.bin"); /* the llm.c model file written by test_llmc */
+    expect_error(zoff_dataset_load(mpath, 0.1f, 8, &ds), ZOFF_EFORMAT, mpath, "model");
     expect_error(zoff_dataset_load("/nonexistent/data", 0.1f, 8, &ds), -ENOENT, "/nonexistent/data",
                  NULL);
 }

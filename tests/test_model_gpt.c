@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 static zoff_dev *dev;
 static zoff_dev_stream *st;
@@ -402,6 +403,95 @@ static void test_schedule_and_sampling(void) {
     CHECK(cold > 990); /* a low temperature concentrates on the argmax */
 }
 
+/* A model larger than the device fails cleanly and gives back everything it took. */
+static void test_device_oom(void) {
+    zoff_dev_config cfg;
+    zoff_dev_config_default(&cfg);
+    cfg.kind = ZOFF_DEV_HOST;
+    cfg.capacity = 4u << 20;
+    zoff_dev *small;
+    REQUIRE_OK(zoff_dev_open(&cfg, &small));
+    zoff_gpt_config c = {
+        .n_layer = 4, .n_head = 4, .n_embd = 256, .vocab_size = 256, .seq_len = 64};
+    zoff_gpt *m = NULL;
+    CHECK(zoff_gpt_create(small, &c, NULL, &m) == ZOFF_EDEVICE_OOM);
+    CHECK(m == NULL);
+    zoff_dev_mem_stats ms;
+    zoff_dev_mem_stats_get(small, &ms);
+    CHECK_EQ_INT(ms.used, 0);
+    CHECK(ms.n_oom >= 1);
+    zoff_dev_close(small);
+}
+
+/* Exact resumption: 3 steps, save weights and optimizer state, load both into a fresh model
+ * and trainer, 3 more steps == 6 steps in one go (bit for bit on the host). */
+static void test_resume(void) {
+    zoff_gpt_config c;
+    tiny_config(&c);
+    zoff_gpt_options o;
+    zoff_gpt_options_default(&o);
+    o.batch = 2;
+    o.seq_len = 8;
+    zoff_trainer_config tc;
+    zoff_trainer_config_default(&tc);
+    tc.total_steps = 6;
+    tc.warmup_steps = 2;
+    char dir[] = "/tmp/zoff_resume_XXXXXX";
+    REQUIRE_OK(mkdtemp(dir) ? 0 : -1);
+    char ck[128], opt[160];
+    snprintf(ck, sizeof ck, "%s/step_3", dir);
+    snprintf(opt, sizeof opt, "%s/optimizer.safetensors", ck);
+    int32_t x[6][16], y[6][16];
+    for (int i = 0; i < 6; i++)
+        make_batch(2, 8, c.vocab_size, 40 + i, x[i], y[i]);
+    zoff_gpt *a, *b, *r;
+    zoff_trainer *ta, *tb, *tr;
+    zoff_step_stats sa, sr;
+    REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &a));
+    REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &b));
+    REQUIRE_OK(zoff_gpt_init_params(a, 3));
+    REQUIRE_OK(zoff_gpt_init_params(b, 3));
+    REQUIRE_OK(zoff_trainer_create(a, st, &tc, &ta));
+    REQUIRE_OK(zoff_trainer_create(b, st, &tc, &tb));
+    for (int i = 0; i < 6; i++)
+        REQUIRE_OK(zoff_trainer_step(ta, x[i], y[i], 2, 8, &sa));
+    for (int i = 0; i < 3; i++)
+        REQUIRE_OK(zoff_trainer_step(tb, x[i], y[i], 2, 8, NULL));
+    REQUIRE_OK(zoff_gpt_checkpoint_save(b, ck));
+    REQUIRE_OK(zoff_trainer_save_state(tb, opt));
+    REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &r));
+    REQUIRE_OK(zoff_gpt_checkpoint_load(r, ck));
+    REQUIRE_OK(zoff_trainer_create(r, st, &tc, &tr));
+    REQUIRE_OK(zoff_trainer_load_state(tr, opt));
+    CHECK_EQ_INT(zoff_trainer_get_step(tr), 3);
+    for (int i = 3; i < 6; i++)
+        REQUIRE_OK(zoff_trainer_step(tr, x[i], y[i], 2, 8, &sr));
+    CHECK(sa.loss == sr.loss && sa.lr == sr.lr);
+    size_t total = zoff_gpt_get_layout(a)->total;
+    float *pa = malloc(total * 4), *pr = malloc(total * 4);
+    REQUIRE_OK(zoff_gpt_params_to_host(a, pa));
+    REQUIRE_OK(zoff_gpt_params_to_host(r, pr));
+    CHECK(memcmp(pa, pr, total * 4) == 0);
+    /* a truncated state file names the file and the tensor; another model's is refused */
+    FILE *f = fopen(opt, "r+b");
+    REQUIRE_OK(f ? 0 : -1);
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fclose(f);
+    REQUIRE_OK(truncate(opt, sz - 16));
+    CHECK(zoff_trainer_load_state(tr, opt) == ZOFF_EFORMAT);
+    CHECK(strstr(zoff_last_error_detail(), opt) && strstr(zoff_last_error_detail(), "adamw.v"));
+    float one = 0;
+    int step = 0;
+    CHECK(zoff_optimizer_state_load(opt, &one, &one, 1, &step, &one) == ZOFF_ESHAPE);
+    free(pa), free(pr);
+    zoff_trainer_destroy(ta), zoff_trainer_destroy(tb), zoff_trainer_destroy(tr);
+    zoff_gpt_destroy(a), zoff_gpt_destroy(b), zoff_gpt_destroy(r);
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void) {
     zoff_test_init();
     zoff_dev_config cfg;
@@ -414,6 +504,8 @@ int main(void) {
     test_overfit_and_hooks();
     test_optimizer_hook_parity();
     test_schedule_and_sampling();
+    test_device_oom();
+    test_resume();
     CHECK_OK(zoff_dev_stream_destroy(st));
     zoff_dev_close(dev);
     return zoff_test_finish("test_model_gpt");

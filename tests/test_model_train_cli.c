@@ -84,6 +84,18 @@ int main(int argc, char **argv) {
     CHECK(output_has("1 layers"));
     CHECK(exists("run2/final/config.json"));
 
+    /* --resume continues weights, optimizer state, step and batches: the same final model */
+    CHECK(exists("run1/step_3/optimizer.safetensors"));
+    CHECK_EQ_INT(run("train " TINY "--steps 6 --resume run1/step_3 --sample-tokens 0 --out run4"),
+                 0);
+    char cmp[1024];
+    snprintf(cmp, sizeof cmp,
+             "cmp -s '%s/run1/final/model.safetensors' "
+             "'%s/run4/final/model.safetensors'",
+             dir, dir);
+    CHECK(system(cmp) == 0);
+    CHECK_EQ_INT(run("train --resume run1/final --init-from run1/final"), 2);
+
     /* a config file, overridden by a flag */
     char path[512];
     snprintf(path, sizeof path, "%s/cfg.json", dir);
@@ -142,6 +154,27 @@ int main(int argc, char **argv) {
     CHECK_EQ_INT(run("train --init-from off1/final --batch 2 --steps 2 --threads 1 "
                      "--sample-tokens 0 --offload cpu --out off4"),
                  0);
+    /* an offloaded run resumes exactly from its checkpoint (the engine's optimizer state is
+     * saved in the trainer's format), and either kind of run resumes the other's */
+    CHECK_EQ_INT(run("train " TINY "--steps 6 --ckpt-every 3 --sample-tokens 0 --offload cpu "
+                     "--bucket-size 16KiB --out off5"),
+                 0);
+    CHECK(exists("off5/step_3/optimizer.safetensors"));
+    /* (resumed with the state on NVMe: the same arithmetic, so the same model) */
+    CHECK_EQ_INT(run("train " TINY
+                     "--steps 6 --resume off5/step_3 --sample-tokens 0 --offload nvme "
+                     "--nvme-path . --bucket-size 16KiB --out off6"),
+                 0);
+    snprintf(cmp, sizeof cmp,
+             "cmp -s '%s/off5/final/model.safetensors' '%s/off6/final/model.safetensors'", dir,
+             dir);
+    CHECK(system(cmp) == 0);
+    CHECK_EQ_INT(run("train " TINY "--steps 6 --resume off5/step_3 --sample-tokens 0 --out off7"),
+                 0);
+    CHECK_EQ_INT(run("train " TINY "--steps 6 --resume run1/step_3 --sample-tokens 0 --offload cpu "
+                     "--out off8"),
+                 0);
+    CHECK(output_has("step 6/6"));
     /* offload flags checked, naming the flag */
     CHECK_EQ_INT(run("train --offload gpu"), 2);
     CHECK(output_has("--offload"));

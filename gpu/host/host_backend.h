@@ -30,6 +30,10 @@ typedef struct host_stream {
     int stop;
     pthread_t thread;
     struct host_device *hdev;
+    /* fp32 copies of 16-bit GEMM operands (ops_gemm.c): grown by the issuing thread, used by
+     * this stream's GEMMs one at a time, freed with the stream */
+    float *gemm_scratch;
+    size_t gemm_scratch_floats;
 } host_stream;
 
 typedef struct host_event {

@@ -71,6 +71,7 @@ typedef struct cast_args {
     const void *src;
     zoff_dtype dst_type, src_type;
     size_t n;
+    int nt;
 } cast_args;
 
 static void run_cast(void *p) {
@@ -79,13 +80,15 @@ static void run_cast(void *p) {
         memmove(a->dst, a->src, a->n * zoff_dtype_size(a->dst_type));
         return;
     }
-    for (size_t i = 0; i < a->n; i++)
+    size_t n = a->n;
+#pragma omp parallel for num_threads(host_threads_for(a->nt, 4.0 * n)) schedule(static)
+    for (size_t i = 0; i < n; i++)
         store_from_f32(a->dst, a->dst_type, i, load_as_f32(a->src, a->src_type, i));
 }
 
 int host_op_cast(void *stream, void *dst, zoff_dtype dst_type, const void *src, zoff_dtype src_type,
                  size_t n) {
-    cast_args a = {dst, src, dst_type, src_type, n};
+    cast_args a = {dst, src, dst_type, src_type, n, host_stream_threads(stream)};
     return host_stream_enqueue(stream, run_cast, &a, sizeof a);
 }
 

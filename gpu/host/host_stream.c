@@ -33,6 +33,7 @@ static void stream_retain(host_stream *s) {
 
 static void stream_release(host_stream *s) {
     if (atomic_fetch_sub(&s->refs, 1) != 1) return;
+    free(s->gemm_scratch);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
     free(s);

@@ -1,7 +1,9 @@
 /* Host GEMM: OpenBLAS sgemm, row-major. 16-bit inputs are widened to fp32 copies first (exact),
  * so a bf16 GEMM here equals bf16-rounded operands with fp32 accumulation, the contract the
- * CUDA backend's cuBLAS calls follow. The widened copies are allocated by the issuing thread
- * (so that an allocation failure is reported to the caller) and freed by the worker. */
+ * CUDA backend's cuBLAS calls follow. The widened copies live in a per-stream scratch that the
+ * issuing thread grows (so that an allocation failure is reported to the caller); a stream's
+ * GEMMs run one at a time, so they share it, and a replaced scratch is freed by a command
+ * queued behind the GEMMs that still use it. */
 #include "gpu/host/host_parallel.h"
 #include "core/half.h"
 #include "core/log.h"
@@ -18,7 +20,7 @@ typedef struct gemm_args {
     int lda, ldb, ldc;
     zoff_dtype type;
     float *C;
-    float *wa, *wb; /* widened copies for 16-bit inputs, or NULL */
+    float *wa, *wb; /* widened copies for 16-bit inputs (the stream's scratch), or NULL */
     int nt;
 } gemm_args;
 
@@ -83,45 +85,52 @@ static void run_gemm(void *p) {
             }
         }
     }
-    free(a->wa);
-    free(a->wb);
+}
+
+static void run_free(void *p) {
+    free(*(void **)p);
 }
 
 int host_op_gemm(void *stream, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                  const void *A, int lda, const void *B, int ldb, zoff_dtype ab_type, float beta,
                  float *C, int ldc) {
-    gemm_args a = {trans_a,
-                   trans_b,
-                   M,
-                   N,
-                   K,
-                   alpha,
-                   beta,
-                   A,
-                   B,
-                   lda,
-                   ldb,
-                   ldc,
-                   ab_type,
-                   C,
-                   NULL,
-                   NULL,
-                   host_stream_threads(stream)};
+    gemm_args a = {.ta = trans_a,
+                   .tb = trans_b,
+                   .M = M,
+                   .N = N,
+                   .K = K,
+                   .alpha = alpha,
+                   .beta = beta,
+                   .A = A,
+                   .B = B,
+                   .lda = lda,
+                   .ldb = ldb,
+                   .ldc = ldc,
+                   .type = ab_type,
+                   .C = C,
+                   .nt = host_stream_threads(stream)};
     if (ab_type != ZOFF_F32) {
+        host_stream *hs = stream;
         size_t na = stored_elems(trans_a, M, K, lda), nb = stored_elems(trans_b, K, N, ldb);
-        a.wa = malloc((na ? na : 1) * sizeof(float));
-        a.wb = malloc((nb ? nb : 1) * sizeof(float));
-        if (!a.wa || !a.wb) {
-            free(a.wa);
-            free(a.wb);
-            return zoff_fail(-ENOMEM, "host", "gemm: no memory to widen %s operands",
-                             zoff_dtype_name(ab_type));
+        size_t need = na + nb + 1;
+        if (need > hs->gemm_scratch_floats) {
+            float *fresh = malloc(need * sizeof(float));
+            if (!fresh)
+                return zoff_fail(-ENOMEM, "host", "gemm: no memory to widen %s operands (%zu B)",
+                                 zoff_dtype_name(ab_type), need * sizeof(float));
+            if (hs->gemm_scratch) {
+                int rc = host_stream_enqueue(stream, run_free, &hs->gemm_scratch,
+                                             sizeof hs->gemm_scratch);
+                if (rc) {
+                    free(fresh);
+                    return rc;
+                }
+            }
+            hs->gemm_scratch = fresh;
+            hs->gemm_scratch_floats = need;
         }
+        a.wa = hs->gemm_scratch;
+        a.wb = hs->gemm_scratch + na;
     }
-    int rc = host_stream_enqueue(stream, run_gemm, &a, sizeof a);
-    if (rc) {
-        free(a.wa);
-        free(a.wb);
-    }
-    return rc;
+    return host_stream_enqueue(stream, run_gemm, &a, sizeof a);
 }

@@ -137,6 +137,16 @@ typedef struct zoff_engine_step_report {
 
 /* Waits until every queued step is applied and its weights are on the device. */
 int zoff_engine_flush(zoff_engine *e, zoff_dev_stream *s);
+/* The optimizer state for a checkpoint, over the flat layout (n_params floats each; padding
+ * outside the buckets reads as 0): master weights, Adam moments as fp32, the number of updates
+ * applied and the loss scale. Flushes first. master may be NULL. */
+int zoff_engine_save_state(zoff_engine *e, zoff_dev_stream *s, float *master, float *m, float *v,
+                           int64_t *updates, float *loss_scale);
+/* Restores moments, update count (bias correction continues from it) and loss scale, e.g.
+ * to resume; the master weights are the ones given at creation. Flushes first. */
+int zoff_engine_load_state(zoff_engine *e, zoff_dev_stream *s, const float *m, const float *v,
+                           int64_t updates, float loss_scale);
+
 /* The report of the last completed step (-EAGAIN if none yet). Does not block. */
 int zoff_engine_last_report(zoff_engine *e, zoff_engine_step_report *out);
 /* Copies the fp32 master weights to host memory (n_params floats); flushes first. */

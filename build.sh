@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # zoff quick start on Debian: installs what is missing, builds, and runs.
-#   ./build.sh run    install deps, build Release, run the main job on its built-in default
+#   ./build.sh run    install deps, build Release, run the main job (zoff train's built-in demo)
 #   ./build.sh test   install deps, build Release + ASan/UBSan + TSan, run the whole test suite
 #   ./build.sh build  install deps and build Release only
 # Environment: JOBS (parallel build jobs, default: all cores), ZOFF_CUDA (AUTO|ON|OFF).
@@ -50,8 +50,8 @@ build)
     ;;
 run)
     configure_and_build build/release -DCMAKE_BUILD_TYPE=Release
-    echo "==> zoff info"
-    build/release/cli/zoff info
+    echo "==> zoff train (built-in demo: a small GPT on GPL-3 with byte tokens)"
+    build/release/cli/zoff train --out build/zoff_out
     ;;
 test)
     status=0

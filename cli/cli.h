@@ -17,6 +17,10 @@ int zoff_cli_setup_logging(void);
  * bad values. */
 int zoff_cli_device_config(zoff_dev_config *cfg, const char *device_flag);
 
+/* The CPU Adam instruction set from ZOFF_ISA (scalar|avx2|avx512|auto; unset: auto, -1).
+ * Prints what is wrong and returns -1 on a bad value or one this CPU lacks. */
+int zoff_cli_adam_isa(int *isa);
+
 int zoff_cmd_info(int argc, char **argv);
 
 /* cli/info_*.c: each adds one section of `zoff info` to the JSON document. */
@@ -25,6 +29,7 @@ void zoff_info_add_devices(cJSON *doc, const zoff_dev_config *cfg);
 void zoff_info_add_cpu(cJSON *doc);
 void zoff_info_add_memory(cJSON *doc);
 void zoff_info_add_nvme(cJSON *doc, const char *path);
+void zoff_info_add_cpu_adam(cJSON *doc);
 
 /* Prints a JSON document as indented "key: value" text for people. */
 void zoff_info_print_text(const cJSON *doc);

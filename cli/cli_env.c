@@ -1,6 +1,7 @@
 /* Environment variables that configure the zoff command (ZOFF_LOG, ZOFF_DEVICE,
  * ZOFF_HOST_DEVICE_MEM), turned into library configuration with clear errors. */
 #include "cli/cli.h"
+#include "cpu_adam/cpu_adam.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,23 @@ int zoff_cli_setup_logging(void) {
         level = (zoff_log_level)i;
     }
     zoff_log_set_callback(zoff_log_to_stderr, NULL, level);
+    return 0;
+}
+
+int zoff_cli_adam_isa(int *isa) {
+    *isa = ZOFF_ADAM_ISA_AUTO;
+    const char *v = getenv("ZOFF_ISA");
+    if (!v || !*v) return 0;
+    zoff_adam_isa parsed, resolved;
+    if (zoff_adam_isa_parse(v, &parsed) != 0) {
+        fprintf(stderr, "zoff: ZOFF_ISA='%s' is not one of scalar, avx2, avx512, auto\n", v);
+        return -1;
+    }
+    if (zoff_adam_isa_resolve(parsed, &resolved) != 0) {
+        fprintf(stderr, "zoff: ZOFF_ISA=%s: %s\n", v, zoff_last_error_detail());
+        return -1;
+    }
+    *isa = (int)resolved;
     return 0;
 }
 

@@ -8,10 +8,11 @@
 
 static void info_usage(FILE *out) {
     fprintf(out,
-            "usage: zoff info [--json] [--device auto|cuda|host]\n"
+            "usage: zoff info [--json] [--device auto|cuda|host] [--nvme-path DIR]\n"
             "\n"
             "  --json             machine-readable output\n"
-            "  --device KIND      backend to report as selected (default: ZOFF_DEVICE or auto)\n");
+            "  --device KIND      backend to report as selected (default: ZOFF_DEVICE or auto)\n"
+            "  --nvme-path DIR    check DIR for NVMe offload: io_uring, O_DIRECT, free space\n");
 }
 
 static void print_bytes(double b) {
@@ -67,12 +68,14 @@ void zoff_info_print_text(const cJSON *doc) {
 
 int zoff_cmd_info(int argc, char **argv) {
     int json = 0;
-    const char *device = NULL;
+    const char *device = NULL, *nvme_path = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0)
             json = 1;
         else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc)
             device = argv[++i];
+        else if (strcmp(argv[i], "--nvme-path") == 0 && i + 1 < argc)
+            nvme_path = argv[++i];
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             info_usage(stdout);
             return 0;
@@ -83,12 +86,15 @@ int zoff_cmd_info(int argc, char **argv) {
         }
     }
     zoff_dev_config cfg;
-    if (zoff_cli_device_config(&cfg, device) != 0) return 2;
+    int isa;
+    if (zoff_cli_device_config(&cfg, device) != 0 || zoff_cli_adam_isa(&isa) != 0) return 2;
     cJSON *doc = cJSON_CreateObject();
     zoff_info_add_build(doc);
     zoff_info_add_devices(doc, &cfg);
     zoff_info_add_cpu(doc);
+    zoff_info_add_cpu_adam(doc);
     zoff_info_add_memory(doc);
+    if (nvme_path) zoff_info_add_nvme(doc, nvme_path);
     if (json) {
         char *s = cJSON_Print(doc);
         printf("%s\n", s);

@@ -8,6 +8,7 @@
  * and OUT/final (model.safetensors + config.json), and a sampled generation at the end.
  * Exit codes: 0 done, 1 run-time failure, 2 bad usage, 130 interrupted (after saving). */
 #include "cli/cli.h"
+#include "cli/train_offload.h"
 #include "model/model.h"
 
 #include <errno.h>
@@ -32,6 +33,7 @@ typedef struct train_opts {
     const char *dtype, *data, *init_from, *resume, *out, *device, *config, *prompt;
     int activation_checkpoint;
     double val_frac;
+    zoff_train_offload_flags off; /* --offload and the engine's settings */
 } train_opts;
 
 typedef enum opt_kind { OPT_INT, OPT_LL, OPT_FLOAT, OPT_STR, OPT_FLAG } opt_kind;
@@ -79,6 +81,13 @@ static const opt_spec specs[] = {
     {"log-every", OPT_INT, O(log_every), 1, INT_MAX, "progress line refresh, steps (1)"},
     {"device", OPT_STR, O(device), 0, 0, "auto, cuda or host (ZOFF_DEVICE or auto)"},
     {"threads", OPT_INT, O(threads), 0, 4096, "host backend kernel threads, 0 = all cores (0)"},
+    {"offload", OPT_STR, O(off.offload), 0, 0, "optimizer state: none (on the device), cpu, nvme"},
+    {"nvme-path", OPT_STR, O(off.nvme_path), 0, 0, "swap directory for --offload nvme"},
+    {"schedule", OPT_STR, O(off.schedule), 0, 0, "offload schedule: sync, overlap, dpu (sync)"},
+    {"moments", OPT_STR, O(off.moments), 0, 0, "offloaded Adam moments: f32, bf16 (f32)"},
+    {"bucket-size", OPT_STR, O(off.bucket_size), 0, 0, "offload gradient bucket (32MiB)"},
+    {"dpu-warmup", OPT_INT, O(off.dpu_warmup), 0, INT_MAX, "sync steps before DPU (2)"},
+    {"trace", OPT_STR, O(off.trace), 0, 0, "offload: write a Chrome/Perfetto trace here"},
     {"config", OPT_STR, O(config), 0, 0, "JSON file with any of these options"},
 };
 
@@ -112,6 +121,11 @@ static void defaults(train_opts *o) {
     o->prompt = "This program is ";
     o->seed = 1337;
     o->log_every = 1;
+    o->off.offload = "none";
+    o->off.schedule = "sync";
+    o->off.moments = "f32";
+    o->off.bucket_size = "32MiB";
+    o->off.dpu_warmup = 2;
 }
 
 static void usage(FILE *f) {
@@ -324,6 +338,9 @@ typedef struct run {
     zoff_dev_stream *s;
     zoff_gpt *m;
     zoff_trainer *tr;
+    zoff_gpt_offload *off; /* --offload cpu|nvme: the engine owns the optimizer */
+    zoff_trainer_config tc;
+    uint64_t rng;
     zoff_dataset ds;
     FILE *metrics;
     int32_t *x, *y;
@@ -353,11 +370,15 @@ static int validate(run *r, float *val_loss) {
 static int save(run *r, const char *name, int step) {
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/%s", r->o.out, name);
-    int rc = zoff_gpt_checkpoint_save(r->m, dir);
+    /* offloaded: the fp32 master weights live in the engine */
+    int rc = r->off ? zoff_gpt_offload_sync_model(r->off) : 0;
+    if (!rc) rc = zoff_gpt_checkpoint_save(r->m, dir);
     if (rc) return rc;
-    char opt[PATH_MAX + 32];
-    snprintf(opt, sizeof opt, "%s/optimizer.safetensors", dir);
-    if ((rc = zoff_trainer_save_state(r->tr, opt))) return rc;
+    if (r->tr) { /* the reference trainer's AdamW state, for --resume */
+        char opt[PATH_MAX + 32];
+        snprintf(opt, sizeof opt, "%s/optimizer.safetensors", dir);
+        if ((rc = zoff_trainer_save_state(r->tr, opt))) return rc;
+    }
     if (r->metrics) {
         fprintf(r->metrics, "{\"step\":%d,\"checkpoint\":\"%s\"}\n", step, dir);
         fflush(r->metrics);
@@ -404,6 +425,39 @@ out:
     free(probs);
 }
 
+static void next_train_batch(void *ctx, const int32_t **x, const int32_t **y, int *B, int *T) {
+    run *r = ctx;
+    zoff_dataset_batch(&r->ds, false, r->o.batch, r->o.seq_len, &r->rng, r->x, r->y);
+    *x = r->x;
+    *y = r->y;
+    *B = r->o.batch;
+    *T = r->o.seq_len;
+}
+
+/* The offload part of a step's metrics line and progress line. */
+static void offload_metrics(run *r, const zoff_engine_step_report *rep, char *json, size_t jn,
+                            char *line, size_t ln) {
+    json[0] = line[0] = '\0';
+    if (!r->off || rep->step < 0) return;
+    double n = (double)zoff_gpt_get_layout(r->m)->total;
+    snprintf(json, jn,
+             ",\"offload\":{\"step\":%lld,\"pcie_d2h_bytes\":%llu,\"pcie_h2d_bytes\":%llu,"
+             "\"nvme_read_bytes\":%llu,\"nvme_write_bytes\":%llu,\"cpu_adam_ms\":%.3f,"
+             "\"cpu_wait_grad_ms\":%.3f,\"nvme_wait_ms\":%.3f,\"update_ms\":%.3f,"
+             "\"loss_scale\":%g,\"clip_coef\":%.4g}",
+             (long long)rep->step, (unsigned long long)rep->pcie_d2h_bytes,
+             (unsigned long long)rep->pcie_h2d_bytes, (unsigned long long)rep->nvme_read_bytes,
+             (unsigned long long)rep->nvme_write_bytes, rep->cpu_adam_ms, rep->cpu_wait_grad_ms,
+             rep->nvme_wait_ms, rep->step_ms, rep->loss_scale, rep->clip_coef);
+    snprintf(line, ln, " | PCIe %.1f B/p, adam %.0f ms",
+             (double)(rep->pcie_d2h_bytes + rep->pcie_h2d_bytes) / n, rep->cpu_adam_ms);
+    if (r->o.off.offload[0] == 'n') {
+        size_t k = strlen(line);
+        snprintf(line + k, ln - k, ", NVMe %.1f B/p",
+                 (double)(rep->nvme_read_bytes + rep->nvme_write_bytes) / n);
+    }
+}
+
 static int train(run *r) {
     train_opts *o = &r->o;
     int rc;
@@ -411,37 +465,48 @@ static int train(run *r) {
     double t0 = now_s(), last = t0;
     float val_loss = NAN;
     zoff_step_stats st = {0};
-    uint64_t rng = (uint64_t)o->seed;
+    r->rng = (uint64_t)o->seed;
     size_t tokens_per_step = (size_t)o->batch * o->seq_len * o->grad_accum;
     double ema_tps = 0;
-    /* resuming: continue the step count and the training batch sequence where they were */
-    int first = zoff_trainer_get_step(r->tr) + 1;
+    int done = 0;
+    zoff_engine_step_report rep = {.step = -1};
+    char off_json[512], off_line[96];
+    /* resuming (reference trainer): continue the step count and the batch sequence */
+    int first = r->off ? 1 : zoff_trainer_get_step(r->tr) + 1;
     for (long i = 0; i < (long)(first - 1) * o->grad_accum; i++)
-        zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &rng, r->x, r->y);
+        zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &r->rng, r->x, r->y);
     if (first > o->steps) {
         printf("nothing to do: the checkpoint is at step %d of %d\n", first - 1, o->steps);
         return 0;
     }
     for (int step = first; step <= o->steps && !interrupted; step++) {
-        for (int k = 0; k < o->grad_accum; k++) {
-            zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &rng, r->x, r->y);
-            if ((rc = zoff_trainer_compute_grads(r->tr, r->x, r->y, o->batch, o->seq_len, k == 0,
-                                                 NULL)))
-                return fail("forward/backward", rc);
+        if (r->off) {
+            rc = zoff_train_offload_step(r->off, &r->tc, step, o->grad_accum, next_train_batch, r,
+                                         &st, &rep);
+            if (rc) return fail("offloaded step", rc);
+        } else {
+            for (int k = 0; k < o->grad_accum; k++) {
+                zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &r->rng, r->x, r->y);
+                if ((rc = zoff_trainer_compute_grads(r->tr, r->x, r->y, o->batch, o->seq_len,
+                                                     k == 0, NULL)))
+                    return fail("forward/backward", rc);
+            }
+            if ((rc = zoff_trainer_optimizer_step(r->tr, &st))) return fail("optimizer step", rc);
         }
-        if ((rc = zoff_trainer_optimizer_step(r->tr, &st))) return fail("optimizer step", rc);
+        done = step;
+        offload_metrics(r, &rep, off_json, sizeof off_json, off_line, sizeof off_line);
         double t = now_s(), dt = t - last;
         last = t;
         double tps = tokens_per_step / (dt > 0 ? dt : 1e-9);
-        ema_tps = step == 1 ? tps : 0.9 * ema_tps + 0.1 * tps;
+        ema_tps = step == first ? tps : 0.9 * ema_tps + 0.1 * tps;
         zoff_dev_mem_stats ms;
         zoff_dev_mem_stats_get(r->dev, &ms);
         fprintf(r->metrics,
                 "{\"step\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,"
                 "\"elapsed_s\":%.3f,\"mem_used_bytes\":%zu,\"mem_peak_bytes\":%zu,\"loss_scale\":%"
-                "g%s}\n",
+                "g%s%s}\n",
                 step, st.loss, st.lr, st.grad_norm, tps, t - t0, ms.used, ms.peak, st.loss_scale,
-                st.skipped ? ",\"skipped\":true" : "");
+                st.skipped ? ",\"skipped\":true" : "", off_json);
         bool do_val = o->val_every > 0 && step % o->val_every == 0;
         if (do_val || step == o->steps) {
             if ((rc = validate(r, &val_loss))) return fail("validation", rc);
@@ -461,16 +526,16 @@ static int train(run *r) {
             bool line_end = !r->tty && (do_val || step == o->steps || step == 1);
             if (r->tty || line_end) {
                 printf("%sstep %*d/%d | loss %.4f%s | lr %.2e | %.0f tok/s | ETA %s | "
-                       "mem %s / peak %s%s",
+                       "mem %s / peak %s%s%s",
                        r->tty ? "\r\033[K" : "", (int)snprintf(NULL, 0, "%d", o->steps), step,
-                       o->steps, st.loss, vl, st.lr, ema_tps, eta, used, peak,
+                       o->steps, st.loss, vl, st.lr, ema_tps, eta, used, peak, off_line,
                        r->tty && !do_val ? "" : "\n");
                 fflush(stdout);
             }
         }
     }
     if (r->tty) printf("\n");
-    int done = zoff_trainer_get_step(r->tr);
+    if (!r->off) done = zoff_trainer_get_step(r->tr); /* skipped steps do not count */
     if ((rc = save(r, "final", done))) return fail("final checkpoint", rc);
     printf("trained %d steps in %.1f s: loss %.4f, val loss %.4f; checkpoint %s/final, metrics "
            "%s/metrics.jsonl\n",
@@ -589,8 +654,26 @@ int zoff_cmd_train(int argc, char **argv) {
         fail(o->init_from ? "--init-from" : "initializing parameters", rc);
         goto out;
     }
-    if ((rc = zoff_trainer_create(r.m, r.s, &tc, &r.tr))) {
+    r.tc = tc;
+    zoff_engine_config ec;
+    bool offload;
+    if (zoff_train_offload_configure(&o->off, &tc, o->grad_accum, &ec, &offload)) {
+        ret = 2;
+        goto out;
+    }
+    if (offload) {
+        if ((rc = zoff_gpt_offload_create(r.m, r.s, &ec, &r.off))) {
+            fail("starting the offload engine", rc);
+            goto out;
+        }
+    } else if ((rc = zoff_trainer_create(r.m, r.s, &tc, &r.tr))) {
         fail("creating the trainer", rc);
+        goto out;
+    }
+    if (o->resume && r.off) {
+        fprintf(stderr, "zoff train: --resume restores the reference trainer's optimizer state; "
+                        "with --offload use --init-from (weights only)\n");
+        ret = 2;
         goto out;
     }
     if (o->resume) {
@@ -646,6 +729,7 @@ out:
     free(r.x);
     free(r.y);
     zoff_trainer_destroy(r.tr);
+    zoff_gpt_offload_destroy(r.off);
     zoff_gpt_destroy(r.m);
     zoff_dataset_free(&r.ds);
     if (r.dev) zoff_dev_close(r.dev);

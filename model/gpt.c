@@ -63,6 +63,8 @@ struct zoff_gpt {
     bool have_fwd, have_targets;
     zoff_gpt_grad_ready_fn hook;
     void *hook_ctx;
+    zoff_gpt_params_needed_fn need_hook;
+    void *need_ctx;
     void **allocs;
     int n_allocs;
     size_t bytes;
@@ -272,6 +274,11 @@ void *zoff_gpt_params16(zoff_gpt *m) {
 void zoff_gpt_set_params16_external(zoff_gpt *m, bool external) {
     m->params16_external = external;
 }
+void zoff_gpt_set_params_needed_hook(zoff_gpt *m, zoff_gpt_params_needed_fn fn, void *ctx) {
+    m->need_hook = fn;
+    m->need_ctx = ctx;
+}
+
 void zoff_gpt_set_grad_ready_hook(zoff_gpt *m, zoff_gpt_grad_ready_fn fn, void *ctx) {
     m->hook = fn;
     m->hook_ctx = ctx;
@@ -448,10 +455,14 @@ int zoff_gpt_forward(zoff_gpt *m, zoff_dev_stream *s, const int32_t *tokens, con
     if (m->params16 && !m->params16_external)
         TRY(zoff_dev_op_cast(s, m->params16, m->opt.matmul_dtype, m->params, ZOFF_F32,
                              m->layout.total));
+    if (m->need_hook) m->need_hook(m->need_ctx, 0, s);
     TRY(zoff_dev_op_embedding_fwd(s, m->res[0], m->d_tokens, P(m, ZOFF_GPT_WTE, 0),
                                   P(m, ZOFF_GPT_WPE, 0), B, T, C));
-    for (int l = 0; l < L; l++)
+    for (int l = 0; l < L; l++) {
+        if (m->need_hook) m->need_hook(m->need_ctx, 1 + l, s);
         TRY(block_fwd(m, s, l, B, T));
+    }
+    if (m->need_hook) m->need_hook(m->need_ctx, L + 1, s);
     TRY(zoff_dev_op_layernorm_fwd(s, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[L],
                                   P(m, ZOFF_GPT_LNF_W, 0), P(m, ZOFF_GPT_LNF_B, 0), (size_t)BT, C));
     TRY(mm_fwd(m, s, m->probs, m->lnf, m->lnf_16, P(m, ZOFF_GPT_WTE, 0), NULL, BT, C, V, 0.0f));

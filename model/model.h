@@ -161,6 +161,10 @@ void zoff_gpt_set_params16_external(zoff_gpt *m, bool external);
 /* Bytes of device memory the model holds (parameters, gradients, activations, scratch). */
 size_t zoff_gpt_device_bytes(const zoff_gpt *m);
 void zoff_gpt_set_grad_ready_hook(zoff_gpt *m, zoff_gpt_grad_ready_fn fn, void *ctx);
+/* Called on the host thread issuing a forward, before the work that first reads group g's
+ * weights is issued to s: the offload engine makes s wait for them there. */
+typedef void (*zoff_gpt_params_needed_fn)(void *ctx, int group, zoff_dev_stream *s);
+void zoff_gpt_set_params_needed_hook(zoff_gpt *m, zoff_gpt_params_needed_fn fn, void *ctx);
 
 /* GPT-2 initialization from a seed: weights N(0, 0.02), residual output projections
  * N(0, 0.02/sqrt(2L)), biases 0, norm weights 1. Synchronous. */

@@ -133,6 +133,41 @@ int main(int argc, char **argv) {
     CHECK_EQ_INT(run("train --init-from /nonexistent/ckpt"), 1);
     CHECK(output_has("/nonexistent/ckpt"));
 
+    /* offloaded training: each target and schedule trains, checkpoints and reports PCIe bytes */
+    CHECK_EQ_INT(run("train " TINY "--dtype bf16 --steps 4 --val-every 2 --ckpt-every 2 "
+                     "--sample-tokens 5 --offload cpu --bucket-size 16KiB --trace t.json "
+                     "--out off1"),
+                 0);
+    CHECK(output_has("PCIe 4.0 B/p"));
+    CHECK(exists("off1/step_2/model.safetensors"));
+    CHECK(exists("off1/final/model.safetensors"));
+    CHECK(exists("t.json"));
+    CHECK_EQ_INT(run("train " TINY "--dtype bf16 --steps 4 --sample-tokens 0 --offload nvme "
+                     "--nvme-path . --schedule dpu --dpu-warmup 1 --moments bf16 --out off2"),
+                 0);
+    CHECK(output_has("NVMe"));
+    CHECK_EQ_INT(run("train " TINY "--steps 3 --sample-tokens 0 --offload cpu --schedule overlap "
+                     "--grad-clip 0 --grad-accum 2 --out off3"),
+                 0);
+    CHECK(output_has("step 3/3"));
+    /* resuming an offloaded run's checkpoint */
+    CHECK_EQ_INT(run("train --init-from off1/final --batch 2 --steps 2 --threads 1 "
+                     "--sample-tokens 0 --offload cpu --out off4"),
+                 0);
+    /* offload flags checked, naming the flag */
+    CHECK_EQ_INT(run("train --offload gpu"), 2);
+    CHECK(output_has("--offload"));
+    CHECK_EQ_INT(run("train --offload nvme"), 2);
+    CHECK(output_has("--nvme-path"));
+    CHECK_EQ_INT(run("train --offload cpu --schedule later"), 2);
+    CHECK(output_has("--schedule"));
+    CHECK_EQ_INT(run("train --offload cpu --schedule overlap"), 2); /* clipping is on */
+    CHECK(output_has("--grad-clip 0"));
+    CHECK_EQ_INT(run("train --offload cpu --bucket-size lots"), 2);
+    CHECK(output_has("--bucket-size"));
+    CHECK_EQ_INT(run("train " TINY "--offload nvme --nvme-path /nonexistent/swap --steps 1"), 1);
+    CHECK(output_has("/nonexistent/swap"));
+
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);

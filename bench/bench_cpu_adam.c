@@ -1,0 +1,409 @@
+/* bench_cpu_adam: throughput of the fused CPU Adam step, one JSON line per point.
+ *
+ * For each (precision combination, size, thread count) it alternates timed Adam steps with a
+ * bandwidth probe run on the same pool and partition: the probe walks the same streams (reads
+ * the gradient, reads and writes p, m, v, writes the 16-bit output, same element sizes) with
+ * trivial integer arithmetic, so ratio_to_probe says how close the step comes to what this
+ * machine's memory system delivers for that access pattern right now. Medians of the
+ * alternating runs are reported, which survives a noisy shared machine.
+ *
+ * bytes_per_param counts what the algorithm must move: grad + 2*(4 + 2*moment) + out bytes
+ * (28 for f16 grads/fp32 state/f16 out, 20 with bf16 moments); write-allocate traffic for the
+ * output stream is not counted (the probe incurs it too).
+ *
+ * Usage: bench_cpu_adam [--sizes 1M,16M,256M] [--threads 1,2] [--combos f16:f32:f16,...]
+ *                       [--iters N] [--reserve N] [--isa NAME] [--no-pin] [--no-targets]
+ * A combo is grad:moments:out, out may be "none". ZOFF_ISA=scalar|avx2|avx512 also forces the
+ * ISA (--isa wins). Two final lines ("bench":"cpu_adam_target") measure the issue's targets at the
+ * largest size and thread count: fp32-moment step, bf16-moment step and probe run interleaved.
+ */
+#include "cpu_adam/cpu_adam.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct combo {
+    zoff_dtype grad, moments, out;
+    int has_out;
+} combo;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *x, int n) {
+    qsort(x, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+/* ---- the probe: same streams, trivial arithmetic ---- */
+typedef struct probe_task {
+    const unsigned char *grad;
+    unsigned char *p, *m, *v, *out;
+    size_t n, gs, ms, os;
+    uint64_t salt;
+} probe_task;
+
+#define PROBE_BLOCK 32 /* elements per block: 64..128 bytes per stream */
+
+static inline uint64_t load64(const unsigned char *x) {
+    uint64_t w;
+    memcpy(&w, x, 8);
+    return w;
+}
+static inline void store64(unsigned char *x, uint64_t w) {
+    memcpy(x, &w, 8);
+}
+
+static void rmw_block(unsigned char *x, size_t bytes, uint64_t k) {
+    for (size_t j = 0; j < bytes; j += 8)
+        store64(x + j, load64(x + j) + k);
+}
+
+static void probe_run(void *arg, int tid, int n_threads) {
+    probe_task *t = arg;
+    size_t b, e;
+    zoff_adam_partition(t->n, tid, n_threads, &b, &e);
+    /* Full blocks only; the remainder (< 32 elements per thread) does not matter here. */
+    uint64_t k = t->salt;
+    for (size_t i = b; i + PROBE_BLOCK <= e; i += PROBE_BLOCK) {
+        const unsigned char *g = t->grad + i * t->gs;
+        uint64_t acc0 = k, acc1 = 0;
+        for (size_t j = 0; j < PROBE_BLOCK * t->gs; j += 16) {
+            acc0 ^= load64(g + j);
+            acc1 ^= load64(g + j + 8);
+        }
+        rmw_block(t->p + i * 4, PROBE_BLOCK * 4, k);
+        rmw_block(t->m + i * t->ms, PROBE_BLOCK * t->ms, k);
+        rmw_block(t->v + i * t->ms, PROBE_BLOCK * t->ms, k);
+        if (t->out) {
+            unsigned char *o = t->out + i * t->os;
+            for (size_t j = 0; j < PROBE_BLOCK * t->os; j += 16) {
+                store64(o + j, acc0);
+                store64(o + j + 8, acc1);
+            }
+        }
+    }
+}
+
+/* As the library does for its own calls, a range within one chunk runs on the caller. */
+static void run_probe(zoff_adam_pool *pool, probe_task *pt) {
+    if (pt->n <= ZOFF_ADAM_CHUNK)
+        probe_run(pt, 0, 1);
+    else
+        zoff_adam_pool_run(pool, probe_run, pt);
+}
+
+/* ---- setup: parallel fill so pages are first touched by the workers ---- */
+typedef struct fill_task {
+    unsigned char *buf;
+    size_t n, es;
+    uint16_t pattern;
+} fill_task;
+
+static void fill_run(void *arg, int tid, int n_threads) {
+    fill_task *t = arg;
+    size_t b, e;
+    zoff_adam_partition(t->n, tid, n_threads, &b, &e);
+    uint16_t *x = (uint16_t *)(t->buf + b * t->es);
+    for (size_t i = 0; i < (e - b) * t->es / 2; i++)
+        x[i] = t->pattern;
+}
+
+static int parse_combo(const char *s, combo *c) {
+    char g[16], m[16], o[16];
+    if (sscanf(s, "%15[^:]:%15[^:]:%15s", g, m, o) != 3) return -EINVAL;
+    if (zoff_dtype_parse(g, &c->grad) || zoff_dtype_parse(m, &c->moments)) return -EINVAL;
+    if (c->moments == ZOFF_F16) return -EINVAL;
+    c->has_out = strcmp(o, "none") != 0;
+    c->out = ZOFF_F16;
+    if (c->has_out && zoff_dtype_parse(o, &c->out)) return -EINVAL;
+    return 0;
+}
+
+static int parse_list(const char *s, char items[][32], int max) {
+    int n = 0;
+    const char *p = s;
+    while (*p && n < max) {
+        size_t len = strcspn(p, ",");
+        if (len >= 32) return -1;
+        memcpy(items[n], p, len);
+        items[n][len] = 0;
+        n++;
+        p += len;
+        if (*p == ',') p++;
+    }
+    return n;
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: bench_cpu_adam [--sizes 1M,16M,256M] [--threads 1,2] "
+                    "[--combos f16:f32:f16,...] [--iters N] [--reserve N] [--isa NAME] "
+                    "[--no-pin] [--no-targets]\n");
+}
+
+int main(int argc, char **argv) {
+    const char *sizes_arg = "1M,16M,256M", *threads_arg = NULL, *isa_arg = getenv("ZOFF_ISA");
+    const char *combos_arg = "f16:f32:f16,bf16:f32:bf16,f16:bf16:f16,bf16:bf16:bf16,f32:f32:none";
+    int iters = 0, reserve = 0, pin = 1, do_targets = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--no-pin")) {
+            pin = 0;
+            continue;
+        }
+        if (!strcmp(a, "--no-targets")) {
+            do_targets = 0;
+            continue;
+        }
+        if (!v) {
+            usage();
+            return 2;
+        }
+        if (!strcmp(a, "--sizes"))
+            sizes_arg = v;
+        else if (!strcmp(a, "--threads"))
+            threads_arg = v;
+        else if (!strcmp(a, "--combos"))
+            combos_arg = v;
+        else if (!strcmp(a, "--iters"))
+            iters = atoi(v);
+        else if (!strcmp(a, "--reserve"))
+            reserve = atoi(v);
+        else if (!strcmp(a, "--isa"))
+            isa_arg = v;
+        else {
+            usage();
+            return 2;
+        }
+        i++;
+    }
+    zoff_log_set_callback(zoff_log_to_stderr, NULL, ZOFF_LOG_WARN);
+    zoff_adam_isa isa = ZOFF_ADAM_ISA_AUTO;
+    if (isa_arg && zoff_adam_isa_parse(isa_arg, &isa)) return 2;
+
+    char items[32][32];
+    size_t sizes[32];
+    int nsizes = parse_list(sizes_arg, items, 32);
+    for (int i = 0; i < nsizes; i++)
+        if (zoff_parse_size(items[i], &sizes[i]) || sizes[i] == 0) {
+            fprintf(stderr, "bad size '%s'\n", items[i]);
+            return 2;
+        }
+    combo combos[32];
+    int ncombos = parse_list(combos_arg, items, 32);
+    for (int i = 0; i < ncombos; i++)
+        if (parse_combo(items[i], &combos[i])) {
+            fprintf(stderr, "bad combo '%s' (grad:moments:out, moments f32 or bf16)\n", items[i]);
+            return 2;
+        }
+
+    /* Thread counts: given, or 1, 2, 4, ... and all free cores. */
+    zoff_adam_pool_config cfg = zoff_adam_pool_config_default();
+    cfg.reserve_cores = reserve;
+    cfg.pin = pin;
+    cfg.isa = isa;
+    zoff_adam_pool *probe_pool;
+    int rc = zoff_adam_pool_create(&cfg, &probe_pool);
+    if (rc) {
+        fprintf(stderr, "bench_cpu_adam: %s: %s\n", zoff_strerror(rc), zoff_last_error_detail());
+        return 1;
+    }
+    int all = zoff_adam_pool_threads(probe_pool);
+    zoff_adam_pool_destroy(probe_pool);
+    int threads[32], nthreads = 0;
+    if (threads_arg) {
+        nthreads = parse_list(threads_arg, items, 32);
+        for (int i = 0; i < nthreads; i++)
+            threads[i] = atoi(items[i]);
+    } else {
+        for (int t = 1; t < all; t *= 2)
+            threads[nthreads++] = t;
+        threads[nthreads++] = all;
+    }
+
+    size_t nmax = 0;
+    for (int i = 0; i < nsizes; i++)
+        if (sizes[i] > nmax) nmax = sizes[i];
+    size_t bytes = (nmax * 4 + 63) / 64 * 64;
+    unsigned char *p = aligned_alloc(64, bytes), *m = aligned_alloc(64, bytes);
+    unsigned char *v = aligned_alloc(64, bytes), *g = aligned_alloc(64, bytes);
+    unsigned char *out = aligned_alloc(64, bytes);
+    if (!p || !m || !v || !g || !out) {
+        fprintf(stderr, "bench_cpu_adam: cannot allocate 5 x %zu bytes\n", bytes);
+        return 1;
+    }
+
+    for (int ti = 0; ti < nthreads; ti++) {
+        cfg.n_threads = threads[ti];
+        zoff_adam_pool *pool;
+        if ((rc = zoff_adam_pool_create(&cfg, &pool)) != 0) {
+            fprintf(stderr, "bench_cpu_adam: %s: %s\n", zoff_strerror(rc),
+                    zoff_last_error_detail());
+            return 1;
+        }
+        /* Fill (and on the first pool, first-touch) everything: p, m, v = 0, grads 0x2e66. */
+        unsigned char *bufs[5] = {p, m, v, g, out};
+        for (int k = 0; k < 5; k++) {
+            fill_task ft = {bufs[k], nmax, 4, k == 3 ? 0x2e66 : 0};
+            zoff_adam_pool_run(pool, fill_run, &ft);
+        }
+        for (int si = 0; si < nsizes; si++)
+            for (int ci = 0; ci < ncombos; ci++) {
+                combo c = combos[ci];
+                size_t n = sizes[si];
+                /* Fresh state: earlier points left fp32 moments whose halves read as bf16 would
+                 * include NaNs (which take the slow rounding path). */
+                for (int k = 0; k < 3; k++) {
+                    fill_task ft = {bufs[k], n, 4, 0};
+                    zoff_adam_pool_run(pool, fill_run, &ft);
+                }
+                zoff_adam_buffers b = {.n = n,
+                                       .param = (float *)p,
+                                       .m = m,
+                                       .v = v,
+                                       .moment_dtype = c.moments,
+                                       .grad = g,
+                                       .grad_dtype = c.grad,
+                                       .param_out = c.has_out ? out : NULL,
+                                       .out_dtype = c.out};
+                size_t gs = zoff_dtype_size(c.grad), ms = zoff_dtype_size(c.moments);
+                size_t os = c.has_out ? zoff_dtype_size(c.out) : 0;
+                probe_task pt = {g, p, m, v, c.has_out ? out : NULL, n, gs, ms, os ? os : 2, 0};
+                double bpp = (double)(gs + 8 + 4 * ms + os);
+                zoff_adam_params prm = zoff_adam_params_default();
+                prm.weight_decay = 0.01f;
+                /* Iterations: ~1.5 s of steps per point at 10 GB/s, at least 3. */
+                int it = iters > 0 ? iters : (int)(1.5e10 / (bpp * (double)n));
+                if (it < 3) it = 3;
+                if (it > 200) it = 200;
+                double ts[200], tp[200];
+                zoff_adam_step(pool, &prm, &b); /* warm-up */
+                run_probe(pool, &pt);
+                for (int r = 0; r < it; r++) {
+                    double t0 = now_s();
+                    pt.salt = (uint64_t)r;
+                    run_probe(pool, &pt);
+                    double t1 = now_s();
+                    prm.step = r + 2;
+                    if ((rc = zoff_adam_step(pool, &prm, &b)) != 0) {
+                        fprintf(stderr, "step: %s: %s\n", zoff_strerror(rc),
+                                zoff_last_error_detail());
+                        return 1;
+                    }
+                    double t2 = now_s();
+                    tp[r] = t1 - t0;
+                    ts[r] = t2 - t1;
+                }
+                double step_s = median(ts, it), probe_s = median(tp, it);
+                double pps = (double)n / step_s;
+                double gbs = pps * bpp / 1e9, probe_gbs = (double)n * bpp / probe_s / 1e9;
+                printf("{\"bench\":\"cpu_adam\",\"isa\":\"%s\",\"grad\":\"%s\",\"moments\":\"%s\","
+                       "\"out\":\"%s\",\"params\":%zu,\"threads\":%d,\"iters\":%d,"
+                       "\"step_s\":%.6f,\"params_per_s\":%.4g,\"bytes_per_param\":%.0f,"
+                       "\"gb_per_s\":%.3f,\"probe_gb_per_s\":%.3f,\"ratio_to_probe\":%.3f}\n",
+                       zoff_adam_isa_name(zoff_adam_pool_isa(pool)), zoff_dtype_name(c.grad),
+                       zoff_dtype_name(c.moments), c.has_out ? zoff_dtype_name(c.out) : "none", n,
+                       threads[ti], it, step_s, pps, bpp, gbs, probe_gbs, gbs / probe_gbs);
+                fflush(stdout);
+            }
+        zoff_adam_pool_destroy(pool);
+    }
+
+    /* The issue's targets at the largest size with the most threads, measured interleaved so
+     * that noise from other work on the machine hits both sides alike: the fp32-moment and the
+     * bf16-moment step (separate moment buffers) and the 28 B/param probe alternate. */
+    if (do_targets) {
+        int tmax = 0;
+        for (int i = 0; i < nthreads; i++)
+            if (threads[i] > tmax) tmax = threads[i];
+        size_t n = nmax;
+        unsigned char *m2 = aligned_alloc(64, (n * 2 + 63) / 64 * 64);
+        unsigned char *v2 = aligned_alloc(64, (n * 2 + 63) / 64 * 64);
+        cfg.n_threads = tmax;
+        zoff_adam_pool *pool;
+        if (!m2 || !v2 || zoff_adam_pool_create(&cfg, &pool) != 0) {
+            fprintf(stderr, "bench_cpu_adam: target phase set-up failed\n");
+            return 1;
+        }
+        unsigned char *bufs[5] = {p, m, v, m2, v2};
+        size_t es[5] = {4, 4, 4, 2, 2};
+        for (int k = 0; k < 5; k++) {
+            fill_task ft = {bufs[k], n, es[k], 0};
+            zoff_adam_pool_run(pool, fill_run, &ft);
+        }
+        fill_task ft = {g, n, 2, 0x2e66};
+        zoff_adam_pool_run(pool, fill_run, &ft);
+        zoff_adam_buffers b32 = {.n = n,
+                                 .param = (float *)p,
+                                 .m = m,
+                                 .v = v,
+                                 .moment_dtype = ZOFF_F32,
+                                 .grad = g,
+                                 .grad_dtype = ZOFF_F16,
+                                 .param_out = out,
+                                 .out_dtype = ZOFF_F16};
+        zoff_adam_buffers b16 = b32;
+        b16.m = m2;
+        b16.v = v2;
+        b16.moment_dtype = ZOFF_BF16;
+        probe_task pt = {g, p, m, v, out, n, 2, 4, 2, 0};
+        zoff_adam_params prm = zoff_adam_params_default();
+        prm.weight_decay = 0.01f;
+        int it = iters > 0 ? iters : 5;
+        if (it > 200) it = 200;
+        double t32[200], t16[200], tp[200];
+        zoff_adam_step(pool, &prm, &b32);
+        zoff_adam_step(pool, &prm, &b16);
+        for (int r = 0; r < it; r++) {
+            prm.step = r + 2;
+            double t0 = now_s();
+            zoff_adam_step(pool, &prm, &b32);
+            double t1 = now_s();
+            zoff_adam_step(pool, &prm, &b16);
+            double t2 = now_s();
+            pt.salt = (uint64_t)r;
+            run_probe(pool, &pt);
+            double t3 = now_s();
+            t32[r] = t1 - t0;
+            t16[r] = t2 - t1;
+            tp[r] = t3 - t2;
+        }
+        double s32 = median(t32, it), s16 = median(t16, it), sp = median(tp, it);
+        double ratio = sp / s32, speedup = s32 / s16;
+        printf("{\"bench\":\"cpu_adam_target\",\"target\":\"f16 grads, f16 out, fp32 state: "
+               "ratio_to_probe >= 0.9\",\"isa\":\"%s\",\"params\":%zu,\"threads\":%d,"
+               "\"iters\":%d,\"params_per_s\":%.4g,\"gb_per_s\":%.3f,\"probe_gb_per_s\":%.3f,"
+               "\"value\":%.3f,\"met\":%s}\n",
+               zoff_adam_isa_name(zoff_adam_pool_isa(pool)), n, tmax, it, (double)n / s32,
+               28.0 * (double)n / s32 / 1e9, 28.0 * (double)n / sp / 1e9, ratio,
+               ratio >= 0.9 ? "true" : "false");
+        printf("{\"bench\":\"cpu_adam_target\",\"target\":\"bf16 moments >= 1.3x params/s of "
+               "fp32 moments (f16 grads, f16 out)\",\"isa\":\"%s\",\"params\":%zu,"
+               "\"threads\":%d,\"iters\":%d,\"params_per_s_f32_moments\":%.4g,"
+               "\"params_per_s_bf16_moments\":%.4g,\"value\":%.3f,\"met\":%s}\n",
+               zoff_adam_isa_name(zoff_adam_pool_isa(pool)), n, tmax, it, (double)n / s32,
+               (double)n / s16, speedup, speedup >= 1.3 ? "true" : "false");
+        zoff_adam_pool_destroy(pool);
+        free(m2);
+        free(v2);
+    }
+    free(p);
+    free(m);
+    free(v);
+    free(g);
+    free(out);
+    return 0;
+}

@@ -1,0 +1,270 @@
+/* bench_offload: a GPT training step through the offload engine, per schedule and target,
+ * against the same model's forward+backward alone measured in the same run (the in-run
+ * baseline: what a step would cost if offloading were free).
+ *
+ * One JSON line per (target, schedule): median step time, the compute baseline (median, run
+ * just before the point), the exposed time
+ * (step - compute) attributed to NVMe waits, then the CPU step, then transfers, the overlap
+ * efficiency (how much of the shorter of compute and CPU work was hidden), and the bytes per
+ * parameter on each link: PCIe (counted by the engine), NVMe (counted by the swapper) and
+ * CPU DRAM (from the passes the engine makes over memory).
+ *
+ *   bench_offload [--device host|cuda] [--layers L] [--embd C] [--heads H] [--vocab V]
+ *                 [--seq T] [--batch B] [--steps N] [--warmup W] [--dtype bf16|f16|f32]
+ *                 [--schedules sync,overlap,dpu] [--targets cpu,nvme] [--nvme-path DIR]
+ */
+#include "model/gpt_offload.h"
+#include "model/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void die(const char *what, int rc) {
+    fprintf(stderr, "bench_offload: %s: %s (%s)\n", what, zoff_strerror(rc),
+            zoff_last_error_detail());
+    exit(1);
+}
+
+static int int_arg(const char *flag, const char *v) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*end || x <= 0 || x > 1 << 24) {
+        fprintf(stderr, "bench_offload: %s needs a positive integer, got '%s'\n", flag, v);
+        exit(2);
+    }
+    return (int)x;
+}
+
+typedef struct opts {
+    const char *device, *nvme_path, *schedules, *targets;
+    zoff_gpt_config cfg;
+    int batch, seq, steps, warmup;
+    zoff_dtype dtype;
+} opts;
+
+static void random_batch(int32_t *x, int n, int vocab, uint64_t *rng) {
+    for (int i = 0; i < n; i++)
+        x[i] = (int32_t)(zoff_rng_next(rng) % (uint64_t)vocab);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* The baseline: forward + backward alone, median ms per step, measured right before each
+ * point so that both see the same machine. */
+static double compute_baseline(zoff_gpt *m, zoff_dev_stream *s, const opts *o, int32_t *tok,
+                               int32_t *tgt) {
+    double *t = malloc(sizeof(double) * (size_t)o->steps);
+    for (int i = 0; i < o->warmup + o->steps; i++) {
+        float loss;
+        double t0 = now_ms();
+        int rc = zoff_gpt_zero_grads(m, s);
+        if (!rc) rc = zoff_gpt_forward(m, s, tok, tgt, o->batch, o->seq, &loss);
+        if (!rc) rc = zoff_gpt_backward(m, s, 1.0f);
+        if (!rc) rc = zoff_dev_stream_synchronize(s);
+        if (rc) die("baseline step", rc);
+        if (i >= o->warmup) t[i - o->warmup] = now_ms() - t0;
+    }
+    double med = median(t, o->steps);
+    free(t);
+    return med;
+}
+
+/* Bytes of CPU memory traffic per parameter per step, from the engine's passes: the fused
+ * step reads the gradient, p, m, v and writes p, m, v and the 16-bit weight; sync/DPU first
+ * copy the gradient out of the pinned ring (read + write). */
+static double cpu_bytes_per_param(zoff_schedule sched, zoff_dtype dt, zoff_dtype moments) {
+    double g = (double)zoff_dtype_size(dt), ms = (double)zoff_dtype_size(moments);
+    double adam = g + 2 * (4 + 2 * ms) + g;
+    return adam + (sched == ZOFF_SCHEDULE_OVERLAP ? 0 : 2 * g);
+}
+
+static void run_point(zoff_gpt *m, zoff_dev_stream *s, const opts *o, zoff_offload_target target,
+                      zoff_schedule sched, int32_t *tok, int32_t *tgt) {
+    double compute_ms = compute_baseline(m, s, o, tok, tgt);
+    zoff_engine_config ec;
+    zoff_engine_config_default(&ec);
+    ec.target = target;
+    ec.schedule = sched;
+    ec.dtype = o->dtype;
+    ec.lr = 1e-4f;
+    if (target == ZOFF_OFFLOAD_NVME) {
+        ec.nvme_dirs[0] = o->nvme_path;
+        ec.n_nvme_dirs = 1;
+    }
+    zoff_gpt_offload *off;
+    int rc = zoff_gpt_offload_create(m, s, &ec, &off);
+    if (rc) die("engine create", rc);
+    zoff_engine *e = zoff_gpt_offload_engine(off);
+    double *times = malloc(sizeof(double) * (size_t)o->steps), adam = 0, nvme = 0;
+    uint64_t pcie = 0, nr = 0, nw = 0;
+    int counted = 0;
+    for (int i = 0; i < o->warmup + o->steps; i++) {
+        float loss;
+        double t0 = now_ms();
+        rc = zoff_gpt_offload_micro_batch(off, tok, tgt, o->batch, o->seq, &loss);
+        if (rc) die("offloaded step", rc);
+        double dt = now_ms() - t0;
+        zoff_engine_step_report rep;
+        if (i >= o->warmup) {
+            times[i - o->warmup] = dt;
+            if (zoff_engine_last_report(e, &rep) == 0) {
+                adam += rep.cpu_adam_ms;
+                nvme += rep.nvme_wait_ms;
+                pcie += rep.pcie_d2h_bytes + rep.pcie_h2d_bytes;
+                nr += rep.nvme_read_bytes;
+                nw += rep.nvme_write_bytes;
+                counted++;
+            }
+        }
+    }
+    rc = zoff_engine_flush(e, s);
+    if (rc) die("flush", rc);
+    zoff_engine_memory mem;
+    zoff_engine_get_memory(e, &mem);
+    zoff_gpt_offload_destroy(off);
+    double n = (double)zoff_gpt_get_layout(m)->total;
+    double step = median(times, o->steps);
+    free(times);
+    if (counted) {
+        adam /= counted;
+        nvme /= counted;
+    }
+    double exposed = fmax(0.0, step - compute_ms);
+    double ex_nvme = fmin(exposed, nvme), ex_cpu = fmin(exposed - ex_nvme, adam);
+    double ex_xfer = exposed - ex_nvme - ex_cpu;
+    double shorter = fmin(compute_ms, adam + nvme);
+    double eff = shorter > 0 ? (compute_ms + adam + nvme - step) / shorter : 1.0;
+    eff = fmax(0.0, fmin(1.0, eff));
+    const zoff_gpt_config *c = zoff_gpt_get_config(m);
+    printf("{\"bench\":\"offload\",\"device\":\"%s\",\"model\":{\"n_layer\":%d,\"n_embd\":%d,"
+           "\"n_head\":%d,\"vocab\":%d},\"batch\":%d,\"seq\":%d,\"params\":%.0f,"
+           "\"target\":\"%s\",\"schedule\":\"%s\",\"dtype\":\"%s\",\"steps\":%d,"
+           "\"step_ms\":%.3f,\"compute_ms\":%.3f,\"exposed_ms\":%.3f,\"exposed_nvme_ms\":%.3f,"
+           "\"exposed_cpu_step_ms\":%.3f,\"exposed_transfer_ms\":%.3f,\"cpu_adam_ms\":%.3f,"
+           "\"nvme_wait_ms\":%.3f,\"overlap_efficiency\":%.3f,\"slowdown_vs_compute\":%.3f,"
+           "\"pcie_bytes_per_param\":%.3f,\"nvme_bytes_per_param\":%.3f,"
+           "\"cpu_dram_bytes_per_param\":%.1f,\"pinned_bytes\":%zu,\"engine_device_bytes\":%zu}\n",
+           zoff_dev_name(zoff_gpt_get_dev(m)), c->n_layer, c->n_embd, c->n_head, c->vocab_size,
+           o->batch, o->seq, n, zoff_offload_target_name(target), zoff_schedule_name(sched),
+           zoff_dtype_name(o->dtype), o->steps, step, compute_ms, exposed, ex_nvme, ex_cpu, ex_xfer,
+           adam, nvme, eff, step / compute_ms, counted ? (double)pcie / counted / n : 0.0,
+           counted ? (double)(nr + nw) / counted / n : 0.0,
+           cpu_bytes_per_param(sched, o->dtype, ZOFF_F32), mem.pinned_bytes, mem.device_bytes);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+    opts o = {.device = "auto",
+              .nvme_path = "/tmp",
+              .schedules = "sync,overlap,dpu",
+              .targets = "cpu,nvme",
+              .batch = 4,
+              .seq = 64,
+              .steps = 5,
+              .warmup = 2,
+              .dtype = ZOFF_BF16};
+    zoff_gpt_config_default(&o.cfg);
+    o.cfg.n_layer = 4;
+    o.cfg.n_embd = 256;
+    o.cfg.n_head = 4;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "bench_offload: %s needs a value\n", a);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--device"))
+            o.device = v;
+        else if (!strcmp(a, "--nvme-path"))
+            o.nvme_path = v;
+        else if (!strcmp(a, "--schedules"))
+            o.schedules = v;
+        else if (!strcmp(a, "--targets"))
+            o.targets = v;
+        else if (!strcmp(a, "--layers"))
+            o.cfg.n_layer = int_arg(a, v);
+        else if (!strcmp(a, "--embd"))
+            o.cfg.n_embd = int_arg(a, v);
+        else if (!strcmp(a, "--heads"))
+            o.cfg.n_head = int_arg(a, v);
+        else if (!strcmp(a, "--vocab"))
+            o.cfg.vocab_size = int_arg(a, v);
+        else if (!strcmp(a, "--seq"))
+            o.seq = o.cfg.seq_len = int_arg(a, v);
+        else if (!strcmp(a, "--batch"))
+            o.batch = int_arg(a, v);
+        else if (!strcmp(a, "--steps"))
+            o.steps = int_arg(a, v);
+        else if (!strcmp(a, "--warmup"))
+            o.warmup = int_arg(a, v);
+        else if (!strcmp(a, "--dtype")) {
+            if (zoff_dtype_parse(v, &o.dtype)) {
+                fprintf(stderr, "bench_offload: --dtype must be bf16, f16 or f32\n");
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "bench_offload: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    zoff_log_set_callback(zoff_log_to_stderr, NULL, ZOFF_LOG_WARN);
+    zoff_dev_config dc;
+    zoff_dev_config_default(&dc);
+    if (zoff_dev_kind_parse(o.device, &dc.kind)) {
+        fprintf(stderr, "bench_offload: --device must be auto, host or cuda\n");
+        return 2;
+    }
+    dc.capacity = (size_t)8 << 30;
+    zoff_dev *dev;
+    int rc = zoff_dev_open(&dc, &dev);
+    if (rc) die("device", rc);
+    if ((rc = zoff_gpt_config_validate(&o.cfg))) die("model config", rc);
+    zoff_gpt_options mo;
+    zoff_gpt_options_default(&mo);
+    mo.batch = o.batch;
+    mo.seq_len = o.seq;
+    mo.matmul_dtype = o.dtype == ZOFF_F32 ? ZOFF_F32 : o.dtype;
+    zoff_gpt *m;
+    if ((rc = zoff_gpt_create(dev, &o.cfg, &mo, &m))) die("model", rc);
+    if ((rc = zoff_gpt_init_params(m, 1))) die("init", rc);
+    zoff_dev_stream *s;
+    if ((rc = zoff_dev_stream_create(dev, &s))) die("stream", rc);
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)o.batch * o.seq);
+    int32_t *tgt = malloc(sizeof(int32_t) * (size_t)o.batch * o.seq);
+    uint64_t rng = 7;
+    random_batch(tok, o.batch * o.seq, o.cfg.vocab_size, &rng);
+    random_batch(tgt, o.batch * o.seq, o.cfg.vocab_size, &rng);
+    static const zoff_offload_target targets[] = {ZOFF_OFFLOAD_CPU, ZOFF_OFFLOAD_NVME};
+    for (int ti = 0; ti < 2; ti++) {
+        if (!strstr(o.targets, zoff_offload_target_name(targets[ti]))) continue;
+        for (int si = 0; si <= ZOFF_SCHEDULE_DPU; si++) {
+            zoff_schedule sched = (zoff_schedule)si;
+            if (!strstr(o.schedules, zoff_schedule_name(sched))) continue;
+            run_point(m, s, &o, targets[ti], sched, tok, tgt);
+        }
+    }
+    free(tok);
+    free(tgt);
+    zoff_dev_stream_destroy(s);
+    zoff_gpt_destroy(m);
+    zoff_dev_close(dev);
+    return 0;
+}

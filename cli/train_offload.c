@@ -1,0 +1,106 @@
+/* `zoff train --offload cpu|nvme`: the flags that configure the offload engine, checked
+ * with messages that name the flag, and the offloaded training step with its report. */
+#include "cli/train_offload.h"
+#include "cli/cli.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+int zoff_train_offload_configure(const zoff_train_offload_flags *f, const zoff_trainer_config *tc,
+                                 int grad_accum, zoff_engine_config *ec, bool *enabled) {
+    zoff_engine_config_default(ec);
+    *enabled = false;
+    if (!f->offload || strcmp(f->offload, "none") == 0) {
+        if (f->nvme_path || f->trace)
+            fprintf(stderr, "zoff train: --nvme-path and --trace apply to --offload cpu|nvme only; "
+                            "ignored\n");
+        return 0;
+    }
+    if (strcmp(f->offload, "cpu") == 0) {
+        ec->target = ZOFF_OFFLOAD_CPU;
+    } else if (strcmp(f->offload, "nvme") == 0) {
+        ec->target = ZOFF_OFFLOAD_NVME;
+        if (!f->nvme_path) {
+            fprintf(stderr, "zoff train: --offload nvme needs --nvme-path DIR (a directory on the "
+                            "NVMe drive; check it with zoff info --nvme-path DIR)\n");
+            return -1;
+        }
+        ec->nvme_dirs[0] = f->nvme_path;
+        ec->n_nvme_dirs = 1;
+    } else {
+        fprintf(stderr, "zoff train: --offload '%s': expected none, cpu or nvme\n", f->offload);
+        return -1;
+    }
+    if (zoff_schedule_parse(f->schedule, &ec->schedule)) {
+        fprintf(stderr, "zoff train: --schedule '%s': expected sync, overlap or dpu\n",
+                f->schedule);
+        return -1;
+    }
+    if (zoff_dtype_parse(f->moments, &ec->moment_dtype) ||
+        (ec->moment_dtype != ZOFF_F32 && ec->moment_dtype != ZOFF_BF16)) {
+        fprintf(stderr, "zoff train: --moments '%s': expected f32 or bf16\n", f->moments);
+        return -1;
+    }
+    if (zoff_parse_size(f->bucket_size, &ec->bucket_bytes) || ec->bucket_bytes < 4096) {
+        fprintf(stderr,
+                "zoff train: --bucket-size '%s': expected a size of at least 4KiB, like "
+                "32MiB\n",
+                f->bucket_size);
+        return -1;
+    }
+    if (ec->schedule == ZOFF_SCHEDULE_OVERLAP && tc->grad_clip > 0) {
+        fprintf(stderr,
+                "zoff train: --schedule overlap updates each bucket before the global "
+                "gradient norm is known: add --grad-clip 0, or use --schedule sync or dpu\n");
+        return -1;
+    }
+    int isa;
+    if (zoff_cli_adam_isa(&isa)) return -1;
+    ec->cpu_isa = isa;
+    ec->dpu_warmup_steps = f->dpu_warmup;
+    ec->lr = tc->lr;
+    ec->beta1 = tc->beta1;
+    ec->beta2 = tc->beta2;
+    ec->eps = tc->eps;
+    ec->weight_decay = tc->weight_decay;
+    ec->clip_norm = tc->grad_clip;
+    ec->grad_accum_steps = grad_accum;
+    ec->loss_scale_init = tc->loss_scale_init;
+    ec->loss_scale_window = tc->loss_scale_window;
+    ec->trace_path = f->trace;
+    *enabled = true;
+    return 0;
+}
+
+int zoff_train_offload_step(zoff_gpt_offload *off, const zoff_trainer_config *tc, int step,
+                            int grad_accum, zoff_train_batch_fn next_batch, void *ctx,
+                            zoff_step_stats *st, zoff_engine_step_report *rep) {
+    zoff_engine *e = zoff_gpt_offload_engine(off);
+    float lr = zoff_trainer_lr_at(tc, step);
+    int rc = zoff_engine_set_lr(e, lr);
+    double loss_sum = 0;
+    for (int k = 0; !rc && k < grad_accum; k++) {
+        const int32_t *x, *y;
+        int B, T;
+        next_batch(ctx, &x, &y, &B, &T);
+        float loss = 0;
+        rc = zoff_gpt_offload_micro_batch(off, x, y, B, T, &loss);
+        loss_sum += loss;
+    }
+    if (rc) return rc;
+    memset(st, 0, sizeof *st);
+    st->loss = (float)(loss_sum / grad_accum);
+    st->lr = lr;
+    /* the report of the last step the engine finished: this one (sync), or one behind */
+    if (zoff_engine_last_report(e, rep) == 0) {
+        st->grad_norm = (float)rep->grad_norm;
+        st->loss_scale = rep->loss_scale;
+        st->skipped = rep->skipped;
+    } else {
+        memset(rep, 0, sizeof *rep);
+        rep->step = -1;
+        st->grad_norm = NAN;
+    }
+    return 0;
+}

@@ -1,0 +1,217 @@
+/* The vector Adam step, sum of squares and casts, written once over a small set of primitives
+ * that each ISA file (adam_avx2.c, adam_avx512.c) defines before including this file:
+ *
+ *   ZOFF_SIMD_W                       lanes per vector (8 or 16)
+ *   vf                                fp32 vector type; vd: fp64 vector accumulator type
+ *   vf_set1, vf_mul, vf_div, vf_sqrt
+ *   vf_fmadd(a, b, c) = a*b + c,  vf_fnmadd(a, b, c) = c - a*b   (fused)
+ *   vf_load_f32/f16/bf16(ptr), vf_store_f32/f16/bf16(ptr, x)     (unaligned)
+ *   vd_zero(), vd_acc_sq(acc_lo, acc_hi, x), vd_hsum(a, b)
+ *   optional: ZOFF_SIMD_HAVE_BF16X2 and vf_store_bf16x2(pa, a, pb, b), two bf16 stores at once
+ *   ZOFF_SIMD_NAME(x)                 suffixes a symbol with the ISA name
+ *
+ * Every element goes through the same vector instruction sequence: the last partial vector of a
+ * range is copied into a zero-padded block, computed as a full vector and copied back. So an
+ * element's result does not depend on how a range was split between threads. Functions here
+ * are static; the ISA file exports them in its kernel table. Runs on the calling thread only.
+ */
+#include <string.h>
+
+#define ZOFF_SIMD_INLINE static inline __attribute__((always_inline))
+
+ZOFF_SIMD_INLINE size_t simd_dsize(int t) {
+    return t == ZOFF_F32 ? 4 : 2;
+}
+
+ZOFF_SIMD_INLINE vf simd_load(const void *x, int t, size_t i) {
+    if (t == ZOFF_F32) return vf_load_f32((const float *)x + i);
+    if (t == ZOFF_F16) return vf_load_f16((const uint16_t *)x + i);
+    return vf_load_bf16((const uint16_t *)x + i);
+}
+
+ZOFF_SIMD_INLINE void simd_store(void *x, int t, size_t i, vf f) {
+    if (t == ZOFF_F32)
+        vf_store_f32((float *)x + i, f);
+    else if (t == ZOFF_F16)
+        vf_store_f16((uint16_t *)x + i, f);
+    else
+        vf_store_bf16((uint16_t *)x + i, f);
+}
+
+typedef struct simd_consts {
+    vf beta1, omb1, beta2, omb2, eps, scale, l2, decay, step_size, isb2;
+} simd_consts;
+
+/* One vector of elements starting at index i. gd, md: zoff_dtype of grad and moments;
+ * od: ZOFF_ADAM_OUT_* kind. Same operation order as adam_scalar.c, with FMA. */
+ZOFF_SIMD_INLINE void simd_step_vec(const simd_consts *k, float *param, void *m_, void *v_,
+                                    const void *grad, void *out, size_t i, int gd, int md, int od,
+                                    int l2) {
+    vf p = vf_load_f32(param + i);
+    vf g = vf_mul(simd_load(grad, gd, i), k->scale);
+    if (l2)
+        g = vf_fmadd(k->l2, p, g); /* Adam: decay is 1 */
+    else
+        p = vf_mul(p, k->decay); /* AdamW: l2 is 0 */
+    vf m = simd_load(m_, md, i);
+    vf v = simd_load(v_, md, i);
+    m = vf_fmadd(k->beta1, m, vf_mul(k->omb1, g));
+    v = vf_fmadd(vf_mul(k->omb2, g), g, vf_mul(k->beta2, v));
+    vf denom = vf_fmadd(vf_sqrt(v), k->isb2, k->eps);
+    p = vf_fnmadd(k->step_size, vf_div(m, denom), p);
+    vf_store_f32(param + i, p);
+#ifdef ZOFF_SIMD_HAVE_BF16X2
+    if (md == ZOFF_BF16) {
+        vf_store_bf16x2((uint16_t *)m_ + i, m, (uint16_t *)v_ + i, v);
+    } else
+#endif
+    {
+        simd_store(m_, md, i, m);
+        simd_store(v_, md, i, v);
+    }
+    if (od != ZOFF_ADAM_OUT_NONE) simd_store(out, od - 1, i, p);
+}
+
+ZOFF_SIMD_INLINE void simd_step_range(const zoff_adam_consts *c, const zoff_adam_buffers *b,
+                                      size_t begin, size_t end, int gd, int md, int od) {
+    simd_consts k = {
+        .beta1 = vf_set1(c->beta1),
+        .omb1 = vf_set1(c->one_minus_beta1),
+        .beta2 = vf_set1(c->beta2),
+        .omb2 = vf_set1(c->one_minus_beta2),
+        .eps = vf_set1(c->eps),
+        .scale = vf_set1(c->grad_scale),
+        .l2 = vf_set1(c->l2),
+        .decay = vf_set1(c->decay),
+        .step_size = vf_set1(c->step_size),
+        .isb2 = vf_set1(c->inv_sqrt_bc2),
+    };
+    size_t i = begin;
+    /* Exactly one of l2 (Adam) and decay (AdamW) is active: skip the other's operation. */
+    if (c->l2 != 0.0f) {
+        for (; i + ZOFF_SIMD_W <= end; i += ZOFF_SIMD_W)
+            simd_step_vec(&k, b->param, b->m, b->v, b->grad, b->param_out, i, gd, md, od, 1);
+    } else {
+        for (; i + ZOFF_SIMD_W <= end; i += ZOFF_SIMD_W)
+            simd_step_vec(&k, b->param, b->m, b->v, b->grad, b->param_out, i, gd, md, od, 0);
+    }
+    if (i < end) {
+        size_t r = end - i, gs = simd_dsize(gd), ms = simd_dsize(md);
+        size_t os = od == ZOFF_ADAM_OUT_F32 ? 4 : 2;
+        float p[ZOFF_SIMD_W] = {0}, m[ZOFF_SIMD_W] = {0}, v[ZOFF_SIMD_W] = {0};
+        float g[ZOFF_SIMD_W] = {0}, o[ZOFF_SIMD_W] = {0};
+        memcpy(p, b->param + i, r * 4);
+        memcpy(m, (const char *)b->m + i * ms, r * ms);
+        memcpy(v, (const char *)b->v + i * ms, r * ms);
+        memcpy(g, (const char *)b->grad + i * gs, r * gs);
+        simd_step_vec(&k, p, m, v, g, o, 0, gd, md, od, c->l2 != 0.0f);
+        memcpy(b->param + i, p, r * 4);
+        memcpy((char *)b->m + i * ms, m, r * ms);
+        memcpy((char *)b->v + i * ms, v, r * ms);
+        if (od != ZOFF_ADAM_OUT_NONE) memcpy((char *)b->param_out + i * os, o, r * os);
+    }
+}
+
+#define SIMD_STEP_OD(GD, MD)                                                                       \
+    switch (od) {                                                                                  \
+    case ZOFF_ADAM_OUT_NONE:                                                                       \
+        simd_step_range(c, b, begin, end, GD, MD, ZOFF_ADAM_OUT_NONE);                             \
+        break;                                                                                     \
+    case ZOFF_ADAM_OUT_F32:                                                                        \
+        simd_step_range(c, b, begin, end, GD, MD, ZOFF_ADAM_OUT_F32);                              \
+        break;                                                                                     \
+    case ZOFF_ADAM_OUT_F16:                                                                        \
+        simd_step_range(c, b, begin, end, GD, MD, ZOFF_ADAM_OUT_F16);                              \
+        break;                                                                                     \
+    default:                                                                                       \
+        simd_step_range(c, b, begin, end, GD, MD, ZOFF_ADAM_OUT_BF16);                             \
+        break;                                                                                     \
+    }
+#define SIMD_STEP_GD(MD)                                                                           \
+    switch (gd) {                                                                                  \
+    case ZOFF_F32:                                                                                 \
+        SIMD_STEP_OD(ZOFF_F32, MD) break;                                                          \
+    case ZOFF_F16:                                                                                 \
+        SIMD_STEP_OD(ZOFF_F16, MD) break;                                                          \
+    default:                                                                                       \
+        SIMD_STEP_OD(ZOFF_BF16, MD) break;                                                         \
+    }
+
+/* Each (grad, moment, out) combination gets its own loop: the dtype tests fold away. */
+static void ZOFF_SIMD_NAME(step)(const zoff_adam_consts *c, const zoff_adam_buffers *b,
+                                 size_t begin, size_t end) {
+    int gd = (int)b->grad_dtype;
+    int od = b->param_out ? (int)b->out_dtype + 1 : ZOFF_ADAM_OUT_NONE;
+    if (b->moment_dtype == ZOFF_BF16) {
+        SIMD_STEP_GD(ZOFF_BF16)
+    } else {
+        SIMD_STEP_GD(ZOFF_F32)
+    }
+}
+
+ZOFF_SIMD_INLINE double simd_sumsq(const void *x, int t, size_t n) {
+    vd a0 = vd_zero(), a1 = vd_zero(), a2 = vd_zero(), a3 = vd_zero();
+    size_t i = 0;
+    for (; i + 2 * ZOFF_SIMD_W <= n; i += 2 * ZOFF_SIMD_W) {
+        vd_acc_sq(&a0, &a1, simd_load(x, t, i));
+        vd_acc_sq(&a2, &a3, simd_load(x, t, i + ZOFF_SIMD_W));
+    }
+    if (i + ZOFF_SIMD_W <= n) {
+        vd_acc_sq(&a0, &a1, simd_load(x, t, i));
+        i += ZOFF_SIMD_W;
+    }
+    if (i < n) {
+        float pad[ZOFF_SIMD_W] = {0};
+        memcpy(pad, (const char *)x + i * simd_dsize(t), (n - i) * simd_dsize(t));
+        vd_acc_sq(&a2, &a3, simd_load(pad, t, 0));
+    }
+    return vd_hsum(a0, a1) + vd_hsum(a2, a3);
+}
+
+static double ZOFF_SIMD_NAME(sumsq)(const void *x, zoff_dtype t, size_t n) {
+    switch (t) {
+    case ZOFF_F32:
+        return simd_sumsq(x, ZOFF_F32, n);
+    case ZOFF_F16:
+        return simd_sumsq(x, ZOFF_F16, n);
+    default:
+        return simd_sumsq(x, ZOFF_BF16, n);
+    }
+}
+
+ZOFF_SIMD_INLINE void simd_cast(const void *src, int st, void *dst, int dt, size_t n) {
+    size_t i = 0;
+    for (; i + ZOFF_SIMD_W <= n; i += ZOFF_SIMD_W)
+        simd_store(dst, dt, i, simd_load(src, st, i));
+    if (i < n) {
+        float in[ZOFF_SIMD_W] = {0}, out[ZOFF_SIMD_W] = {0};
+        memcpy(in, (const char *)src + i * simd_dsize(st), (n - i) * simd_dsize(st));
+        simd_store(out, dt, 0, simd_load(in, st, 0));
+        memcpy((char *)dst + i * simd_dsize(dt), out, (n - i) * simd_dsize(dt));
+    }
+}
+
+static void ZOFF_SIMD_NAME(cast)(const void *src, zoff_dtype st, void *dst, zoff_dtype dt,
+                                 size_t n) {
+#define SIMD_CAST_DT(ST)                                                                           \
+    switch (dt) {                                                                                  \
+    case ZOFF_F32:                                                                                 \
+        simd_cast(src, ST, dst, ZOFF_F32, n);                                                      \
+        break;                                                                                     \
+    case ZOFF_F16:                                                                                 \
+        simd_cast(src, ST, dst, ZOFF_F16, n);                                                      \
+        break;                                                                                     \
+    default:                                                                                       \
+        simd_cast(src, ST, dst, ZOFF_BF16, n);                                                     \
+        break;                                                                                     \
+    }
+    switch (st) {
+    case ZOFF_F32:
+        SIMD_CAST_DT(ZOFF_F32) break;
+    case ZOFF_F16:
+        SIMD_CAST_DT(ZOFF_F16) break;
+    default:
+        SIMD_CAST_DT(ZOFF_BF16) break;
+    }
+#undef SIMD_CAST_DT
+}

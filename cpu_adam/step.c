@@ -1,0 +1,100 @@
+/* zoff_adam_step: validates a step's parameters and buffers, precomputes the per-step constants
+ * once (in double), and runs the ISA kernel over the pool's static partition. Each worker owns a
+ * disjoint element range of every buffer for the duration of the call. */
+#include "cpu_adam/adam_internal.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <math.h>
+
+zoff_adam_params zoff_adam_params_default(void) {
+    zoff_adam_params p = {
+        .lr = 1e-3f,
+        .beta1 = 0.9f,
+        .beta2 = 0.999f,
+        .eps = 1e-8f,
+        .weight_decay = 0.0f,
+        .mode = ZOFF_ADAM_ADAMW,
+        .bias_correction = 1,
+        .step = 1,
+        .grad_scale = 1.0f,
+    };
+    return p;
+}
+
+static int valid_dtype(zoff_dtype t) {
+    return t == ZOFF_F32 || t == ZOFF_F16 || t == ZOFF_BF16;
+}
+
+static int check_step(const zoff_adam_params *p, const zoff_adam_buffers *b) {
+    if (!p || !b) return zoff_fail(-EINVAL, "cpu_adam", "step: NULL params or buffers");
+    if (b->n && (!b->param || !b->m || !b->v || !b->grad))
+        return zoff_fail(-EINVAL, "cpu_adam", "step: NULL param, m, v or grad buffer");
+    if (!valid_dtype(b->grad_dtype))
+        return zoff_fail(-EINVAL, "cpu_adam", "step: invalid grad_dtype %d", (int)b->grad_dtype);
+    if (b->moment_dtype != ZOFF_F32 && b->moment_dtype != ZOFF_BF16)
+        return zoff_fail(-EINVAL, "cpu_adam", "step: moment_dtype must be f32 or bf16, not %s",
+                         zoff_dtype_name(b->moment_dtype));
+    if (b->param_out && !valid_dtype(b->out_dtype))
+        return zoff_fail(-EINVAL, "cpu_adam", "step: invalid out_dtype %d", (int)b->out_dtype);
+    if (p->step < 1)
+        return zoff_fail(-EINVAL, "cpu_adam", "step: step %lld must be >= 1", (long long)p->step);
+    if (p->mode != ZOFF_ADAM_L2 && p->mode != ZOFF_ADAM_ADAMW)
+        return zoff_fail(-EINVAL, "cpu_adam", "step: invalid mode %d", (int)p->mode);
+    if (!(p->beta1 >= 0.0f && p->beta1 < 1.0f) || !(p->beta2 >= 0.0f && p->beta2 < 1.0f))
+        return zoff_fail(ZOFF_ECONFIG, "cpu_adam", "step: betas (%g, %g) must be in [0, 1)",
+                         (double)p->beta1, (double)p->beta2);
+    if (!(p->eps >= 0.0f) || !isfinite(p->eps))
+        return zoff_fail(ZOFF_ECONFIG, "cpu_adam", "step: eps %g must be finite and >= 0",
+                         (double)p->eps);
+    if (!isfinite(p->lr) || !isfinite(p->weight_decay) || !isfinite(p->grad_scale))
+        return zoff_fail(ZOFF_ECONFIG, "cpu_adam",
+                         "step: lr %g, weight_decay %g and grad_scale %g must be finite",
+                         (double)p->lr, (double)p->weight_decay, (double)p->grad_scale);
+    return 0;
+}
+
+static zoff_adam_consts make_consts(const zoff_adam_params *p) {
+    double b1 = p->beta1, b2 = p->beta2, lr = p->lr, wd = p->weight_decay;
+    double bc1 = 1.0, bc2 = 1.0;
+    if (p->bias_correction) {
+        bc1 = 1.0 - pow(b1, (double)p->step);
+        bc2 = 1.0 - pow(b2, (double)p->step);
+    }
+    zoff_adam_consts c = {
+        .beta1 = (float)b1,
+        .one_minus_beta1 = (float)(1.0 - b1),
+        .beta2 = (float)b2,
+        .one_minus_beta2 = (float)(1.0 - b2),
+        .eps = p->eps,
+        .grad_scale = p->grad_scale,
+        .l2 = p->mode == ZOFF_ADAM_L2 ? (float)wd : 0.0f,
+        .decay = p->mode == ZOFF_ADAM_ADAMW ? (float)(1.0 - lr * wd) : 1.0f,
+        /* beta1 = 0 gives bc1 = 1; bc2 > 0 since beta2 < 1 and step >= 1. */
+        .step_size = (float)(lr / bc1),
+        .inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2)),
+    };
+    return c;
+}
+
+typedef struct step_task {
+    const zoff_adam_kernels *k;
+    zoff_adam_consts c;
+    const zoff_adam_buffers *buf;
+} step_task;
+
+static void step_run(void *p, int tid, int n_threads) {
+    step_task *t = p;
+    size_t b, e;
+    zoff_adam_partition(t->buf->n, tid, n_threads, &b, &e);
+    if (e > b) t->k->step(&t->c, t->buf, b, e);
+}
+
+int zoff_adam_step(zoff_adam_pool *pool, const zoff_adam_params *params,
+                   const zoff_adam_buffers *buf) {
+    int rc = check_step(params, buf);
+    if (rc) return rc;
+    if (buf->n == 0) return 0;
+    step_task t = {zoff_adam_pool_kernels(pool), make_consts(params), buf};
+    return zoff_adam_run(pool, buf->n, step_run, &t);
+}

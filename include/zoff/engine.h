@@ -1,0 +1,164 @@
+/* zoff offload engine: the trainer-facing API.
+ *
+ * A trainer keeps its 16-bit (or fp32) parameters in one flat device buffer and registers it
+ * with its tensor layout. The engine owns the optimizer: fp32 master weights and Adam moments
+ * live in CPU memory or on NVMe. Each step the trainer
+ *   1. before a tensor's weights are used, calls zoff_engine_wait_params() - the compute
+ *      stream (not the host) waits until the weights of the current step are in place;
+ *   2. in backward, asks zoff_engine_grad_buffer() where to accumulate a tensor's gradient
+ *      (zeroed device memory inside an engine bucket) and calls zoff_engine_grad_done() once
+ *      the gradient is final and the tensor's weights are no longer read in this step;
+ *   3. calls zoff_engine_end_micro() after each micro-batch's backward.
+ * Full buckets stream to the CPU in 16 bits, the fused CPU Adam updates the state, and the
+ * updated 16-bit weights stream back, overlapped with compute as the schedule allows.
+ * No call blocks the trainer's thread on the pipeline, except where noted.
+ *
+ * Threads: the trainer-facing calls come from one thread. The engine runs its own CPU
+ * worker thread (plus the cpu_adam pool and the NVMe swapper's threads).
+ */
+#ifndef ZOFF_ENGINE_H
+#define ZOFF_ENGINE_H
+
+#include "zoff/zoff.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct zoff_dev zoff_dev;
+typedef struct zoff_dev_stream zoff_dev_stream;
+typedef struct zoff_engine zoff_engine;
+
+typedef enum zoff_offload_target {
+    ZOFF_OFFLOAD_CPU = 1,  /* optimizer state in CPU memory */
+    ZOFF_OFFLOAD_NVME = 2, /* optimizer state on NVMe through the swapper */
+} zoff_offload_target;
+
+typedef enum zoff_schedule {
+    ZOFF_SCHEDULE_SYNC = 0,    /* after backward, update buckets in forward order */
+    ZOFF_SCHEDULE_OVERLAP = 1, /* update each bucket as it arrives (no clipping, no fp16) */
+    ZOFF_SCHEDULE_DPU = 2,     /* delayed parameter update: weights one step stale */
+} zoff_schedule;
+
+/* One tensor of the flat parameter buffer, in elements. Tensors are given in increasing
+ * offset order (forward order), must not overlap, and may leave gaps (alignment). */
+typedef struct zoff_engine_tensor {
+    const char *name;
+    size_t offset, numel;
+    int layer;           /* for reports and traces; -1 if none */
+    int no_weight_decay; /* 1: AdamW's weight decay skips it (biases, norms) */
+} zoff_engine_tensor;
+
+typedef struct zoff_engine_config {
+    zoff_offload_target target;
+    zoff_schedule schedule;
+    int dpu_warmup_steps;    /* DPU: steps run as sync first (default 2) */
+    zoff_dtype dtype;        /* of the device parameters and gradients: bf16 (default), f16, f32 */
+    zoff_dtype moment_dtype; /* f32 (default) or bf16 */
+    size_t bucket_bytes;     /* gradient bucket size in bytes of dtype (default 32 MiB) */
+    int device_slots;        /* device bucket buffers (default 3, at least 2) */
+    int grad_ring_slots;     /* pinned host buffers for gradients (default 3) */
+    int param_ring_slots;    /* pinned host buffers for weights (default 2; DPU: all buckets) */
+
+    /* AdamW */
+    float lr, beta1, beta2, eps, weight_decay;
+    int adamw;            /* 1: decoupled weight decay (default), 0: L2 (Adam) */
+    float clip_norm;      /* clip by global gradient norm; 0 = off (default) */
+    int grad_accum_steps; /* micro-batches per optimizer step (default 1) */
+
+    /* fp16 dynamic loss scaling (dtype f16 only) */
+    float loss_scale_init; /* default 65536 */
+    int loss_scale_window; /* steps without overflow before the scale doubles (1000) */
+    float loss_scale_min;  /* default 1 */
+
+    int cpu_threads;   /* cpu_adam workers, 0 = all cores less reserve_cores */
+    int reserve_cores; /* cores kept for the trainer's threads (default 0) */
+    int cpu_isa;       /* zoff_adam_isa value; -1 = best (default) */
+
+    /* NVMe target */
+    const char *nvme_dirs[16];
+    unsigned n_nvme_dirs;
+    int nvme_checksums;        /* default 1 */
+    int nvme_backend;          /* zoff_nvme_backend value, 0 = auto */
+    unsigned nvme_queue_depth; /* default 32 */
+
+    const char *trace_path; /* Chrome/Perfetto trace JSON written at destroy; NULL = off */
+} zoff_engine_config;
+
+void zoff_engine_config_default(zoff_engine_config *cfg);
+const char *zoff_schedule_name(zoff_schedule s);
+int zoff_schedule_parse(const char *text, zoff_schedule *out);
+const char *zoff_offload_target_name(zoff_offload_target t);
+
+/* Registers the device parameter buffer (dtype elements, n_params) and its tensors.
+ * init_master: n_params fp32 master weights on the host; NULL: taken from the device
+ * parameters. Errors name the bad field or tensor. */
+int zoff_engine_create(zoff_dev *dev, const zoff_engine_config *cfg, void *device_params,
+                       size_t n_params, const zoff_engine_tensor *tensors, size_t n_tensors,
+                       const float *init_master, zoff_engine **out);
+/* Waits for the pipeline to drain (zoff_engine_flush), writes the trace if asked, frees all. */
+void zoff_engine_destroy(zoff_engine *e);
+
+/* Compute stream s waits until tensor's weights for the current step are in place. */
+int zoff_engine_wait_params(zoff_engine *e, size_t tensor, zoff_dev_stream *s);
+/* Device memory (tensor numel elements of cfg.dtype) where the tensor's gradient is to be
+ * accumulated on s; zero on first use in a micro-batch. */
+int zoff_engine_grad_buffer(zoff_engine *e, size_t tensor, zoff_dev_stream *s, void **grad);
+/* The tensor's gradient is final for this micro-batch (work issued on s so far). */
+int zoff_engine_grad_done(zoff_engine *e, size_t tensor, zoff_dev_stream *s);
+/* Ends the micro-batch whose backward was issued on s. Every tensor must be done. After the
+ * last micro-batch of an accumulation, the optimizer step is queued. */
+int zoff_engine_end_micro(zoff_engine *e, zoff_dev_stream *s);
+
+/* The learning rate for the optimizer steps ended from now on (a schedule's value). */
+int zoff_engine_set_lr(zoff_engine *e, float lr);
+
+/* fp16: the loss scale the trainer multiplies the loss by for the coming micro-batch (waits
+ * for the previous step's overflow check). 1 for other dtypes. */
+int zoff_engine_loss_scale(zoff_engine *e, float *scale);
+
+/* What happened in one optimizer step, and what it cost. */
+typedef struct zoff_engine_step_report {
+    int64_t step;     /* 0-based optimizer step */
+    int skipped;      /* fp16 overflow: no update */
+    double grad_norm; /* global norm of the (unscaled) gradient */
+    float loss_scale; /* the scale its gradients carried */
+    double clip_coef; /* multiplier applied for clipping (1 = none) */
+    uint64_t pcie_d2h_bytes, pcie_h2d_bytes;
+    uint64_t nvme_read_bytes, nvme_write_bytes;
+    double cpu_adam_ms;      /* CPU busy in the fused step */
+    double cpu_wait_grad_ms; /* CPU worker idle, waiting for gradients to arrive */
+    double nvme_wait_ms;     /* CPU worker blocked on NVMe reads or write-backs */
+    double step_ms;          /* from the first gradient's arrival to the last weight sent */
+} zoff_engine_step_report;
+
+/* Waits until every queued step is applied and its weights are on the device. */
+int zoff_engine_flush(zoff_engine *e, zoff_dev_stream *s);
+/* The report of the last completed step (-EAGAIN if none yet). Does not block. */
+int zoff_engine_last_report(zoff_engine *e, zoff_engine_step_report *out);
+/* Copies the fp32 master weights to host memory (n_params floats); flushes first. */
+int zoff_engine_get_master(zoff_engine *e, zoff_dev_stream *s, float *out);
+
+/* Trace spans of the trainer's own work (forward, backward) on stream s, shown beside the
+ * engine's copies and CPU work when cfg.trace_path is set; no-ops otherwise. */
+int zoff_engine_trace_begin(zoff_engine *e, zoff_dev_stream *s, const char *name);
+void zoff_engine_trace_end(zoff_engine *e, zoff_dev_stream *s, int id);
+
+/* Sizes the engine holds, for the user to see. */
+typedef struct zoff_engine_memory {
+    size_t device_bytes; /* bucket buffers and per-bucket statistics */
+    size_t pinned_bytes; /* gradient and weight staging rings */
+    size_t host_bytes;   /* optimizer state in CPU memory (or NVMe staging) and grad copies */
+    size_t nvme_bytes;   /* swap space */
+    size_t n_buckets, bucket_elems_max;
+    size_t n_params; /* parameters the buckets cover: first tensor to the end of the last */
+} zoff_engine_memory;
+void zoff_engine_get_memory(const zoff_engine *e, zoff_engine_memory *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,44 @@
+/* Partitions the registered tensors into gradient buckets: contiguous parameter ranges in
+ * forward order, each holding whole tensors, filled greedily up to the bucket size. A tensor
+ * larger than the bucket size gets a bucket of its own, so every tensor lies in exactly one
+ * bucket and the trainer gets one contiguous gradient pointer per tensor. Buckets tile the
+ * range from the first tensor to the end of the last one without holes. */
+#include "offload/engine_internal.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+int engine_build_buckets(zoff_engine *e) {
+    size_t target = e->cfg.bucket_bytes / e->esize;
+    if (target == 0) target = 1;
+    e->buckets = calloc(e->n_tensors, sizeof *e->buckets); /* at most one per tensor */
+    e->tensor_bucket = calloc(e->n_tensors, sizeof *e->tensor_bucket);
+    if (!e->buckets || !e->tensor_bucket) return -ENOMEM;
+    size_t nb = 0;
+    for (size_t t = 0; t < e->n_tensors; t++) {
+        const zoff_engine_tensor *ten = &e->tensors[t];
+        engine_bucket *cur = nb ? &e->buckets[nb - 1] : NULL;
+        size_t end = ten->offset + ten->numel;
+        if (!cur || end - cur->offset > target) {
+            cur = &e->buckets[nb++];
+            cur->offset = ten->offset;
+            cur->first_tensor = t;
+            cur->n_tensors = 0;
+        }
+        cur->numel = end - cur->offset;
+        cur->n_tensors++;
+        cur->slot = -1;
+        e->tensor_bucket[t] = nb - 1;
+    }
+    /* buckets tile the range without holes: padding between them goes with the one before */
+    for (size_t b = 0; b + 1 < nb; b++)
+        e->buckets[b].numel = e->buckets[b + 1].offset - e->buckets[b].offset;
+    e->n_buckets = nb;
+    e->bucket_elems_max = 0;
+    for (size_t b = 0; b < nb; b++)
+        if (e->buckets[b].numel > e->bucket_elems_max) e->bucket_elems_max = e->buckets[b].numel;
+    zoff_log(ZOFF_LOG_DEBUG, MOD, "%zu tensors in %zu buckets of at most %zu elements",
+             e->n_tensors, nb, e->bucket_elems_max);
+    return 0;
+}

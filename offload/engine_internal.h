@@ -1,0 +1,187 @@
+/* Internals of the offload engine (include/zoff/engine.h).
+ *
+ * Pipeline and who owns what:
+ *   trainer thread  wait_params / grad_buffer / grad_done / end_micro. It issues, without ever
+ *                   blocking on the pipeline: on its compute stream the waits for weights and
+ *                   for free device bucket slots, the zeroing of slots and the per-bucket
+ *                   sum of squares; on the d2h stream the copy of each full bucket into the
+ *                   pinned gradient ring. It then queues a work item for the CPU worker.
+ *   d2h stream      waits for the bucket's compute, for a free ring slot (counter `consumed`
+ *                   written by the worker), copies, then advances `slot_free[k]` and
+ *                   `d2h_count` (both counters in pinned memory).
+ *   CPU worker      takes work items in order; waits (host) on `d2h_count`; copies gradients
+ *                   out of the ring (sync/DPU) or updates straight from it (overlap); runs the
+ *                   fused Adam per bucket against the state store (CPU memory or NVMe) writing
+ *                   16-bit weights into the pinned weight ring; issues the H2D copy.
+ *   h2d stream      (DPU: waits for the next step's backward to end), copies weights into the
+ *                   device parameters, advances `h2d_count` and the bucket's `version`.
+ * Counters only grow; stream waits on them are how the trainer's stream waits for work the
+ * host has not issued yet (see zoff_dev_stream_wait_value).
+ */
+#ifndef ZOFF_OFFLOAD_ENGINE_INTERNAL_H
+#define ZOFF_OFFLOAD_ENGINE_INTERNAL_H
+
+#include "cpu_adam/cpu_adam.h"
+#include "gpu/device.h"
+#include "nvme/nvme.h"
+#include "offload/trace.h"
+#include "zoff/engine.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#define MOD "offload"
+
+typedef struct engine_bucket {
+    size_t offset, numel; /* parameter range [offset, offset + numel) */
+    size_t first_tensor, n_tensors;
+    /* trainer thread, per micro-batch */
+    int slot;            /* device slot holding its gradient, -1 if none yet */
+    size_t tensors_done; /* tensors whose gradient is final */
+} engine_bucket;
+
+/* ---------------------------------------------------------------- state store */
+
+typedef struct state_store state_store;
+
+/* Fp32 master weights and moments of every bucket, in CPU memory or on NVMe. */
+int state_store_create(zoff_engine *e, const float *init_master, state_store **out);
+void state_store_destroy(state_store *st);
+/* Pointers to bucket b's p, m, v, loading them if needed (blocks on NVMe reads). */
+int state_store_acquire(state_store *st, size_t b, float **p, void **m, void **v);
+/* Starts loading bucket b if a staging buffer is free (NVMe; no-op in CPU memory). */
+void state_store_prefetch(state_store *st, size_t b);
+/* Bucket b was updated: write it back (NVMe, asynchronously). */
+int state_store_release(state_store *st, size_t b);
+/* Waits for all write-backs. */
+int state_store_drain(state_store *st);
+/* Copies bucket b's master weights into out (numel floats). */
+int state_store_read_master(state_store *st, size_t b, float *out);
+size_t state_store_host_bytes(const state_store *st);
+size_t state_store_nvme_bytes(const state_store *st);
+/* NVMe bytes moved and time blocked since the last call (for step reports). */
+void state_store_take_counters(state_store *st, uint64_t *read, uint64_t *written, double *wait_ms);
+
+/* ---------------------------------------------------------------- worker queue */
+
+typedef enum work_kind {
+    WORK_FILL = 0,     /* a bucket's gradient is on its way into the ring */
+    WORK_STEP_END = 1, /* the last micro-batch of optimizer step `step` has ended */
+    WORK_STOP = 2,
+} work_kind;
+
+typedef struct work_item {
+    work_kind kind;
+    uint32_t fill; /* WORK_FILL: sequence number of the D2H copy */
+    size_t bucket;
+    int micro;        /* micro-batch index within the accumulation */
+    int64_t step;     /* optimizer step */
+    float loss_scale; /* the scale the step's gradients carry */
+    float lr;         /* learning rate of the step */
+    /* decided by the receiver for the updater */
+    int skip;
+    float grad_scale; /* clip_coef / loss_scale */
+    double grad_norm, clip_coef;
+} work_item;
+
+/* Counters in pinned memory, one cache line each would be nicer; they are few. */
+typedef struct engine_counters {
+    uint32_t d2h_count; /* D2H copies completed (d2h stream) */
+    uint32_t consumed;  /* grad ring slots released (worker) */
+    uint32_t h2d_count; /* H2D copies completed (h2d stream) */
+    uint32_t step_end;  /* optimizer steps whose backward has ended (compute stream) */
+    uint32_t decided;   /* steps whose overflow / loss scale decision is made (worker) */
+} engine_counters;
+
+struct zoff_engine {
+    zoff_dev *dev;
+    zoff_engine_config cfg;
+    size_t esize; /* bytes per element of cfg.dtype */
+    void *dparams;
+    size_t n_params;
+    zoff_engine_tensor *tensors;
+    char **tensor_names;
+    size_t n_tensors;
+    size_t *tensor_bucket;
+    engine_bucket *buckets;
+    size_t n_buckets, bucket_elems_max;
+
+    /* device */
+    int n_slots;
+    void **slot_buf;   /* (n_slots, bucket_elems_max) in dtype */
+    float *slot_stats; /* (n_slots, 2): sumsq, nonfinite */
+    int *slot_owner;   /* trainer: bucket in the slot this micro-batch, or -1 */
+    bool *slot_open;   /* trainer: the owner's gradient is still being written */
+    uint32_t *slot_uses;
+    zoff_dev_event **slot_ready; /* recorded on the compute stream when a slot's bucket is full */
+    bool *tensor_done;           /* trainer: per tensor, this micro-batch */
+    zoff_dev_stream *d2h, *h2d;
+
+    /* pinned */
+    engine_counters *ctr;
+    uint32_t *slot_free; /* (n_slots) D2H copies out of each slot completed */
+    uint32_t *version;   /* (n_buckets) updates applied to the device weights */
+    int n_grad_ring, n_param_ring;
+    void **grad_ring;       /* (n_grad_ring, bucket_elems_max) */
+    float *grad_ring_stats; /* (n_grad_ring, 2) */
+    void **param_ring;      /* (n_param_ring, bucket_elems_max) */
+
+    /* trainer thread */
+    uint32_t fills_issued;
+    int micro;
+    int64_t step;          /* optimizer step being accumulated */
+    float loss_scale_used; /* scale of the current step's gradients */
+    float lr;              /* for steps ended from now on */
+
+    /* CPU side. Gradients of a step land in one of n_sets buffer sets (two for DPU, where
+     * step s+1's gradients arrive while step s is being applied). */
+    zoff_adam_pool *pool;
+    state_store *store;
+    zoff_nvme_swap *swap;
+    int n_sets;
+    void *grad_host[2];      /* sync/DPU without accumulation: (n_params) dtype */
+    float *grad_accum[2];    /* accumulation: (n_params) fp32 sums */
+    float *accum_scratch;    /* (bucket_elems_max) fp32 */
+    double *bucket_sumsq[2]; /* (n_buckets) */
+    bool *bucket_nonfinite[2];
+    bool set_busy[2];              /* the updater still reads this set */
+    int64_t set_step[2];           /* step whose gradients the set holds, -1 none */
+    zoff_engine_step_report rx[2]; /* receiver's part of each set's step report */
+    double rx_first_ms[2];
+    uint32_t h2d_issued;   /* updater */
+    int64_t applied_steps; /* updates applied, for bias correction */
+    float loss_scale;      /* receiver: scale for the steps not yet decided */
+    int good_steps;
+    bool warned_nonfinite;
+
+    pthread_t receiver, updater;
+    bool receiver_started, updater_started;
+    pthread_mutex_t lock; /* guards the queues, set flags, reports and error */
+    pthread_cond_t cond;
+    work_item *queue; /* receiver's queue */
+    size_t q_head, q_len, q_cap;
+    work_item *uqueue; /* updater's queue (WORK_STEP_END with decision filled in) */
+    size_t uq_head, uq_len, uq_cap;
+    int64_t steps_completed; /* steps whose update (or skip) is fully issued */
+    int error;
+    zoff_engine_step_report last_report;
+    bool have_report;
+    float decided_scale;
+
+    zoff_trace *trace;
+};
+
+/* offload/buckets.c */
+int engine_build_buckets(zoff_engine *e);
+/* offload/cpu_worker.c: the receiver takes gradients out of the ring and decides each step;
+ * the updater (sync/DPU) applies the steps. */
+void *engine_receiver_main(void *arg);
+void *engine_updater_main(void *arg);
+int engine_queue_push(zoff_engine *e, const work_item *w);
+/* offload/grad_path.c: version a forward of the current step needs for bucket b. */
+uint32_t engine_required_version(const zoff_engine *e);
+int engine_worker_error(zoff_engine *e);
+/* Sets the worker's error (first one wins) and wakes everyone. */
+void engine_set_error(zoff_engine *e, int err);
+
+#endif

@@ -54,7 +54,7 @@ static const opt_spec specs[] = {
     {"vocab-size", OPT_INT, O(vocab_size), 1, 1 << 20, "vocabulary (256: bytes)"},
     {"seq-len", OPT_INT, O(seq_len), 1, 65536, "tokens per sequence (64)"},
     {"batch", OPT_INT, O(batch), 1, 1 << 20, "sequences per step (16)"},
-    {"steps", OPT_INT, O(steps), 1, INT_MAX, "optimizer steps (500)"},
+    {"steps", OPT_INT, O(steps), 1, INT_MAX, "optimizer steps (600)"},
     {"grad-accum", OPT_INT, O(grad_accum), 1, 1 << 20, "micro-batches per step (1)"},
     {"lr", OPT_FLOAT, O(lr), 1e-12, 10, "peak learning rate (3e-3)"},
     {"min-lr-frac", OPT_FLOAT, O(min_lr_frac), 0, 1, "cosine floor as a fraction of lr (0.1)"},
@@ -72,7 +72,7 @@ static const opt_spec specs[] = {
     {"init-from", OPT_STR, O(init_from), 0, 0, "checkpoint dir, .safetensors or llm.c .bin"},
     {"resume", OPT_STR, O(resume), 0, 0, "checkpoint dir: weights, optimizer state and step"},
     {"out", OPT_STR, O(out), 0, 0, "output directory (zoff_out)"},
-    {"ckpt-every", OPT_INT, O(ckpt_every), 0, INT_MAX, "checkpoint every N steps, 0 = end (100)"},
+    {"ckpt-every", OPT_INT, O(ckpt_every), 0, INT_MAX, "checkpoint every N steps, 0 = end (200)"},
     {"sample-tokens", OPT_INT, O(sample_tokens), 0, 1 << 20, "tokens to generate at the end (300)"},
     {"temperature", OPT_FLOAT, O(temperature), 1e-3, 100, "sampling temperature (0.8)"},
     {"top-k", OPT_INT, O(top_k), 0, 1 << 20, "sample from the k most likely, 0 = all (40)"},
@@ -101,7 +101,7 @@ static void defaults(train_opts *o) {
     o->vocab_size = c.vocab_size;
     o->seq_len = c.seq_len;
     o->batch = 16;
-    o->steps = 500;
+    o->steps = 600;
     o->grad_accum = 1;
     o->lr = 3e-3;
     o->min_lr_frac = 0.1;
@@ -114,7 +114,7 @@ static void defaults(train_opts *o) {
     o->val_every = 50;
     o->val_batches = 4;
     o->out = "zoff_out";
-    o->ckpt_every = 100;
+    o->ckpt_every = 200;
     o->sample_tokens = 300;
     o->temperature = 0.8;
     o->top_k = 40;
@@ -500,7 +500,7 @@ static int train(run *r) {
         double t = now_s(), dt = t - last;
         last = t;
         double tps = tokens_per_step / (dt > 0 ? dt : 1e-9);
-        ema_tps = step == 1 ? tps : 0.9 * ema_tps + 0.1 * tps;
+        ema_tps = step == first ? tps : 0.9 * ema_tps + 0.1 * tps;
         zoff_dev_mem_stats ms;
         zoff_dev_mem_stats_get(r->dev, &ms);
         fprintf(r->metrics,

@@ -1,4 +1,5 @@
-/* `zoff train`: trains a GPT with the reference trainer (AdamW on the device, no offload).
+/* `zoff train`: trains a GPT with the reference trainer (AdamW on the device), or with
+ * --offload cpu|nvme through the offload engine (cli/train_offload.c).
  *
  * With no arguments it is the built-in demo: a 4-layer, 128-wide GPT trained from scratch on
  * /usr/share/common-licenses/GPL-3 with byte tokens, about a minute on two cores. Settings
@@ -130,8 +131,9 @@ static void defaults(train_opts *o) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: zoff train [options]\n\n"
-               "Trains a GPT without offload (the reference trainer). With no options: the\n"
-               "built-in demo on " DEFAULT_DATA " (byte tokens, about a minute).\n\n");
+               "Trains a GPT: AdamW on the device (the reference trainer), or with --offload\n"
+               "cpu|nvme through the offload engine. With no options: the built-in demo on\n"
+               DEFAULT_DATA " (byte tokens, about a minute).\n\n");
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         const opt_spec *s = &specs[i];
         const char *arg = s->kind == OPT_FLAG    ? ""

@@ -4,6 +4,8 @@
 #ifndef ZOFF_CORE_HALF_H
 #define ZOFF_CORE_HALF_H
 
+#include "zoff/zoff.h"
+
 #include <stdint.h>
 #include <string.h>
 
@@ -64,6 +66,32 @@ static inline float zoff_f16_to_f32(uint16_t h) {
     }
     if (e == 31) return zoff_bits_f32(sign | 0x7f800000u | (m << 13));
     return zoff_bits_f32(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+/* Element i of a buffer of dtype t, as fp32; and the store the other way (rounding as above). */
+static inline float zoff_load_as_f32(const void *x, zoff_dtype t, size_t i) {
+    switch (t) {
+    case ZOFF_F16:
+        return zoff_f16_to_f32(((const uint16_t *)x)[i]);
+    case ZOFF_BF16:
+        return zoff_bf16_to_f32(((const uint16_t *)x)[i]);
+    default:
+        return ((const float *)x)[i];
+    }
+}
+
+static inline void zoff_store_from_f32(void *x, zoff_dtype t, size_t i, float v) {
+    switch (t) {
+    case ZOFF_F16:
+        ((uint16_t *)x)[i] = zoff_f32_to_f16(v);
+        break;
+    case ZOFF_BF16:
+        ((uint16_t *)x)[i] = zoff_f32_to_bf16(v);
+        break;
+    default:
+        ((float *)x)[i] = v;
+        break;
+    }
 }
 
 #endif

@@ -7,54 +7,29 @@
 #include <math.h>
 #include <string.h>
 
-static inline float load_elem(const void *x, zoff_dtype t, size_t i) {
-    switch (t) {
-    case ZOFF_F16:
-        return zoff_f16_to_f32(((const uint16_t *)x)[i]);
-    case ZOFF_BF16:
-        return zoff_bf16_to_f32(((const uint16_t *)x)[i]);
-    default:
-        return ((const float *)x)[i];
-    }
-}
-
-static inline void store_elem(void *x, zoff_dtype t, size_t i, float f) {
-    switch (t) {
-    case ZOFF_F16:
-        ((uint16_t *)x)[i] = zoff_f32_to_f16(f);
-        break;
-    case ZOFF_BF16:
-        ((uint16_t *)x)[i] = zoff_f32_to_bf16(f);
-        break;
-    default:
-        ((float *)x)[i] = f;
-        break;
-    }
-}
-
 static void step_scalar(const zoff_adam_consts *c, const zoff_adam_buffers *b, size_t begin,
                         size_t end) {
     for (size_t i = begin; i < end; i++) {
         float p = b->param[i];
-        float g = load_elem(b->grad, b->grad_dtype, i) * c->grad_scale;
+        float g = zoff_load_as_f32(b->grad, b->grad_dtype, i) * c->grad_scale;
         if (c->l2 != 0.0f) g = g + c->l2 * p; /* as the vector paths: no 0 * inf */
-        float m = load_elem(b->m, b->moment_dtype, i);
-        float v = load_elem(b->v, b->moment_dtype, i);
+        float m = zoff_load_as_f32(b->m, b->moment_dtype, i);
+        float v = zoff_load_as_f32(b->v, b->moment_dtype, i);
         m = c->beta1 * m + c->one_minus_beta1 * g;
         v = c->beta2 * v + (c->one_minus_beta2 * g) * g;
         float denom = sqrtf(v) * c->inv_sqrt_bc2 + c->eps;
         p = p * c->decay - c->step_size * (m / denom);
         b->param[i] = p;
-        store_elem(b->m, b->moment_dtype, i, m);
-        store_elem(b->v, b->moment_dtype, i, v);
-        if (b->param_out) store_elem(b->param_out, b->out_dtype, i, p);
+        zoff_store_from_f32(b->m, b->moment_dtype, i, m);
+        zoff_store_from_f32(b->v, b->moment_dtype, i, v);
+        if (b->param_out) zoff_store_from_f32(b->param_out, b->out_dtype, i, p);
     }
 }
 
 static double sumsq_scalar(const void *x, zoff_dtype t, size_t n) {
     double s = 0.0;
     for (size_t i = 0; i < n; i++) {
-        double f = load_elem(x, t, i);
+        double f = zoff_load_as_f32(x, t, i);
         s += f * f;
     }
     return s;
@@ -63,13 +38,13 @@ static double sumsq_scalar(const void *x, zoff_dtype t, size_t n) {
 static size_t count_nonfinite_scalar(const void *x, zoff_dtype t, size_t n) {
     size_t count = 0;
     for (size_t i = 0; i < n; i++)
-        count += !isfinite(load_elem(x, t, i));
+        count += !isfinite(zoff_load_as_f32(x, t, i));
     return count;
 }
 
 static void cast_scalar(const void *src, zoff_dtype st, void *dst, zoff_dtype dt, size_t n) {
     for (size_t i = 0; i < n; i++)
-        store_elem(dst, dt, i, load_elem(src, st, i));
+        zoff_store_from_f32(dst, dt, i, zoff_load_as_f32(src, st, i));
 }
 
 const zoff_adam_kernels zoff_adam_kernels_scalar = {

@@ -11,21 +11,6 @@
 
 enum { N = 100003 };
 
-static float ref_load(const void *x, zoff_dtype t, size_t i) {
-    if (t == ZOFF_F16) return zoff_f16_to_f32(((const uint16_t *)x)[i]);
-    if (t == ZOFF_BF16) return zoff_bf16_to_f32(((const uint16_t *)x)[i]);
-    return ((const float *)x)[i];
-}
-
-static void ref_store(void *x, zoff_dtype t, size_t i, float v) {
-    if (t == ZOFF_F16)
-        ((uint16_t *)x)[i] = zoff_f32_to_f16(v);
-    else if (t == ZOFF_BF16)
-        ((uint16_t *)x)[i] = zoff_f32_to_bf16(v);
-    else
-        ((float *)x)[i] = v;
-}
-
 static void test_casts(zoff_dev *dev, zoff_dev_stream *s, const float *src) {
     static const zoff_dtype types[] = {ZOFF_F32, ZOFF_F16, ZOFF_BF16};
     void *d_src, *d_dst, *h_src, *h_dst, *h_ref;
@@ -38,9 +23,9 @@ static void test_casts(zoff_dev *dev, zoff_dev_stream *s, const float *src) {
         for (int b = 0; b < 3; b++) {
             zoff_dtype st = types[a], dt = types[b];
             for (size_t i = 0; i < N; i++)
-                ref_store(h_src, st, i, src[i]);
+                zoff_store_from_f32(h_src, st, i, src[i]);
             for (size_t i = 0; i < N; i++)
-                ref_store(h_ref, dt, i, ref_load(h_src, st, i));
+                zoff_store_from_f32(h_ref, dt, i, zoff_load_as_f32(h_src, st, i));
             CHECK_OK(
                 zoff_dev_memcpy_async(s, d_src, h_src, N * zoff_dtype_size(st), ZOFF_COPY_H2D));
             CHECK_OK(zoff_dev_op_cast(s, d_dst, dt, d_src, st, N));
@@ -49,7 +34,7 @@ static void test_casts(zoff_dev *dev, zoff_dev_stream *s, const float *src) {
             CHECK_OK(zoff_dev_stream_synchronize(s));
             size_t mismatches = 0;
             for (size_t i = 0; i < N; i++) {
-                float x = ref_load(h_dst, dt, i), y = ref_load(h_ref, dt, i);
+                float x = zoff_load_as_f32(h_dst, dt, i), y = zoff_load_as_f32(h_ref, dt, i);
                 if (isnan(y) ? !isnan(x) : memcmp(&x, &y, 4) != 0) mismatches++;
             }
             if (mismatches)
@@ -76,10 +61,10 @@ static void test_scale_sumsq(zoff_dev *dev, zoff_dev_stream *s, const float *src
         zoff_dtype t = types[a];
         size_t es = zoff_dtype_size(t);
         for (size_t i = 0; i < N; i++)
-            ref_store(h_x, t, i, src[i]);
+            zoff_store_from_f32(h_x, t, i, src[i]);
         double ref = 0;
         for (size_t i = 0; i < N; i++) {
-            double v = ref_load(h_x, t, i) * 0.5f;
+            double v = zoff_load_as_f32(h_x, t, i) * 0.5f;
             ref += v * v;
         }
         CHECK_OK(zoff_dev_memcpy_async(s, d_x, h_x, N * es, ZOFF_COPY_H2D));
@@ -96,7 +81,7 @@ static void test_scale_sumsq(zoff_dev *dev, zoff_dev_stream *s, const float *src
         for (int bad = 0; bad < 2; bad++) {
             float v = bad ? NAN : INFINITY;
             char one[4];
-            ref_store(one, t, 0, v);
+            zoff_store_from_f32(one, t, 0, v);
             CHECK_OK(zoff_dev_memcpy_async(s, (char *)d_x + 777 * es, one, es, ZOFF_COPY_H2D));
             CHECK_OK(zoff_dev_op_sumsq_nonfinite(s, d_x, t, N, d_out));
             CHECK_OK(zoff_dev_memcpy_async(s, h_out, d_out, 2 * sizeof(float), ZOFF_COPY_D2H));

@@ -50,21 +50,6 @@ static float noise(int step, int micro, size_t i) {
     return (float)((x >> 40) & 0xffff) / 65536.0f * 0.02f - 0.01f;
 }
 
-static void store16(void *dst, zoff_dtype t, size_t i, float v) {
-    if (t == ZOFF_BF16)
-        ((uint16_t *)dst)[i] = zoff_f32_to_bf16(v);
-    else if (t == ZOFF_F16)
-        ((uint16_t *)dst)[i] = zoff_f32_to_f16(v);
-    else
-        ((float *)dst)[i] = v;
-}
-
-static float load16(const void *src, zoff_dtype t, size_t i) {
-    if (t == ZOFF_BF16) return zoff_bf16_to_f32(((const uint16_t *)src)[i]);
-    if (t == ZOFF_F16) return zoff_f16_to_f32(((const uint16_t *)src)[i]);
-    return ((const float *)src)[i];
-}
-
 /* The toy loss's gradient at the observed weights, scaled and stored in dtype. */
 static void make_grad(const test_case *tc, const void *w, int step, int micro, float scale,
                       void *g) {
@@ -72,10 +57,11 @@ static void make_grad(const test_case *tc, const void *w, int step, int micro, f
     for (size_t i = 0; i < n; i++) {
         float target = 0.25f * sinf((float)i * 0.01f);
         float a = 1.0f + (float)(i % 7);
-        store16(g, tc->dtype, i,
-                (a * (load16(w, tc->dtype, i) - target) + noise(step, micro, i)) * scale);
+        zoff_store_from_f32(
+            g, tc->dtype, i,
+            (a * (zoff_load_as_f32(w, tc->dtype, i) - target) + noise(step, micro, i)) * scale);
     }
-    if (step == tc->overflow_step && micro == 0) store16(g, tc->dtype, 4321, INFINITY);
+    if (step == tc->overflow_step && micro == 0) zoff_store_from_f32(g, tc->dtype, 4321, INFINITY);
 }
 
 static int required(const test_case *tc, int step) {
@@ -109,7 +95,7 @@ static void run_engine(const test_case *tc, const char *nvme_dir, unsigned char 
     REQUIRE_OK(zoff_dev_host_alloc(dev, n * es, &g));
     float *master = initial_master();
     for (size_t i = 0; i < n; i++)
-        store16(w, tc->dtype, i, master[i]);
+        zoff_store_from_f32(w, tc->dtype, i, master[i]);
     REQUIRE_OK(zoff_dev_memcpy(dev, dparams, w, n * es, ZOFF_COPY_H2D));
 
     zoff_engine_tensor tens[N_TENSORS];
@@ -178,7 +164,7 @@ static void run_reference(const test_case *tc, unsigned char *obs, float *master
     float *acc = malloc(n * sizeof(float));
     unsigned char *after = malloc((size_t)(tc->steps + 1) * n * es); /* weights after k steps */
     for (size_t i = 0; i < n; i++)
-        store16(after, tc->dtype, i, master[i]);
+        zoff_store_from_f32(after, tc->dtype, i, master[i]);
     float scale = tc->dtype == ZOFF_F16 ? 1024.0f : 1.0f;
     int64_t applied = 0;
     for (int step = 0; step < tc->steps; step++) {
@@ -188,7 +174,7 @@ static void run_reference(const test_case *tc, unsigned char *obs, float *master
         for (int micro = 0; micro < tc->accum; micro++) {
             make_grad(tc, w, step, micro, scale, g);
             for (size_t i = 0; i < n; i++) {
-                float x = load16(g, tc->dtype, i);
+                float x = zoff_load_as_f32(g, tc->dtype, i);
                 if (!isfinite(x)) bad = 1;
                 acc[i] = micro == 0 ? x : acc[i] + x;
             }
@@ -245,7 +231,8 @@ static void run_case(const test_case *tc, const char *nvme_dir) {
         size_t o = (size_t)s * n * es;
         if (tc->clip > 0) {
             for (size_t i = 0; i < n; i++) {
-                double d = fabs(load16(obs_e + o, tc->dtype, i) - load16(obs_r + o, tc->dtype, i));
+                double d = fabs(zoff_load_as_f32(obs_e + o, tc->dtype, i) -
+                                zoff_load_as_f32(obs_r + o, tc->dtype, i));
                 if (d > worst) worst = d;
             }
         } else if (first_bad < 0 && memcmp(obs_e + o, obs_r + o, n * es) != 0) {

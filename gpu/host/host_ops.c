@@ -41,31 +41,6 @@ int host_memset_async(void *stream, void *dst, int value, size_t bytes) {
     return host_stream_enqueue(stream, run_set, &a, sizeof a);
 }
 
-static inline float load_as_f32(const void *x, zoff_dtype t, size_t i) {
-    switch (t) {
-    case ZOFF_F16:
-        return zoff_f16_to_f32(((const uint16_t *)x)[i]);
-    case ZOFF_BF16:
-        return zoff_bf16_to_f32(((const uint16_t *)x)[i]);
-    default:
-        return ((const float *)x)[i];
-    }
-}
-
-static inline void store_from_f32(void *x, zoff_dtype t, size_t i, float v) {
-    switch (t) {
-    case ZOFF_F16:
-        ((uint16_t *)x)[i] = zoff_f32_to_f16(v);
-        break;
-    case ZOFF_BF16:
-        ((uint16_t *)x)[i] = zoff_f32_to_bf16(v);
-        break;
-    default:
-        ((float *)x)[i] = v;
-        break;
-    }
-}
-
 typedef struct cast_args {
     void *dst;
     const void *src;
@@ -83,7 +58,7 @@ static void run_cast(void *p) {
     size_t n = a->n;
 #pragma omp parallel for num_threads(host_threads_for(a->nt, 4.0 * n)) schedule(static)
     for (size_t i = 0; i < n; i++)
-        store_from_f32(a->dst, a->dst_type, i, load_as_f32(a->src, a->src_type, i));
+        zoff_store_from_f32(a->dst, a->dst_type, i, zoff_load_as_f32(a->src, a->src_type, i));
 }
 
 int host_op_cast(void *stream, void *dst, zoff_dtype dst_type, const void *src, zoff_dtype src_type,
@@ -108,7 +83,7 @@ static void run_scale(void *p) {
         return;
     }
     for (size_t i = 0; i < a->n; i++)
-        store_from_f32(a->x, a->type, i, load_as_f32(a->x, a->type, i) * a->alpha);
+        zoff_store_from_f32(a->x, a->type, i, zoff_load_as_f32(a->x, a->type, i) * a->alpha);
 }
 
 int host_op_scale(void *stream, void *x, zoff_dtype type, float alpha, size_t n) {
@@ -161,7 +136,7 @@ static void run_sumsq(void *p) {
             sum = (s4[0] + s4[1]) + (s4[2] + s4[3]);
         } else {
             for (size_t i = lo; i < hi; i++) {
-                float v = load_as_f32(a->x, a->type, i);
+                float v = zoff_load_as_f32(a->x, a->type, i);
                 if (isfinite(v))
                     sum += (double)v * v;
                 else

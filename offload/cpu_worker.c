@@ -273,6 +273,11 @@ static void receive_fill(zoff_engine *e, const work_item *w) {
         if (!rc && overlap && last_micro)
             rc = update_bucket(e, w->bucket, dst, ZOFF_F32, scale, w->lr, t, w->step, &e->rx[set]);
     } else if (overlap) {
+        /* read ahead the bucket that followed this one last step: arrival order repeats */
+        if (e->last_arrival != SIZE_MAX) e->next_arrival[e->last_arrival] = w->bucket;
+        e->last_arrival = w->bucket;
+        if (e->next_arrival[w->bucket] != SIZE_MAX)
+            state_store_prefetch(e->store, e->next_arrival[w->bucket]);
         rc = update_bucket(e, w->bucket, ring, e->cfg.dtype, scale, w->lr, t, w->step, &e->rx[set]);
         release_ring_slot(e, w->fill);
     } else {

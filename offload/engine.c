@@ -185,6 +185,11 @@ static int alloc_host_side(zoff_engine *e) {
         }
     }
     if (accum && !(e->accum_scratch = malloc(e->bucket_elems_max * sizeof(float)))) return -ENOMEM;
+    e->next_arrival = malloc(e->n_buckets * sizeof *e->next_arrival);
+    if (!e->next_arrival) return -ENOMEM;
+    for (size_t b = 0; b < e->n_buckets; b++)
+        e->next_arrival[b] = SIZE_MAX;
+    e->last_arrival = SIZE_MAX;
     return 0;
 }
 
@@ -342,6 +347,7 @@ void zoff_engine_destroy(zoff_engine *e) {
     for (unsigned i = 0; i < e->cfg.n_nvme_dirs; i++)
         free((char *)e->cfg.nvme_dirs[i]);
     free(e->accum_scratch);
+    free(e->next_arrival);
     free(e->tensor_names);
     free(e->tensors);
     free(e->tensor_bucket);

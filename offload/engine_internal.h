@@ -151,6 +151,8 @@ struct zoff_engine {
     int64_t set_step[2];           /* step whose gradients the set holds, -1 none */
     zoff_engine_step_report rx[2]; /* receiver's part of each set's step report */
     double rx_first_ms[2];
+    size_t *next_arrival;  /* overlap: the bucket that arrived after each one last time */
+    size_t last_arrival;   /* overlap: the bucket that arrived last (SIZE_MAX: none) */
     uint32_t h2d_issued;   /* updater */
     int64_t applied_steps; /* updates applied, for bias correction */
     float loss_scale;      /* receiver: scale for the steps not yet decided */

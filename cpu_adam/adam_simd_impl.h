@@ -8,9 +8,10 @@
  *   vf_load_f32/f16/bf16(ptr), vf_store_f32/f16/bf16(ptr, x)     (unaligned)
  *   vd_zero(), vd_acc_sq(acc_lo, acc_hi, x), vd_hsum(a, b)
  *   optional: ZOFF_SIMD_HAVE_BF16X2 and vf_store_bf16x2(pa, a, pb, b), two bf16 stores at once
- *   optional: ZOFF_SIMD_HAVE_BF16X4 and vf_store_bf16x4(pa, a0, a1, pb, b0, b1): stores a0, a1
- *             as 2 * ZOFF_SIMD_W contiguous bf16 at pa and b0, b1 at pb; then the bf16-moment
- *             step runs two vectors per iteration (same per-element operations)
+ *   optional: ZOFF_SIMD_HAVE_BF16X4 and vf_store_bf16x4(pa, a0, a1, pb, b0, b1, n0, n1): stores
+ *             a0, a1 as 2 * ZOFF_SIMD_W contiguous bf16 at pa and b0, b1 at pb, where n0 (n1) is
+ *             NaN in every lane where a0 or b0 (a1 or b1) is; then the bf16-moment step runs two
+ *             vectors per iteration (same per-element operations)
  *   ZOFF_SIMD_NAME(x)                 suffixes a symbol with the ISA name
  *
  * Every element goes through the same vector instruction sequence: the last partial vector of a
@@ -46,11 +47,12 @@ typedef struct simd_consts {
 } simd_consts;
 
 /* One vector of elements starting at index i: updates p (stored, with the 16-bit output) and
- * returns the new moments in *mo, *vo for the caller to store. gd, md: zoff_dtype of grad and
+ * returns it, and the new moments in *mo, *vo for the caller to store. p is NaN wherever m or v
+ * is (a NaN m or v reaches p through m / denom). gd, md: zoff_dtype of grad and
  * moments; od: ZOFF_ADAM_OUT_* kind. Same operation order as adam_scalar.c, with FMA. */
-ZOFF_SIMD_INLINE void simd_step_pmv(const simd_consts *k, float *param, const void *m_,
-                                    const void *v_, const void *grad, void *out, size_t i, int gd,
-                                    int md, int od, int l2, vf *mo, vf *vo) {
+ZOFF_SIMD_INLINE vf simd_step_pmv(const simd_consts *k, float *param, const void *m_,
+                                  const void *v_, const void *grad, void *out, size_t i, int gd,
+                                  int md, int od, int l2, vf *mo, vf *vo) {
     vf p = vf_load_f32(param + i);
     vf g = vf_mul(simd_load(grad, gd, i), k->scale);
     if (l2)
@@ -67,6 +69,7 @@ ZOFF_SIMD_INLINE void simd_step_pmv(const simd_consts *k, float *param, const vo
     if (od != ZOFF_ADAM_OUT_NONE) simd_store(out, od - 1, i, p);
     *mo = m;
     *vo = v;
+    return p;
 }
 
 /* One vector of elements starting at index i, moments stored. */
@@ -94,14 +97,15 @@ ZOFF_SIMD_INLINE size_t simd_step_loop(const simd_consts *k, float *param, void 
                                        int md, int od, int l2) {
 #ifdef ZOFF_SIMD_HAVE_BF16X4
     /* bf16 moments: two vectors per iteration, so that m and v each take one full-width store
-     * and one NaN test covers four vectors. Each element sees the same operations as in
-     * simd_step_vec (the rounding is exact integer arithmetic either way). */
+     * and one NaN test (of the two p vectors) covers four moment vectors. Each element sees the
+     * same operations as in simd_step_vec (the rounding is exact integer arithmetic either way). */
     if (md == ZOFF_BF16) {
         for (; i + 2 * ZOFF_SIMD_W <= end; i += 2 * ZOFF_SIMD_W) {
             vf m0, v0, m1, v1;
-            simd_step_pmv(k, param, m_, v_, grad, out, i, gd, md, od, l2, &m0, &v0);
-            simd_step_pmv(k, param, m_, v_, grad, out, i + ZOFF_SIMD_W, gd, md, od, l2, &m1, &v1);
-            vf_store_bf16x4((uint16_t *)m_ + i, m0, m1, (uint16_t *)v_ + i, v0, v1);
+            vf p0 = simd_step_pmv(k, param, m_, v_, grad, out, i, gd, md, od, l2, &m0, &v0);
+            vf p1 = simd_step_pmv(k, param, m_, v_, grad, out, i + ZOFF_SIMD_W, gd, md, od, l2, &m1,
+                                  &v1);
+            vf_store_bf16x4((uint16_t *)m_ + i, m0, m1, (uint16_t *)v_ + i, v0, v1, p0, p1);
         }
     }
 #endif

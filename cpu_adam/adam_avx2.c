@@ -54,14 +54,13 @@ static inline vf vf_load_bf16(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_shuffle_epi8(h, ctl));
 }
 
-/* fp32 -> bf16 rounding as core/half.h, result in the high 16 bits of each dword. Without a
- * shift: x + 0x7fff + lsb == x + 0x8000 - [low 17 bits == 0x8000] (a tie with an even lsb rounds
- * down; everything else agrees), and NaN -> (x >> 16) | 0x40 is the high half of x | 0x400000. */
+/* fp32 -> bf16 rounding as core/half.h (x + 0x7fff + lsb), result in the high 16 bits of each
+ * dword; NaN -> (x >> 16) | 0x40 is the high half of x | 0x400000. (Measured on Zen 2, this
+ * form is faster than a shift-free tie test, x + 0x8000 - [low 17 bits == 0x8000].) */
 static inline __m256i bf16_round_hi_finite(vf f) {
     __m256i x = _mm256_castps_si256(f);
-    __m256i tie = _mm256_cmpeq_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x1ffff)),
-                                     _mm256_set1_epi32(0x8000));
-    return _mm256_add_epi32(_mm256_add_epi32(x, _mm256_set1_epi32(0x8000)), tie);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+    return _mm256_add_epi32(_mm256_add_epi32(x, _mm256_set1_epi32(0x7fff)), lsb);
 }
 static inline __m256i bf16_round_hi(vf f) {
     __m256i x = _mm256_castps_si256(f);
@@ -70,22 +69,21 @@ static inline __m256i bf16_round_hi(vf f) {
                               _mm256_or_si256(x, _mm256_set1_epi32(0x400000)), nan);
 }
 
-/* Gathers the high halves of each 128-bit lane's dwords into bytes 0..7 (lo) or 8..15 (hi). */
-static inline __m256i bf16_gather_lo(__m256i r) {
+/* Gathers the high halves of each 128-bit lane's dwords into bytes 0..7 (upper bytes zero). */
+static inline __m256i bf16_gather(__m256i r) {
     const __m256i ctl = _mm256_setr_epi8(2, 3, 6, 7, 10, 11, 14, 15, -128, -128, -128, -128, -128,
                                          -128, -128, -128, 2, 3, 6, 7, 10, 11, 14, 15, -128, -128,
                                          -128, -128, -128, -128, -128, -128);
     return _mm256_shuffle_epi8(r, ctl);
 }
-static inline __m256i bf16_gather_hi(__m256i r) {
-    const __m256i ctl = _mm256_setr_epi8(-128, -128, -128, -128, -128, -128, -128, -128, 2, 3, 6, 7,
-                                         10, 11, 14, 15, -128, -128, -128, -128, -128, -128, -128,
-                                         -128, 2, 3, 6, 7, 10, 11, 14, 15);
-    return _mm256_shuffle_epi8(r, ctl);
+/* The bf16 halves of ra (8 values) and rb (8 values) as (ra0-7 | rb0-7). */
+static inline __m256i bf16_pack(__m256i ra, __m256i rb) {
+    __m256i c = _mm256_unpacklo_epi64(bf16_gather(ra), bf16_gather(rb));
+    return _mm256_permute4x64_epi64(c, 0xD8); /* (a0-3, b0-3 | a4-7, b4-7) -> (a0-7 | b0-7) */
 }
 
 static inline void vf_store_bf16(uint16_t *p, vf f) {
-    __m256i r = _mm256_permute4x64_epi64(bf16_gather_lo(bf16_round_hi(f)), 0x08);
+    __m256i r = _mm256_permute4x64_epi64(bf16_gather(bf16_round_hi(f)), 0x08);
     _mm_storeu_si128((__m128i *)p, _mm256_castsi256_si128(r));
 }
 
@@ -93,18 +91,30 @@ static inline void vf_store_bf16(uint16_t *p, vf f) {
  * non-finite gradient, so one compare tests both and the NaN blend runs only then. */
 #define ZOFF_SIMD_HAVE_BF16X2 1
 static inline void vf_store_bf16x2(uint16_t *pa, vf a, uint16_t *pb, vf b) {
-    __m256i ra, rb;
-    if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_UNORD_Q)) != 0, 0)) {
-        ra = bf16_round_hi(a);
-        rb = bf16_round_hi(b);
-    } else {
-        ra = bf16_round_hi_finite(a);
-        rb = bf16_round_hi_finite(b);
-    }
-    __m256i c = _mm256_or_si256(bf16_gather_lo(ra), bf16_gather_hi(rb));
-    c = _mm256_permute4x64_epi64(c, 0xD8); /* (a0-3, b0-3 | a4-7, b4-7) -> (a0-7 | b0-7) */
+    __m256i c;
+    if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_UNORD_Q)) != 0, 0))
+        c = bf16_pack(bf16_round_hi(a), bf16_round_hi(b));
+    else
+        c = bf16_pack(bf16_round_hi_finite(a), bf16_round_hi_finite(b));
     _mm_storeu_si128((__m128i *)pa, _mm256_castsi256_si128(c));
     _mm_storeu_si128((__m128i *)pb, _mm256_extracti128_si256(c, 1));
+}
+
+/* 16 bf16 moments each for m (a0, a1) and v (b0, b1): one full-width store per stream. n0, n1
+ * are NaN in every lane where a0 or b0 (a1 or b1) is: one NaN test covers all four vectors. */
+#define ZOFF_SIMD_HAVE_BF16X4 1
+static inline void vf_store_bf16x4(uint16_t *pa, vf a0, vf a1, uint16_t *pb, vf b0, vf b1, vf n0,
+                                   vf n1) {
+    __m256i ca, cb;
+    if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(n0, n1, _CMP_UNORD_Q)) != 0, 0)) {
+        ca = bf16_pack(bf16_round_hi(a0), bf16_round_hi(a1));
+        cb = bf16_pack(bf16_round_hi(b0), bf16_round_hi(b1));
+    } else {
+        ca = bf16_pack(bf16_round_hi_finite(a0), bf16_round_hi_finite(a1));
+        cb = bf16_pack(bf16_round_hi_finite(b0), bf16_round_hi_finite(b1));
+    }
+    _mm256_storeu_si256((__m256i *)pa, ca);
+    _mm256_storeu_si256((__m256i *)pb, cb);
 }
 
 static inline vd vd_zero(void) {

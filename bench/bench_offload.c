@@ -115,27 +115,28 @@ static void run_point(zoff_gpt *m, zoff_dev_stream *s, const opts *o, zoff_offlo
     double *times = malloc(sizeof(double) * (size_t)o->steps), adam = 0, nvme = 0;
     uint64_t pcie = 0, nr = 0, nw = 0;
     int counted = 0;
-    for (int i = 0; i < o->warmup + o->steps; i++) {
+    int64_t last_counted = o->warmup - 1; /* reports lag the trainer: count each step once */
+    for (int i = 0; i <= o->warmup + o->steps; i++) {
+        zoff_engine_step_report rep;
+        if (i == o->warmup + o->steps) { /* after the last step: its report too */
+            if ((rc = zoff_engine_flush(e, s))) die("flush", rc);
+        }
+        if (zoff_engine_last_report(e, &rep) == 0 && rep.step > last_counted) {
+            last_counted = rep.step;
+            adam += rep.cpu_adam_ms;
+            nvme += rep.nvme_wait_ms;
+            pcie += rep.pcie_d2h_bytes + rep.pcie_h2d_bytes;
+            nr += rep.nvme_read_bytes;
+            nw += rep.nvme_write_bytes;
+            counted++;
+        }
+        if (i == o->warmup + o->steps) break;
         float loss;
         double t0 = now_ms();
         rc = zoff_gpt_offload_micro_batch(off, tok, tgt, o->batch, o->seq, &loss);
         if (rc) die("offloaded step", rc);
-        double dt = now_ms() - t0;
-        zoff_engine_step_report rep;
-        if (i >= o->warmup) {
-            times[i - o->warmup] = dt;
-            if (zoff_engine_last_report(e, &rep) == 0) {
-                adam += rep.cpu_adam_ms;
-                nvme += rep.nvme_wait_ms;
-                pcie += rep.pcie_d2h_bytes + rep.pcie_h2d_bytes;
-                nr += rep.nvme_read_bytes;
-                nw += rep.nvme_write_bytes;
-                counted++;
-            }
-        }
+        if (i >= o->warmup) times[i - o->warmup] = now_ms() - t0;
     }
-    rc = zoff_engine_flush(e, s);
-    if (rc) die("flush", rc);
     zoff_engine_memory mem;
     zoff_engine_get_memory(e, &mem);
     zoff_gpt_offload_destroy(off);

@@ -104,9 +104,25 @@ static stage *find_stage(state_store *st, size_t b) {
 }
 
 /* A stage to load into: a free one, else the oldest write-back once it completes. */
+/* Whether every request of a stage has completed successfully (without blocking). */
+static int stage_done(stage *sg) {
+    for (int i = 0; i < 3; i++) {
+        int res = 0;
+        if (sg->req[i] && (!zoff_nvme_poll(sg->req[i], &res) || res != 0)) return 0;
+    }
+    return 1;
+}
+
 static stage *claim_stage(state_store *st, int may_wait) {
     for (int i = 0; i < N_STAGES; i++)
         if (st->stages[i].state == STAGE_FREE) return &st->stages[i];
+    /* a write-back that has already finished frees its stage at no cost */
+    for (int i = 0; i < N_STAGES; i++)
+        if (st->stages[i].state == STAGE_WRITING && stage_done(&st->stages[i])) {
+            stage_wait(st, &st->stages[i]);
+            st->stages[i].state = STAGE_FREE;
+            return &st->stages[i];
+        }
     if (!may_wait) return NULL;
     for (int i = 0; i < N_STAGES; i++)
         if (st->stages[i].state == STAGE_WRITING) {
@@ -161,7 +177,10 @@ static int nvme_init_state(state_store *st, const float *init_master) {
         memcpy(sg->buf[0], init_master + bk->offset, bk->numel * sizeof(float));
         if ((rc = stage_submit(st, sg, b, 1))) return rc;
     }
-    return state_store_drain(st);
+    rc = state_store_drain(st);
+    st->bytes_read = st->bytes_written = 0; /* set-up is not a step's traffic */
+    st->wait_ms = 0;
+    return rc;
 }
 
 int state_store_create(zoff_engine *e, const float *init_master, state_store **out) {

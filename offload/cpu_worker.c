@@ -30,7 +30,10 @@ static double now_ms(void) {
 
 void engine_set_error(zoff_engine *e, int err) {
     pthread_mutex_lock(&e->lock);
-    if (!e->error) e->error = err;
+    if (!e->error) {
+        e->error = err;
+        snprintf(e->error_detail, sizeof e->error_detail, "%s", zoff_last_error_detail());
+    }
     pthread_cond_broadcast(&e->cond);
     pthread_mutex_unlock(&e->lock);
 }

@@ -376,7 +376,7 @@ int zoff_engine_flush(zoff_engine *e, zoff_dev_stream *s) {
         pthread_cond_wait(&e->cond, &e->lock);
     rc = e->error;
     pthread_mutex_unlock(&e->lock);
-    if (rc) return rc;
+    if (rc) return engine_worker_error(e); /* with the failing thread's detail */
     for (size_t b = 0; b < e->n_buckets; b++)
         if ((rc = zoff_dev_host_wait_value(e->dev, &e->version[b], (uint32_t)e->step))) return rc;
     return engine_worker_error(e);

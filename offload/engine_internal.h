@@ -169,6 +169,7 @@ struct zoff_engine {
     size_t uq_head, uq_len, uq_cap;
     int64_t steps_completed; /* steps whose update (or skip) is fully issued */
     int error;
+    char error_detail[512]; /* what the thread that failed first said */
     zoff_engine_step_report last_report;
     bool have_report;
     float decided_scale;

@@ -17,9 +17,13 @@ uint32_t engine_required_version(const zoff_engine *e) {
 }
 
 int engine_worker_error(zoff_engine *e) {
+    char detail[512];
     pthread_mutex_lock(&e->lock);
     int err = e->error;
+    if (err) snprintf(detail, sizeof detail, "%s", e->error_detail);
     pthread_mutex_unlock(&e->lock);
+    /* the failure happened on an engine thread: give the caller its detail (logged there) */
+    if (err) zoff_fail_quiet(err, MOD, "offload pipeline failed: %s", detail);
     return err;
 }
 

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <unistd.h>
 
 static const size_t tensor_sizes[] = {1000, 3000, 70000, 5000, 123, 40000, 777};
@@ -267,6 +268,76 @@ static void run_case(const test_case *tc, const char *nvme_dir) {
     free(mr);
 }
 
+/* Truncates every swap data file in dir (a disk that lost our data). */
+static int truncate_swap_files(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *de; d && (de = readdir(d));) {
+        size_t len = strlen(de->d_name);
+        if (strncmp(de->d_name, "zoff-swap.", 10) || len < 4 ||
+            strcmp(de->d_name + len - 4, ".dat"))
+            continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        n += truncate(path, 0) == 0;
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+/* NVMe state lost mid-training: the trainer's calls return the error, naming the swap file,
+ * instead of hanging or training on garbage; tear-down is clean. */
+static void test_nvme_failure(const char *dir) {
+    zoff_dev_config dc;
+    zoff_dev_config_default(&dc);
+    dc.kind = ZOFF_DEV_HOST;
+    zoff_dev *dev;
+    REQUIRE_OK(zoff_dev_open(&dc, &dev));
+    zoff_dev_stream *s;
+    REQUIRE_OK(zoff_dev_stream_create(dev, &s));
+    size_t n = n_params();
+    void *p;
+    REQUIRE_OK(zoff_dev_malloc(dev, n * 2, &p));
+    CHECK_OK(zoff_dev_memset_async(s, p, 0, n * 2));
+    CHECK_OK(zoff_dev_stream_synchronize(s));
+    zoff_engine_tensor tens[N_TENSORS];
+    size_t off = 0;
+    for (size_t t = 0; t < N_TENSORS; t++) {
+        tens[t] = (zoff_engine_tensor){"t", off, tensor_sizes[t], (int)t, 0};
+        off += tensor_sizes[t];
+    }
+    zoff_engine_config cfg;
+    zoff_engine_config_default(&cfg);
+    cfg.target = ZOFF_OFFLOAD_NVME;
+    cfg.nvme_dirs[0] = dir;
+    cfg.n_nvme_dirs = 1;
+    cfg.bucket_bytes = 16u << 10; /* more buckets than staging buffers: state is re-read */
+    cfg.cpu_threads = 1;
+    zoff_engine *e;
+    REQUIRE_OK(zoff_engine_create(dev, &cfg, p, n, tens, N_TENSORS, NULL, &e));
+    int rc = 0, step;
+    for (step = 0; step < 10 && !rc; step++) {
+        if (step == 2) CHECK(truncate_swap_files(dir) > 0);
+        for (size_t t = 0; t < N_TENSORS && !rc; t++)
+            rc = zoff_engine_wait_params(e, t, s);
+        for (size_t t = N_TENSORS; t-- > 0 && !rc;) {
+            void *g;
+            rc = zoff_engine_grad_buffer(e, t, s, &g);
+            if (!rc) rc = zoff_engine_grad_done(e, t, s);
+        }
+        if (!rc) rc = zoff_engine_end_micro(e, s);
+        if (!rc) rc = zoff_engine_flush(e, s);
+    }
+    printf("swap files truncated before step 2: step %d returned %d (%s: %s)\n", step - 1, rc,
+           zoff_strerror(rc), zoff_last_error_detail());
+    CHECK(rc != 0);
+    CHECK(strstr(zoff_last_error_detail(), "zoff-swap.") != NULL);
+    zoff_engine_destroy(e);
+    CHECK_OK(zoff_dev_free(dev, p));
+    CHECK_OK(zoff_dev_stream_destroy(s));
+    zoff_dev_close(dev);
+}
+
 /* Bad configurations and layouts are refused with ZOFF_ECONFIG naming the field. */
 static void test_bad_config(void) {
     zoff_dev *dev;
@@ -386,6 +457,7 @@ int main(int argc, char **argv) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i], cases[i].target == ZOFF_OFFLOAD_NVME ? dir : NULL);
+    test_nvme_failure(dir);
     rmdir(dir);
     test_bad_config();
     return zoff_test_finish("test_offload_engine");

@@ -5,14 +5,17 @@
  *                   blocking on the pipeline: on its compute stream the waits for weights and
  *                   for free device bucket slots, the zeroing of slots and the per-bucket
  *                   sum of squares; on the d2h stream the copy of each full bucket into the
- *                   pinned gradient ring. It then queues a work item for the CPU worker.
+ *                   pinned gradient ring. It then queues a work item for the receiver.
  *   d2h stream      waits for the bucket's compute, for a free ring slot (counter `consumed`
- *                   written by the worker), copies, then advances `slot_free[k]` and
+ *                   written by the receiver), copies, then advances `slot_free[k]` and
  *                   `d2h_count` (both counters in pinned memory).
- *   CPU worker      takes work items in order; waits (host) on `d2h_count`; copies gradients
- *                   out of the ring (sync/DPU) or updates straight from it (overlap); runs the
- *                   fused Adam per bucket against the state store (CPU memory or NVMe) writing
- *                   16-bit weights into the pinned weight ring; issues the H2D copy.
+ *   receiver        (CPU thread) takes work items in order; waits (host) on `d2h_count`;
+ *                   overlap: runs the fused Adam per bucket straight from the ring; sync/DPU:
+ *                   copies (or fp32-accumulates) gradients out of the ring, and at a step's end
+ *                   decides norm, clipping and fp16 overflow and hands the step on.
+ *   updater         (CPU thread, sync/DPU) applies a step bucket by bucket in forward order
+ *                   against the state store (CPU memory or NVMe, read ahead and written back),
+ *                   writing 16-bit weights into the pinned weight ring; issues the H2D copy.
  *   h2d stream      (DPU: waits for the next step's backward to end), copies weights into the
  *                   device parameters, advances `h2d_count` and the bucket's `version`.
  * Counters only grow; stream waits on them are how the trainer's stream waits for work the

@@ -49,6 +49,7 @@ typedef struct opts {
     zoff_gpt_config cfg;
     int batch, seq, steps, warmup;
     zoff_dtype dtype;
+    size_t capacity; /* device capacity, 0 = the backend's choice */
 } opts;
 
 static void random_batch(int32_t *x, int n, int vocab, uint64_t *rng) {
@@ -233,7 +234,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_offload: --device must be auto, host or cuda\n");
         return 2;
     }
-    dc.capacity = (size_t)8 << 30;
+    /* host: an arena large enough for GPT-2 124M; cuda: the GPU's free memory */
+    dc.capacity = o.capacity ? o.capacity : dc.kind == ZOFF_DEV_HOST ? (size_t)8 << 30 : 0;
     zoff_dev *dev;
     int rc = zoff_dev_open(&dc, &dev);
     if (rc) die("device", rc);

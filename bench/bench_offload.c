@@ -12,6 +12,7 @@
  *   bench_offload [--device host|cuda] [--layers L] [--embd C] [--heads H] [--vocab V]
  *                 [--seq T] [--batch B] [--steps N] [--warmup W] [--dtype bf16|f16|f32]
  *                 [--schedules sync,overlap,dpu] [--targets cpu,nvme] [--nvme-path DIR]
+ *                 [--capacity SIZE]
  */
 #include "model/gpt_offload.h"
 #include "model/model.h"
@@ -217,7 +218,12 @@ int main(int argc, char **argv) {
             o.steps = int_arg(a, v);
         else if (!strcmp(a, "--warmup"))
             o.warmup = int_arg(a, v);
-        else if (!strcmp(a, "--dtype")) {
+        else if (!strcmp(a, "--capacity")) {
+            if (zoff_parse_size(v, &o.capacity)) {
+                fprintf(stderr, "bench_offload: --capacity needs a size like 8GiB\n");
+                return 2;
+            }
+        } else if (!strcmp(a, "--dtype")) {
             if (zoff_dtype_parse(v, &o.dtype)) {
                 fprintf(stderr, "bench_offload: --dtype must be bf16, f16 or f32\n");
                 return 2;

@@ -3,6 +3,7 @@
  * still reads back what it wrote, forcing io_uring fails cleanly, and the probe says so.
  * Also the probe of a normal directory. Skips (77) if seccomp cannot be installed. */
 #include "nvme/nvme.h"
+#include "tests/nvme_test_util.h"
 #include "tests/test_util.h"
 
 #include <errno.h>
@@ -63,22 +64,8 @@ static int child(const char *dir) {
     CHECK(strncmp(info.backend, "pthread", 7) == 0);
     zoff_nvme_region *g;
     REQUIRE_OK(zoff_nvme_region_define(s, "r", 1 << 20, &g));
-    uint8_t *a, *b;
-    if (posix_memalign((void **)&a, 4096, 1 << 20) || posix_memalign((void **)&b, 4096, 1 << 20))
-        return 1;
-    for (size_t i = 0; i < 1 << 20; i++)
-        a[i] = (uint8_t)(i * 13);
-    zoff_nvme_request *q;
-    REQUIRE_OK(zoff_nvme_submit_write(s, g, 0, a, 1 << 20, &q));
-    CHECK_OK(zoff_nvme_wait(q));
-    zoff_nvme_request_free(q);
-    REQUIRE_OK(zoff_nvme_submit_read(s, g, 0, b, 1 << 20, &q));
-    CHECK_OK(zoff_nvme_wait(q));
-    zoff_nvme_request_free(q);
-    CHECK(memcmp(a, b, 1 << 20) == 0);
+    nvme_test_roundtrip(s, g, 1 << 20, 13);
     zoff_nvme_swap_destroy(s);
-    free(a);
-    free(b);
     return zoff_test_finish("test_nvme_fallback (child)");
 }
 

@@ -6,6 +6,7 @@
  * destroy with requests in flight. Each backend that works here is exercised; the mount
  * cases skip themselves (not the test) when mount is not permitted. */
 #include "nvme/nvme.h"
+#include "tests/nvme_test_util.h"
 #include "tests/test_util.h"
 
 #include <dirent.h>
@@ -30,11 +31,7 @@ static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw
     return remove(p);
 }
 
-static void *aalloc(size_t n) {
-    void *p = NULL;
-    if (posix_memalign(&p, 4096, n)) exit(1);
-    return p;
-}
+#define aalloc nvme_test_aligned_alloc
 
 static void fill(uint8_t *b, size_t n, unsigned seed) {
     for (size_t i = 0; i < n; i++)
@@ -73,16 +70,7 @@ static void test_injected(zoff_nvme_backend be) {
     if (create_or_skip(&c, &s)) return;
     zoff_nvme_region *g;
     REQUIRE_OK(zoff_nvme_region_define(s, "r", 1 << 20, &g));
-    uint8_t *a = aalloc(1 << 20), *b = aalloc(1 << 20);
-    fill(a, 1 << 20, 3);
-    zoff_nvme_request *q;
-    REQUIRE_OK(zoff_nvme_submit_write(s, g, 0, a, 1 << 20, &q));
-    CHECK_OK(zoff_nvme_wait(q));
-    zoff_nvme_request_free(q);
-    REQUIRE_OK(zoff_nvme_submit_read(s, g, 0, b, 1 << 20, &q));
-    CHECK_OK(zoff_nvme_wait(q));
-    zoff_nvme_request_free(q);
-    CHECK(memcmp(a, b, 1 << 20) == 0);
+    nvme_test_roundtrip(s, g, 1 << 20, 3);
     zoff_nvme_swap_info info;
     zoff_nvme_swap_get_info(s, &info);
     CHECK(info.short_requeued > 0);
@@ -96,6 +84,9 @@ static void test_injected(zoff_nvme_backend be) {
     c.queue_depth = 1;
     REQUIRE_OK(zoff_nvme_swap_create(&c, &s));
     REQUIRE_OK(zoff_nvme_region_define(s, "r", 1 << 20, &g));
+    uint8_t *a = aalloc(64 << 10), *b = aalloc(64 << 10);
+    fill(a, 64 << 10, 3);
+    zoff_nvme_request *q;
     int n_eio = 0, n_ok = 0;
     for (int i = 0; i < 8; i++) { /* one 64 KiB op per request: requests 3 and 7 fail */
         REQUIRE_OK(zoff_nvme_submit_write(s, g, (uint64_t)i << 16, a, 64 << 10, &q));
@@ -342,19 +333,8 @@ static void test_mounts(zoff_nvme_backend be) {
             printf("on ramfs: backend %s\n", info.backend);
             zoff_nvme_region *g;
             REQUIRE_OK(zoff_nvme_region_define(s, "r", 1 << 20, &g));
-            uint8_t *a = aalloc(1 << 20), *b = aalloc(1 << 20);
-            fill(a, 1 << 20, 11);
-            zoff_nvme_request *q;
-            REQUIRE_OK(zoff_nvme_submit_write(s, g, 0, a, 1 << 20, &q));
-            CHECK_OK(zoff_nvme_wait(q));
-            zoff_nvme_request_free(q);
-            REQUIRE_OK(zoff_nvme_submit_read(s, g, 0, b, 1 << 20, &q));
-            CHECK_OK(zoff_nvme_wait(q));
-            zoff_nvme_request_free(q);
-            CHECK(memcmp(a, b, 1 << 20) == 0);
+            nvme_test_roundtrip(s, g, 1 << 20, 11);
             zoff_nvme_swap_destroy(s);
-            free(a);
-            free(b);
         }
         unmount(mnt);
     }

@@ -87,34 +87,23 @@ static inline void vf_store_bf16(uint16_t *p, vf f) {
     _mm_storeu_si128((__m128i *)p, _mm256_castsi256_si128(r));
 }
 
-/* Two bf16 stores (m and v) sharing one cross-lane permute. Moments are NaN only after a
- * non-finite gradient, so one compare tests both and the NaN blend runs only then. */
-#define ZOFF_SIMD_HAVE_BF16X2 1
-static inline void vf_store_bf16x2(uint16_t *pa, vf a, uint16_t *pb, vf b) {
-    __m256i c;
-    if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_UNORD_Q)) != 0, 0))
-        c = bf16_pack(bf16_round_hi(a), bf16_round_hi(b));
-    else
-        c = bf16_pack(bf16_round_hi_finite(a), bf16_round_hi_finite(b));
-    _mm_storeu_si128((__m128i *)pa, _mm256_castsi256_si128(c));
-    _mm_storeu_si128((__m128i *)pb, _mm256_extracti128_si256(c, 1));
+/* The two-vector loop's primitives (see adam_simd_impl.h): one NaN test covers both vectors,
+ * and a pair of vectors leaves as one full-width store of 16 contiguous bf16. The NaN-aware
+ * rounding (a compare and a blend per vector) runs only where a NaN was found. */
+#define ZOFF_SIMD_HAVE_BF16_PAIR 1
+static inline int vf_any_nan2(vf a, vf b) {
+    return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_UNORD_Q)) != 0;
 }
-
-/* 16 bf16 moments each for m (a0, a1) and v (b0, b1): one full-width store per stream. n0, n1
- * are NaN in every lane where a0 or b0 (a1 or b1) is: one NaN test covers all four vectors. */
-#define ZOFF_SIMD_HAVE_BF16X4 1
-static inline void vf_store_bf16x4(uint16_t *pa, vf a0, vf a1, uint16_t *pb, vf b0, vf b1, vf n0,
-                                   vf n1) {
-    __m256i ca, cb;
-    if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(n0, n1, _CMP_UNORD_Q)) != 0, 0)) {
-        ca = bf16_pack(bf16_round_hi(a0), bf16_round_hi(a1));
-        cb = bf16_pack(bf16_round_hi(b0), bf16_round_hi(b1));
-    } else {
-        ca = bf16_pack(bf16_round_hi_finite(a0), bf16_round_hi_finite(a1));
-        cb = bf16_pack(bf16_round_hi_finite(b0), bf16_round_hi_finite(b1));
-    }
-    _mm256_storeu_si256((__m256i *)pa, ca);
-    _mm256_storeu_si256((__m256i *)pb, cb);
+typedef __m256i vh; /* 2 * ZOFF_SIMD_W packed 16-bit values */
+static inline vh vh_bf16_pair(vf a0, vf a1, int may_nan) {
+    return may_nan ? bf16_pack(bf16_round_hi(a0), bf16_round_hi(a1))
+                   : bf16_pack(bf16_round_hi_finite(a0), bf16_round_hi_finite(a1));
+}
+static inline vh vh_zero(void) {
+    return _mm256_setzero_si256();
+}
+static inline void vh_store(uint16_t *p, vh x) {
+    _mm256_storeu_si256((__m256i *)p, x);
 }
 
 static inline vd vd_zero(void) {

@@ -7,10 +7,10 @@
  *   vf_fmadd(a, b, c) = a*b + c,  vf_fnmadd(a, b, c) = c - a*b   (fused)
  *   vf_load_f32/f16/bf16(ptr), vf_store_f32/f16/bf16(ptr, x)     (unaligned)
  *   vd_zero(), vd_acc_sq(acc_lo, acc_hi, x), vd_hsum(a, b)
- *   optional: ZOFF_SIMD_HAVE_BF16X2 and vf_store_bf16x2(pa, a, pb, b), two bf16 stores at once
- *   optional: ZOFF_SIMD_HAVE_BF16X4 and vf_store_bf16x4(pa, a0, a1, pb, b0, b1, n0, n1): stores
- *             a0, a1 as 2 * ZOFF_SIMD_W contiguous bf16 at pa and b0, b1 at pb, where n0 (n1) is
- *             NaN in every lane where a0 or b0 (a1 or b1) is; then the bf16-moment step runs two
+ *   optional: ZOFF_SIMD_HAVE_BF16_PAIR with vf_any_nan2(a, b) (nonzero when a lane of a or b is
+ *             NaN), a type vh of 2 * ZOFF_SIMD_W 16-bit values, vh_zero(), vh_store(ptr, x) and
+ *             vh_bf16_pair(a0, a1, may_nan) (a0, a1 rounded to bf16, in order; may_nan = 0
+ *             promises no NaN lane): then every step with bf16 moments or bf16 output runs two
  *             vectors per iteration (same per-element operations)
  *   ZOFF_SIMD_NAME(x)                 suffixes a symbol with the ISA name
  *
@@ -85,16 +85,23 @@ ZOFF_SIMD_INLINE void simd_step_vec(const simd_consts *k, float *param, void *m_
                                     int l2) {
     vf m, v;
     simd_step_pmv(k, param, m_, v_, grad, out, i, gd, md, od, l2, &m, &v);
-#ifdef ZOFF_SIMD_HAVE_BF16X2
+    simd_store(m_, md, i, m);
+    simd_store(v_, md, i, v);
+}
+
+#ifdef ZOFF_SIMD_HAVE_BF16_PAIR
+/* The bf16 streams of a pair of vectors: the weights (p0, p1) when the output is bf16, and the
+ * moments when they are bf16, rounded into *ph, *mh, *vh_. may_nan is a constant at each call, so
+ * the NaN-free case, the common one, gets straight-line code. */
+ZOFF_SIMD_INLINE void simd_bf16_pairs(int md, int od, vf p0, vf p1, vf m0, vf m1, vf v0, vf v1,
+                                      int may_nan, vh *ph, vh *mh, vh *vh_) {
+    if (od == ZOFF_ADAM_OUT_BF16) *ph = vh_bf16_pair(p0, p1, may_nan);
     if (md == ZOFF_BF16) {
-        vf_store_bf16x2((uint16_t *)m_ + i, m, (uint16_t *)v_ + i, v);
-    } else
-#endif
-    {
-        simd_store(m_, md, i, m);
-        simd_store(v_, md, i, v);
+        *mh = vh_bf16_pair(m0, m1, may_nan);
+        *vh_ = vh_bf16_pair(v0, v1, may_nan);
     }
 }
+#endif
 
 /* Full vectors of [i, end) from i on; returns where they end. The buffer pointers are local
  * copies: the compiler then keeps them in registers (stores through 16-bit pointers could
@@ -102,29 +109,48 @@ ZOFF_SIMD_INLINE void simd_step_vec(const simd_consts *k, float *param, void *m_
 ZOFF_SIMD_INLINE size_t simd_step_loop(const simd_consts *k, float *param, void *m_, void *v_,
                                        const void *grad, void *out, size_t i, size_t end, int gd,
                                        int md, int od, int l2) {
-#ifdef ZOFF_SIMD_HAVE_BF16X4
-    /* bf16 moments: two vectors per iteration, so that m and v each take one full-width store
-     * and one NaN test (of the two p vectors) covers four moment vectors. Each element sees the
-     * same operations as in simd_step_vec (the rounding is exact integer arithmetic either way). */
-    if (md == ZOFF_BF16) {
+#ifdef ZOFF_SIMD_HAVE_BF16_PAIR
+    /* bf16 moments or bf16 output: two vectors per iteration, so that each bf16 stream takes
+     * one full-width store and one NaN test (of the two p vectors) covers them all: p is NaN
+     * wherever m or v is. Each element sees the same operations as in simd_step_vec (the
+     * rounding is exact integer arithmetic either way). */
+    if (md == ZOFF_BF16 || od == ZOFF_ADAM_OUT_BF16) {
+        const int pod = od == ZOFF_ADAM_OUT_BF16 ? ZOFF_ADAM_OUT_NONE : od; /* bf16: in pairs */
         for (; i + 2 * ZOFF_SIMD_W <= end; i += 2 * ZOFF_SIMD_W) {
-            vf m0, v0, m1, v1;
-            /* Software prefetch: this loop does more work per byte than the fp32-moment one,
-             * and without it does not keep enough misses in flight to reach the bandwidth
-             * (measured on Zen 2; the fp32-moment loop gains nothing from it). With 8 lanes:
-             * one line of p per iteration, and every other iteration the lines of m and v or
-             * of grad. Addresses past the end are fine: prefetches never fault. */
-            SIMD_PREFETCH(param, i, 4, 1);
-            if (i & 2 * ZOFF_SIMD_W) {
-                SIMD_PREFETCH(m_, i, 2, 1);
-                SIMD_PREFETCH(v_, i, 2, 1);
-            } else {
-                SIMD_PREFETCH(grad, i, simd_dsize(gd), 0);
+            /* Software prefetch for bf16 moments: that loop does more work per byte than the
+             * fp32-moment one, and without it does not keep enough misses in flight to reach
+             * the bandwidth (measured on Zen 2; fp32 moments gain nothing from it). With 8
+             * lanes: one line of p per iteration, and every other iteration the lines of m and
+             * v or of grad. Addresses past the end are fine: prefetches never fault. */
+            if (md == ZOFF_BF16) {
+                SIMD_PREFETCH(param, i, 4, 1);
+                if (i & 2 * ZOFF_SIMD_W) {
+                    SIMD_PREFETCH(m_, i, 2, 1);
+                    SIMD_PREFETCH(v_, i, 2, 1);
+                } else {
+                    SIMD_PREFETCH(grad, i, simd_dsize(gd), 0);
+                }
             }
-            vf p0 = simd_step_pmv(k, param, m_, v_, grad, out, i, gd, md, od, l2, &m0, &v0);
-            vf p1 = simd_step_pmv(k, param, m_, v_, grad, out, i + ZOFF_SIMD_W, gd, md, od, l2, &m1,
-                                  &v1);
-            vf_store_bf16x4((uint16_t *)m_ + i, m0, m1, (uint16_t *)v_ + i, v0, v1, p0, p1);
+            vf m0, v0, m1, v1;
+            vf p0 = simd_step_pmv(k, param, m_, v_, grad, out, i, gd, md, pod, l2, &m0, &v0);
+            vf p1 = simd_step_pmv(k, param, m_, v_, grad, out, i + ZOFF_SIMD_W, gd, md, pod, l2,
+                                  &m1, &v1);
+            if (md != ZOFF_BF16) {
+                simd_store(m_, md, i, m0);
+                simd_store(v_, md, i, v0);
+                simd_store(m_, md, i + ZOFF_SIMD_W, m1);
+                simd_store(v_, md, i + ZOFF_SIMD_W, v1);
+            }
+            vh ph = vh_zero(), mh = vh_zero(), vh_ = vh_zero();
+            if (__builtin_expect(vf_any_nan2(p0, p1), 0))
+                simd_bf16_pairs(md, od, p0, p1, m0, m1, v0, v1, 1, &ph, &mh, &vh_);
+            else
+                simd_bf16_pairs(md, od, p0, p1, m0, m1, v0, v1, 0, &ph, &mh, &vh_);
+            if (od == ZOFF_ADAM_OUT_BF16) vh_store((uint16_t *)out + i, ph);
+            if (md == ZOFF_BF16) {
+                vh_store((uint16_t *)m_ + i, mh);
+                vh_store((uint16_t *)v_ + i, vh_);
+            }
         }
     }
 #endif

@@ -14,6 +14,9 @@ typedef __m256d vd;
 static inline vf vf_set1(float x) {
     return _mm256_set1_ps(x);
 }
+static inline vf vf_add(vf a, vf b) {
+    return _mm256_add_ps(a, b);
+}
 static inline vf vf_mul(vf a, vf b) {
     return _mm256_mul_ps(a, b);
 }

@@ -17,6 +17,9 @@ typedef __m512d vd;
 static inline vf vf_set1(float x) {
     return _mm512_set1_ps(x);
 }
+static inline vf vf_add(vf a, vf b) {
+    return _mm512_add_ps(a, b);
+}
 static inline vf vf_mul(vf a, vf b) {
     return _mm512_mul_ps(a, b);
 }

@@ -11,16 +11,25 @@
 
 #include "cpu_adam/cpu_adam.h"
 
-/* Per-step constants, computed once in double and rounded to float (step.c). */
+/* Per-step constants, computed once in double and rounded to float (step.c). Every kernel
+ * computes, per element (fp32):
+ *   g = grad * grad_scale (+ l2 * p)
+ *   m = beta1 m + m_coef g;  v = beta2 v + (v_coef g) g
+ *   p = p * decay - step_size * m / (sqrt(v) + eps)
+ * which is Adam's update with the bias corrections folded into step_size and eps as in Kingma
+ * and Ba's own efficient form: step_size = lr sqrt(bc2) / bc1, eps = eps sqrt(bc2). Without an
+ * L2 term (AdamW) the gradient multiplier is folded too (grad_scale = 1, m_coef = (1 - beta1)
+ * scale, v_coef = (1 - beta2) scale^2), which saves a multiply per element; vector kernels rely
+ * on it (when l2 is 0 they skip "* grad_scale"), so step.c runs the scalar kernel for the rare
+ * step whose folded coefficients would leave the normal fp32 range. */
 typedef struct zoff_adam_consts {
-    float beta1, one_minus_beta1;
-    float beta2, one_minus_beta2;
+    float beta1, m_coef;
+    float beta2, v_coef;
     float eps;
     float grad_scale;
-    float l2;           /* weight_decay in L2 mode, else 0 */
-    float decay;        /* 1 - lr * weight_decay in AdamW mode, else 1 */
-    float step_size;    /* lr / (1 - beta1^step), or lr without bias correction */
-    float inv_sqrt_bc2; /* 1 / sqrt(1 - beta2^step), or 1 */
+    float l2;        /* weight_decay in L2 mode, else 0 */
+    float decay;     /* 1 - lr * weight_decay in AdamW mode, else 1 */
+    float step_size; /* lr sqrt(bc2) / bc1 (bc = 1 - beta^step, or 1 without bias correction) */
 } zoff_adam_consts;
 
 /* Output kind of a step: none, or out_dtype + 1. */

@@ -15,10 +15,9 @@ static void step_scalar(const zoff_adam_consts *c, const zoff_adam_buffers *b, s
         if (c->l2 != 0.0f) g = g + c->l2 * p; /* as the vector paths: no 0 * inf */
         float m = zoff_load_as_f32(b->m, b->moment_dtype, i);
         float v = zoff_load_as_f32(b->v, b->moment_dtype, i);
-        m = c->beta1 * m + c->one_minus_beta1 * g;
-        v = c->beta2 * v + (c->one_minus_beta2 * g) * g;
-        float denom = sqrtf(v) * c->inv_sqrt_bc2 + c->eps;
-        p = p * c->decay - c->step_size * (m / denom);
+        m = c->beta1 * m + c->m_coef * g;
+        v = c->beta2 * v + (c->v_coef * g) * g;
+        p = p * c->decay - c->step_size * (m / (sqrtf(v) + c->eps));
         b->param[i] = p;
         zoff_store_from_f32(b->m, b->moment_dtype, i, m);
         zoff_store_from_f32(b->v, b->moment_dtype, i, v);

@@ -3,7 +3,7 @@
  *
  *   ZOFF_SIMD_W                       lanes per vector (8 or 16)
  *   vf                                fp32 vector type; vd: fp64 vector accumulator type
- *   vf_set1, vf_mul, vf_div, vf_sqrt
+ *   vf_set1, vf_add, vf_mul, vf_div, vf_sqrt
  *   vf_fmadd(a, b, c) = a*b + c,  vf_fnmadd(a, b, c) = c - a*b   (fused)
  *   vf_load_f32/f16/bf16(ptr), vf_store_f32/f16/bf16(ptr, x)     (unaligned)
  *   vd_zero(), vd_acc_sq(acc_lo, acc_hi, x), vd_hsum(a, b)
@@ -50,28 +50,28 @@ ZOFF_SIMD_INLINE void simd_store(void *x, int t, size_t i, vf f) {
 }
 
 typedef struct simd_consts {
-    vf beta1, omb1, beta2, omb2, eps, scale, l2, decay, step_size, isb2;
+    vf beta1, mcoef, beta2, vcoef, eps, scale, l2, decay, step_size;
 } simd_consts;
 
 /* One vector of elements starting at index i: updates p (stored, with the 16-bit output) and
  * returns it, and the new moments in *mo, *vo for the caller to store. p is NaN wherever m or v
- * is (a NaN m or v reaches p through m / denom). gd, md: zoff_dtype of grad and
- * moments; od: ZOFF_ADAM_OUT_* kind. Same operation order as adam_scalar.c, with FMA. */
+ * is (a NaN m or v reaches p through m / denom). gd, md: zoff_dtype of grad and moments; od:
+ * ZOFF_ADAM_OUT_* kind. Same operation order as adam_scalar.c, with FMA. Without an L2 term
+ * grad_scale is 1 (step.c folds it into mcoef and vcoef), so its multiply is skipped. */
 ZOFF_SIMD_INLINE vf simd_step_pmv(const simd_consts *k, float *param, const void *m_,
                                   const void *v_, const void *grad, void *out, size_t i, int gd,
                                   int md, int od, int l2, vf *mo, vf *vo) {
     vf p = vf_load_f32(param + i);
-    vf g = vf_mul(simd_load(grad, gd, i), k->scale);
+    vf g = simd_load(grad, gd, i);
     if (l2)
-        g = vf_fmadd(k->l2, p, g); /* Adam: decay is 1 */
+        g = vf_fmadd(k->l2, p, vf_mul(g, k->scale)); /* Adam: decay is 1 */
     else
-        p = vf_mul(p, k->decay); /* AdamW: l2 is 0 */
+        p = vf_mul(p, k->decay); /* AdamW: l2 is 0, grad_scale is 1 */
     vf m = simd_load(m_, md, i);
     vf v = simd_load(v_, md, i);
-    m = vf_fmadd(k->beta1, m, vf_mul(k->omb1, g));
-    v = vf_fmadd(vf_mul(k->omb2, g), g, vf_mul(k->beta2, v));
-    vf denom = vf_fmadd(vf_sqrt(v), k->isb2, k->eps);
-    p = vf_fnmadd(k->step_size, vf_div(m, denom), p);
+    m = vf_fmadd(k->beta1, m, vf_mul(k->mcoef, g));
+    v = vf_fmadd(vf_mul(k->vcoef, g), g, vf_mul(k->beta2, v));
+    p = vf_fnmadd(k->step_size, vf_div(m, vf_add(vf_sqrt(v), k->eps)), p);
     vf_store_f32(param + i, p);
     if (od != ZOFF_ADAM_OUT_NONE) simd_store(out, od - 1, i, p);
     *mo = m;
@@ -163,15 +163,14 @@ ZOFF_SIMD_INLINE void simd_step_range(const zoff_adam_consts *c, const zoff_adam
                                       size_t begin, size_t end, int gd, int md, int od) {
     simd_consts k = {
         .beta1 = vf_set1(c->beta1),
-        .omb1 = vf_set1(c->one_minus_beta1),
+        .mcoef = vf_set1(c->m_coef),
         .beta2 = vf_set1(c->beta2),
-        .omb2 = vf_set1(c->one_minus_beta2),
+        .vcoef = vf_set1(c->v_coef),
         .eps = vf_set1(c->eps),
         .scale = vf_set1(c->grad_scale),
         .l2 = vf_set1(c->l2),
         .decay = vf_set1(c->decay),
         .step_size = vf_set1(c->step_size),
-        .isb2 = vf_set1(c->inv_sqrt_bc2),
     };
     float *param = b->param;
     void *m_ = b->m, *v_ = b->v, *out = b->param_out;

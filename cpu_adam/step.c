@@ -54,26 +54,43 @@ static int check_step(const zoff_adam_params *p, const zoff_adam_buffers *b) {
     return 0;
 }
 
-static zoff_adam_consts make_consts(const zoff_adam_params *p) {
+/* The folded AdamW coefficients stay well inside the normal range, so that c * grad stays normal
+ * for every fp16 gradient (>= 2^-24); outside it the scalar kernel runs the unfolded form. */
+static int foldable(double c) {
+    return c == 0.0 || (fabs(c) >= 0x1p-100 && fabs(c) <= 0x1p100);
+}
+
+/* See adam_internal.h for the arithmetic. *folded: 1 when the gradient multiplier went into
+ * m_coef and v_coef, which vector kernels need whenever l2 is 0 (AdamW, or L2 mode with no weight
+ * decay: the same update); 0 with an L2 term or an unfoldable scale. */
+static zoff_adam_consts make_consts(const zoff_adam_params *p, int *folded) {
     double b1 = p->beta1, b2 = p->beta2, lr = p->lr, wd = p->weight_decay;
+    double scale = p->grad_scale;
     double bc1 = 1.0, bc2 = 1.0;
     if (p->bias_correction) {
         bc1 = 1.0 - pow(b1, (double)p->step);
         bc2 = 1.0 - pow(b2, (double)p->step);
     }
+    /* beta1 = 0 gives bc1 = 1; bc2 > 0 since beta2 < 1 and step >= 1. */
+    double sqrt_bc2 = sqrt(bc2);
     zoff_adam_consts c = {
         .beta1 = (float)b1,
-        .one_minus_beta1 = (float)(1.0 - b1),
+        .m_coef = (float)(1.0 - b1),
         .beta2 = (float)b2,
-        .one_minus_beta2 = (float)(1.0 - b2),
-        .eps = p->eps,
+        .v_coef = (float)(1.0 - b2),
+        .eps = (float)(p->eps * sqrt_bc2),
         .grad_scale = p->grad_scale,
         .l2 = p->mode == ZOFF_ADAM_L2 ? (float)wd : 0.0f,
         .decay = p->mode == ZOFF_ADAM_ADAMW ? (float)(1.0 - lr * wd) : 1.0f,
-        /* beta1 = 0 gives bc1 = 1; bc2 > 0 since beta2 < 1 and step >= 1. */
-        .step_size = (float)(lr / bc1),
-        .inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2)),
+        .step_size = (float)(lr * sqrt_bc2 / bc1),
     };
+    double fm = (1.0 - b1) * scale, fv = (1.0 - b2) * scale * scale;
+    *folded = c.l2 == 0.0f && foldable(fm) && foldable(fv); /* AdamW, or L2 without decay */
+    if (*folded) {
+        c.grad_scale = 1.0f;
+        c.m_coef = (float)fm;
+        c.v_coef = (float)fv;
+    }
     return c;
 }
 
@@ -95,6 +112,11 @@ int zoff_adam_step(zoff_adam_pool *pool, const zoff_adam_params *params,
     int rc = check_step(params, buf);
     if (rc) return rc;
     if (buf->n == 0) return 0;
-    step_task t = {zoff_adam_pool_kernels(pool), make_consts(params), buf};
+    int folded;
+    step_task t = {zoff_adam_pool_kernels(pool), make_consts(params, &folded), buf};
+    /* Without an L2 term vector kernels need the gradient multiplier folded; a step whose
+     * multiplier cannot be folded (|grad_scale| beyond about 2^+-45: a diverged step's clip
+     * coefficient) runs the scalar kernel, same partition. */
+    if (t.c.l2 == 0.0f && !folded) t.k = &zoff_adam_kernels_scalar;
     return zoff_adam_run(pool, buf->n, step_run, &t);
 }

@@ -190,8 +190,10 @@ static void test_isa_vs_scalar(zoff_adam_isa isa) {
     zoff_adam_pool_destroy(ref_pool);
 }
 
-/* Several steps against a double-precision reference, Adam (L2) and AdamW. */
-static void test_vs_double(zoff_adam_isa isa, zoff_adam_mode mode, zoff_dtype gd) {
+/* Several steps against a double-precision reference, Adam (L2) and AdamW, with weight decay
+ * wd and gradients uniform in +-grad_mag times grad_scale. */
+static void test_vs_double(zoff_adam_isa isa, zoff_adam_mode mode, zoff_dtype gd, float wd,
+                           float grad_scale, float grad_mag) {
     zoff_adam_pool_config cfg = zoff_adam_pool_config_default();
     cfg.n_threads = 2;
     cfg.pin = 0;
@@ -213,22 +215,22 @@ static void test_vs_double(zoff_adam_isa isa, zoff_adam_mode mode, zoff_dtype gd
     prm.beta1 = 0.8f;
     prm.beta2 = 0.95f;
     prm.eps = 1e-6f;
-    prm.weight_decay = 0.1f;
+    prm.weight_decay = wd;
     prm.mode = mode;
-    prm.grad_scale = 1.0f / 1024.0f;
+    prm.grad_scale = grad_scale;
     double maxerr = 0;
     for (int step = 1; step <= 6; step++) {
-        state_grads(&s, 1024.0f);
+        state_grads(&s, grad_mag);
         prm.step = step;
         CHECK_OK(zoff_adam_step(pool, &prm, &s.b));
-        double b1 = prm.beta1, b2 = prm.beta2, lr = prm.lr, wd = prm.weight_decay;
+        double b1 = prm.beta1, b2 = prm.beta2, lr = prm.lr, dwd = prm.weight_decay;
         double bc1 = 1 - pow(b1, step), bc2 = 1 - pow(b2, step);
         for (size_t i = 0; i < n; i++) {
             double g = (double)get(s.b.grad, gd, i) * (double)prm.grad_scale;
             if (mode == ZOFF_ADAM_L2)
-                g += wd * p[i];
+                g += dwd * p[i];
             else
-                p[i] *= 1 - lr * wd;
+                p[i] *= 1 - lr * dwd;
             m[i] = b1 * m[i] + (1 - b1) * g;
             v[i] = b2 * v[i] + (1 - b2) * g * g;
             p[i] -= lr * (m[i] / bc1) / (sqrt(v[i] / bc2) + (double)prm.eps);
@@ -248,8 +250,9 @@ static void test_vs_double(zoff_adam_isa isa, zoff_adam_mode mode, zoff_dtype gd
         }
     }
     CHECK(bad == 0);
-    printf("  %s %s grad %s: max |p - p_double| = %.3g after 6 steps\n", zoff_adam_isa_name(isa),
-           mode == ZOFF_ADAM_L2 ? "adam" : "adamw", zoff_dtype_name(gd), maxerr);
+    printf("  %s %s wd %g grad %s scale %g: max |p - p_double| = %.3g after 6 steps\n",
+           zoff_adam_isa_name(isa), mode == ZOFF_ADAM_L2 ? "adam" : "adamw", (double)wd,
+           zoff_dtype_name(gd), (double)grad_scale, maxerr);
     free(p);
     free(m);
     free(v);
@@ -430,9 +433,15 @@ int main(void) {
         }
         if (isa != ZOFF_ADAM_ISA_SCALAR) test_isa_vs_scalar(isa);
         for (int gd = 0; gd < 3; gd++) {
-            test_vs_double(isa, ZOFF_ADAM_L2, (zoff_dtype)gd);
-            test_vs_double(isa, ZOFF_ADAM_ADAMW, (zoff_dtype)gd);
+            test_vs_double(isa, ZOFF_ADAM_L2, (zoff_dtype)gd, 0.1f, 1.0f / 1024, 1024.0f);
+            test_vs_double(isa, ZOFF_ADAM_ADAMW, (zoff_dtype)gd, 0.1f, 1.0f / 1024, 1024.0f);
+            /* L2 mode without decay is AdamW's arithmetic (the folded multiplier) */
+            test_vs_double(isa, ZOFF_ADAM_L2, (zoff_dtype)gd, 0.0f, 1.0f / 1024, 1024.0f);
         }
+        /* A multiplier too small to fold into fp32 coefficients ((1 - beta2) 2^-160 underflows):
+         * huge gradients clipped hard. f32 and bf16 gradients can be that large. */
+        test_vs_double(isa, ZOFF_ADAM_ADAMW, ZOFF_F32, 0.1f, 0x1p-80f, 0x1p75f);
+        test_vs_double(isa, ZOFF_ADAM_ADAMW, ZOFF_BF16, 0.1f, 0x1p-80f, 0x1p75f);
         test_nonfinite(isa);
         test_bf16_rounding(isa, ZOFF_BF16);
         test_bf16_rounding(isa, ZOFF_F32);

@@ -141,6 +141,8 @@ ZOFF_SIMD_INLINE size_t simd_step_loop(const simd_consts *k, float *param, void 
                 simd_store(m_, md, i + ZOFF_SIMD_W, m1);
                 simd_store(v_, md, i + ZOFF_SIMD_W, v1);
             }
+            /* Rounded in the branches, stored after them: with the stores inside, GCC sinks
+             * the weight stores past the test and spills (measured 4% slower on Zen 2). */
             vh ph = vh_zero(), mh = vh_zero(), vh_ = vh_zero();
             if (__builtin_expect(vf_any_nan2(p0, p1), 0))
                 simd_bf16_pairs(md, od, p0, p1, m0, m1, v0, v1, 1, &ph, &mh, &vh_);

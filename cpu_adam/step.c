@@ -60,10 +60,10 @@ static int foldable(double c) {
     return c == 0.0 || (fabs(c) >= 0x1p-100 && fabs(c) <= 0x1p100);
 }
 
-/* See adam_internal.h for the arithmetic. *folded: 1 when the gradient multiplier went into
- * m_coef and v_coef, which vector kernels need whenever l2 is 0 (AdamW, or L2 mode with no weight
- * decay: the same update); 0 with an L2 term or an unfoldable scale. */
-static zoff_adam_consts make_consts(const zoff_adam_params *p, int *folded) {
+/* See adam_internal.h for the arithmetic. Without an L2 term (AdamW, or L2 mode with no weight
+ * decay: the same update) the gradient multiplier goes into m_coef and v_coef when it can, and
+ * grad_scale becomes 1. */
+static zoff_adam_consts make_consts(const zoff_adam_params *p) {
     double b1 = p->beta1, b2 = p->beta2, lr = p->lr, wd = p->weight_decay;
     double scale = p->grad_scale;
     double bc1 = 1.0, bc2 = 1.0;
@@ -85,8 +85,7 @@ static zoff_adam_consts make_consts(const zoff_adam_params *p, int *folded) {
         .step_size = (float)(lr * sqrt_bc2 / bc1),
     };
     double fm = (1.0 - b1) * scale, fv = (1.0 - b2) * scale * scale;
-    *folded = c.l2 == 0.0f && foldable(fm) && foldable(fv); /* AdamW, or L2 without decay */
-    if (*folded) {
+    if (c.l2 == 0.0f && foldable(fm) && foldable(fv)) {
         c.grad_scale = 1.0f;
         c.m_coef = (float)fm;
         c.v_coef = (float)fv;
@@ -112,11 +111,10 @@ int zoff_adam_step(zoff_adam_pool *pool, const zoff_adam_params *params,
     int rc = check_step(params, buf);
     if (rc) return rc;
     if (buf->n == 0) return 0;
-    int folded;
-    step_task t = {zoff_adam_pool_kernels(pool), make_consts(params, &folded), buf};
-    /* Without an L2 term vector kernels need the gradient multiplier folded; a step whose
-     * multiplier cannot be folded (|grad_scale| beyond about 2^+-45: a diverged step's clip
-     * coefficient) runs the scalar kernel, same partition. */
-    if (t.c.l2 == 0.0f && !folded) t.k = &zoff_adam_kernels_scalar;
+    step_task t = {zoff_adam_pool_kernels(pool), make_consts(params), buf};
+    /* Without an L2 term vector kernels skip "* grad_scale": a step whose multiplier could not
+     * be folded (|grad_scale| beyond about 2^+-45: a diverged step's clip coefficient) runs the
+     * scalar kernel, same partition. */
+    if (t.c.l2 == 0.0f && t.c.grad_scale != 1.0f) t.k = &zoff_adam_kernels_scalar;
     return zoff_adam_run(pool, buf->n, step_run, &t);
 }

@@ -100,16 +100,20 @@ static int close_rel(double a, double b, double rel, double abs_tol) {
     return fabs(a - b) <= abs_tol + rel * fmax(fabs(a), fabs(b));
 }
 
-/* Vector ISA vs scalar, all combinations, several steps. */
-static void test_isa_vs_scalar(zoff_adam_isa isa) {
+/* A two-thread, unpinned pool running isa. */
+static zoff_adam_pool *make_pool(zoff_adam_isa isa) {
     zoff_adam_pool_config cfg = zoff_adam_pool_config_default();
     cfg.n_threads = 2;
     cfg.pin = 0;
-    zoff_adam_pool *ref_pool = NULL, *pool = NULL;
-    cfg.isa = ZOFF_ADAM_ISA_SCALAR;
-    REQUIRE_OK(zoff_adam_pool_create(&cfg, &ref_pool));
     cfg.isa = isa;
+    zoff_adam_pool *pool = NULL;
     REQUIRE_OK(zoff_adam_pool_create(&cfg, &pool));
+    return pool;
+}
+
+/* Vector ISA vs scalar, all combinations, several steps. */
+static void test_isa_vs_scalar(zoff_adam_isa isa) {
+    zoff_adam_pool *ref_pool = make_pool(ZOFF_ADAM_ISA_SCALAR), *pool = make_pool(isa);
     static const size_t sizes[] = {1, 7, 8, 15, 16, 17, 31, 33, 1000, 3 * ZOFF_ADAM_CHUNK + 5};
     int bad = 0;
     for (int gd = 0; gd < 3; gd++)
@@ -194,12 +198,7 @@ static void test_isa_vs_scalar(zoff_adam_isa isa) {
  * wd and gradients uniform in +-grad_mag times grad_scale. */
 static void test_vs_double(zoff_adam_isa isa, zoff_adam_mode mode, zoff_dtype gd, float wd,
                            float grad_scale, float grad_mag) {
-    zoff_adam_pool_config cfg = zoff_adam_pool_config_default();
-    cfg.n_threads = 2;
-    cfg.pin = 0;
-    cfg.isa = isa;
-    zoff_adam_pool *pool;
-    REQUIRE_OK(zoff_adam_pool_create(&cfg, &pool));
+    zoff_adam_pool *pool = make_pool(isa);
     size_t n = 2 * ZOFF_ADAM_CHUNK + 77;
     state s;
     state_init(&s, n, gd, ZOFF_F32, 0);
@@ -311,12 +310,7 @@ static void test_bf16_rounding(zoff_adam_isa isa, zoff_dtype md) {
                                        0x7f7fffff, 0x7f7f8000, 0x00000001, 0x00018000, 0x7f800000,
                                        0xff800000, 0x7fc00000, 0x7fffffff, 0xffbfffff, 0x80000000,
                                        0x1f808000, 0x1f818000, 0x5f808000};
-    zoff_adam_pool_config cfg = zoff_adam_pool_config_default();
-    cfg.n_threads = 2;
-    cfg.pin = 0;
-    cfg.isa = isa;
-    zoff_adam_pool *pool;
-    REQUIRE_OK(zoff_adam_pool_create(&cfg, &pool));
+    zoff_adam_pool *pool = make_pool(isa);
     size_t n = 1000 + 5;
     state s;
     state_init(&s, n, ZOFF_F32, md, ZOFF_BF16 + 1);
@@ -356,12 +350,7 @@ static void test_bf16_rounding(zoff_adam_isa isa, zoff_dtype md) {
 
 /* A non-finite gradient spoils only its own element; the helpers see it. */
 static void test_nonfinite(zoff_adam_isa isa) {
-    zoff_adam_pool_config cfg = zoff_adam_pool_config_default();
-    cfg.n_threads = 2;
-    cfg.pin = 0;
-    cfg.isa = isa;
-    zoff_adam_pool *pool;
-    REQUIRE_OK(zoff_adam_pool_create(&cfg, &pool));
+    zoff_adam_pool *pool = make_pool(isa);
     for (int k = 0; k < 6; k++) {
         int gd = k % 3;
         zoff_dtype md = k < 3 ? ZOFF_F32 : ZOFF_BF16;

@@ -70,7 +70,7 @@ static int probe_run(gemm_probe *g, double *flops_per_s) {
     int n = g->n;
     double t0 = now_s();
     int rc = zoff_dev_op_gemm(g->s, false, true, n, n, n, 1.0f, g->a, n, g->b, n, g->type, 0.0f,
-                              g->c, n);
+                              g->c, ZOFF_F32, n);
     if (!rc) rc = zoff_dev_stream_synchronize(g->s);
     *flops_per_s = 2.0 * n * (double)n * n / (now_s() - t0);
     return rc;

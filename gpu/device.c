@@ -446,10 +446,24 @@ static int bad_args(const char *op) {
     return zoff_fail(-EINVAL, MOD, "%s: invalid arguments (NULL pointer or bad shape)", op);
 }
 
+static int check_types(const char *op, int n, const zoff_dtype *t) {
+    for (int i = 0; i < n; i++)
+        if (!zoff_dtype_size(t[i]))
+            return zoff_fail(-EINVAL, MOD, "%s: invalid dtype %d", op, (int)t[i]);
+    return 0;
+}
+#define CHECK_TYPES(op, ...)                                                                       \
+    do {                                                                                           \
+        const zoff_dtype types_[] = {__VA_ARGS__};                                                 \
+        int rc_ = check_types(op, (int)(sizeof types_ / sizeof types_[0]), types_);                \
+        if (rc_) return rc_;                                                                       \
+    } while (0)
+
 int zoff_dev_op_gemm(zoff_dev_stream *s, bool trans_a, bool trans_b, int M, int N, int K,
                      float alpha, const void *A, int lda, const void *B, int ldb,
-                     zoff_dtype ab_type, float beta, float *C, int ldc) {
-    if (!s || check_dtype(ab_type)) return -EINVAL;
+                     zoff_dtype ab_type, float beta, void *C, zoff_dtype c_type, int ldc) {
+    if (!s) return -EINVAL;
+    CHECK_TYPES("gemm", ab_type, c_type);
     if (M < 0 || N < 0 || K < 0) return bad_args("gemm");
     if (M == 0 || N == 0) return 0;
     int a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
@@ -457,23 +471,27 @@ int zoff_dev_op_gemm(zoff_dev_stream *s, bool trans_a, bool trans_b, int M, int 
         return bad_args("gemm");
     NEED_OP(s, op_gemm);
     return s->dev->iface->op_gemm(s->impl, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb,
-                                  ab_type, beta, C, ldc);
+                                  ab_type, beta, C, c_type, ldc);
 }
 
-int zoff_dev_op_bias_add(zoff_dev_stream *s, float *out, const float *bias, size_t N, int OC) {
+int zoff_dev_op_bias_add(zoff_dev_stream *s, void *out, zoff_dtype out_type, const void *bias,
+                         zoff_dtype bias_type, size_t N, int OC) {
     if (!s) return -EINVAL;
+    CHECK_TYPES("bias_add", out_type, bias_type);
     if (N == 0) return 0;
     if (!out || !bias || OC <= 0) return bad_args("bias_add");
     NEED_OP(s, op_bias_add);
-    return s->dev->iface->op_bias_add(s->impl, out, bias, N, OC);
+    return s->dev->iface->op_bias_add(s->impl, out, out_type, bias, bias_type, N, OC);
 }
 
-int zoff_dev_op_bias_grad(zoff_dev_stream *s, float *dbias, const float *dout, size_t N, int OC) {
+int zoff_dev_op_bias_grad(zoff_dev_stream *s, void *dbias, zoff_dtype g_type, const void *dout,
+                          zoff_dtype dout_type, size_t N, int OC) {
     if (!s) return -EINVAL;
+    CHECK_TYPES("bias_grad", g_type, dout_type);
     if (N == 0) return 0;
     if (!dbias || !dout || OC <= 0) return bad_args("bias_grad");
     NEED_OP(s, op_bias_grad);
-    return s->dev->iface->op_bias_grad(s->impl, dbias, dout, N, OC);
+    return s->dev->iface->op_bias_grad(s->impl, dbias, g_type, dout, dout_type, N, OC);
 }
 
 int zoff_dev_op_add(zoff_dev_stream *s, float *out, const float *a, const float *b, size_t n) {
@@ -484,44 +502,51 @@ int zoff_dev_op_add(zoff_dev_stream *s, float *out, const float *a, const float 
     return s->dev->iface->op_add(s->impl, out, a, b, n);
 }
 
-int zoff_dev_op_layernorm_fwd(zoff_dev_stream *s, float *out, float *mean, float *rstd,
-                              const float *inp, const float *weight, const float *bias, size_t N,
-                              int C) {
+int zoff_dev_op_layernorm_fwd(zoff_dev_stream *s, void *out, zoff_dtype out_type, float *mean,
+                              float *rstd, const float *inp, const void *weight, const void *bias,
+                              zoff_dtype w_type, size_t N, int C) {
     if (!s) return -EINVAL;
+    CHECK_TYPES("layernorm_fwd", out_type, w_type);
     if (N == 0) return 0;
     if (!out || !mean || !rstd || !inp || !weight || !bias || C <= 0)
         return bad_args("layernorm_fwd");
     NEED_OP(s, op_layernorm_fwd);
-    return s->dev->iface->op_layernorm_fwd(s->impl, out, mean, rstd, inp, weight, bias, N, C);
+    return s->dev->iface->op_layernorm_fwd(s->impl, out, out_type, mean, rstd, inp, weight, bias,
+                                           w_type, N, C);
 }
 
-int zoff_dev_op_layernorm_bwd(zoff_dev_stream *s, float *dinp, float *dweight, float *dbias,
-                              const float *dout, const float *inp, const float *weight,
-                              const float *mean, const float *rstd, size_t N, int C) {
+int zoff_dev_op_layernorm_bwd(zoff_dev_stream *s, float *dinp, void *dweight, void *dbias,
+                              zoff_dtype g_type, const float *dout, const float *inp,
+                              const void *weight, zoff_dtype w_type, const float *mean,
+                              const float *rstd, size_t N, int C) {
     if (!s) return -EINVAL;
+    CHECK_TYPES("layernorm_bwd", g_type, w_type);
     if (N == 0) return 0;
     if (!dinp || !dweight || !dbias || !dout || !inp || !weight || !mean || !rstd || C <= 0)
         return bad_args("layernorm_bwd");
     NEED_OP(s, op_layernorm_bwd);
-    return s->dev->iface->op_layernorm_bwd(s->impl, dinp, dweight, dbias, dout, inp, weight, mean,
-                                           rstd, N, C);
+    return s->dev->iface->op_layernorm_bwd(s->impl, dinp, dweight, dbias, g_type, dout, inp,
+                                           weight, w_type, mean, rstd, N, C);
 }
 
-int zoff_dev_op_gelu_fwd(zoff_dev_stream *s, float *out, const float *inp, size_t n) {
+int zoff_dev_op_gelu_fwd(zoff_dev_stream *s, void *out, const void *inp, zoff_dtype type,
+                         size_t n) {
     if (!s) return -EINVAL;
+    CHECK_TYPES("gelu_fwd", type);
     if (n == 0) return 0;
     if (!out || !inp) return bad_args("gelu_fwd");
     NEED_OP(s, op_gelu_fwd);
-    return s->dev->iface->op_gelu_fwd(s->impl, out, inp, n);
+    return s->dev->iface->op_gelu_fwd(s->impl, out, inp, type, n);
 }
 
-int zoff_dev_op_gelu_bwd(zoff_dev_stream *s, float *dinp, const float *inp, const float *dout,
-                         size_t n) {
+int zoff_dev_op_gelu_bwd(zoff_dev_stream *s, void *dinp, const void *inp, const void *dout,
+                         zoff_dtype type, size_t n) {
     if (!s) return -EINVAL;
+    CHECK_TYPES("gelu_bwd", type);
     if (n == 0) return 0;
     if (!dinp || !inp || !dout) return bad_args("gelu_bwd");
     NEED_OP(s, op_gelu_bwd);
-    return s->dev->iface->op_gelu_bwd(s->impl, dinp, inp, dout, n);
+    return s->dev->iface->op_gelu_bwd(s->impl, dinp, inp, dout, type, n);
 }
 
 static int attn_shape_ok(int B, int T, int C, int NH) {
@@ -545,6 +570,46 @@ int zoff_dev_op_attention_bwd(zoff_dev_stream *s, float *dqkv, float *scratch, c
     return s->dev->iface->op_attention_bwd(s->impl, dqkv, scratch, dout, qkv, att, B, T, C, NH);
 }
 
+static int flash_shape_check(const char *op, const zoff_dev_attn_shape *a) {
+    if (!a || a->B < 1 || a->T < 1 || a->NH < 1 || a->NKV < 1 || a->HS < 1 ||
+        a->NH % a->NKV != 0 || a->q_stride < (size_t)a->NH * a->HS ||
+        a->kv_stride < (size_t)a->NKV * a->HS || !(a->scale > 0.0f))
+        return zoff_fail(-EINVAL, MOD,
+                         "%s: bad shape (B %d, T %d, NH %d, NKV %d, HS %d, strides %zu/%zu)", op,
+                         a ? a->B : 0, a ? a->T : 0, a ? a->NH : 0, a ? a->NKV : 0,
+                         a ? a->HS : 0, a ? a->q_stride : 0, a ? a->kv_stride : 0);
+    return 0;
+}
+
+int zoff_dev_op_flash_attention_fwd(zoff_dev_stream *s, void *out, float *lse, const void *q,
+                                    const void *k, const void *v, zoff_dtype type,
+                                    const int32_t *doc_start, const zoff_dev_attn_shape *shape) {
+    if (!s) return -EINVAL;
+    CHECK_TYPES("flash_attention_fwd", type);
+    int rc = flash_shape_check("flash_attention_fwd", shape);
+    if (rc) return rc;
+    if (!out || !lse || !q || !k || !v) return bad_args("flash_attention_fwd");
+    NEED_OP(s, op_flash_attention_fwd);
+    return s->dev->iface->op_flash_attention_fwd(s->impl, out, lse, q, k, v, type, doc_start,
+                                                 shape);
+}
+
+int zoff_dev_op_flash_attention_bwd(zoff_dev_stream *s, void *dq, void *dk, void *dv,
+                                    float *delta, const void *dout, const void *out,
+                                    const float *lse, const void *q, const void *k, const void *v,
+                                    zoff_dtype type, const int32_t *doc_start,
+                                    const zoff_dev_attn_shape *shape) {
+    if (!s) return -EINVAL;
+    CHECK_TYPES("flash_attention_bwd", type);
+    int rc = flash_shape_check("flash_attention_bwd", shape);
+    if (rc) return rc;
+    if (!dq || !dk || !dv || !delta || !dout || !out || !lse || !q || !k || !v)
+        return bad_args("flash_attention_bwd");
+    NEED_OP(s, op_flash_attention_bwd);
+    return s->dev->iface->op_flash_attention_bwd(s->impl, dq, dk, dv, delta, dout, out, lse, q, k,
+                                                 v, type, doc_start, shape);
+}
+
 int zoff_dev_op_softmax_xent_fwd(zoff_dev_stream *s, float *probs, float *losses,
                                  const float *logits, const int32_t *targets, size_t N, int V) {
     if (!s) return -EINVAL;
@@ -563,22 +628,39 @@ int zoff_dev_op_softmax_xent_bwd(zoff_dev_stream *s, float *dlogits, const float
     return s->dev->iface->op_softmax_xent_bwd(s->impl, dlogits, probs, targets, dloss, N, V);
 }
 
-int zoff_dev_op_embedding_fwd(zoff_dev_stream *s, float *out, const int32_t *tokens,
-                              const float *wte, const float *wpe, int B, int T, int C) {
+int zoff_dev_op_xent_fused(zoff_dev_stream *s, float *losses, void *dlogits, zoff_dtype d_type,
+                           const float *logits, const int32_t *targets, float dloss, size_t N,
+                           int V) {
     if (!s) return -EINVAL;
-    if (!out || !tokens || !wte || !wpe || B <= 0 || T <= 0 || C <= 0)
-        return bad_args("embedding_fwd");
-    NEED_OP(s, op_embedding_fwd);
-    return s->dev->iface->op_embedding_fwd(s->impl, out, tokens, wte, wpe, B, T, C);
+    CHECK_TYPES("xent_fused", d_type);
+    if (N == 0) return 0;
+    if (!losses || !logits || !targets || V <= 0 ||
+        (dlogits == (const void *)logits && d_type != ZOFF_F32))
+        return bad_args("xent_fused");
+    NEED_OP(s, op_xent_fused);
+    return s->dev->iface->op_xent_fused(s->impl, losses, dlogits, d_type, logits, targets, dloss,
+                                        N, V);
 }
 
-int zoff_dev_op_embedding_bwd(zoff_dev_stream *s, float *dwte, float *dwpe, const float *dout,
-                              const int32_t *tokens, int B, int T, int C) {
+int zoff_dev_op_embedding_fwd(zoff_dev_stream *s, float *out, const int32_t *tokens,
+                              const int32_t *pos, const void *wte, const void *wpe,
+                              zoff_dtype w_type, int B, int T, int C) {
     if (!s) return -EINVAL;
-    if (!dwte || !dwpe || !dout || !tokens || B <= 0 || T <= 0 || C <= 0)
-        return bad_args("embedding_bwd");
+    CHECK_TYPES("embedding_fwd", w_type);
+    if (!out || !tokens || !wte || B <= 0 || T <= 0 || C <= 0) return bad_args("embedding_fwd");
+    NEED_OP(s, op_embedding_fwd);
+    return s->dev->iface->op_embedding_fwd(s->impl, out, tokens, pos, wte, wpe, w_type, B, T, C);
+}
+
+int zoff_dev_op_embedding_bwd(zoff_dev_stream *s, void *dwte, void *dwpe, zoff_dtype g_type,
+                              const float *dout, const int32_t *tokens, const int32_t *pos, int B,
+                              int T, int C) {
+    if (!s) return -EINVAL;
+    CHECK_TYPES("embedding_bwd", g_type);
+    if (!dwte || !dout || !tokens || B <= 0 || T <= 0 || C <= 0) return bad_args("embedding_bwd");
     NEED_OP(s, op_embedding_bwd);
-    return s->dev->iface->op_embedding_bwd(s->impl, dwte, dwpe, dout, tokens, B, T, C);
+    return s->dev->iface->op_embedding_bwd(s->impl, dwte, dwpe, g_type, dout, tokens, pos, B, T,
+                                           C);
 }
 
 int zoff_dev_op_adamw(zoff_dev_stream *s, float *param, const float *grad, float *m, float *v,

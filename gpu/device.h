@@ -160,46 +160,57 @@ int zoff_dev_op_sumsq_nonfinite(zoff_dev_stream *s, const void *x, zoff_dtype ty
                                 float *out);
 
 /* --- model kernels ----------------------------------------------------------------------
- * What a GPT forward/backward needs. Activations, statistics and gradients are fp32
- * (accuracy where it matters: norm statistics, softmax, loss); GEMM inputs may be 16-bit
- * with fp32 accumulation. Tensors are row-major and contiguous unless a leading dimension
- * is given; shape comments use B batch, T time, C channels, NH heads, V vocabulary, N rows.
- * Token ids are int32 in device memory and must lie in [0, V) (checked by the caller).
- * Backward ops ACCUMULATE (+=) into every gradient they produce, as in llm.c, so a caller
- * zeroes gradient buffers once per step and micro-batches accumulate; the exception is
- * zoff_dev_op_softmax_xent_bwd, which writes dlogits. */
+ * What a transformer forward/backward needs. Weights and weight gradients are typed: in 16-bit
+ * training the device holds only 16-bit weights (w_type bf16/f16) and the gradients go straight
+ * into 16-bit buffers (g_type) such as the offload engine's buckets, or into fp32 buffers (the
+ * reference trainer). Activations that feed GEMMs are kept in the GEMM dtype (a_type); the
+ * residual stream, norm statistics, softmax and loss stay fp32. Every op computes in fp32 and
+ * rounds once (to nearest even) when it stores a 16-bit value. Tensors are row-major and
+ * contiguous unless a stride is given; shape comments use B batch, T time, C channels, NH heads,
+ * V vocabulary, N rows. Token ids are int32 in device memory and lie in [0, V) (checked by the
+ * caller). Backward ops ACCUMULATE (+=) into the weight gradients they produce, as in llm.c,
+ * so that a buffer zeroed once collects every contribution; activation gradients are WRITTEN
+ * unless the op says otherwise. */
 
-/* C (M,N) = alpha * op(A) @ op(B) + beta * C, fp32 C. op(A) is (M,K): A is stored (M,K)
- * with row stride lda, or (K,M) when trans_a. op(B) is (K,N): B stored (K,N), or (N,K) when
- * trans_b. A and B share ab_type (f32, bf16 or f16); products are accumulated in fp32. */
+/* C (M,N) = alpha * op(A) @ op(B) + beta * C. op(A) is (M,K): A is stored (M,K) with row
+ * stride lda, or (K,M) when trans_a. op(B) is (K,N): B stored (K,N), or (N,K) when trans_b.
+ * A and B share ab_type (f32, bf16 or f16); products are accumulated in fp32 and C (c_type)
+ * is read, combined and rounded once. */
 int zoff_dev_op_gemm(zoff_dev_stream *s, bool trans_a, bool trans_b, int M, int N, int K,
                      float alpha, const void *A, int lda, const void *B, int ldb,
-                     zoff_dtype ab_type, float beta, float *C, int ldc);
+                     zoff_dtype ab_type, float beta, void *C, zoff_dtype c_type, int ldc);
 /* out (N,OC) += bias (OC) broadcast over rows. */
-int zoff_dev_op_bias_add(zoff_dev_stream *s, float *out, const float *bias, size_t N, int OC);
+int zoff_dev_op_bias_add(zoff_dev_stream *s, void *out, zoff_dtype out_type, const void *bias,
+                         zoff_dtype bias_type, size_t N, int OC);
 /* dbias (OC) += column sums of dout (N,OC). */
-int zoff_dev_op_bias_grad(zoff_dev_stream *s, float *dbias, const float *dout, size_t N, int OC);
-/* out[i] = a[i] + b[i]; out may alias a or b (residual add, gradient accumulation). */
+int zoff_dev_op_bias_grad(zoff_dev_stream *s, void *dbias, zoff_dtype g_type, const void *dout,
+                          zoff_dtype dout_type, size_t N, int OC);
+/* out[i] = a[i] + b[i] (fp32); out may alias a or b (residual add). */
 int zoff_dev_op_add(zoff_dev_stream *s, float *out, const float *a, const float *b, size_t n);
 
-/* LayerNorm over the last dimension, eps 1e-5: out (N,C), mean (N), rstd (N). */
-int zoff_dev_op_layernorm_fwd(zoff_dev_stream *s, float *out, float *mean, float *rstd,
-                              const float *inp, const float *weight, const float *bias, size_t N,
-                              int C);
-/* dinp (N,C), dweight (C), dbias (C) += from dout (N,C) and the forward's inp, mean, rstd. */
-int zoff_dev_op_layernorm_bwd(zoff_dev_stream *s, float *dinp, float *dweight, float *dbias,
-                              const float *dout, const float *inp, const float *weight,
-                              const float *mean, const float *rstd, size_t N, int C);
+/* LayerNorm over the last dimension, eps 1e-5: inp (N,C) fp32 -> out (N,C) in out_type, mean
+ * (N), rstd (N); weight and bias (C) in w_type. */
+int zoff_dev_op_layernorm_fwd(zoff_dev_stream *s, void *out, zoff_dtype out_type, float *mean,
+                              float *rstd, const float *inp, const void *weight, const void *bias,
+                              zoff_dtype w_type, size_t N, int C);
+/* dinp (N,C) fp32 += from dout (N,C) fp32 and the forward's inp, mean, rstd; dweight and dbias
+ * (C, g_type) +=. */
+int zoff_dev_op_layernorm_bwd(zoff_dev_stream *s, float *dinp, void *dweight, void *dbias,
+                              zoff_dtype g_type, const float *dout, const float *inp,
+                              const void *weight, zoff_dtype w_type, const float *mean,
+                              const float *rstd, size_t N, int C);
 
-/* GELU, tanh approximation (GPT-2): out[i] = gelu(inp[i]); out may alias inp. */
-int zoff_dev_op_gelu_fwd(zoff_dev_stream *s, float *out, const float *inp, size_t n);
-/* dinp[i] += gelu'(inp[i]) * dout[i]. */
-int zoff_dev_op_gelu_bwd(zoff_dev_stream *s, float *dinp, const float *inp, const float *dout,
+/* GELU, tanh approximation (GPT-2): out[i] = gelu(inp[i]), all of `type`; out may alias inp. */
+int zoff_dev_op_gelu_fwd(zoff_dev_stream *s, void *out, const void *inp, zoff_dtype type,
                          size_t n);
+/* dinp[i] = gelu'(inp[i]) * dout[i] (WRITES), all of `type`; dinp may alias dout. */
+int zoff_dev_op_gelu_bwd(zoff_dev_stream *s, void *dinp, const void *inp, const void *dout,
+                         zoff_dtype type, size_t n);
 
-/* Causal multi-head self-attention core. qkv (B,T,3C) holds q, k, v side by side, each
- * (B,T,NH,C/NH); att (B,NH,T,T) receives the softmax probabilities (entries above the
- * diagonal are written as 0); out (B,T,C) = att @ v per head. Scale 1/sqrt(C/NH). */
+/* Reference causal multi-head attention, materialized: qkv (B,T,3C) fp32 holds q, k, v side by
+ * side, each (B,T,NH,C/NH); att (B,NH,T,T) receives the softmax probabilities (entries above
+ * the diagonal are written as 0); out (B,T,C) = att @ v per head. Scale 1/sqrt(C/NH). Kept as
+ * the oracle of the fused attention below (tests, benchmarks); the models use the fused one. */
 int zoff_dev_op_attention_fwd(zoff_dev_stream *s, float *out, float *att, const float *qkv, int B,
                               int T, int C, int NH);
 /* dqkv (B,T,3C) += from dout (B,T,C), the forward's qkv and att. scratch (B,NH,T,T) is
@@ -207,21 +218,58 @@ int zoff_dev_op_attention_fwd(zoff_dev_stream *s, float *out, float *att, const 
 int zoff_dev_op_attention_bwd(zoff_dev_stream *s, float *dqkv, float *scratch, const float *dout,
                               const float *qkv, const float *att, int B, int T, int C, int NH);
 
-/* Softmax over V for each of N rows of logits into probs (may alias logits), and, when
- * targets is not NULL, losses[i] = -log probs[i, targets[i]]. */
+/* Fused causal attention (FlashAttention-style online softmax): nothing of size T*T is stored.
+ * q is (B,T,NH,HS) and k, v are (B,T,NKV,HS) (grouped-query attention: query head h reads
+ * key/value head h / (NH/NKV)), each with its own row stride between consecutive tokens, so
+ * that q, k and v can be slices of one fused qkv projection (stride 3C) or separate buffers.
+ * doc_start, when not NULL, is (B,T) int32: query t attends only to keys in
+ * [doc_start[b,t], t] (samples packed into one row do not see each other). */
+typedef struct zoff_dev_attn_shape {
+    int B, T, NH, NKV, HS;
+    size_t q_stride, kv_stride; /* elements between token t and t+1 of q, and of k and v */
+    float scale;                /* usually 1/sqrt(HS) */
+} zoff_dev_attn_shape;
+/* out (B,T,NH,HS) contiguous = softmax(q k^T * scale) v, in `type` (f32, bf16, f16) like q, k,
+ * v; lse (B,NH,T) fp32 receives each query row's log-sum-exp of the scaled scores, all that
+ * the backward needs besides the inputs. */
+int zoff_dev_op_flash_attention_fwd(zoff_dev_stream *s, void *out, float *lse, const void *q,
+                                    const void *k, const void *v, zoff_dtype type,
+                                    const int32_t *doc_start, const zoff_dev_attn_shape *shape);
+/* dq, dk, dv (same layouts and strides as q, k, v; `type`) are WRITTEN from dout (B,T,NH,HS),
+ * the forward's out and lse, and q, k, v. delta (B,NH,T) fp32 is scratch (rowsum(dout*out)). */
+int zoff_dev_op_flash_attention_bwd(zoff_dev_stream *s, void *dq, void *dk, void *dv,
+                                    float *delta, const void *dout, const void *out,
+                                    const float *lse, const void *q, const void *k, const void *v,
+                                    zoff_dtype type, const int32_t *doc_start,
+                                    const zoff_dev_attn_shape *shape);
+
+/* Softmax over V for each of N rows of fp32 logits into probs (may alias logits), and, when
+ * targets is not NULL, losses[i] = -log probs[i, targets[i]]. For sampling and as the oracle
+ * of the fused loss below. */
 int zoff_dev_op_softmax_xent_fwd(zoff_dev_stream *s, float *probs, float *losses,
                                  const float *logits, const int32_t *targets, size_t N, int V);
-/* dlogits (N,V) = (probs - onehot(targets)) * dloss: WRITES (may alias probs). dloss is the
- * gradient of the loss wrt each row's loss, e.g. 1/N for a mean. */
+/* dlogits (N,V) = (probs - onehot(targets)) * dloss: WRITES (may alias probs). */
 int zoff_dev_op_softmax_xent_bwd(zoff_dev_stream *s, float *dlogits, const float *probs,
                                  const int32_t *targets, float dloss, size_t N, int V);
 
-/* out (B,T,C) = wte[tokens[b,t]] + wpe[t]; wte (V,C), wpe (>=T,C). */
+/* The loss of one chunk of rows, fused: for each of N rows of fp32 logits (N,V),
+ * losses[i] = logsumexp(logits[i]) - logits[i, targets[i]], or 0 when targets[i] < 0 (ignored,
+ * e.g. -100). When dlogits is not NULL it receives (WRITES) the gradient
+ * dloss * (softmax(logits[i]) - onehot(targets[i])) in d_type, a zero row for an ignored
+ * target; it may alias logits when d_type is f32. */
+int zoff_dev_op_xent_fused(zoff_dev_stream *s, float *losses, void *dlogits, zoff_dtype d_type,
+                           const float *logits, const int32_t *targets, float dloss, size_t N,
+                           int V);
+
+/* out (B,T,C) fp32 = wte[tokens[b,t]] + wpe[pos[b,t]], wte (V,C) and wpe (>=maxpos,C) in
+ * w_type; pos NULL means pos[b,t] = t; wpe NULL adds no position embedding. */
 int zoff_dev_op_embedding_fwd(zoff_dev_stream *s, float *out, const int32_t *tokens,
-                              const float *wte, const float *wpe, int B, int T, int C);
-/* dwte (V,C) and dwpe (>=T,C) += from dout (B,T,C). */
-int zoff_dev_op_embedding_bwd(zoff_dev_stream *s, float *dwte, float *dwpe, const float *dout,
-                              const int32_t *tokens, int B, int T, int C);
+                              const int32_t *pos, const void *wte, const void *wpe,
+                              zoff_dtype w_type, int B, int T, int C);
+/* dwte (V,C) and dwpe (g_type; dwpe may be NULL) += from dout (B,T,C) fp32. */
+int zoff_dev_op_embedding_bwd(zoff_dev_stream *s, void *dwte, void *dwpe, zoff_dtype g_type,
+                              const float *dout, const int32_t *tokens, const int32_t *pos, int B,
+                              int T, int C);
 
 /* AdamW (decoupled weight decay), fp32 state, for the non-offloaded reference trainer:
  * g = grad * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;

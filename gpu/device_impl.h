@@ -47,29 +47,46 @@ typedef struct zoff_dev_iface {
     int (*op_sumsq_nonfinite)(void *stream, const void *x, zoff_dtype type, size_t n, float *out);
     int (*op_gemm)(void *stream, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                    const void *A, int lda, const void *B, int ldb, zoff_dtype ab_type, float beta,
-                   float *C, int ldc);
-    int (*op_bias_add)(void *stream, float *out, const float *bias, size_t N, int OC);
-    int (*op_bias_grad)(void *stream, float *dbias, const float *dout, size_t N, int OC);
+                   void *C, zoff_dtype c_type, int ldc);
+    int (*op_bias_add)(void *stream, void *out, zoff_dtype out_type, const void *bias,
+                       zoff_dtype bias_type, size_t N, int OC);
+    int (*op_bias_grad)(void *stream, void *dbias, zoff_dtype g_type, const void *dout,
+                        zoff_dtype dout_type, size_t N, int OC);
     int (*op_add)(void *stream, float *out, const float *a, const float *b, size_t n);
-    int (*op_layernorm_fwd)(void *stream, float *out, float *mean, float *rstd, const float *inp,
-                            const float *weight, const float *bias, size_t N, int C);
-    int (*op_layernorm_bwd)(void *stream, float *dinp, float *dweight, float *dbias,
-                            const float *dout, const float *inp, const float *weight,
-                            const float *mean, const float *rstd, size_t N, int C);
-    int (*op_gelu_fwd)(void *stream, float *out, const float *inp, size_t n);
-    int (*op_gelu_bwd)(void *stream, float *dinp, const float *inp, const float *dout, size_t n);
+    int (*op_layernorm_fwd)(void *stream, void *out, zoff_dtype out_type, float *mean, float *rstd,
+                            const float *inp, const void *weight, const void *bias,
+                            zoff_dtype w_type, size_t N, int C);
+    int (*op_layernorm_bwd)(void *stream, float *dinp, void *dweight, void *dbias,
+                            zoff_dtype g_type, const float *dout, const float *inp,
+                            const void *weight, zoff_dtype w_type, const float *mean,
+                            const float *rstd, size_t N, int C);
+    int (*op_gelu_fwd)(void *stream, void *out, const void *inp, zoff_dtype type, size_t n);
+    int (*op_gelu_bwd)(void *stream, void *dinp, const void *inp, const void *dout,
+                       zoff_dtype type, size_t n);
     int (*op_attention_fwd)(void *stream, float *out, float *att, const float *qkv, int B, int T,
                             int C, int NH);
     int (*op_attention_bwd)(void *stream, float *dqkv, float *scratch, const float *dout,
                             const float *qkv, const float *att, int B, int T, int C, int NH);
+    int (*op_flash_attention_fwd)(void *stream, void *out, float *lse, const void *q,
+                                  const void *k, const void *v, zoff_dtype type,
+                                  const int32_t *doc_start, const zoff_dev_attn_shape *shape);
+    int (*op_flash_attention_bwd)(void *stream, void *dq, void *dk, void *dv, float *delta,
+                                  const void *dout, const void *out, const float *lse,
+                                  const void *q, const void *k, const void *v, zoff_dtype type,
+                                  const int32_t *doc_start, const zoff_dev_attn_shape *shape);
     int (*op_softmax_xent_fwd)(void *stream, float *probs, float *losses, const float *logits,
                                const int32_t *targets, size_t N, int V);
     int (*op_softmax_xent_bwd)(void *stream, float *dlogits, const float *probs,
                                const int32_t *targets, float dloss, size_t N, int V);
-    int (*op_embedding_fwd)(void *stream, float *out, const int32_t *tokens, const float *wte,
-                            const float *wpe, int B, int T, int C);
-    int (*op_embedding_bwd)(void *stream, float *dwte, float *dwpe, const float *dout,
-                            const int32_t *tokens, int B, int T, int C);
+    int (*op_xent_fused)(void *stream, float *losses, void *dlogits, zoff_dtype d_type,
+                         const float *logits, const int32_t *targets, float dloss, size_t N,
+                         int V);
+    int (*op_embedding_fwd)(void *stream, float *out, const int32_t *tokens, const int32_t *pos,
+                            const void *wte, const void *wpe, zoff_dtype w_type, int B, int T,
+                            int C);
+    int (*op_embedding_bwd)(void *stream, void *dwte, void *dwpe, zoff_dtype g_type,
+                            const float *dout, const int32_t *tokens, const int32_t *pos, int B,
+                            int T, int C);
     int (*op_adamw)(void *stream, float *param, const float *grad, float *m, float *v, size_t n,
                     const zoff_dev_adamw_args *args);
 } zoff_dev_iface;

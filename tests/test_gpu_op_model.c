@@ -150,7 +150,7 @@ static void test_gemm(void) {
                 void *dB = t == ZOFF_F32 ? (void *)upf(B, nb) : up(B16, nb * 2);
                 float *dC = upf(C, nc);
                 CHECK_OK(zoff_dev_op_gemm(st, ta, tb, M, N, K, alpha, dA, lda, dB, ldb, t, beta, dC,
-                                          ldc));
+                                          ZOFF_F32, ldc));
                 down(C, dC, nc);
                 char what[64];
                 snprintf(what, sizeof what, "gemm %s ta=%d tb=%d", zoff_dtype_name(t), ta, tb);
@@ -166,7 +166,7 @@ static void test_gemm(void) {
                 free(ref);
             }
     /* bad arguments are refused, not crashed on */
-    CHECK(zoff_dev_op_gemm(st, false, false, 2, 2, 2, 1, NULL, 2, NULL, 2, ZOFF_F32, 0, NULL, 2) ==
+    CHECK(zoff_dev_op_gemm(st, false, false, 2, 2, 2, 1, NULL, 2, NULL, 2, ZOFF_F32, 0, NULL, ZOFF_F32, 2) ==
           -EINVAL);
 }
 
@@ -184,7 +184,7 @@ typedef struct gelu_ctx {
 static double gelu_obj(void *p) {
     gelu_ctx *c = p;
     float *dx = upf(c->x, c->n), *dy = zerof(c->n), *y = malloc(c->n * 4);
-    CHECK_OK(zoff_dev_op_gelu_fwd(st, dy, dx, c->n));
+    CHECK_OK(zoff_dev_op_gelu_fwd(st, dy, dx, ZOFF_F32, c->n));
     down(y, dy, c->n);
     double r = dot_w(y, c->w, c->n);
     dfree(dx);
@@ -208,8 +208,8 @@ static void test_elementwise(void) {
     /* bias add and bias grad on (R, OC) */
     float *bias = rnd(OC, -1, 1), *dbias0 = rnd(OC, -1, 1), *m = rnd((size_t)R * OC, -1, 1);
     float *dm = upf(m, (size_t)R * OC), *dbias = upf(bias, OC), *dgb = upf(dbias0, OC);
-    CHECK_OK(zoff_dev_op_bias_add(st, dm, dbias, R, OC));
-    CHECK_OK(zoff_dev_op_bias_grad(st, dgb, dm, R, OC));
+    CHECK_OK(zoff_dev_op_bias_add(st, dm, ZOFF_F32, dbias, ZOFF_F32, R, OC));
+    CHECK_OK(zoff_dev_op_bias_grad(st, dgb, ZOFF_F32, dm, ZOFF_F32, R, OC));
     float *got = malloc((size_t)R * OC * 4);
     double *r2 = malloc((size_t)R * OC * sizeof *r2), gref[70];
     down(got, dm, (size_t)R * OC);
@@ -227,13 +227,13 @@ static void test_elementwise(void) {
 
     /* gelu forward vs reference; backward vs finite differences */
     float *dx = upf(a, n), *dy = zerof(n);
-    CHECK_OK(zoff_dev_op_gelu_fwd(st, dy, dx, n));
+    CHECK_OK(zoff_dev_op_gelu_fwd(st, dy, dx, ZOFF_F32, n));
     down(out, dy, n);
     for (size_t i = 0; i < n; i++)
         ref[i] = gelu_ref(a[i]);
     check_close("gelu_fwd", out, ref, n, 1e-6);
     float *w = rnd(n, -1, 1), *dw = upf(w, n), *dgx = zerof(n);
-    CHECK_OK(zoff_dev_op_gelu_bwd(st, dgx, dx, dw, n));
+    CHECK_OK(zoff_dev_op_gelu_bwd(st, dgx, dx, dw, ZOFF_F32, n));
     down(out, dgx, n);
     gelu_ctx gc = {a, w, n};
     fd_check("gelu_bwd", gelu_obj, &gc, a, n, out, 30);
@@ -257,7 +257,7 @@ static double ln_obj(void *p) {
     size_t n = c->N * c->C;
     float *dx = upf(c->x, n), *dwt = upf(c->wt, c->C), *dbs = upf(c->bs, c->C);
     float *dy = zerof(n), *dm = zerof(c->N), *dr = zerof(c->N), *y = malloc(n * 4);
-    CHECK_OK(zoff_dev_op_layernorm_fwd(st, dy, dm, dr, dx, dwt, dbs, c->N, c->C));
+    CHECK_OK(zoff_dev_op_layernorm_fwd(st, dy, ZOFF_F32, dm, dr, dx, dwt, dbs, ZOFF_F32, c->N, c->C));
     down(y, dy, n);
     double r = dot_w(y, c->w, n);
     dfree(dx), dfree(dwt), dfree(dbs), dfree(dy), dfree(dm), dfree(dr);
@@ -275,7 +275,7 @@ static void test_layernorm(void) {
     float *dx = upf(x, n), *dwt = upf(wt, C), *dbs = upf(bs, C), *dy = zerof(n);
     float *dm = zerof(N), *dr = zerof(N), *y = malloc(n * 4);
     double *ref = malloc(n * sizeof *ref);
-    CHECK_OK(zoff_dev_op_layernorm_fwd(st, dy, dm, dr, dx, dwt, dbs, N, C));
+    CHECK_OK(zoff_dev_op_layernorm_fwd(st, dy, ZOFF_F32, dm, dr, dx, dwt, dbs, ZOFF_F32, N, C));
     down(y, dy, n);
     for (size_t r = 0; r < N; r++) {
         double mu = 0, var = 0;
@@ -292,7 +292,7 @@ static void test_layernorm(void) {
 
     float *w = rnd(n, -1, 1), *dw = upf(w, n);
     float *gdx = zerof(n), *gdw = zerof(C), *gdb = zerof(C);
-    CHECK_OK(zoff_dev_op_layernorm_bwd(st, gdx, gdw, gdb, dw, dx, dwt, dm, dr, N, C));
+    CHECK_OK(zoff_dev_op_layernorm_bwd(st, gdx, gdw, gdb, ZOFF_F32, dw, dx, dwt, ZOFF_F32, dm, dr, N, C));
     float *gx = malloc(n * 4), *gw = malloc(C * 4), *gb = malloc(C * 4);
     down(gx, gdx, n);
     down(gw, gdw, C);
@@ -452,7 +452,7 @@ static void test_embedding(void) {
     double *ref = malloc(no * sizeof *ref);
     float *dwte = upf(wte, (size_t)V * C), *dwpe = upf(wpe, (size_t)maxT * C), *dout = zerof(no);
     int32_t *dtok = up(tok, sizeof tok);
-    CHECK_OK(zoff_dev_op_embedding_fwd(st, dout, dtok, dwte, dwpe, B, T, C));
+    CHECK_OK(zoff_dev_op_embedding_fwd(st, dout, dtok, NULL, dwte, dwpe, ZOFF_F32, B, T, C));
     down(out, dout, no);
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
@@ -464,7 +464,7 @@ static void test_embedding(void) {
     float *w = rnd(no, -1, 1), *dw = upf(w, no);
     float *g0 = rnd((size_t)V * C, -1, 1), *gp0 = rnd((size_t)maxT * C, -1, 1);
     float *dg = upf(g0, (size_t)V * C), *dgp = upf(gp0, (size_t)maxT * C);
-    CHECK_OK(zoff_dev_op_embedding_bwd(st, dg, dgp, dw, dtok, B, T, C));
+    CHECK_OK(zoff_dev_op_embedding_bwd(st, dg, dgp, ZOFF_F32, dw, dtok, NULL, B, T, C));
     float *g = malloc((size_t)V * C * 4), *gp = malloc((size_t)maxT * C * 4);
     down(g, dg, (size_t)V * C);
     down(gp, dgp, (size_t)maxT * C);

@@ -3,6 +3,10 @@
  * 16-bit conversions use core/half.h (round to nearest even). */
 #include "gpu/host/host_parallel.h"
 #include "core/half.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
 
 #include <math.h>
 #include <string.h>
@@ -159,4 +163,10 @@ static void run_sumsq(void *p) {
 int host_op_sumsq_nonfinite(void *stream, const void *x, zoff_dtype type, size_t n, float *out) {
     sumsq_args a = {x, type, n, out, host_stream_threads(stream)};
     return host_stream_enqueue(stream, run_sumsq, &a, sizeof a);
+}
+
+void *host_kernel_scratch(const char *op, size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) zoff_fail(-ENOMEM, "host", "%s: no memory for %zu bytes of kernel scratch", op, bytes);
+    return p;
 }

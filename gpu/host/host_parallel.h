@@ -7,6 +7,10 @@
 
 #include "gpu/host/host_backend.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 static inline int host_stream_threads(void *stream) {
     int n = ((host_stream *)stream)->hdev->kernel_threads;
     return n > 0 ? n : 1;
@@ -16,6 +20,16 @@ static inline int host_stream_threads(void *stream) {
 static inline int host_threads_for(int max_threads, double work) {
     if (work < 32768.0) return 1;
     return max_threads;
+}
+
+/* The calling thread's index in the current OpenMP team (0 without OpenMP): which slice of
+ * a per-thread scratch it owns. */
+static inline int host_thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
 }
 
 #endif

@@ -1,7 +1,9 @@
 /* Host elementwise kernels of the model: residual add, bias add and bias gradient, GELU
- * forward/backward (tanh approximation, as GPT-2). Loops are written so the compiler can
+ * forward/backward (tanh approximation, as GPT-2), with 16-bit operands widened and rounded
+ * once per element. Loops are written so the compiler can
  * vectorize them; rows (or columns, for the bias gradient) are split across threads. */
 #include "gpu/host/host_parallel.h"
+#include "core/half.h"
 
 #include <math.h>
 
@@ -35,27 +37,47 @@ int host_op_add(void *stream, float *out, const float *a, const float *b, size_t
     return host_stream_enqueue(stream, run_add, &e, sizeof e);
 }
 
+/* Typed operands: x of type tx, y of type ty, out of type to. */
+typedef struct typed_args {
+    void *out;
+    const void *x, *y;
+    zoff_dtype to, tx, ty;
+    size_t n;
+    int oc, nt;
+} typed_args;
+
 static void run_bias_add(void *p) {
-    ew_args *e = p;
+    typed_args *e = p;
     size_t N = e->n;
     int OC = e->oc;
 #pragma omp parallel for num_threads(host_threads_for(e->nt, (double)N *OC)) schedule(static)
     for (size_t r = 0; r < N; r++) {
-        float *o = e->out + r * (size_t)OC;
-        const float *bias = e->a;
-        for (int j = 0; j < OC; j++)
-            o[j] += bias[j];
+        if (e->to == ZOFF_F32 && e->tx == ZOFF_F32) {
+            float *o = (float *)e->out + r * (size_t)OC;
+            const float *bias = e->x;
+            for (int j = 0; j < OC; j++)
+                o[j] += bias[j];
+            continue;
+        }
+        for (int j = 0; j < OC; j++) {
+            size_t i = r * (size_t)OC + (size_t)j;
+            zoff_store_from_f32(e->out, e->to, i,
+                                zoff_load_as_f32(e->out, e->to, i) +
+                                    zoff_load_as_f32(e->x, e->tx, (size_t)j));
+        }
     }
 }
 
-int host_op_bias_add(void *stream, float *out, const float *bias, size_t N, int OC) {
-    ew_args e = {out, bias, NULL, N, OC, host_stream_threads(stream)};
+int host_op_bias_add(void *stream, void *out, zoff_dtype out_type, const void *bias,
+                     zoff_dtype bias_type, size_t N, int OC) {
+    typed_args e = {out, bias, NULL, out_type, bias_type, ZOFF_F32, N, OC,
+                    host_stream_threads(stream)};
     return host_stream_enqueue(stream, run_bias_add, &e, sizeof e);
 }
 
 /* Column blocks of 64 per task: each thread owns its dbias entries (no races, fixed order). */
 static void run_bias_grad(void *p) {
-    ew_args *e = p;
+    typed_args *e = p;
     size_t N = e->n;
     int OC = e->oc, nblk = (OC + 63) / 64;
 #pragma omp parallel for num_threads(host_threads_for(e->nt, (double)N *OC)) schedule(static)
@@ -63,56 +85,82 @@ static void run_bias_grad(void *p) {
         int j0 = blk * 64, j1 = j0 + 64 < OC ? j0 + 64 : OC;
         float acc[64] = {0};
         for (size_t r = 0; r < N; r++) {
-            const float *d = e->a + r * (size_t)OC;
-            for (int j = j0; j < j1; j++)
-                acc[j - j0] += d[j];
+            if (e->tx == ZOFF_F32) {
+                const float *d = (const float *)e->x + r * (size_t)OC;
+                for (int j = j0; j < j1; j++)
+                    acc[j - j0] += d[j];
+            } else {
+                for (int j = j0; j < j1; j++)
+                    acc[j - j0] += zoff_load_as_f32(e->x, e->tx, r * (size_t)OC + (size_t)j);
+            }
         }
         for (int j = j0; j < j1; j++)
-            e->out[j] += acc[j - j0];
+            zoff_store_from_f32(e->out, e->to, (size_t)j,
+                                zoff_load_as_f32(e->out, e->to, (size_t)j) + acc[j - j0]);
     }
 }
 
-int host_op_bias_grad(void *stream, float *dbias, const float *dout, size_t N, int OC) {
-    ew_args e = {dbias, dout, NULL, N, OC, host_stream_threads(stream)};
+int host_op_bias_grad(void *stream, void *dbias, zoff_dtype g_type, const void *dout,
+                      zoff_dtype dout_type, size_t N, int OC) {
+    typed_args e = {dbias, dout, NULL, g_type, dout_type, ZOFF_F32, N, OC,
+                    host_stream_threads(stream)};
     return host_stream_enqueue(stream, run_bias_grad, &e, sizeof e);
 }
 
-static void run_gelu_fwd(void *p) {
-    ew_args *e = p;
-    float *out = e->out;
-    const float *x = e->a;
-    size_t n = e->n;
-#pragma omp parallel for num_threads(host_threads_for(e->nt, 20.0 * n)) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        float cube = 0.044715f * v * v * v;
-        out[i] = 0.5f * v * (1.0f + fast_tanhf(GELU_SCALE * (v + cube)));
-    }
+static inline float gelu(float v) {
+    float cube = 0.044715f * v * v * v;
+    return 0.5f * v * (1.0f + fast_tanhf(GELU_SCALE * (v + cube)));
 }
 
-int host_op_gelu_fwd(void *stream, float *out, const float *inp, size_t n) {
-    ew_args e = {out, inp, NULL, n, 0, host_stream_threads(stream)};
+static inline float gelu_grad(float v) {
+    float cube = 0.044715f * v * v * v;
+    float th = fast_tanhf(GELU_SCALE * (v + cube));
+    float sech2 = 1.0f - th * th;
+    return 0.5f * (1.0f + th) + v * 0.5f * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * v * v);
+}
+
+static void run_gelu_fwd(void *p) {
+    typed_args *e = p;
+    size_t n = e->n;
+    zoff_dtype t = e->to;
+    if (t == ZOFF_F32) {
+        float *out = e->out;
+        const float *x = e->x;
+#pragma omp parallel for num_threads(host_threads_for(e->nt, 20.0 * n)) schedule(static)
+        for (size_t i = 0; i < n; i++)
+            out[i] = gelu(x[i]);
+        return;
+    }
+#pragma omp parallel for num_threads(host_threads_for(e->nt, 20.0 * n)) schedule(static)
+    for (size_t i = 0; i < n; i++)
+        zoff_store_from_f32(e->out, t, i, gelu(zoff_load_as_f32(e->x, t, i)));
+}
+
+int host_op_gelu_fwd(void *stream, void *out, const void *inp, zoff_dtype type, size_t n) {
+    typed_args e = {out, inp, NULL, type, type, type, n, 0, host_stream_threads(stream)};
     return host_stream_enqueue(stream, run_gelu_fwd, &e, sizeof e);
 }
 
 static void run_gelu_bwd(void *p) {
-    ew_args *e = p;
-    float *dinp = e->out;
-    const float *x = e->a, *dout = e->b;
+    typed_args *e = p;
     size_t n = e->n;
+    zoff_dtype t = e->to;
+    if (t == ZOFF_F32) {
+        float *dinp = e->out;
+        const float *x = e->x, *dout = e->y;
 #pragma omp parallel for num_threads(host_threads_for(e->nt, 30.0 * n)) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        float cube = 0.044715f * v * v * v;
-        float th = fast_tanhf(GELU_SCALE * (v + cube));
-        float sech2 = 1.0f - th * th;
-        float local =
-            0.5f * (1.0f + th) + v * 0.5f * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * v * v);
-        dinp[i] += local * dout[i];
+        for (size_t i = 0; i < n; i++)
+            dinp[i] = gelu_grad(x[i]) * dout[i];
+        return;
     }
+#pragma omp parallel for num_threads(host_threads_for(e->nt, 30.0 * n)) schedule(static)
+    for (size_t i = 0; i < n; i++)
+        zoff_store_from_f32(e->out, t, i,
+                            gelu_grad(zoff_load_as_f32(e->x, t, i)) * zoff_load_as_f32(e->y, t, i));
 }
 
-int host_op_gelu_bwd(void *stream, float *dinp, const float *inp, const float *dout, size_t n) {
-    ew_args e = {dinp, inp, dout, n, 0, host_stream_threads(stream)};
+int host_op_gelu_bwd(void *stream, void *dinp, const void *inp, const void *dout, zoff_dtype type,
+                     size_t n) {
+    typed_args e = {dinp, inp, dout, type, type, type, n, 0, host_stream_threads(stream)};
     return host_stream_enqueue(stream, run_gelu_bwd, &e, sizeof e);
 }

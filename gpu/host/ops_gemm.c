@@ -1,6 +1,6 @@
 /* Host GEMM: OpenBLAS sgemm, row-major. 16-bit inputs are widened to fp32 copies first (exact),
  * so a bf16 GEMM here equals bf16-rounded operands with fp32 accumulation, the contract the
- * CUDA backend's cuBLAS calls follow. The widened copies live in a per-stream scratch that the
+ * CUDA backend's cuBLAS calls follow. A 16-bit C is computed in an fp32 image and rounded once. The widened copies live in a per-stream scratch that the
  * issuing thread grows (so that an allocation failure is reported to the caller); a stream's
  * GEMMs run one at a time, so they share it, and a replaced scratch is freed by a command
  * queued behind the GEMMs that still use it. */
@@ -18,9 +18,10 @@ typedef struct gemm_args {
     float alpha, beta;
     const void *A, *B;
     int lda, ldb, ldc;
-    zoff_dtype type;
-    float *C;
+    zoff_dtype type, c_type;
+    void *C;
     float *wa, *wb; /* widened copies for 16-bit inputs (the stream's scratch), or NULL */
+    float *wc;      /* 16-bit C: its fp32 image (M,N), rounded back once at the end */
     int nt;
 } gemm_args;
 
@@ -45,6 +46,17 @@ static size_t stored_elems(bool trans, int rows, int cols, int ld) {
 static void run_gemm(void *p) {
     gemm_args *a = p;
     const float *A = a->A, *B = a->B;
+    float *C = a->C;
+    int ldc = a->ldc;
+    if (a->c_type != ZOFF_F32) {
+        C = a->wc;
+        ldc = a->N;
+        for (int i = 0; i < a->M; i++)
+            for (int j = 0; j < a->N; j++)
+                C[(size_t)i * ldc + j] =
+                    a->beta == 0.0f ? 0.0f
+                                    : zoff_load_as_f32(a->C, a->c_type, (size_t)i * a->ldc + j);
+    }
     if (a->type != ZOFF_F32) {
         size_t na = stored_elems(a->ta, a->M, a->K, a->lda);
         size_t nb = stored_elems(a->tb, a->K, a->N, a->ldb);
@@ -57,7 +69,7 @@ static void run_gemm(void *p) {
         /* BLAS leaves C alone for K == 0 only when beta == 1: apply beta ourselves */
         for (int i = 0; i < a->M; i++)
             for (int j = 0; j < a->N; j++) {
-                float *c = &a->C[(size_t)i * a->ldc + j];
+                float *c = &C[(size_t)i * ldc + j];
                 *c = a->beta == 0.0f ? 0.0f : *c * a->beta;
             }
     } else {
@@ -77,14 +89,19 @@ static void run_gemm(void *p) {
             if (split_m) {
                 const float *Ac = a->ta ? A + lo : A + (size_t)lo * a->lda;
                 cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, a->N, a->K, a->alpha, Ac, a->lda, B,
-                            a->ldb, a->beta, a->C + (size_t)lo * a->ldc, a->ldc);
+                            a->ldb, a->beta, C + (size_t)lo * ldc, ldc);
             } else {
                 const float *Bc = a->tb ? B + (size_t)lo * a->ldb : B + lo;
                 cblas_sgemm(CblasRowMajor, ta, tb, a->M, hi - lo, a->K, a->alpha, A, a->lda, Bc,
-                            a->ldb, a->beta, a->C + lo, a->ldc);
+                            a->ldb, a->beta, C + lo, ldc);
             }
         }
     }
+    if (a->c_type != ZOFF_F32)
+        for (int i = 0; i < a->M; i++)
+            for (int j = 0; j < a->N; j++)
+                zoff_store_from_f32(a->C, a->c_type, (size_t)i * a->ldc + j,
+                                    C[(size_t)i * ldc + j]);
 }
 
 static void run_free(void *p) {
@@ -93,7 +110,7 @@ static void run_free(void *p) {
 
 int host_op_gemm(void *stream, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                  const void *A, int lda, const void *B, int ldb, zoff_dtype ab_type, float beta,
-                 float *C, int ldc) {
+                 void *C, zoff_dtype c_type, int ldc) {
     gemm_args a = {.ta = trans_a,
                    .tb = trans_b,
                    .M = M,
@@ -107,12 +124,17 @@ int host_op_gemm(void *stream, bool trans_a, bool trans_b, int M, int N, int K, 
                    .ldb = ldb,
                    .ldc = ldc,
                    .type = ab_type,
+                   .c_type = c_type,
                    .C = C,
                    .nt = host_stream_threads(stream)};
-    if (ab_type != ZOFF_F32) {
+    if (ab_type != ZOFF_F32 || c_type != ZOFF_F32) {
         host_stream *hs = stream;
-        size_t na = stored_elems(trans_a, M, K, lda), nb = stored_elems(trans_b, K, N, ldb);
-        size_t need = na + nb + 1;
+        size_t na = 0, nb = 0, nc = c_type != ZOFF_F32 ? (size_t)M * N : 0;
+        if (ab_type != ZOFF_F32) {
+            na = stored_elems(trans_a, M, K, lda);
+            nb = stored_elems(trans_b, K, N, ldb);
+        }
+        size_t need = na + nb + nc + 1;
         if (need > hs->gemm_scratch_floats) {
             float *fresh = malloc(need * sizeof(float));
             if (!fresh)
@@ -131,6 +153,7 @@ int host_op_gemm(void *stream, bool trans_a, bool trans_b, int M, int N, int K, 
         }
         a.wa = hs->gemm_scratch;
         a.wb = hs->gemm_scratch + na;
+        a.wc = hs->gemm_scratch + na + nb;
     }
     return host_stream_enqueue(stream, run_gemm, &a, sizeof a);
 }

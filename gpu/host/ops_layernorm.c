@@ -1,26 +1,51 @@
 /* Host LayerNorm forward/backward over the last dimension (eps 1e-5), statistics in fp32.
  * Forward and the input gradient split rows across threads; the weight and bias gradients
- * split columns, so each output element has one owner and a fixed summation order. */
+ * split columns, so each output element has one owner and a fixed summation order. 16-bit
+ * weights are widened once per call into the kernel's scratch; 16-bit outputs and gradients
+ * are rounded once when stored. */
 #include "gpu/host/host_parallel.h"
+#include "core/half.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 
 typedef struct ln_args {
-    float *out, *mean, *rstd;          /* fwd outputs; bwd: out = dinp */
-    float *dweight, *dbias;            /* bwd */
-    const float *inp, *weight, *bias;  /* bias unused in bwd */
-    const float *dout, *cmean, *crstd; /* bwd inputs */
+    void *out;                      /* fwd: out (out_type); unused in bwd */
+    float *dinp, *mean, *rstd;      /* bwd: dinp; fwd: mean, rstd */
+    void *dweight, *dbias;          /* bwd, g_type */
+    const float *inp, *dout;        /* dout: bwd */
+    const void *weight, *bias;      /* w_type; bias unused in bwd */
+    const float *cmean, *crstd;     /* bwd inputs */
+    zoff_dtype out_type, w_type, g_type;
+    float *scratch;                 /* (2C) widened weight and bias */
     size_t N;
     int C, nt;
 } ln_args;
 
+/* The weight (and bias) as fp32: the buffers themselves when they are fp32. */
+static void widen_params(ln_args *a, const float **w, const float **b) {
+    if (a->w_type == ZOFF_F32) {
+        *w = a->weight;
+        *b = a->bias;
+        return;
+    }
+    for (int i = 0; i < a->C; i++) {
+        a->scratch[i] = zoff_load_as_f32(a->weight, a->w_type, (size_t)i);
+        if (a->bias) a->scratch[a->C + i] = zoff_load_as_f32(a->bias, a->w_type, (size_t)i);
+    }
+    *w = a->scratch;
+    *b = a->scratch + a->C;
+}
+
 static void run_ln_fwd(void *p) {
     ln_args *a = p;
     int C = a->C;
+    const float *w, *bias;
+    widen_params(a, &w, &bias);
 #pragma omp parallel for num_threads(host_threads_for(a->nt, 8.0 * a->N * C)) schedule(static)
     for (size_t r = 0; r < a->N; r++) {
         const float *x = a->inp + r * (size_t)C;
-        float *o = a->out + r * (size_t)C;
         float m = 0.0f;
         for (int i = 0; i < C; i++)
             m += x[i];
@@ -32,46 +57,64 @@ static void run_ln_fwd(void *p) {
         }
         var /= (float)C;
         float rs = 1.0f / sqrtf(var + 1e-5f);
-        for (int i = 0; i < C; i++)
-            o[i] = (x[i] - m) * rs * a->weight[i] + a->bias[i];
+        if (a->out_type == ZOFF_F32) {
+            float *o = (float *)a->out + r * (size_t)C;
+            for (int i = 0; i < C; i++)
+                o[i] = (x[i] - m) * rs * w[i] + bias[i];
+        } else {
+            for (int i = 0; i < C; i++)
+                zoff_store_from_f32(a->out, a->out_type, r * (size_t)C + (size_t)i,
+                                    (x[i] - m) * rs * w[i] + bias[i]);
+        }
         a->mean[r] = m;
         a->rstd[r] = rs;
     }
+    free(a->scratch);
 }
 
-int host_op_layernorm_fwd(void *stream, float *out, float *mean, float *rstd, const float *inp,
-                          const float *weight, const float *bias, size_t N, int C) {
+int host_op_layernorm_fwd(void *stream, void *out, zoff_dtype out_type, float *mean, float *rstd,
+                          const float *inp, const void *weight, const void *bias, zoff_dtype w_type,
+                          size_t N, int C) {
     ln_args a = {.out = out,
                  .mean = mean,
                  .rstd = rstd,
                  .inp = inp,
                  .weight = weight,
                  .bias = bias,
+                 .out_type = out_type,
+                 .w_type = w_type,
                  .N = N,
                  .C = C,
                  .nt = host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_ln_fwd, &a, sizeof a);
+    if (w_type != ZOFF_F32 &&
+        !(a.scratch = host_kernel_scratch("layernorm_fwd", 2 * (size_t)C * sizeof(float))))
+        return -ENOMEM;
+    int rc = host_stream_enqueue(stream, run_ln_fwd, &a, sizeof a);
+    if (rc) free(a.scratch);
+    return rc;
 }
 
 static void run_ln_bwd(void *p) {
     ln_args *a = p;
     int C = a->C;
     int nt = host_threads_for(a->nt, 10.0 * a->N * C);
+    const float *w, *unused;
+    widen_params(a, &w, &unused);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (size_t r = 0; r < a->N; r++) {
         const float *x = a->inp + r * (size_t)C, *dy = a->dout + r * (size_t)C;
-        float *dx = a->out + r * (size_t)C;
+        float *dx = a->dinp + r * (size_t)C;
         float m = a->cmean[r], rs = a->crstd[r];
         float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
         for (int i = 0; i < C; i++) {
-            float norm = (x[i] - m) * rs, dnorm = a->weight[i] * dy[i];
+            float norm = (x[i] - m) * rs, dnorm = w[i] * dy[i];
             dnorm_mean += dnorm;
             dnorm_norm_mean += dnorm * norm;
         }
         dnorm_mean /= (float)C;
         dnorm_norm_mean /= (float)C;
         for (int i = 0; i < C; i++) {
-            float norm = (x[i] - m) * rs, dnorm = a->weight[i] * dy[i];
+            float norm = (x[i] - m) * rs, dnorm = w[i] * dy[i];
             dx[i] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * rs;
         }
     }
@@ -89,16 +132,20 @@ static void run_ln_bwd(void *p) {
             }
         }
         for (int j = j0; j < j1; j++) {
-            a->dweight[j] += dw[j - j0];
-            a->dbias[j] += db[j - j0];
+            zoff_store_from_f32(a->dweight, a->g_type, (size_t)j,
+                                zoff_load_as_f32(a->dweight, a->g_type, (size_t)j) + dw[j - j0]);
+            zoff_store_from_f32(a->dbias, a->g_type, (size_t)j,
+                                zoff_load_as_f32(a->dbias, a->g_type, (size_t)j) + db[j - j0]);
         }
     }
+    free(a->scratch);
 }
 
-int host_op_layernorm_bwd(void *stream, float *dinp, float *dweight, float *dbias,
-                          const float *dout, const float *inp, const float *weight,
-                          const float *mean, const float *rstd, size_t N, int C) {
-    ln_args a = {.out = dinp,
+int host_op_layernorm_bwd(void *stream, float *dinp, void *dweight, void *dbias, zoff_dtype g_type,
+                          const float *dout, const float *inp, const void *weight,
+                          zoff_dtype w_type, const float *mean, const float *rstd, size_t N,
+                          int C) {
+    ln_args a = {.dinp = dinp,
                  .dweight = dweight,
                  .dbias = dbias,
                  .inp = inp,
@@ -106,8 +153,15 @@ int host_op_layernorm_bwd(void *stream, float *dinp, float *dweight, float *dbia
                  .dout = dout,
                  .cmean = mean,
                  .crstd = rstd,
+                 .w_type = w_type,
+                 .g_type = g_type,
                  .N = N,
                  .C = C,
                  .nt = host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_ln_bwd, &a, sizeof a);
+    if (w_type != ZOFF_F32 &&
+        !(a.scratch = host_kernel_scratch("layernorm_bwd", 2 * (size_t)C * sizeof(float))))
+        return -ENOMEM;
+    int rc = host_stream_enqueue(stream, run_ln_bwd, &a, sizeof a);
+    if (rc) free(a.scratch);
+    return rc;
 }

@@ -1,7 +1,11 @@
 /* Host softmax + cross-entropy over the vocabulary, forward and backward, in fp32 with the
  * max subtracted. The loss is computed from the log-sum-exp (not log of a rounded
- * probability), so it stays finite for confident predictions. Rows split across threads. */
+ * probability), so it stays finite for confident predictions. Rows split across threads.
+ * The fused form (the models' chunked loss) never stores probabilities: loss and gradient
+ * come from the row's max and sum of exponentials, with ignored targets (< 0) contributing
+ * nothing. */
 #include "gpu/host/host_parallel.h"
+#include "core/half.h"
 
 #include <math.h>
 
@@ -62,4 +66,62 @@ int host_op_softmax_xent_bwd(void *stream, float *dlogits, const float *probs,
                              const int32_t *targets, float dloss, size_t N, int V) {
     xent_args a = {dlogits, NULL, probs, targets, dloss, N, V, host_stream_threads(stream)};
     return host_stream_enqueue(stream, run_xent_bwd, &a, sizeof a);
+}
+
+typedef struct xent_fused_args {
+    float *losses;
+    void *dlogits;
+    zoff_dtype d_type;
+    const float *logits;
+    const int32_t *targets;
+    float dloss;
+    size_t N;
+    int V, nt;
+} xent_fused_args;
+
+static void run_xent_fused(void *p) {
+    xent_fused_args *a = p;
+    int V = a->V;
+    float dl = a->dloss;
+#pragma omp parallel for num_threads(host_threads_for(a->nt, 20.0 * a->N * V)) schedule(static)
+    for (size_t r = 0; r < a->N; r++) {
+        const float *x = a->logits + r * (size_t)V;
+        int t = a->targets[r];
+        size_t row = r * (size_t)V;
+        if (t < 0) { /* ignored: no loss, no gradient */
+            a->losses[r] = 0.0f;
+            if (a->dlogits)
+                for (int i = 0; i < V; i++)
+                    zoff_store_from_f32(a->dlogits, a->d_type, row + (size_t)i, 0.0f);
+            continue;
+        }
+        float maxv = -INFINITY;
+        for (int i = 0; i < V; i++)
+            maxv = x[i] > maxv ? x[i] : maxv;
+        float sum = 0.0f;
+        for (int i = 0; i < V; i++)
+            sum += expf(x[i] - maxv);
+        float xt = x[t]; /* before the gradient may overwrite it */
+        a->losses[r] = logf(sum) + maxv - xt;
+        if (!a->dlogits) continue;
+        float inv = dl / sum;
+        if (a->d_type == ZOFF_F32) {
+            float *d = (float *)a->dlogits + row;
+            for (int i = 0; i < V; i++)
+                d[i] = expf(x[i] - maxv) * inv;
+            d[t] -= dl;
+        } else {
+            for (int i = 0; i < V; i++)
+                zoff_store_from_f32(a->dlogits, a->d_type, row + (size_t)i,
+                                    expf(x[i] - maxv) * inv - (i == t ? dl : 0.0f));
+        }
+    }
+}
+
+int host_op_xent_fused(void *stream, float *losses, void *dlogits, zoff_dtype d_type,
+                       const float *logits, const int32_t *targets, float dloss, size_t N, int V) {
+    xent_fused_args a = {losses, dlogits, d_type, logits,
+                         targets, dloss,   N,      V,
+                         host_stream_threads(stream)};
+    return host_stream_enqueue(stream, run_xent_fused, &a, sizeof a);
 }

@@ -338,9 +338,9 @@ typedef struct run {
     train_opts o;
     zoff_dev *dev;
     zoff_dev_stream *s;
-    zoff_gpt *m;
+    zoff_model *m;
     zoff_trainer *tr;
-    zoff_gpt_offload *off; /* --offload cpu|nvme: the engine owns the optimizer */
+    zoff_model_offload *off; /* --offload cpu|nvme: the engine owns the optimizer */
     zoff_trainer_config tc;
     uint64_t rng;
     zoff_dataset ds;
@@ -361,7 +361,7 @@ static int validate(run *r, float *val_loss) {
     for (int i = 0; i < r->o.val_batches; i++) {
         zoff_dataset_batch(&r->ds, true, r->o.batch, r->o.seq_len, &rng, r->x, r->y);
         float l;
-        int rc = zoff_gpt_forward(r->m, r->s, r->x, r->y, r->o.batch, r->o.seq_len, &l);
+        int rc = zoff_model_forward(r->m, r->s, r->x, r->y, r->o.batch, r->o.seq_len, &l);
         if (rc) return rc;
         sum += l;
     }
@@ -379,8 +379,8 @@ static int save(run *r, const char *name, int step) {
     char opt[PATH_MAX + 32];
     snprintf(opt, sizeof opt, "%s/optimizer.safetensors", dir);
     int rc = mkdir_p(dir);
-    if (!rc) rc = r->off ? zoff_gpt_offload_save_state(r->off, opt) : 0;
-    if (!rc) rc = zoff_gpt_checkpoint_save(r->m, dir);
+    if (!rc) rc = r->off ? zoff_model_offload_save_state(r->off, opt) : 0;
+    if (!rc) rc = zoff_model_checkpoint_save(r->m, dir);
     if (!rc && !r->off) rc = zoff_trainer_save_state(r->tr, opt);
     if (rc) return rc;
     if (r->metrics) {
@@ -409,8 +409,8 @@ static void print_sample(run *r) {
     if (bytes) fwrite(r->o.prompt, 1, strlen(r->o.prompt), stdout);
     for (int i = 0; i < n; i++) {
         int start = len > T ? len - T : 0, w = len - start;
-        int rc = zoff_gpt_forward(r->m, r->s, seq + start, NULL, 1, w, NULL);
-        if (!rc) rc = zoff_gpt_probs_row(r->m, r->s, 0, w - 1, probs);
+        int rc = zoff_model_forward(r->m, r->s, seq + start, NULL, 1, w, NULL);
+        if (!rc) rc = zoff_model_probs_row(r->m, r->s, 0, w - 1, probs);
         if (rc) {
             fail("sampling", rc);
             break;
@@ -443,7 +443,7 @@ static void offload_metrics(run *r, const zoff_engine_step_report *rep, char *js
                             char *line, size_t ln) {
     json[0] = line[0] = '\0';
     if (!r->off || rep->step < 0) return;
-    double n = (double)zoff_gpt_get_layout(r->m)->total;
+    double n = (double)zoff_model_get_layout(r->m)->total;
     snprintf(json, jn,
              ",\"offload\":{\"step\":%lld,\"pcie_d2h_bytes\":%llu,\"pcie_h2d_bytes\":%llu,"
              "\"nvme_read_bytes\":%llu,\"nvme_write_bytes\":%llu,\"cpu_adam_ms\":%.3f,"
@@ -476,7 +476,7 @@ static int train(run *r) {
     zoff_engine_step_report rep = {.step = -1};
     char off_json[512], off_line[96];
     /* resuming: continue the step count and the training batch sequence where they were */
-    int first = (r->tr ? zoff_trainer_get_step(r->tr) : zoff_gpt_offload_resumed_step(r->off)) + 1;
+    int first = (r->tr ? zoff_trainer_get_step(r->tr) : zoff_model_offload_resumed_step(r->off)) + 1;
     for (long i = 0; i < (long)(first - 1) * o->grad_accum; i++)
         zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &r->rng, r->x, r->y);
     if (first > o->steps) {
@@ -622,8 +622,8 @@ int zoff_cmd_train(int argc, char **argv) {
         ret = 2;
         goto out;
     }
-    zoff_gpt_options go;
-    zoff_gpt_options_default(&go);
+    zoff_model_options go;
+    zoff_model_options_default(&go);
     go.batch = o->batch;
     go.seq_len = o->seq_len;
     go.activation_checkpoint = o->activation_checkpoint;
@@ -652,8 +652,8 @@ int zoff_cmd_train(int argc, char **argv) {
         fail("creating the model", rc);
         goto out;
     }
-    rc = o->init_from ? zoff_gpt_checkpoint_load(r.m, o->init_from)
-                      : zoff_gpt_init_params(r.m, (uint64_t)o->seed);
+    rc = o->init_from ? zoff_model_checkpoint_load(r.m, o->init_from)
+                      : zoff_model_init_params(r.m, (uint64_t)o->seed);
     if (rc) {
         fail(o->init_from ? "--init-from" : "initializing parameters", rc);
         goto out;
@@ -666,7 +666,7 @@ int zoff_cmd_train(int argc, char **argv) {
         goto out;
     }
     if (offload) {
-        if ((rc = zoff_gpt_offload_create(r.m, r.s, &ec, &r.off))) {
+        if ((rc = zoff_model_offload_create(r.m, r.s, &ec, &r.off))) {
             fail("starting the offload engine", rc);
             goto out;
         }
@@ -677,7 +677,7 @@ int zoff_cmd_train(int argc, char **argv) {
     if (o->resume) {
         char opt[PATH_MAX + 32];
         snprintf(opt, sizeof opt, "%s/optimizer.safetensors", o->resume);
-        rc = r.off ? zoff_gpt_offload_load_state(r.off, opt) : zoff_trainer_load_state(r.tr, opt);
+        rc = r.off ? zoff_model_offload_load_state(r.off, opt) : zoff_trainer_load_state(r.tr, opt);
         if (rc) {
             fail("--resume", rc);
             goto out;
@@ -701,9 +701,9 @@ int zoff_cmd_train(int argc, char **argv) {
         goto out;
     }
     r.tty = isatty(STDOUT_FILENO);
-    const zoff_gpt_layout *l = zoff_gpt_get_layout(r.m);
+    const zoff_layout *l = zoff_model_get_layout(r.m);
     char mem[32];
-    fmt_bytes(mem, sizeof mem, (double)zoff_gpt_device_bytes(r.m));
+    fmt_bytes(mem, sizeof mem, (double)zoff_model_device_bytes(r.m));
     printf(
         "zoff train: %s | GPT %d layers, %d heads, %d wide, vocab %d, %.2fM params | "
         "batch %dx%d x%d, %d steps, lr %g, %s%s | data %s (%zu tokens, %zu train) | model memory "
@@ -728,8 +728,8 @@ out:
     free(r.x);
     free(r.y);
     zoff_trainer_destroy(r.tr);
-    zoff_gpt_offload_destroy(r.off);
-    zoff_gpt_destroy(r.m);
+    zoff_model_offload_destroy(r.off);
+    zoff_model_destroy(r.m);
     zoff_dataset_free(&r.ds);
     if (r.dev) zoff_dev_close(r.dev);
     cJSON_Delete(doc);

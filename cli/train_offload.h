@@ -3,7 +3,7 @@
 #ifndef ZOFF_CLI_TRAIN_OFFLOAD_H
 #define ZOFF_CLI_TRAIN_OFFLOAD_H
 
-#include "model/gpt_offload.h"
+#include "model/model_offload.h"
 #include "model/model.h"
 #include "zoff/engine.h"
 
@@ -32,7 +32,7 @@ typedef void (*zoff_train_batch_fn)(void *ctx, const int32_t **x, const int32_t 
  * micro-batches through the engine. st gets the mean loss and, from the last step the engine
  * has finished (this one with sync, one behind with DPU or while still running), the norm,
  * loss scale and skip flag; rep gets that step's report (rep->step -1 if none yet). */
-int zoff_train_offload_step(zoff_gpt_offload *off, const zoff_trainer_config *tc, int step,
+int zoff_train_offload_step(zoff_model_offload *off, const zoff_trainer_config *tc, int step,
                             int grad_accum, zoff_train_batch_fn next_batch, void *ctx,
                             zoff_step_stats *st, zoff_engine_step_report *rep);
 

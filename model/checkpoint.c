@@ -167,16 +167,11 @@ int zoff_gpt_config_save_json(const char *path, const zoff_gpt_config *cfg) {
 
 /* --- safetensors -------------------------------------------------------------------------- */
 
-static bool is_conv1d(zoff_gpt_tensor_kind k) {
-    return k == ZOFF_GPT_QKV_W || k == ZOFF_GPT_ATTPROJ_W || k == ZOFF_GPT_FC_W ||
-           k == ZOFF_GPT_FCPROJ_W;
-}
-
 /* The shape a tensor has in a Hugging Face file. */
 static void hf_shape(const zoff_tensor *t, int64_t shape[2]) {
     shape[0] = t->shape[0];
     shape[1] = t->shape[1];
-    if (is_conv1d(t->kind)) {
+    if (t->hf_transposed) {
         shape[0] = t->shape[1];
         shape[1] = t->shape[0];
     }
@@ -237,7 +232,7 @@ int zoff_safetensors_parse(const uint8_t *data, size_t size, const char *what,
     memset(params, 0, layout->total * sizeof *params);
     for (int ti = 0; ti < layout->n_tensors && !rc; ti++) {
         const zoff_tensor *t = &layout->tensors[ti];
-        char alt[96];
+        char alt[128];
         snprintf(alt, sizeof alt, "transformer.%s", t->name);
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(hdr, t->name);
         if (!e) e = cJSON_GetObjectItemCaseSensitive(hdr, alt);
@@ -303,7 +298,7 @@ int zoff_safetensors_parse(const uint8_t *data, size_t size, const char *what,
         }
         const uint8_t *src = body + b;
         float *dst = params + t->offset;
-        if (is_conv1d(t->kind)) {
+        if (t->hf_transposed) {
             size_t out = (size_t)t->shape[0], in = (size_t)t->shape[1]; /* file (in, out) */
             for (size_t i = 0; i < in; i++)
                 for (size_t o = 0; o < out; o++)
@@ -391,7 +386,7 @@ int zoff_safetensors_save(const char *path, const zoff_layout *layout,
     for (int ti = 0; ti < layout->n_tensors; ti++) {
         const zoff_tensor *t = &layout->tensors[ti];
         const float *src = params + t->offset;
-        if (is_conv1d(t->kind)) {
+        if (t->hf_transposed) {
             size_t out = (size_t)t->shape[0], in = (size_t)t->shape[1];
             for (size_t i = 0; i < in; i++)
                 for (size_t o = 0; o < out; o++)
@@ -544,17 +539,20 @@ static int mkdir_p(const char *dir) {
     return 0;
 }
 
-int zoff_model_checkpoint_save(zoff_model *m, const char *dir) {
+int zoff_model_checkpoint_save(zoff_model *m, const char *dir, const float *master) {
     int rc = mkdir_p(dir);
     if (rc) return rc;
     const zoff_layout *l = zoff_model_get_layout(m);
-    float *p = malloc(l->total * sizeof *p);
-    if (!p) return -ENOMEM;
+    float *p = NULL;
+    if (!master) { /* no optimizer copy: the device weights, widened */
+        if (!(p = malloc(l->total * sizeof *p))) return -ENOMEM;
+        rc = zoff_model_params_to_host(m, p);
+        master = p;
+    }
     char path[PATH_MAX];
-    rc = zoff_model_params_to_host(m, p);
     if (!rc) {
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        rc = zoff_safetensors_save(path, l, p);
+        rc = zoff_safetensors_save(path, l, master);
     }
     if (!rc) {
         snprintf(path, sizeof path, "%s/config.json", dir);
@@ -597,7 +595,7 @@ int zoff_gpt_checkpoint_config(const char *path, zoff_gpt_config *cfg) {
     return zoff_gpt_config_load_json(config, cfg);
 }
 
-int zoff_model_checkpoint_load(zoff_model *m, const char *path) {
+int zoff_model_checkpoint_read(zoff_model *m, const char *path, float *host, bool to_device) {
     char weights[PATH_MAX], config[PATH_MAX];
     int rc = resolve(path, weights, config);
     if (rc) return rc;
@@ -605,6 +603,8 @@ int zoff_model_checkpoint_load(zoff_model *m, const char *path) {
     rc = zoff_gpt_checkpoint_config(path, &c);
     if (rc) return rc;
     const zoff_gpt_config *mc = zoff_gpt_get_config(m);
+    if (!mc) return zoff_fail(ZOFF_ECONFIG, MOD, "%s: a GPT-2 checkpoint, but the model is %s",
+                              path, zoff_model_arch(m));
     if (memcmp(&c, mc, sizeof c) != 0)
         return zoff_fail(ZOFF_ESHAPE, MOD,
                          "%s: checkpoint is n_layer=%d n_head=%d n_embd=%d vocab_size=%d "
@@ -612,11 +612,16 @@ int zoff_model_checkpoint_load(zoff_model *m, const char *path) {
                          path, c.n_layer, c.n_head, c.n_embd, c.vocab_size, c.seq_len, mc->n_layer,
                          mc->n_head, mc->n_embd, mc->vocab_size, mc->seq_len);
     const zoff_layout *l = zoff_model_get_layout(m);
-    float *p = malloc(l->total * sizeof *p);
+    rc = config[0] ? zoff_safetensors_load(weights, l, host)
+                   : zoff_llmc_load_gpt(weights, NULL, l, host);
+    if (!rc && to_device) rc = zoff_model_params_from_host(m, host);
+    return rc;
+}
+
+int zoff_model_checkpoint_load(zoff_model *m, const char *path) {
+    float *p = malloc(zoff_model_get_layout(m)->total * sizeof *p);
     if (!p) return -ENOMEM;
-    rc = config[0] ? zoff_safetensors_load(weights, l, p)
-                   : zoff_llmc_load_gpt(weights, NULL, l, p);
-    if (!rc) rc = zoff_model_params_from_host(m, p);
+    int rc = zoff_model_checkpoint_read(m, path, p, true);
     free(p);
     return rc;
 }

@@ -1,4 +1,7 @@
-/* The reference trainer: plain AdamW on the device, no offload. It is split into the two
+/* The reference trainer: plain AdamW on the device, no offload. It keeps what mixed-precision
+ * training needs on the device: fp32 master weights (the model's own in f32 mode, a copy in
+ * 16-bit mode, rounded into the model's 16-bit weights after each step), the model's flat fp32
+ * gradient buffer, and the moments. It is split into the two
  * phases the offload engine needs to separate: compute_grads (zero, forward, backward into
  * the flat gradient buffer) and optimizer_step (norm and inf/nan check, clip, schedule, then
  * the step, which a hook may take over). fp16 dynamic loss scaling: the loss gradient is
@@ -18,6 +21,8 @@ struct zoff_trainer {
     zoff_model *m;
     zoff_dev_stream *s;
     zoff_trainer_config cfg;
+    float *master;    /* device, layout.total: the model's weights (f32) or the trainer's copy */
+    bool own_master;
     float *mom, *var; /* device, layout.total each; allocated on first built-in step */
     float *d_sumsq;   /* device (2) */
     float *h_sumsq;   /* pinned (2) */
@@ -58,8 +63,41 @@ float zoff_trainer_lr_at(const zoff_trainer_config *c, int step) {
     return min_lr + coeff * (c->lr - min_lr);
 }
 
+/* f32: the model's weights are the master. 16-bit: a device copy from `master` (host fp32) or,
+ * without one, from the model's weights widened. */
+static int init_master(zoff_trainer *tr, const float *master) {
+    zoff_model *m = tr->m;
+    if (zoff_model_weight_dtype(m) == ZOFF_F32) {
+        tr->master = zoff_model_weights(m);
+        return master ? zoff_model_params_from_host(m, master) : 0;
+    }
+    size_t n = zoff_model_get_layout(m)->total;
+    zoff_dev *dev = zoff_model_get_dev(m);
+    int rc = zoff_dev_malloc(dev, n * sizeof(float), (void **)&tr->master);
+    if (rc) return rc;
+    tr->own_master = true;
+    float *h = NULL;
+    if (!master) {
+        if (!(h = malloc(n * sizeof *h))) return -ENOMEM;
+        rc = zoff_model_params_to_host(m, h);
+        master = h;
+    }
+    if (!rc) rc = zoff_dev_memcpy(dev, tr->master, master, n * sizeof(float), ZOFF_COPY_H2D);
+    if (!rc && !h) rc = zoff_model_params_from_host(m, master);
+    free(h);
+    return rc;
+}
+
+int zoff_trainer_master_to_host(zoff_trainer *tr, float *dst) {
+    int rc = zoff_dev_stream_synchronize(tr->s);
+    return rc ? rc
+              : zoff_dev_memcpy(zoff_model_get_dev(tr->m), dst, tr->master,
+                                zoff_model_get_layout(tr->m)->total * sizeof(float),
+                                ZOFF_COPY_D2H);
+}
+
 int zoff_trainer_create(zoff_model *m, zoff_dev_stream *s, const zoff_trainer_config *cfg,
-                        zoff_trainer **out) {
+                        const float *master, zoff_trainer **out) {
     if (!m || !s || !out) return -EINVAL;
     zoff_trainer_config def;
     if (!cfg) {
@@ -84,6 +122,8 @@ int zoff_trainer_create(zoff_model *m, zoff_dev_stream *s, const zoff_trainer_co
     zoff_dev *dev = zoff_model_get_dev(m);
     int rc = zoff_dev_malloc(dev, 2 * sizeof(float), (void **)&tr->d_sumsq);
     if (!rc) rc = zoff_dev_host_alloc(dev, 2 * sizeof(float), (void **)&tr->h_sumsq);
+    if (!rc) rc = zoff_model_alloc_grads(m);
+    if (!rc) rc = init_master(tr, master);
     if (rc) {
         zoff_trainer_destroy(tr);
         return rc;
@@ -96,6 +136,7 @@ void zoff_trainer_destroy(zoff_trainer *tr) {
     if (!tr) return;
     zoff_dev *dev = zoff_model_get_dev(tr->m);
     zoff_dev_stream_synchronize(tr->s);
+    if (tr->own_master) zoff_dev_free(dev, tr->master);
     zoff_dev_free(dev, tr->mom);
     zoff_dev_free(dev, tr->var);
     zoff_dev_free(dev, tr->d_sumsq);
@@ -112,8 +153,8 @@ int zoff_trainer_get_step(const zoff_trainer *tr) {
     return tr->step;
 }
 
-int zoff_trainer_compute_grads(zoff_trainer *tr, const int32_t *tokens, const int32_t *targets,
-                               int B, int T, bool first_micro_batch, float *loss) {
+int zoff_trainer_compute_grads(zoff_trainer *tr, const zoff_batch *b, bool first_micro_batch,
+                               float *loss) {
     int rc;
     if (first_micro_batch) {
         tr->loss_sum = 0.0;
@@ -121,8 +162,7 @@ int zoff_trainer_compute_grads(zoff_trainer *tr, const int32_t *tokens, const in
         if ((rc = zoff_model_zero_grads(tr->m, tr->s))) return rc;
     }
     float l = 0.0f;
-    if ((rc = zoff_model_forward(tr->m, tr->s, tokens, targets, B, T, &l))) return rc;
-    if ((rc = zoff_model_backward(tr->m, tr->s, tr->loss_scale))) return rc;
+    if ((rc = zoff_model_forward_backward(tr->m, tr->s, b, tr->loss_scale, &l))) return rc;
     tr->loss_sum += l;
     tr->n_micro++;
     if (loss) *loss = l;
@@ -189,7 +229,7 @@ int zoff_trainer_optimizer_step(zoff_trainer *tr, zoff_step_stats *stats) {
     if (tr->cfg.grad_clip > 0.0f && norm > tr->cfg.grad_clip) clip = tr->cfg.grad_clip / norm;
     int step = tr->step + 1;
     st.lr = zoff_trainer_lr_at(&tr->cfg, step);
-    zoff_optimizer_step_args a = {.params = zoff_model_params(tr->m),
+    zoff_optimizer_step_args a = {.params = tr->master,
                                   .grads = grads,
                                   .layout = layout,
                                   .step = step,
@@ -197,6 +237,10 @@ int zoff_trainer_optimizer_step(zoff_trainer *tr, zoff_step_stats *stats) {
                                   .grad_scale = unscale * clip,
                                   .cfg = &tr->cfg};
     rc = tr->hook ? tr->hook(tr->hook_ctx, tr->s, &a) : builtin_adamw(tr, &a);
+    /* 16-bit: the model's weights are the master's rounding */
+    if (!rc && tr->own_master)
+        rc = zoff_dev_op_cast(tr->s, zoff_model_weights(tr->m), zoff_model_weight_dtype(tr->m),
+                              tr->master, ZOFF_F32, layout->total);
     if (rc) return rc;
     tr->step = step;
     if (zoff_model_get_options(tr->m)->matmul_dtype == ZOFF_F16 &&
@@ -208,9 +252,8 @@ int zoff_trainer_optimizer_step(zoff_trainer *tr, zoff_step_stats *stats) {
     return 0;
 }
 
-int zoff_trainer_step(zoff_trainer *tr, const int32_t *tokens, const int32_t *targets, int B, int T,
-                      zoff_step_stats *stats) {
-    int rc = zoff_trainer_compute_grads(tr, tokens, targets, B, T, true, NULL);
+int zoff_trainer_step(zoff_trainer *tr, const zoff_batch *b, zoff_step_stats *stats) {
+    int rc = zoff_trainer_compute_grads(tr, b, true, NULL);
     return rc ? rc : zoff_trainer_optimizer_step(tr, stats);
 }
 

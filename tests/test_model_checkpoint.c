@@ -271,7 +271,7 @@ static void test_model_checkpoint(const float *p) {
     REQUIRE_OK(zoff_model_params_from_host(a, p));
     char ck[512], bin[512];
     path_of(ck, "ckpt/step_10");
-    REQUIRE_OK(zoff_model_checkpoint_save(a, ck));
+    REQUIRE_OK(zoff_model_checkpoint_save(a, ck, NULL));
     REQUIRE_OK(zoff_model_checkpoint_load(b, ck));
     float *q = malloc(layout.total * 4);
     REQUIRE_OK(zoff_model_params_to_host(b, q));

@@ -75,9 +75,9 @@ static void make_batch(int B, int T, int V, unsigned long long seed, int32_t *x,
 
 static void grads(zoff_model *m, const int32_t *x, const int32_t *y, int B, int T, float *g,
                   float *loss) {
+    REQUIRE_OK(zoff_model_alloc_grads(m));
     REQUIRE_OK(zoff_model_zero_grads(m, st));
-    REQUIRE_OK(zoff_model_forward(m, st, x, y, B, T, loss));
-    REQUIRE_OK(zoff_model_backward(m, st, 1.0f));
+    REQUIRE_OK(zoff_model_forward_backward(m, st, BATCH(x, y, B, T), 1.0f, loss));
     REQUIRE_OK(zoff_model_grads_to_host(m, g));
 }
 
@@ -90,7 +90,7 @@ static void test_whole_model_gradients(void) {
     o.seq_len = 6;
     zoff_model *m;
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &m));
-    CHECK(zoff_gpt_params16(m) == NULL);
+    CHECK(zoff_model_weight_dtype(m) == ZOFF_F32);
     const zoff_layout *l = zoff_model_get_layout(m);
     float *p = malloc(l->total * 4), *g = malloc(l->total * 4), *g2 = malloc(l->total * 4);
     random_params(m, 7, p);
@@ -117,10 +117,10 @@ static void test_whole_model_gradients(void) {
             float orig = p[i], lp, lm;
             p[i] = orig + eps;
             REQUIRE_OK(zoff_model_params_from_host(m, p));
-            REQUIRE_OK(zoff_model_forward(m, st, x, y, 2, 6, &lp));
+            REQUIRE_OK(zoff_model_forward(m, st, BATCH(x, y, 2, 6), &lp));
             p[i] = orig - eps;
             REQUIRE_OK(zoff_model_params_from_host(m, p));
-            REQUIRE_OK(zoff_model_forward(m, st, x, y, 2, 6, &lm));
+            REQUIRE_OK(zoff_model_forward(m, st, BATCH(x, y, 2, 6), &lm));
             p[i] = orig;
             double fd = ((double)lp - lm) / (2.0 * eps);
             checked++;
@@ -139,7 +139,10 @@ static void test_whole_model_gradients(void) {
     zoff_model *mc;
     o.activation_checkpoint = true;
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &mc));
-    CHECK(zoff_model_device_bytes(mc) < zoff_model_device_bytes(m));
+    zoff_device_plan pm, pc;
+    zoff_model_memory(m, &pm);
+    zoff_model_memory(mc, &pc);
+    CHECK(pc.activations < pm.activations);
     REQUIRE_OK(zoff_model_params_from_host(mc, p));
     float loss2;
     grads(mc, x, y, 2, 6, g2, &loss2);
@@ -170,17 +173,18 @@ static void test_whole_model_gradients(void) {
                zoff_dtype_name(types[k]), lerr, gerr);
         CHECK(lerr < 1e-2);
         CHECK(gerr < (types[k] == ZOFF_BF16 ? 5e-2 : 1e-2));
-        /* an owner that manages the 16-bit weights: the GEMMs read them, not the fp32 copy */
+        /* the device holds the weights in 16 bits only: every op reads them */
         size_t total = zoff_model_get_layout(mb)->total;
-        CHECK(zoff_gpt_params16(mb) != NULL);
-        zoff_gpt_set_params16_external(mb, true);
+        CHECK(zoff_model_weight_dtype(mb) == types[k]);
+        zoff_device_plan p16;
+        zoff_model_memory(mb, &p16);
+        CHECK_EQ_INT(p16.weights, (total * 2 + 255) / 256 * 256);
         float lz;
-        REQUIRE_OK(zoff_dev_memset_async(st, zoff_gpt_params16(mb), 0, total * 2));
-        REQUIRE_OK(zoff_model_forward(mb, st, x, y, 2, 6, &lz));
+        REQUIRE_OK(zoff_dev_memset_async(st, zoff_model_weights(mb), 0, total * 2));
+        REQUIRE_OK(zoff_model_forward(mb, st, BATCH(x, y, 2, 6), &lz));
         CHECK(fabsf(lz - logf((float)c.vocab_size)) < 1e-3f); /* zero weights: uniform logits */
-        REQUIRE_OK(zoff_dev_op_cast(st, zoff_gpt_params16(mb), types[k], zoff_model_params(mb),
-                                    ZOFF_F32, total));
-        REQUIRE_OK(zoff_model_forward(mb, st, x, y, 2, 6, &lz));
+        REQUIRE_OK(zoff_model_params_from_host(mb, p));
+        REQUIRE_OK(zoff_model_forward(mb, st, BATCH(x, y, 2, 6), &lz));
         CHECK(lz == lb);
         zoff_model_destroy(mb);
     }
@@ -188,15 +192,28 @@ static void test_whole_model_gradients(void) {
     zoff_model_destroy(m);
 }
 
+/* A gradient sink that records the order of `done` calls (by layer group) and hands out a
+ * flat fp32 buffer. */
 typedef struct hook_log {
+    const zoff_layout *l;
+    float *flat;
     int groups[64];
     int n;
 } hook_log;
 
-static void on_group(void *ctx, int group, zoff_dev_stream *s) {
+static int log_buffer(void *ctx, int t, zoff_dev_stream *s, void **g) {
     hook_log *h = ctx;
     (void)s;
-    if (h->n < 64) h->groups[h->n++] = group;
+    *g = h->flat + h->l->tensors[t].offset;
+    return 0;
+}
+
+static int log_done(void *ctx, int t, zoff_dev_stream *s) {
+    hook_log *h = ctx;
+    (void)s;
+    int g = h->l->tensors[t].group;
+    if (h->n < 64 && (h->n == 0 || h->groups[h->n - 1] != g)) h->groups[h->n++] = g;
+    return 0;
 }
 
 typedef struct opt_hook {
@@ -225,8 +242,7 @@ static void test_overfit_and_hooks(void) {
     zoff_model *m;
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &m));
     REQUIRE_OK(zoff_model_init_params(m, 1));
-    hook_log hl = {0};
-    zoff_gpt_set_grad_ready_hook(m, on_group, &hl);
+    hook_log hl = {.l = zoff_model_get_layout(m)};
     zoff_trainer_config tc;
     zoff_trainer_config_default(&tc);
     tc.lr = 1e-2f;
@@ -234,17 +250,21 @@ static void test_overfit_and_hooks(void) {
     tc.total_steps = 150;
     tc.weight_decay = 0.0f;
     zoff_trainer *tr;
-    REQUIRE_OK(zoff_trainer_create(m, st, &tc, &tr));
+    REQUIRE_OK(zoff_trainer_create(m, st, &tc, NULL, &tr));
     int32_t x[16], y[16];
     make_batch(2, 8, c.vocab_size, 3, x, y);
     zoff_step_stats s0, s;
-    REQUIRE_OK(zoff_trainer_step(tr, x, y, 2, 8, &s0));
-    /* the grad-ready hook saw ln_f, blocks in reverse, then the embeddings */
+    /* a sink sees ln_f's gradients done first, then the blocks in reverse, then the
+     * embeddings (the tied wte last), and gets the same gradients as the flat buffer */
+    hl.flat = zoff_model_grads(m);
+    zoff_grad_sink sink = {.dtype = ZOFF_F32, .buffer = log_buffer, .done = log_done, .ctx = &hl};
+    zoff_model_set_grad_sink(m, &sink);
+    REQUIRE_OK(zoff_trainer_step(tr, BATCH(x, y, 2, 8), &s0));
     CHECK_EQ_INT(hl.n, 4);
     CHECK(hl.groups[0] == 3 && hl.groups[1] == 2 && hl.groups[2] == 1 && hl.groups[3] == 0);
-    zoff_gpt_set_grad_ready_hook(m, NULL, NULL);
+    zoff_model_set_grad_sink(m, NULL);
     for (int i = 1; i < 150; i++)
-        REQUIRE_OK(zoff_trainer_step(tr, x, y, 2, 8, &s));
+        REQUIRE_OK(zoff_trainer_step(tr, BATCH(x, y, 2, 8), &s));
     printf("overfit: loss %.4f -> %.4f\n", s0.loss, s.loss);
     CHECK(s0.loss > 2.5f);
     CHECK(s.loss < 0.3f);
@@ -254,17 +274,17 @@ static void test_overfit_and_hooks(void) {
     opt_hook oh = {0};
     zoff_trainer_set_optimizer(tr, my_step, &oh);
     float l1, l2;
-    REQUIRE_OK(zoff_trainer_compute_grads(tr, x, y, 2, 4, true, &l1));
-    REQUIRE_OK(zoff_trainer_compute_grads(tr, x + 8, y + 8, 2, 4, false, &l2));
+    REQUIRE_OK(zoff_trainer_compute_grads(tr, BATCH(x, y, 2, 4), true, &l1));
+    REQUIRE_OK(zoff_trainer_compute_grads(tr, BATCH(x + 8, y + 8, 2, 4), false, &l2));
     REQUIRE_OK(zoff_trainer_optimizer_step(tr, &s));
     CHECK_EQ_INT(oh.calls, 1);
     CHECK_EQ_INT(oh.last_step, 151);
     CHECK(fabsf(s.loss - 0.5f * (l1 + l2)) < 1e-6f);
     CHECK(oh.last_scale > 0.0f && oh.last_scale <= 0.5f); /* two micro-batches averaged */
     float before, after;
-    REQUIRE_OK(zoff_model_forward(m, st, x, y, 2, 8, &before));
-    REQUIRE_OK(zoff_trainer_step(tr, x, y, 2, 8, &s));
-    REQUIRE_OK(zoff_model_forward(m, st, x, y, 2, 8, &after));
+    REQUIRE_OK(zoff_model_forward(m, st, BATCH(x, y, 2, 8), &before));
+    REQUIRE_OK(zoff_trainer_step(tr, BATCH(x, y, 2, 8), &s));
+    REQUIRE_OK(zoff_model_forward(m, st, BATCH(x, y, 2, 8), &after));
     CHECK(before == after);
     zoff_trainer_destroy(tr);
 
@@ -273,9 +293,9 @@ static void test_overfit_and_hooks(void) {
     zoff_model *mh;
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &mh));
     REQUIRE_OK(zoff_model_init_params(mh, 1));
-    REQUIRE_OK(zoff_trainer_create(mh, st, &tc, &tr));
+    REQUIRE_OK(zoff_trainer_create(mh, st, &tc, NULL, &tr));
     for (int i = 0; i < 60; i++)
-        REQUIRE_OK(zoff_trainer_step(tr, x, y, 2, 8, &s));
+        REQUIRE_OK(zoff_trainer_step(tr, BATCH(x, y, 2, 8), &s));
     printf("fp16: loss %.4f, loss scale %g\n", s.loss, s.loss_scale);
     CHECK(isfinite(s.loss) && s.loss < s0.loss);
     CHECK(s.loss_scale >= 1.0f);
@@ -284,10 +304,10 @@ static void test_overfit_and_hooks(void) {
 
     /* bad inputs are refused with a message */
     x[3] = c.vocab_size;
-    CHECK(zoff_model_forward(m, st, x, y, 2, 8, NULL) == -EINVAL);
+    CHECK(zoff_model_forward(m, st, BATCH(x, y, 2, 8), NULL) == -EINVAL);
     CHECK(strstr(zoff_last_error_detail(), "position 3") != NULL);
     x[3] = 0;
-    CHECK(zoff_model_forward(m, st, x, y, 3, 8, NULL) == -EINVAL);
+    CHECK(zoff_model_forward(m, st, BATCH(x, y, 3, 8), NULL) == -EINVAL);
     zoff_model_destroy(m);
 }
 
@@ -342,8 +362,8 @@ static void test_optimizer_hook_parity(void) {
     tc.warmup_steps = 2;
     tc.total_steps = 6;
     zoff_trainer *ta, *tb;
-    REQUIRE_OK(zoff_trainer_create(ma, st, &tc, &ta));
-    REQUIRE_OK(zoff_trainer_create(mb, st, &tc, &tb));
+    REQUIRE_OK(zoff_trainer_create(ma, st, &tc, NULL, &ta));
+    REQUIRE_OK(zoff_trainer_create(mb, st, &tc, NULL, &tb));
     zoff_trainer_set_optimizer(tb, host_adam_step, &h);
     int32_t x[32], y[32];
     float *pa = malloc(total * 4), *pb = malloc(total * 4);
@@ -351,9 +371,9 @@ static void test_optimizer_hook_parity(void) {
         make_batch(4, 8, c.vocab_size, 100 + step, x, y);
         zoff_step_stats sa, sb;
         /* a: one batch of 4; b: two micro-batches of 2 (gradient accumulation) */
-        REQUIRE_OK(zoff_trainer_step(ta, x, y, 4, 8, &sa));
-        REQUIRE_OK(zoff_trainer_compute_grads(tb, x, y, 2, 8, true, NULL));
-        REQUIRE_OK(zoff_trainer_compute_grads(tb, x + 16, y + 16, 2, 8, false, NULL));
+        REQUIRE_OK(zoff_trainer_step(ta, BATCH(x, y, 4, 8), &sa));
+        REQUIRE_OK(zoff_trainer_compute_grads(tb, BATCH(x, y, 2, 8), true, NULL));
+        REQUIRE_OK(zoff_trainer_compute_grads(tb, BATCH(x + 16, y + 16, 2, 8), false, NULL));
         REQUIRE_OK(zoff_trainer_optimizer_step(tb, &sb));
         CHECK(fabsf(sa.loss - sb.loss) < 1e-5f);
         CHECK(fabsf(sa.grad_norm - sb.grad_norm) < 1e-4f * sa.grad_norm);
@@ -451,21 +471,21 @@ static void test_resume(void) {
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &b));
     REQUIRE_OK(zoff_model_init_params(a, 3));
     REQUIRE_OK(zoff_model_init_params(b, 3));
-    REQUIRE_OK(zoff_trainer_create(a, st, &tc, &ta));
-    REQUIRE_OK(zoff_trainer_create(b, st, &tc, &tb));
+    REQUIRE_OK(zoff_trainer_create(a, st, &tc, NULL, &ta));
+    REQUIRE_OK(zoff_trainer_create(b, st, &tc, NULL, &tb));
     for (int i = 0; i < 6; i++)
-        REQUIRE_OK(zoff_trainer_step(ta, x[i], y[i], 2, 8, &sa));
+        REQUIRE_OK(zoff_trainer_step(ta, BATCH(x[i], y[i], 2, 8), &sa));
     for (int i = 0; i < 3; i++)
-        REQUIRE_OK(zoff_trainer_step(tb, x[i], y[i], 2, 8, NULL));
-    REQUIRE_OK(zoff_model_checkpoint_save(b, ck));
+        REQUIRE_OK(zoff_trainer_step(tb, BATCH(x[i], y[i], 2, 8), NULL));
+    REQUIRE_OK(zoff_model_checkpoint_save(b, ck, NULL));
     REQUIRE_OK(zoff_trainer_save_state(tb, opt));
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &r));
     REQUIRE_OK(zoff_model_checkpoint_load(r, ck));
-    REQUIRE_OK(zoff_trainer_create(r, st, &tc, &tr));
+    REQUIRE_OK(zoff_trainer_create(r, st, &tc, NULL, &tr));
     REQUIRE_OK(zoff_trainer_load_state(tr, opt));
     CHECK_EQ_INT(zoff_trainer_get_step(tr), 3);
     for (int i = 3; i < 6; i++)
-        REQUIRE_OK(zoff_trainer_step(tr, x[i], y[i], 2, 8, &sr));
+        REQUIRE_OK(zoff_trainer_step(tr, BATCH(x[i], y[i], 2, 8), &sr));
     CHECK(sa.loss == sr.loss && sa.lr == sr.lr);
     size_t total = zoff_model_get_layout(a)->total;
     float *pa = malloc(total * 4), *pr = malloc(total * 4);

@@ -44,15 +44,15 @@ static void run_model(zoff_dev *dev, zoff_dtype dt, result *r) {
     }
     r->grads = malloc(total * 4);
     r->params3 = malloc(total * 4);
+    REQUIRE_OK(zoff_model_alloc_grads(m));
     REQUIRE_OK(zoff_model_zero_grads(m, s));
-    REQUIRE_OK(zoff_model_forward(m, s, x, y, 3, 32, &r->loss));
-    REQUIRE_OK(zoff_model_backward(m, s, 1.0f));
+    REQUIRE_OK(zoff_model_forward_backward(m, s, BATCH(x, y, 3, 32), 1.0f, &r->loss));
     REQUIRE_OK(zoff_model_grads_to_host(m, r->grads));
     zoff_trainer *tr;
-    REQUIRE_OK(zoff_trainer_create(m, s, NULL, &tr));
+    REQUIRE_OK(zoff_trainer_create(m, s, NULL, NULL, &tr));
     zoff_step_stats st;
     for (int i = 0; i < 3; i++)
-        REQUIRE_OK(zoff_trainer_step(tr, x, y, 3, 32, &st));
+        REQUIRE_OK(zoff_trainer_step(tr, BATCH(x, y, 3, 32), &st));
     r->loss3 = st.loss;
     REQUIRE_OK(zoff_model_params_to_host(m, r->params3));
     zoff_trainer_destroy(tr);

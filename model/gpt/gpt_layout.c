@@ -99,13 +99,14 @@ int zoff_gpt_layout_build(const zoff_gpt_config *cfg, zoff_layout *out) {
                 snprintf(t->name, sizeof t->name, "%s", j == 0 ? "ln_f.weight" : "ln_f.bias");
                 t->shape[0] = (int64_t)C;
             } else {
-                t->kind = (zoff_gpt_tensor_kind)(ZOFF_GPT_LN1_W + j);
+                t->kind = ZOFF_GPT_LN1_W + j;
                 t->layer = g - 1;
                 snprintf(t->name, sizeof t->name, "h.%d.%s", g - 1, block_names[j]);
                 t->shape[0] = block_shapes[j][0];
                 t->shape[1] = block_shapes[j][1];
             }
             t->ndim = t->shape[1] ? 2 : 1;
+            t->hf_transposed = t->ndim == 2 && g != 0; /* GPT-2's Conv1D stores (in, out) */
             t->numel = (size_t)t->shape[0] * (t->ndim == 2 ? (size_t)t->shape[1] : 1);
             t->weight_decay = t->ndim == 2;
             out->n_params += t->numel;

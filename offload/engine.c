@@ -444,7 +444,7 @@ void zoff_engine_get_memory(const zoff_engine *e, zoff_engine_memory *out) {
     out->n_params = e->buckets[e->n_buckets - 1].offset + e->buckets[e->n_buckets - 1].numel -
                     e->buckets[0].offset;
     out->bucket_elems_max = e->bucket_elems_max;
-    out->device_bytes = (size_t)e->n_slots * (slot + 2 * sizeof(float));
+    out->device_bytes = engine_device_bytes(e->n_slots, slot);
     out->pinned_bytes = (size_t)(e->n_grad_ring + e->n_param_ring) * slot;
     out->host_bytes = e->store ? state_store_host_bytes(e->store) : 0;
     for (int s = 0; s < e->n_sets; s++) {

@@ -180,6 +180,13 @@ struct zoff_engine {
     zoff_trace *trace;
 };
 
+/* Device bytes of n_slots bucket slots of slot_bytes each and their statistics, as the device
+ * layer counts them (each allocation rounded up to its 256-byte alignment). */
+static inline size_t engine_device_bytes(int n_slots, size_t slot_bytes) {
+    size_t a = 256, stats = (size_t)n_slots * 2 * sizeof(float);
+    return (size_t)n_slots * ((slot_bytes + a - 1) / a * a) + (stats + a - 1) / a * a;
+}
+
 /* offload/buckets.c */
 int engine_build_buckets(zoff_engine *e);
 /* offload/cpu_worker.c: the receiver takes gradients out of the ring and decides each step;

@@ -434,17 +434,20 @@ static int cuda_launch_host_fn(void *stream, zoff_dev_host_fn fn, void *arg) {
 static int counter_address(const uint32_t *flag, CUdeviceptr *out) {
     void *d = NULL;
     cudaError_t err = cudaHostGetDevicePointer(&d, (void *)flag, 0);
-    if (err == cudaErrorInvalidValue) {
+    if (err != cudaSuccess) {
         /* Not every driver resolves an address inside the block (the engine's counters
          * share one allocation): the pointer's attributes know its device address. */
         (void)cudaGetLastError();
         struct cudaPointerAttributes a;
-        err = cudaPointerGetAttributes(&a, flag);
-        if (err == cudaSuccess) d = a.devicePointer;
-        if (err == cudaSuccess && !d) err = cudaErrorInvalidValue;
+        if (cudaPointerGetAttributes(&a, flag) == cudaSuccess && a.devicePointer) {
+            d = a.devicePointer;
+            err = cudaSuccess;
+        } else {
+            (void)cudaGetLastError();
+        }
     }
-    int rc = zoff_cuda_check(err, "counter's device address (cudaHostGetDevicePointer: is it "
-                                  "from zoff_dev_host_alloc?)");
+    int rc = zoff_cuda_check(err, "the counter's device address (cudaHostGetDevicePointer): "
+                                  "counters must be in memory from zoff_dev_host_alloc");
     if (rc) return rc;
     *out = (CUdeviceptr)(uintptr_t)d;
     return 0;

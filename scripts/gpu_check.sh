@@ -107,7 +107,7 @@ stage info 30 "$out/setup.log" build/gpu/cli/zoff info --nvme-path "$nvme" &&
     sed -n '/^=== info/,$p' "$out/setup.log"
 
 # 4. the CUDA tests, each test's outcome logged as it ends
-stage tests 240 "$out/ctest.log" ctest --test-dir build/gpu -R '_cuda$' -j 4 \
+stage tests 240 "$out/ctest.log" ctest --test-dir build/gpu -R '_cuda$|cuda_errors' -j 4 \
     --output-on-failure
 grep -E "tests passed|tests failed|^\s+[0-9]+ - " "$out/ctest.log" |
     tee -a "$summary"

@@ -710,6 +710,15 @@ int zoff_dev_cuda_open(zoff_dev *dev) {
     if ((rc = zoff_cuda_use_device(ord))) goto fail;
     set_blocking_sync(ord);
 
+    int pools = 0;
+    if ((rc = CK(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, ord)))) goto fail;
+    if (!pools) {
+        rc = zoff_fail(ZOFF_ECUDA, MOD,
+                       "GPU %d does not support stream-ordered memory pools "
+                       "(cudaDevAttrMemoryPoolsSupported is 0), which zoff allocates from",
+                       ord);
+        goto fail;
+    }
     /* zoff's own pool: its settings and its trimming touch no one else's allocations */
     struct cudaMemPoolProps props;
     memset(&props, 0, sizeof props);

@@ -25,16 +25,23 @@ extern "C" {
  * reductions on different streams never share it. */
 #define ZOFF_CUDA_REDUCE_BLOCKS 512
 
-/* A cuBLAS handle with its workspace (from the device's pool). Handles outlive the streams
- * that used them: a destroyed stream parks its handle on the device's list, the next stream
- * to run a GEMM takes it, and only close destroys handles (cublasDestroy synchronizes the
- * whole device, which must never happen while a stream waits on a counter). */
-typedef struct cuda_blas {
-    void *handle;    /* cublasHandle_t */
-    void *workspace; /* device memory from the pool, workspace_bytes long */
-    size_t workspace_bytes;
-    struct cuda_blas *next; /* in cuda_device.blas_free */
-} cuda_blas;
+/* A stream of the CUDA backend. CUDA assigns each new stream to one of its hardware queues
+ * (CUDA_DEVICE_MAX_CONNECTIONS) in turn, and a stream waiting on a counter blocks its queue:
+ * two live streams that share a queue can deadlock when one waits for the other. So a
+ * destroyed stream is parked, idle, on its device and the next stream created takes it: the
+ * device never makes more CUDA streams than it has live at once, and those get distinct
+ * queues as long as they are no more than the queues. A parked stream keeps its scratch and
+ * cuBLAS handle; only close destroys them (cublasDestroy and cudaFree synchronize the whole
+ * device, which must never happen while a stream waits on a counter). */
+typedef struct cuda_stream {
+    cudaStream_t stream;
+    float *scratch; /* (2, ZOFF_CUDA_REDUCE_BLOCKS) device floats: sumsq, nonfinite */
+    int ordinal;
+    void *cublas;           /* cublasHandle_t bound to this stream, made at its first GEMM */
+    void *cublas_workspace; /* its workspace, from the device's pool */
+    struct cuda_device *owner;
+    struct cuda_stream *next; /* in owner->idle while parked */
+} cuda_stream;
 
 typedef struct cuda_device {
     zoff_dev *dev;
@@ -45,20 +52,11 @@ typedef struct cuda_device {
     cudaStream_t free_stream;  /* orders frees after the work issued before them */
     cudaEvent_t free_fence;    /* recorded on each stream by a free, waited on by free_stream */
     pthread_mutex_t free_lock; /* serializes frees (free_fence, free_stream) */
-    pthread_mutex_t blas_lock; /* guards blas_free */
-    cuda_blas *blas_free;      /* parked cuBLAS handles */
+    pthread_mutex_t idle_lock; /* guards idle */
+    cuda_stream *idle;         /* parked streams */
     int connections;           /* CUDA_DEVICE_MAX_CONNECTIONS in effect */
-    int n_streams;             /* live streams, to warn past the connection count */
+    int n_streams;             /* CUDA streams made, parked ones included (dev->lock) */
 } cuda_device;
-
-typedef struct cuda_stream {
-    cudaStream_t stream;
-    float *scratch; /* (2, ZOFF_CUDA_REDUCE_BLOCKS) device floats: sumsq, nonfinite */
-    int ordinal;
-    void *cublas;       /* cublasHandle_t bound to this stream, taken at its first GEMM */
-    cuda_blas *blas;    /* the handle's record, returned to owner->blas_free at destroy */
-    cuda_device *owner; /* the device the stream belongs to */
-} cuda_stream;
 
 /* The one checking helper for CUDA runtime statuses. 0 for cudaSuccess; -EAGAIN, silently,
  * for cudaErrorNotReady (a query that found work pending). Any other error is consumed from
@@ -85,12 +83,10 @@ int zoff_cuda_launch_scale(cuda_stream *s, void *x, zoff_dtype type, float alpha
 int zoff_cuda_launch_sumsq_nonfinite(cuda_stream *s, const void *x, zoff_dtype type, size_t n,
                                      float *out);
 
-/* cuBLAS handles (ops_gemm.cu): create binds a handle with its workspace to s (a parked one
- * if any, else a new one); release parks s's handle on its device; destroy_all, at close,
- * destroys the parked handles and frees their workspaces. */
+/* cuBLAS (ops_gemm.cu): create makes s's handle, bound to s with a workspace from the pool
+ * (so cuBLAS allocates nothing lazily); destroy, at close, destroys it and frees that. */
 int zoff_cuda_cublas_create(cuda_stream *s);
-void zoff_cuda_cublas_release(cuda_stream *s);
-void zoff_cuda_cublas_destroy_all(cuda_device *c);
+void zoff_cuda_cublas_destroy(cuda_stream *s);
 
 /* the model kernels, one .cu file per family */
 int zoff_cuda_launch_gemm(cuda_stream *s, bool trans_a, bool trans_b, int M, int N, int K,

@@ -270,8 +270,16 @@ static void cuda_close(zoff_dev *dev) {
     if (!c) return;
     if (use_gpu(dev) == 0) {
         CK(cudaDeviceSynchronize());
-        zoff_cuda_cublas_destroy_all(c);
-        CK(cudaDeviceSynchronize()); /* the workspaces' frees */
+        /* the parked streams (the dispatcher destroyed every live one before) */
+        while (c->idle) {
+            cuda_stream *s = c->idle;
+            c->idle = s->next;
+            zoff_cuda_cublas_destroy(s);
+            zoff_cuda_pool_free(c, s->scratch);
+            CK(cudaStreamDestroy(s->stream));
+            free(s);
+        }
+        CK(cudaDeviceSynchronize()); /* the frees */
         CK(cudaMemPoolTrimTo(c->pool, 0));
         CK(cudaMemPoolDestroy(c->pool));
         CK(cudaEventDestroy(c->free_fence));
@@ -279,7 +287,7 @@ static void cuda_close(zoff_dev *dev) {
         CK(cudaStreamDestroy(c->alloc_stream));
     }
     pthread_mutex_destroy(&c->free_lock);
-    pthread_mutex_destroy(&c->blas_lock);
+    pthread_mutex_destroy(&c->idle_lock);
     free(c);
 }
 
@@ -315,7 +323,16 @@ static int cuda_host_free(zoff_dev *dev, void *ptr) {
 
 static int cuda_stream_create(zoff_dev *dev, void **impl) {
     cuda_device *c = dev->impl;
-    cuda_stream *s = calloc(1, sizeof *s);
+    pthread_mutex_lock(&c->idle_lock);
+    cuda_stream *s = c->idle;
+    if (s) c->idle = s->next;
+    pthread_mutex_unlock(&c->idle_lock);
+    if (s) { /* a parked stream: idle, with its queue, scratch and cuBLAS handle */
+        s->next = NULL;
+        *impl = s;
+        return 0;
+    }
+    s = calloc(1, sizeof *s);
     if (!s) return -ENOMEM;
     s->ordinal = c->ordinal;
     s->owner = c;
@@ -336,8 +353,9 @@ static int cuda_stream_create(zoff_dev *dev, void **impl) {
     pthread_mutex_unlock(&dev->lock);
     if (n == c->connections + 1)
         zoff_log(ZOFF_LOG_WARN, MOD,
-                 "%d streams on GPU %d share %d hardware queues (CUDA_DEVICE_MAX_CONNECTIONS): "
-                 "a stream waiting on a counter may block a writer queued behind it",
+                 "%d CUDA streams on GPU %d share %d hardware queues "
+                 "(CUDA_DEVICE_MAX_CONNECTIONS): a stream waiting on a counter may block a "
+                 "writer queued behind it",
                  n, c->ordinal, c->connections);
     *impl = s;
     return 0;
@@ -348,16 +366,16 @@ static int cuda_stream_destroy(zoff_dev *dev, void *impl) {
     cuda_device *c = dev->impl;
     int rc = use_gpu(dev);
     if (!rc) rc = CK(cudaStreamSynchronize(s->stream));
-    /* Nothing here synchronizes the device: the cuBLAS handle is parked, not destroyed,
-     * and the scratch goes back to the pool stream-ordered. */
-    zoff_cuda_cublas_release(s);
-    int rc2 = zoff_cuda_pool_free(c, s->scratch);
-    int rc3 = CK(cudaStreamDestroy(s->stream));
-    pthread_mutex_lock(&dev->lock);
-    c->n_streams--;
-    pthread_mutex_unlock(&dev->lock);
-    free(s);
-    return rc ? rc : rc2 ? rc2 : rc3;
+    if (rc) { /* work may be pending: never hand this stream out again */
+        zoff_log(ZOFF_LOG_WARN, MOD, "a stream that failed to synchronize is not reused: leaked");
+        return rc;
+    }
+    /* Parked, not destroyed: nothing here synchronizes the device (see cuda_backend.h). */
+    pthread_mutex_lock(&c->idle_lock);
+    s->next = c->idle;
+    c->idle = s;
+    pthread_mutex_unlock(&c->idle_lock);
+    return 0;
 }
 
 static int cuda_stream_synchronize(void *impl) {
@@ -706,7 +724,8 @@ int zoff_dev_cuda_open(zoff_dev *dev) {
     c->cc_major = info.cc_major;
     c->connections = connections_in_effect();
     pthread_mutex_init(&c->free_lock, NULL);
-    pthread_mutex_init(&c->blas_lock, NULL);
+    pthread_mutex_init(&c->idle_lock, NULL);
+    c->n_streams = 2; /* alloc_stream and free_stream */
     if ((rc = zoff_cuda_use_device(ord))) goto fail;
     set_blocking_sync(ord);
 
@@ -764,7 +783,7 @@ fail:
     if (c->pool) cudaMemPoolDestroy(c->pool);
     (void)cudaGetLastError();
     pthread_mutex_destroy(&c->free_lock);
-    pthread_mutex_destroy(&c->blas_lock);
+    pthread_mutex_destroy(&c->idle_lock);
     free(c);
     return rc;
 }

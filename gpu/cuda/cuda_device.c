@@ -16,8 +16,9 @@
  * taken from the driver through the runtime, so libzoff never links libcuda. A waiting
  * stream blocks its hardware queue, so zoff asks for 32 queues (CUDA_DEVICE_MAX_CONNECTIONS,
  * default 8, set before the first CUDA call unless the user set it): a writer queued later
- * on another stream must not share the waiter's queue. Host-side waits block rather than
- * spin (cudaDeviceScheduleBlockingSync, blocking-sync events): the CPU Adam needs the cores. */
+ * on another stream must not share the waiter's queue; for that, destroyed streams are
+ * parked and reused (cuda_backend.h). Host-side waits block rather than spin
+ * (cudaDeviceScheduleBlockingSync, blocking-sync events): the CPU Adam needs the cores. */
 #include "gpu/cuda/cuda_backend.h"
 #include "gpu/device_impl.h"
 #include "core/log.h"

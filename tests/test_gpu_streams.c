@@ -278,7 +278,7 @@ static void test_not_ready_then_launch(zoff_dev *dev) {
     REQUIRE_OK(zoff_dev_event_create(dev, &never0));
     REQUIRE_OK(zoff_dev_event_create(dev, &never1));
     float *d, *h;
-    REQUIRE_OK(zoff_dev_malloc(dev, LEN * sizeof(float), (void **)&d));
+    REQUIRE_OK(zoff_dev_malloc(dev, (LEN + 1) * sizeof(float), (void **)&d));
     REQUIRE_OK(zoff_dev_host_alloc(dev, LEN * sizeof(float), (void **)&h));
     for (int i = 0; i < LEN; i++)
         h[i] = (float)i;
@@ -291,7 +291,7 @@ static void test_not_ready_then_launch(zoff_dev *dev) {
     CHECK_EQ_INT(zoff_dev_event_query(e), -EAGAIN);
     CHECK_OK(zoff_dev_op_scale(b, d, ZOFF_F32, 2.0f, LEN)); /* the launch right after */
     CHECK_EQ_INT(zoff_dev_event_query(e), -EAGAIN);
-    CHECK_OK(zoff_dev_memset_async(b, h, 0, 4)); /* a copy-engine call too */
+    CHECK_OK(zoff_dev_memset_async(b, d + LEN, 0, 4)); /* not a kernel of ours too */
     float ms = 0;
     CHECK(zoff_dev_event_elapsed_ms(never0, never1, &ms) != 0); /* fails: never recorded */
     CHECK_OK(zoff_dev_op_scale(b, d, ZOFF_F32, 3.0f, LEN));

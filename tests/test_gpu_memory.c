@@ -55,7 +55,7 @@ static void test_capacity_sized(int argc, char **argv) {
     for (int i = 0; i < LEN; i++)
         h[i] = (float)(i % 5) - 2.0f;
     CHECK_OK(zoff_dev_memcpy_async(s, a, h, LEN * sizeof(float), ZOFF_COPY_H2D));
-    CHECK_OK(zoff_dev_op_gemm(s, true, false, M, M, M, 1.0f, a, M, a, M, ZOFF_F32, 0.0f, c, M));
+    CHECK_OK(zoff_dev_op_gemm(s, true, false, M, M, M, 1.0f, a, M, a, M, ZOFF_F32, 0.0f, c, ZOFF_F32, M));
     CHECK_OK(zoff_dev_op_sumsq_nonfinite(s, c, ZOFF_F32, LEN, stats));
     CHECK_OK(zoff_dev_memcpy_async(s, h + LEN, c, LEN * sizeof(float), ZOFF_COPY_D2H));
     CHECK_OK(zoff_dev_memcpy_async(s, h + 2 * LEN, stats, 2 * sizeof(float), ZOFF_COPY_D2H));

@@ -360,7 +360,7 @@ static void test_waits_writers_later(zoff_dev *dev) {
     REQUIRE_OK(zoff_dev_malloc(dev, M * M * sizeof(float), (void **)&C));
     REQUIRE_OK(zoff_dev_host_alloc(dev, M * M * sizeof(float), (void **)&hc));
     CHECK_OK(zoff_dev_memcpy_async(g, A, ones, M * M * sizeof(float), ZOFF_COPY_H2D));
-    CHECK_OK(zoff_dev_op_gemm(g, false, false, M, M, M, 1.0f, A, M, A, M, ZOFF_F32, 0.0f, C, M));
+    CHECK_OK(zoff_dev_op_gemm(g, false, false, M, M, M, 1.0f, A, M, A, M, ZOFF_F32, 0.0f, C, ZOFF_F32, M));
     CHECK_OK(zoff_dev_memcpy_async(g, hc, C, M * M * sizeof(float), ZOFF_COPY_D2H));
     CHECK_OK(zoff_dev_stream_synchronize(g));
     CHECK_OK(zoff_dev_stream_destroy(g));
@@ -429,7 +429,7 @@ static void *calls_from_new_thread(void *arg) {
         h[i] = (float)(i % 7) - 3.0f;
     JOB_CHECK(job, zoff_dev_memcpy_async(s, a, h, LEN * sizeof(float), ZOFF_COPY_H2D));
     JOB_CHECK(job, zoff_dev_op_gemm(s, false, true, M, M, M, 1.0f, a, M, a, M, ZOFF_F32, 0.0f, c,
-                                    M)); /* c = a a^T */
+                                    ZOFF_F32, M)); /* c = a a^T */
     JOB_CHECK(job, zoff_dev_op_sumsq_nonfinite(s, a, ZOFF_F32, LEN, stats));
     JOB_CHECK(job, zoff_dev_event_record(e, s));
     JOB_CHECK(job, zoff_dev_stream_wait_event(t, e));

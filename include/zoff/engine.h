@@ -149,6 +149,11 @@ int zoff_engine_load_state(zoff_engine *e, zoff_dev_stream *s, const float *m, c
 
 /* The report of the last completed step (-EAGAIN if none yet). Does not block. */
 int zoff_engine_last_report(zoff_engine *e, zoff_engine_step_report *out);
+/* The report of optimizer step `step` (0-based, counted from this engine's creation), waiting
+ * (host) until the CPU worker has finished it: -EINVAL for a step not yet ended, -ENOENT once
+ * it is older than the last 8. With DPU, ask for a step only after the next one has ended, or
+ * the wait serializes the pipeline. */
+int zoff_engine_report_of_step(zoff_engine *e, int64_t step, zoff_engine_step_report *out);
 /* Copies the fp32 master weights to host memory (n_params floats); flushes first. */
 int zoff_engine_get_master(zoff_engine *e, zoff_dev_stream *s, float *out);
 

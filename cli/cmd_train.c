@@ -114,11 +114,14 @@ static void defaults(train_opts *o) {
     o->batch = 16;
     o->steps = 600;
     o->grad_accum = 1;
+    /* the optimizer's defaults are the library's (zoff_optimizer_get_defaults), as for an
+     * embedder; only the learning rate is the built-in demo's own, higher for its tiny model */
+    zoff_optimizer_defaults od = zoff_optimizer_get_defaults();
     o->lr = 3e-3;
     o->min_lr_frac = 0.1;
     o->warmup = 20;
-    o->weight_decay = 0.1;
-    o->grad_clip = 1.0;
+    o->weight_decay = od.weight_decay;
+    o->grad_clip = od.grad_clip;
     o->dtype = "auto";
     o->data = DEFAULT_DATA;
     o->val_frac = 0.1;

@@ -63,10 +63,10 @@ typedef struct zoff_engine_config {
     int grad_ring_slots;     /* pinned host buffers for gradients (default 3) */
     int param_ring_slots;    /* pinned host buffers for weights (default 2; DPU: all buckets) */
 
-    /* AdamW */
+    /* AdamW (defaults: zoff_optimizer_get_defaults(), shared with the reference trainer) */
     float lr, beta1, beta2, eps, weight_decay;
     int adamw;            /* 1: decoupled weight decay (default), 0: L2 (Adam) */
-    float clip_norm;      /* clip by global gradient norm; 0 = off (default) */
+    float clip_norm;      /* clip by global gradient norm; 0 = off (default 1: overlap needs 0) */
     int grad_accum_steps; /* micro-batches per optimizer step (default 1) */
 
     /* fp16 dynamic loss scaling (dtype f16 only) */

@@ -495,7 +495,7 @@ static void print_sample(run *r) {
     printf("\n--- sample (%d tokens, temperature %.2f, top-k %d) ---\n", n, r->o.temperature,
            r->o.top_k);
     if (bytes) fwrite(r->o.prompt, 1, strlen(r->o.prompt), stdout);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && !zoff_train_stop_signal(); i++) {
         int start = len > T ? len - T : 0, w = len - start;
         int rc = zoff_gpt_forward(r->m, r->s, seq + start, NULL, 1, w, NULL);
         if (!rc) rc = zoff_gpt_probs_row(r->m, r->s, 0, w - 1, probs);
@@ -635,6 +635,10 @@ static int train(run *r) {
     int first = (r->tr ? zoff_trainer_get_step(r->tr) : zoff_gpt_offload_resumed_step(r->off)) + 1;
     for (long i = 0; i < (long)(first - 1) * o->grad_accum; i++)
         zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &r->rng, r->x, r->y);
+    if (zoff_train_stop_signal()) { /* during the set-up: nothing trained, nothing to save */
+        printf("stopped by signal %d before the first step\n", zoff_train_stop_signal());
+        return 128 + zoff_train_stop_signal();
+    }
     if (first > o->steps) {
         printf("nothing to do: the checkpoint is at step %d of %d\n", first - 1, o->steps);
         return 0;
@@ -741,7 +745,8 @@ static int train(run *r) {
         return 128 + sig;
     }
     print_sample(r);
-    return 0;
+    sig = zoff_train_stop_signal(); /* during the sample: the checkpoint is saved already */
+    return sig ? 128 + sig : 0;
 }
 
 static int mkdir_p(const char *dir) {
@@ -786,6 +791,9 @@ int zoff_cmd_train(int argc, char **argv) {
         }
     run r;
     memset(&r, 0, sizeof r);
+    /* from the start: a signal during the set-up (the NVMe swap may already exist) still
+     * ends through the orderly path that releases everything */
+    zoff_train_signals_install();
     defaults(&r.o);
     cJSON *doc = NULL;
     if (parse_args(argc, argv, &r.o, &doc)) {
@@ -978,7 +986,6 @@ int zoff_cmd_train(int argc, char **argv) {
     zoff_metrics_raw(&line, "\"config\":");
     zoff_metrics_raw(&line, cl.buf);
     zoff_metrics_write(&line, r.metrics);
-    zoff_train_signals_install();
     ret = train(&r);
 out:
     if (r.metrics) fclose(r.metrics);

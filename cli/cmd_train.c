@@ -144,12 +144,10 @@ static void defaults(train_opts *o) {
 }
 
 static void usage(FILE *f) {
-    fprintf(
-        f,
-        "usage: zoff train [options]\n\n"
-        "Trains a GPT: AdamW on the device (the reference trainer), or with --offload\n"
-        "cpu|nvme through the offload engine. With no options: the built-in demo on\n" DEFAULT_DATA
-        " (byte tokens, about a minute).\n\n");
+    fprintf(f, "usage: zoff train [options]\n\n"
+               "Trains a GPT: AdamW on the device (the reference trainer), or with --offload\n"
+               "cpu|nvme through the offload engine. With no options: the built-in demo on\n"
+               DEFAULT_DATA " (byte tokens, about a minute).\n\n");
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         const opt_spec *s = &specs[i];
         const char *arg = s->kind == OPT_FLAG    ? ""

@@ -254,6 +254,14 @@ static void sleep_s(double s) {
     }
 }
 
+/* Waits (polling) until the run's save into k/final has begun; returns the time. */
+static double wait_for_save(double timeout) {
+    double t0 = now_s();
+    while (!exists("k/.final.tmp") && now_s() - t0 < timeout)
+        sleep_s(0.0005);
+    return now_s();
+}
+
 /* kill -9 at random points while a resumed run re-saves into its own OUT/final. */
 static void test_kill_resave(void) {
 #define KMODEL                                                                                     \
@@ -263,20 +271,24 @@ static void test_kill_resave(void) {
     char id0[ZOFF_RUN_ID_LEN + 1], id[ZOFF_RUN_ID_LEN + 1];
     long step = checkpoint_step("k/final", id0);
     CHECK_EQ_INT(step, 1);
-    /* how long one resume-train-resave takes, to spread the kills over it */
+    /* how long a re-save takes: from its temporary folder's appearance to the exit */
     char args[1024];
-    double t0 = now_s();
     snprintf(args, sizeof args, "train " KMODEL "--steps 2 --resume k/final");
-    CHECK_EQ_INT(run(args), 0);
-    double span = now_s() - t0;
+    pid_t pid = spawn(args, "kill.txt");
+    double t_save = wait_for_save(60);
+    CHECK_EQ_INT(wait_status(pid, NULL), 0);
+    double span = now_s() - t_save;
+    if (span < 0.002) span = 0.002;
     step = checkpoint_step("k/final", id);
     CHECK_EQ_INT(step, 2);
     unsigned long long rng = 12345;
     int interrupted = 0, mid_save = 0;
     for (int i = 0; i < 24 && step > 0; i++) {
         snprintf(args, sizeof args, "train " KMODEL "--steps %ld --resume k/final", step + 1);
-        pid_t pid = spawn(args, "kill.txt");
-        sleep_s(zoff_test_randf(&rng, 0.3f, 1.1f) * span); /* the save is at the end */
+        pid = spawn(args, "kill.txt");
+        /* at a random point of the save: once it has begun, up to a little past its end */
+        wait_for_save(60);
+        sleep_s(zoff_test_randf(&rng, 0.0f, 1.2f) * span);
         kill(pid, SIGKILL);
         int sig = 0;
         wait_status(pid, &sig);
@@ -292,7 +304,7 @@ static void test_kill_resave(void) {
     }
     printf("kill -9 during re-saves: %d of 24 runs killed, %d with a save in progress\n",
            interrupted, mid_save);
-    CHECK(interrupted >= 10);
+    CHECK(interrupted >= 5); /* timing decides how many; most, on an idle machine */
     /* and the run resumes from what is there */
     snprintf(args, sizeof args, "train " KMODEL "--steps %ld --resume k/final", step + 1);
     CHECK_EQ_INT(run(args), 0);

@@ -813,9 +813,6 @@ int zoff_cmd_train(int argc, char **argv) {
         ret = 2;
         goto out;
     }
-    /* a fresh run never writes over a previous one unasked; stray temporaries go first */
-    if ((ret = zoff_train_prepare_out(o->out, o->resume != NULL, o->overwrite)) != 0) goto out;
-    ret = 1;
     const char *ckpt_flag = o->resume ? "--resume" : "--init-from";
     if (o->resume) {
         /* a folder caught between two renames by a kill is put back before it is read */
@@ -828,6 +825,10 @@ int zoff_cmd_train(int argc, char **argv) {
         snprintf(r.run_id, sizeof r.run_id, "%s", stamp.run_id);
         o->init_from = o->resume;
     }
+    /* a run never writes over another one's results unasked; stray temporaries go first */
+    if ((ret = zoff_train_prepare_out(o->out, o->resume ? r.run_id : NULL, o->overwrite)) != 0)
+        goto out;
+    ret = 1;
     if (!r.run_id[0]) zoff_ckpt_new_run_id(r.run_id);
     if (o->off.trace && zoff_train_check_writable(o->off.trace)) {
         ret = 2;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* What zoff train writes into OUT: metrics.jsonl, final/, step_N/. */
 static bool is_run_output(const char *name) {
@@ -36,7 +37,17 @@ void zoff_train_recover_parent(const char *dir) {
                fixed == 1 ? "y" : "ies");
 }
 
-int zoff_train_prepare_out(const char *out, bool resume, bool overwrite) {
+/* The run whose final checkpoint OUT holds ("" if none or unstamped). */
+static void out_run_id(const char *out, char id[ZOFF_RUN_ID_LEN + 1]) {
+    char p[PATH_MAX];
+    zoff_ckpt_stamp st;
+    id[0] = 0;
+    if (snprintf(p, sizeof p, "%s/final/config.json", out) < (int)sizeof p &&
+        access(p, F_OK) == 0 && zoff_ckpt_stamp_read(p, &st) == 0)
+        snprintf(id, ZOFF_RUN_ID_LEN + 1, "%s", st.run_id);
+}
+
+int zoff_train_prepare_out(const char *out, const char *resume_run_id, bool overwrite) {
     int fixed = 0;
     if (zoff_ckpt_dir_recover(out, &fixed) != 0) {
         fprintf(stderr, "zoff train: --out %s: cannot read it: %s\n", out, strerror(errno));
@@ -45,7 +56,26 @@ int zoff_train_prepare_out(const char *out, bool resume, bool overwrite) {
     if (fixed)
         printf("zoff train: %s: tidied %d entr%s left by an interrupted save\n", out, fixed,
                fixed == 1 ? "y" : "ies");
-    if (resume) return 0;
+    if (resume_run_id) {
+        char id[ZOFF_RUN_ID_LEN + 1];
+        out_run_id(out, id);
+        if (!id[0] || strcmp(id, resume_run_id) == 0) return 0; /* its own run: continued */
+        if (!overwrite) {
+            fprintf(stderr,
+                    "zoff train: --out %s holds the results of run %s, and the resumed "
+                    "checkpoint is of run %s: choose another --out, or pass --overwrite to "
+                    "replace them\n",
+                    out, id, resume_run_id[0] ? resume_run_id : "(unstamped)");
+            return 2;
+        }
+        /* the other run's metrics go; its checkpoint folders are replaced as this run saves
+         * (not removed now: the checkpoint being resumed may be among them) */
+        char p[PATH_MAX];
+        if (snprintf(p, sizeof p, "%s/metrics.jsonl", out) < (int)sizeof p) remove(p);
+        printf("zoff train: --overwrite: %s held run %s's results; its metrics.jsonl removed\n",
+               out, id);
+        return 0;
+    }
     DIR *d = opendir(out);
     if (!d) return 0; /* created later */
     char first[256] = "";
@@ -56,7 +86,7 @@ int zoff_train_prepare_out(const char *out, bool resume, bool overwrite) {
     }
     closedir(d);
     if (n == 0) return 0;
-    if (!overwrite) {
+    if (!overwrite && !resume_run_id) {
         fprintf(stderr,
                 "zoff train: --out %s is not empty (%s%s): a fresh run does not write over a "
                 "previous one; pass --overwrite to replace its results, --resume %s/final to "

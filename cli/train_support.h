@@ -15,10 +15,11 @@
 
 /* Readies OUT before a run writes into it: tidies what a killed save left (stray temporary
  * folders and files; a checkpoint caught between two renames is put back). A fresh run
- * (resume false) refuses an OUT that already holds files unless overwrite, which removes the
- * previous run's metrics.jsonl and checkpoint folders (and nothing else). Prints what is
- * wrong; returns 0, 2 (refused: bad usage) or 1 (could not). */
-int zoff_train_prepare_out(const char *out, bool resume, bool overwrite);
+ * (resume_run_id NULL) refuses an OUT that already holds files, and a resumed one an OUT whose
+ * final checkpoint is another run's, unless overwrite, which removes the previous run's
+ * metrics.jsonl and checkpoint folders (and nothing else). Prints what is wrong; returns 0,
+ * 2 (refused: bad usage) or 1 (could not). */
+int zoff_train_prepare_out(const char *out, const char *resume_run_id, bool overwrite);
 
 /* Whether FILE (--trace, written only after training) can be written: checked up front.
  * Prints what is wrong and returns -1. */

@@ -453,6 +453,11 @@ static void test_out_folder(void) {
     CHECK_EQ_INT(run("train " TINY "--steps 2 --out o --overwrite"), 0);
     CHECK(!exists("o/step_2") && exists("o/final"));
     CHECK_EQ_INT(check_metrics("o/metrics.jsonl", -1, NULL), 2);
+    /* resuming another run's checkpoint into this run's folder: refused unless asked */
+    CHECK_EQ_INT(run("train " TINY "--steps 5 --resume g/final --out o"), 2);
+    CHECK(output_has("holds the results of run"));
+    CHECK_EQ_INT(run("train " TINY "--steps 5 --resume g/final --out o --overwrite"), 0);
+    CHECK_EQ_INT(check_metrics("o/metrics.jsonl", -1, NULL), 2); /* steps 4 and 5 */
     /* files of two checkpoints mixed in one folder: refused, naming them */
     sh("cp -r o/final mix && cp g/final/optimizer.safetensors mix/", "", "");
     CHECK_EQ_INT(run("train " TINY "--steps 5 --resume mix --out mixo"), 1);

@@ -449,6 +449,24 @@ static void test_folder(const float *p) {
     REQUIRE_OK(zoff_ckpt_dir_recover(dir, &fixed));
     CHECK_EQ_INT(fixed, 1);
     CHECK(stat(path, &sb) != 0);
+
+    /* a folder of an older zoff (no stamps at all) is accepted; half stamped is not */
+    char legacy[512];
+    path_of(legacy, "legacy");
+    mkdir(legacy, 0700);
+    snprintf(path, sizeof path, "%s/model.safetensors", legacy);
+    REQUIRE_OK(zoff_safetensors_save_gpt(path, &layout, p));
+    snprintf(path, sizeof path, "%s/config.json", legacy);
+    REQUIRE_OK(zoff_gpt_config_save_json(path, &cfg));
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", legacy);
+    REQUIRE_OK(zoff_optimizer_state_save(path, m, v, layout.total, 7, 1.0f));
+    REQUIRE_OK(zoff_ckpt_dir_verify(legacy, true, &got));
+    CHECK(got.run_id[0] == 0);
+    zoff_ckpt_stamp_set(&st);
+    REQUIRE_OK(zoff_optimizer_state_save(path, m, v, layout.total, 7, 1.0f));
+    zoff_ckpt_stamp_set(NULL);
+    expect_error(zoff_ckpt_dir_verify(legacy, true, &got), ZOFF_EFORMAT, "has no step or run id",
+                 "optimizer.safetensors is step 7");
     free(m);
     free(v);
 }

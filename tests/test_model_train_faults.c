@@ -372,6 +372,17 @@ static void test_sigterm(void) {
     kill(pid, SIGTERM); /* may come after the orderly stop already finished: 143 either way */
     CHECK_EQ_INT(wait_status(pid, NULL), 143);
     CHECK_EQ_INT(swap_files_in("swap"), 0);
+    /* kill -9 leaks the swap files; the next run reclaims them, its owner being gone */
+    pid = spawn("train " NMODEL "--out nv3", "nv3.txt");
+    CHECK(wait_for_step("nv3/metrics.jsonl", 3, 60));
+    kill(pid, SIGKILL);
+    wait_status(pid, NULL);
+    CHECK(swap_files_in("swap") > 0);
+    CHECK_EQ_INT(run("train " TINY "--steps 1 --offload nvme --nvme-path swap --bucket-size 16KiB "
+                     "--out nv4"),
+                 0);
+    CHECK(output_has("reclaimed stale swap file"));
+    CHECK_EQ_INT(swap_files_in("swap"), 0);
 }
 
 static void test_dpu_resume(void) {

@@ -98,7 +98,7 @@ static const opt_spec specs[] = {
     {"trace", OPT_STR, O(off.trace), 0, 0, "offload: write a Chrome/Perfetto trace here"},
     {"overwrite", OPT_FLAG, O(overwrite), 0, 1, "a fresh run may replace the results in --out"},
     {"max-nonfinite-steps", OPT_INT, O(max_nonfinite), 1, INT_MAX,
-     "stop (exit 1) after N steps in a row with a non-finite loss or gradients (3)"},
+     "stop (exit 1) after N non-finite steps in a row (3)"},
     {"config", OPT_STR, O(config), 0, 0, "JSON file with any of these options"},
 };
 
@@ -154,7 +154,7 @@ static void usage(FILE *f) {
                           : s->kind == OPT_STR   ? " S"
                           : s->kind == OPT_FLOAT ? " X"
                                                  : " N";
-        fprintf(f, "  --%s%-*s %s\n", s->name, (int)(26 - strlen(s->name) - strlen(arg)), arg,
+        fprintf(f, "  --%s%-*s %s\n", s->name, (int)(24 - strlen(s->name)), arg,
                 s->help);
     }
     fprintf(f,

@@ -3,7 +3,8 @@
  *     again: the folder is always the old or the new checkpoint, complete and consistent, and
  *     the run resumes from it;
  *   - SIGTERM mid-run saves a checkpoint and exits 143; resuming it gives the very model of
- *     the uninterrupted run; a second signal exits at once; no swap file is left behind;
+ *     the uninterrupted run (reference trainer, offload sync); a second signal exits at once;
+ *     no swap file is left behind, and a kill -9'd run's are reclaimed by the next run;
  *   - DPU: 10 + 10 steps equal 20, bit for bit;
  *   - checkpoints with NaN weights or moments, or a negative second moment, are refused naming
  *     the tensor; a run whose loss stays non-finite stops with exit 1 and keeps the last good
@@ -353,6 +354,19 @@ static void test_sigterm(void) {
     CHECK(same_tensors("full/final/model.safetensors", "part/final/model.safetensors"));
     CHECK(same_tensors("full/final/optimizer.safetensors", "part/final/optimizer.safetensors"));
     CHECK_EQ_INT(check_metrics("part/metrics.jsonl", -1, NULL), 2500);
+    /* the same through the offload engine (sync schedule) */
+#define OMODEL SMODEL "--offload cpu --bucket-size 16KiB "
+    CHECK_EQ_INT(run("train " OMODEL "--out ofull"), 0);
+    pid = spawn("train " OMODEL "--out opart", "opart.txt");
+    CHECK(wait_for_step("opart/metrics.jsonl", 20, 60));
+    kill(pid, SIGTERM);
+    CHECK_EQ_INT(wait_status(pid, NULL), 143);
+    at = checkpoint_step("opart/final", NULL);
+    CHECK(at >= 20 && at < 2500);
+    CHECK_EQ_INT(run("train " OMODEL "--resume opart/final --out opart"), 0);
+    CHECK(same_tensors("ofull/final/model.safetensors", "opart/final/model.safetensors"));
+    CHECK(same_tensors("ofull/final/optimizer.safetensors", "opart/final/optimizer.safetensors"));
+    CHECK_EQ_INT(check_metrics("opart/metrics.jsonl", -1, NULL), 2500);
 
     /* NVMe offload: SIGTERM saves and releases the swap; two signals exit at once, still
      * releasing it */

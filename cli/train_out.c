@@ -53,6 +53,9 @@ int zoff_train_prepare_out(const char *out, const char *resume_run_id, bool over
         fprintf(stderr, "zoff train: --out %s: cannot read it: %s\n", out, strerror(errno));
         return 1;
     }
+    char p[PATH_MAX];
+    if (snprintf(p, sizeof p, "%s/metrics.jsonl.tmp", out) < (int)sizeof p && unlink(p) == 0)
+        fixed++; /* a resumed run killed while rewriting metrics.jsonl */
     if (fixed)
         printf("zoff train: %s: tidied %d entr%s left by an interrupted save\n", out, fixed,
                fixed == 1 ? "y" : "ies");
@@ -70,7 +73,6 @@ int zoff_train_prepare_out(const char *out, const char *resume_run_id, bool over
         }
         /* the other run's metrics go; its checkpoint folders are replaced as this run saves
          * (not removed now: the checkpoint being resumed may be among them) */
-        char p[PATH_MAX];
         if (snprintf(p, sizeof p, "%s/metrics.jsonl", out) < (int)sizeof p) remove(p);
         printf("zoff train: --overwrite: %s held run %s's results; its metrics.jsonl removed\n",
                out, id);
@@ -99,7 +101,6 @@ int zoff_train_prepare_out(const char *out, const char *resume_run_id, bool over
     int removed = 0, rc = 0;
     for (struct dirent *de; (de = readdir(d));) {
         if (!is_run_output(de->d_name)) continue;
-        char p[PATH_MAX];
         if (snprintf(p, sizeof p, "%s/%s", out, de->d_name) >= (int)sizeof p) continue;
         if (zoff_remove_tree(p) == 0)
             removed++;

@@ -253,12 +253,36 @@ static bool has_suffix(const char *s, const char *suf) {
     return a > b && strcmp(s + a - b, suf) == 0;
 }
 
-/* Removes FILE.tmp left by an interrupted write_atomic inside a checkpoint folder. */
+/* The files a checkpoint folder holds, and the FILE.tmp a writer renames into each. */
+static bool is_checkpoint_file(const char *name) {
+    static const char *files[3] = {"config.json", "model.safetensors", "optimizer.safetensors"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(files[i]);
+        if (strncmp(name, files[i], n) == 0 && (name[n] == 0 || strcmp(name + n, ".tmp") == 0))
+            return true;
+    }
+    return false;
+}
+
+/* Whether a folder holds nothing but checkpoint files (or nothing): only such folders are
+ * ever removed or renamed by recovery, so that an --out shared with other things is safe. */
+static bool looks_like_checkpoint(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    bool ok = true;
+    for (struct dirent *de; ok && (de = readdir(d));)
+        ok = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+             is_checkpoint_file(de->d_name);
+    closedir(d);
+    return ok;
+}
+
+/* Removes FILE.tmp left by an interrupted write inside a checkpoint folder. */
 static void clean_files(const char *dir, int *n_fixed) {
     DIR *d = opendir(dir);
     if (!d) return;
     for (struct dirent *de; (de = readdir(d));) {
-        if (!has_suffix(de->d_name, ".tmp")) continue;
+        if (!has_suffix(de->d_name, ".tmp") || !is_checkpoint_file(de->d_name)) continue;
         char p[PATH_MAX];
         if (snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= (int)sizeof p) continue;
         struct stat sb;
@@ -302,8 +326,9 @@ int zoff_ckpt_dir_recover(const char *parent, int *n_fixed) {
         if (snprintf(p, sizeof p, "%s/%s", parent, e) >= (int)sizeof p) continue;
         struct stat sb;
         if (lstat(p, &sb) != 0) continue;
-        bool is_tmp = e[0] == '.' && has_suffix(e, ".tmp");
-        bool is_old = e[0] == '.' && has_suffix(e, ".old");
+        bool ours = S_ISDIR(sb.st_mode) && e[0] == '.' && looks_like_checkpoint(p);
+        bool is_tmp = ours && has_suffix(e, ".tmp");
+        bool is_old = ours && has_suffix(e, ".old");
         if (S_ISDIR(sb.st_mode) && is_tmp) {
             if (zoff_remove_tree(p) == 0) {
                 zoff_log(ZOFF_LOG_INFO, MOD, "removed %s, left by an interrupted save", p);
@@ -323,11 +348,6 @@ int zoff_ckpt_dir_recover(const char *parent, int *n_fixed) {
             }
         } else if (S_ISDIR(sb.st_mode) && e[0] != '.') {
             clean_files(p, &fixed);
-        } else if (S_ISREG(sb.st_mode) && has_suffix(e, ".tmp")) {
-            if (unlink(p) == 0) {
-                zoff_log(ZOFF_LOG_INFO, MOD, "removed %s, left by an interrupted write", p);
-                fixed++;
-            }
         }
     }
     free(names);

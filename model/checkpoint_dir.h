@@ -50,8 +50,10 @@ int zoff_ckpt_dir_commit(const char *tmp, const char *dir);
 /* Removes a temporary folder after a failed save. */
 void zoff_ckpt_dir_abort(const char *tmp);
 /* Tidies PARENT after a killed save: .NAME.tmp folders removed, .NAME.old restored when
- * NAME is missing (else removed), stray FILE.tmp files inside checkpoint folders removed.
- * *n_fixed (may be NULL) counts what it did; each is logged. A missing PARENT is fine. */
+ * NAME is missing (else removed), stray FILE.tmp of checkpoint files inside its folders
+ * removed. Only folders holding nothing but checkpoint files are touched, so PARENT may hold
+ * other things. *n_fixed (may be NULL) counts what it did; each is logged. A missing PARENT
+ * is fine. */
 int zoff_ckpt_dir_recover(const char *parent, int *n_fixed);
 
 /* Checks that DIR is a complete checkpoint (config.json, model.safetensors and, when

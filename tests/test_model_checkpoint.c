@@ -449,6 +449,19 @@ static void test_folder(const float *p) {
     REQUIRE_OK(zoff_ckpt_dir_recover(dir, &fixed));
     CHECK_EQ_INT(fixed, 1);
     CHECK(stat(path, &sb) != 0);
+    /* what is not a checkpoint's is left alone: a hidden .old folder of other files, a
+     * FILE.tmp that no checkpoint writes */
+    char notes[600];
+    snprintf(notes, sizeof notes, "%s/.notes.old", dir);
+    mkdir(notes, 0700);
+    snprintf(path, sizeof path, "%s/todo.txt", notes);
+    write_bytes(path, "x", 1);
+    snprintf(path, sizeof path, "%s/notes.tmp", ck);
+    write_bytes(path, "x", 1);
+    REQUIRE_OK(zoff_ckpt_dir_recover(dir, &fixed));
+    CHECK_EQ_INT(fixed, 0);
+    CHECK(stat(notes, &sb) == 0 && stat(path, &sb) == 0);
+    unlink(path);
 
     /* a folder of an older zoff (no stamps at all) is accepted; half stamped is not */
     char legacy[512];

@@ -156,15 +156,15 @@ int main(int argc, char **argv) {
     double gemm = 0, g;
     if ((rc = probe_init(&probe)) || (rc = probe_run(&probe, &g))) return die("gemm baseline", rc);
 
-    zoff_gpt_options go;
-    zoff_gpt_options_default(&go);
+    zoff_model_options go;
+    zoff_model_options_default(&go);
     go.batch = batch;
     go.seq_len = seq;
     go.matmul_dtype = dtype;
     go.activation_checkpoint = ckpt;
-    zoff_gpt *m;
+    zoff_model *m;
     if ((rc = zoff_gpt_create(dev, &mc, &go, &m))) return die("model", rc);
-    if ((rc = zoff_gpt_init_params(m, 1))) return die("init", rc);
+    if ((rc = zoff_model_init_params(m, 1))) return die("init", rc);
     zoff_trainer_config tc;
     zoff_trainer_config_default(&tc);
     tc.total_steps = warmup + steps;
@@ -203,7 +203,7 @@ int main(int argc, char **argv) {
            "\"ratio\":%.3f,\"mem_peak_bytes\":%zu,\"final_loss\":%.4f}\n",
            zoff_dev_kind_name(zoff_dev_get_kind(dev)), zoff_dev_name(dev), mc.n_layer, mc.n_head,
            mc.n_embd, mc.vocab_size, batch, seq, zoff_dtype_name(dtype), ckpt ? "true" : "false",
-           zoff_gpt_get_layout(m)->n_params, steps, step_s, step_med, tokens / step_s, flops,
+           zoff_model_get_layout(m)->n_params, steps, step_s, step_med, tokens / step_s, flops,
            flops / step_s, gemm_n, gemm, flops / step_s / gemm, ms.peak, st.loss);
     free(x);
     free(y);
@@ -213,7 +213,7 @@ int main(int argc, char **argv) {
     zoff_dev_free(dev, probe.b);
     zoff_dev_free(dev, probe.c);
     zoff_trainer_destroy(tr);
-    zoff_gpt_destroy(m);
+    zoff_model_destroy(m);
     zoff_dev_close(dev);
     return 0;
 }

@@ -406,9 +406,9 @@ typedef struct run {
     train_opts o;
     zoff_dev *dev;
     zoff_dev_stream *s;
-    zoff_gpt *m;
+    zoff_model *m;
     zoff_trainer *tr;
-    zoff_gpt_offload *off; /* --offload cpu|nvme: the engine owns the optimizer */
+    zoff_model_offload *off; /* --offload cpu|nvme: the engine owns the optimizer */
     zoff_trainer_config tc;
     uint64_t rng;
     zoff_dataset ds;
@@ -431,7 +431,7 @@ static int validate(run *r, float *val_loss) {
     for (int i = 0; i < r->o.val_batches; i++) {
         zoff_dataset_batch(&r->ds, true, r->o.batch, r->o.seq_len, &rng, r->x, r->y);
         float l;
-        int rc = zoff_gpt_forward(r->m, r->s, r->x, r->y, r->o.batch, r->o.seq_len, &l);
+        int rc = zoff_model_forward(r->m, r->s, r->x, r->y, r->o.batch, r->o.seq_len, &l);
         if (rc) return rc;
         sum += l;
     }
@@ -456,8 +456,8 @@ static int save(run *r, const char *name, int step) {
     zoff_ckpt_stamp stamp = {.step = step};
     snprintf(stamp.run_id, sizeof stamp.run_id, "%s", r->run_id);
     zoff_ckpt_stamp_set(&stamp);
-    rc = r->off ? zoff_gpt_offload_save_state(r->off, opt) : 0;
-    if (!rc) rc = zoff_gpt_checkpoint_save(r->m, tmp);
+    rc = r->off ? zoff_model_offload_save_state(r->off, opt) : 0;
+    if (!rc) rc = zoff_model_checkpoint_save(r->m, tmp);
     if (!rc && !r->off) rc = zoff_trainer_save_state(r->tr, opt);
     zoff_ckpt_stamp_set(NULL);
     if (!rc) rc = zoff_ckpt_dir_commit(tmp, dir);
@@ -495,8 +495,8 @@ static void print_sample(run *r) {
     if (bytes) fwrite(r->o.prompt, 1, strlen(r->o.prompt), stdout);
     for (int i = 0; i < n && !zoff_train_stop_signal(); i++) {
         int start = len > T ? len - T : 0, w = len - start;
-        int rc = zoff_gpt_forward(r->m, r->s, seq + start, NULL, 1, w, NULL);
-        if (!rc) rc = zoff_gpt_probs_row(r->m, r->s, 0, w - 1, probs);
+        int rc = zoff_model_forward(r->m, r->s, seq + start, NULL, 1, w, NULL);
+        if (!rc) rc = zoff_model_probs_row(r->m, r->s, 0, w - 1, probs);
         if (rc) {
             fail("sampling", rc);
             break;
@@ -529,7 +529,7 @@ static void offload_metrics(run *r, const zoff_engine_step_report *rep, char *js
                             char *line, size_t ln) {
     json[0] = line[0] = '\0';
     if (!r->off || rep->step < 0) return;
-    double n = (double)zoff_gpt_get_layout(r->m)->total;
+    double n = (double)zoff_model_get_layout(r->m)->total;
     char clip[32];
     if (isfinite(rep->clip_coef))
         snprintf(clip, sizeof clip, "%.4g", rep->clip_coef);
@@ -576,7 +576,7 @@ static bool bad_step(const run *r, const zoff_step_stats *st) {
 static int finish_step(run *r, pending_step *p, char *off_line, size_t ol) {
     if (!p->have) return 0;
     p->have = false;
-    int first = r->tr ? 0 : zoff_gpt_offload_resumed_step(r->off) + 1;
+    int first = r->tr ? 0 : zoff_model_offload_resumed_step(r->off) + 1;
     zoff_engine_step_report rep = {.step = -1};
     char off_json[512];
     if (r->off) {
@@ -630,7 +630,7 @@ static int train(run *r) {
     bool lag = r->off && strcmp(o->off.schedule, "dpu") == 0;
     pending_step prev = {0};
     /* resuming: continue the step count and the training batch sequence where they were */
-    int first = (r->tr ? zoff_trainer_get_step(r->tr) : zoff_gpt_offload_resumed_step(r->off)) + 1;
+    int first = (r->tr ? zoff_trainer_get_step(r->tr) : zoff_model_offload_resumed_step(r->off)) + 1;
     for (long i = 0; i < (long)(first - 1) * o->grad_accum; i++)
         zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &r->rng, r->x, r->y);
     if (zoff_train_stop_signal()) { /* during the set-up: nothing trained, nothing to save */
@@ -864,8 +864,8 @@ int zoff_cmd_train(int argc, char **argv) {
         ret = 2;
         goto out;
     }
-    zoff_gpt_options go;
-    zoff_gpt_options_default(&go);
+    zoff_model_options go;
+    zoff_model_options_default(&go);
     go.batch = o->batch;
     go.seq_len = o->seq_len;
     go.activation_checkpoint = o->activation_checkpoint;
@@ -894,8 +894,8 @@ int zoff_cmd_train(int argc, char **argv) {
         fail("creating the model", rc);
         goto out;
     }
-    rc = o->init_from ? zoff_gpt_checkpoint_load(r.m, o->init_from)
-                      : zoff_gpt_init_params(r.m, (uint64_t)o->seed);
+    rc = o->init_from ? zoff_model_checkpoint_load(r.m, o->init_from)
+                      : zoff_model_init_params(r.m, (uint64_t)o->seed);
     if (rc) {
         fail(o->init_from ? ckpt_flag : "initializing parameters", rc);
         goto out;
@@ -908,7 +908,7 @@ int zoff_cmd_train(int argc, char **argv) {
         goto out;
     }
     if (offload) {
-        if ((rc = zoff_gpt_offload_create(r.m, r.s, &ec, &r.off))) {
+        if ((rc = zoff_model_offload_create(r.m, r.s, &ec, &r.off))) {
             fail("starting the offload engine", rc);
             goto out;
         }
@@ -919,7 +919,7 @@ int zoff_cmd_train(int argc, char **argv) {
     if (o->resume) {
         char opt[PATH_MAX + 32];
         snprintf(opt, sizeof opt, "%s/optimizer.safetensors", o->resume);
-        rc = r.off ? zoff_gpt_offload_load_state(r.off, opt) : zoff_trainer_load_state(r.tr, opt);
+        rc = r.off ? zoff_model_offload_load_state(r.off, opt) : zoff_trainer_load_state(r.tr, opt);
         if (rc) {
             fail("--resume", rc);
             goto out;
@@ -931,7 +931,7 @@ int zoff_cmd_train(int argc, char **argv) {
     }
     char path[PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/metrics.jsonl", o->out);
-    int resumed_at = r.tr ? zoff_trainer_get_step(r.tr) : zoff_gpt_offload_resumed_step(r.off);
+    int resumed_at = r.tr ? zoff_trainer_get_step(r.tr) : zoff_model_offload_resumed_step(r.off);
     if (zoff_metrics_open(path, o->resume != NULL, resumed_at, &r.metrics)) goto out;
     r.x = malloc((size_t)o->batch * o->seq_len * sizeof(int32_t));
     r.y = malloc((size_t)o->batch * o->seq_len * sizeof(int32_t));
@@ -940,15 +940,15 @@ int zoff_cmd_train(int argc, char **argv) {
         goto out;
     }
     r.tty = isatty(STDOUT_FILENO);
-    const zoff_gpt_layout *l = zoff_gpt_get_layout(r.m);
+    const zoff_layout *l = zoff_model_get_layout(r.m);
     char mem[64];
     /* the reference trainer's Adam moments (2 x fp32 per parameter) are allocated at the
      * first step: counted here so that the figure is what the run will hold */
-    double model_bytes = (double)zoff_gpt_device_bytes(r.m);
+    double model_bytes = (double)zoff_model_device_bytes(r.m);
     if (r.tr) model_bytes += 2.0 * sizeof(float) * (double)l->total;
     if (r.off) {
         zoff_engine_memory em;
-        zoff_engine_get_memory(zoff_gpt_offload_engine(r.off), &em);
+        zoff_engine_get_memory(zoff_model_offload_engine(r.off), &em);
         model_bytes += (double)em.device_bytes;
     }
     fmt_bytes(mem, sizeof mem, model_bytes);
@@ -991,8 +991,8 @@ out:
     free(r.x);
     free(r.y);
     zoff_trainer_destroy(r.tr);
-    zoff_gpt_offload_destroy(r.off);
-    zoff_gpt_destroy(r.m);
+    zoff_model_offload_destroy(r.off);
+    zoff_model_destroy(r.m);
     zoff_dataset_free(&r.ds);
     if (r.dev) zoff_dev_close(r.dev);
     cJSON_Delete(doc);

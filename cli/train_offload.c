@@ -73,10 +73,10 @@ int zoff_train_offload_configure(const zoff_train_offload_flags *f, const zoff_t
     return 0;
 }
 
-int zoff_train_offload_step(zoff_gpt_offload *off, const zoff_trainer_config *tc, int step,
+int zoff_train_offload_step(zoff_model_offload *off, const zoff_trainer_config *tc, int step,
                             int grad_accum, zoff_train_batch_fn next_batch, void *ctx,
                             zoff_step_stats *st, zoff_engine_step_report *rep) {
-    zoff_engine *e = zoff_gpt_offload_engine(off);
+    zoff_engine *e = zoff_model_offload_engine(off);
     float lr = zoff_trainer_lr_at(tc, step);
     int rc = zoff_engine_set_lr(e, lr);
     double loss_sum = 0;
@@ -85,7 +85,7 @@ int zoff_train_offload_step(zoff_gpt_offload *off, const zoff_trainer_config *tc
         int B, T;
         next_batch(ctx, &x, &y, &B, &T);
         float loss = 0;
-        rc = zoff_gpt_offload_micro_batch(off, x, y, B, T, &loss);
+        rc = zoff_model_offload_micro_batch(off, x, y, B, T, &loss);
         loss_sum += loss;
     }
     if (rc) return rc;
@@ -99,9 +99,9 @@ int zoff_train_offload_step(zoff_gpt_offload *off, const zoff_trainer_config *tc
     return 0;
 }
 
-int zoff_train_offload_report(zoff_gpt_offload *off, int64_t engine_step, zoff_step_stats *st,
+int zoff_train_offload_report(zoff_model_offload *off, int64_t engine_step, zoff_step_stats *st,
                               zoff_engine_step_report *rep) {
-    int rc = zoff_engine_report_of_step(zoff_gpt_offload_engine(off), engine_step, rep);
+    int rc = zoff_engine_report_of_step(zoff_model_offload_engine(off), engine_step, rep);
     if (rc) return rc;
     st->grad_norm = (float)rep->grad_norm;
     st->loss_scale = rep->loss_scale;

@@ -3,7 +3,7 @@
 #ifndef ZOFF_CLI_TRAIN_OFFLOAD_H
 #define ZOFF_CLI_TRAIN_OFFLOAD_H
 
-#include "model/gpt_offload.h"
+#include "model/model_offload.h"
 #include "model/model.h"
 #include "zoff/engine.h"
 
@@ -31,13 +31,13 @@ typedef void (*zoff_train_batch_fn)(void *ctx, const int32_t **x, const int32_t 
 /* One optimizer step (1-based `step`, for the learning-rate schedule) of grad_accum
  * micro-batches through the engine. st gets the mean loss and the lr; the norm, loss scale
  * and skip flag come with the step's report (zoff_train_offload_report); rep is cleared. */
-int zoff_train_offload_step(zoff_gpt_offload *off, const zoff_trainer_config *tc, int step,
+int zoff_train_offload_step(zoff_model_offload *off, const zoff_trainer_config *tc, int step,
                             int grad_accum, zoff_train_batch_fn next_batch, void *ctx,
                             zoff_step_stats *st, zoff_engine_step_report *rep);
 /* The report of the engine's step engine_step (0-based since the engine's creation), waiting
  * for the CPU worker to finish it, and its norm, loss scale and skip flag into st. With DPU,
  * ask after the next step has been issued, or the wait serializes the pipeline. */
-int zoff_train_offload_report(zoff_gpt_offload *off, int64_t engine_step, zoff_step_stats *st,
+int zoff_train_offload_report(zoff_model_offload *off, int64_t engine_step, zoff_step_stats *st,
                               zoff_engine_step_report *rep);
 
 #endif

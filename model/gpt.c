@@ -34,11 +34,11 @@ typedef struct block_acts {
     void *ln1_16, *atty_16, *ln2_16, *fchg_16;
 } block_acts;
 
-struct zoff_gpt {
+struct zoff_model {
     zoff_dev *dev;
     zoff_gpt_config cfg;
-    zoff_gpt_options opt;
-    zoff_gpt_layout layout;
+    zoff_model_options opt;
+    zoff_layout layout;
     float *params, *grads; /* (layout.total) */
     float **res;           /* L+1 pointers into one (L+1, B,T,C) allocation */
     block_acts *blocks;    /* L entries; all equal when checkpointing */
@@ -70,7 +70,7 @@ struct zoff_gpt {
     size_t bytes;
 };
 
-void zoff_gpt_options_default(zoff_gpt_options *opt) {
+void zoff_model_options_default(zoff_model_options *opt) {
     memset(opt, 0, sizeof *opt);
     opt->batch = 8;
     opt->seq_len = 64;
@@ -78,7 +78,7 @@ void zoff_gpt_options_default(zoff_gpt_options *opt) {
     opt->activation_checkpoint = false;
 }
 
-static int dalloc(zoff_gpt *m, size_t bytes, void *out) {
+static int dalloc(zoff_model *m, size_t bytes, void *out) {
     void *p = NULL;
     int rc = zoff_dev_malloc(m->dev, bytes, &p);
     if (rc) return rc;
@@ -100,7 +100,7 @@ static int dalloc(zoff_gpt *m, size_t bytes, void *out) {
     } while (0)
 
 /* Per-block activations; in 16-bit mode the fp32 GEMM inputs come from `shared`. */
-static int alloc_block(zoff_gpt *m, block_acts *a, const block_acts *shared, size_t BT, size_t C,
+static int alloc_block(zoff_model *m, block_acts *a, const block_acts *shared, size_t BT, size_t C,
                        size_t att_n) {
     int rc = 0;
     if (shared) {
@@ -131,11 +131,11 @@ fail:
     return rc;
 }
 
-int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_gpt_options *opt,
-                    zoff_gpt **out) {
-    zoff_gpt_options def;
+int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_model_options *opt,
+                    zoff_model **out) {
+    zoff_model_options def;
     if (!opt) {
-        zoff_gpt_options_default(&def);
+        zoff_model_options_default(&def);
         opt = &def;
     }
     if (!dev || !cfg || !out) return -EINVAL;
@@ -153,7 +153,7 @@ int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_gpt_op
                          opt->batch, opt->seq_len);
     if (!zoff_dtype_size(opt->matmul_dtype))
         return zoff_fail(ZOFF_ECONFIG, MOD, "matmul dtype %d is not a dtype", opt->matmul_dtype);
-    zoff_gpt *m = calloc(1, sizeof *m);
+    zoff_model *m = calloc(1, sizeof *m);
     if (!m) return -ENOMEM;
     m->dev = dev;
     m->cfg = *cfg;
@@ -228,11 +228,11 @@ int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_gpt_op
     *out = m;
     return 0;
 fail:
-    zoff_gpt_destroy(m);
+    zoff_model_destroy(m);
     return rc;
 }
 
-void zoff_gpt_destroy(zoff_gpt *m) {
+void zoff_model_destroy(zoff_model *m) {
     if (!m) return;
     zoff_dev_synchronize(m->dev);
     for (int i = 0; i < m->n_allocs; i++)
@@ -243,56 +243,56 @@ void zoff_gpt_destroy(zoff_gpt *m) {
     free(m->allocs);
     free(m->res);
     free(m->blocks);
-    zoff_gpt_layout_free(&m->layout);
+    zoff_layout_free(&m->layout);
     free(m);
 }
 
-const zoff_gpt_config *zoff_gpt_get_config(const zoff_gpt *m) {
+const zoff_gpt_config *zoff_gpt_get_config(const zoff_model *m) {
     return &m->cfg;
 }
-const zoff_gpt_layout *zoff_gpt_get_layout(const zoff_gpt *m) {
+const zoff_layout *zoff_model_get_layout(const zoff_model *m) {
     return &m->layout;
 }
-const zoff_gpt_options *zoff_gpt_get_options(const zoff_gpt *m) {
+const zoff_model_options *zoff_model_get_options(const zoff_model *m) {
     return &m->opt;
 }
-zoff_dev *zoff_gpt_get_dev(const zoff_gpt *m) {
+zoff_dev *zoff_model_get_dev(const zoff_model *m) {
     return m->dev;
 }
-float *zoff_gpt_params(zoff_gpt *m) {
+float *zoff_model_params(zoff_model *m) {
     return m->params;
 }
-float *zoff_gpt_grads(zoff_gpt *m) {
+float *zoff_model_grads(zoff_model *m) {
     return m->grads;
 }
-size_t zoff_gpt_device_bytes(const zoff_gpt *m) {
+size_t zoff_model_device_bytes(const zoff_model *m) {
     return m->bytes;
 }
-void *zoff_gpt_params16(zoff_gpt *m) {
+void *zoff_gpt_params16(zoff_model *m) {
     return m->params16;
 }
-void zoff_gpt_set_params16_external(zoff_gpt *m, bool external) {
+void zoff_gpt_set_params16_external(zoff_model *m, bool external) {
     m->params16_external = external;
 }
-void zoff_gpt_set_params_needed_hook(zoff_gpt *m, zoff_gpt_params_needed_fn fn, void *ctx) {
+void zoff_model_set_params_needed_hook(zoff_model *m, zoff_gpt_params_needed_fn fn, void *ctx) {
     m->need_hook = fn;
     m->need_ctx = ctx;
 }
 
-void zoff_gpt_set_grad_ready_hook(zoff_gpt *m, zoff_gpt_grad_ready_fn fn, void *ctx) {
+void zoff_gpt_set_grad_ready_hook(zoff_model *m, zoff_gpt_grad_ready_fn fn, void *ctx) {
     m->hook = fn;
     m->hook_ctx = ctx;
 }
 
 /* --- parameters -------------------------------------------------------------------------- */
 
-int zoff_gpt_init_params(zoff_gpt *m, uint64_t seed) {
+int zoff_model_init_params(zoff_model *m, uint64_t seed) {
     float *h = calloc(m->layout.total, sizeof *h);
     if (!h) return -ENOMEM;
     uint64_t rng = seed * 0x9e3779b97f4a7c15ull + 1;
     float resid_std = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layer);
     for (int i = 0; i < m->layout.n_tensors; i++) {
-        const zoff_gpt_tensor *t = &m->layout.tensors[i];
+        const zoff_tensor *t = &m->layout.tensors[i];
         float *p = h + t->offset;
         switch (t->kind) {
         case ZOFF_GPT_LN1_W:
@@ -313,36 +313,36 @@ int zoff_gpt_init_params(zoff_gpt *m, uint64_t seed) {
             break; /* biases stay 0 */
         }
     }
-    int rc = zoff_gpt_params_from_host(m, h);
+    int rc = zoff_model_params_from_host(m, h);
     free(h);
     return rc;
 }
 
-int zoff_gpt_params_to_host(zoff_gpt *m, float *dst) {
+int zoff_model_params_to_host(zoff_model *m, float *dst) {
     int rc = zoff_dev_synchronize(m->dev);
     return rc ? rc
               : zoff_dev_memcpy(m->dev, dst, m->params, m->layout.total * sizeof(float),
                                 ZOFF_COPY_D2H);
 }
 
-int zoff_gpt_params_from_host(zoff_gpt *m, const float *src) {
+int zoff_model_params_from_host(zoff_model *m, const float *src) {
     int rc = zoff_dev_synchronize(m->dev);
     return rc ? rc
               : zoff_dev_memcpy(m->dev, m->params, src, m->layout.total * sizeof(float),
                                 ZOFF_COPY_H2D);
 }
 
-int zoff_gpt_grads_to_host(zoff_gpt *m, float *dst) {
+int zoff_model_grads_to_host(zoff_model *m, float *dst) {
     int rc = zoff_dev_synchronize(m->dev);
     return rc ? rc
               : zoff_dev_memcpy(m->dev, dst, m->grads, m->layout.total * sizeof(float),
                                 ZOFF_COPY_D2H);
 }
 
-static float *P(zoff_gpt *m, zoff_gpt_tensor_kind k, int l) {
+static float *P(zoff_model *m, zoff_gpt_tensor_kind k, int l) {
     return m->params + zoff_gpt_layout_find(&m->layout, k, l)->offset;
 }
-static float *G(zoff_gpt *m, zoff_gpt_tensor_kind k, int l) {
+static float *G(zoff_model *m, zoff_gpt_tensor_kind k, int l) {
     return m->grads + zoff_gpt_layout_find(&m->layout, k, l)->offset;
 }
 
@@ -355,13 +355,13 @@ static float *G(zoff_gpt *m, zoff_gpt_tensor_kind k, int l) {
     } while (0)
 
 /* The 16-bit copy of a weight given by its fp32 location in the flat buffer. */
-static const void *W16(zoff_gpt *m, const float *w) {
+static const void *W16(zoff_model *m, const float *w) {
     return m->params16 + (w - m->params);
 }
 
 /* out (N,OC) = beta*out + inp (N,K) @ w (OC,K)^T (+ bias). 16-bit mode rounds the operands:
  * inp is cast into inp16 (kept for the backward's weight gradient), w comes from params16. */
-static int mm_fwd(zoff_gpt *m, zoff_dev_stream *s, float *out, const float *inp, void *inp16,
+static int mm_fwd(zoff_model *m, zoff_dev_stream *s, float *out, const float *inp, void *inp16,
                   const float *w, const float *bias, int N, int K, int OC, float beta) {
     zoff_dtype dt = m->opt.matmul_dtype;
     if (dt == ZOFF_F32) {
@@ -378,7 +378,7 @@ static int mm_fwd(zoff_gpt *m, zoff_dev_stream *s, float *out, const float *inp,
 
 /* dinp (N,K) = dout (N,OC) @ w (OC,K) (overwritten); dw (OC,K) += dout^T @ inp (N,K);
  * dbias (OC) += column sums of dout. 16-bit mode reads inp16 saved by mm_fwd. */
-static int mm_bwd(zoff_gpt *m, zoff_dev_stream *s, float *dinp, float *dw, float *dbias,
+static int mm_bwd(zoff_model *m, zoff_dev_stream *s, float *dinp, float *dw, float *dbias,
                   const float *dout, const float *inp, const void *inp16, const float *w, int N,
                   int K, int OC) {
     zoff_dtype dt = m->opt.matmul_dtype;
@@ -400,7 +400,7 @@ static int mm_bwd(zoff_gpt *m, zoff_dev_stream *s, float *dinp, float *dw, float
 
 /* --- forward ------------------------------------------------------------------------------ */
 
-static int block_fwd(zoff_gpt *m, zoff_dev_stream *s, int l, int B, int T) {
+static int block_fwd(zoff_model *m, zoff_dev_stream *s, int l, int B, int T) {
     block_acts *a = &m->blocks[l];
     int C = m->cfg.n_embd, NH = m->cfg.n_head, BT = B * T;
     const float *x = m->res[l];
@@ -425,7 +425,7 @@ static int block_fwd(zoff_gpt *m, zoff_dev_stream *s, int l, int B, int T) {
     return 0;
 }
 
-int zoff_gpt_forward(zoff_gpt *m, zoff_dev_stream *s, const int32_t *tokens, const int32_t *targets,
+int zoff_model_forward(zoff_model *m, zoff_dev_stream *s, const int32_t *tokens, const int32_t *targets,
                      int B, int T, float *loss) {
     if (!m || !s || !tokens) return -EINVAL;
     if (B < 1 || B > m->opt.batch || T < 1 || T > m->opt.seq_len)
@@ -486,7 +486,7 @@ int zoff_gpt_forward(zoff_gpt *m, zoff_dev_stream *s, const int32_t *tokens, con
 
 /* --- backward ----------------------------------------------------------------------------- */
 
-static int block_bwd(zoff_gpt *m, zoff_dev_stream *s, int l, int B, int T) {
+static int block_bwd(zoff_model *m, zoff_dev_stream *s, int l, int B, int T) {
     block_acts *a = &m->blocks[l];
     int C = m->cfg.n_embd, NH = m->cfg.n_head, BT = B * T;
     const float *x = m->res[l];
@@ -514,7 +514,7 @@ static int block_bwd(zoff_gpt *m, zoff_dev_stream *s, int l, int B, int T) {
     return 0;
 }
 
-int zoff_gpt_backward(zoff_gpt *m, zoff_dev_stream *s, float dloss_scale) {
+int zoff_model_backward(zoff_model *m, zoff_dev_stream *s, float dloss_scale) {
     if (!m || !s) return -EINVAL;
     if (!m->have_fwd || !m->have_targets)
         return zoff_fail(-EINVAL, MOD, "backward needs a forward with targets first");
@@ -542,11 +542,11 @@ int zoff_gpt_backward(zoff_gpt *m, zoff_dev_stream *s, float dloss_scale) {
     return 0;
 }
 
-int zoff_gpt_zero_grads(zoff_gpt *m, zoff_dev_stream *s) {
+int zoff_model_zero_grads(zoff_model *m, zoff_dev_stream *s) {
     return zoff_dev_memset_async(s, m->grads, 0, m->layout.total * sizeof(float));
 }
 
-int zoff_gpt_probs_row(zoff_gpt *m, zoff_dev_stream *s, int b, int t, float *probs) {
+int zoff_model_probs_row(zoff_model *m, zoff_dev_stream *s, int b, int t, float *probs) {
     if (!m->have_fwd || b < 0 || b >= m->cur_B || t < 0 || t >= m->cur_T)
         return zoff_fail(-EINVAL, MOD, "no probabilities at (%d, %d) from the last forward", b, t);
     size_t V = (size_t)m->cfg.vocab_size;

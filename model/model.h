@@ -9,7 +9,7 @@
  * FLAT PARAMETER LAYOUT (what the offload engine partitions into buckets)
  * All parameters live in ONE fp32 device buffer; gradients in a second buffer with the SAME
  * layout (same offsets), and optimizer moments likewise. Tensors appear in this order, each
- * starting at an element offset that is a multiple of ZOFF_GPT_ALIGN (64 elements: 256 bytes
+ * starting at an element offset that is a multiple of ZOFF_LAYOUT_ALIGN (64 elements: 256 bytes
  * in fp32, 128 in 16-bit); the gap before an aligned offset is zero padding:
  *   group 0            wte (V,C), wpe (maxT,C)                           embeddings
  *   group 1+l, l<L     h.l.ln_1.weight (C), h.l.ln_1.bias (C),
@@ -43,7 +43,7 @@
  *   - phases: zoff_trainer_compute_grads() (any number of micro-batches) is separate from
  *     zoff_trainer_optimizer_step(), which computes the global norm before calling the hook.
  *
- * Threads: a zoff_gpt is used by one thread at a time; its work goes to the stream passed
+ * Threads: a zoff_model is used by one thread at a time; its work goes to the stream passed
  * to each call.
  */
 #ifndef ZOFF_MODEL_MODEL_H
@@ -73,7 +73,7 @@ void zoff_gpt_config_gpt2_124m(zoff_gpt_config *cfg);
 int zoff_gpt_config_validate(const zoff_gpt_config *cfg);
 
 /* --- flat layout ----------------------------------------------------------------------- */
-#define ZOFF_GPT_ALIGN 64 /* elements */
+#define ZOFF_LAYOUT_ALIGN 64 /* elements */
 
 typedef enum zoff_gpt_tensor_kind {
     ZOFF_GPT_WTE = 0,
@@ -95,7 +95,7 @@ typedef enum zoff_gpt_tensor_kind {
     ZOFF_GPT_KIND_COUNT
 } zoff_gpt_tensor_kind;
 
-typedef struct zoff_gpt_tensor {
+typedef struct zoff_tensor {
     char name[64]; /* Hugging Face name, e.g. "h.3.attn.c_attn.weight" */
     zoff_gpt_tensor_kind kind;
     int layer;     /* block index; -1 for embeddings, n_layer for ln_f */
@@ -105,28 +105,28 @@ typedef struct zoff_gpt_tensor {
     int ndim;          /* 1 or 2 */
     int64_t shape[2];  /* as stored here: matrices (out, in) */
     bool weight_decay; /* matrices and embeddings: yes; biases and norms: no */
-} zoff_gpt_tensor;
+} zoff_tensor;
 
-typedef struct zoff_gpt_layout {
+typedef struct zoff_layout {
     int n_tensors;
-    zoff_gpt_tensor *tensors; /* in layout order */
+    zoff_tensor *tensors; /* in layout order */
     int n_groups;             /* n_layer + 2 */
     size_t *group_begin;      /* n_groups + 1 entries; group_begin[n_groups] == total */
     size_t total;             /* elements, including alignment padding */
     size_t n_params;          /* elements excluding padding */
-} zoff_gpt_layout;
+} zoff_layout;
 
-int zoff_gpt_layout_build(const zoff_gpt_config *cfg, zoff_gpt_layout *out);
-void zoff_gpt_layout_free(zoff_gpt_layout *layout);
+int zoff_gpt_layout_build(const zoff_gpt_config *cfg, zoff_layout *out);
+void zoff_layout_free(zoff_layout *layout);
 /* The tensor of a kind in a block (layer ignored for embeddings and ln_f); NULL if none. */
-const zoff_gpt_tensor *zoff_gpt_layout_find(const zoff_gpt_layout *layout,
+const zoff_tensor *zoff_gpt_layout_find(const zoff_layout *layout,
                                             zoff_gpt_tensor_kind kind, int layer);
-const zoff_gpt_tensor *zoff_gpt_layout_find_name(const zoff_gpt_layout *layout, const char *name);
+const zoff_tensor *zoff_layout_find_name(const zoff_layout *layout, const char *name);
 
 /* --- the model -------------------------------------------------------------------------- */
-typedef struct zoff_gpt zoff_gpt;
+typedef struct zoff_model zoff_model;
 
-typedef struct zoff_gpt_options {
+typedef struct zoff_model_options {
     int batch;                  /* B: the largest batch a forward may use */
     int seq_len;                /* T: the longest sequence a forward may use (<= cfg.seq_len) */
     zoff_dtype matmul_dtype;    /* f32, or bf16/f16: GEMMs take 16-bit operands with fp32
@@ -134,8 +134,8 @@ typedef struct zoff_gpt_options {
                                    activations that feed GEMMs are saved only in 16 bits;
                                    master weights, gradients, norms, softmax, loss stay fp32 */
     bool activation_checkpoint; /* keep each block's input only; recompute it in backward */
-} zoff_gpt_options;
-void zoff_gpt_options_default(zoff_gpt_options *opt);
+} zoff_model_options;
+void zoff_model_options_default(zoff_model_options *opt);
 
 /* Called on the host thread issuing the backward, right after the work that completes
  * group g's gradients has been issued to stream s (record an event there to know when). */
@@ -143,36 +143,36 @@ typedef void (*zoff_gpt_grad_ready_fn)(void *ctx, int group, zoff_dev_stream *s)
 
 /* Allocates parameters, gradients and activations in device memory (ZOFF_EDEVICE_OOM when
  * they do not fit). Parameters are zero until initialized or loaded. */
-int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_gpt_options *opt,
-                    zoff_gpt **out);
-void zoff_gpt_destroy(zoff_gpt *m);
-const zoff_gpt_config *zoff_gpt_get_config(const zoff_gpt *m);
-const zoff_gpt_layout *zoff_gpt_get_layout(const zoff_gpt *m);
-const zoff_gpt_options *zoff_gpt_get_options(const zoff_gpt *m);
-zoff_dev *zoff_gpt_get_dev(const zoff_gpt *m);
-float *zoff_gpt_params(zoff_gpt *m); /* device, layout.total fp32 */
-float *zoff_gpt_grads(zoff_gpt *m);  /* device, layout.total fp32 */
+int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_model_options *opt,
+                    zoff_model **out);
+void zoff_model_destroy(zoff_model *m);
+const zoff_gpt_config *zoff_gpt_get_config(const zoff_model *m);
+const zoff_layout *zoff_model_get_layout(const zoff_model *m);
+const zoff_model_options *zoff_model_get_options(const zoff_model *m);
+zoff_dev *zoff_model_get_dev(const zoff_model *m);
+float *zoff_model_params(zoff_model *m); /* device, layout.total fp32 */
+float *zoff_model_grads(zoff_model *m);  /* device, layout.total fp32 */
 /* 16-bit GEMMs (matmul_dtype bf16/f16): the GEMMs read weights from a 16-bit copy of the flat
  * buffer (layout.total elements of matmul_dtype, same offsets); NULL in f32 mode. By default
  * each forward refreshes it from the fp32 parameters; an owner that keeps it current itself
  * (the offload engine uploading 16-bit weights) sets external = true. */
-void *zoff_gpt_params16(zoff_gpt *m);
-void zoff_gpt_set_params16_external(zoff_gpt *m, bool external);
+void *zoff_gpt_params16(zoff_model *m);
+void zoff_gpt_set_params16_external(zoff_model *m, bool external);
 /* Bytes of device memory the model holds (parameters, gradients, activations, scratch). */
-size_t zoff_gpt_device_bytes(const zoff_gpt *m);
-void zoff_gpt_set_grad_ready_hook(zoff_gpt *m, zoff_gpt_grad_ready_fn fn, void *ctx);
+size_t zoff_model_device_bytes(const zoff_model *m);
+void zoff_gpt_set_grad_ready_hook(zoff_model *m, zoff_gpt_grad_ready_fn fn, void *ctx);
 /* Called on the host thread issuing a forward, before the work that first reads group g's
  * weights is issued to s: the offload engine makes s wait for them there. */
 typedef void (*zoff_gpt_params_needed_fn)(void *ctx, int group, zoff_dev_stream *s);
-void zoff_gpt_set_params_needed_hook(zoff_gpt *m, zoff_gpt_params_needed_fn fn, void *ctx);
+void zoff_model_set_params_needed_hook(zoff_model *m, zoff_gpt_params_needed_fn fn, void *ctx);
 
 /* GPT-2 initialization from a seed: weights N(0, 0.02), residual output projections
  * N(0, 0.02/sqrt(2L)), biases 0, norm weights 1. Synchronous. */
-int zoff_gpt_init_params(zoff_gpt *m, uint64_t seed);
+int zoff_model_init_params(zoff_model *m, uint64_t seed);
 /* Whole flat buffer between host memory (layout.total floats) and the device. Synchronous. */
-int zoff_gpt_params_to_host(zoff_gpt *m, float *dst);
-int zoff_gpt_params_from_host(zoff_gpt *m, const float *src);
-int zoff_gpt_grads_to_host(zoff_gpt *m, float *dst);
+int zoff_model_params_to_host(zoff_model *m, float *dst);
+int zoff_model_params_from_host(zoff_model *m, const float *src);
+int zoff_model_grads_to_host(zoff_model *m, float *dst);
 
 /* Forward on B <= batch sequences of T <= seq_len tokens (host arrays of B*T int32, ids in
  * [0, V), checked); targets may be NULL (inference: no loss, no backward). The token arrays are
@@ -180,14 +180,14 @@ int zoff_gpt_grads_to_host(zoff_gpt *m, float *dst);
  * the caller may reuse them on return. The rest is issued on s; when loss is not NULL, waits
  * for s and returns the mean cross-entropy. Probabilities of the last forward stay available
  * until the next backward. */
-int zoff_gpt_forward(zoff_gpt *m, zoff_dev_stream *s, const int32_t *tokens, const int32_t *targets,
+int zoff_model_forward(zoff_model *m, zoff_dev_stream *s, const int32_t *tokens, const int32_t *targets,
                      int B, int T, float *loss);
 /* Backward of the last forward (which must have had targets), accumulating into grads.
  * dloss_scale multiplies the loss gradient (1, or a loss scale for fp16). */
-int zoff_gpt_backward(zoff_gpt *m, zoff_dev_stream *s, float dloss_scale);
-int zoff_gpt_zero_grads(zoff_gpt *m, zoff_dev_stream *s);
+int zoff_model_backward(zoff_model *m, zoff_dev_stream *s, float dloss_scale);
+int zoff_model_zero_grads(zoff_model *m, zoff_dev_stream *s);
 /* Next-token probabilities (V floats) at (b, t) of the last forward, copied to host. Sync. */
-int zoff_gpt_probs_row(zoff_gpt *m, zoff_dev_stream *s, int b, int t, float *probs);
+int zoff_model_probs_row(zoff_model *m, zoff_dev_stream *s, int b, int t, float *probs);
 /* Model FLOPs of one training step (forward + backward) on B*T tokens: 6*N*tokens for the
  * matrices plus attention's 12*L*T*C per token (the usual MFU accounting). */
 double zoff_gpt_train_flops(const zoff_gpt_config *cfg, int B, int T);
@@ -214,7 +214,7 @@ void zoff_trainer_config_default(zoff_trainer_config *cfg);
  * synchronously; return 0 or a negative error. */
 typedef struct zoff_optimizer_step_args {
     float *params, *grads;
-    const zoff_gpt_layout *layout;
+    const zoff_layout *layout;
     int step;
     float lr, grad_scale;
     const zoff_trainer_config *cfg;
@@ -233,7 +233,7 @@ typedef struct zoff_step_stats {
 } zoff_step_stats;
 
 /* The trainer owns AdamW moments (device, flat layout) unless a hook replaces the step. */
-int zoff_trainer_create(zoff_gpt *m, zoff_dev_stream *s, const zoff_trainer_config *cfg,
+int zoff_trainer_create(zoff_model *m, zoff_dev_stream *s, const zoff_trainer_config *cfg,
                         zoff_trainer **out);
 void zoff_trainer_destroy(zoff_trainer *tr);
 /* Replaces the built-in device AdamW; fn NULL restores it. */
@@ -263,22 +263,22 @@ int zoff_gpt_config_parse_json(const char *text, const char *what, zoff_gpt_conf
  * F32, F16 or BF16 tensors, accepts a "transformer." prefix and ignores extra tensors such
  * as "h.N.attn.bias". Errors name the file and the tensor. Host memory: params is a
  * layout.total float array (padding zeroed). */
-int zoff_safetensors_load_gpt(const char *path, const zoff_gpt_layout *layout, float *params);
-int zoff_safetensors_save_gpt(const char *path, const zoff_gpt_layout *layout, const float *params);
+int zoff_safetensors_load(const char *path, const zoff_layout *layout, float *params);
+int zoff_safetensors_save(const char *path, const zoff_layout *layout, const float *params);
 /* Parses a whole safetensors image already in memory (the fuzz target's entry point). */
-int zoff_safetensors_parse_gpt(const uint8_t *data, size_t size, const char *what,
-                               const zoff_gpt_layout *layout, float *params);
+int zoff_safetensors_parse(const uint8_t *data, size_t size, const char *what,
+                               const zoff_layout *layout, float *params);
 /* llm.c's gpt2_124M.bin (magic 20240326, version 3 fp32 or 5 bf16). Reads the config from
  * its header; params (layout.total floats) may be NULL to read the config only. */
-int zoff_llmc_load_gpt(const char *path, zoff_gpt_config *cfg, const zoff_gpt_layout *layout,
+int zoff_llmc_load_gpt(const char *path, zoff_gpt_config *cfg, const zoff_layout *layout,
                        float *params);
-int zoff_llmc_save_gpt(const char *path, const zoff_gpt_config *cfg, const zoff_gpt_layout *layout,
+int zoff_llmc_save_gpt(const char *path, const zoff_gpt_config *cfg, const zoff_layout *layout,
                        const float *params);
 /* A directory checkpoint: DIR/model.safetensors + DIR/config.json (created as needed). */
-int zoff_gpt_checkpoint_save(zoff_gpt *m, const char *dir);
+int zoff_model_checkpoint_save(zoff_model *m, const char *dir);
 /* Loads weights into m from a directory (config.json + model.safetensors), a .safetensors
  * file, or an llm.c .bin; the stored config must equal m's. */
-int zoff_gpt_checkpoint_load(zoff_gpt *m, const char *path);
+int zoff_model_checkpoint_load(zoff_model *m, const char *path);
 /* Reads only the config of a checkpoint (directory, .safetensors with config.json beside
  * it, or .bin). */
 int zoff_gpt_checkpoint_config(const char *path, zoff_gpt_config *cfg);

@@ -15,7 +15,7 @@
 #define MOD "trainer"
 
 struct zoff_trainer {
-    zoff_gpt *m;
+    zoff_model *m;
     zoff_dev_stream *s;
     zoff_trainer_config cfg;
     float *mom, *var; /* device, layout.total each; allocated on first built-in step */
@@ -59,7 +59,7 @@ float zoff_trainer_lr_at(const zoff_trainer_config *c, int step) {
     return min_lr + coeff * (c->lr - min_lr);
 }
 
-int zoff_trainer_create(zoff_gpt *m, zoff_dev_stream *s, const zoff_trainer_config *cfg,
+int zoff_trainer_create(zoff_model *m, zoff_dev_stream *s, const zoff_trainer_config *cfg,
                         zoff_trainer **out) {
     if (!m || !s || !out) return -EINVAL;
     zoff_trainer_config def;
@@ -81,8 +81,8 @@ int zoff_trainer_create(zoff_gpt *m, zoff_dev_stream *s, const zoff_trainer_conf
     tr->s = s;
     tr->cfg = *cfg;
     tr->loss_scale =
-        zoff_gpt_get_options(m)->matmul_dtype == ZOFF_F16 ? cfg->loss_scale_init : 1.0f;
-    zoff_dev *dev = zoff_gpt_get_dev(m);
+        zoff_model_get_options(m)->matmul_dtype == ZOFF_F16 ? cfg->loss_scale_init : 1.0f;
+    zoff_dev *dev = zoff_model_get_dev(m);
     int rc = zoff_dev_malloc(dev, 2 * sizeof(float), (void **)&tr->d_sumsq);
     if (!rc) rc = zoff_dev_host_alloc(dev, 2 * sizeof(float), (void **)&tr->h_sumsq);
     if (rc) {
@@ -95,7 +95,7 @@ int zoff_trainer_create(zoff_gpt *m, zoff_dev_stream *s, const zoff_trainer_conf
 
 void zoff_trainer_destroy(zoff_trainer *tr) {
     if (!tr) return;
-    zoff_dev *dev = zoff_gpt_get_dev(tr->m);
+    zoff_dev *dev = zoff_model_get_dev(tr->m);
     zoff_dev_stream_synchronize(tr->s);
     zoff_dev_free(dev, tr->mom);
     zoff_dev_free(dev, tr->var);
@@ -119,11 +119,11 @@ int zoff_trainer_compute_grads(zoff_trainer *tr, const int32_t *tokens, const in
     if (first_micro_batch) {
         tr->loss_sum = 0.0;
         tr->n_micro = 0;
-        if ((rc = zoff_gpt_zero_grads(tr->m, tr->s))) return rc;
+        if ((rc = zoff_model_zero_grads(tr->m, tr->s))) return rc;
     }
     float l = 0.0f;
-    if ((rc = zoff_gpt_forward(tr->m, tr->s, tokens, targets, B, T, &l))) return rc;
-    if ((rc = zoff_gpt_backward(tr->m, tr->s, tr->loss_scale))) return rc;
+    if ((rc = zoff_model_forward(tr->m, tr->s, tokens, targets, B, T, &l))) return rc;
+    if ((rc = zoff_model_backward(tr->m, tr->s, tr->loss_scale))) return rc;
     tr->loss_sum += l;
     tr->n_micro++;
     if (loss) *loss = l;
@@ -138,7 +138,7 @@ static int builtin_adamw(zoff_trainer *tr, const zoff_optimizer_step_args *a) {
     int rc = ensure_moments(tr, total);
     if (rc) return rc;
     for (int i = 0; i < a->layout->n_tensors; i++) {
-        const zoff_gpt_tensor *t = &a->layout->tensors[i];
+        const zoff_tensor *t = &a->layout->tensors[i];
         zoff_dev_adamw_args h = {.lr = a->lr,
                                  .beta1 = tr->cfg.beta1,
                                  .beta2 = tr->cfg.beta2,
@@ -154,8 +154,8 @@ static int builtin_adamw(zoff_trainer *tr, const zoff_optimizer_step_args *a) {
 }
 
 int zoff_trainer_optimizer_step(zoff_trainer *tr, zoff_step_stats *stats) {
-    const zoff_gpt_layout *layout = zoff_gpt_get_layout(tr->m);
-    float *grads = zoff_gpt_grads(tr->m);
+    const zoff_layout *layout = zoff_model_get_layout(tr->m);
+    float *grads = zoff_model_grads(tr->m);
     int rc = zoff_dev_op_sumsq_nonfinite(tr->s, grads, ZOFF_F32, layout->total, tr->d_sumsq);
     if (!rc)
         rc = zoff_dev_memcpy_async(tr->s, tr->h_sumsq, tr->d_sumsq, 2 * sizeof(float),
@@ -174,7 +174,7 @@ int zoff_trainer_optimizer_step(zoff_trainer *tr, zoff_step_stats *stats) {
                           .skipped = false};
     if (nonfinite) {
         st.skipped = true;
-        if (zoff_gpt_get_options(tr->m)->matmul_dtype == ZOFF_F16) {
+        if (zoff_model_get_options(tr->m)->matmul_dtype == ZOFF_F16) {
             tr->loss_scale = fmaxf(tr->loss_scale * 0.5f, 1.0f);
             tr->good_steps = 0;
             zoff_log(ZOFF_LOG_DEBUG, MOD, "non-finite gradients: step skipped, loss scale %g",
@@ -190,7 +190,7 @@ int zoff_trainer_optimizer_step(zoff_trainer *tr, zoff_step_stats *stats) {
     if (tr->cfg.grad_clip > 0.0f && norm > tr->cfg.grad_clip) clip = tr->cfg.grad_clip / norm;
     int step = tr->step + 1;
     st.lr = zoff_trainer_lr_at(&tr->cfg, step);
-    zoff_optimizer_step_args a = {.params = zoff_gpt_params(tr->m),
+    zoff_optimizer_step_args a = {.params = zoff_model_params(tr->m),
                                   .grads = grads,
                                   .layout = layout,
                                   .step = step,
@@ -200,7 +200,7 @@ int zoff_trainer_optimizer_step(zoff_trainer *tr, zoff_step_stats *stats) {
     rc = tr->hook ? tr->hook(tr->hook_ctx, tr->s, &a) : builtin_adamw(tr, &a);
     if (rc) return rc;
     tr->step = step;
-    if (zoff_gpt_get_options(tr->m)->matmul_dtype == ZOFF_F16 &&
+    if (zoff_model_get_options(tr->m)->matmul_dtype == ZOFF_F16 &&
         ++tr->good_steps >= tr->cfg.loss_scale_window) {
         tr->loss_scale *= 2.0f;
         tr->good_steps = 0;
@@ -217,7 +217,7 @@ int zoff_trainer_step(zoff_trainer *tr, const int32_t *tokens, const int32_t *ta
 
 static int ensure_moments(zoff_trainer *tr, size_t total) {
     if (tr->mom) return 0;
-    zoff_dev *dev = zoff_gpt_get_dev(tr->m);
+    zoff_dev *dev = zoff_model_get_dev(tr->m);
     int rc = zoff_dev_malloc(dev, total * sizeof(float), (void **)&tr->mom);
     if (!rc) rc = zoff_dev_malloc(dev, total * sizeof(float), (void **)&tr->var);
     if (!rc) rc = zoff_dev_memset_async(tr->s, tr->mom, 0, total * sizeof(float));
@@ -226,8 +226,8 @@ static int ensure_moments(zoff_trainer *tr, size_t total) {
 }
 
 int zoff_trainer_save_state(zoff_trainer *tr, const char *path) {
-    size_t total = zoff_gpt_get_layout(tr->m)->total;
-    zoff_dev *dev = zoff_gpt_get_dev(tr->m);
+    size_t total = zoff_model_get_layout(tr->m)->total;
+    zoff_dev *dev = zoff_model_get_dev(tr->m);
     float *m = calloc(total, sizeof *m), *v = calloc(total, sizeof *v);
     int rc = m && v ? 0 : -ENOMEM;
     if (!rc) rc = zoff_dev_stream_synchronize(tr->s);
@@ -240,8 +240,8 @@ int zoff_trainer_save_state(zoff_trainer *tr, const char *path) {
 }
 
 int zoff_trainer_load_state(zoff_trainer *tr, const char *path) {
-    size_t total = zoff_gpt_get_layout(tr->m)->total;
-    zoff_dev *dev = zoff_gpt_get_dev(tr->m);
+    size_t total = zoff_model_get_layout(tr->m)->total;
+    zoff_dev *dev = zoff_model_get_dev(tr->m);
     float *m = malloc(total * sizeof *m), *v = malloc(total * sizeof *v);
     int step = 0;
     float scale = 1.0f;

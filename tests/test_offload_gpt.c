@@ -9,7 +9,7 @@
  *   - a device too small for the non-offloaded trainer's state trains with offload, and the
  *     reference fails there with a clear out-of-memory error. */
 #include "cpu_adam/cpu_adam.h"
-#include "model/gpt_offload.h"
+#include "model/model_offload.h"
 #include "model/model.h"
 #include "tests/test_util.h"
 
@@ -48,17 +48,17 @@ static zoff_dev *open_host(size_t capacity) {
     return dev;
 }
 
-static zoff_gpt *make_model(zoff_dev *dev, zoff_dtype dt) {
+static zoff_model *make_model(zoff_dev *dev, zoff_dtype dt) {
     zoff_gpt_config c;
     tiny(&c);
-    zoff_gpt_options o;
-    zoff_gpt_options_default(&o);
+    zoff_model_options o;
+    zoff_model_options_default(&o);
     o.batch = B;
     o.seq_len = T;
     o.matmul_dtype = dt;
-    zoff_gpt *m;
+    zoff_model *m;
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &m));
-    REQUIRE_OK(zoff_gpt_init_params(m, 42));
+    REQUIRE_OK(zoff_model_init_params(m, 42));
     return m;
 }
 
@@ -74,22 +74,22 @@ static void trainer_config(zoff_trainer_config *tc) {
 
 static void run_reference(zoff_dtype dt, float *losses) {
     zoff_dev *dev = open_host(0);
-    zoff_gpt *m = make_model(dev, dt);
+    zoff_model *m = make_model(dev, dt);
     zoff_dev_stream *s;
     REQUIRE_OK(zoff_dev_stream_create(dev, &s));
     zoff_trainer_config tc;
     trainer_config(&tc);
     zoff_trainer *tr;
-    REQUIRE_OK(zoff_trainer_create(m, s, &tc, &tr));
+    REQUIRE_OK(zoff_trainer_create(m, s, &tc, NULL, &tr));
     int32_t x[B * T], y[B * T];
     for (int i = 0; i < STEPS; i++) {
         batch(i, x, y);
         zoff_step_stats st;
-        REQUIRE_OK(zoff_trainer_step(tr, x, y, B, T, &st));
+        REQUIRE_OK(zoff_trainer_step(tr, BATCH(x, y, B, T), &st));
         losses[i] = st.loss;
     }
     zoff_trainer_destroy(tr);
-    zoff_gpt_destroy(m);
+    zoff_model_destroy(m);
     zoff_dev_stream_destroy(s);
     zoff_dev_close(dev);
 }
@@ -97,7 +97,7 @@ static void run_reference(zoff_dtype dt, float *losses) {
 static void run_offload(zoff_dtype dt, zoff_offload_target target, zoff_schedule sched,
                         const char *dir, float *losses, double *pcie_per_param) {
     zoff_dev *dev = open_host(0);
-    zoff_gpt *m = make_model(dev, dt);
+    zoff_model *m = make_model(dev, dt);
     zoff_dev_stream *s;
     REQUIRE_OK(zoff_dev_stream_create(dev, &s));
     zoff_trainer_config tc;
@@ -119,21 +119,21 @@ static void run_offload(zoff_dtype dt, zoff_offload_target target, zoff_schedule
         ec.nvme_dirs[0] = dir;
         ec.n_nvme_dirs = 1;
     }
-    zoff_gpt_offload *off;
-    REQUIRE_OK(zoff_gpt_offload_create(m, s, &ec, &off));
+    zoff_model_offload *off;
+    REQUIRE_OK(zoff_model_offload_create(m, s, &ec, &off));
     int32_t x[B * T], y[B * T];
     for (int i = 0; i < STEPS; i++) {
         batch(i, x, y);
-        REQUIRE_OK(zoff_gpt_offload_micro_batch(off, x, y, B, T, &losses[i]));
+        REQUIRE_OK(zoff_model_offload_micro_batch(off, x, y, B, T, &losses[i]));
     }
-    REQUIRE_OK(zoff_engine_flush(zoff_gpt_offload_engine(off), s));
+    REQUIRE_OK(zoff_engine_flush(zoff_model_offload_engine(off), s));
     zoff_engine_step_report rep;
-    REQUIRE_OK(zoff_engine_last_report(zoff_gpt_offload_engine(off), &rep));
+    REQUIRE_OK(zoff_engine_last_report(zoff_model_offload_engine(off), &rep));
     zoff_engine_memory mem;
-    zoff_engine_get_memory(zoff_gpt_offload_engine(off), &mem);
+    zoff_engine_get_memory(zoff_model_offload_engine(off), &mem);
     *pcie_per_param = (double)(rep.pcie_d2h_bytes + rep.pcie_h2d_bytes) / (double)mem.n_params;
-    REQUIRE_OK(zoff_gpt_offload_finish(off));
-    zoff_gpt_destroy(m);
+    REQUIRE_OK(zoff_model_offload_finish(off));
+    zoff_model_destroy(m);
     zoff_dev_stream_destroy(s);
     zoff_dev_close(dev);
 }
@@ -151,25 +151,25 @@ static double max_rel_diff(const float *a, const float *b, int n) {
  * Adam moments: the reference fails with ZOFF_EDEVICE_OOM, offload trains. */
 static void test_state_larger_than_device(void) {
     zoff_dev *probe = open_host(0);
-    zoff_gpt *pm = make_model(probe, ZOFF_BF16);
-    size_t model_bytes = zoff_gpt_device_bytes(pm);
-    size_t n = zoff_gpt_get_layout(pm)->total;
-    zoff_gpt_destroy(pm);
+    zoff_model *pm = make_model(probe, ZOFF_BF16);
+    size_t model_bytes = zoff_model_device_bytes(pm);
+    size_t n = zoff_model_get_layout(pm)->total;
+    zoff_model_destroy(pm);
     zoff_dev_close(probe);
     size_t capacity = model_bytes + 4 * n; /* < the trainer's 8 bytes/param of moments */
 
     zoff_dev *dev = open_host(capacity);
-    zoff_gpt *m = make_model(dev, ZOFF_BF16);
+    zoff_model *m = make_model(dev, ZOFF_BF16);
     zoff_dev_stream *s;
     REQUIRE_OK(zoff_dev_stream_create(dev, &s));
     zoff_trainer_config tc;
     trainer_config(&tc);
     zoff_trainer *tr = NULL;
-    REQUIRE_OK(zoff_trainer_create(m, s, &tc, &tr));
+    REQUIRE_OK(zoff_trainer_create(m, s, &tc, NULL, &tr));
     int32_t x[B * T], y[B * T];
     batch(0, x, y);
     zoff_step_stats st;
-    int rc = zoff_trainer_step(tr, x, y, B, T, &st); /* its moments are allocated here */
+    int rc = zoff_trainer_step(tr, BATCH(x, y, B, T), &st); /* its moments are allocated here */
     CHECK_EQ_INT(rc, ZOFF_EDEVICE_OOM);
     CHECK(strstr(zoff_last_error_detail(), "out of memory") != NULL);
     printf("reference trainer on a %zu-byte device: %s (%s)\n", capacity, zoff_strerror(rc),
@@ -179,17 +179,17 @@ static void test_state_larger_than_device(void) {
     zoff_engine_config_default(&ec);
     ec.bucket_bytes = 16 << 10;
     ec.cpu_threads = 1;
-    zoff_gpt_offload *off;
-    REQUIRE_OK(zoff_gpt_offload_create(m, s, &ec, &off));
+    zoff_model_offload *off;
+    REQUIRE_OK(zoff_model_offload_create(m, s, &ec, &off));
     float first = 0, last = 0;
     for (int i = 0; i < STEPS; i++) {
         batch(i, x, y);
-        REQUIRE_OK(zoff_gpt_offload_micro_batch(off, x, y, B, T, i ? &last : &first));
+        REQUIRE_OK(zoff_model_offload_micro_batch(off, x, y, B, T, i ? &last : &first));
     }
     printf("offloaded on the same device: loss %.4f -> %.4f\n", first, last);
     CHECK(last < first);
-    REQUIRE_OK(zoff_gpt_offload_finish(off));
-    zoff_gpt_destroy(m);
+    REQUIRE_OK(zoff_model_offload_finish(off));
+    zoff_model_destroy(m);
     zoff_dev_stream_destroy(s);
     zoff_dev_close(dev);
 }

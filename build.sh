@@ -51,7 +51,7 @@ build)
 run)
     configure_and_build build/release -DCMAKE_BUILD_TYPE=Release
     echo "==> zoff train (built-in demo: a small GPT on GPL-3 with byte tokens)"
-    build/release/cli/zoff train --out build/zoff_out
+    build/release/cli/zoff train --out build/zoff_out --overwrite
     ;;
 test)
     status=0

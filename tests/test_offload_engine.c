@@ -155,6 +155,15 @@ static void run_engine(const test_case *tc, const char *nvme_dir, unsigned char 
         }
     CHECK_OK(zoff_engine_get_master(e, s, master_out));
     CHECK_OK(zoff_engine_last_report(e, last));
+    /* each step's own report, for the last 8; not for a step not yet ended, nor older ones */
+    for (int step = tc->steps > 8 ? tc->steps - 8 : 0; step < tc->steps; step++) {
+        zoff_engine_step_report r;
+        CHECK_OK(zoff_engine_report_of_step(e, step, &r));
+        CHECK_EQ_INT(r.step, step);
+    }
+    zoff_engine_step_report r;
+    CHECK_EQ_INT(zoff_engine_report_of_step(e, tc->steps, &r), -EINVAL);
+    if (tc->steps > 8) CHECK_EQ_INT(zoff_engine_report_of_step(e, 0, &r), -ENOENT);
     zoff_engine_destroy(e);
     free(master);
     CHECK_OK(zoff_dev_free(dev, dparams));

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Writes the tokenizer fixtures in tests/fixtures/tokenizer/ from Hugging Face `tokenizers`.
+
+Trains small BPE tokenizers offline (no network) on GPL-3 text plus the test corpus, in four
+flavours that zoff's C tokenizer must match id for id:
+  gpt2      byte-level, ByteLevel pre-tokenizer with the GPT-2 split regex
+  llama3    byte-level, Split(Llama-3 regex, isolated) + ByteLevel(use_regex=false), ignore_merges
+  spm       SentencePiece-style (Llama 2 / Mistral): Prepend+Replace normalizer, byte_fallback
+  metaspace the spm vocabulary behind a Metaspace(prepend_scheme=first) pre-tokenizer
+Each gets NAME/tokenizer.json and NAME/expected.tsv: one line per test case,
+  hex(input bytes) TAB ids (space separated) TAB hex(decode(ids, skip_special_tokens=False)).
+Inputs that are not valid UTF-8 are given to `tokenizers` as bytes.decode('utf-8', 'replace')
+(what the C tokenizer promises to do with them). Usage: pip install tokenizers; run from
+anywhere: python3 scripts/make_tokenizer_fixtures.py
+"""
+import json
+import os
+import sys
+
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "tests", "fixtures", "tokenizer")
+
+GPT2_PATTERN = (r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+                  r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+CASES = [
+    b"Hello world",
+    b"Hello, world! How are you doing today?",
+    b"The quick brown fox jumps over the lazy dog.",
+    b"I'm sure you've seen it; they'll say we'd DON'T, It'S, he'LL",
+    b"  leading spaces and trailing spaces   ",
+    b"tabs\tand\t\tmore\ttabs",
+    b"line one\nline two\r\nline three\n\n\nafter blank lines\n",
+    b"    indented code\n        more indented\n",
+    b"\n",
+    b" ",
+    b"   ",
+    b"",
+    b"a",
+    b"1234567890 3.14159 1,000,000 -42 +7e10 0x1F 2024-05-20",
+    b"numbers123mixed456with789letters",
+    "Grüße aus München, schöne Straße".encode(),
+    "Ça va très bien, merci à vous. L'été français".encode(),
+    "Привет, как дела? Всё хорошо.".encode(),
+    "Καλημέρα κόσμε".encode(),
+    "مرحبا بالعالم".encode(),
+    "שלום עולם".encode(),
+    "नमस्ते दुनिया".encode(),
+    "你好，世界！今天天气很好。".encode(),
+    "こんにちは世界、カタカナとひらがな".encode(),
+    "안녕하세요 세계".encode(),
+    "สวัสดีชาวโลก".encode(),
+    "Emoji: 😀 👍🏽 👨‍👩‍👧‍👦 🇩🇪 ❤️ 🚀🚀🚀".encode(),
+    "combining e\u0301 and a\u0308 and \u00e9".encode(),
+    "non-breaking\u00a0space and ideographic\u3000space and en\u2002space".encode(),
+    "zero\u200bwidth and soft\u00adhyphen".encode(),
+    b"def f(x):\n    return x * 2  # double\n\nprint(f(21))\n",
+    b"int main(void) { for (int i = 0; i < 10; i++) printf(\"%d\\n\", i); return 0; }",
+    b"{\"key\": [1, 2, 3], \"nested\": {\"a\": null}}",
+    b"<html><body class=\"x\">&amp; &lt;tag&gt;</body></html>",
+    b"!!! ??? ... --- *** ### $$$ %%% ^^^ &&& ((( ))) [[[ ]]] {{{ }}}",
+    b"https://example.com/path?query=1&other=two#frag",
+    b"user@example.org, +1 (555) 123-4567",
+    b"Hello<|endoftext|>world",
+    b"<|endoftext|>",
+    b"<|endoftext|><|endoftext|> <|endoftext|> x",
+    b"<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>",
+    b"<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n",
+    b"<s>[INST] question [/INST] answer</s>",
+    b"almost special <|endoftext| and <|im_start and <s and </s",
+    b"<unk> token text",
+    b"invalid \xff byte",
+    b"truncated \xc3",
+    b"overlong \xc0\xaf and \xe0\x80\xaf",
+    b"surrogate \xed\xa0\x80 half",
+    b"lone continuation \x80\x81\x82 bytes",
+    b"truncated 3-byte \xe2\x82 and 4-byte \xf0\x9f\x98 ends",
+    b"\xf4\x90\x80\x80 beyond U+10FFFF and \xf5\xff",
+    b"control \x01\x02\x1b[31m chars\x7f",
+    b"nul\x00inside",
+    b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    b"                                                                end",
+    b"MixedCASE camelCaseWords snake_case_words kebab-case-words ALLCAPS",
+    "Ünïcödé ÄÖÜ ß ẞ ﬁ ﬀ Ⅻ ½ ² ① ١٢٣ ٤".encode(),
+]
+
+
+def read_gpl():
+    path = "/usr/share/common-licenses/GPL-3"
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def training_text():
+    lines = read_gpl().split("\n")
+    extra = [c.decode("utf-8", "replace") for c in CASES]
+    return lines + extra * 3
+
+
+def as_text(case):
+    return case.decode("utf-8", "replace")
+
+
+def write_expected(name, tok):
+    d = os.path.join(OUT, name)
+    os.makedirs(d, exist_ok=True)
+    tok.save(os.path.join(d, "tokenizer.json"))
+    # Reload from the file: what the C side reads is what is checked.
+    tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    cases = list(CASES)
+    # Whole multi-line documents too, so that splits across lines are covered.
+    cases.append(b"\n".join(CASES[:20]))
+    cases.append(b"\n".join(CASES[20:]))
+    with open(os.path.join(d, "expected.tsv"), "w") as f:
+        for case in cases:
+            ids = tok.encode(as_text(case), add_special_tokens=False).ids
+            dec = tok.decode(ids, skip_special_tokens=False).encode("utf-8")
+            f.write("%s\t%s\t%s\n" % (case.hex(), " ".join(map(str, ids)), dec.hex()))
+    print("%s: vocab %d, %d cases" % (name, tok.get_vocab_size(), len(cases)))
+
+
+def byte_level(name, pre, ignore_merges, specials):
+    tok = Tokenizer(models.BPE(ignore_merges=ignore_merges))
+    tok.pre_tokenizer = pre
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1200, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(training_text(), trainer)
+    write_expected(name, tok)
+
+
+def spm_style():
+    byte_tokens = ["<0x%02X>" % b for b in range(256)]
+    specials = ["<unk>", "<s>", "</s>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"),
+                                           normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    # limit_alphabet leaves rare characters out, so that they take the byte fallback.
+    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=specials + byte_tokens,
+                                  limit_alphabet=120, show_progress=False)
+    tok.train_from_iterator(training_text(), trainer)
+    # As in Llama 2's file: the byte tokens are ordinary vocabulary, not added tokens.
+    doc = json.loads(tok.to_str())
+    doc["added_tokens"] = [t for t in doc["added_tokens"] if t["content"] in specials]
+    write_expected("spm", Tokenizer.from_str(json.dumps(doc)))
+    # The same vocabulary behind a Metaspace pre-tokenizer (newer Llama/Mistral conversions).
+    doc["normalizer"] = None
+    doc["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581",
+                            "prepend_scheme": "first", "split": False}
+    doc["decoder"] = {"type": "Metaspace", "replacement": "\u2581",
+                      "prepend_scheme": "first", "split": False}
+    write_expected("metaspace", Tokenizer.from_str(json.dumps(doc)))
+
+
+def main():
+    byte_level("gpt2", pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True), False,
+               ["<|endoftext|>"])
+    llama3_specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                       "<|end_header_id|>", "<|eot_id|>", "<|im_start|>", "<|im_end|>"]
+    byte_level("llama3", pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]), True,
+        llama3_specials)
+    spm_style()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

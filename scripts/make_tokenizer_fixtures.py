@@ -5,8 +5,10 @@ Trains small BPE tokenizers offline (no network) on GPL-3 text plus the test cor
 flavours that zoff's C tokenizer must match id for id:
   gpt2      byte-level, ByteLevel pre-tokenizer with the GPT-2 split regex
   llama3    byte-level, Split(Llama-3 regex, isolated) + ByteLevel(use_regex=false), ignore_merges
-  spm       SentencePiece-style (Llama 2 / Mistral): Prepend+Replace normalizer, byte_fallback
-  metaspace the spm vocabulary behind a Metaspace(prepend_scheme=first) pre-tokenizer
+  spm       SentencePiece-style (Llama 2 / Mistral): Prepend+Replace normalizer, byte_fallback,
+            a vocabulary trained within words as SentencePiece does
+  metaspace the same kind behind a Metaspace(prepend_scheme=first) pre-tokenizer, with a
+            vocabulary whose merges span words
 Each gets NAME/tokenizer.json and NAME/expected.tsv: one line per test case,
   hex(input bytes) TAB ids (space separated) TAB hex(decode(ids, skip_special_tokens=False)).
 Inputs that are not valid UTF-8 are given to `tokenizers` as bytes.decode('utf-8', 'replace')
@@ -132,23 +134,37 @@ def byte_level(name, pre, ignore_merges, specials):
     write_expected(name, tok)
 
 
-def spm_style():
+def spm_tokenizer(split_words):
+    """A SentencePiece-style BPE. split_words trains as SentencePiece does, never merging across
+    a word boundary (every token with U+2581 has it only in front, as in Llama 2's vocabulary);
+    without it merges may span words (e.g. "e\u2581"), which the C side must also handle."""
     byte_tokens = ["<0x%02X>" % b for b in range(256)]
     specials = ["<unk>", "<s>", "</s>"]
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"),
                                            normalizers.Replace(" ", "\u2581")])
+    if split_words:
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581",
+                                                     prepend_scheme="never", split=True)
     tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
                                      decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     # limit_alphabet leaves rare characters out, so that they take the byte fallback.
     trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=specials + byte_tokens,
                                   limit_alphabet=120, show_progress=False)
     tok.train_from_iterator(training_text(), trainer)
-    # As in Llama 2's file: the byte tokens are ordinary vocabulary, not added tokens.
+    # As in Llama 2's file: the byte tokens are ordinary vocabulary, not added tokens, and no
+    # pre-tokenizer (the training split above is not part of the tokenizer).
     doc = json.loads(tok.to_str())
     doc["added_tokens"] = [t for t in doc["added_tokens"] if t["content"] in specials]
-    write_expected("spm", Tokenizer.from_str(json.dumps(doc)))
-    # The same vocabulary behind a Metaspace pre-tokenizer (newer Llama/Mistral conversions).
+    doc["pre_tokenizer"] = None
+    return doc
+
+
+def spm_style():
+    write_expected("spm", Tokenizer.from_str(json.dumps(spm_tokenizer(True))))
+    # A vocabulary with merges across words, behind a Metaspace pre-tokenizer (the newer
+    # Llama/Mistral conversions).
+    doc = spm_tokenizer(False)
     doc["normalizer"] = None
     doc["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581",
                             "prepend_scheme": "first", "split": False}

@@ -473,7 +473,7 @@ static int cache_clear(zoff_tok *tok) {
     return 0;
 }
 
-static int model_word(enc *e, const char *p, size_t len) {
+static int model_piece(enc *e, const char *p, size_t len) {
     zoff_tok *tok = e->tok;
     if (len == 0) return 0;
     if (tok->ignore_merges) {
@@ -517,6 +517,27 @@ static int model_word(enc *e, const char *p, size_t len) {
     tok->cache_ids_len += n_ids;
     tok->cache_n++;
     return 0;
+}
+
+/* One pre-tokenized word; cut before each run of the word boundary where that is exact. */
+static int model_word(enc *e, const char *p, size_t len) {
+    const zoff_tok *tok = e->tok;
+    size_t sl = tok->word_sep_len;
+    if (!sl) return model_piece(e, p, len);
+    size_t start = 0, k = 0;
+    const char *s = tok->word_sep;
+    for (;;) {
+        const char *hit = memmem(p + k, len - k, s, sl);
+        if (!hit) break;
+        size_t at = (size_t)(hit - p);
+        if (at > start && !(at >= sl && memcmp(p + at - sl, s, sl) == 0)) {
+            int rc = model_piece(e, p + start, at - start);
+            if (rc) return rc;
+            start = at;
+        }
+        k = at + sl;
+    }
+    return model_piece(e, p + start, len - start);
 }
 
 /* --- pre-tokenizers --------------------------------------------------------------------- */

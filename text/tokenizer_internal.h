@@ -121,6 +121,11 @@ struct zoff_tok {
     int32_t ascii_id[128];    /* SentencePiece-style: one-character ASCII token ids */
     bool byte_fallback, fuse_unk, ignore_merges;
     int32_t unk_id; /* -1: no unk token */
+    /* SentencePiece-style: words may be cut before each run of this character (the word
+     * boundary, U+2581) without changing the result, because no token holds it after another
+     * character; empty when that does not hold (see find_word_sep) */
+    char word_sep[8];
+    size_t word_sep_len;
     /* added tokens */
     tok_added *added;
     size_t n_added;

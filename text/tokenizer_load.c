@@ -681,6 +681,34 @@ static int load_added(load_ctx *c, const cJSON *list) {
     return rc;
 }
 
+/* Whether a SentencePiece-style word can be cut before each run of the boundary character S
+ * (what the Metaspace pre-tokenizer or a Replace(' ', S) normalizer writes): BPE then gives
+ * the same ids piece by piece, because a merge across the cut would make a token with S after
+ * another character, and there is none; the unknown-token fusing stops at S too, since S is a
+ * token. Lets the word cache work on texts that are one long "word". */
+static void find_word_sep(zoff_tok *tok) {
+    const char *s = NULL;
+    size_t sl = 0;
+    if (tok->byte_level || tok->ignore_merges) return;
+    for (size_t i = 0; i < tok->n_pres; i++)
+        if (tok->pres[i].metaspace) s = tok->pres[i].repl, sl = tok->pres[i].repl_len;
+    for (size_t i = 0; !s && i < tok->n_norms; i++)
+        if (tok->norms[i].kind == NORM_REPLACE && tok->norms[i].a_len == 1 &&
+            tok->norms[i].a[0] == ' ' && tok->norms[i].b_len > 0 && tok->norms[i].b_len <= 4)
+            s = tok->norms[i].b, sl = tok->norms[i].b_len;
+    if (!s || tok_strmap_get(&tok->model_map, s, sl) < 0) return;
+    const tok_strmap *m = &tok->model_map;
+    for (size_t i = 0; i < m->n; i++) {
+        const char *k = m->arena + m->entries[i].off;
+        size_t n = m->entries[i].len, j = 0;
+        while (j + sl <= n && memcmp(k + j, s, sl) == 0)
+            j += sl;
+        if (j < n && memmem(k + j, n - j, s, sl)) return;
+    }
+    memcpy(tok->word_sep, s, sl);
+    tok->word_sep_len = sl;
+}
+
 int zoff_tok_load(const char *path, zoff_tok **out) {
     *out = NULL;
     char file[4096];
@@ -728,6 +756,7 @@ int zoff_tok_load(const char *path, zoff_tok **out) {
         goto out;
     if ((rc = load_model(&c, cJSON_GetObjectItemCaseSensitive(doc, "model")))) goto out;
     if ((rc = load_added(&c, cJSON_GetObjectItemCaseSensitive(doc, "added_tokens")))) goto out;
+    find_word_sep(tok);
     tok->n_total = tok->n_vocab;
     for (size_t i = 0; i < tok->n_added; i++)
         if ((size_t)tok->added[i].id + 1 > tok->n_total)

@@ -3,7 +3,7 @@
 prints one JSON line for each, plus their ratio: the in-run baseline of bench_tokenizer.
   python3 scripts/bench_tokenizer_vs_hf.py [--bench build/release/bench/bench_tokenizer]
       [--tokenizer DIR ...] [--text FILE] [--copies N] [--repeat N]
-Defaults: the four fixtures in tests/fixtures/tokenizer, and a text of GPL-3 followed by the
+Defaults: the five fixtures in tests/fixtures/tokenizer, and a text of GPL-3 followed by the
 fixture test corpus, repeated --copies times (different copies hit the word caches, as real
 text does)."""
 import argparse
@@ -41,7 +41,7 @@ def main():
     ap.add_argument("--copies", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
-    dirs = a.tokenizer or [os.path.join(FIX, n) for n in ("gpt2", "llama3", "spm", "metaspace")]
+    dirs = a.tokenizer or [os.path.join(FIX, n) for n in ("gpt2", "llama3", "qwen2", "spm", "metaspace")]
     if a.text:
         path = a.text
         with open(path, "rb") as f:

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Writes the tokenizer fixtures in tests/fixtures/tokenizer/ from Hugging Face `tokenizers`.
 
-Trains small BPE tokenizers offline (no network) on GPL-3 text plus the test corpus, in four
+Trains small BPE tokenizers offline (no network) on GPL-3 text plus the test corpus, in five
 flavours that zoff's C tokenizer must match id for id:
   gpt2      byte-level, ByteLevel pre-tokenizer with the GPT-2 split regex
   llama3    byte-level, Split(Llama-3 regex, isolated) + ByteLevel(use_regex=false), ignore_merges
+  qwen2     byte-level as Qwen2: NFC normalizer, Split(Qwen2 regex: single digits) + ByteLevel
   spm       SentencePiece-style (Llama 2 / Mistral): Prepend+Replace normalizer, byte_fallback,
             a vocabulary trained within words as SentencePiece does
   metaspace the same kind behind a Metaspace(prepend_scheme=first) pre-tokenizer, with a
@@ -25,6 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "tokenizer")
 
 GPT2_PATTERN = (r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
                   r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
@@ -87,6 +90,7 @@ CASES = [
     b"                                                                end",
     b"MixedCASE camelCaseWords snake_case_words kebab-case-words ALLCAPS",
     "Ünïcödé ÄÖÜ ß ẞ ﬁ ﬀ Ⅻ ½ ² ① ١٢٣ ٤".encode(),
+    "decomposed: Cafe\u0301 Zu\u0308rich A\u030a \u1100\u1161\u11a8 \u212b \u2126 q\u0307\u0323".encode(),
 ]
 
 
@@ -124,8 +128,10 @@ def write_expected(name, tok):
     print("%s: vocab %d, %d cases" % (name, tok.get_vocab_size(), len(cases)))
 
 
-def byte_level(name, pre, ignore_merges, specials):
+def byte_level(name, pre, ignore_merges, specials, normalizer=None):
     tok = Tokenizer(models.BPE(ignore_merges=ignore_merges))
+    if normalizer is not None:
+        tok.normalizer = normalizer
     tok.pre_tokenizer = pre
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=1200, special_tokens=specials, show_progress=False,
@@ -182,6 +188,10 @@ def main():
         pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]), True,
         llama3_specials)
+    byte_level("qwen2", pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]), False,
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], normalizers.NFC())
     spm_style()
     return 0
 

@@ -366,7 +366,8 @@ static void check_iter(zoff_tok *tok) {
         CHECK(memcmp(a, seen, 54 * sizeof(long)) == 0);
         CHECK(memcmp(a, b, 54 * sizeof(long)) != 0);
 
-        /* resume mid-epoch: a cursor saved after 5 rows continues with the same rows, into the next epoch */
+        /* resume mid-epoch: a cursor saved after 5 rows continues with the same rows, into the next
+         * epoch */
         ic.seed = 42;
         ic.epochs = 0;
         REQUIRE_OK(zoff_sft_iter_create(d, &ic, false, &tr));

@@ -76,7 +76,8 @@ static int check_cases(const char *name, const char *path, int byte_level) {
             p = end;
         }
         CHECK_OK(zoff_tok_encode(tok, input, in_len, &got));
-        int same = got.n == want.n && memcmp(got.ids, want.ids, got.n * sizeof(int32_t)) == 0;
+        int same = got.n == want.n &&
+                   (got.n == 0 || memcmp(got.ids, want.ids, got.n * sizeof(int32_t)) == 0);
         if (!same) {
             fprintf(stderr, "%s case %d (%.60s): %zu ids, expected %zu\n  got:", name, cases, input,
                     got.n, want.n);
@@ -148,8 +149,8 @@ static void check_errors(void) {
     check_refused("{}", ZOFF_EFORMAT, "model");
     check_refused("{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}", ZOFF_EFORMAT,
                   "model.type");
-    check_refused("{\"normalizer\": {\"type\": \"NFC\"}, " MINIMAL_MODEL "}", ZOFF_EFORMAT,
-                  "normalizer.type: normalizer 'NFC'");
+    check_refused("{\"normalizer\": {\"type\": \"NFKC\"}, " MINIMAL_MODEL "}", ZOFF_EFORMAT,
+                  "normalizer.type: normalizer 'NFKC'");
     check_refused("{\"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": "
                   "\"Prepend\", \"prepend\": \"x\"}, {\"type\": \"Lowercase\"}]}, " MINIMAL_MODEL
                   "}",
@@ -242,11 +243,11 @@ int main(int argc, char **argv) {
     fixtures = argv[1];
     snprintf(tmpdir, sizeof tmpdir, "/tmp/zoff_tok_XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
-    const char *names[] = {"gpt2", "llama3", "spm", "metaspace"};
-    for (int i = 0; i < 4; i++) {
+    const char *names[] = {"gpt2", "llama3", "qwen2", "spm", "metaspace"};
+    for (int i = 0; i < 5; i++) {
         char dir[512];
         snprintf(dir, sizeof dir, "%s/%s", fixtures, names[i]); /* a directory is accepted */
-        int cases = check_cases(names[i], dir, i < 2);
+        int cases = check_cases(names[i], dir, i < 2); /* qwen2's NFC does not give back all */
         CHECK(cases > 50);
         printf("%s: %d cases\n", names[i], cases);
     }

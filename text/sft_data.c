@@ -22,7 +22,7 @@ typedef struct sample {
 struct zoff_sft_data {
     int32_t *tokens;
     uint8_t *train;
-    size_t n_tokens, cap_tokens;
+    size_t n_tokens, cap_tokens, cap_train;
     sample *samples;
     size_t n_samples, cap_samples;
     size_t n_truncated;
@@ -200,16 +200,11 @@ int zoff_sft_load(const char *path, zoff_tok *tok, const zoff_sft_config *cfg,
         for (size_t s = 0; s < n_segs && !rc; s++) {
             ids.n = 0;
             rc = zoff_tok_encode(tok, segs[s].text, strlen(segs[s].text), &ids);
-            if (!rc && (rc = reserve((void **)&d->tokens, &d->cap_tokens, d->n_tokens + ids.n,
-                                     sizeof(int32_t))) == 0) {
-                size_t cap = d->cap_tokens; /* the flags follow the same capacity */
-                void *p = realloc(d->train, cap);
-                if (!p)
-                    rc = -ENOMEM;
-                else
-                    d->train = p;
-            }
-            if (rc) break;
+            if (rc || ids.n == 0) continue;
+            size_t need = d->n_tokens + ids.n;
+            if ((rc = reserve((void **)&d->tokens, &d->cap_tokens, need, sizeof(int32_t))) ||
+                (rc = reserve((void **)&d->train, &d->cap_train, need, 1)))
+                break;
             memcpy(d->tokens + d->n_tokens, ids.ids, ids.n * sizeof(int32_t));
             memset(d->train + d->n_tokens, segs[s].train, ids.n);
             d->n_tokens += ids.n;
@@ -318,7 +313,7 @@ static int cmp_u32(const void *a, const void *b) {
 }
 
 static void make_order(zoff_sft_iter *it) {
-    memcpy(it->order, it->set, it->n_set * sizeof(uint32_t));
+    if (it->n_set) memcpy(it->order, it->set, it->n_set * sizeof(uint32_t));
     if (!it->validation) {
         uint64_t s = it->cfg.seed;
         uint64_t seed = splitmix64(&s) ^ (it->cur.epoch * 0xD1B54A32D192ED03ull + 1);
@@ -354,10 +349,10 @@ int zoff_sft_iter_create(const zoff_sft_data *d, const zoff_sft_iter_config *cfg
         perm[i] = (uint32_t)i;
     shuffle(perm, n, cfg->split_seed ^ 0x5EEDull);
     it->n_set = validation ? n_val : n - n_val;
-    it->set = malloc(it->n_set * sizeof(uint32_t));
-    it->order = malloc(it->n_set * sizeof(uint32_t));
+    it->set = malloc((it->n_set ? it->n_set : 1) * sizeof(uint32_t));
+    it->order = malloc((it->n_set ? it->n_set : 1) * sizeof(uint32_t));
     if (!it->set || !it->order) goto oom;
-    memcpy(it->set, perm + (validation ? 0 : n_val), it->n_set * sizeof(uint32_t));
+    if (it->n_set) memcpy(it->set, perm + (validation ? 0 : n_val), it->n_set * sizeof(uint32_t));
     qsort(it->set, it->n_set, sizeof(uint32_t), cmp_u32);
     free(perm);
     it->d = d;

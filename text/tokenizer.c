@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <utf8proc.h>
 #include <string.h>
 
 /* --- small utilities -------------------------------------------------------------------- */
@@ -491,7 +492,8 @@ static int model_piece(enc *e, const char *p, size_t len) {
             zoff_tok_ids *o = e->out;
             if (reserve((void **)&o->ids, &o->cap, o->n + c->n_ids, sizeof(int32_t)))
                 return -ENOMEM;
-            memcpy(o->ids + o->n, tok->cache_ids + c->ids_off, c->n_ids * sizeof(int32_t));
+            if (c->n_ids)
+                memcpy(o->ids + o->n, tok->cache_ids + c->ids_off, c->n_ids * sizeof(int32_t));
             o->n += c->n_ids;
             return 0;
         }
@@ -510,7 +512,8 @@ static int model_piece(enc *e, const char *p, size_t len) {
                 sizeof(int32_t)))
         return -ENOMEM;
     memcpy(tok->cache_keys + tok->cache_keys_len, p, len);
-    memcpy(tok->cache_ids + tok->cache_ids_len, e->out->ids + before, n_ids * sizeof(int32_t));
+    if (n_ids)
+        memcpy(tok->cache_ids + tok->cache_ids_len, e->out->ids + before, n_ids * sizeof(int32_t));
     tok->cache[j] = (tok_cache_entry){h, (uint32_t)tok->cache_keys_len, (uint32_t)len,
                                       (uint32_t)tok->cache_ids_len, (uint32_t)n_ids};
     tok->cache_keys_len += len;
@@ -718,7 +721,27 @@ static int normalize(enc *e, const char *s, size_t n, const char **out, size_t *
         const tok_norm *nm = &tok->norms[k];
         char **b = &e->buf[cur];
         size_t *cap = &e->buf_cap[cur];
-        if (nm->kind == NORM_PREPEND) {
+        if (nm->kind == NORM_NFC) { /* utf8proc; ASCII is its own NFC */
+            size_t i = 0;
+            while (i < n && (unsigned char)s[i] < 0x80)
+                i++;
+            if (i == n) continue;
+            utf8proc_uint8_t *nfc = NULL;
+            utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n,
+                                              &nfc, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+            if (r < 0) {
+                free(nfc);
+                return r == UTF8PROC_ERROR_NOMEM
+                           ? -ENOMEM
+                           : zoff_fail(ZOFF_EFORMAT, TOK_MOD, "%s: NFC normalization failed: %s",
+                                       tok->path, utf8proc_errmsg(r));
+            }
+            int rc = reserve((void **)b, cap, (size_t)r + 1, 1);
+            if (!rc) memcpy(*b, nfc, (size_t)r);
+            free(nfc);
+            if (rc) return rc;
+            n = (size_t)r;
+        } else if (nm->kind == NORM_PREPEND) {
             if (n == 0) continue; /* Prepend leaves an empty string alone */
             if (reserve((void **)b, cap, n + nm->a_len, 1)) return -ENOMEM;
             memcpy(*b, nm->a, nm->a_len);
@@ -839,7 +862,7 @@ static int sl_begin(slist *l) {
 
 static int sl_add(slist *l, const char *p, size_t n) {
     if (reserve((void **)&l->data, &l->cap, l->len + n + 1, 1)) return -ENOMEM;
-    memcpy(l->data + l->len, p, n);
+    if (n) memcpy(l->data + l->len, p, n);
     l->len += n;
     l->start[l->count] = l->len;
     return 0;

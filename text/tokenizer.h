@@ -1,12 +1,12 @@
 /* The tokenizer: Hugging Face tokenizer.json files with a BPE model, encoded and decoded in C
  * with the same ids as the `tokenizers` library.
  *
- * Served: byte-level BPE (GPT-2, Llama 3, Qwen2 without NFC: ByteLevel pre-tokenizer, Split by a
- * regex run through PCRE2, Digits, Metaspace), SentencePiece-style BPE (Llama 2, Mistral:
- * Prepend/Replace normalizers or Metaspace, byte_fallback, unk fusing), added and special tokens
- * (matched leftmost-longest before the normalizer and pre-tokenizers, as `tokenizers` does),
- * merges by rank, ignore_merges, and the ByteLevel, Metaspace, Replace, ByteFallback, Fuse and
- * Strip decoders. Anything else (another model type, a normalizer such as NFC or Lowercase, a
+ * Served: byte-level BPE (GPT-2, Llama 3, Qwen2: ByteLevel pre-tokenizer, Split by a regex run
+ * through PCRE2, Digits, Metaspace, the NFC normalizer through utf8proc), SentencePiece-style
+ * BPE (Llama 2, Mistral: Prepend/Replace normalizers or Metaspace, byte_fallback, unk fusing),
+ * added and special tokens (matched leftmost-longest before the normalizer and pre-tokenizers,
+ * as `tokenizers` does), merges by rank, ignore_merges, and the ByteLevel, Metaspace, Replace, ByteFallback, Fuse and
+ * Strip decoders. Anything else (another model type, a normalizer such as NFKC or Lowercase, a
  * pre-tokenizer such as Whitespace, dropout, subword prefixes) is refused at load time with the
  * JSON field that names it.
  *

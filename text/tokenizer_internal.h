@@ -45,7 +45,7 @@ typedef struct tok_merges {
     size_t cap, n;
 } tok_merges;
 
-enum tok_norm_kind { NORM_PREPEND, NORM_REPLACE };
+enum tok_norm_kind { NORM_PREPEND, NORM_REPLACE, NORM_NFC };
 typedef struct tok_norm {
     int kind;
     char *a, *b; /* PREPEND: a = text; REPLACE: a = pattern, b = content */

@@ -158,7 +158,9 @@ static int load_normalizer(load_ctx *c, const cJSON *n, const char *where, size_
         return 0;
     }
     tok_norm nm = {0};
-    if (strcmp(type, "Prepend") == 0) {
+    if (strcmp(type, "NFC") == 0) {
+        nm.kind = NORM_NFC;
+    } else if (strcmp(type, "Prepend") == 0) {
         const char *p = get_str(c, n, "prepend", where, &rc);
         if (rc) return rc;
         snprintf(f, sizeof f, "%s.prepend", where);
@@ -191,7 +193,7 @@ static int load_normalizer(load_ctx *c, const cJSON *n, const char *where, size_
     } else {
         char what[160];
         snprintf(what, sizeof what,
-                 "normalizer '%s' is not supported (Prepend, Replace, Sequence are)", type);
+                 "normalizer '%s' is not supported (NFC, Prepend, Replace, Sequence are)", type);
         return bad(c, f, what);
     }
     tok_norm *p = grow(tok->norms, cap, tok->n_norms + 1, sizeof *p);

@@ -11,16 +11,19 @@ flavours that zoff's C tokenizer must match id for id:
   metaspace the same kind behind a Metaspace(prepend_scheme=first) pre-tokenizer, with a
             vocabulary whose merges span words
 Each gets NAME/tokenizer.json and NAME/expected.tsv: one line per test case,
-  hex(input bytes) TAB ids (space separated) TAB hex(decode(ids, skip_special_tokens=False)).
+  hex(input bytes) TAB ids (space separated) TAB hex(decode(ids, skip_special_tokens=False)),
+or "=" for the last when decoding gives back the input bytes.
 Inputs that are not valid UTF-8 are given to `tokenizers` as bytes.decode('utf-8', 'replace')
 (what the C tokenizer promises to do with them). Usage: pip install tokenizers; run from
 anywhere: python3 scripts/make_tokenizer_fixtures.py
 """
 import json
 import os
+import random
 import sys
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers,
+                        pre_tokenizers, trainers)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "tokenizer")
@@ -90,6 +93,8 @@ CASES = [
     b"                                                                end",
     b"MixedCASE camelCaseWords snake_case_words kebab-case-words ALLCAPS",
     "Ünïcödé ÄÖÜ ß ẞ ﬁ ﬀ Ⅻ ½ ² ① ١٢٣ ٤".encode(),
+    "added: x <mask> y, x\u3000<mask>,   <mask>, a [END]  \tb, [END]\u00a0c".encode(),
+    b"say hello world twice hello world, not hello worldwide nor hello  world",
     "decomposed: Cafe\u0301 Zu\u0308rich A\u030a \u1100\u1161\u11a8 \u212b \u2126 q\u0307\u0323".encode(),
 ]
 
@@ -106,6 +111,27 @@ def training_text():
     return lines + extra * 3
 
 
+# Random cases: pieces drawn from these (many scripts, whitespace, digits, special and added
+# tokens), and random byte strings (invalid UTF-8).
+PIECES = ["a", "Z", "hello", "world", " ", "  ", "\t", "\n", "\r\n", "\n\n ", "'s", "'LL",
+          "123", "4567", "3.5", "!", "?!", "...", "-", "_x", "\u4f60", "\u597d", "\U0001f600",
+          "\U0001f44d\U0001f3fd", "\u00e9", "e\u0301", "\u00a0", "\u3000", "\u2028", "<|endoftext|>",
+          "<|im_start|>", "<|eot_id|>", "<s>", "</s>", "<mask>", " <mask> ", "[END] ", "hello world",
+          "\u00fcber", "\u03a9", "x\u200b", "\ufb01", "\u0663", "\u0928\u092e", "\u0e2a", "\x00",
+          "\u2581", "<0x41>", "<unk>"]
+
+
+def random_cases(n_text, n_bytes, seed=1234):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n_text):
+        out.append("".join(rng.choice(PIECES) for _ in range(rng.randint(1, 14))).encode())
+    alphabet = [0x20, 0x61, 0x41, 0x0a] + list(range(0x80, 0x100))
+    for _ in range(n_bytes):
+        out.append(bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 16))))
+    return out
+
+
 def as_text(case):
     return case.decode("utf-8", "replace")
 
@@ -113,19 +139,28 @@ def as_text(case):
 def write_expected(name, tok):
     d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)
-    tok.save(os.path.join(d, "tokenizer.json"))
+    tok.save(os.path.join(d, "tokenizer.json"), pretty=False)
     # Reload from the file: what the C side reads is what is checked.
     tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
     cases = list(CASES)
     # Whole multi-line documents too, so that splits across lines are covered.
     cases.append(b"\n".join(CASES[:20]))
     cases.append(b"\n".join(CASES[20:]))
+    cases += random_cases(60, 12)
     with open(os.path.join(d, "expected.tsv"), "w") as f:
         for case in cases:
             ids = tok.encode(as_text(case), add_special_tokens=False).ids
             dec = tok.decode(ids, skip_special_tokens=False).encode("utf-8")
-            f.write("%s\t%s\t%s\n" % (case.hex(), " ".join(map(str, ids)), dec.hex()))
+            dec = "=" if dec == case else dec.hex()  # "=": decoding gives back the input
+            f.write("%s\t%s\t%s\n" % (case.hex(), " ".join(map(str, ids)), dec))
     print("%s: vocab %d, %d cases" % (name, tok.get_vocab_size(), len(cases)))
+
+
+def add_extra_tokens(tok):
+    """Added tokens with lstrip/rstrip, and one matched in the normalized text."""
+    tok.add_special_tokens([AddedToken("<mask>", lstrip=True, special=True, normalized=False)])
+    tok.add_tokens([AddedToken("[END]", rstrip=True, normalized=False),
+                    AddedToken("hello world", normalized=True)])
 
 
 def byte_level(name, pre, ignore_merges, specials, normalizer=None):
@@ -137,6 +172,7 @@ def byte_level(name, pre, ignore_merges, specials, normalizer=None):
     trainer = trainers.BpeTrainer(vocab_size=1200, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(training_text(), trainer)
+    add_extra_tokens(tok)
     write_expected(name, tok)
 
 
@@ -158,10 +194,11 @@ def spm_tokenizer(split_words):
     trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=specials + byte_tokens,
                                   limit_alphabet=120, show_progress=False)
     tok.train_from_iterator(training_text(), trainer)
+    add_extra_tokens(tok)
     # As in Llama 2's file: the byte tokens are ordinary vocabulary, not added tokens, and no
     # pre-tokenizer (the training split above is not part of the tokenizer).
     doc = json.loads(tok.to_str())
-    doc["added_tokens"] = [t for t in doc["added_tokens"] if t["content"] in specials]
+    doc["added_tokens"] = [t for t in doc["added_tokens"] if t["content"] not in byte_tokens]
     doc["pre_tokenizer"] = None
     return doc
 

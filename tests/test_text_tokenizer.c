@@ -18,7 +18,7 @@ static char tmpdir[256];
 
 static size_t unhex(const char *h, size_t n, char *out) {
     size_t o = 0;
-    for (size_t i = 0; i + 1 < n + 1 && i + 1 <= n - 1; i += 2) {
+    for (size_t i = 0; i + 1 < n; i += 2) {
         unsigned v;
         sscanf(h + i, "%2x", &v);
         out[o++] = (char)v;
@@ -65,7 +65,13 @@ static int check_cases(const char *name, const char *path, int byte_level) {
         if (!t2) break;
         size_t in_len = unhex(line, (size_t)(t1 - line), input);
         char *nl = strchr(t2 + 1, '\n');
-        size_t dec_len = unhex(t2 + 1, nl ? (size_t)(nl - t2 - 1) : strlen(t2 + 1), expect_dec);
+        size_t dec_len;
+        if (t2[1] == '=') { /* decoding gives back the input */
+            memcpy(expect_dec, input, in_len);
+            dec_len = in_len;
+        } else {
+            dec_len = unhex(t2 + 1, nl ? (size_t)(nl - t2 - 1) : strlen(t2 + 1), expect_dec);
+        }
         zoff_tok_ids want = {0}, got = {0};
         *t2 = 0;
         for (char *p = t1 + 1; *p;) {
@@ -93,10 +99,14 @@ static int check_cases(const char *name, const char *path, int byte_level) {
         size_t dn;
         CHECK_OK(zoff_tok_decode(tok, want.ids, want.n, false, &dec, &dn));
         int dec_same = dec && dn == dec_len && memcmp(dec, expect_dec, dn) == 0;
-        if (!dec_same) fprintf(stderr, "%s case %d: decoded '%s'\n", name, cases, dec ? dec : "");
+        if (!dec_same)
+            fprintf(stderr, "%s case %d: decoded '%s', expected '%.*s'\n", name, cases,
+                    dec ? dec : "", (int)dec_len, expect_dec);
         CHECK(dec_same);
-        /* byte-level: decoding gives back the very text */
-        if (byte_level && valid_utf8(input, in_len))
+        /* byte-level: decoding gives back the very text, but for white space that added
+         * tokens with lstrip/rstrip take */
+        if (byte_level && valid_utf8(input, in_len) && !memmem(input, in_len, "<mask>", 6) &&
+            !memmem(input, in_len, "[END]", 5))
             CHECK(dn == in_len && memcmp(dec, input, dn) == 0);
         free(dec);
         zoff_tok_ids_free(&want);

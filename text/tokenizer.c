@@ -683,8 +683,28 @@ static int pre_step(enc *e, int depth, const char *p, size_t len, bool first) {
 
 /* --- added tokens and normalizers ------------------------------------------------------- */
 
-static bool is_space(unsigned char c) {
-    return c == ' ' || (c >= '\t' && c <= '\r');
+/* Unicode White_Space (Rust's char::is_whitespace, the regex \s of tokenizers' strip). */
+static bool is_white_space(uint32_t c) {
+    return (c >= 9 && c <= 13) || c == 32 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+           c == 0x205F || c == 0x3000;
+}
+
+/* The length of the white-space character that starts at s (n bytes), or 0. */
+static size_t space_at(const char *s, size_t n) {
+    uint32_t cp;
+    size_t l = tok_utf8_decode((const unsigned char *)s, n, &cp);
+    return l && is_white_space(cp) ? l : 0;
+}
+
+/* The length of the white-space character that ends at s[end], or 0. */
+static size_t space_before(const char *s, size_t end) {
+    size_t b = end;
+    while (b > 0 && end - b < 4) {
+        b--;
+        if (((unsigned char)s[b] & 0xC0) != 0x80) break;
+    }
+    return end > 0 && space_at(s + b, end - b) == end - b ? end - b : 0;
 }
 
 /* The leftmost-longest added token in s[from, n): its index in tok->added and its span with
@@ -695,14 +715,18 @@ static bool find_added(const zoff_tok *tok, const tok_added_set *set, const char
         unsigned char b = (unsigned char)s[i];
         for (uint32_t k = set->first[b]; k < set->first[b + 1]; k++) {
             const tok_added *a = &tok->added[set->order[k]];
-            if (a->len <= n - i && memcmp(s + i, a->content, a->len) == 0) {
-                size_t st = i, sp = i + a->len;
-                if (a->lstrip)
-                    while (st > from && is_space((unsigned char)s[st - 1]))
-                        st--;
-                if (a->rstrip)
-                    while (sp < n && is_space((unsigned char)s[sp]))
-                        sp++;
+            if (a->match_len <= n - i && memcmp(s + i, a->match, a->match_len) == 0) {
+                size_t st = i, sp = i + a->match_len;
+                if (a->lstrip) { /* Unicode white space before, not into the previous match */
+                    size_t w;
+                    while ((w = space_before(s, st)) > 0 && st - w >= from)
+                        st -= w;
+                }
+                if (a->rstrip) {
+                    size_t w;
+                    while ((w = space_at(s + sp, n - sp)) > 0)
+                        sp += w;
+                }
                 *start = st;
                 *stop = sp;
                 *which = set->order[k];
@@ -774,6 +798,22 @@ static int normalize(enc *e, const char *s, size_t n, const char **out, size_t *
     *out = s;
     *out_len = n;
     return 0;
+}
+
+int tok_normalize_copy(zoff_tok *tok, const char *s, size_t n, char **out, size_t *out_len) {
+    enc e = {.tok = tok};
+    const char *t;
+    size_t tn;
+    int rc = normalize(&e, s, n, &t, &tn);
+    *out = rc ? NULL : malloc(tn + 1);
+    if (!rc && !*out) rc = -ENOMEM;
+    if (!rc) {
+        memcpy(*out, t, tn);
+        (*out)[tn] = 0;
+        *out_len = tn;
+    }
+    enc_free(&e);
+    return rc;
 }
 
 /* One segment between non-normalized added tokens. */
@@ -1000,7 +1040,8 @@ int zoff_tok_decode(const zoff_tok *tok, const int32_t *ids, size_t n, bool skip
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         const tok_added *ad = added_by_id(tok, ids[i]);
-        const char *t = ad ? ad->content : zoff_tok_token_text(tok, ids[i]);
+        /* a normalized added token decodes from its normalized form, as in tokenizers */
+        const char *t = ad ? ad->match : zoff_tok_token_text(tok, ids[i]);
         if (!t) {
             rc = zoff_fail(-EINVAL, TOK_MOD, "%s: id %d (position %zu) is not in the vocabulary",
                            tok->path, ids[i], i);
@@ -1081,8 +1122,10 @@ void zoff_tok_free(zoff_tok *tok) {
     free(tok->vocab_text);
     tok_strmap_free(&tok->model_map);
     free(tok->merges.slots);
-    for (size_t i = 0; i < tok->n_added; i++)
+    for (size_t i = 0; i < tok->n_added; i++) {
         free(tok->added[i].content);
+        free(tok->added[i].match);
+    }
     free(tok->added);
     free(tok->raw_set.order);
     free(tok->norm_set.order);

@@ -5,10 +5,10 @@
  * through PCRE2, Digits, Metaspace, the NFC normalizer through utf8proc), SentencePiece-style
  * BPE (Llama 2, Mistral: Prepend/Replace normalizers or Metaspace, byte_fallback, unk fusing),
  * added and special tokens (matched leftmost-longest before the normalizer and pre-tokenizers,
- * as `tokenizers` does), merges by rank, ignore_merges, and the ByteLevel, Metaspace, Replace, ByteFallback, Fuse and
- * Strip decoders. Anything else (another model type, a normalizer such as NFKC or Lowercase, a
- * pre-tokenizer such as Whitespace, dropout, subword prefixes) is refused at load time with the
- * JSON field that names it.
+ * as `tokenizers` does), merges by rank, ignore_merges, and the ByteLevel, Metaspace, Replace,
+ * ByteFallback, Fuse and Strip decoders. Anything else (another model type, a normalizer such as
+ * NFKC or Lowercase, a pre-tokenizer such as Whitespace, dropout, subword prefixes) is refused at
+ * load time with the JSON field that names it.
  *
  * Encoding gives what `tokenizer.encode(text, add_special_tokens=False).ids` gives: no
  * post-processor runs (a caller adds BOS/EOS itself). Text that is not valid UTF-8 is encoded

@@ -90,8 +90,10 @@ typedef struct tok_dec {
 } tok_dec;
 
 typedef struct tok_added {
-    char *content;
+    char *content; /* as written: what decoding gives */
     size_t len;
+    char *match; /* what is matched: content, normalized when `normalized` (as tokenizers does) */
+    size_t match_len;
     int32_t id;
     bool special, normalized, lstrip, rstrip;
 } tok_added;
@@ -156,6 +158,8 @@ int tok_cp_to_byte(uint32_t cp); /* -1 if cp is no byte's character */
 size_t tok_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
 size_t tok_utf8_encode(uint32_t cp, char *out);
 
+/* Runs the normalizers over s[0, n) into a malloc'd copy (*out, *out_len). */
+int tok_normalize_copy(zoff_tok *tok, const char *s, size_t n, char **out, size_t *out_len);
 int tok_merges_put(tok_merges *m, int32_t a, int32_t b, int32_t rank, int32_t id);
 
 #endif

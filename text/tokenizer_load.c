@@ -621,10 +621,10 @@ out:
 static int cmp_added(const void *a, const void *b, void *base) {
     const tok_added *added = base;
     const tok_added *x = &added[*(const int32_t *)a], *y = &added[*(const int32_t *)b];
-    unsigned char fx = (unsigned char)x->content[0], fy = (unsigned char)y->content[0];
+    unsigned char fx = (unsigned char)x->match[0], fy = (unsigned char)y->match[0];
     if (fx != fy) return fx < fy ? -1 : 1;
-    if (x->len != y->len) return x->len > y->len ? -1 : 1;
-    return memcmp(x->content, y->content, x->len);
+    if (x->match_len != y->match_len) return x->match_len > y->match_len ? -1 : 1;
+    return memcmp(x->match, y->match, x->match_len);
 }
 
 static int build_set(zoff_tok *tok, tok_added_set *set, bool normalized) {
@@ -636,7 +636,7 @@ static int build_set(zoff_tok *tok, tok_added_set *set, bool normalized) {
     size_t j = 0;
     for (int b = 0; b < 256; b++) {
         set->first[b] = (uint32_t)j;
-        while (j < set->n && (unsigned char)tok->added[set->order[j]].content[0] == b)
+        while (j < set->n && (unsigned char)tok->added[set->order[j]].match[0] == b)
             j++;
     }
     set->first[256] = (uint32_t)j;
@@ -677,6 +677,16 @@ static int load_added(load_ctx *c, const cJSON *list) {
         a->normalized = get_bool(it, "normalized", !a->special);
         a->lstrip = get_bool(it, "lstrip", false);
         a->rstrip = get_bool(it, "rstrip", false);
+        int nrc = a->normalized && tok->n_norms
+                      ? tok_normalize_copy(tok, a->content, a->len, &a->match, &a->match_len)
+                      : ((a->match = dup_n(content, a->len)) ? 0 : -ENOMEM);
+        if (nrc) return nrc;
+        a->match_len = a->match ? a->match_len : 0;
+        if (!a->normalized || !tok->n_norms) a->match_len = a->len;
+        if (a->match_len == 0) {
+            snprintf(f, sizeof f, "%s.content", w);
+            return bad(c, f, "empty once normalized");
+        }
     }
     int rc = build_set(tok, &tok->raw_set, false);
     if (!rc) rc = build_set(tok, &tok->norm_set, true);

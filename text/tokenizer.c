@@ -291,8 +291,9 @@ typedef struct heap_item {
     int32_t rank, pos, id;
 } heap_item;
 
-/* Encode state for one call; the buffers are kept in a static-free struct per tokenizer. */
-typedef struct enc {
+/* Encode scratch, kept by the tokenizer between calls (one encoding thread, tokenizer.h) so
+ * that encoding many short texts does not allocate each time. */
+typedef struct tok_enc {
     zoff_tok *tok;
     zoff_tok_ids *out;
     char *buf[MAX_DEPTH + 2]; /* per depth: transformed text */
@@ -304,6 +305,26 @@ typedef struct enc {
     heap_item *heap;
     size_t heap_cap;
 } enc;
+
+#define SCRATCH_KEEP (1u << 20) /* buffers above this are freed after a call */
+
+/* Frees one scratch buffer if a long text grew it beyond SCRATCH_KEEP bytes. */
+static void trim_buf(void **p, size_t *cap, size_t elem) {
+    if (*cap * elem > SCRATCH_KEEP) {
+        free(*p);
+        *p = NULL;
+        *cap = 0;
+    }
+}
+
+static void enc_trim(enc *e) {
+    for (int i = 0; i < MAX_DEPTH + 2; i++)
+        trim_buf((void **)&e->buf[i], &e->buf_cap[i], 1);
+    for (int i = 0; i < MAX_DEPTH; i++)
+        trim_buf((void **)&e->pieces[i], &e->pieces_cap[i], sizeof(piece));
+    trim_buf((void **)&e->syms, &e->syms_cap, sizeof(sym));
+    trim_buf((void **)&e->heap, &e->heap_cap, sizeof(heap_item));
+}
 
 static void enc_free(enc *e) {
     for (int i = 0; i < MAX_DEPTH + 2; i++)
@@ -867,18 +888,25 @@ int zoff_tok_encode(zoff_tok *tok, const char *text, size_t len, zoff_tok_ids *o
         len = o;
         break;
     }
-    enc e = {.tok = tok, .out = out};
+    if (!tok->enc && !(tok->enc = calloc(1, sizeof *tok->enc))) {
+        free(fixed);
+        return -ENOMEM;
+    }
+    enc *e = tok->enc;
+    e->tok = tok;
+    e->out = out;
     int rc = 0;
     size_t from = 0, st, sp;
     int32_t which;
     while (find_added(tok, &tok->raw_set, text, len, from, &st, &sp, &which)) {
-        if (st > from && (rc = encode_segment(&e, text + from, st - from, from == 0))) goto out;
+        if (st > from && (rc = encode_segment(e, text + from, st - from, from == 0))) goto out;
         if ((rc = zoff_tok_ids_push(out, tok->added[which].id))) goto out;
         from = sp;
     }
-    if (from < len || len == 0) rc = encode_segment(&e, text + from, len - from, from == 0);
+    if (from < len || len == 0) rc = encode_segment(e, text + from, len - from, from == 0);
 out:
-    enc_free(&e);
+    e->out = NULL;
+    enc_trim(e);
     free(fixed);
     return rc;
 }
@@ -1143,6 +1171,8 @@ void zoff_tok_free(zoff_tok *tok) {
     }
     free(tok->decs);
     pcre2_match_data_free(tok->md);
+    if (tok->enc) enc_free(tok->enc);
+    free(tok->enc);
     free(tok->cache);
     free(tok->cache_keys);
     free(tok->cache_ids);

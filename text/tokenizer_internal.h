@@ -142,6 +142,7 @@ struct zoff_tok {
     size_t n_decs;
     bool has_decoder;
     /* encode scratch (one thread) */
+    struct tok_enc *enc;
     pcre2_match_data *md;
     tok_cache_entry *cache;
     size_t cache_cap, cache_n;

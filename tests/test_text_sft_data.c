@@ -88,9 +88,25 @@ static void check_templates(void) {
                path, sizeof path);
     CHECK_OK(zoff_chat_template_detect(tmpdir, &t));
     CHECK_EQ_INT(t, ZOFF_CHAT_LLAMA3);
-    write_file("tokenizer_config.json", "{\"bos_token\": \"<s>\"}", path, sizeof path);
+    write_file("tokenizer_config.json",
+               "{\"bos_token\": \"<s>\", \"eos_token\": {\"content\": \"</s>\", \"lstrip\": "
+               "false}, \"pad_token\": 3}",
+               path, sizeof path);
     CHECK_EQ_INT(zoff_chat_template_detect(tmpdir, &t), ZOFF_ECONFIG);
     CHECK(strstr(zoff_last_error_detail(), "tokenizer_config.json") != NULL);
+    char *tk;
+    CHECK_OK(zoff_chat_config_token(tmpdir, "bos_token", &tk));
+    CHECK(tk && strcmp(tk, "<s>") == 0);
+    free(tk);
+    CHECK_OK(zoff_chat_config_token(tmpdir, "eos_token", &tk));
+    CHECK(tk && strcmp(tk, "</s>") == 0);
+    free(tk);
+    CHECK_EQ_INT(zoff_chat_config_token(tmpdir, "unk_token", &tk), -ENOENT);
+    CHECK(strstr(zoff_last_error_detail(), "unk_token") != NULL);
+    CHECK_EQ_INT(zoff_chat_config_token(tmpdir, "pad_token", &tk), ZOFF_EFORMAT);
+    CHECK(tk == NULL);
+    write_file("tokenizer_config.json", "{\"chat_template\": ", path, sizeof path);
+    CHECK_EQ_INT(zoff_chat_template_detect(tmpdir, &t), ZOFF_EFORMAT);
     unlink(path);
     CHECK_EQ_INT(zoff_chat_template_detect(tmpdir, &t), -ENOENT);
 }

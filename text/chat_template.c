@@ -39,9 +39,10 @@ const char *zoff_chat_template_name(zoff_chat_template t) {
     return "?";
 }
 
-int zoff_chat_template_detect(const char *dir, zoff_chat_template *out) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+/* DIR/tokenizer_config.json parsed into *doc (path written into path). */
+static int load_config(const char *dir, char *path, size_t path_cap, cJSON **doc) {
+    snprintf(path, path_cap, "%s/tokenizer_config.json", dir);
+    *doc = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return zoff_fail(-errno, MOD, "%s: cannot open: %s", path, strerror(errno));
     char *buf = NULL;
@@ -61,11 +62,27 @@ int zoff_chat_template_detect(const char *dir, zoff_chat_template *out) {
         memcpy(buf + len, chunk, n);
         len += n;
     }
-    cJSON *doc = buf ? cJSON_ParseWithLength(buf, len) : NULL;
-    if (!doc) {
-        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: not valid JSON", path);
+    if (ferror(f)) {
+        rc = zoff_fail(-EIO, MOD, "%s: read error", path);
         goto out;
     }
+    *doc = buf ? cJSON_ParseWithLength(buf, len) : NULL;
+    if (!*doc || !cJSON_IsObject(*doc)) {
+        cJSON_Delete(*doc);
+        *doc = NULL;
+        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: not a JSON object", path);
+    }
+out:
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+int zoff_chat_template_detect(const char *dir, zoff_chat_template *out) {
+    char path[4096];
+    cJSON *doc;
+    int rc = load_config(dir, path, sizeof path, &doc);
+    if (rc) return rc;
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(doc, "chat_template");
     if (cJSON_IsArray(t)) { /* [{"name": "default", "template": ...}, ...] */
         const cJSON *it, *found = NULL;
@@ -89,9 +106,25 @@ int zoff_chat_template_detect(const char *dir, zoff_chat_template *out) {
                        path);
     }
     cJSON_Delete(doc);
-out:
-    free(buf);
-    fclose(f);
+    return rc;
+}
+
+int zoff_chat_config_token(const char *dir, const char *key, char **out) {
+    char path[4096];
+    cJSON *doc;
+    *out = NULL;
+    int rc = load_config(dir, path, sizeof path, &doc);
+    if (rc) return rc;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, key);
+    if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content"); /* AddedToken */
+    if (cJSON_IsString(v) && *v->valuestring) {
+        if (!(*out = strdup(v->valuestring))) rc = -ENOMEM;
+    } else if (v && !cJSON_IsNull(v)) {
+        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: %s: expected a token's text", path, key);
+    } else {
+        rc = zoff_fail(-ENOENT, MOD, "%s: no %s", path, key);
+    }
+    cJSON_Delete(doc);
     return rc;
 }
 

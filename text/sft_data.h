@@ -61,6 +61,11 @@ const char *zoff_chat_template_name(zoff_chat_template t);
  * field, or one that is none of these) with the file named. */
 int zoff_chat_template_detect(const char *dir, zoff_chat_template *out);
 
+/* The text of a token that DIR/tokenizer_config.json names under key ("eos_token",
+ * "bos_token"; a string or an {"content": ...} object) in a malloc'd *out. -ENOENT when the
+ * file or the key is missing, ZOFF_EFORMAT for another type; the file is named. */
+int zoff_chat_config_token(const char *dir, const char *key, char **out);
+
 typedef struct zoff_chat_msg {
     const char *role; /* "system", "user" or "assistant" */
     const char *content;

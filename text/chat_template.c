@@ -178,8 +178,9 @@ static int adds(seglist *l, bool train, const char *a, const char *b, const char
     return add(l, train, a ? a : "", a ? strlen(a) : 0, b ? b : "", b ? strlen(b) : 0, c);
 }
 
+/* ASCII white space, what Jinja's trim removes in Llama 3's template for all practical text. */
 static bool is_ws(char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+    return c == ' ' || (c >= '\t' && c <= '\r');
 }
 
 int zoff_chat_render(zoff_chat_template t, const zoff_chat_msg *msgs, size_t n, const char *eos,

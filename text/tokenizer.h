@@ -11,10 +11,12 @@
  * load time with the JSON field that names it.
  *
  * Encoding gives what `tokenizer.encode(text, add_special_tokens=False).ids` gives: no
- * post-processor runs (a caller adds BOS/EOS itself). Text that is not valid UTF-8 is encoded
- * as if each maximal invalid subsequence were U+FFFD (Python's errors='replace', Rust's
- * from_utf8_lossy). Decoding returns bytes: byte tokens that do not form valid UTF-8 are passed
- * through, not replaced.
+ * post-processor runs (a caller adds BOS/EOS itself) and the file's truncation and padding
+ * settings are not applied (callers cut and pad sequences themselves). Text that is not valid
+ * UTF-8 is encoded as if each maximal invalid subsequence were U+FFFD (Python's
+ * errors='replace', Rust's from_utf8_lossy). Decoding follows `tokenizers`' decode, except that
+ * it returns bytes: byte-fallback tokens that do not form valid UTF-8 are passed through
+ * rather than replaced by U+FFFD.
  *
  * Threads: encoding uses a word cache and regex match data held in the tokenizer, so one
  * tokenizer encodes on one thread at a time; decoding and the look-ups are read-only and may

@@ -18,7 +18,7 @@ static const char GPT2_PATTERN[] =
 typedef struct load_ctx {
     zoff_tok *tok;
     const char *file;
-    tok_strmap file_map; /* byte-level: token as written -> id (merges are written so) */
+    tok_strmap file_map; /* token as written -> id (merges name tokens so) */
 } load_ctx;
 
 static int bad(load_ctx *c, const char *field, const char *what) {

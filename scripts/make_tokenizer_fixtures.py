@@ -15,7 +15,9 @@ Each gets NAME/tokenizer.json and NAME/expected.tsv: one line per test case,
 or "=" for the last when decoding gives back the input bytes.
 Inputs that are not valid UTF-8 are given to `tokenizers` as bytes.decode('utf-8', 'replace')
 (what the C tokenizer promises to do with them). Usage: pip install tokenizers; run from
-anywhere: python3 scripts/make_tokenizer_fixtures.py
+anywhere: python3 scripts/make_tokenizer_fixtures.py. The SentencePiece-style training breaks
+ties between equally frequent pairs differently from run to run, so the spm and metaspace
+files change when regenerated (the ids in each expected.tsv always match its tokenizer.json).
 """
 import json
 import os
@@ -27,6 +29,8 @@ from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normaliz
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "tokenizer")
+# Options for a larger check that is not committed (see main): cases and vocabulary scale.
+OPTS = {"random": 60, "vocab_scale": 1.0}
 
 GPT2_PATTERN = (r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")
 QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
@@ -137,7 +141,7 @@ def as_text(case):
 
 
 def write_expected(name, tok):
-    d = os.path.join(OUT, name)
+    d = os.path.join(OPTS.get("out", OUT), name)
     os.makedirs(d, exist_ok=True)
     tok.save(os.path.join(d, "tokenizer.json"), pretty=False)
     # Reload from the file: what the C side reads is what is checked.
@@ -146,7 +150,7 @@ def write_expected(name, tok):
     # Whole multi-line documents too, so that splits across lines are covered.
     cases.append(b"\n".join(CASES[:20]))
     cases.append(b"\n".join(CASES[20:]))
-    cases += random_cases(60, 12)
+    cases += random_cases(OPTS["random"], OPTS["random"] // 5)
     with open(os.path.join(d, "expected.tsv"), "w") as f:
         for case in cases:
             ids = tok.encode(as_text(case), add_special_tokens=False).ids
@@ -169,7 +173,7 @@ def byte_level(name, pre, ignore_merges, specials, normalizer=None):
         tok.normalizer = normalizer
     tok.pre_tokenizer = pre
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1200, special_tokens=specials, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=int(1200 * OPTS["vocab_scale"]), special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(training_text(), trainer)
     add_extra_tokens(tok)
@@ -191,7 +195,7 @@ def spm_tokenizer(split_words):
     tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
                                      decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     # limit_alphabet leaves rare characters out, so that they take the byte fallback.
-    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=specials + byte_tokens,
+    trainer = trainers.BpeTrainer(vocab_size=int(1000 * OPTS["vocab_scale"]), special_tokens=specials + byte_tokens,
                                   limit_alphabet=120, show_progress=False)
     tok.train_from_iterator(training_text(), trainer)
     add_extra_tokens(tok)
@@ -217,6 +221,16 @@ def spm_style():
 
 
 def main():
+    # --out DIR --random N --vocab-scale X: a bigger check than the committed fixtures, e.g.
+    #   make_tokenizer_fixtures.py --out /tmp/tok --random 3000 --vocab-scale 4
+    #   build/release/tests/test_text_tokenizer /tmp/tok
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=OUT)
+    ap.add_argument("--random", type=int, default=60)
+    ap.add_argument("--vocab-scale", type=float, default=1.0)
+    a = ap.parse_args()
+    OPTS.update(out=a.out, random=a.random, vocab_scale=a.vocab_scale)
     byte_level("gpt2", pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True), False,
                ["<|endoftext|>"])
     llama3_specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",

@@ -308,6 +308,59 @@ static void check_row(const zoff_sft_data *d, int T, const int32_t *in, const in
     CHECK_EQ_INT(found, n_samples);
 }
 
+/* A batch is its rows as next_row gives them, with the counts; past the end, padding. */
+static void check_batches(const zoff_sft_data *d) {
+    zoff_sft_iter_config ic;
+    zoff_sft_iter_config_default(&ic);
+    ic.seed = 5;
+    ic.epochs = 1;
+    zoff_sft_iter *a, *b;
+    REQUIRE_OK(zoff_sft_iter_create(d, &ic, false, &a));
+    REQUIRE_OK(zoff_sft_iter_create(d, &ic, false, &b));
+    zoff_sft_batch batch;
+    REQUIRE_OK(zoff_sft_batch_alloc(&batch, 4, 48));
+    int32_t in[48], tg[48], ds[48];
+    int total = 0, ns, ended = 0;
+    for (int k = 0; k < 40 && !ended; k++) {
+        CHECK_OK(zoff_sft_next_batch(b, &batch));
+        int samples = 0;
+        long targets = 0;
+        for (int r = 0; r < 4; r++) {
+            CHECK_OK(zoff_sft_next_row(a, in, tg, ds, &ns));
+            if (ns == 0) { /* the end: padding rows */
+                ended = 1;
+                for (int t = 0; t < 48; t++) {
+                    CHECK_EQ_INT(batch.targets[r * 48 + t], ZOFF_SFT_IGNORE);
+                    CHECK_EQ_INT(batch.doc_start[r * 48 + t], t);
+                }
+                continue;
+            }
+            CHECK(memcmp(in, batch.inputs + r * 48, sizeof in) == 0);
+            CHECK(memcmp(tg, batch.targets + r * 48, sizeof tg) == 0);
+            CHECK(memcmp(ds, batch.doc_start + r * 48, sizeof ds) == 0);
+            for (int t = 0; t < 48; t++)
+                targets += tg[t] != ZOFF_SFT_IGNORE;
+            samples += ns;
+        }
+        CHECK_EQ_INT(batch.n_samples, samples);
+        CHECK_EQ_INT(batch.n_targets, targets);
+        CHECK(ended || targets > 0);
+        total += samples;
+    }
+    CHECK(ended);
+    CHECK_EQ_INT(total, (int)zoff_sft_iter_num_samples(a));
+    CHECK_OK(zoff_sft_next_batch(b, &batch)); /* after the end: nothing */
+    CHECK_EQ_INT(batch.n_samples, 0);
+    CHECK_EQ_INT(batch.n_targets, 0);
+    zoff_sft_batch_free(&batch);
+    REQUIRE_OK(zoff_sft_batch_alloc(&batch, 2, 16));
+    CHECK_EQ_INT(zoff_sft_next_batch(b, &batch), ZOFF_ECONFIG);
+    zoff_sft_batch_free(&batch);
+    CHECK_EQ_INT(zoff_sft_batch_alloc(&batch, 0, 16), ZOFF_ECONFIG);
+    zoff_sft_iter_free(a);
+    zoff_sft_iter_free(b);
+}
+
 static void check_iter(zoff_tok *tok) {
     const int N = 60, T = 48;
     zoff_sft_data *d = make_data(tok, N, T);
@@ -410,6 +463,7 @@ static void check_iter(zoff_tok *tok) {
         zoff_sft_iter_free(tr);
         zoff_sft_iter_free(tr2);
     }
+    check_batches(d);
     zoff_sft_iter_config ic;
     zoff_sft_iter_config_default(&ic);
     zoff_sft_iter *it;

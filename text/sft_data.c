@@ -439,3 +439,55 @@ pad:
     }
     return 0;
 }
+
+int zoff_sft_batch_alloc(zoff_sft_batch *b, int B, int T) {
+    memset(b, 0, sizeof *b);
+    if (B < 1 || T < 1) return zoff_fail(ZOFF_ECONFIG, MOD, "batch %d x %d: both at least 1", B, T);
+    size_t n = (size_t)B * (size_t)T;
+    b->inputs = malloc(n * sizeof(int32_t));
+    b->targets = malloc(n * sizeof(int32_t));
+    b->doc_start = malloc(n * sizeof(int32_t));
+    if (!b->inputs || !b->targets || !b->doc_start) {
+        zoff_sft_batch_free(b);
+        return -ENOMEM;
+    }
+    b->B = B;
+    b->T = T;
+    return 0;
+}
+
+void zoff_sft_batch_free(zoff_sft_batch *b) {
+    free(b->inputs);
+    free(b->targets);
+    free(b->doc_start);
+    memset(b, 0, sizeof *b);
+}
+
+int zoff_sft_next_batch(zoff_sft_iter *it, zoff_sft_batch *b) {
+    if (b->T != it->T)
+        return zoff_fail(ZOFF_ECONFIG, MOD, "batch rows of %d positions, the iterator's are %d",
+                         b->T, it->T);
+    b->n_samples = 0;
+    b->n_targets = 0;
+    bool ended = false;
+    for (int r = 0; r < b->B; r++) {
+        size_t o = (size_t)r * (size_t)b->T;
+        int n = 0;
+        if (!ended) {
+            int rc = zoff_sft_next_row(it, b->inputs + o, b->targets + o, b->doc_start + o, &n);
+            if (rc) return rc;
+        }
+        if (n == 0) { /* the end: the rest is padding (a validation pass is not restarted) */
+            ended = true;
+            for (int t = 0; t < b->T; t++) {
+                b->inputs[o + t] = it->cfg.pad_id;
+                b->targets[o + t] = ZOFF_SFT_IGNORE;
+                b->doc_start[o + t] = t;
+            }
+        }
+        b->n_samples += n;
+        for (int t = 0; t < b->T; t++)
+            b->n_targets += b->targets[o + t] != ZOFF_SFT_IGNORE;
+    }
+    return 0;
+}

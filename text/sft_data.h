@@ -11,13 +11,15 @@
  *   chatml  "<|im_start|>{role}\n{content}<|im_end|>\n" per message (Qwen2, no default system)
  *   llama3  "<|begin_of_text|>" then "<|start_header_id|>{role}<|end_header_id|>\n\n{content,
  *           trimmed}<|eot_id|>" per message
- *   plain   the contents one after another, each assistant content followed by the EOS token
+ *   plain   the contents one after another, each assistant content followed by eos_token
+ *           (when one is configured, e.g. from zoff_chat_config_token)
  * The trained part of an assistant message is its content and the end-of-turn token
  * (<|im_end|>, <|eot_id|>, EOS); everything else (system, user, role headers, separators) gets
  * label -100. Each segment is tokenized on its own, so no token spans a trained/untrained edge.
- * A {"text"} line is the template's BOS (llama3) + text + EOS, all trained.
+ * A {"text"} line is the template's BOS (llama3) + text + eos_token (if configured), all
+ * trained.
  *
- * Rows of T positions, one batch row at a time (struct below):
+ * A batch (zoff_sft_batch) is B rows of T positions; per row:
  *   inputs[t]    token id (pad_id on padding)
  *   targets[t]   inputs[t + 1] of the same sample when that token is trained, else -100: on
  *                prompt tokens, padding, and the last position of each sample
@@ -90,7 +92,7 @@ typedef struct zoff_sft_config {
     zoff_chat_template chat_template; /* default chatml */
     int seq_len;                      /* T, positions per row (default 1024) */
     int on_overflow;                  /* enum zoff_sft_overflow (default truncate) */
-    const char *eos_token;            /* plain template / text lines; NULL: the template's own */
+    const char *eos_token;            /* after plain responses and text lines; NULL: none */
 } zoff_sft_config;
 
 void zoff_sft_config_default(zoff_sft_config *cfg);
@@ -135,6 +137,22 @@ size_t zoff_sft_iter_num_samples(const zoff_sft_iter *it);
  * next call starts the next pass). */
 int zoff_sft_next_row(zoff_sft_iter *it, int32_t *inputs, int32_t *targets, int32_t *doc_start,
                       int *n_samples);
+/* The batch the model consumes: B rows of T positions, row-major. */
+typedef struct zoff_sft_batch {
+    int B, T;
+    int32_t *inputs;    /* (B, T) */
+    int32_t *targets;   /* (B, T), ZOFF_SFT_IGNORE where there is no loss */
+    int32_t *doc_start; /* (B, T) */
+    int n_samples;      /* samples in the batch; 0: the iterator is at its end */
+    long n_targets;     /* targets that are not ZOFF_SFT_IGNORE: the loss's denominator */
+} zoff_sft_batch;
+
+int zoff_sft_batch_alloc(zoff_sft_batch *b, int B, int T);
+void zoff_sft_batch_free(zoff_sft_batch *b);
+/* Fills b's B rows from the iterator (T must be the iterator's). Rows past the end are all
+ * padding; b->n_samples == 0 when nothing was left. */
+int zoff_sft_next_batch(zoff_sft_iter *it, zoff_sft_batch *b);
+
 zoff_sft_cursor zoff_sft_iter_cursor(const zoff_sft_iter *it);
 /* Continues from a saved cursor (-EINVAL if it lies outside the data). */
 int zoff_sft_iter_seek(zoff_sft_iter *it, zoff_sft_cursor c);

@@ -577,14 +577,15 @@ static int pre_step(enc *e, int depth, const char *p, size_t len, bool first);
 
 /* The regex split of one step into e->pieces[depth] (covering segments, matches marked), then
  * the behavior's merging, as NormalizedString::split does. */
-static int split_pieces(enc *e, int depth, const tok_pre *st, const char *p, size_t len,
-                        size_t *count) {
-    size_t n = 0, prev = 0, off = 0;
-    while (off < len) {
-        int r = st->re_jit ? pcre2_jit_match(st->re, (PCRE2_SPTR)p, len, off, 0, e->tok->md, NULL)
-                           : pcre2_match(st->re, (PCRE2_SPTR)p, len, off, PCRE2_NO_UTF_CHECK,
+/* The next non-empty match of st's regex in p[*off, len): 1 with [*s, *t), 0 if none, or an
+ * error. Empty matches are stepped over by one character. */
+static int next_match(enc *e, const tok_pre *st, const char *p, size_t len, size_t *off, size_t *s,
+                      size_t *t) {
+    while (*off < len) {
+        int r = st->re_jit ? pcre2_jit_match(st->re, (PCRE2_SPTR)p, len, *off, 0, e->tok->md, NULL)
+                           : pcre2_match(st->re, (PCRE2_SPTR)p, len, *off, PCRE2_NO_UTF_CHECK,
                                          e->tok->md, NULL);
-        if (r == PCRE2_ERROR_NOMATCH) break;
+        if (r == PCRE2_ERROR_NOMATCH) return 0;
         if (r < 0) {
             PCRE2_UCHAR msg[160];
             pcre2_get_error_message(r, msg, sizeof msg);
@@ -592,18 +593,29 @@ static int split_pieces(enc *e, int depth, const tok_pre *st, const char *p, siz
                              e->tok->path, (const char *)msg);
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->tok->md);
-        size_t s = ov[0], t = ov[1];
-        if (t == s) { /* an empty match: step over one character */
-            off = s + 1;
-            while (off < len && ((unsigned char)p[off] & 0xC0) == 0x80)
-                off++;
-            continue;
+        if (ov[1] > ov[0]) {
+            *s = ov[0];
+            *t = ov[1];
+            return 1;
         }
+        *off = ov[0] + 1;
+        while (*off < len && ((unsigned char)p[*off] & 0xC0) == 0x80)
+            (*off)++;
+    }
+    return 0;
+}
+
+static int split_pieces(enc *e, int depth, const tok_pre *st, const char *p, size_t len,
+                        size_t *count) {
+    size_t n = 0, prev = 0, off = 0, s, t;
+    int r;
+    while ((r = next_match(e, st, p, len, &off, &s, &t)) > 0) {
         if (s > prev && push_piece(e, depth, &n, (piece){prev, s - prev, st->invert}))
             return -ENOMEM;
         if (push_piece(e, depth, &n, (piece){s, t - s, !st->invert})) return -ENOMEM;
         prev = off = t;
     }
+    if (r < 0) return r;
     if (prev < len && push_piece(e, depth, &n, (piece){prev, len - prev, st->invert}))
         return -ENOMEM;
     piece *v = e->pieces[depth];
@@ -692,8 +704,21 @@ static int pre_step(enc *e, int depth, const char *p, size_t len, bool first) {
         len = k;
     }
     if (!st->re) return pre_step(e, depth + 1, p, len, first);
+    int rc;
+    if (st->behavior == SPLIT_ISOLATED) { /* every gap and match a piece: no list needed */
+        size_t prev = 0, off = 0, s, t;
+        while ((rc = next_match(e, st, p, len, &off, &s, &t)) > 0) {
+            /* the children match with the same match data: s and t are copied out first */
+            if (s > prev && (rc = pre_step(e, depth + 1, p + prev, s - prev, first && prev == 0)))
+                return rc;
+            if ((rc = pre_step(e, depth + 1, p + s, t - s, first && s == 0))) return rc;
+            prev = off = t;
+        }
+        if (rc < 0) return rc;
+        return prev < len ? pre_step(e, depth + 1, p + prev, len - prev, first && prev == 0) : 0;
+    }
     size_t n;
-    int rc = split_pieces(e, depth, st, p, len, &n);
+    rc = split_pieces(e, depth, st, p, len, &n);
     if (rc) return rc;
     for (size_t i = 0; i < n; i++) {
         piece pc = e->pieces[depth][i]; /* deeper steps use their own piece lists */

@@ -208,8 +208,10 @@ static int json_u64(const cJSON *v, uint64_t *out) {
     return 0;
 }
 
-int zoff_safetensors_parse(const uint8_t *data, size_t size, const char *what,
-                               const zoff_layout *layout, float *params) {
+/* found NULL: every tensor of the layout must be in this file (params zeroed first); else one
+ * shard of several: tensors absent here are skipped, those present marked in found. */
+static int st_parse(const uint8_t *data, size_t size, const char *what, const zoff_layout *layout,
+                    float *params, uint8_t *found) {
     if (size < 8)
         return zoff_fail(ZOFF_EFORMAT, MOD, "%s: truncated: %zu bytes, no header length", what,
                          size);
@@ -229,15 +231,20 @@ int zoff_safetensors_parse(const uint8_t *data, size_t size, const char *what,
     const uint8_t *body = data + 8 + hlen;
     uint64_t body_size = size - 8 - hlen;
     int rc = 0;
-    memset(params, 0, layout->total * sizeof *params);
+    if (!found) memset(params, 0, layout->total * sizeof *params);
     for (int ti = 0; ti < layout->n_tensors && !rc; ti++) {
         const zoff_tensor *t = &layout->tensors[ti];
         char alt[128];
         snprintf(alt, sizeof alt, "transformer.%s", t->name);
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(hdr, t->name);
         if (!e) e = cJSON_GetObjectItemCaseSensitive(hdr, alt);
+        if (!e && found) continue;
         if (!e) {
             rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: missing tensor \"%s\"", what, t->name);
+            break;
+        }
+        if (found && found[ti]) {
+            rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: tensor \"%s\" is in two shards", what, t->name);
             break;
         }
         const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
@@ -307,9 +314,15 @@ int zoff_safetensors_parse(const uint8_t *data, size_t size, const char *what,
             for (size_t i = 0; i < t->numel; i++)
                 dst[i] = load_elem(src, type, i);
         }
+        if (found) found[ti] = 1;
     }
     cJSON_Delete(hdr);
     return rc;
+}
+
+int zoff_safetensors_parse(const uint8_t *data, size_t size, const char *what,
+                           const zoff_layout *layout, float *params) {
+    return st_parse(data, size, what, layout, params, NULL);
 }
 
 static int map_file(const char *path, const uint8_t **data, size_t *size) {
@@ -335,14 +348,72 @@ static int map_file(const char *path, const uint8_t **data, size_t *size) {
     return 0;
 }
 
-int zoff_safetensors_load(const char *path, const zoff_layout *layout, float *params) {
+static int st_load(const char *path, const zoff_layout *layout, float *params, uint8_t *found) {
     const uint8_t *data = NULL;
     size_t size = 0;
     int rc = map_file(path, &data, &size);
     if (rc) return rc;
     static const uint8_t empty[1];
-    rc = zoff_safetensors_parse(size ? data : empty, size, path, layout, params);
+    rc = st_parse(size ? data : empty, size, path, layout, params, found);
     if (size) munmap((void *)data, size);
+    return rc;
+}
+
+int zoff_safetensors_load(const char *path, const zoff_layout *layout, float *params) {
+    return st_load(path, layout, params, NULL);
+}
+
+/* A sharded checkpoint: index (model.safetensors.index.json) maps each tensor name to a shard
+ * file beside it. Each shard is mapped and converted straight into params in turn, so host
+ * memory never holds more than params and one mapped shard. */
+int zoff_safetensors_load_sharded(const char *index, const zoff_layout *layout, float *params) {
+    char *text = NULL;
+    size_t n = 0;
+    int rc = read_file(index, &text, &n, 64u << 20);
+    if (rc) return rc;
+    cJSON *doc = cJSON_Parse(text);
+    free(text);
+    const cJSON *map = doc ? cJSON_GetObjectItemCaseSensitive(doc, "weight_map") : NULL;
+    uint8_t *found = calloc((size_t)layout->n_tensors, 1);
+    if (!found)
+        rc = -ENOMEM;
+    else if (!cJSON_IsObject(map))
+        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: no \"weight_map\" object", index);
+    memset(params, 0, layout->total * sizeof *params);
+    /* each distinct shard once, in the index's order of first mention */
+    const cJSON *e;
+    int k = 0;
+    cJSON_ArrayForEach(e, map) {
+        if (rc) break;
+        k++;
+        if (!cJSON_IsString(e) || strchr(e->valuestring, '/') || !e->valuestring[0]) {
+            rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: weight_map[\"%s\"] is not a shard file name",
+                           index, e->string);
+            break;
+        }
+        bool seen = false;
+        const cJSON *p;
+        int j = 0;
+        cJSON_ArrayForEach(p, map) {
+            if (++j >= k) break;
+            if (cJSON_IsString(p) && strcmp(p->valuestring, e->valuestring) == 0) seen = true;
+        }
+        if (seen) continue;
+        char shard[PATH_MAX];
+        const char *slash = strrchr(index, '/');
+        if (snprintf(shard, sizeof shard, "%.*s%s", slash ? (int)(slash - index + 1) : 0, index,
+                     e->valuestring) >= (int)sizeof shard) {
+            rc = zoff_fail(-ENAMETOOLONG, MOD, "%s: shard path too long", index);
+            break;
+        }
+        rc = st_load(shard, layout, params, found);
+    }
+    for (int ti = 0; !rc && ti < layout->n_tensors; ti++)
+        if (!found[ti])
+            rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: missing tensor \"%s\" (in no shard)", index,
+                           layout->tensors[ti].name);
+    free(found);
+    cJSON_Delete(doc);
     return rc;
 }
 
@@ -556,7 +627,8 @@ int zoff_model_checkpoint_save(zoff_model *m, const char *dir, const float *mast
     }
     if (!rc) {
         snprintf(path, sizeof path, "%s/config.json", dir);
-        rc = zoff_gpt_config_save_json(path, zoff_gpt_get_config(m));
+        rc = zoff_llama_get_config(m) ? zoff_llama_config_save_json(path, zoff_llama_get_config(m))
+                                      : zoff_gpt_config_save_json(path, zoff_gpt_get_config(m));
     }
     free(p);
     return rc;
@@ -587,6 +659,74 @@ static int resolve(const char *path, char *weights, char *config) {
     return 0;
 }
 
+int zoff_checkpoint_arch(const char *path, char *arch, size_t n) {
+    char weights[PATH_MAX], config[PATH_MAX];
+    int rc = resolve(path, weights, config);
+    if (rc) return rc;
+    if (!config[0]) { /* llm.c .bin */
+        snprintf(arch, n, "gpt2");
+        return 0;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    if ((rc = read_file(config, &text, &len, 16u << 20))) return rc;
+    cJSON *doc = cJSON_Parse(text);
+    free(text);
+    const cJSON *mt = doc ? cJSON_GetObjectItemCaseSensitive(doc, "model_type") : NULL;
+    const cJSON *ar = doc ? cJSON_GetObjectItemCaseSensitive(doc, "architectures") : NULL;
+    const char *name = cJSON_IsString(mt) ? mt->valuestring : NULL;
+    const char *a0 = cJSON_IsArray(ar) && cJSON_IsString(cJSON_GetArrayItem(ar, 0))
+                         ? cJSON_GetArrayItem(ar, 0)->valuestring
+                         : NULL;
+    if (!doc || !cJSON_IsObject(doc))
+        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: not a JSON object", config);
+    else if (name && strcmp(name, "gpt2") == 0)
+        snprintf(arch, n, "gpt2");
+    else if (name && (!strcmp(name, "llama") || !strcmp(name, "mistral") || !strcmp(name, "qwen2")))
+        snprintf(arch, n, "llama");
+    else if (name)
+        rc = zoff_fail(ZOFF_ECONFIG, MOD,
+                       "%s: model_type = \"%s\" is not supported (gpt2, llama, mistral, qwen2)",
+                       config, name);
+    else if (a0 && !strcmp(a0, "GPT2LMHeadModel"))
+        snprintf(arch, n, "gpt2");
+    else if (a0 && (!strcmp(a0, "LlamaForCausalLM") || !strcmp(a0, "MistralForCausalLM") ||
+                    !strcmp(a0, "Qwen2ForCausalLM")))
+        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: architectures = %s but no \"model_type\"", config,
+                       a0);
+    else if (a0)
+        rc = zoff_fail(ZOFF_ECONFIG, MOD, "%s: architectures = %s is not supported", config, a0);
+    else
+        snprintf(arch, n, "gpt2"); /* zoff's own early GPT configs carry neither */
+    cJSON_Delete(doc);
+    return rc;
+}
+
+int zoff_llama_checkpoint_config(const char *path, zoff_llama_config *cfg) {
+    char weights[PATH_MAX], config[PATH_MAX];
+    int rc = resolve(path, weights, config);
+    if (rc) return rc;
+    if (!config[0])
+        return zoff_fail(ZOFF_EFORMAT, MOD, "%s: an llm.c file holds a GPT-2, not a Llama", path);
+    char *text = NULL;
+    size_t len = 0;
+    if ((rc = read_file(config, &text, &len, 16u << 20))) return rc;
+    rc = zoff_llama_config_parse_json(text, config, cfg);
+    free(text);
+    return rc;
+}
+
+/* The weights of a directory checkpoint: model.safetensors, or the sharded index beside it. */
+static int load_weights(const char *weights, const zoff_layout *l, float *host) {
+    struct stat sb;
+    if (stat(weights, &sb) != 0 && ends_with(weights, "/model.safetensors")) {
+        char index[PATH_MAX + 16];
+        snprintf(index, sizeof index, "%s.index.json", weights);
+        if (stat(index, &sb) == 0) return zoff_safetensors_load_sharded(index, l, host);
+    }
+    return zoff_safetensors_load(weights, l, host);
+}
+
 int zoff_gpt_checkpoint_config(const char *path, zoff_gpt_config *cfg) {
     char weights[PATH_MAX], config[PATH_MAX];
     int rc = resolve(path, weights, config);
@@ -599,6 +739,20 @@ int zoff_model_checkpoint_read(zoff_model *m, const char *path, float *host, boo
     char weights[PATH_MAX], config[PATH_MAX];
     int rc = resolve(path, weights, config);
     if (rc) return rc;
+    const zoff_llama_config *lc = zoff_llama_get_config(m);
+    if (lc) {
+        zoff_llama_config c;
+        if ((rc = zoff_llama_checkpoint_config(path, &c))) return rc;
+        if (memcmp(&c, lc, sizeof c) != 0)
+            return zoff_fail(ZOFF_ESHAPE, MOD,
+                             "%s: the checkpoint's config.json differs from the model's "
+                             "(layers %d/%d, width %d/%d, heads %d:%d/%d:%d, vocab %d/%d)",
+                             path, c.n_layer, lc->n_layer, c.n_embd, lc->n_embd, c.n_head,
+                             c.n_kv_head, lc->n_head, lc->n_kv_head, c.vocab_size, lc->vocab_size);
+        rc = load_weights(weights, zoff_model_get_layout(m), host);
+        if (!rc && to_device) rc = zoff_model_params_from_host(m, host);
+        return rc;
+    }
     zoff_gpt_config c;
     rc = zoff_gpt_checkpoint_config(path, &c);
     if (rc) return rc;

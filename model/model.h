@@ -61,6 +61,47 @@ void zoff_gpt_config_gpt2_124m(zoff_gpt_config *cfg);
 /* 0, or ZOFF_ECONFIG with a detail naming the field. */
 int zoff_gpt_config_validate(const zoff_gpt_config *cfg);
 
+/* --- Llama-family configuration (Llama 2/3, Mistral, Qwen2; model/llama/) ----------------- */
+typedef enum zoff_rope_type {
+    ZOFF_ROPE_DEFAULT = 0, /* inv_freq[i] = theta^(-2i/HS) */
+    ZOFF_ROPE_LINEAR,      /* divided by factor */
+    ZOFF_ROPE_LLAMA3       /* Llama 3.1's frequency-dependent scaling */
+} zoff_rope_type;
+
+typedef struct zoff_llama_config {
+    char model_type[16]; /* "llama", "mistral" or "qwen2": what config.json is written as */
+    int n_layer;         /* L: num_hidden_layers */
+    int n_head;          /* NH: num_attention_heads */
+    int n_kv_head;       /* NKV: num_key_value_heads, divides NH (grouped-query attention) */
+    int n_embd;          /* C: hidden_size */
+    int head_dim;        /* HS: head_dim (even), default C / NH */
+    int n_ffn;           /* F: intermediate_size */
+    int vocab_size;      /* V */
+    int seq_len;         /* max_position_embeddings */
+    float rms_eps;       /* rms_norm_eps */
+    double rope_theta;
+    zoff_rope_type rope_type;
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor; /* linear, llama3 */
+    int rope_original_max_pos; /* llama3: original_max_position_embeddings */
+    bool tie_word_embeddings;
+    bool qkv_bias, o_bias, mlp_bias; /* Llama attention_bias: q,k,v,o; Qwen2: q,k,v */
+    int sliding_window; /* 0: none; else each query sees at most this many keys (refused unless
+                           the sequence fits in it) */
+} zoff_llama_config;
+
+/* A small Llama: 4 layers, 4 heads (2 KV), 128 wide, FFN 352, byte vocabulary, 64 tokens. */
+void zoff_llama_config_default(zoff_llama_config *cfg);
+/* 0, or ZOFF_ECONFIG with a detail naming the field. */
+int zoff_llama_config_validate(const zoff_llama_config *cfg);
+/* Hugging Face config.json (LlamaConfig, MistralConfig, Qwen2Config) text: every field that
+ * changes the computation is honoured or refused with an error naming the field and value. */
+int zoff_llama_config_parse_json(const char *text, const char *what, zoff_llama_config *cfg);
+int zoff_llama_config_save_json(const char *path, const zoff_llama_config *cfg);
+/* RoPE inverse frequencies (head_dim/2 floats) exactly as transformers computes them for the
+ * config's rope type. */
+void zoff_llama_rope_inv_freq(const zoff_llama_config *cfg, float *inv_freq);
+double zoff_llama_train_flops(const zoff_llama_config *cfg, int B, int T);
+
 /* --- the tensor table (flat layout) ------------------------------------------------------ */
 #define ZOFF_LAYOUT_ALIGN 64 /* elements */
 
@@ -177,8 +218,15 @@ typedef struct zoff_grad_sink {
  * fit). No gradient buffer: see zoff_model_alloc_grads and zoff_model_set_grad_sink. */
 int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_model_options *opt,
                     zoff_model **out);
+/* Creates a Llama-family model (see zoff_gpt_create); zoff_llama_plan: its device terms. */
+int zoff_llama_create(zoff_dev *dev, const zoff_llama_config *cfg, const zoff_model_options *opt,
+                      zoff_model **out);
+int zoff_llama_plan(const zoff_llama_config *cfg, const zoff_model_options *opt,
+                    zoff_device_plan *out);
+/* The configuration of a Llama-family model (NULL for another architecture). */
+const zoff_llama_config *zoff_llama_get_config(const zoff_model *m);
 void zoff_model_destroy(zoff_model *m);
-const char *zoff_model_arch(const zoff_model *m); /* "gpt2" */
+const char *zoff_model_arch(const zoff_model *m); /* "gpt2", "llama" */
 /* The GPT configuration of a GPT model (NULL for another architecture). */
 const zoff_gpt_config *zoff_gpt_get_config(const zoff_model *m);
 const zoff_layout *zoff_model_get_layout(const zoff_model *m);
@@ -233,6 +281,8 @@ int zoff_model_forward_backward(zoff_model *m, zoff_dev_stream *s, const zoff_ba
 int zoff_model_loss_wait(zoff_model *m, zoff_dev_stream *s, float *loss);
 /* Next-token probabilities (V floats) at (b, t) of the last forward, copied to host. Sync. */
 int zoff_model_probs_row(zoff_model *m, zoff_dev_stream *s, int b, int t, float *probs);
+/* The output logits (V floats) at (b, t) of the last forward, copied to host. Synchronous. */
+int zoff_model_logits_row(zoff_model *m, zoff_dev_stream *s, int b, int t, float *logits);
 /* Model FLOPs of one training step (forward + backward) on B*T tokens: 6*N*tokens for the
  * matrices plus attention's score and value products (causal: half of T*T). */
 double zoff_model_train_flops(const zoff_model *m, int B, int T);
@@ -337,6 +387,15 @@ int zoff_model_checkpoint_load(zoff_model *m, const char *path);
 /* Reads only the config of a checkpoint (directory, .safetensors with config.json beside
  * it, or .bin). */
 int zoff_gpt_checkpoint_config(const char *path, zoff_gpt_config *cfg);
+
+/* The architecture of a checkpoint (directory, .safetensors beside its config.json, or .bin):
+ * "gpt2" or "llama" (model_type llama, mistral, qwen2); anything else refused by name. */
+int zoff_checkpoint_arch(const char *path, char *arch, size_t n);
+/* The Llama-family config of a checkpoint (its config.json, read strictly). */
+int zoff_llama_checkpoint_config(const char *path, zoff_llama_config *cfg);
+/* Loads a sharded checkpoint: index is model.safetensors.index.json; its shards (beside it)
+ * are read one at a time straight into params (layout.total floats). */
+int zoff_safetensors_load_sharded(const char *index, const zoff_layout *layout, float *params);
 
 /* The built-in AdamW's state for exact resumption: DIR/optimizer.safetensors ("adamw.m",
  * "adamw.v": F32 over the flat layout; step and loss scale in the metadata). Host arrays of

@@ -32,6 +32,9 @@ typedef struct train_opts {
     double lr, min_lr_frac, weight_decay, grad_clip, temperature;
     long long seed;
     const char *dtype, *data, *init_from, *resume, *out, *device, *config, *prompt;
+    const char *arch;     /* from scratch: gpt2 or llama */
+    int n_kv_head, n_ffn; /* llama: 0 = n_head, 0 = about 8/3 n_embd */
+    double rope_theta;    /* llama */
     int activation_checkpoint;
     double val_frac;
     zoff_train_offload_flags off; /* --offload and the engine's settings */
@@ -49,11 +52,17 @@ typedef struct opt_spec {
 
 #define O(f) offsetof(train_opts, f)
 static const opt_spec specs[] = {
+    {"arch", OPT_STR, O(arch), 0, 0,
+     "architecture from scratch: gpt2, llama (gpt2; --init-from: the checkpoint's)"},
     {"n-layer", OPT_INT, O(n_layer), 1, 4096, "transformer blocks (4)"},
     {"n-head", OPT_INT, O(n_head), 1, 4096, "attention heads, divides n-embd (4)"},
     {"n-embd", OPT_INT, O(n_embd), 1, 65536, "model width (128)"},
     {"vocab-size", OPT_INT, O(vocab_size), 1, 1 << 20, "vocabulary (256: bytes)"},
     {"seq-len", OPT_INT, O(seq_len), 1, 65536, "tokens per sequence (64)"},
+    {"n-kv-head", OPT_INT, O(n_kv_head), 0, 4096,
+     "llama: key/value heads, divides n-head (n-head)"},
+    {"n-ffn", OPT_INT, O(n_ffn), 0, 1 << 20, "llama: MLP width (8/3 n-embd, rounded up to 64)"},
+    {"rope-theta", OPT_FLOAT, O(rope_theta), 2, 1e12, "llama: RoPE base (10000)"},
     {"batch", OPT_INT, O(batch), 1, 1 << 20, "sequences per step (16)"},
     {"steps", OPT_INT, O(steps), 1, INT_MAX, "optimizer steps (600)"},
     {"grad-accum", OPT_INT, O(grad_accum), 1, 1 << 20, "micro-batches per step (1)"},
@@ -103,6 +112,8 @@ static void defaults(train_opts *o) {
     o->n_embd = c.n_embd;
     o->vocab_size = c.vocab_size;
     o->seq_len = c.seq_len;
+    o->arch = "gpt2";
+    o->rope_theta = 10000.0;
     o->batch = 16;
     o->steps = 600;
     o->grad_accum = 1;
@@ -132,10 +143,13 @@ static void defaults(train_opts *o) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: zoff train [options]\n\n"
-               "Trains a GPT: AdamW on the device (the reference trainer), or with --offload\n"
-               "cpu|nvme through the offload engine. With no options: the built-in demo on\n"
-               DEFAULT_DATA " (byte tokens, about a minute).\n\n");
+    fprintf(
+        f,
+        "usage: zoff train [options]\n\n"
+        "Trains a GPT-2 or Llama-family model: AdamW on the device (the reference trainer), or "
+        "with --offload\n"
+        "cpu|nvme through the offload engine. With no options: the built-in demo on\n" DEFAULT_DATA
+        " (byte tokens, about a minute).\n\n");
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         const opt_spec *s = &specs[i];
         const char *arg = s->kind == OPT_FLAG    ? ""
@@ -255,6 +269,37 @@ static int apply_config_file(train_opts *o, const char *path, cJSON **doc) {
             return -1;
         }
         if (set_value(o, s, val, src)) return -1;
+    }
+    return 0;
+}
+
+/* The model from scratch: --arch and the shape flags. */
+static int model_config_from_flags(const train_opts *o, zoff_model_config *mc) {
+    memset(mc, 0, sizeof *mc);
+    if (strcmp(o->arch, "gpt2") == 0) {
+        mc->arch = ZOFF_ARCH_GPT2;
+        mc->gpt = (zoff_gpt_config){o->n_layer, o->n_head, o->n_embd, o->vocab_size, o->seq_len};
+        return 0;
+    }
+    if (strcmp(o->arch, "llama") != 0) {
+        fprintf(stderr, "zoff train: --arch %s: expected gpt2 or llama\n", o->arch);
+        return -1;
+    }
+    mc->arch = ZOFF_ARCH_LLAMA;
+    zoff_llama_config *c = &mc->llama;
+    zoff_llama_config_default(c);
+    c->n_layer = o->n_layer;
+    c->n_head = o->n_head;
+    c->n_kv_head = o->n_kv_head ? o->n_kv_head : o->n_head;
+    c->n_embd = o->n_embd;
+    c->head_dim = o->n_embd / o->n_head;
+    c->n_ffn = o->n_ffn ? o->n_ffn : (8 * o->n_embd / 3 + 63) / 64 * 64;
+    c->vocab_size = o->vocab_size;
+    c->seq_len = o->seq_len;
+    c->rope_theta = o->rope_theta;
+    if (o->n_embd % o->n_head) {
+        fprintf(stderr, "zoff train: --n-head %d must divide --n-embd %d\n", o->n_head, o->n_embd);
+        return -1;
     }
     return 0;
 }
@@ -629,7 +674,11 @@ int zoff_cmd_train(int argc, char **argv) {
     }
     dc.host_kernel_threads = o->threads;
     int ret = 1, rc;
-    zoff_gpt_config mc = {o->n_layer, o->n_head, o->n_embd, o->vocab_size, o->seq_len};
+    zoff_model_config mc;
+    if (model_config_from_flags(o, &mc)) {
+        ret = 2;
+        goto out;
+    }
     if (o->resume && o->init_from) {
         fprintf(stderr, "zoff train: --resume and --init-from exclude each other\n");
         ret = 2;
@@ -638,17 +687,20 @@ int zoff_cmd_train(int argc, char **argv) {
     if (o->resume) o->init_from = o->resume;
     if (o->init_from) {
         /* the checkpoint decides the model's shape; --seq-len may only shorten the window */
-        if ((rc = zoff_gpt_checkpoint_config(o->init_from, &mc))) {
+        if ((rc = zoff_model_config_from_checkpoint(o->init_from, &mc))) {
             fail("--init-from", rc);
             goto out;
         }
-        o->n_layer = mc.n_layer;
-        o->n_head = mc.n_head;
-        o->n_embd = mc.n_embd;
-        o->vocab_size = mc.vocab_size;
-        if (o->seq_len > mc.seq_len) o->seq_len = mc.seq_len;
+        bool ll = mc.arch == ZOFF_ARCH_LLAMA;
+        o->arch = ll ? "llama" : "gpt2";
+        o->n_layer = ll ? mc.llama.n_layer : mc.gpt.n_layer;
+        o->n_head = ll ? mc.llama.n_head : mc.gpt.n_head;
+        o->n_embd = ll ? mc.llama.n_embd : mc.gpt.n_embd;
+        o->vocab_size = ll ? mc.llama.vocab_size : mc.gpt.vocab_size;
+        int max_t = ll ? mc.llama.seq_len : mc.gpt.seq_len;
+        if (o->seq_len > max_t) o->seq_len = max_t;
     }
-    if ((rc = zoff_gpt_config_validate(&mc))) {
+    if ((rc = zoff_model_config_validate(&mc))) {
         fprintf(stderr, "zoff train: %s\n", zoff_last_error_detail());
         ret = 2;
         goto out;
@@ -702,7 +754,7 @@ int zoff_cmd_train(int argc, char **argv) {
     }
     if (offload && ec.bucket_bytes == 0) {
         zoff_layout lay;
-        if ((rc = zoff_gpt_layout_build(&mc, &lay))) {
+        if ((rc = zoff_model_config_layout(&mc, &lay))) {
             fail("planning device memory", rc);
             goto out;
         }
@@ -711,7 +763,7 @@ int zoff_cmd_train(int argc, char **argv) {
     }
     /* the device plan, every term, before anything is allocated; refused if it cannot fit */
     zoff_device_plan plan, ref_plan;
-    if ((rc = zoff_gpt_plan(&mc, &go, &plan))) {
+    if ((rc = zoff_model_config_plan(&mc, &go, &plan))) {
         fail("planning device memory", rc);
         goto out;
     }
@@ -719,7 +771,7 @@ int zoff_cmd_train(int argc, char **argv) {
     zoff_trainer_plan(&ref_plan, go.matmul_dtype);
     if (offload) {
         zoff_layout lay;
-        if ((rc = zoff_gpt_layout_build(&mc, &lay)) == 0) {
+        if ((rc = zoff_model_config_layout(&mc, &lay)) == 0) {
             rc = zoff_model_offload_plan(&lay, go.matmul_dtype, &ec, &plan);
             zoff_layout_free(&lay);
         }
@@ -731,7 +783,7 @@ int zoff_cmd_train(int argc, char **argv) {
         goto out;
     }
     if (print_plan(&r, &plan, &ref_plan, offload)) goto out;
-    if ((rc = zoff_gpt_create(r.dev, &mc, &go, &r.m))) {
+    if ((rc = zoff_model_config_create(r.dev, &mc, &go, &r.m))) {
         fail("creating the model", rc);
         goto out;
     }
@@ -783,23 +835,25 @@ int zoff_cmd_train(int argc, char **argv) {
     }
     r.tty = isatty(STDOUT_FILENO);
     const zoff_layout *l = zoff_model_get_layout(r.m);
-    printf(
-        "zoff train: %s | GPT %d layers, %d heads, %d wide, vocab %d, %.2fM params | "
-        "batch %dx%d x%d, %d steps, lr %g, %s%s | data %s (%zu tokens, %zu train)\n",
-        zoff_dev_name(r.dev), mc.n_layer, mc.n_head, mc.n_embd, mc.vocab_size,
-        (double)l->n_params / 1e6, o->batch, o->seq_len, o->grad_accum, o->steps, o->lr, o->dtype,
-        o->activation_checkpoint ? ", activation checkpointing" : "", o->data, r.ds.n_tokens,
-        r.ds.n_train);
-    fprintf(r.metrics,
-            "{\"config\":{\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,\"vocab_size\":%d,"
-            "\"seq_len\":%d,\"batch\":%d,\"steps\":%d,\"lr\":%g,\"dtype\":\"%s\",\"device\":\"%s\","
-            "\"data\":\"%s\",\"n_params\":%zu,\"offload\":\"%s\",\"device_plan\":{\"weights\":%zu,"
-            "\"master\":%zu,\"grads\":%zu,\"optimizer\":%zu,\"buckets\":%zu,\"activations\":%zu,"
-            "\"workspace\":%zu,\"total\":%zu},\"device_plan_without_offload\":%zu}}\n",
-            mc.n_layer, mc.n_head, mc.n_embd, mc.vocab_size, o->seq_len, o->batch, o->steps, o->lr,
-            o->dtype, zoff_dev_kind_name(zoff_dev_get_kind(r.dev)), o->data, l->n_params,
-            o->off.offload, plan.weights, plan.master, plan.grads, plan.optimizer, plan.buckets,
-            plan.activations, plan.workspace, plan.total, ref_plan.total);
+    char what[160];
+    zoff_model_config_describe(&mc, what, sizeof what);
+    printf("zoff train: %s | %s, %.2fM params | "
+           "batch %dx%d x%d, %d steps, lr %g, %s%s | data %s (%zu tokens, %zu train)\n",
+           zoff_dev_name(r.dev), what, (double)l->n_params / 1e6, o->batch, o->seq_len,
+           o->grad_accum, o->steps, o->lr, o->dtype,
+           o->activation_checkpoint ? ", activation checkpointing" : "", o->data, r.ds.n_tokens,
+           r.ds.n_train);
+    fprintf(
+        r.metrics,
+        "{\"config\":{\"arch\":\"%s\",\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,\"vocab_size\":%d,"
+        "\"seq_len\":%d,\"batch\":%d,\"steps\":%d,\"lr\":%g,\"dtype\":\"%s\",\"device\":\"%s\","
+        "\"data\":\"%s\",\"n_params\":%zu,\"offload\":\"%s\",\"device_plan\":{\"weights\":%zu,"
+        "\"master\":%zu,\"grads\":%zu,\"optimizer\":%zu,\"buckets\":%zu,\"activations\":%zu,"
+        "\"workspace\":%zu,\"total\":%zu},\"device_plan_without_offload\":%zu}}\n",
+        o->arch, o->n_layer, o->n_head, o->n_embd, o->vocab_size, o->seq_len, o->batch, o->steps,
+        o->lr, o->dtype, zoff_dev_kind_name(zoff_dev_get_kind(r.dev)), o->data, l->n_params,
+        o->off.offload, plan.weights, plan.master, plan.grads, plan.optimizer, plan.buckets,
+        plan.activations, plan.workspace, plan.total, ref_plan.total);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;

@@ -288,6 +288,27 @@ int zoff_model_logits_row(zoff_model *m, zoff_dev_stream *s, int b, int t, float
 double zoff_model_train_flops(const zoff_model *m, int B, int T);
 double zoff_gpt_train_flops(const zoff_gpt_config *cfg, int B, int T);
 
+/* --- any architecture ------------------------------------------------------------------------ */
+typedef enum zoff_arch { ZOFF_ARCH_GPT2 = 0, ZOFF_ARCH_LLAMA } zoff_arch;
+typedef struct zoff_model_config {
+    zoff_arch arch;
+    zoff_gpt_config gpt;     /* arch GPT2 */
+    zoff_llama_config llama; /* arch LLAMA (Llama, Mistral, Qwen2) */
+} zoff_model_config;
+/* The architecture and config of a checkpoint (see zoff_checkpoint_arch). */
+int zoff_model_config_from_checkpoint(const char *path, zoff_model_config *c);
+int zoff_model_config_validate(const zoff_model_config *c);
+int zoff_model_config_plan(const zoff_model_config *c, const zoff_model_options *opt,
+                           zoff_device_plan *out);
+int zoff_model_config_create(zoff_dev *dev, const zoff_model_config *c,
+                             const zoff_model_options *opt, zoff_model **out);
+int zoff_model_config_layout(const zoff_model_config *c, zoff_layout *out);
+double zoff_model_config_train_flops(const zoff_model_config *c, int B, int T);
+/* One line: the architecture and its shape. */
+void zoff_model_config_describe(const zoff_model_config *c, char *buf, size_t n);
+/* The flat layout of a Llama-family configuration (what zoff_llama_create builds). */
+int zoff_llama_layout_build(const zoff_llama_config *cfg, zoff_layout *out);
+
 /* --- the reference trainer ------------------------------------------------------------- */
 typedef struct zoff_trainer_config {
     float lr;          /* peak learning rate */

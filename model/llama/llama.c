@@ -174,6 +174,17 @@ static int layout_build(const zoff_llama_config *c, zoff_layout *out, int *tix) 
     return 0;
 }
 
+int zoff_llama_layout_build(const zoff_llama_config *cfg, zoff_layout *out) {
+    memset(out, 0, sizeof *out);
+    int rc = zoff_llama_config_validate(cfg);
+    if (rc) return rc;
+    int *tix = malloc(((size_t)cfg->n_layer + 2) * K_COUNT * sizeof *tix);
+    if (!tix) return -ENOMEM;
+    rc = layout_build(cfg, out, tix);
+    free(tix);
+    return rc;
+}
+
 /* --- memory ----------------------------------------------------------------------------------- */
 
 #define ALLOC(term, bytes, ptr) MODEL_TRY(model_alloc(m, term, bytes, &(ptr)))

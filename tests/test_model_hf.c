@@ -124,6 +124,67 @@ static void check_fixture(zoff_dev *dev, const char *name) {
     CHECK(e_loss <= 1e-4);
     CHECK(e_grad <= 1e-3);
 
+    /* activation checkpointing recomputes the same gradients, bit for bit */
+    {
+        zoff_model_options oc = o;
+        oc.activation_checkpoint = true;
+        zoff_model *mc;
+        REQUIRE_OK(zoff_llama_create(dev, &cfg, &oc, &mc));
+        REQUIRE_OK(zoff_model_checkpoint_load(mc, path));
+        REQUIRE_OK(zoff_model_alloc_grads(mc));
+        REQUIRE_OK(zoff_model_zero_grads(mc, s));
+        float loss_c = 0.0f;
+        REQUIRE_OK(zoff_model_forward_backward(mc, s, BATCH(tok, tgt, B, T), 1.0f, &loss_c));
+        float *gc = malloc(ml->total * sizeof *gc);
+        REQUIRE_OK(zoff_model_grads_to_host(mc, gc));
+        CHECK(loss_c == loss);
+        CHECK(memcmp(gc, grads, ml->total * sizeof *gc) == 0);
+        free(gc);
+        zoff_model_destroy(mc);
+    }
+    /* packed samples: a row holding two samples (doc_start) gives the second the logits it has
+     * alone (positions restart, attention stays inside the sample) */
+    {
+        int32_t ds[32], tok2[16];
+        for (int i = 0; i < BT; i++)
+            ds[i] = i / T == 0 && i % T >= 8 ? 8 : 0;
+        for (int i = 0; i < 8; i++)
+            tok2[i] = tok[8 + i];
+        zoff_batch pb = {.tokens = tok, .doc_start = ds, .B = B, .T = T};
+        float *lp = malloc((size_t)8 * V * sizeof *lp), *la = malloc((size_t)8 * V * sizeof *la);
+        REQUIRE_OK(zoff_model_forward(m, s, &pb, NULL));
+        for (int i = 0; i < 8; i++)
+            REQUIRE_OK(zoff_model_logits_row(m, s, 0, 8 + i, lp + (size_t)i * V));
+        REQUIRE_OK(zoff_model_forward(m, s, BATCH(tok2, NULL, 1, 8), NULL));
+        for (int i = 0; i < 8; i++)
+            REQUIRE_OK(zoff_model_logits_row(m, s, 0, i, la + (size_t)i * V));
+        double e = nerr(lp, la, (size_t)8 * V);
+        printf("%s: packed sample vs alone: logits nerr %.2e\n", name, e);
+        CHECK(e <= 1e-5);
+        free(lp);
+        free(la);
+    }
+    /* 16-bit mode (bf16 weights, GEMM operands and activations): close to transformers' fp32 */
+    {
+        zoff_model_options ob = o;
+        ob.matmul_dtype = ZOFF_BF16;
+        zoff_model *mb;
+        REQUIRE_OK(zoff_llama_create(dev, &cfg, &ob, &mb));
+        REQUIRE_OK(zoff_model_checkpoint_load(mb, path));
+        REQUIRE_OK(zoff_model_alloc_grads(mb));
+        REQUIRE_OK(zoff_model_zero_grads(mb, s));
+        float loss_b = 0.0f;
+        REQUIRE_OK(zoff_model_forward_backward(mb, s, BATCH(tok, tgt, B, T), 1.0f, &loss_b));
+        float *gb = malloc(ml->total * sizeof *gb);
+        REQUIRE_OK(zoff_model_grads_to_host(mb, gb));
+        double eg = nerr(gb, grads, ml->total), el = fabs((double)loss_b - ref_loss) / ref_loss;
+        printf("%s: bf16: loss rel %.2e, gradients nerr %.2e vs fp32\n", name, el, eg);
+        CHECK(el <= 1e-2);
+        CHECK(eg <= 5e-2);
+        free(gb);
+        zoff_model_destroy(mb);
+    }
+
     /* a saved checkpoint reloads bit for bit, with the same config */
     snprintf(out_dir, sizeof out_dir, "/tmp/zoff_test_hf_%d_%s", (int)getpid(), name);
     REQUIRE_OK(zoff_model_checkpoint_save(m, out_dir, NULL));

@@ -278,7 +278,8 @@ static int model_config_from_flags(const train_opts *o, zoff_model_config *mc) {
     memset(mc, 0, sizeof *mc);
     if (strcmp(o->arch, "gpt2") == 0) {
         mc->arch = ZOFF_ARCH_GPT2;
-        mc->gpt = (zoff_gpt_config){o->n_layer, o->n_head, o->n_embd, o->vocab_size, o->seq_len};
+        mc->gpt =
+            (zoff_gpt_config){o->n_layer, o->n_head, o->n_embd, o->vocab_size, o->seq_len, false};
         return 0;
     }
     if (strcmp(o->arch, "llama") != 0) {

@@ -42,6 +42,39 @@ static int json_int(const cJSON *o, const char *what, const char *key, int *out,
     return 0;
 }
 
+/* GPT2Config fields that change the computation: honoured (tie_word_embeddings) or refused. */
+static int gpt_strict_fields(const cJSON *doc, const char *what, zoff_gpt_config *c) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "tie_word_embeddings");
+    if (v && !cJSON_IsBool(v))
+        return zoff_fail(ZOFF_ECONFIG, MOD, "%s: \"tie_word_embeddings\" must be true or false",
+                         what);
+    c->untied_head = v && cJSON_IsFalse(v);
+    v = cJSON_GetObjectItemCaseSensitive(doc, "layer_norm_epsilon");
+    if (v && (!cJSON_IsNumber(v) || v->valuedouble != 1e-5))
+        return zoff_fail(ZOFF_ECONFIG, MOD, "%s: layer_norm_epsilon = %g is not supported (1e-05)",
+                         what, cJSON_IsNumber(v) ? v->valuedouble : -1.0);
+    v = cJSON_GetObjectItemCaseSensitive(doc, "activation_function");
+    if (v && (!cJSON_IsString(v) ||
+              (strcmp(v->valuestring, "gelu_new") && strcmp(v->valuestring, "gelu_pytorch_tanh"))))
+        return zoff_fail(ZOFF_ECONFIG, MOD,
+                         "%s: activation_function = %s is not supported (gelu_new)", what,
+                         cJSON_IsString(v) ? v->valuestring : "(not a string)");
+    v = cJSON_GetObjectItemCaseSensitive(doc, "n_inner");
+    if (v && !cJSON_IsNull(v) && (!cJSON_IsNumber(v) || v->valuedouble != 4.0 * c->n_embd))
+        return zoff_fail(ZOFF_ECONFIG, MOD,
+                         "%s: n_inner = %g is not supported (null or 4 * n_embd = %d)", what,
+                         cJSON_IsNumber(v) ? v->valuedouble : -1.0, 4 * c->n_embd);
+    v = cJSON_GetObjectItemCaseSensitive(doc, "scale_attn_weights");
+    if (v && !cJSON_IsTrue(v))
+        return zoff_fail(ZOFF_ECONFIG, MOD, "%s: scale_attn_weights = false is not supported",
+                         what);
+    v = cJSON_GetObjectItemCaseSensitive(doc, "scale_attn_by_inverse_layer_idx");
+    if (v && !cJSON_IsFalse(v))
+        return zoff_fail(ZOFF_ECONFIG, MOD,
+                         "%s: scale_attn_by_inverse_layer_idx = true is not supported", what);
+    return 0;
+}
+
 int zoff_gpt_config_parse_json(const char *text, const char *what, zoff_gpt_config *cfg) {
     cJSON *doc = cJSON_Parse(text);
     if (!doc || !cJSON_IsObject(doc)) {
@@ -49,6 +82,7 @@ int zoff_gpt_config_parse_json(const char *text, const char *what, zoff_gpt_conf
         return zoff_fail(ZOFF_EFORMAT, MOD, "%s: not a JSON object", what);
     }
     zoff_gpt_config c;
+    memset(&c, 0, sizeof c);
     int rc = json_int(doc, what, "n_layer", &c.n_layer, true);
     if (!rc) rc = json_int(doc, what, "n_head", &c.n_head, true);
     if (!rc) rc = json_int(doc, what, "n_embd", &c.n_embd, true);
@@ -60,6 +94,7 @@ int zoff_gpt_config_parse_json(const char *text, const char *what, zoff_gpt_conf
         if (rc == 1)
             rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: missing key \"n_positions\" (or n_ctx)", what);
     }
+    if (!rc) rc = gpt_strict_fields(doc, what, &c);
     cJSON_Delete(doc);
     if (rc) return rc;
     if ((rc = zoff_gpt_config_validate(&c))) {
@@ -156,7 +191,8 @@ int zoff_gpt_config_save_json(const char *path, const zoff_gpt_config *cfg) {
     cJSON_AddNumberToObject(o, "n_ctx", cfg->seq_len);
     cJSON_AddStringToObject(o, "activation_function", "gelu_new");
     cJSON_AddNumberToObject(o, "layer_norm_epsilon", 1e-5);
-    cJSON_AddBoolToObject(o, "tie_word_embeddings", 1);
+    cJSON_AddBoolToObject(o, "tie_word_embeddings", !cfg->untied_head);
+    cJSON_AddNullToObject(o, "n_inner");
     char *text = cJSON_Print(o);
     cJSON_Delete(o);
     if (!text) return -ENOMEM;
@@ -555,6 +591,8 @@ out:
 
 int zoff_llmc_save_gpt(const char *path, const zoff_gpt_config *cfg, const zoff_layout *layout,
                        const float *params) {
+    if (cfg->untied_head)
+        return zoff_fail(ZOFF_ECONFIG, MOD, "%s: llm.c files hold tied GPT-2s only", path);
     int32_t h[LLMC_HEADER_INTS] = {0};
     h[0] = LLMC_MODEL_MAGIC;
     h[1] = 3;
@@ -743,7 +781,7 @@ int zoff_model_checkpoint_read(zoff_model *m, const char *path, float *host, boo
     if (lc) {
         zoff_llama_config c;
         if ((rc = zoff_llama_checkpoint_config(path, &c))) return rc;
-        if (memcmp(&c, lc, sizeof c) != 0)
+        if (!zoff_llama_config_equal(&c, lc))
             return zoff_fail(ZOFF_ESHAPE, MOD,
                              "%s: the checkpoint's config.json differs from the model's "
                              "(layers %d/%d, width %d/%d, heads %d:%d/%d:%d, vocab %d/%d)",
@@ -759,12 +797,15 @@ int zoff_model_checkpoint_read(zoff_model *m, const char *path, float *host, boo
     const zoff_gpt_config *mc = zoff_gpt_get_config(m);
     if (!mc) return zoff_fail(ZOFF_ECONFIG, MOD, "%s: a GPT-2 checkpoint, but the model is %s",
                               path, zoff_model_arch(m));
-    if (memcmp(&c, mc, sizeof c) != 0)
+    if (c.n_layer != mc->n_layer || c.n_head != mc->n_head || c.n_embd != mc->n_embd ||
+        c.vocab_size != mc->vocab_size || c.seq_len != mc->seq_len ||
+        c.untied_head != mc->untied_head)
         return zoff_fail(ZOFF_ESHAPE, MOD,
                          "%s: checkpoint is n_layer=%d n_head=%d n_embd=%d vocab_size=%d "
-                         "seq_len=%d but the model is %d/%d/%d/%d/%d",
-                         path, c.n_layer, c.n_head, c.n_embd, c.vocab_size, c.seq_len, mc->n_layer,
-                         mc->n_head, mc->n_embd, mc->vocab_size, mc->seq_len);
+                         "seq_len=%d%s but the model is %d/%d/%d/%d/%d%s",
+                         path, c.n_layer, c.n_head, c.n_embd, c.vocab_size, c.seq_len,
+                         c.untied_head ? " (untied head)" : "", mc->n_layer, mc->n_head, mc->n_embd,
+                         mc->vocab_size, mc->seq_len, mc->untied_head ? " (untied head)" : "");
     const zoff_layout *l = zoff_model_get_layout(m);
     rc = config[0] ? zoff_safetensors_load(weights, l, host)
                    : zoff_llmc_load_gpt(weights, NULL, l, host);

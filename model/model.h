@@ -52,6 +52,7 @@ typedef struct zoff_gpt_config {
     int n_embd;     /* C */
     int vocab_size; /* V */
     int seq_len;    /* maxT: rows of the position embedding, the longest sequence */
+    bool untied_head; /* tie_word_embeddings false: a separate lm_head (V,C) in the last group */
 } zoff_gpt_config;
 
 /* The built-in demo model: 4 layers, 4 heads, 128 wide, byte vocabulary (256), 64 tokens. */
@@ -101,6 +102,8 @@ int zoff_llama_config_save_json(const char *path, const zoff_llama_config *cfg);
  * config's rope type. */
 void zoff_llama_rope_inv_freq(const zoff_llama_config *cfg, float *inv_freq);
 double zoff_llama_train_flops(const zoff_llama_config *cfg, int B, int T);
+/* Field by field (padding aside). */
+bool zoff_llama_config_equal(const zoff_llama_config *a, const zoff_llama_config *b);
 
 /* --- the tensor table (flat layout) ------------------------------------------------------ */
 #define ZOFF_LAYOUT_ALIGN 64 /* elements */
@@ -122,6 +125,7 @@ typedef enum zoff_gpt_tensor_kind {
     ZOFF_GPT_FCPROJ_B,
     ZOFF_GPT_LNF_W,
     ZOFF_GPT_LNF_B,
+    ZOFF_GPT_LM_HEAD, /* untied head only */
     ZOFF_GPT_KIND_COUNT
 } zoff_gpt_tensor_kind;
 
@@ -374,7 +378,10 @@ int zoff_trainer_master_to_host(zoff_trainer *tr, float *dst);
 
 /* --- checkpoints ------------------------------------------------------------------------ */
 /* Hugging Face config.json (GPT2Config keys n_layer, n_head, n_embd, vocab_size, n_positions
- * or n_ctx). Errors name the file and the key. */
+ * or n_ctx, tie_word_embeddings). Fields that change the computation and that zoff does not
+ * implement (layer_norm_epsilon other than 1e-5, activation_function other than gelu_new,
+ * n_inner other than 4 n_embd, scale_attn_weights false, scale_attn_by_inverse_layer_idx true)
+ * are refused naming the field and value. Errors name the file and the key. */
 int zoff_gpt_config_load_json(const char *path, zoff_gpt_config *cfg);
 int zoff_gpt_config_save_json(const char *path, const zoff_gpt_config *cfg);
 /* Parses config JSON text (for --config files and tests); `what` names the source. */

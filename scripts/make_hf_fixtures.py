@@ -5,7 +5,7 @@ Each fixture is a random-init model saved with transformers' own save_pretrained
 safetensors, sharded for one of them, stored in f32, bf16 or f16), plus reference.safetensors
 with what transformers computes in fp32 from exactly the stored weights, on a fixed batch:
   tokens, targets (B*T, float-coded ints; -100 = ignored), logits (B*T, V), loss (1),
-  and "grad_norm.<tensor name>" (1) for every parameter: the L2 norm of d(mean loss)/d(tensor).
+  and "grad_norm.<tensor name>" (1) for every parameter (names without GPT-2's "transformer."): the L2 norm of d(mean loss)/d(tensor).
 Tests read them with no PyTorch (tests/test_model_hf.c). Norm weights and biases are randomized
 too, so that a loader or kernel that ignored them would fail.
 
@@ -45,6 +45,13 @@ def fixtures():
                           "high_freq_factor": 4.0, "original_max_position_embeddings": 8},
             rope_theta=500000.0),
          transformers.LlamaForCausalLM, torch.float16, None),
+        # GPT-2 with an untied head (tie_word_embeddings false: lm_head.weight of its own); no
+        # dropout, so that the reference is the deterministic function zoff computes
+        ("gpt2_untied", transformers.GPT2Config(
+            n_embd=64, n_layer=2, n_head=4, vocab_size=128, n_positions=64,
+            tie_word_embeddings=False, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            bos_token_id=0, eos_token_id=0),
+         transformers.GPT2LMHeadModel, torch.float32, None),
     ]
 
 
@@ -68,7 +75,7 @@ def make(out_dir, name, cfg, cls, store_dtype, shard):
         os.remove(os.path.join(d, "generation_config.json"))
     # the reference: fp32 arithmetic on exactly the stored (possibly rounded) weights
     model = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
-    model.train()
+    model.eval()  # no dropout anywhere; gradients are computed all the same
     V = cfg.vocab_size
     tokens = torch.randint(0, V, (B, T), generator=gen)
     targets = torch.randint(0, V, (B, T), generator=gen)
@@ -85,7 +92,7 @@ def make(out_dir, name, cfg, cls, store_dtype, shard):
         if id(p) in seen:
             continue
         seen.add(id(p))
-        ref["grad_norm." + pname] = p.grad.norm().reshape(1)
+        ref["grad_norm." + pname.removeprefix("transformer.")] = p.grad.norm().reshape(1)
     save_file(ref, os.path.join(d, "reference.safetensors"),
               metadata={"B": str(B), "T": str(T), "transformers": transformers.__version__,
                         "torch": torch.__version__})

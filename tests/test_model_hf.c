@@ -59,16 +59,26 @@ static void ref_layout(const zoff_layout *ml, int BT, int V, zoff_layout *rl) {
     rl->total = rl->group_begin[1] = off;
 }
 
-static void check_fixture(zoff_dev *dev, const char *name) {
+static bool same_config(const zoff_model_config *a, const zoff_model_config *b) {
+    if (a->arch != b->arch) return false;
+    if (a->arch == ZOFF_ARCH_LLAMA) return zoff_llama_config_equal(&a->llama, &b->llama);
+    const zoff_gpt_config *x = &a->gpt, *y = &b->gpt;
+    return x->n_layer == y->n_layer && x->n_head == y->n_head && x->n_embd == y->n_embd &&
+           x->vocab_size == y->vocab_size && x->seq_len == y->seq_len &&
+           x->untied_head == y->untied_head;
+}
+
+static void check_fixture(zoff_dev *dev, const char *name, const char *want_arch) {
     char path[512], ref_path[600], out_dir[256];
     snprintf(path, sizeof path, "%s/hf/%s", ZOFF_FIXTURES, name);
     snprintf(ref_path, sizeof ref_path, "%s/reference.safetensors", path);
     char arch[16];
     REQUIRE_OK(zoff_checkpoint_arch(path, arch, sizeof arch));
-    CHECK(strcmp(arch, "llama") == 0);
-    zoff_llama_config cfg;
-    REQUIRE_OK(zoff_llama_checkpoint_config(path, &cfg));
-    const int B = 2, T = 16, BT = B * T, V = cfg.vocab_size;
+    CHECK(strcmp(arch, want_arch) == 0);
+    zoff_model_config cfg;
+    REQUIRE_OK(zoff_model_config_from_checkpoint(path, &cfg));
+    const int B = 2, T = 16, BT = B * T;
+    const int V = cfg.arch == ZOFF_ARCH_LLAMA ? cfg.llama.vocab_size : cfg.gpt.vocab_size;
     zoff_model_options o;
     zoff_model_options_default(&o);
     o.batch = B;
@@ -77,7 +87,7 @@ static void check_fixture(zoff_dev *dev, const char *name) {
     zoff_dev_stream *s;
     REQUIRE_OK(zoff_dev_stream_create(dev, &s));
     zoff_model *m;
-    REQUIRE_OK(zoff_llama_create(dev, &cfg, &o, &m));
+    REQUIRE_OK(zoff_model_config_create(dev, &cfg, &o, &m));
     REQUIRE_OK(zoff_model_checkpoint_load(m, path));
     const zoff_layout *ml = zoff_model_get_layout(m);
 
@@ -129,7 +139,7 @@ static void check_fixture(zoff_dev *dev, const char *name) {
         zoff_model_options oc = o;
         oc.activation_checkpoint = true;
         zoff_model *mc;
-        REQUIRE_OK(zoff_llama_create(dev, &cfg, &oc, &mc));
+        REQUIRE_OK(zoff_model_config_create(dev, &cfg, &oc, &mc));
         REQUIRE_OK(zoff_model_checkpoint_load(mc, path));
         REQUIRE_OK(zoff_model_alloc_grads(mc));
         REQUIRE_OK(zoff_model_zero_grads(mc, s));
@@ -169,7 +179,7 @@ static void check_fixture(zoff_dev *dev, const char *name) {
         zoff_model_options ob = o;
         ob.matmul_dtype = ZOFF_BF16;
         zoff_model *mb;
-        REQUIRE_OK(zoff_llama_create(dev, &cfg, &ob, &mb));
+        REQUIRE_OK(zoff_model_config_create(dev, &cfg, &ob, &mb));
         REQUIRE_OK(zoff_model_checkpoint_load(mb, path));
         REQUIRE_OK(zoff_model_alloc_grads(mb));
         REQUIRE_OK(zoff_model_zero_grads(mb, s));
@@ -188,11 +198,11 @@ static void check_fixture(zoff_dev *dev, const char *name) {
     /* a saved checkpoint reloads bit for bit, with the same config */
     snprintf(out_dir, sizeof out_dir, "/tmp/zoff_test_hf_%d_%s", (int)getpid(), name);
     REQUIRE_OK(zoff_model_checkpoint_save(m, out_dir, NULL));
-    zoff_llama_config cfg2;
-    REQUIRE_OK(zoff_llama_checkpoint_config(out_dir, &cfg2));
-    CHECK(memcmp(&cfg, &cfg2, sizeof cfg) == 0);
+    zoff_model_config cfg2;
+    REQUIRE_OK(zoff_model_config_from_checkpoint(out_dir, &cfg2));
+    CHECK(same_config(&cfg, &cfg2));
     zoff_model *m2;
-    REQUIRE_OK(zoff_llama_create(dev, &cfg2, &o, &m2));
+    REQUIRE_OK(zoff_model_config_create(dev, &cfg2, &o, &m2));
     REQUIRE_OK(zoff_model_checkpoint_load(m2, out_dir));
     float *p1 = malloc(ml->total * sizeof *p1), *p2 = malloc(ml->total * sizeof *p2);
     REQUIRE_OK(zoff_model_params_to_host(m, p1));
@@ -245,6 +255,37 @@ static void check_refusals(void) {
             CHECK(0);
         }
     }
+    /* GPT-2's too */
+    static const struct {
+        const char *json, *needle;
+    } gpt[] = {
+        {"\"layer_norm_epsilon\": 1e-6", "layer_norm_epsilon = 1e-06"},
+        {"\"activation_function\": \"relu\"", "activation_function = relu"},
+        {"\"n_inner\": 100", "n_inner = 100"},
+        {"\"scale_attn_weights\": false", "scale_attn_weights = false"},
+        {"\"scale_attn_by_inverse_layer_idx\": true", "scale_attn_by_inverse_layer_idx = true"},
+        {"\"tie_word_embeddings\": 0", "tie_word_embeddings"},
+    };
+    for (size_t i = 0; i < sizeof gpt / sizeof gpt[0]; i++) {
+        char text[512];
+        snprintf(text, sizeof text,
+                 "{\"n_layer\": 2, \"n_head\": 2, \"n_embd\": 16, \"vocab_size\": 50, "
+                 "\"n_positions\": 32, %s}",
+                 gpt[i].json);
+        zoff_gpt_config c;
+        CHECK(zoff_gpt_config_parse_json(text, "gpt.json", &c) == ZOFF_ECONFIG);
+        if (!strstr(zoff_last_error_detail(), gpt[i].needle)) {
+            fprintf(stderr, "gpt case %zu: detail \"%s\" lacks \"%s\"\n", i,
+                    zoff_last_error_detail(), gpt[i].needle);
+            CHECK(0);
+        }
+    }
+    zoff_gpt_config gc;
+    CHECK_OK(zoff_gpt_config_parse_json("{\"n_layer\": 2, \"n_head\": 2, \"n_embd\": 16, "
+                                        "\"vocab_size\": 50, \"n_positions\": 32, "
+                                        "\"tie_word_embeddings\": false, \"n_inner\": 64}",
+                                        "gpt.json", &gc));
+    CHECK(gc.untied_head);
     /* a sliding window the sequence exceeds is refused at creation; within it, accepted */
     zoff_llama_config c;
     CHECK_OK(zoff_llama_config_parse_json(
@@ -267,9 +308,10 @@ static void check_refusals(void) {
 int main(int argc, char **argv) {
     zoff_dev *dev = zoff_test_open_device(argc, argv, (size_t)512 << 20);
     check_refusals();
-    check_fixture(dev, "llama_gqa");
-    check_fixture(dev, "qwen2_bias");
-    check_fixture(dev, "llama3_rope");
+    check_fixture(dev, "llama_gqa", "llama");
+    check_fixture(dev, "qwen2_bias", "llama");
+    check_fixture(dev, "llama3_rope", "llama");
+    check_fixture(dev, "gpt2_untied", "gpt2");
     zoff_dev_close(dev);
     return zoff_test_finish("test_model_hf");
 }

@@ -111,6 +111,20 @@ double zoff_llama_train_flops(const zoff_llama_config *c, int B, int T) {
     return 6.0 * n_matmul * tokens + 12.0 * L * T * QD * tokens / 2.0;
 }
 
+bool zoff_llama_config_equal(const zoff_llama_config *a, const zoff_llama_config *b) {
+    return strcmp(a->model_type, b->model_type) == 0 && a->n_layer == b->n_layer &&
+           a->n_head == b->n_head && a->n_kv_head == b->n_kv_head && a->n_embd == b->n_embd &&
+           a->head_dim == b->head_dim && a->n_ffn == b->n_ffn && a->vocab_size == b->vocab_size &&
+           a->seq_len == b->seq_len && a->rms_eps == b->rms_eps && a->rope_theta == b->rope_theta &&
+           a->rope_type == b->rope_type && a->rope_factor == b->rope_factor &&
+           a->rope_low_freq_factor == b->rope_low_freq_factor &&
+           a->rope_high_freq_factor == b->rope_high_freq_factor &&
+           a->rope_original_max_pos == b->rope_original_max_pos &&
+           a->tie_word_embeddings == b->tie_word_embeddings && a->qkv_bias == b->qkv_bias &&
+           a->o_bias == b->o_bias && a->mlp_bias == b->mlp_bias &&
+           a->sliding_window == b->sliding_window;
+}
+
 /* --- config.json ---------------------------------------------------------------------------- */
 
 typedef struct jctx {

@@ -35,6 +35,7 @@ typedef struct train_opts {
     const char *arch;     /* from scratch: gpt2 or llama */
     int n_kv_head, n_ffn; /* llama: 0 = n_head, 0 = about 8/3 n_embd */
     double rope_theta;    /* llama */
+    const char *max_shard_size, *save_dtype; /* checkpoints' weights */
     int activation_checkpoint;
     double val_frac;
     zoff_train_offload_flags off; /* --offload and the engine's settings */
@@ -83,6 +84,10 @@ static const opt_spec specs[] = {
     {"resume", OPT_STR, O(resume), 0, 0, "checkpoint dir: weights, optimizer state and step"},
     {"out", OPT_STR, O(out), 0, 0, "output directory (zoff_out)"},
     {"ckpt-every", OPT_INT, O(ckpt_every), 0, INT_MAX, "checkpoint every N steps, 0 = end (200)"},
+    {"max-shard-size", OPT_STR, O(max_shard_size), 0, 0,
+     "checkpoint weights in shards of at most this size (5e9 bytes, transformers' 5GB)"},
+    {"save-dtype", OPT_STR, O(save_dtype), 0, 0,
+     "checkpoint weights stored as f32, bf16, f16 (f32)"},
     {"sample-tokens", OPT_INT, O(sample_tokens), 0, 1 << 20, "tokens to generate at the end (300)"},
     {"temperature", OPT_FLOAT, O(temperature), 1e-3, 100, "sampling temperature (0.8)"},
     {"top-k", OPT_INT, O(top_k), 0, 1 << 20, "sample from the k most likely, 0 = all (40)"},
@@ -396,6 +401,7 @@ typedef struct run {
     FILE *metrics;
     int32_t *x, *y;
     bool tty;
+    zoff_save_options save_opts;
 } run;
 
 static zoff_batch batch_of(run *r, int B, int T) {
@@ -437,7 +443,7 @@ static int save(run *r, const char *name, int step) {
     if (!rc)
         rc = r->off ? zoff_model_offload_save_state(r->off, opt, r->master)
                     : zoff_trainer_master_to_host(r->tr, r->master);
-    if (!rc) rc = zoff_model_checkpoint_save(r->m, dir, r->master);
+    if (!rc) rc = zoff_model_checkpoint_save_opts(r->m, dir, r->master, &r->save_opts);
     if (!rc && !r->off) rc = zoff_trainer_save_state(r->tr, opt);
     if (rc) return rc;
     if (r->metrics) {
@@ -675,6 +681,20 @@ int zoff_cmd_train(int argc, char **argv) {
     }
     dc.host_kernel_threads = o->threads;
     int ret = 1, rc;
+    zoff_save_options_default(&r.save_opts);
+    size_t shard = 0;
+    if (o->max_shard_size && (zoff_parse_size(o->max_shard_size, &shard) != 0 || shard < 1024)) {
+        fprintf(stderr, "zoff train: --max-shard-size %s: expected a size of at least 1KiB\n",
+                o->max_shard_size);
+        cJSON_Delete(doc);
+        return 2;
+    }
+    if (shard) r.save_opts.max_shard_bytes = shard;
+    if (o->save_dtype && zoff_dtype_parse(o->save_dtype, &r.save_opts.dtype) != 0) {
+        fprintf(stderr, "zoff train: --save-dtype %s: expected f32, bf16 or f16\n", o->save_dtype);
+        cJSON_Delete(doc);
+        return 2;
+    }
     zoff_model_config mc;
     if (model_config_from_flags(o, &mc)) {
         ret = 2;

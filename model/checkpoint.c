@@ -453,17 +453,20 @@ int zoff_safetensors_load_sharded(const char *index, const zoff_layout *layout, 
     return rc;
 }
 
-int zoff_safetensors_save(const char *path, const zoff_layout *layout,
-                              const float *params) {
+/* Tensors [first, last) of the layout into one safetensors file, stored as `dtype`. */
+static int st_write(const char *path, const zoff_layout *layout, const float *params, int first,
+                    int last, zoff_dtype dtype) {
+    size_t es = zoff_dtype_size(dtype);
+    const char *dname = dtype == ZOFF_F32 ? "F32" : dtype == ZOFF_BF16 ? "BF16" : "F16";
     cJSON *hdr = cJSON_CreateObject();
     if (!hdr) return -ENOMEM;
     cJSON *meta = cJSON_AddObjectToObject(hdr, "__metadata__");
     cJSON_AddStringToObject(meta, "format", "pt");
     uint64_t off = 0;
-    for (int ti = 0; ti < layout->n_tensors; ti++) {
+    for (int ti = first; ti < last; ti++) {
         const zoff_tensor *t = &layout->tensors[ti];
         cJSON *e = cJSON_AddObjectToObject(hdr, t->name);
-        cJSON_AddStringToObject(e, "dtype", "F32");
+        cJSON_AddStringToObject(e, "dtype", dname);
         int64_t s[2];
         hf_shape(t, s);
         cJSON *sh = cJSON_AddArrayToObject(e, "shape");
@@ -471,7 +474,7 @@ int zoff_safetensors_save(const char *path, const zoff_layout *layout,
             cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)s[d]));
         cJSON *of = cJSON_AddArrayToObject(e, "data_offsets");
         cJSON_AddItemToArray(of, cJSON_CreateNumber((double)off));
-        off += (uint64_t)t->numel * 4;
+        off += (uint64_t)t->numel * es;
         cJSON_AddItemToArray(of, cJSON_CreateNumber((double)off));
     }
     char *text = cJSON_PrintUnformatted(hdr);
@@ -489,22 +492,85 @@ int zoff_safetensors_save(const char *path, const zoff_layout *layout,
     memcpy(buf + 8, text, tl);
     memset(buf + 8 + tl, ' ', hl - tl);
     cJSON_free(text);
-    float *body = (float *)(buf + 8 + hl); /* 8-aligned: hl is a multiple of 8 */
-    for (int ti = 0; ti < layout->n_tensors; ti++) {
+    uint8_t *body = buf + 8 + hl; /* 8-aligned: hl is a multiple of 8 */
+    size_t k = 0;                 /* elements written */
+    for (int ti = first; ti < last; ti++) {
         const zoff_tensor *t = &layout->tensors[ti];
         const float *src = params + t->offset;
         if (t->hf_transposed) {
             size_t out = (size_t)t->shape[0], in = (size_t)t->shape[1];
             for (size_t i = 0; i < in; i++)
                 for (size_t o = 0; o < out; o++)
-                    body[i * out + o] = src[o * in + i];
+                    zoff_store_from_f32(body, dtype, k + i * out + o, src[o * in + i]);
+        } else if (dtype == ZOFF_F32) {
+            memcpy(body + k * 4, src, t->numel * sizeof(float));
         } else {
-            memcpy(body, src, t->numel * sizeof(float));
+            for (size_t i = 0; i < t->numel; i++)
+                zoff_store_from_f32(body, dtype, k + i, src[i]);
         }
-        body += t->numel;
+        k += t->numel;
     }
     int rc = write_atomic(path, buf, total, NULL, 0);
     free(buf);
+    return rc;
+}
+
+int zoff_safetensors_save(const char *path, const zoff_layout *layout, const float *params) {
+    return st_write(path, layout, params, 0, layout->n_tensors, ZOFF_F32);
+}
+
+void zoff_save_options_default(zoff_save_options *o) {
+    o->dtype = ZOFF_F32;
+    o->max_shard_bytes = 5000000000ull; /* transformers' "5GB" */
+}
+
+int zoff_safetensors_save_dir(const char *dir, const zoff_layout *layout, const float *params,
+                              const zoff_save_options *o) {
+    size_t es = zoff_dtype_size(o->dtype);
+    if (!es) return zoff_fail(-EINVAL, MOD, "%s: save dtype %d is not a dtype", dir, o->dtype);
+    /* shard boundaries: a new shard when the next tensor would pass the limit */
+    int *start = malloc(((size_t)layout->n_tensors + 1) * sizeof *start), n_shards = 0;
+    if (!start) return -ENOMEM;
+    uint64_t cur = 0, total_bytes = 0;
+    for (int ti = 0; ti < layout->n_tensors; ti++) {
+        uint64_t b = (uint64_t)layout->tensors[ti].numel * es;
+        if (ti == 0 || (cur > 0 && cur + b > o->max_shard_bytes)) {
+            start[n_shards++] = ti;
+            cur = 0;
+        }
+        cur += b;
+        total_bytes += b;
+    }
+    start[n_shards] = layout->n_tensors;
+    char path[PATH_MAX + 64], single[PATH_MAX + 64], index[PATH_MAX + 64];
+    snprintf(single, sizeof single, "%s/model.safetensors", dir);
+    snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
+    int rc = 0;
+    if (n_shards == 1) {
+        rc = st_write(single, layout, params, 0, layout->n_tensors, o->dtype);
+        if (!rc) remove(index); /* a stale index from an earlier sharded save */
+        free(start);
+        return rc;
+    }
+    cJSON *doc = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(doc, "metadata");
+    cJSON_AddNumberToObject(meta, "total_size", (double)total_bytes);
+    cJSON *map = cJSON_AddObjectToObject(doc, "weight_map");
+    for (int k = 0; !rc && k < n_shards; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", k + 1, n_shards);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        rc = st_write(path, layout, params, start[k], start[k + 1], o->dtype);
+        for (int ti = start[k]; ti < start[k + 1]; ti++)
+            cJSON_AddStringToObject(map, layout->tensors[ti].name, name);
+    }
+    char *text = rc ? NULL : cJSON_Print(doc);
+    cJSON_Delete(doc);
+    free(start);
+    if (rc) return rc;
+    if (!text) return -ENOMEM;
+    rc = write_atomic(index, text, strlen(text), "\n", 1);
+    cJSON_free(text);
+    if (!rc) remove(single); /* it would be read instead of the shards */
     return rc;
 }
 
@@ -649,6 +715,11 @@ static int mkdir_p(const char *dir) {
 }
 
 int zoff_model_checkpoint_save(zoff_model *m, const char *dir, const float *master) {
+    return zoff_model_checkpoint_save_opts(m, dir, master, NULL);
+}
+
+int zoff_model_checkpoint_save_opts(zoff_model *m, const char *dir, const float *master,
+                                    const zoff_save_options *opts) {
     int rc = mkdir_p(dir);
     if (rc) return rc;
     const zoff_layout *l = zoff_model_get_layout(m);
@@ -659,10 +730,9 @@ int zoff_model_checkpoint_save(zoff_model *m, const char *dir, const float *mast
         master = p;
     }
     char path[PATH_MAX];
-    if (!rc) {
-        snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        rc = zoff_safetensors_save(path, l, master);
-    }
+    zoff_save_options def;
+    zoff_save_options_default(&def);
+    if (!rc) rc = zoff_safetensors_save_dir(dir, l, master, opts ? opts : &def);
     if (!rc) {
         snprintf(path, sizeof path, "%s/config.json", dir);
         rc = zoff_llama_get_config(m) ? zoff_llama_config_save_json(path, zoff_llama_get_config(m))
@@ -807,8 +877,7 @@ int zoff_model_checkpoint_read(zoff_model *m, const char *path, float *host, boo
                          c.untied_head ? " (untied head)" : "", mc->n_layer, mc->n_head, mc->n_embd,
                          mc->vocab_size, mc->seq_len, mc->untied_head ? " (untied head)" : "");
     const zoff_layout *l = zoff_model_get_layout(m);
-    rc = config[0] ? zoff_safetensors_load(weights, l, host)
-                   : zoff_llmc_load_gpt(weights, NULL, l, host);
+    rc = config[0] ? load_weights(weights, l, host) : zoff_llmc_load_gpt(weights, NULL, l, host);
     if (!rc && to_device) rc = zoff_model_params_from_host(m, host);
     return rc;
 }

@@ -406,6 +406,20 @@ int zoff_llmc_save_gpt(const char *path, const zoff_gpt_config *cfg, const zoff_
  * master: the fp32 weights to save (layout.total floats: the optimizer's master copy); NULL
  * saves the device weights widened. */
 int zoff_model_checkpoint_save(zoff_model *m, const char *dir, const float *master);
+/* How a checkpoint's weights are written: the stored dtype (f32, bf16, f16) and the largest
+ * shard; above it, model-0000K-of-0000N.safetensors + model.safetensors.index.json as
+ * transformers writes them. Default f32, 5 GB (5e9 bytes). */
+typedef struct zoff_save_options {
+    zoff_dtype dtype;
+    uint64_t max_shard_bytes;
+} zoff_save_options;
+void zoff_save_options_default(zoff_save_options *o);
+/* The layout's tensors (Hugging Face names and shapes) into DIR, sharded as o says. */
+int zoff_safetensors_save_dir(const char *dir, const zoff_layout *layout, const float *params,
+                              const zoff_save_options *o);
+/* zoff_model_checkpoint_save with save options (NULL: defaults). */
+int zoff_model_checkpoint_save_opts(zoff_model *m, const char *dir, const float *master,
+                                    const zoff_save_options *opts);
 /* Reads fp32 weights from a directory (config.json + model.safetensors), a .safetensors file,
  * or an llm.c .bin into host memory (layout.total floats; the stored config must equal m's),
  * and, when to_device, into the model's weights too. */

@@ -232,10 +232,18 @@ int main(int argc, char **argv) {
     fclose(f);
     CHECK_EQ_INT(run("train --init-from " ZOFF_FIXTURES "/hf/qwen2_bias --data ascii.txt "
                      "--seq-len 16 --batch 2 --steps 2 --threads 1 --activation-checkpoint "
-                     "--sample-tokens 5 --prompt fox --out ll3"),
+                     "--sample-tokens 5 --prompt fox --max-shard-size 64KiB --save-dtype bf16 "
+                     "--out ll3"),
                  0);
     CHECK(output_has("qwen2 2 layers, 4 heads (1 KV), 64 wide"));
-    CHECK(exists("ll3/final/model.safetensors"));
+    CHECK(exists("ll3/final/model.safetensors.index.json"));
+    CHECK(exists("ll3/final/model-00002-of-00004.safetensors"));
+    CHECK(!exists("ll3/final/model.safetensors"));
+    CHECK_EQ_INT(run("train --init-from ll3/final --data ascii.txt --seq-len 16 --batch 2 "
+                     "--steps 1 --threads 1 --sample-tokens 0 --out ll4"),
+                 0);
+    CHECK_EQ_INT(run("train --save-dtype f8"), 2);
+    CHECK(output_has("--save-dtype"));
     CHECK_EQ_INT(run("train --arch mamba"), 2);
     CHECK(output_has("--arch mamba"));
 

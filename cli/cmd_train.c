@@ -38,6 +38,10 @@ typedef struct train_opts {
     double lr, min_lr_frac, weight_decay, grad_clip, temperature;
     long long seed;
     const char *dtype, *data, *init_from, *resume, *out, *device, *config, *prompt;
+    const char *arch;     /* from scratch: gpt2 or llama */
+    int n_kv_head, n_ffn; /* llama: 0 = n_head, 0 = about 8/3 n_embd */
+    double rope_theta;    /* llama */
+    const char *max_shard_size, *save_dtype; /* checkpoints' weights */
     int activation_checkpoint, overwrite, max_nonfinite;
     double val_frac;
     unsigned long long given;     /* bit i: specs[i] was set by a flag or the config file */
@@ -56,11 +60,17 @@ typedef struct opt_spec {
 
 #define O(f) offsetof(train_opts, f)
 static const opt_spec specs[] = {
+    {"arch", OPT_STR, O(arch), 0, 0,
+     "architecture from scratch: gpt2, llama (gpt2; --init-from: the checkpoint's)"},
     {"n-layer", OPT_INT, O(n_layer), 1, 4096, "transformer blocks (4)"},
     {"n-head", OPT_INT, O(n_head), 1, 4096, "attention heads, divides n-embd (4)"},
     {"n-embd", OPT_INT, O(n_embd), 1, 65536, "model width (128)"},
     {"vocab-size", OPT_INT, O(vocab_size), 1, 1 << 20, "vocabulary (256: bytes)"},
     {"seq-len", OPT_INT, O(seq_len), 1, 65536, "tokens per sequence (64)"},
+    {"n-kv-head", OPT_INT, O(n_kv_head), 0, 4096,
+     "llama: key/value heads, divides n-head (n-head)"},
+    {"n-ffn", OPT_INT, O(n_ffn), 0, 1 << 20, "llama: MLP width (8/3 n-embd, rounded up to 64)"},
+    {"rope-theta", OPT_FLOAT, O(rope_theta), 2, 1e12, "llama: RoPE base (10000)"},
     {"batch", OPT_INT, O(batch), 1, 1 << 20, "sequences per step (16)"},
     {"steps", OPT_INT, O(steps), 1, INT_MAX, "optimizer steps (600)"},
     {"grad-accum", OPT_INT, O(grad_accum), 1, 1 << 20, "micro-batches per step (1)"},
@@ -81,6 +91,10 @@ static const opt_spec specs[] = {
     {"resume", OPT_STR, O(resume), 0, 0, "checkpoint dir: weights, optimizer state and step"},
     {"out", OPT_STR, O(out), 0, 0, "output directory (zoff_out)"},
     {"ckpt-every", OPT_INT, O(ckpt_every), 0, INT_MAX, "checkpoint every N steps, 0 = end (200)"},
+    {"max-shard-size", OPT_STR, O(max_shard_size), 0, 0,
+     "checkpoint weights in shards of at most this size (5e9 bytes, transformers' 5GB)"},
+    {"save-dtype", OPT_STR, O(save_dtype), 0, 0,
+     "checkpoint weights stored as f32, bf16, f16 (f32)"},
     {"sample-tokens", OPT_INT, O(sample_tokens), 0, 1 << 20, "tokens to generate at the end (300)"},
     {"temperature", OPT_FLOAT, O(temperature), 1e-3, 100, "sampling temperature (0.8)"},
     {"top-k", OPT_INT, O(top_k), 0, 1 << 20, "sample from the k most likely, 0 = all (40)"},
@@ -113,6 +127,8 @@ static void defaults(train_opts *o) {
     o->n_embd = c.n_embd;
     o->vocab_size = c.vocab_size;
     o->seq_len = c.seq_len;
+    o->arch = "gpt2";
+    o->rope_theta = 10000.0;
     o->batch = 16;
     o->steps = 600;
     o->grad_accum = 1;
@@ -146,10 +162,13 @@ static void defaults(train_opts *o) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: zoff train [options]\n\n"
-               "Trains a GPT: AdamW on the device (the reference trainer), or with --offload\n"
-               "cpu|nvme through the offload engine. With no options: the built-in demo on\n"
-               DEFAULT_DATA " (byte tokens, about a minute).\n\n");
+    fprintf(
+        f,
+        "usage: zoff train [options]\n\n"
+        "Trains a GPT-2 or Llama-family model: AdamW on the device (the reference trainer), or "
+        "with --offload\n"
+        "cpu|nvme through the offload engine. With no options: the built-in demo on\n" DEFAULT_DATA
+        " (byte tokens, about a minute).\n\n");
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         const opt_spec *s = &specs[i];
         const char *arg = s->kind == OPT_FLAG    ? ""
@@ -333,6 +352,38 @@ static int apply_config_file(train_opts *o, const char *path, cJSON **doc) {
     return 0;
 }
 
+/* The model from scratch: --arch and the shape flags. */
+static int model_config_from_flags(const train_opts *o, zoff_model_config *mc) {
+    memset(mc, 0, sizeof *mc);
+    if (strcmp(o->arch, "gpt2") == 0) {
+        mc->arch = ZOFF_ARCH_GPT2;
+        mc->gpt =
+            (zoff_gpt_config){o->n_layer, o->n_head, o->n_embd, o->vocab_size, o->seq_len, false};
+        return 0;
+    }
+    if (strcmp(o->arch, "llama") != 0) {
+        fprintf(stderr, "zoff train: --arch %s: expected gpt2 or llama\n", o->arch);
+        return -1;
+    }
+    mc->arch = ZOFF_ARCH_LLAMA;
+    zoff_llama_config *c = &mc->llama;
+    zoff_llama_config_default(c);
+    c->n_layer = o->n_layer;
+    c->n_head = o->n_head;
+    c->n_kv_head = o->n_kv_head ? o->n_kv_head : o->n_head;
+    c->n_embd = o->n_embd;
+    c->head_dim = o->n_embd / o->n_head;
+    c->n_ffn = o->n_ffn ? o->n_ffn : (8 * o->n_embd / 3 + 63) / 64 * 64;
+    c->vocab_size = o->vocab_size;
+    c->seq_len = o->seq_len;
+    c->rope_theta = o->rope_theta;
+    if (o->n_embd % o->n_head) {
+        fprintf(stderr, "zoff train: --n-head %d must divide --n-embd %d\n", o->n_head, o->n_embd);
+        return -1;
+    }
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, train_opts *o, cJSON **doc) {
     /* the config file first, so that flags override it */
     for (int i = 1; i < argc; i++) {
@@ -420,6 +471,7 @@ typedef struct run {
     bool tty;
     char run_id[ZOFF_RUN_ID_LEN + 1]; /* recorded in every checkpoint file; kept on resume */
     int bad_streak;                   /* steps in a row with a non-finite loss or gradients */
+    zoff_save_options save_opts;
 } run;
 
 static zoff_batch batch_of(run *r, int B, int T) {
@@ -467,7 +519,7 @@ static int save(run *r, const char *name, int step) {
     zoff_ckpt_stamp_set(&stamp);
     rc = r->off ? zoff_model_offload_save_state(r->off, opt, r->master)
                 : zoff_trainer_master_to_host(r->tr, r->master);
-    if (!rc) rc = zoff_model_checkpoint_save(r->m, tmp, r->master);
+    if (!rc) rc = zoff_model_checkpoint_save_opts(r->m, tmp, r->master, &r->save_opts);
     if (!rc && !r->off) rc = zoff_trainer_save_state(r->tr, opt);
     zoff_ckpt_stamp_set(NULL);
     if (!rc) rc = zoff_ckpt_dir_commit(tmp, dir);
@@ -621,9 +673,9 @@ static int finish_step(run *r, pending_step *p, char *off_line, size_t ol) {
 }
 
 /* The device plan of the run (plan) and of the same model without offload (ref). */
-static int plan_device(const zoff_gpt_config *mc, const zoff_model_options *go, bool offload,
+static int plan_device(const zoff_model_config *mc, const zoff_model_options *go, bool offload,
                        zoff_engine_config *ec, zoff_device_plan *plan, zoff_device_plan *ref) {
-    int rc = zoff_gpt_plan(mc, go, plan);
+    int rc = zoff_model_config_plan(mc, go, plan);
     if (rc) return rc;
     *ref = *plan;
     zoff_trainer_plan(ref, go->matmul_dtype);
@@ -632,7 +684,7 @@ static int plan_device(const zoff_gpt_config *mc, const zoff_model_options *go, 
         return 0;
     }
     zoff_layout lay;
-    if ((rc = zoff_gpt_layout_build(mc, &lay))) return rc;
+    if ((rc = zoff_model_config_layout(mc, &lay))) return rc;
     if (ec->bucket_bytes == 0) /* --bucket-size auto */
         ec->bucket_bytes =
             zoff_model_offload_auto_bucket(lay.total * zoff_dtype_size(go->matmul_dtype));
@@ -824,14 +876,15 @@ static int mkdir_p(const char *dir) {
 
 /* With --init-from / --resume the checkpoint decides the model's shape: say so when the flags
  * (or the config file) asked for something else. */
-static void report_overrides(const train_opts *o, const zoff_gpt_config *mc, const char *flag) {
+static void report_overrides(const train_opts *o, int n_layer, int n_head, int n_embd,
+                             int vocab_size, int seq_len, const char *flag) {
     const struct {
         const char *name;
         int asked, ckpt;
-    } f[] = {{"n-layer", o->n_layer, mc->n_layer},
-             {"n-head", o->n_head, mc->n_head},
-             {"n-embd", o->n_embd, mc->n_embd},
-             {"vocab-size", o->vocab_size, mc->vocab_size}};
+    } f[] = {{"n-layer", o->n_layer, n_layer},
+             {"n-head", o->n_head, n_head},
+             {"n-embd", o->n_embd, n_embd},
+             {"vocab-size", o->vocab_size, vocab_size}};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         const opt_spec *s = find_spec(f[i].name, strlen(f[i].name));
         if ((o->given >> (s - specs) & 1) && f[i].asked != f[i].ckpt)
@@ -839,9 +892,9 @@ static void report_overrides(const train_opts *o, const zoff_gpt_config *mc, con
                    o->init_from, f[i].ckpt);
     }
     const opt_spec *s = find_spec("seq-len", 7);
-    if ((o->given >> (s - specs) & 1) && o->seq_len > mc->seq_len)
+    if ((o->given >> (s - specs) & 1) && o->seq_len > seq_len)
         printf("zoff train: --seq-len %d shortened to %d: %s %s has %d positions\n", o->seq_len,
-               mc->seq_len, flag, o->init_from, mc->seq_len);
+               seq_len, flag, o->init_from, seq_len);
 }
 
 int zoff_cmd_train(int argc, char **argv) {
@@ -870,7 +923,25 @@ int zoff_cmd_train(int argc, char **argv) {
     zoff_cli_device_resolve_auto(&dc);
     dc.host_kernel_threads = o->threads;
     int ret = 1, rc;
-    zoff_gpt_config mc = {o->n_layer, o->n_head, o->n_embd, o->vocab_size, o->seq_len};
+    zoff_save_options_default(&r.save_opts);
+    size_t shard = 0;
+    if (o->max_shard_size && (zoff_parse_size(o->max_shard_size, &shard) != 0 || shard < 1024)) {
+        fprintf(stderr, "zoff train: --max-shard-size %s: expected a size of at least 1KiB\n",
+                o->max_shard_size);
+        cJSON_Delete(doc);
+        return 2;
+    }
+    if (shard) r.save_opts.max_shard_bytes = shard;
+    if (o->save_dtype && zoff_dtype_parse(o->save_dtype, &r.save_opts.dtype) != 0) {
+        fprintf(stderr, "zoff train: --save-dtype %s: expected f32, bf16 or f16\n", o->save_dtype);
+        cJSON_Delete(doc);
+        return 2;
+    }
+    zoff_model_config mc;
+    if (model_config_from_flags(o, &mc)) {
+        ret = 2;
+        goto out;
+    }
     if (o->resume && o->init_from) {
         fprintf(stderr, "zoff train: --resume and --init-from exclude each other\n");
         ret = 2;
@@ -899,18 +970,24 @@ int zoff_cmd_train(int argc, char **argv) {
     }
     if (o->init_from) {
         /* the checkpoint decides the model's shape; --seq-len may only shorten the window */
-        if ((rc = zoff_gpt_checkpoint_config(o->init_from, &mc))) {
+        if ((rc = zoff_model_config_from_checkpoint(o->init_from, &mc))) {
             fail(ckpt_flag, rc);
             goto out;
         }
-        report_overrides(o, &mc, ckpt_flag);
-        o->n_layer = mc.n_layer;
-        o->n_head = mc.n_head;
-        o->n_embd = mc.n_embd;
-        o->vocab_size = mc.vocab_size;
-        if (o->seq_len > mc.seq_len) o->seq_len = mc.seq_len;
+        bool ll = mc.arch == ZOFF_ARCH_LLAMA;
+        report_overrides(o, ll ? mc.llama.n_layer : mc.gpt.n_layer,
+                         ll ? mc.llama.n_head : mc.gpt.n_head, ll ? mc.llama.n_embd : mc.gpt.n_embd,
+                         ll ? mc.llama.vocab_size : mc.gpt.vocab_size,
+                         ll ? mc.llama.seq_len : mc.gpt.seq_len, ckpt_flag);
+        o->arch = ll ? "llama" : "gpt2";
+        o->n_layer = ll ? mc.llama.n_layer : mc.gpt.n_layer;
+        o->n_head = ll ? mc.llama.n_head : mc.gpt.n_head;
+        o->n_embd = ll ? mc.llama.n_embd : mc.gpt.n_embd;
+        o->vocab_size = ll ? mc.llama.vocab_size : mc.gpt.vocab_size;
+        int max_t = ll ? mc.llama.seq_len : mc.gpt.seq_len;
+        if (o->seq_len > max_t) o->seq_len = max_t;
     }
-    if ((rc = zoff_gpt_config_validate(&mc))) {
+    if ((rc = zoff_model_config_validate(&mc))) {
         fprintf(stderr, "zoff train: %s\n", zoff_last_error_detail());
         ret = 2;
         goto out;
@@ -969,7 +1046,7 @@ int zoff_cmd_train(int argc, char **argv) {
         goto out;
     }
     if (print_plan(&r, &plan, &ref_plan, offload)) goto out;
-    if ((rc = zoff_gpt_create(r.dev, &mc, &go, &r.m))) {
+    if ((rc = zoff_model_config_create(r.dev, &mc, &go, &r.m))) {
         fail("creating the model", rc);
         goto out;
     }
@@ -1020,19 +1097,21 @@ int zoff_cmd_train(int argc, char **argv) {
     const zoff_layout *l = zoff_model_get_layout(r.m);
     /* the device memory the run holds, the reference trainer's Adam moments (allocated at the
      * first step) included, was printed with the plan above */
-    printf(
-        "zoff train: %s | GPT %d layers, %d heads, %d wide, vocab %d, %.2fM params | "
-        "batch %dx%d x%d, %d steps, lr %g, %s%s | data %s (%zu tokens, %zu train)\n",
-        zoff_dev_name(r.dev), mc.n_layer, mc.n_head, mc.n_embd, mc.vocab_size,
-        (double)l->n_params / 1e6, o->batch, o->seq_len, o->grad_accum, o->steps, o->lr, o->dtype,
-        o->activation_checkpoint ? ", activation checkpointing" : "", o->data, r.ds.n_tokens,
-        r.ds.n_train);
+    char what[160];
+    zoff_model_config_describe(&mc, what, sizeof what);
+    printf("zoff train: %s | %s, %.2fM params | "
+           "batch %dx%d x%d, %d steps, lr %g, %s%s | data %s (%zu tokens, %zu train)\n",
+           zoff_dev_name(r.dev), what, (double)l->n_params / 1e6, o->batch, o->seq_len,
+           o->grad_accum, o->steps, o->lr, o->dtype,
+           o->activation_checkpoint ? ", activation checkpointing" : "", o->data, r.ds.n_tokens,
+           r.ds.n_train);
     zoff_metrics_line cl, line;
     zoff_metrics_begin(&cl);
-    zoff_metrics_int(&cl, "n_layer", mc.n_layer);
-    zoff_metrics_int(&cl, "n_head", mc.n_head);
-    zoff_metrics_int(&cl, "n_embd", mc.n_embd);
-    zoff_metrics_int(&cl, "vocab_size", mc.vocab_size);
+    zoff_metrics_str(&cl, "arch", o->arch);
+    zoff_metrics_int(&cl, "n_layer", o->n_layer);
+    zoff_metrics_int(&cl, "n_head", o->n_head);
+    zoff_metrics_int(&cl, "n_embd", o->n_embd);
+    zoff_metrics_int(&cl, "vocab_size", o->vocab_size);
     zoff_metrics_int(&cl, "seq_len", o->seq_len);
     zoff_metrics_int(&cl, "batch", o->batch);
     zoff_metrics_int(&cl, "steps", o->steps);

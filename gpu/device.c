@@ -671,3 +671,74 @@ int zoff_dev_op_adamw(zoff_dev_stream *s, float *param, const float *grad, float
     NEED_OP(s, op_adamw);
     return s->dev->iface->op_adamw(s->impl, param, grad, m, v, n, args);
 }
+
+/* --- Llama-family kernels --------------------------------------------------------------- */
+
+int zoff_dev_op_rmsnorm_fwd(zoff_dev_stream *s, void *out, zoff_dtype out_type, float *rstd,
+                            const float *inp, const void *weight, zoff_dtype w_type, size_t N,
+                            int C, float eps) {
+    if (!s) return -EINVAL;
+    CHECK_TYPES("rmsnorm_fwd", out_type, w_type);
+    if (N == 0) return 0;
+    if (!out || !rstd || !inp || !weight || C <= 0 || !(eps >= 0.0f))
+        return bad_args("rmsnorm_fwd");
+    NEED_OP(s, op_rmsnorm_fwd);
+    return s->dev->iface->op_rmsnorm_fwd(s->impl, out, out_type, rstd, inp, weight, w_type, N, C,
+                                         eps);
+}
+
+int zoff_dev_op_rmsnorm_bwd(zoff_dev_stream *s, float *dinp, void *dweight, zoff_dtype g_type,
+                            const float *dout, const float *inp, const void *weight,
+                            zoff_dtype w_type, const float *rstd, size_t N, int C) {
+    if (!s) return -EINVAL;
+    CHECK_TYPES("rmsnorm_bwd", g_type, w_type);
+    if (N == 0) return 0;
+    if (!dinp || !dweight || !dout || !inp || !weight || !rstd || C <= 0)
+        return bad_args("rmsnorm_bwd");
+    NEED_OP(s, op_rmsnorm_bwd);
+    return s->dev->iface->op_rmsnorm_bwd(s->impl, dinp, dweight, g_type, dout, inp, weight, w_type,
+                                         rstd, N, C);
+}
+
+static int rope(zoff_dev_stream *s, void *x, zoff_dtype type, size_t row_stride, const int32_t *pos,
+                const float *inv_freq, int B, int T, int NH, int HS, bool backward) {
+    const char *op = backward ? "rope_bwd" : "rope_fwd";
+    if (!s) return -EINVAL;
+    CHECK_TYPES(op, type);
+    if (!x || !inv_freq || B <= 0 || T <= 0 || NH <= 0 || HS <= 0 || HS % 2 ||
+        row_stride < (size_t)NH * HS)
+        return bad_args(op);
+    NEED_OP(s, op_rope);
+    return s->dev->iface->op_rope(s->impl, x, type, row_stride, pos, inv_freq, B, T, NH, HS,
+                                  backward);
+}
+
+int zoff_dev_op_rope_fwd(zoff_dev_stream *s, void *x, zoff_dtype type, size_t row_stride,
+                         const int32_t *pos, const float *inv_freq, int B, int T, int NH, int HS) {
+    return rope(s, x, type, row_stride, pos, inv_freq, B, T, NH, HS, false);
+}
+
+int zoff_dev_op_rope_bwd(zoff_dev_stream *s, void *dx, zoff_dtype type, size_t row_stride,
+                         const int32_t *pos, const float *inv_freq, int B, int T, int NH, int HS) {
+    return rope(s, dx, type, row_stride, pos, inv_freq, B, T, NH, HS, true);
+}
+
+int zoff_dev_op_swiglu_fwd(zoff_dev_stream *s, void *out, const void *gate, const void *up,
+                           zoff_dtype type, size_t n) {
+    if (!s) return -EINVAL;
+    CHECK_TYPES("swiglu_fwd", type);
+    if (n == 0) return 0;
+    if (!out || !gate || !up) return bad_args("swiglu_fwd");
+    NEED_OP(s, op_swiglu_fwd);
+    return s->dev->iface->op_swiglu_fwd(s->impl, out, gate, up, type, n);
+}
+
+int zoff_dev_op_swiglu_bwd(zoff_dev_stream *s, void *dgate, void *dup, const void *dout,
+                           const void *gate, const void *up, zoff_dtype type, size_t n) {
+    if (!s) return -EINVAL;
+    CHECK_TYPES("swiglu_bwd", type);
+    if (n == 0) return 0;
+    if (!dgate || !dup || !dout || !gate || !up || dgate == dup) return bad_args("swiglu_bwd");
+    NEED_OP(s, op_swiglu_bwd);
+    return s->dev->iface->op_swiglu_bwd(s->impl, dgate, dup, dout, gate, up, type, n);
+}

@@ -276,6 +276,37 @@ int zoff_dev_op_embedding_bwd(zoff_dev_stream *s, void *dwte, void *dwpe, zoff_d
                               const float *dout, const int32_t *tokens, const int32_t *pos, int B,
                               int T, int C);
 
+/* --- Llama-family kernels ---------------------------------------------------------------- */
+/* RMSNorm over the last dimension: rstd (N) = 1/sqrt(mean(inp^2) + eps), out (N,C) in out_type
+ * = inp * rstd * weight; inp fp32, weight (C) in w_type. */
+int zoff_dev_op_rmsnorm_fwd(zoff_dev_stream *s, void *out, zoff_dtype out_type, float *rstd,
+                            const float *inp, const void *weight, zoff_dtype w_type, size_t N,
+                            int C, float eps);
+/* dinp (N,C) fp32 += from dout (N,C) fp32 and the forward's inp and rstd; dweight (C, g_type)
+ * += column sums of dout * inp * rstd. */
+int zoff_dev_op_rmsnorm_bwd(zoff_dev_stream *s, float *dinp, void *dweight, zoff_dtype g_type,
+                            const float *dout, const float *inp, const void *weight,
+                            zoff_dtype w_type, const float *rstd, size_t N, int C);
+
+/* Rotary position embedding (Hugging Face's rotate_half convention), IN PLACE on x: x is
+ * (B,T,NH,HS) in `type` with row_stride elements between tokens t and t+1 (heads contiguous);
+ * for i < HS/2, with a = pos[b,t] * inv_freq[i] (pos NULL: pos = t):
+ *   x[i] <- x[i] cos a - x[i+HS/2] sin a,  x[i+HS/2] <- x[i+HS/2] cos a + x[i] sin a.
+ * inv_freq (HS/2) fp32, device memory. The backward applies the transposed rotation (angle
+ * -a) to a gradient in place. */
+int zoff_dev_op_rope_fwd(zoff_dev_stream *s, void *x, zoff_dtype type, size_t row_stride,
+                         const int32_t *pos, const float *inv_freq, int B, int T, int NH, int HS);
+int zoff_dev_op_rope_bwd(zoff_dev_stream *s, void *dx, zoff_dtype type, size_t row_stride,
+                         const int32_t *pos, const float *inv_freq, int B, int T, int NH, int HS);
+
+/* SwiGLU: out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)); all of `type`. */
+int zoff_dev_op_swiglu_fwd(zoff_dev_stream *s, void *out, const void *gate, const void *up,
+                           zoff_dtype type, size_t n);
+/* dgate[i] = dout[i] * up[i] * silu'(gate[i]), dup[i] = dout[i] * silu(gate[i]) (WRITTEN; they
+ * may not alias the inputs). */
+int zoff_dev_op_swiglu_bwd(zoff_dev_stream *s, void *dgate, void *dup, const void *dout,
+                           const void *gate, const void *up, zoff_dtype type, size_t n);
+
 /* AdamW (decoupled weight decay), fp32 state, for the non-offloaded reference trainer:
  * g = grad * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
  * param -= lr * (m/(1-b1^step) / (sqrt(v/(1-b2^step)) + eps) + weight_decay * param). */

@@ -87,6 +87,18 @@ typedef struct zoff_dev_iface {
     int (*op_embedding_bwd)(void *stream, void *dwte, void *dwpe, zoff_dtype g_type,
                             const float *dout, const int32_t *tokens, const int32_t *pos, int B,
                             int T, int C);
+    int (*op_rmsnorm_fwd)(void *stream, void *out, zoff_dtype out_type, float *rstd,
+                          const float *inp, const void *weight, zoff_dtype w_type, size_t N, int C,
+                          float eps);
+    int (*op_rmsnorm_bwd)(void *stream, float *dinp, void *dweight, zoff_dtype g_type,
+                          const float *dout, const float *inp, const void *weight,
+                          zoff_dtype w_type, const float *rstd, size_t N, int C);
+    int (*op_rope)(void *stream, void *x, zoff_dtype type, size_t row_stride, const int32_t *pos,
+                   const float *inv_freq, int B, int T, int NH, int HS, bool backward);
+    int (*op_swiglu_fwd)(void *stream, void *out, const void *gate, const void *up, zoff_dtype type,
+                         size_t n);
+    int (*op_swiglu_bwd)(void *stream, void *dgate, void *dup, const void *dout, const void *gate,
+                         const void *up, zoff_dtype type, size_t n);
     int (*op_adamw)(void *stream, float *param, const float *grad, float *m, float *v, size_t n,
                     const zoff_dev_adamw_args *args);
 } zoff_dev_iface;

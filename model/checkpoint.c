@@ -44,6 +44,39 @@ static int json_int(const cJSON *o, const char *what, const char *key, int *out,
     return 0;
 }
 
+/* GPT2Config fields that change the computation: honoured (tie_word_embeddings) or refused. */
+static int gpt_strict_fields(const cJSON *doc, const char *what, zoff_gpt_config *c) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "tie_word_embeddings");
+    if (v && !cJSON_IsBool(v))
+        return zoff_fail(ZOFF_ECONFIG, MOD, "%s: \"tie_word_embeddings\" must be true or false",
+                         what);
+    c->untied_head = v && cJSON_IsFalse(v);
+    v = cJSON_GetObjectItemCaseSensitive(doc, "layer_norm_epsilon");
+    if (v && (!cJSON_IsNumber(v) || v->valuedouble != 1e-5))
+        return zoff_fail(ZOFF_ECONFIG, MOD, "%s: layer_norm_epsilon = %g is not supported (1e-05)",
+                         what, cJSON_IsNumber(v) ? v->valuedouble : -1.0);
+    v = cJSON_GetObjectItemCaseSensitive(doc, "activation_function");
+    if (v && (!cJSON_IsString(v) ||
+              (strcmp(v->valuestring, "gelu_new") && strcmp(v->valuestring, "gelu_pytorch_tanh"))))
+        return zoff_fail(ZOFF_ECONFIG, MOD,
+                         "%s: activation_function = %s is not supported (gelu_new)", what,
+                         cJSON_IsString(v) ? v->valuestring : "(not a string)");
+    v = cJSON_GetObjectItemCaseSensitive(doc, "n_inner");
+    if (v && !cJSON_IsNull(v) && (!cJSON_IsNumber(v) || v->valuedouble != 4.0 * c->n_embd))
+        return zoff_fail(ZOFF_ECONFIG, MOD,
+                         "%s: n_inner = %g is not supported (null or 4 * n_embd = %d)", what,
+                         cJSON_IsNumber(v) ? v->valuedouble : -1.0, 4 * c->n_embd);
+    v = cJSON_GetObjectItemCaseSensitive(doc, "scale_attn_weights");
+    if (v && !cJSON_IsTrue(v))
+        return zoff_fail(ZOFF_ECONFIG, MOD, "%s: scale_attn_weights = false is not supported",
+                         what);
+    v = cJSON_GetObjectItemCaseSensitive(doc, "scale_attn_by_inverse_layer_idx");
+    if (v && !cJSON_IsFalse(v))
+        return zoff_fail(ZOFF_ECONFIG, MOD,
+                         "%s: scale_attn_by_inverse_layer_idx = true is not supported", what);
+    return 0;
+}
+
 int zoff_gpt_config_parse_json(const char *text, const char *what, zoff_gpt_config *cfg) {
     cJSON *doc = cJSON_Parse(text);
     if (!doc || !cJSON_IsObject(doc)) {
@@ -51,6 +84,7 @@ int zoff_gpt_config_parse_json(const char *text, const char *what, zoff_gpt_conf
         return zoff_fail(ZOFF_EFORMAT, MOD, "%s: not a JSON object", what);
     }
     zoff_gpt_config c;
+    memset(&c, 0, sizeof c);
     int rc = json_int(doc, what, "n_layer", &c.n_layer, true);
     if (!rc) rc = json_int(doc, what, "n_head", &c.n_head, true);
     if (!rc) rc = json_int(doc, what, "n_embd", &c.n_embd, true);
@@ -62,6 +96,7 @@ int zoff_gpt_config_parse_json(const char *text, const char *what, zoff_gpt_conf
         if (rc == 1)
             rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: missing key \"n_positions\" (or n_ctx)", what);
     }
+    if (!rc) rc = gpt_strict_fields(doc, what, &c);
     cJSON_Delete(doc);
     if (rc) return rc;
     if ((rc = zoff_gpt_config_validate(&c))) {
@@ -158,7 +193,8 @@ int zoff_gpt_config_save_json(const char *path, const zoff_gpt_config *cfg) {
     cJSON_AddNumberToObject(o, "n_ctx", cfg->seq_len);
     cJSON_AddStringToObject(o, "activation_function", "gelu_new");
     cJSON_AddNumberToObject(o, "layer_norm_epsilon", 1e-5);
-    cJSON_AddBoolToObject(o, "tie_word_embeddings", 1);
+    cJSON_AddBoolToObject(o, "tie_word_embeddings", !cfg->untied_head);
+    cJSON_AddNullToObject(o, "n_inner");
     zoff_ckpt_stamp_add_json(o); /* the step and run id of the checkpoint being written */
     char *text = cJSON_Print(o);
     cJSON_Delete(o);
@@ -221,8 +257,10 @@ static int json_u64(const cJSON *v, uint64_t *out) {
     return 0;
 }
 
-int zoff_safetensors_parse(const uint8_t *data, size_t size, const char *what,
-                               const zoff_layout *layout, float *params) {
+/* found NULL: every tensor of the layout must be in this file (params zeroed first); else one
+ * shard of several: tensors absent here are skipped, those present marked in found. */
+static int st_parse(const uint8_t *data, size_t size, const char *what, const zoff_layout *layout,
+                    float *params, uint8_t *found) {
     if (size < 8)
         return zoff_fail(ZOFF_EFORMAT, MOD, "%s: truncated: %zu bytes, no header length", what,
                          size);
@@ -242,15 +280,20 @@ int zoff_safetensors_parse(const uint8_t *data, size_t size, const char *what,
     const uint8_t *body = data + 8 + hlen;
     uint64_t body_size = size - 8 - hlen;
     int rc = 0;
-    memset(params, 0, layout->total * sizeof *params);
+    if (!found) memset(params, 0, layout->total * sizeof *params);
     for (int ti = 0; ti < layout->n_tensors && !rc; ti++) {
         const zoff_tensor *t = &layout->tensors[ti];
         char alt[128];
         snprintf(alt, sizeof alt, "transformer.%s", t->name);
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(hdr, t->name);
         if (!e) e = cJSON_GetObjectItemCaseSensitive(hdr, alt);
+        if (!e && found) continue;
         if (!e) {
             rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: missing tensor \"%s\"", what, t->name);
+            break;
+        }
+        if (found && found[ti]) {
+            rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: tensor \"%s\" is in two shards", what, t->name);
             break;
         }
         const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
@@ -321,9 +364,15 @@ int zoff_safetensors_parse(const uint8_t *data, size_t size, const char *what,
                 dst[i] = load_elem(src, type, i);
         }
         rc = check_finite(what, t->name, dst, t->numel);
+        if (found) found[ti] = 1;
     }
     cJSON_Delete(hdr);
     return rc;
+}
+
+int zoff_safetensors_parse(const uint8_t *data, size_t size, const char *what,
+                           const zoff_layout *layout, float *params) {
+    return st_parse(data, size, what, layout, params, NULL);
 }
 
 static int map_file(const char *path, const uint8_t **data, size_t *size) {
@@ -349,29 +398,90 @@ static int map_file(const char *path, const uint8_t **data, size_t *size) {
     return 0;
 }
 
-int zoff_safetensors_load(const char *path, const zoff_layout *layout, float *params) {
+static int st_load(const char *path, const zoff_layout *layout, float *params, uint8_t *found) {
     const uint8_t *data = NULL;
     size_t size = 0;
     int rc = map_file(path, &data, &size);
     if (rc) return rc;
     static const uint8_t empty[1];
-    rc = zoff_safetensors_parse(size ? data : empty, size, path, layout, params);
+    rc = st_parse(size ? data : empty, size, path, layout, params, found);
     if (size) munmap((void *)data, size);
     return rc;
 }
 
-int zoff_safetensors_save(const char *path, const zoff_layout *layout,
-                              const float *params) {
+int zoff_safetensors_load(const char *path, const zoff_layout *layout, float *params) {
+    return st_load(path, layout, params, NULL);
+}
+
+/* A sharded checkpoint: index (model.safetensors.index.json) maps each tensor name to a shard
+ * file beside it. Each shard is mapped and converted straight into params in turn, so host
+ * memory never holds more than params and one mapped shard. */
+int zoff_safetensors_load_sharded(const char *index, const zoff_layout *layout, float *params) {
+    char *text = NULL;
+    size_t n = 0;
+    int rc = read_file(index, &text, &n, 64u << 20);
+    if (rc) return rc;
+    cJSON *doc = cJSON_Parse(text);
+    free(text);
+    const cJSON *map = doc ? cJSON_GetObjectItemCaseSensitive(doc, "weight_map") : NULL;
+    uint8_t *found = calloc((size_t)layout->n_tensors, 1);
+    if (!found)
+        rc = -ENOMEM;
+    else if (!cJSON_IsObject(map))
+        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: no \"weight_map\" object", index);
+    memset(params, 0, layout->total * sizeof *params);
+    /* each distinct shard once, in the index's order of first mention */
+    const cJSON *e;
+    int k = 0;
+    cJSON_ArrayForEach(e, map) {
+        if (rc) break;
+        k++;
+        if (!cJSON_IsString(e) || strchr(e->valuestring, '/') || !e->valuestring[0]) {
+            rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: weight_map[\"%s\"] is not a shard file name",
+                           index, e->string);
+            break;
+        }
+        bool seen = false;
+        const cJSON *p;
+        int j = 0;
+        cJSON_ArrayForEach(p, map) {
+            if (++j >= k) break;
+            if (cJSON_IsString(p) && strcmp(p->valuestring, e->valuestring) == 0) seen = true;
+        }
+        if (seen) continue;
+        char shard[PATH_MAX];
+        const char *slash = strrchr(index, '/');
+        if (snprintf(shard, sizeof shard, "%.*s%s", slash ? (int)(slash - index + 1) : 0, index,
+                     e->valuestring) >= (int)sizeof shard) {
+            rc = zoff_fail(-ENAMETOOLONG, MOD, "%s: shard path too long", index);
+            break;
+        }
+        rc = st_load(shard, layout, params, found);
+    }
+    for (int ti = 0; !rc && ti < layout->n_tensors; ti++)
+        if (!found[ti])
+            rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: missing tensor \"%s\" (in no shard)", index,
+                           layout->tensors[ti].name);
+    free(found);
+    cJSON_Delete(doc);
+    return rc;
+}
+
+/* Tensors [first, last) of the layout into one safetensors file, stored as `dtype`. */
+static int st_write(const char *path, const zoff_layout *layout, const float *params, int first,
+                    int last, zoff_dtype dtype) {
+    size_t es = zoff_dtype_size(dtype);
+    const char *dname = dtype == ZOFF_F32 ? "F32" : dtype == ZOFF_BF16 ? "BF16" : "F16";
     cJSON *hdr = cJSON_CreateObject();
     if (!hdr) return -ENOMEM;
     cJSON *meta = cJSON_AddObjectToObject(hdr, "__metadata__");
     cJSON_AddStringToObject(meta, "format", "pt");
     zoff_ckpt_stamp_add_json(meta);
     uint64_t off = 0;
-    for (int ti = 0; ti < layout->n_tensors; ti++) {
+    for (int ti = first; ti < last; ti++) {
         const zoff_tensor *t = &layout->tensors[ti];
         cJSON *e = cJSON_AddObjectToObject(hdr, t->name);
-        cJSON_AddStringToObject(e, "dtype", "F32");
+        cJSON_AddStringToObject(e, "dtype", dname);
         int64_t s[2];
         hf_shape(t, s);
         cJSON *sh = cJSON_AddArrayToObject(e, "shape");
@@ -379,7 +489,7 @@ int zoff_safetensors_save(const char *path, const zoff_layout *layout,
             cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)s[d]));
         cJSON *of = cJSON_AddArrayToObject(e, "data_offsets");
         cJSON_AddItemToArray(of, cJSON_CreateNumber((double)off));
-        off += (uint64_t)t->numel * 4;
+        off += (uint64_t)t->numel * es;
         cJSON_AddItemToArray(of, cJSON_CreateNumber((double)off));
     }
     char *text = cJSON_PrintUnformatted(hdr);
@@ -397,22 +507,85 @@ int zoff_safetensors_save(const char *path, const zoff_layout *layout,
     memcpy(buf + 8, text, tl);
     memset(buf + 8 + tl, ' ', hl - tl);
     cJSON_free(text);
-    float *body = (float *)(buf + 8 + hl); /* 8-aligned: hl is a multiple of 8 */
-    for (int ti = 0; ti < layout->n_tensors; ti++) {
+    uint8_t *body = buf + 8 + hl; /* 8-aligned: hl is a multiple of 8 */
+    size_t k = 0;                 /* elements written */
+    for (int ti = first; ti < last; ti++) {
         const zoff_tensor *t = &layout->tensors[ti];
         const float *src = params + t->offset;
         if (t->hf_transposed) {
             size_t out = (size_t)t->shape[0], in = (size_t)t->shape[1];
             for (size_t i = 0; i < in; i++)
                 for (size_t o = 0; o < out; o++)
-                    body[i * out + o] = src[o * in + i];
+                    zoff_store_from_f32(body, dtype, k + i * out + o, src[o * in + i]);
+        } else if (dtype == ZOFF_F32) {
+            memcpy(body + k * 4, src, t->numel * sizeof(float));
         } else {
-            memcpy(body, src, t->numel * sizeof(float));
+            for (size_t i = 0; i < t->numel; i++)
+                zoff_store_from_f32(body, dtype, k + i, src[i]);
         }
-        body += t->numel;
+        k += t->numel;
     }
     int rc = write_atomic(path, buf, total, NULL, 0);
     free(buf);
+    return rc;
+}
+
+int zoff_safetensors_save(const char *path, const zoff_layout *layout, const float *params) {
+    return st_write(path, layout, params, 0, layout->n_tensors, ZOFF_F32);
+}
+
+void zoff_save_options_default(zoff_save_options *o) {
+    o->dtype = ZOFF_F32;
+    o->max_shard_bytes = 5000000000ull; /* transformers' "5GB" */
+}
+
+int zoff_safetensors_save_dir(const char *dir, const zoff_layout *layout, const float *params,
+                              const zoff_save_options *o) {
+    size_t es = zoff_dtype_size(o->dtype);
+    if (!es) return zoff_fail(-EINVAL, MOD, "%s: save dtype %d is not a dtype", dir, o->dtype);
+    /* shard boundaries: a new shard when the next tensor would pass the limit */
+    int *start = malloc(((size_t)layout->n_tensors + 1) * sizeof *start), n_shards = 0;
+    if (!start) return -ENOMEM;
+    uint64_t cur = 0, total_bytes = 0;
+    for (int ti = 0; ti < layout->n_tensors; ti++) {
+        uint64_t b = (uint64_t)layout->tensors[ti].numel * es;
+        if (ti == 0 || (cur > 0 && cur + b > o->max_shard_bytes)) {
+            start[n_shards++] = ti;
+            cur = 0;
+        }
+        cur += b;
+        total_bytes += b;
+    }
+    start[n_shards] = layout->n_tensors;
+    char path[PATH_MAX + 64], single[PATH_MAX + 64], index[PATH_MAX + 64];
+    snprintf(single, sizeof single, "%s/model.safetensors", dir);
+    snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
+    int rc = 0;
+    if (n_shards == 1) {
+        rc = st_write(single, layout, params, 0, layout->n_tensors, o->dtype);
+        if (!rc) remove(index); /* a stale index from an earlier sharded save */
+        free(start);
+        return rc;
+    }
+    cJSON *doc = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(doc, "metadata");
+    cJSON_AddNumberToObject(meta, "total_size", (double)total_bytes);
+    cJSON *map = cJSON_AddObjectToObject(doc, "weight_map");
+    for (int k = 0; !rc && k < n_shards; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", k + 1, n_shards);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        rc = st_write(path, layout, params, start[k], start[k + 1], o->dtype);
+        for (int ti = start[k]; ti < start[k + 1]; ti++)
+            cJSON_AddStringToObject(map, layout->tensors[ti].name, name);
+    }
+    char *text = rc ? NULL : cJSON_Print(doc);
+    cJSON_Delete(doc);
+    free(start);
+    if (rc) return rc;
+    if (!text) return -ENOMEM;
+    rc = write_atomic(index, text, strlen(text), "\n", 1);
+    cJSON_free(text);
+    if (!rc) remove(single); /* it would be read instead of the shards */
     return rc;
 }
 
@@ -500,6 +673,8 @@ out:
 
 int zoff_llmc_save_gpt(const char *path, const zoff_gpt_config *cfg, const zoff_layout *layout,
                        const float *params) {
+    if (cfg->untied_head)
+        return zoff_fail(ZOFF_ECONFIG, MOD, "%s: llm.c files hold tied GPT-2s only", path);
     int32_t h[LLMC_HEADER_INTS] = {0};
     h[0] = LLMC_MODEL_MAGIC;
     h[1] = 3;
@@ -556,6 +731,11 @@ static int mkdir_p(const char *dir) {
 }
 
 int zoff_model_checkpoint_save(zoff_model *m, const char *dir, const float *master) {
+    return zoff_model_checkpoint_save_opts(m, dir, master, NULL);
+}
+
+int zoff_model_checkpoint_save_opts(zoff_model *m, const char *dir, const float *master,
+                                    const zoff_save_options *opts) {
     int rc = mkdir_p(dir);
     if (rc) return rc;
     const zoff_layout *l = zoff_model_get_layout(m);
@@ -566,13 +746,13 @@ int zoff_model_checkpoint_save(zoff_model *m, const char *dir, const float *mast
         master = p;
     }
     char path[PATH_MAX];
-    if (!rc) {
-        snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        rc = zoff_safetensors_save(path, l, master);
-    }
+    zoff_save_options def;
+    zoff_save_options_default(&def);
+    if (!rc) rc = zoff_safetensors_save_dir(dir, l, master, opts ? opts : &def);
     if (!rc) {
         snprintf(path, sizeof path, "%s/config.json", dir);
-        rc = zoff_gpt_config_save_json(path, zoff_gpt_get_config(m));
+        rc = zoff_llama_get_config(m) ? zoff_llama_config_save_json(path, zoff_llama_get_config(m))
+                                      : zoff_gpt_config_save_json(path, zoff_gpt_get_config(m));
     }
     free(p);
     return rc;
@@ -587,11 +767,14 @@ static int resolve(const char *path, char *weights, char *config) {
     if (is_dir(path)) {
         snprintf(weights, PATH_MAX, "%s/model.safetensors", path);
         snprintf(config, PATH_MAX, "%s/config.json", path);
-        bool w = stat(weights, &sb) == 0, c = stat(config, &sb) == 0;
+        char index[PATH_MAX];
+        snprintf(index, sizeof index, "%s.index.json", weights); /* a sharded checkpoint */
+        bool w = stat(weights, &sb) == 0 || stat(index, &sb) == 0, c = stat(config, &sb) == 0;
         if (!w || !c)
             return zoff_fail(ZOFF_EFORMAT, MOD,
                              "%s: incomplete checkpoint: %s missing (a checkpoint folder holds "
-                             "config.json and model.safetensors)",
+                             "config.json and model.safetensors, or its shards and their "
+                             "model.safetensors.index.json)",
                              path,
                              !w && !c ? "config.json, model.safetensors"
                              : !w     ? "model.safetensors"
@@ -612,6 +795,74 @@ static int resolve(const char *path, char *weights, char *config) {
     return 0;
 }
 
+int zoff_checkpoint_arch(const char *path, char *arch, size_t n) {
+    char weights[PATH_MAX], config[PATH_MAX];
+    int rc = resolve(path, weights, config);
+    if (rc) return rc;
+    if (!config[0]) { /* llm.c .bin */
+        snprintf(arch, n, "gpt2");
+        return 0;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    if ((rc = read_file(config, &text, &len, 16u << 20))) return rc;
+    cJSON *doc = cJSON_Parse(text);
+    free(text);
+    const cJSON *mt = doc ? cJSON_GetObjectItemCaseSensitive(doc, "model_type") : NULL;
+    const cJSON *ar = doc ? cJSON_GetObjectItemCaseSensitive(doc, "architectures") : NULL;
+    const char *name = cJSON_IsString(mt) ? mt->valuestring : NULL;
+    const char *a0 = cJSON_IsArray(ar) && cJSON_IsString(cJSON_GetArrayItem(ar, 0))
+                         ? cJSON_GetArrayItem(ar, 0)->valuestring
+                         : NULL;
+    if (!doc || !cJSON_IsObject(doc))
+        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: not a JSON object", config);
+    else if (name && strcmp(name, "gpt2") == 0)
+        snprintf(arch, n, "gpt2");
+    else if (name && (!strcmp(name, "llama") || !strcmp(name, "mistral") || !strcmp(name, "qwen2")))
+        snprintf(arch, n, "llama");
+    else if (name)
+        rc = zoff_fail(ZOFF_ECONFIG, MOD,
+                       "%s: model_type = \"%s\" is not supported (gpt2, llama, mistral, qwen2)",
+                       config, name);
+    else if (a0 && !strcmp(a0, "GPT2LMHeadModel"))
+        snprintf(arch, n, "gpt2");
+    else if (a0 && (!strcmp(a0, "LlamaForCausalLM") || !strcmp(a0, "MistralForCausalLM") ||
+                    !strcmp(a0, "Qwen2ForCausalLM")))
+        rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: architectures = %s but no \"model_type\"", config,
+                       a0);
+    else if (a0)
+        rc = zoff_fail(ZOFF_ECONFIG, MOD, "%s: architectures = %s is not supported", config, a0);
+    else
+        snprintf(arch, n, "gpt2"); /* zoff's own early GPT configs carry neither */
+    cJSON_Delete(doc);
+    return rc;
+}
+
+int zoff_llama_checkpoint_config(const char *path, zoff_llama_config *cfg) {
+    char weights[PATH_MAX], config[PATH_MAX];
+    int rc = resolve(path, weights, config);
+    if (rc) return rc;
+    if (!config[0])
+        return zoff_fail(ZOFF_EFORMAT, MOD, "%s: an llm.c file holds a GPT-2, not a Llama", path);
+    char *text = NULL;
+    size_t len = 0;
+    if ((rc = read_file(config, &text, &len, 16u << 20))) return rc;
+    rc = zoff_llama_config_parse_json(text, config, cfg);
+    free(text);
+    return rc;
+}
+
+/* The weights of a directory checkpoint: model.safetensors, or the sharded index beside it. */
+static int load_weights(const char *weights, const zoff_layout *l, float *host) {
+    struct stat sb;
+    if (stat(weights, &sb) != 0 && ends_with(weights, "/model.safetensors")) {
+        char index[PATH_MAX + 16];
+        snprintf(index, sizeof index, "%s.index.json", weights);
+        if (stat(index, &sb) == 0) return zoff_safetensors_load_sharded(index, l, host);
+    }
+    return zoff_safetensors_load(weights, l, host);
+}
+
 int zoff_gpt_checkpoint_config(const char *path, zoff_gpt_config *cfg) {
     char weights[PATH_MAX], config[PATH_MAX];
     int rc = resolve(path, weights, config);
@@ -624,21 +875,37 @@ int zoff_model_checkpoint_read(zoff_model *m, const char *path, float *host, boo
     char weights[PATH_MAX], config[PATH_MAX];
     int rc = resolve(path, weights, config);
     if (rc) return rc;
+    const zoff_llama_config *lc = zoff_llama_get_config(m);
+    if (lc) {
+        zoff_llama_config c;
+        if ((rc = zoff_llama_checkpoint_config(path, &c))) return rc;
+        if (!zoff_llama_config_equal(&c, lc))
+            return zoff_fail(ZOFF_ESHAPE, MOD,
+                             "%s: the checkpoint's config.json differs from the model's "
+                             "(layers %d/%d, width %d/%d, heads %d:%d/%d:%d, vocab %d/%d)",
+                             path, c.n_layer, lc->n_layer, c.n_embd, lc->n_embd, c.n_head,
+                             c.n_kv_head, lc->n_head, lc->n_kv_head, c.vocab_size, lc->vocab_size);
+        rc = load_weights(weights, zoff_model_get_layout(m), host);
+        if (!rc && to_device) rc = zoff_model_params_from_host(m, host);
+        return rc;
+    }
     zoff_gpt_config c;
     rc = zoff_gpt_checkpoint_config(path, &c);
     if (rc) return rc;
     const zoff_gpt_config *mc = zoff_gpt_get_config(m);
     if (!mc) return zoff_fail(ZOFF_ECONFIG, MOD, "%s: a GPT-2 checkpoint, but the model is %s",
                               path, zoff_model_arch(m));
-    if (memcmp(&c, mc, sizeof c) != 0)
+    if (c.n_layer != mc->n_layer || c.n_head != mc->n_head || c.n_embd != mc->n_embd ||
+        c.vocab_size != mc->vocab_size || c.seq_len != mc->seq_len ||
+        c.untied_head != mc->untied_head)
         return zoff_fail(ZOFF_ESHAPE, MOD,
                          "%s: checkpoint is n_layer=%d n_head=%d n_embd=%d vocab_size=%d "
-                         "seq_len=%d but the model is %d/%d/%d/%d/%d",
-                         path, c.n_layer, c.n_head, c.n_embd, c.vocab_size, c.seq_len, mc->n_layer,
-                         mc->n_head, mc->n_embd, mc->vocab_size, mc->seq_len);
+                         "seq_len=%d%s but the model is %d/%d/%d/%d/%d%s",
+                         path, c.n_layer, c.n_head, c.n_embd, c.vocab_size, c.seq_len,
+                         c.untied_head ? " (untied head)" : "", mc->n_layer, mc->n_head, mc->n_embd,
+                         mc->vocab_size, mc->seq_len, mc->untied_head ? " (untied head)" : "");
     const zoff_layout *l = zoff_model_get_layout(m);
-    rc = config[0] ? zoff_safetensors_load(weights, l, host)
-                   : zoff_llmc_load_gpt(weights, NULL, l, host);
+    rc = config[0] ? load_weights(weights, l, host) : zoff_llmc_load_gpt(weights, NULL, l, host);
     if (!rc && to_device) rc = zoff_model_params_from_host(m, host);
     return rc;
 }

@@ -255,8 +255,14 @@ static bool has_suffix(const char *s, const char *suf) {
 
 /* The files a checkpoint folder holds, and the FILE.tmp a writer renames into each. */
 static bool is_checkpoint_file(const char *name) {
-    static const char *files[3] = {"config.json", "model.safetensors", "optimizer.safetensors"};
-    for (int i = 0; i < 3; i++) {
+    static const char *files[4] = {"config.json", "model.safetensors", "optimizer.safetensors",
+                                   "model.safetensors.index.json"};
+    unsigned a, b;
+    int end = 0;
+    if (sscanf(name, "model-%5u-of-%5u.safetensors%n", &a, &b, &end) == 2 &&
+        (name[end] == 0 || strcmp(name + end, ".tmp") == 0))
+        return true; /* a shard of a sharded checkpoint */
+    for (int i = 0; i < 4; i++) {
         size_t n = strlen(files[i]);
         if (strncmp(name, files[i], n) == 0 && (name[n] == 0 || strcmp(name + n, ".tmp") == 0))
             return true;
@@ -358,9 +364,25 @@ int zoff_ckpt_dir_recover(const char *parent, int *n_fixed) {
 /* --- verification --------------------------------------------------------------------------- */
 
 int zoff_ckpt_dir_verify(const char *dir, bool need_optimizer, zoff_ckpt_stamp *out) {
-    static const char *files[3] = {"config.json", "model.safetensors", "optimizer.safetensors"};
+    const char *files[3] = {"config.json", "model.safetensors", "optimizer.safetensors"};
     int n = need_optimizer ? 3 : 2;
     struct stat sb;
+    /* a sharded checkpoint: its first shard stands for the weights (each shard is stamped) */
+    char first_shard[64], probe[PATH_MAX];
+    snprintf(probe, sizeof probe, "%s/model.safetensors", dir);
+    if (stat(probe, &sb) != 0) {
+        DIR *d = opendir(dir);
+        for (struct dirent *de; d && (de = readdir(d));) {
+            unsigned a, b;
+            if (sscanf(de->d_name, "model-%5u-of-%5u.safetensors", &a, &b) == 2 && a == 1 &&
+                has_suffix(de->d_name, ".safetensors") && strlen(de->d_name) < sizeof first_shard) {
+                snprintf(first_shard, sizeof first_shard, "%s", de->d_name);
+                files[1] = first_shard;
+                break;
+            }
+        }
+        if (d) closedir(d);
+    }
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
         return zoff_fail(stat(dir, &sb) != 0 ? -errno : -ENOTDIR, MOD,
                          "%s: not a checkpoint folder (%s)", dir,

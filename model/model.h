@@ -52,6 +52,7 @@ typedef struct zoff_gpt_config {
     int n_embd;     /* C */
     int vocab_size; /* V */
     int seq_len;    /* maxT: rows of the position embedding, the longest sequence */
+    bool untied_head; /* tie_word_embeddings false: a separate lm_head (V,C) in the last group */
 } zoff_gpt_config;
 
 /* The built-in demo model: 4 layers, 4 heads, 128 wide, byte vocabulary (256), 64 tokens. */
@@ -60,6 +61,49 @@ void zoff_gpt_config_default(zoff_gpt_config *cfg);
 void zoff_gpt_config_gpt2_124m(zoff_gpt_config *cfg);
 /* 0, or ZOFF_ECONFIG with a detail naming the field. */
 int zoff_gpt_config_validate(const zoff_gpt_config *cfg);
+
+/* --- Llama-family configuration (Llama 2/3, Mistral, Qwen2; model/llama/) ----------------- */
+typedef enum zoff_rope_type {
+    ZOFF_ROPE_DEFAULT = 0, /* inv_freq[i] = theta^(-2i/HS) */
+    ZOFF_ROPE_LINEAR,      /* divided by factor */
+    ZOFF_ROPE_LLAMA3       /* Llama 3.1's frequency-dependent scaling */
+} zoff_rope_type;
+
+typedef struct zoff_llama_config {
+    char model_type[16]; /* "llama", "mistral" or "qwen2": what config.json is written as */
+    int n_layer;         /* L: num_hidden_layers */
+    int n_head;          /* NH: num_attention_heads */
+    int n_kv_head;       /* NKV: num_key_value_heads, divides NH (grouped-query attention) */
+    int n_embd;          /* C: hidden_size */
+    int head_dim;        /* HS: head_dim (even), default C / NH */
+    int n_ffn;           /* F: intermediate_size */
+    int vocab_size;      /* V */
+    int seq_len;         /* max_position_embeddings */
+    float rms_eps;       /* rms_norm_eps */
+    double rope_theta;
+    zoff_rope_type rope_type;
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor; /* linear, llama3 */
+    int rope_original_max_pos; /* llama3: original_max_position_embeddings */
+    bool tie_word_embeddings;
+    bool qkv_bias, o_bias, mlp_bias; /* Llama attention_bias: q,k,v,o; Qwen2: q,k,v */
+    int sliding_window; /* 0: none; else each query sees at most this many keys (refused unless
+                           the sequence fits in it) */
+} zoff_llama_config;
+
+/* A small Llama: 4 layers, 4 heads (2 KV), 128 wide, FFN 352, byte vocabulary, 64 tokens. */
+void zoff_llama_config_default(zoff_llama_config *cfg);
+/* 0, or ZOFF_ECONFIG with a detail naming the field. */
+int zoff_llama_config_validate(const zoff_llama_config *cfg);
+/* Hugging Face config.json (LlamaConfig, MistralConfig, Qwen2Config) text: every field that
+ * changes the computation is honoured or refused with an error naming the field and value. */
+int zoff_llama_config_parse_json(const char *text, const char *what, zoff_llama_config *cfg);
+int zoff_llama_config_save_json(const char *path, const zoff_llama_config *cfg);
+/* RoPE inverse frequencies (head_dim/2 floats) exactly as transformers computes them for the
+ * config's rope type. */
+void zoff_llama_rope_inv_freq(const zoff_llama_config *cfg, float *inv_freq);
+double zoff_llama_train_flops(const zoff_llama_config *cfg, int B, int T);
+/* Field by field (padding aside). */
+bool zoff_llama_config_equal(const zoff_llama_config *a, const zoff_llama_config *b);
 
 /* --- the tensor table (flat layout) ------------------------------------------------------ */
 #define ZOFF_LAYOUT_ALIGN 64 /* elements */
@@ -81,6 +125,7 @@ typedef enum zoff_gpt_tensor_kind {
     ZOFF_GPT_FCPROJ_B,
     ZOFF_GPT_LNF_W,
     ZOFF_GPT_LNF_B,
+    ZOFF_GPT_LM_HEAD, /* untied head only */
     ZOFF_GPT_KIND_COUNT
 } zoff_gpt_tensor_kind;
 
@@ -177,8 +222,15 @@ typedef struct zoff_grad_sink {
  * fit). No gradient buffer: see zoff_model_alloc_grads and zoff_model_set_grad_sink. */
 int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_model_options *opt,
                     zoff_model **out);
+/* Creates a Llama-family model (see zoff_gpt_create); zoff_llama_plan: its device terms. */
+int zoff_llama_create(zoff_dev *dev, const zoff_llama_config *cfg, const zoff_model_options *opt,
+                      zoff_model **out);
+int zoff_llama_plan(const zoff_llama_config *cfg, const zoff_model_options *opt,
+                    zoff_device_plan *out);
+/* The configuration of a Llama-family model (NULL for another architecture). */
+const zoff_llama_config *zoff_llama_get_config(const zoff_model *m);
 void zoff_model_destroy(zoff_model *m);
-const char *zoff_model_arch(const zoff_model *m); /* "gpt2" */
+const char *zoff_model_arch(const zoff_model *m); /* "gpt2", "llama" */
 /* The GPT configuration of a GPT model (NULL for another architecture). */
 const zoff_gpt_config *zoff_gpt_get_config(const zoff_model *m);
 const zoff_layout *zoff_model_get_layout(const zoff_model *m);
@@ -234,10 +286,33 @@ int zoff_model_forward_backward(zoff_model *m, zoff_dev_stream *s, const zoff_ba
 int zoff_model_loss_wait(zoff_model *m, zoff_dev_stream *s, float *loss);
 /* Next-token probabilities (V floats) at (b, t) of the last forward, copied to host. Sync. */
 int zoff_model_probs_row(zoff_model *m, zoff_dev_stream *s, int b, int t, float *probs);
+/* The output logits (V floats) at (b, t) of the last forward, copied to host. Synchronous. */
+int zoff_model_logits_row(zoff_model *m, zoff_dev_stream *s, int b, int t, float *logits);
 /* Model FLOPs of one training step (forward + backward) on B*T tokens: 6*N*tokens for the
  * matrices plus attention's score and value products (causal: half of T*T). */
 double zoff_model_train_flops(const zoff_model *m, int B, int T);
 double zoff_gpt_train_flops(const zoff_gpt_config *cfg, int B, int T);
+
+/* --- any architecture ------------------------------------------------------------------------ */
+typedef enum zoff_arch { ZOFF_ARCH_GPT2 = 0, ZOFF_ARCH_LLAMA } zoff_arch;
+typedef struct zoff_model_config {
+    zoff_arch arch;
+    zoff_gpt_config gpt;     /* arch GPT2 */
+    zoff_llama_config llama; /* arch LLAMA (Llama, Mistral, Qwen2) */
+} zoff_model_config;
+/* The architecture and config of a checkpoint (see zoff_checkpoint_arch). */
+int zoff_model_config_from_checkpoint(const char *path, zoff_model_config *c);
+int zoff_model_config_validate(const zoff_model_config *c);
+int zoff_model_config_plan(const zoff_model_config *c, const zoff_model_options *opt,
+                           zoff_device_plan *out);
+int zoff_model_config_create(zoff_dev *dev, const zoff_model_config *c,
+                             const zoff_model_options *opt, zoff_model **out);
+int zoff_model_config_layout(const zoff_model_config *c, zoff_layout *out);
+double zoff_model_config_train_flops(const zoff_model_config *c, int B, int T);
+/* One line: the architecture and its shape. */
+void zoff_model_config_describe(const zoff_model_config *c, char *buf, size_t n);
+/* The flat layout of a Llama-family configuration (what zoff_llama_create builds). */
+int zoff_llama_layout_build(const zoff_llama_config *cfg, zoff_layout *out);
 
 /* --- the reference trainer ------------------------------------------------------------- */
 typedef struct zoff_trainer_config {
@@ -304,7 +379,10 @@ int zoff_trainer_master_to_host(zoff_trainer *tr, float *dst);
 
 /* --- checkpoints ------------------------------------------------------------------------ */
 /* Hugging Face config.json (GPT2Config keys n_layer, n_head, n_embd, vocab_size, n_positions
- * or n_ctx). Errors name the file and the key. */
+ * or n_ctx, tie_word_embeddings). Fields that change the computation and that zoff does not
+ * implement (layer_norm_epsilon other than 1e-5, activation_function other than gelu_new,
+ * n_inner other than 4 n_embd, scale_attn_weights false, scale_attn_by_inverse_layer_idx true)
+ * are refused naming the field and value. Errors name the file and the key. */
 int zoff_gpt_config_load_json(const char *path, zoff_gpt_config *cfg);
 int zoff_gpt_config_save_json(const char *path, const zoff_gpt_config *cfg);
 /* Parses config JSON text (for --config files and tests); `what` names the source. */
@@ -329,6 +407,20 @@ int zoff_llmc_save_gpt(const char *path, const zoff_gpt_config *cfg, const zoff_
  * master: the fp32 weights to save (layout.total floats: the optimizer's master copy); NULL
  * saves the device weights widened. */
 int zoff_model_checkpoint_save(zoff_model *m, const char *dir, const float *master);
+/* How a checkpoint's weights are written: the stored dtype (f32, bf16, f16) and the largest
+ * shard; above it, model-0000K-of-0000N.safetensors + model.safetensors.index.json as
+ * transformers writes them. Default f32, 5 GB (5e9 bytes). */
+typedef struct zoff_save_options {
+    zoff_dtype dtype;
+    uint64_t max_shard_bytes;
+} zoff_save_options;
+void zoff_save_options_default(zoff_save_options *o);
+/* The layout's tensors (Hugging Face names and shapes) into DIR, sharded as o says. */
+int zoff_safetensors_save_dir(const char *dir, const zoff_layout *layout, const float *params,
+                              const zoff_save_options *o);
+/* zoff_model_checkpoint_save with save options (NULL: defaults). */
+int zoff_model_checkpoint_save_opts(zoff_model *m, const char *dir, const float *master,
+                                    const zoff_save_options *opts);
 /* Reads fp32 weights from a directory (config.json + model.safetensors), a .safetensors file,
  * or an llm.c .bin into host memory (layout.total floats; the stored config must equal m's),
  * and, when to_device, into the model's weights too. */
@@ -338,6 +430,15 @@ int zoff_model_checkpoint_load(zoff_model *m, const char *path);
 /* Reads only the config of a checkpoint (directory, .safetensors with config.json beside
  * it, or .bin). */
 int zoff_gpt_checkpoint_config(const char *path, zoff_gpt_config *cfg);
+
+/* The architecture of a checkpoint (directory, .safetensors beside its config.json, or .bin):
+ * "gpt2" or "llama" (model_type llama, mistral, qwen2); anything else refused by name. */
+int zoff_checkpoint_arch(const char *path, char *arch, size_t n);
+/* The Llama-family config of a checkpoint (its config.json, read strictly). */
+int zoff_llama_checkpoint_config(const char *path, zoff_llama_config *cfg);
+/* Loads a sharded checkpoint: index is model.safetensors.index.json; its shards (beside it)
+ * are read one at a time straight into params (layout.total floats). */
+int zoff_safetensors_load_sharded(const char *index, const zoff_layout *layout, float *params);
 
 /* The built-in AdamW's state for exact resumption: DIR/optimizer.safetensors ("adamw.m",
  * "adamw.v": F32 over the flat layout; step and loss scale in the metadata). Host arrays of

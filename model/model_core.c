@@ -536,6 +536,24 @@ int zoff_model_forward_backward(zoff_model *m, zoff_dev_stream *s, const zoff_ba
     return loss ? zoff_model_loss_wait(m, s, loss) : 0;
 }
 
+/* The head's fp32 logits at (b, t) of the last forward into m->logits' first row. */
+static int head_row(zoff_model *m, zoff_dev_stream *s, int b, int t) {
+    if (!m->have_fwd || b < 0 || b >= m->cur_B || t < 0 || t >= m->cur_T)
+        return zoff_fail(-EINVAL, MOD, "no logits at (%d, %d) from the last forward", b, t);
+    int C = m->C, V = m->V;
+    const char *h =
+        (const char *)m->head_in + ((size_t)b * m->cur_T + t) * C * zoff_dtype_size(m->wdt);
+    return zoff_dev_op_gemm(s, false, true, 1, V, C, 1.0f, h, C, model_weight(m, m->head_tensor), C,
+                            m->wdt, 0.0f, m->logits, ZOFF_F32, V);
+}
+
+int zoff_model_logits_row(zoff_model *m, zoff_dev_stream *s, int b, int t, float *logits) {
+    MODEL_TRY(head_row(m, s, b, t));
+    MODEL_TRY(
+        zoff_dev_memcpy_async(s, logits, m->logits, (size_t)m->V * sizeof(float), ZOFF_COPY_D2H));
+    return zoff_dev_stream_synchronize(s);
+}
+
 int zoff_model_probs_row(zoff_model *m, zoff_dev_stream *s, int b, int t, float *probs) {
     if (!m->have_fwd || b < 0 || b >= m->cur_B || t < 0 || t >= m->cur_T)
         return zoff_fail(-EINVAL, MOD, "no probabilities at (%d, %d) from the last forward", b, t);

@@ -19,6 +19,7 @@ static void tiny_config(zoff_gpt_config *c) {
     c->n_embd = 16;
     c->vocab_size = 23;
     c->seq_len = 8;
+    c->untied_head = false;
 }
 
 static void test_layout(void) {

@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
         result a, b;
         run_model(dev, types[k], &a);
         run_model(host, types[k], &b);
-        zoff_gpt_config c = {2, 4, 64, 97, 32};
+        zoff_gpt_config c = {2, 4, 64, 97, 32, false};
         zoff_layout l;
         REQUIRE_OK(zoff_gpt_layout_build(&c, &l));
         double tol = types[k] == ZOFF_F32 ? 1e-4 : 1e-2;

@@ -210,6 +210,43 @@ int main(int argc, char **argv) {
     CHECK_EQ_INT(run("train " TINY "--offload nvme --nvme-path /nonexistent/swap --steps 1"), 1);
     CHECK(output_has("/nonexistent/swap"));
 
+    /* Llama from scratch (--arch llama, GQA), offloaded, 16-bit, resumed exactly */
+#define LL TINY "--arch llama --n-kv-head 1 --dtype bf16 --offload cpu --bucket-size 16KiB "
+    CHECK_EQ_INT(run("train " LL "--steps 6 --ckpt-every 3 --sample-tokens 5 --out ll1"), 0);
+    CHECK(output_has("llama 1 layers, 2 heads (1 KV)"));
+    CHECK(output_has("--- sample"));
+    CHECK(exists("ll1/step_3/optimizer.safetensors"));
+    CHECK_EQ_INT(run("train " LL "--steps 6 --resume ll1/step_3 --sample-tokens 0 --out ll2"), 0);
+    snprintf(cmp, sizeof cmp,
+             "cmp -s '%s/ll1/final/model.safetensors' '%s/ll2/final/model.safetensors' && "
+             "grep -q LlamaForCausalLM '%s/ll1/final/config.json'",
+             dir, dir, dir);
+    CHECK(system(cmp) == 0);
+#undef LL
+    /* a Hugging Face Qwen2 checkpoint (architecture from its config.json), with activation
+     * checkpointing, on ASCII data (its vocabulary is 128) */
+    snprintf(path, sizeof path, "%s/ascii.txt", dir);
+    f = fopen(path, "w");
+    for (int i = 0; i < 200; i++)
+        fprintf(f, "the quick brown fox %d jumps over the lazy dog.\n", i);
+    fclose(f);
+    CHECK_EQ_INT(run("train --init-from " ZOFF_FIXTURES "/hf/qwen2_bias --data ascii.txt "
+                     "--seq-len 16 --batch 2 --steps 2 --threads 1 --activation-checkpoint "
+                     "--sample-tokens 5 --prompt fox --max-shard-size 64KiB --save-dtype bf16 "
+                     "--out ll3"),
+                 0);
+    CHECK(output_has("qwen2 2 layers, 4 heads (1 KV), 64 wide"));
+    CHECK(exists("ll3/final/model.safetensors.index.json"));
+    CHECK(exists("ll3/final/model-00002-of-00004.safetensors"));
+    CHECK(!exists("ll3/final/model.safetensors"));
+    CHECK_EQ_INT(run("train --init-from ll3/final --data ascii.txt --seq-len 16 --batch 2 "
+                     "--steps 1 --threads 1 --sample-tokens 0 --out ll4"),
+                 0);
+    CHECK_EQ_INT(run("train --save-dtype f8"), 2);
+    CHECK(output_has("--save-dtype"));
+    CHECK_EQ_INT(run("train --arch mamba"), 2);
+    CHECK(output_has("--arch mamba"));
+
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);

@@ -116,6 +116,20 @@ int zoff_cuda_launch_embedding_fwd(cuda_stream *s, float *out, const int32_t *to
                                    const float *wte, const float *wpe, int B, int T, int C);
 int zoff_cuda_launch_embedding_bwd(cuda_stream *s, float *dwte, float *dwpe, const float *dout,
                                    const int32_t *tokens, int B, int T, int C);
+/* Llama-family kernels (ops_rmsnorm.cu, ops_rope.cu, ops_swiglu.cu) */
+int zoff_cuda_launch_rmsnorm_fwd(cuda_stream *s, void *out, zoff_dtype out_type, float *rstd,
+                                 const float *inp, const void *weight, zoff_dtype w_type, size_t N,
+                                 int C, float eps);
+int zoff_cuda_launch_rmsnorm_bwd(cuda_stream *s, float *dinp, void *dweight, zoff_dtype g_type,
+                                 const float *dout, const float *inp, const void *weight,
+                                 zoff_dtype w_type, const float *rstd, size_t N, int C);
+int zoff_cuda_launch_rope(cuda_stream *s, void *x, zoff_dtype type, size_t row_stride,
+                          const int32_t *pos, const float *inv_freq, int B, int T, int NH, int HS,
+                          bool backward);
+int zoff_cuda_launch_swiglu_fwd(cuda_stream *s, void *out, const void *gate, const void *up,
+                                zoff_dtype type, size_t n);
+int zoff_cuda_launch_swiglu_bwd(cuda_stream *s, void *dgate, void *dup, const void *dout,
+                                const void *gate, const void *up, zoff_dtype type, size_t n);
 int zoff_cuda_launch_adamw(cuda_stream *s, float *param, const float *grad, float *m, float *v,
                            size_t n, const zoff_dev_adamw_args *args);
 

@@ -646,6 +646,38 @@ static int cuda_op_adamw(void *stream, float *param, const float *grad, float *m
     return rc ? rc : zoff_cuda_launch_adamw(stream, param, grad, m, v, n, args);
 }
 
+/* Llama-family kernels: the launchers take the op table's arguments as they are */
+static int cuda_op_rmsnorm_fwd(void *stream, void *out, zoff_dtype out_type, float *rstd,
+                               const float *inp, const void *weight, zoff_dtype w_type, size_t N,
+                               int C, float eps) {
+    return zoff_cuda_launch_rmsnorm_fwd(stream, out, out_type, rstd, inp, weight, w_type, N, C,
+                                        eps);
+}
+
+static int cuda_op_rmsnorm_bwd(void *stream, float *dinp, void *dweight, zoff_dtype g_type,
+                               const float *dout, const float *inp, const void *weight,
+                               zoff_dtype w_type, const float *rstd, size_t N, int C) {
+    return zoff_cuda_launch_rmsnorm_bwd(stream, dinp, dweight, g_type, dout, inp, weight, w_type,
+                                        rstd, N, C);
+}
+
+static int cuda_op_rope(void *stream, void *x, zoff_dtype type, size_t row_stride,
+                        const int32_t *pos, const float *inv_freq, int B, int T, int NH, int HS,
+                        bool backward) {
+    return zoff_cuda_launch_rope(stream, x, type, row_stride, pos, inv_freq, B, T, NH, HS,
+                                 backward);
+}
+
+static int cuda_op_swiglu_fwd(void *stream, void *out, const void *gate, const void *up,
+                              zoff_dtype type, size_t n) {
+    return zoff_cuda_launch_swiglu_fwd(stream, out, gate, up, type, n);
+}
+
+static int cuda_op_swiglu_bwd(void *stream, void *dgate, void *dup, const void *dout,
+                              const void *gate, const void *up, zoff_dtype type, size_t n) {
+    return zoff_cuda_launch_swiglu_bwd(stream, dgate, dup, dout, gate, up, type, n);
+}
+
 static const zoff_dev_iface cuda_iface = {
     .close = cuda_close,
     .synchronize = cuda_synchronize,
@@ -688,6 +720,11 @@ static const zoff_dev_iface cuda_iface = {
     .op_embedding_fwd = cuda_op_embedding_fwd,
     .op_embedding_bwd = cuda_op_embedding_bwd,
     .op_adamw = cuda_op_adamw,
+    .op_rmsnorm_fwd = cuda_op_rmsnorm_fwd,
+    .op_rmsnorm_bwd = cuda_op_rmsnorm_bwd,
+    .op_rope = cuda_op_rope,
+    .op_swiglu_fwd = cuda_op_swiglu_fwd,
+    .op_swiglu_bwd = cuda_op_swiglu_bwd,
 };
 
 /* Blocking-sync scheduling: a host thread waiting in cudaStreamSynchronize or

@@ -105,6 +105,11 @@ static const zoff_dev_iface host_iface = {
     .op_embedding_fwd = host_op_embedding_fwd,
     .op_embedding_bwd = host_op_embedding_bwd,
     .op_adamw = host_op_adamw,
+    .op_rmsnorm_fwd = host_op_rmsnorm_fwd,
+    .op_rmsnorm_bwd = host_op_rmsnorm_bwd,
+    .op_rope = host_op_rope,
+    .op_swiglu_fwd = host_op_swiglu_fwd,
+    .op_swiglu_bwd = host_op_swiglu_bwd,
 };
 
 int zoff_dev_host_open(zoff_dev *dev) {

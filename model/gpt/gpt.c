@@ -353,8 +353,13 @@ static int gpt_new(const zoff_gpt_config *cfg, const zoff_model_options *opt, zo
         zoff_model_destroy(m);
         return rc;
     }
-    m->head_tensor = TI(m, ZOFF_GPT_WTE, 0);
-    m->tied_group = 0; /* wte: the output projection's gradient comes first, the embedding's last */
+    if (cfg->untied_head) { /* lm_head in the last group, given with it */
+        m->head_tensor = TI(m, ZOFF_GPT_LM_HEAD, 0);
+        m->tied_group = -1;
+    } else { /* wte: the output projection's gradient comes first, the embedding's last */
+        m->head_tensor = TI(m, ZOFF_GPT_WTE, 0);
+        m->tied_group = 0;
+    }
     *out = m;
     return 0;
 }

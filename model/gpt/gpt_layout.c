@@ -17,6 +17,7 @@ void zoff_gpt_config_default(zoff_gpt_config *cfg) {
     cfg->n_embd = 128;
     cfg->vocab_size = 256;
     cfg->seq_len = 64;
+    cfg->untied_head = false;
 }
 
 void zoff_gpt_config_gpt2_124m(zoff_gpt_config *cfg) {
@@ -25,6 +26,7 @@ void zoff_gpt_config_gpt2_124m(zoff_gpt_config *cfg) {
     cfg->n_embd = 768;
     cfg->vocab_size = 50257;
     cfg->seq_len = 1024;
+    cfg->untied_head = false;
 }
 
 int zoff_gpt_config_validate(const zoff_gpt_config *c) {
@@ -54,7 +56,7 @@ int zoff_gpt_layout_build(const zoff_gpt_config *cfg, zoff_layout *out) {
     if (rc) return rc;
     int L = cfg->n_layer;
     size_t C = (size_t)cfg->n_embd, V = (size_t)cfg->vocab_size, maxT = (size_t)cfg->seq_len;
-    out->n_tensors = 2 + 12 * L + 2;
+    out->n_tensors = 2 + 12 * L + 2 + (cfg->untied_head ? 1 : 0);
     out->n_groups = L + 2;
     out->tensors = calloc((size_t)out->n_tensors, sizeof *out->tensors);
     out->group_begin = calloc((size_t)out->n_groups + 1, sizeof *out->group_begin);
@@ -82,7 +84,7 @@ int zoff_gpt_layout_build(const zoff_gpt_config *cfg, zoff_layout *out) {
     int n = 0;
     for (int g = 0; g < out->n_groups; g++) {
         out->group_begin[g] = off;
-        int count = g == 0 ? 2 : g == L + 1 ? 2 : 12;
+        int count = g == 0 ? 2 : g == L + 1 ? 2 + (cfg->untied_head ? 1 : 0) : 12;
         for (int j = 0; j < count; j++) {
             zoff_tensor *t = &out->tensors[n++];
             t->group = g;
@@ -92,6 +94,12 @@ int zoff_gpt_layout_build(const zoff_gpt_config *cfg, zoff_layout *out) {
                 t->layer = -1;
                 snprintf(t->name, sizeof t->name, "%s", j == 0 ? "wte.weight" : "wpe.weight");
                 t->shape[0] = (int64_t)(j == 0 ? V : maxT);
+                t->shape[1] = (int64_t)C;
+            } else if (g == L + 1 && j == 2) { /* the untied output projection */
+                t->kind = ZOFF_GPT_LM_HEAD;
+                t->layer = L;
+                snprintf(t->name, sizeof t->name, "lm_head.weight");
+                t->shape[0] = (int64_t)V;
                 t->shape[1] = (int64_t)C;
             } else if (g == L + 1) {
                 t->kind = j == 0 ? ZOFF_GPT_LNF_W : ZOFF_GPT_LNF_B;
@@ -106,7 +114,8 @@ int zoff_gpt_layout_build(const zoff_gpt_config *cfg, zoff_layout *out) {
                 t->shape[1] = block_shapes[j][1];
             }
             t->ndim = t->shape[1] ? 2 : 1;
-            t->hf_transposed = t->ndim == 2 && g != 0; /* GPT-2's Conv1D stores (in, out) */
+            /* GPT-2's Conv1D stores (in, out); embeddings and lm_head (nn.Linear) do not */
+            t->hf_transposed = t->ndim == 2 && g != 0 && t->kind != ZOFF_GPT_LM_HEAD;
             t->numel = (size_t)t->shape[0] * (t->ndim == 2 ? (size_t)t->shape[1] : 1);
             t->weight_decay = t->ndim == 2;
             out->n_params += t->numel;
@@ -133,7 +142,10 @@ const zoff_tensor *zoff_gpt_layout_find(const zoff_layout *layout,
         return &layout->tensors[1];
     case ZOFF_GPT_LNF_W:
     case ZOFF_GPT_LNF_B:
-        return &layout->tensors[layout->n_tensors - 2 + (kind - ZOFF_GPT_LNF_W)];
+    case ZOFF_GPT_LM_HEAD: {
+        int L = layout->n_groups - 2, i = 2 + 12 * L + (kind - ZOFF_GPT_LNF_W);
+        return i < layout->n_tensors ? &layout->tensors[i] : NULL;
+    }
     default: {
         int L = layout->n_groups - 2;
         if (layer < 0 || layer >= L || kind >= ZOFF_GPT_KIND_COUNT) return NULL;
@@ -151,7 +163,7 @@ const zoff_tensor *zoff_layout_find_name(const zoff_layout *layout, const char *
 double zoff_gpt_train_flops(const zoff_gpt_config *c, int B, int T) {
     double L = c->n_layer, C = c->n_embd, V = c->vocab_size;
     /* matrices touched per token: blocks 12*C^2 each, plus the tied output projection */
-    double n_matmul = L * 12.0 * C * C + V * C;
+    double n_matmul = L * 12.0 * C * C + V * C; /* tied or not, one head */
     double tokens = (double)B * T;
     return 6.0 * n_matmul * tokens + 12.0 * L * T * C * tokens / 2.0; /* causal: half of T*T */
 }

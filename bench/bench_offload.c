@@ -14,7 +14,7 @@
  *                 [--schedules sync,overlap,dpu] [--targets cpu,nvme] [--nvme-path DIR]
  *                 [--capacity SIZE]
  */
-#include "model/gpt_offload.h"
+#include "model/model_offload.h"
 #include "model/model.h"
 
 #include <math.h>
@@ -68,21 +68,51 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* The baseline's gradient sink: every tensor writes its gradient, in the model's dtype, into
+ * one zeroed scratch the size of the largest tensor (the values are thrown away), so the
+ * baseline does the very compute of an offloaded step with no full-model gradient buffer. */
+typedef struct discard_sink {
+    void *buf;
+    size_t bytes;
+} discard_sink;
+
+static int discard_buffer(void *ctx, int t, zoff_dev_stream *s, void **g) {
+    discard_sink *d = ctx;
+    (void)t;
+    *g = d->buf;
+    return zoff_dev_memset_async(s, d->buf, 0, d->bytes);
+}
+
+static int discard_done(void *ctx, int t, zoff_dev_stream *s) {
+    (void)ctx, (void)t, (void)s;
+    return 0;
+}
+
 /* The baseline: forward + backward alone, median ms per step, measured right before each
  * point so that both see the same machine. */
-static double compute_baseline(zoff_gpt *m, zoff_dev_stream *s, const opts *o, int32_t *tok,
+static double compute_baseline(zoff_model *m, zoff_dev_stream *s, const opts *o, int32_t *tok,
                                int32_t *tgt) {
+    const zoff_layout *l = zoff_model_get_layout(m);
+    discard_sink d = {0};
+    for (int i = 0; i < l->n_tensors; i++)
+        if (l->tensors[i].numel > d.bytes) d.bytes = l->tensors[i].numel;
+    d.bytes *= zoff_dtype_size(zoff_model_weight_dtype(m));
+    int rc = zoff_dev_malloc(zoff_model_get_dev(m), d.bytes, &d.buf);
+    if (rc) die("baseline gradient scratch", rc);
+    zoff_grad_sink sink = {zoff_model_weight_dtype(m), discard_buffer, discard_done, &d};
+    zoff_model_set_grad_sink(m, &sink);
     double *t = malloc(sizeof(double) * (size_t)o->steps);
+    zoff_batch b = {.tokens = tok, .targets = tgt, .B = o->batch, .T = o->seq};
     for (int i = 0; i < o->warmup + o->steps; i++) {
         float loss;
         double t0 = now_ms();
-        int rc = zoff_gpt_zero_grads(m, s);
-        if (!rc) rc = zoff_gpt_forward(m, s, tok, tgt, o->batch, o->seq, &loss);
-        if (!rc) rc = zoff_gpt_backward(m, s, 1.0f);
+        rc = zoff_model_forward_backward(m, s, &b, 1.0f, &loss);
         if (!rc) rc = zoff_dev_stream_synchronize(s);
         if (rc) die("baseline step", rc);
         if (i >= o->warmup) t[i - o->warmup] = now_ms() - t0;
     }
+    zoff_model_set_grad_sink(m, NULL);
+    zoff_dev_free(zoff_model_get_dev(m), d.buf);
     double med = median(t, o->steps);
     free(t);
     return med;
@@ -97,7 +127,7 @@ static double cpu_bytes_per_param(zoff_schedule sched, zoff_dtype dt, zoff_dtype
     return adam + (sched == ZOFF_SCHEDULE_OVERLAP ? 0 : 2 * g);
 }
 
-static void run_point(zoff_gpt *m, zoff_dev_stream *s, const opts *o, zoff_offload_target target,
+static void run_point(zoff_model *m, zoff_dev_stream *s, const opts *o, zoff_offload_target target,
                       zoff_schedule sched, int32_t *tok, int32_t *tgt) {
     double compute_ms = compute_baseline(m, s, o, tok, tgt);
     zoff_engine_config ec;
@@ -110,10 +140,11 @@ static void run_point(zoff_gpt *m, zoff_dev_stream *s, const opts *o, zoff_offlo
         ec.nvme_dirs[0] = o->nvme_path;
         ec.n_nvme_dirs = 1;
     }
-    zoff_gpt_offload *off;
-    int rc = zoff_gpt_offload_create(m, s, &ec, &off);
+    zoff_model_offload *off;
+    zoff_dev_mem_reset_peak(zoff_model_get_dev(m));
+    int rc = zoff_model_offload_create(m, s, &ec, NULL, &off);
     if (rc) die("engine create", rc);
-    zoff_engine *e = zoff_gpt_offload_engine(off);
+    zoff_engine *e = zoff_model_offload_engine(off);
     double *times = malloc(sizeof(double) * (size_t)o->steps), adam = 0, nvme = 0;
     uint64_t pcie = 0, nr = 0, nw = 0;
     int counted = 0;
@@ -135,14 +166,21 @@ static void run_point(zoff_gpt *m, zoff_dev_stream *s, const opts *o, zoff_offlo
         if (i == o->warmup + o->steps) break;
         float loss;
         double t0 = now_ms();
-        rc = zoff_gpt_offload_micro_batch(off, tok, tgt, o->batch, o->seq, &loss);
+        zoff_batch b = {.tokens = tok, .targets = tgt, .B = o->batch, .T = o->seq};
+        rc = zoff_model_offload_micro_batch(off, &b, &loss);
         if (rc) die("offloaded step", rc);
         if (i >= o->warmup) times[i - o->warmup] = now_ms() - t0;
     }
     zoff_engine_memory mem;
     zoff_engine_get_memory(e, &mem);
-    zoff_gpt_offload_destroy(off);
-    double n = (double)zoff_gpt_get_layout(m)->total;
+    zoff_dev_mem_stats ms;
+    zoff_dev_mem_stats_get(zoff_model_get_dev(m), &ms);
+    zoff_device_plan dp; /* the model's terms as allocated, and the engine's slots */
+    zoff_model_memory(m, &dp);
+    dp.buckets = mem.device_bytes;
+    zoff_device_plan_sum(&dp);
+    zoff_model_offload_destroy(off);
+    double n = (double)zoff_model_get_layout(m)->total;
     double step = median(times, o->steps);
     free(times);
     if (counted) {
@@ -163,13 +201,18 @@ static void run_point(zoff_gpt *m, zoff_dev_stream *s, const opts *o, zoff_offlo
            "\"exposed_cpu_step_ms\":%.3f,\"exposed_transfer_ms\":%.3f,\"cpu_adam_ms\":%.3f,"
            "\"nvme_wait_ms\":%.3f,\"overlap_efficiency\":%.3f,\"slowdown_vs_compute\":%.3f,"
            "\"pcie_bytes_per_param\":%.3f,\"nvme_bytes_per_param\":%.3f,"
-           "\"cpu_dram_bytes_per_param\":%.1f,\"pinned_bytes\":%zu,\"engine_device_bytes\":%zu}\n",
-           zoff_dev_name(zoff_gpt_get_dev(m)), c->n_layer, c->n_embd, c->n_head, c->vocab_size,
+           "\"cpu_dram_bytes_per_param\":%.1f,\"pinned_bytes\":%zu,\"engine_device_bytes\":%zu,"
+           "\"device_peak_bytes\":%zu,\"device_bytes_per_param_peak\":%.3f,"
+           "\"device_bytes_per_param\":{\"weights\":%.3f,\"buckets\":%.3f,\"activations\":%.3f,"
+           "\"workspace\":%.3f,\"total\":%.3f,\"without_activations\":%.3f}}\n",
+           zoff_dev_name(zoff_model_get_dev(m)), c->n_layer, c->n_embd, c->n_head, c->vocab_size,
            o->batch, o->seq, n, zoff_offload_target_name(target), zoff_schedule_name(sched),
            zoff_dtype_name(o->dtype), o->steps, step, compute_ms, exposed, ex_nvme, ex_cpu, ex_xfer,
            adam, nvme, eff, step / compute_ms, counted ? (double)pcie / counted / n : 0.0,
            counted ? (double)(nr + nw) / counted / n : 0.0,
-           cpu_bytes_per_param(sched, o->dtype, ZOFF_F32), mem.pinned_bytes, mem.device_bytes);
+           cpu_bytes_per_param(sched, o->dtype, ZOFF_F32), mem.pinned_bytes, mem.device_bytes,
+           ms.peak, ms.peak / n, dp.weights / n, dp.buckets / n, dp.activations / n,
+           dp.workspace / n, dp.total / n, (dp.total - dp.activations) / n);
     fflush(stdout);
 }
 
@@ -246,14 +289,14 @@ int main(int argc, char **argv) {
     int rc = zoff_dev_open(&dc, &dev);
     if (rc) die("device", rc);
     if ((rc = zoff_gpt_config_validate(&o.cfg))) die("model config", rc);
-    zoff_gpt_options mo;
-    zoff_gpt_options_default(&mo);
+    zoff_model_options mo;
+    zoff_model_options_default(&mo);
     mo.batch = o.batch;
     mo.seq_len = o.seq;
     mo.matmul_dtype = o.dtype == ZOFF_F32 ? ZOFF_F32 : o.dtype;
-    zoff_gpt *m;
+    zoff_model *m;
     if ((rc = zoff_gpt_create(dev, &o.cfg, &mo, &m))) die("model", rc);
-    if ((rc = zoff_gpt_init_params(m, 1))) die("init", rc);
+    if ((rc = zoff_model_init_params(m, 1))) die("init", rc);
     zoff_dev_stream *s;
     if ((rc = zoff_dev_stream_create(dev, &s))) die("stream", rc);
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)o.batch * o.seq);
@@ -273,7 +316,7 @@ int main(int argc, char **argv) {
     free(tok);
     free(tgt);
     zoff_dev_stream_destroy(s);
-    zoff_gpt_destroy(m);
+    zoff_model_destroy(m);
     zoff_dev_close(dev);
     return 0;
 }

@@ -156,20 +156,20 @@ int main(int argc, char **argv) {
     double gemm = 0, g;
     if ((rc = probe_init(&probe)) || (rc = probe_run(&probe, &g))) return die("gemm baseline", rc);
 
-    zoff_gpt_options go;
-    zoff_gpt_options_default(&go);
+    zoff_model_options go;
+    zoff_model_options_default(&go);
     go.batch = batch;
     go.seq_len = seq;
     go.matmul_dtype = dtype;
     go.activation_checkpoint = ckpt;
-    zoff_gpt *m;
+    zoff_model *m;
     if ((rc = zoff_gpt_create(dev, &mc, &go, &m))) return die("model", rc);
-    if ((rc = zoff_gpt_init_params(m, 1))) return die("init", rc);
+    if ((rc = zoff_model_init_params(m, 1))) return die("init", rc);
     zoff_trainer_config tc;
     zoff_trainer_config_default(&tc);
     tc.total_steps = warmup + steps;
     zoff_trainer *tr;
-    if ((rc = zoff_trainer_create(m, s, &tc, &tr))) return die("trainer", rc);
+    if ((rc = zoff_trainer_create(m, s, &tc, NULL, &tr))) return die("trainer", rc);
     int32_t *x = malloc((size_t)batch * seq * sizeof *x), *y = malloc((size_t)batch * seq * 4);
     uint64_t rng = 7;
     for (int i = 0; i < batch * seq; i++) {
@@ -180,7 +180,8 @@ int main(int argc, char **argv) {
     double *times = calloc((size_t)steps, sizeof *times), *gemms = calloc((size_t)steps, 8);
     for (int i = 0; i < warmup + steps; i++) {
         double t0 = now_s();
-        if ((rc = zoff_trainer_step(tr, x, y, batch, seq, &st))) return die("step", rc);
+        zoff_batch b = {.tokens = x, .targets = y, .B = batch, .T = seq};
+        if ((rc = zoff_trainer_step(tr, &b, &st))) return die("step", rc);
         if ((rc = zoff_dev_stream_synchronize(s))) return die("sync", rc);
         if (i < warmup) continue;
         times[i - warmup] = now_s() - t0;
@@ -194,17 +195,27 @@ int main(int argc, char **argv) {
     double tokens = (double)batch * seq, flops = zoff_gpt_train_flops(&mc, batch, seq);
     zoff_dev_mem_stats ms;
     zoff_dev_mem_stats_get(dev, &ms);
+    zoff_device_plan plan; /* the model's terms as allocated, and the trainer's */
+    zoff_model_memory(m, &plan);
+    plan.grads = 0;
+    zoff_trainer_plan(&plan, dtype);
+    double np = (double)zoff_model_get_layout(m)->n_params;
     printf("{\"bench\":\"train\",\"backend\":\"%s\",\"device\":\"%s\",\"n_layer\":%d,"
            "\"n_head\":%d,\"n_embd\":%d,\"vocab_size\":%d,\"batch\":%d,\"seq_len\":%d,"
            "\"dtype\":\"%s\",\"activation_checkpoint\":%s,\"n_params\":%zu,\"steps\":%d,"
            "\"step_s\":%.4f,\"step_s_median\":%.4f,\"tokens_per_s\":%.1f,\"model_flops_per_step\":%"
            ".4g,"
            "\"model_flops_per_s\":%.4g,\"gemm_n\":%d,\"gemm_flops_per_s\":%.4g,"
-           "\"ratio\":%.3f,\"mem_peak_bytes\":%zu,\"final_loss\":%.4f}\n",
+           "\"ratio\":%.3f,\"mem_peak_bytes\":%zu,\"device_bytes_per_param_peak\":%.3f,"
+           "\"device_plan_bytes_per_param\":{\"weights\":%.3f,\"master\":%.3f,\"grads\":%.3f,"
+           "\"optimizer\":%.3f,\"activations\":%.3f,\"workspace\":%.3f,\"total\":%.3f},"
+           "\"final_loss\":%.4f}\n",
            zoff_dev_kind_name(zoff_dev_get_kind(dev)), zoff_dev_name(dev), mc.n_layer, mc.n_head,
            mc.n_embd, mc.vocab_size, batch, seq, zoff_dtype_name(dtype), ckpt ? "true" : "false",
-           zoff_gpt_get_layout(m)->n_params, steps, step_s, step_med, tokens / step_s, flops,
-           flops / step_s, gemm_n, gemm, flops / step_s / gemm, ms.peak, st.loss);
+           zoff_model_get_layout(m)->n_params, steps, step_s, step_med, tokens / step_s, flops,
+           flops / step_s, gemm_n, gemm, flops / step_s / gemm, ms.peak, (double)ms.peak / np,
+           plan.weights / np, plan.master / np, plan.grads / np, plan.optimizer / np,
+           plan.activations / np, plan.workspace / np, plan.total / np, st.loss);
     free(x);
     free(y);
     free(times);
@@ -213,7 +224,7 @@ int main(int argc, char **argv) {
     zoff_dev_free(dev, probe.b);
     zoff_dev_free(dev, probe.c);
     zoff_trainer_destroy(tr);
-    zoff_gpt_destroy(m);
+    zoff_model_destroy(m);
     zoff_dev_close(dev);
     return 0;
 }

@@ -82,11 +82,13 @@ static const opt_spec specs[] = {
     {"log-every", OPT_INT, O(log_every), 1, INT_MAX, "progress line refresh, steps (1)"},
     {"device", OPT_STR, O(device), 0, 0, "auto, cuda or host (ZOFF_DEVICE or auto)"},
     {"threads", OPT_INT, O(threads), 0, 4096, "host backend kernel threads, 0 = all cores (0)"},
-    {"offload", OPT_STR, O(off.offload), 0, 0, "optimizer state: none (on the device), cpu, nvme"},
+    {"offload", OPT_STR, O(off.offload), 0, 0,
+     "optimizer state: none (on the device), cpu, nvme (cpu on the demo data, else none)"},
     {"nvme-path", OPT_STR, O(off.nvme_path), 0, 0, "swap directory for --offload nvme"},
     {"schedule", OPT_STR, O(off.schedule), 0, 0, "offload schedule: sync, overlap, dpu (sync)"},
     {"moments", OPT_STR, O(off.moments), 0, 0, "offloaded Adam moments: f32, bf16 (f32)"},
-    {"bucket-size", OPT_STR, O(off.bucket_size), 0, 0, "offload gradient bucket (32MiB)"},
+    {"bucket-size", OPT_STR, O(off.bucket_size), 0, 0,
+     "offload gradient bucket, or auto: an eighth of the weights, 1..32MiB (auto)"},
     {"dpu-warmup", OPT_INT, O(off.dpu_warmup), 0, INT_MAX, "sync steps before DPU (2)"},
     {"trace", OPT_STR, O(off.trace), 0, 0, "offload: write a Chrome/Perfetto trace here"},
     {"config", OPT_STR, O(config), 0, 0, "JSON file with any of these options"},
@@ -122,10 +124,10 @@ static void defaults(train_opts *o) {
     o->prompt = "This program is ";
     o->seed = 1337;
     o->log_every = 1;
-    o->off.offload = "none";
+    o->off.offload = NULL; /* cpu for the built-in demo, none otherwise */
     o->off.schedule = "sync";
     o->off.moments = "f32";
-    o->off.bucket_size = "32MiB";
+    o->off.bucket_size = "auto";
     o->off.dpu_warmup = 2;
 }
 
@@ -338,9 +340,10 @@ typedef struct run {
     train_opts o;
     zoff_dev *dev;
     zoff_dev_stream *s;
-    zoff_gpt *m;
+    zoff_model *m;
     zoff_trainer *tr;
-    zoff_gpt_offload *off; /* --offload cpu|nvme: the engine owns the optimizer */
+    float *master; /* host fp32 weights, for checkpoints (filled from the optimizer's copy) */
+    zoff_model_offload *off; /* --offload cpu|nvme: the engine owns the optimizer */
     zoff_trainer_config tc;
     uint64_t rng;
     zoff_dataset ds;
@@ -348,6 +351,11 @@ typedef struct run {
     int32_t *x, *y;
     bool tty;
 } run;
+
+static zoff_batch batch_of(run *r, int B, int T) {
+    zoff_batch b = {.tokens = r->x, .targets = r->y, .B = B, .T = T};
+    return b;
+}
 
 static int fail(const char *what, int rc) {
     fprintf(stderr, "\nzoff train: %s: %s: %s\n", what, zoff_strerror(rc),
@@ -361,7 +369,8 @@ static int validate(run *r, float *val_loss) {
     for (int i = 0; i < r->o.val_batches; i++) {
         zoff_dataset_batch(&r->ds, true, r->o.batch, r->o.seq_len, &rng, r->x, r->y);
         float l;
-        int rc = zoff_gpt_forward(r->m, r->s, r->x, r->y, r->o.batch, r->o.seq_len, &l);
+        zoff_batch b = batch_of(r, r->o.batch, r->o.seq_len);
+        int rc = zoff_model_forward(r->m, r->s, &b, &l);
         if (rc) return rc;
         sum += l;
     }
@@ -379,8 +388,10 @@ static int save(run *r, const char *name, int step) {
     char opt[PATH_MAX + 32];
     snprintf(opt, sizeof opt, "%s/optimizer.safetensors", dir);
     int rc = mkdir_p(dir);
-    if (!rc) rc = r->off ? zoff_gpt_offload_save_state(r->off, opt) : 0;
-    if (!rc) rc = zoff_gpt_checkpoint_save(r->m, dir);
+    if (!rc)
+        rc = r->off ? zoff_model_offload_save_state(r->off, opt, r->master)
+                    : zoff_trainer_master_to_host(r->tr, r->master);
+    if (!rc) rc = zoff_model_checkpoint_save(r->m, dir, r->master);
     if (!rc && !r->off) rc = zoff_trainer_save_state(r->tr, opt);
     if (rc) return rc;
     if (r->metrics) {
@@ -409,8 +420,9 @@ static void print_sample(run *r) {
     if (bytes) fwrite(r->o.prompt, 1, strlen(r->o.prompt), stdout);
     for (int i = 0; i < n; i++) {
         int start = len > T ? len - T : 0, w = len - start;
-        int rc = zoff_gpt_forward(r->m, r->s, seq + start, NULL, 1, w, NULL);
-        if (!rc) rc = zoff_gpt_probs_row(r->m, r->s, 0, w - 1, probs);
+        zoff_batch b = {.tokens = seq + start, .B = 1, .T = w};
+        int rc = zoff_model_forward(r->m, r->s, &b, NULL);
+        if (!rc) rc = zoff_model_probs_row(r->m, r->s, 0, w - 1, probs);
         if (rc) {
             fail("sampling", rc);
             break;
@@ -429,13 +441,10 @@ out:
     free(probs);
 }
 
-static void next_train_batch(void *ctx, const int32_t **x, const int32_t **y, int *B, int *T) {
+static void next_train_batch(void *ctx, zoff_batch *b) {
     run *r = ctx;
     zoff_dataset_batch(&r->ds, false, r->o.batch, r->o.seq_len, &r->rng, r->x, r->y);
-    *x = r->x;
-    *y = r->y;
-    *B = r->o.batch;
-    *T = r->o.seq_len;
+    *b = batch_of(r, r->o.batch, r->o.seq_len);
 }
 
 /* The offload part of a step's metrics line and progress line. */
@@ -443,7 +452,7 @@ static void offload_metrics(run *r, const zoff_engine_step_report *rep, char *js
                             char *line, size_t ln) {
     json[0] = line[0] = '\0';
     if (!r->off || rep->step < 0) return;
-    double n = (double)zoff_gpt_get_layout(r->m)->total;
+    double n = (double)zoff_model_get_layout(r->m)->total;
     snprintf(json, jn,
              ",\"offload\":{\"step\":%lld,\"pcie_d2h_bytes\":%llu,\"pcie_h2d_bytes\":%llu,"
              "\"nvme_read_bytes\":%llu,\"nvme_write_bytes\":%llu,\"cpu_adam_ms\":%.3f,"
@@ -462,6 +471,40 @@ static void offload_metrics(run *r, const zoff_engine_step_report *rep, char *js
     }
 }
 
+/* Prints the device plan beside what the same model needs without offload; refuses a plan that
+ * exceeds the device's capacity, with the figure and the ways out. */
+static int print_plan(run *r, const zoff_device_plan *plan, const zoff_device_plan *ref,
+                      bool offload) {
+    char text[768], a[32], b[32], cap[32];
+    zoff_dev_mem_stats ms;
+    zoff_dev_mem_stats_get(r->dev, &ms);
+    zoff_device_plan_format(plan, text, sizeof text);
+    printf("device plan (%s%s): %s\n", r->o.dtype, offload ? ", optimizer offloaded" : "", text);
+    fmt_bytes(a, sizeof a, (double)plan->total);
+    fmt_bytes(b, sizeof b, (double)ref->total);
+    fmt_bytes(cap, sizeof cap, (double)ms.capacity);
+    if (offload) {
+        /* model state: what grows with the parameters (activations and workspace grow with
+         * the batch) */
+        double np = (double)plan->n_params;
+        double st = (double)(plan->weights + plan->buckets) / np;
+        double st_ref = (double)(ref->weights + ref->master + ref->grads + ref->optimizer) / np;
+        printf("  without offload the same run needs %s (gradients and Adam moments on the "
+               "device): model state %.1f B/param there, %.1f B/param here (weights + gradient "
+               "buckets); capacity %s\n",
+               b, st_ref, st, cap);
+    }
+    if (plan->total > ms.capacity) {
+        fprintf(stderr,
+                "zoff train: the device plan needs %s but the device has %s: use a larger "
+                "device (ZOFF_HOST_DEVICE_MEM on the host backend), --offload cpu, "
+                "--activation-checkpoint or a smaller --batch\n",
+                a, cap);
+        return 1;
+    }
+    return 0;
+}
+
 static int train(run *r) {
     train_opts *o = &r->o;
     int rc;
@@ -476,7 +519,7 @@ static int train(run *r) {
     zoff_engine_step_report rep = {.step = -1};
     char off_json[512], off_line[96];
     /* resuming: continue the step count and the training batch sequence where they were */
-    int first = (r->tr ? zoff_trainer_get_step(r->tr) : zoff_gpt_offload_resumed_step(r->off)) + 1;
+    int first = (r->tr ? zoff_trainer_get_step(r->tr) : zoff_model_offload_resumed_step(r->off)) + 1;
     for (long i = 0; i < (long)(first - 1) * o->grad_accum; i++)
         zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &r->rng, r->x, r->y);
     if (first > o->steps) {
@@ -490,9 +533,9 @@ static int train(run *r) {
             if (rc) return fail("offloaded step", rc);
         } else {
             for (int k = 0; k < o->grad_accum; k++) {
-                zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &r->rng, r->x, r->y);
-                if ((rc = zoff_trainer_compute_grads(r->tr, r->x, r->y, o->batch, o->seq_len,
-                                                     k == 0, NULL)))
+                zoff_batch b;
+                next_train_batch(r, &b);
+                if ((rc = zoff_trainer_compute_grads(r->tr, &b, k == 0, NULL)))
                     return fail("forward/backward", rc);
             }
             if ((rc = zoff_trainer_optimizer_step(r->tr, &st))) return fail("optimizer step", rc);
@@ -622,8 +665,8 @@ int zoff_cmd_train(int argc, char **argv) {
         ret = 2;
         goto out;
     }
-    zoff_gpt_options go;
-    zoff_gpt_options_default(&go);
+    zoff_model_options go;
+    zoff_model_options_default(&go);
     go.batch = o->batch;
     go.seq_len = o->seq_len;
     go.activation_checkpoint = o->activation_checkpoint;
@@ -648,36 +691,74 @@ int zoff_cmd_train(int argc, char **argv) {
     if (strcmp(o->dtype, "auto") == 0)
         o->dtype = zoff_dev_get_kind(r.dev) == ZOFF_DEV_CUDA ? "bf16" : "f32";
     zoff_dtype_parse(o->dtype, &go.matmul_dtype);
-    if ((rc = zoff_gpt_create(r.dev, &mc, &go, &r.m))) {
-        fail("creating the model", rc);
-        goto out;
-    }
-    rc = o->init_from ? zoff_gpt_checkpoint_load(r.m, o->init_from)
-                      : zoff_gpt_init_params(r.m, (uint64_t)o->seed);
-    if (rc) {
-        fail(o->init_from ? "--init-from" : "initializing parameters", rc);
-        goto out;
-    }
     r.tc = tc;
+    /* the built-in demo shows what zoff is for: the optimizer offloaded to the CPU */
+    if (!o->off.offload) o->off.offload = strcmp(o->data, DEFAULT_DATA) == 0 ? "cpu" : "none";
     zoff_engine_config ec;
     bool offload;
     if (zoff_train_offload_configure(&o->off, &tc, o->grad_accum, &ec, &offload)) {
         ret = 2;
         goto out;
     }
+    if (offload && ec.bucket_bytes == 0) {
+        zoff_layout lay;
+        if ((rc = zoff_gpt_layout_build(&mc, &lay))) {
+            fail("planning device memory", rc);
+            goto out;
+        }
+        ec.bucket_bytes = zoff_model_offload_auto_bucket(lay.total * zoff_dtype_size(go.matmul_dtype));
+        zoff_layout_free(&lay);
+    }
+    /* the device plan, every term, before anything is allocated; refused if it cannot fit */
+    zoff_device_plan plan, ref_plan;
+    if ((rc = zoff_gpt_plan(&mc, &go, &plan))) {
+        fail("planning device memory", rc);
+        goto out;
+    }
+    ref_plan = plan;
+    zoff_trainer_plan(&ref_plan, go.matmul_dtype);
     if (offload) {
-        if ((rc = zoff_gpt_offload_create(r.m, r.s, &ec, &r.off))) {
+        zoff_layout lay;
+        if ((rc = zoff_gpt_layout_build(&mc, &lay)) == 0) {
+            rc = zoff_model_offload_plan(&lay, go.matmul_dtype, &ec, &plan);
+            zoff_layout_free(&lay);
+        }
+    } else {
+        plan = ref_plan;
+    }
+    if (rc) {
+        fail("planning device memory", rc);
+        goto out;
+    }
+    if (print_plan(&r, &plan, &ref_plan, offload)) goto out;
+    if ((rc = zoff_gpt_create(r.dev, &mc, &go, &r.m))) {
+        fail("creating the model", rc);
+        goto out;
+    }
+    if (!(r.master = malloc(zoff_model_get_layout(r.m)->total * sizeof *r.master))) {
+        fprintf(stderr, "zoff train: out of memory\n");
+        goto out;
+    }
+    /* the fp32 master weights start on the host and go to whoever runs the optimizer */
+    rc = o->init_from ? zoff_model_checkpoint_read(r.m, o->init_from, r.master, false)
+                      : zoff_model_init_host(r.m, (uint64_t)o->seed, r.master);
+    if (rc) {
+        fail(o->init_from ? "--init-from" : "initializing parameters", rc);
+        goto out;
+    }
+    if (offload) {
+        if ((rc = zoff_model_offload_create(r.m, r.s, &ec, r.master, &r.off))) {
             fail("starting the offload engine", rc);
             goto out;
         }
-    } else if ((rc = zoff_trainer_create(r.m, r.s, &tc, &r.tr))) {
+    } else if ((rc = zoff_trainer_create(r.m, r.s, &tc, r.master, &r.tr))) {
         fail("creating the trainer", rc);
         goto out;
     }
     if (o->resume) {
         char opt[PATH_MAX + 32];
         snprintf(opt, sizeof opt, "%s/optimizer.safetensors", o->resume);
-        rc = r.off ? zoff_gpt_offload_load_state(r.off, opt) : zoff_trainer_load_state(r.tr, opt);
+        rc = r.off ? zoff_model_offload_load_state(r.off, opt) : zoff_trainer_load_state(r.tr, opt);
         if (rc) {
             fail("--resume", rc);
             goto out;
@@ -701,23 +782,24 @@ int zoff_cmd_train(int argc, char **argv) {
         goto out;
     }
     r.tty = isatty(STDOUT_FILENO);
-    const zoff_gpt_layout *l = zoff_gpt_get_layout(r.m);
-    char mem[32];
-    fmt_bytes(mem, sizeof mem, (double)zoff_gpt_device_bytes(r.m));
+    const zoff_layout *l = zoff_model_get_layout(r.m);
     printf(
         "zoff train: %s | GPT %d layers, %d heads, %d wide, vocab %d, %.2fM params | "
-        "batch %dx%d x%d, %d steps, lr %g, %s%s | data %s (%zu tokens, %zu train) | model memory "
-        "%s\n",
+        "batch %dx%d x%d, %d steps, lr %g, %s%s | data %s (%zu tokens, %zu train)\n",
         zoff_dev_name(r.dev), mc.n_layer, mc.n_head, mc.n_embd, mc.vocab_size,
         (double)l->n_params / 1e6, o->batch, o->seq_len, o->grad_accum, o->steps, o->lr, o->dtype,
         o->activation_checkpoint ? ", activation checkpointing" : "", o->data, r.ds.n_tokens,
-        r.ds.n_train, mem);
+        r.ds.n_train);
     fprintf(r.metrics,
             "{\"config\":{\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,\"vocab_size\":%d,"
             "\"seq_len\":%d,\"batch\":%d,\"steps\":%d,\"lr\":%g,\"dtype\":\"%s\",\"device\":\"%s\","
-            "\"data\":\"%s\",\"n_params\":%zu}}\n",
+            "\"data\":\"%s\",\"n_params\":%zu,\"offload\":\"%s\",\"device_plan\":{\"weights\":%zu,"
+            "\"master\":%zu,\"grads\":%zu,\"optimizer\":%zu,\"buckets\":%zu,\"activations\":%zu,"
+            "\"workspace\":%zu,\"total\":%zu},\"device_plan_without_offload\":%zu}}\n",
             mc.n_layer, mc.n_head, mc.n_embd, mc.vocab_size, o->seq_len, o->batch, o->steps, o->lr,
-            o->dtype, zoff_dev_kind_name(zoff_dev_get_kind(r.dev)), o->data, l->n_params);
+            o->dtype, zoff_dev_kind_name(zoff_dev_get_kind(r.dev)), o->data, l->n_params,
+            o->off.offload, plan.weights, plan.master, plan.grads, plan.optimizer, plan.buckets,
+            plan.activations, plan.workspace, plan.total, ref_plan.total);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
@@ -728,8 +810,9 @@ out:
     free(r.x);
     free(r.y);
     zoff_trainer_destroy(r.tr);
-    zoff_gpt_offload_destroy(r.off);
-    zoff_gpt_destroy(r.m);
+    zoff_model_offload_destroy(r.off);
+    free(r.master);
+    zoff_model_destroy(r.m);
     zoff_dataset_free(&r.ds);
     if (r.dev) zoff_dev_close(r.dev);
     cJSON_Delete(doc);

@@ -42,10 +42,12 @@ int zoff_train_offload_configure(const zoff_train_offload_flags *f, const zoff_t
         fprintf(stderr, "zoff train: --moments '%s': expected f32 or bf16\n", f->moments);
         return -1;
     }
-    if (zoff_parse_size(f->bucket_size, &ec->bucket_bytes) || ec->bucket_bytes < 4096) {
+    if (strcmp(f->bucket_size, "auto") == 0) {
+        ec->bucket_bytes = 0; /* the caller sizes it to the model: zoff_model_offload_auto_bucket */
+    } else if (zoff_parse_size(f->bucket_size, &ec->bucket_bytes) || ec->bucket_bytes < 4096) {
         fprintf(stderr,
-                "zoff train: --bucket-size '%s': expected a size of at least 4KiB, like "
-                "32MiB\n",
+                "zoff train: --bucket-size '%s': expected auto or a size of at least 4KiB, "
+                "like 32MiB\n",
                 f->bucket_size);
         return -1;
     }
@@ -73,19 +75,18 @@ int zoff_train_offload_configure(const zoff_train_offload_flags *f, const zoff_t
     return 0;
 }
 
-int zoff_train_offload_step(zoff_gpt_offload *off, const zoff_trainer_config *tc, int step,
+int zoff_train_offload_step(zoff_model_offload *off, const zoff_trainer_config *tc, int step,
                             int grad_accum, zoff_train_batch_fn next_batch, void *ctx,
                             zoff_step_stats *st, zoff_engine_step_report *rep) {
-    zoff_engine *e = zoff_gpt_offload_engine(off);
+    zoff_engine *e = zoff_model_offload_engine(off);
     float lr = zoff_trainer_lr_at(tc, step);
     int rc = zoff_engine_set_lr(e, lr);
     double loss_sum = 0;
     for (int k = 0; !rc && k < grad_accum; k++) {
-        const int32_t *x, *y;
-        int B, T;
-        next_batch(ctx, &x, &y, &B, &T);
+        zoff_batch b;
+        next_batch(ctx, &b);
         float loss = 0;
-        rc = zoff_gpt_offload_micro_batch(off, x, y, B, T, &loss);
+        rc = zoff_model_offload_micro_batch(off, &b, &loss);
         loss_sum += loss;
     }
     if (rc) return rc;

@@ -167,16 +167,11 @@ int zoff_gpt_config_save_json(const char *path, const zoff_gpt_config *cfg) {
 
 /* --- safetensors -------------------------------------------------------------------------- */
 
-static bool is_conv1d(zoff_gpt_tensor_kind k) {
-    return k == ZOFF_GPT_QKV_W || k == ZOFF_GPT_ATTPROJ_W || k == ZOFF_GPT_FC_W ||
-           k == ZOFF_GPT_FCPROJ_W;
-}
-
 /* The shape a tensor has in a Hugging Face file. */
-static void hf_shape(const zoff_gpt_tensor *t, int64_t shape[2]) {
+static void hf_shape(const zoff_tensor *t, int64_t shape[2]) {
     shape[0] = t->shape[0];
     shape[1] = t->shape[1];
-    if (is_conv1d(t->kind)) {
+    if (t->hf_transposed) {
         shape[0] = t->shape[1];
         shape[1] = t->shape[0];
     }
@@ -213,8 +208,8 @@ static int json_u64(const cJSON *v, uint64_t *out) {
     return 0;
 }
 
-int zoff_safetensors_parse_gpt(const uint8_t *data, size_t size, const char *what,
-                               const zoff_gpt_layout *layout, float *params) {
+int zoff_safetensors_parse(const uint8_t *data, size_t size, const char *what,
+                               const zoff_layout *layout, float *params) {
     if (size < 8)
         return zoff_fail(ZOFF_EFORMAT, MOD, "%s: truncated: %zu bytes, no header length", what,
                          size);
@@ -236,8 +231,8 @@ int zoff_safetensors_parse_gpt(const uint8_t *data, size_t size, const char *wha
     int rc = 0;
     memset(params, 0, layout->total * sizeof *params);
     for (int ti = 0; ti < layout->n_tensors && !rc; ti++) {
-        const zoff_gpt_tensor *t = &layout->tensors[ti];
-        char alt[96];
+        const zoff_tensor *t = &layout->tensors[ti];
+        char alt[128];
         snprintf(alt, sizeof alt, "transformer.%s", t->name);
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(hdr, t->name);
         if (!e) e = cJSON_GetObjectItemCaseSensitive(hdr, alt);
@@ -303,7 +298,7 @@ int zoff_safetensors_parse_gpt(const uint8_t *data, size_t size, const char *wha
         }
         const uint8_t *src = body + b;
         float *dst = params + t->offset;
-        if (is_conv1d(t->kind)) {
+        if (t->hf_transposed) {
             size_t out = (size_t)t->shape[0], in = (size_t)t->shape[1]; /* file (in, out) */
             for (size_t i = 0; i < in; i++)
                 for (size_t o = 0; o < out; o++)
@@ -340,18 +335,18 @@ static int map_file(const char *path, const uint8_t **data, size_t *size) {
     return 0;
 }
 
-int zoff_safetensors_load_gpt(const char *path, const zoff_gpt_layout *layout, float *params) {
+int zoff_safetensors_load(const char *path, const zoff_layout *layout, float *params) {
     const uint8_t *data = NULL;
     size_t size = 0;
     int rc = map_file(path, &data, &size);
     if (rc) return rc;
     static const uint8_t empty[1];
-    rc = zoff_safetensors_parse_gpt(size ? data : empty, size, path, layout, params);
+    rc = zoff_safetensors_parse(size ? data : empty, size, path, layout, params);
     if (size) munmap((void *)data, size);
     return rc;
 }
 
-int zoff_safetensors_save_gpt(const char *path, const zoff_gpt_layout *layout,
+int zoff_safetensors_save(const char *path, const zoff_layout *layout,
                               const float *params) {
     cJSON *hdr = cJSON_CreateObject();
     if (!hdr) return -ENOMEM;
@@ -359,7 +354,7 @@ int zoff_safetensors_save_gpt(const char *path, const zoff_gpt_layout *layout,
     cJSON_AddStringToObject(meta, "format", "pt");
     uint64_t off = 0;
     for (int ti = 0; ti < layout->n_tensors; ti++) {
-        const zoff_gpt_tensor *t = &layout->tensors[ti];
+        const zoff_tensor *t = &layout->tensors[ti];
         cJSON *e = cJSON_AddObjectToObject(hdr, t->name);
         cJSON_AddStringToObject(e, "dtype", "F32");
         int64_t s[2];
@@ -389,9 +384,9 @@ int zoff_safetensors_save_gpt(const char *path, const zoff_gpt_layout *layout,
     cJSON_free(text);
     float *body = (float *)(buf + 8 + hl); /* 8-aligned: hl is a multiple of 8 */
     for (int ti = 0; ti < layout->n_tensors; ti++) {
-        const zoff_gpt_tensor *t = &layout->tensors[ti];
+        const zoff_tensor *t = &layout->tensors[ti];
         const float *src = params + t->offset;
-        if (is_conv1d(t->kind)) {
+        if (t->hf_transposed) {
             size_t out = (size_t)t->shape[0], in = (size_t)t->shape[1];
             for (size_t i = 0; i < in; i++)
                 for (size_t o = 0; o < out; o++)
@@ -415,7 +410,7 @@ static const zoff_gpt_tensor_kind llmc_order[16] = {
     ZOFF_GPT_LN2_W,    ZOFF_GPT_LN2_B,    ZOFF_GPT_FC_W,      ZOFF_GPT_FC_B,
     ZOFF_GPT_FCPROJ_W, ZOFF_GPT_FCPROJ_B, ZOFF_GPT_LNF_W,     ZOFF_GPT_LNF_B};
 
-int zoff_llmc_load_gpt(const char *path, zoff_gpt_config *cfg, const zoff_gpt_layout *layout,
+int zoff_llmc_load_gpt(const char *path, zoff_gpt_config *cfg, const zoff_layout *layout,
                        float *params) {
     FILE *f = fopen(path, "rb");
     if (!f) return zoff_fail(-errno, MOD, "%s: cannot open: %s", path, strerror(errno));
@@ -471,7 +466,7 @@ int zoff_llmc_load_gpt(const char *path, zoff_gpt_config *cfg, const zoff_gpt_la
         bool per_layer = kind != ZOFF_GPT_WTE && kind != ZOFF_GPT_WPE && kind != ZOFF_GPT_LNF_W &&
                          kind != ZOFF_GPT_LNF_B;
         for (int l = 0; l < (per_layer ? c.n_layer : 1); l++) {
-            const zoff_gpt_tensor *t = zoff_gpt_layout_find(layout, kind, l);
+            const zoff_tensor *t = zoff_gpt_layout_find(layout, kind, l);
             size_t n = kind == ZOFF_GPT_WTE ? (size_t)Vp * C : t->numel; /* wte is padded */
             if (fread(row, es, n, f) != n) {
                 rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: truncated in tensor \"%s\"", path, t->name);
@@ -487,7 +482,7 @@ out:
     return rc;
 }
 
-int zoff_llmc_save_gpt(const char *path, const zoff_gpt_config *cfg, const zoff_gpt_layout *layout,
+int zoff_llmc_save_gpt(const char *path, const zoff_gpt_config *cfg, const zoff_layout *layout,
                        const float *params) {
     int32_t h[LLMC_HEADER_INTS] = {0};
     h[0] = LLMC_MODEL_MAGIC;
@@ -506,7 +501,7 @@ int zoff_llmc_save_gpt(const char *path, const zoff_gpt_config *cfg, const zoff_
         bool per_layer = kind != ZOFF_GPT_WTE && kind != ZOFF_GPT_WPE && kind != ZOFF_GPT_LNF_W &&
                          kind != ZOFF_GPT_LNF_B;
         for (int l = 0; l < (per_layer ? cfg->n_layer : 1); l++) {
-            const zoff_gpt_tensor *t = zoff_gpt_layout_find(layout, kind, l);
+            const zoff_tensor *t = zoff_gpt_layout_find(layout, kind, l);
             memcpy(body + n, params + t->offset, t->numel * sizeof(float));
             n += t->numel;
         }
@@ -544,17 +539,20 @@ static int mkdir_p(const char *dir) {
     return 0;
 }
 
-int zoff_gpt_checkpoint_save(zoff_gpt *m, const char *dir) {
+int zoff_model_checkpoint_save(zoff_model *m, const char *dir, const float *master) {
     int rc = mkdir_p(dir);
     if (rc) return rc;
-    const zoff_gpt_layout *l = zoff_gpt_get_layout(m);
-    float *p = malloc(l->total * sizeof *p);
-    if (!p) return -ENOMEM;
+    const zoff_layout *l = zoff_model_get_layout(m);
+    float *p = NULL;
+    if (!master) { /* no optimizer copy: the device weights, widened */
+        if (!(p = malloc(l->total * sizeof *p))) return -ENOMEM;
+        rc = zoff_model_params_to_host(m, p);
+        master = p;
+    }
     char path[PATH_MAX];
-    rc = zoff_gpt_params_to_host(m, p);
     if (!rc) {
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        rc = zoff_safetensors_save_gpt(path, l, p);
+        rc = zoff_safetensors_save(path, l, master);
     }
     if (!rc) {
         snprintf(path, sizeof path, "%s/config.json", dir);
@@ -597,7 +595,7 @@ int zoff_gpt_checkpoint_config(const char *path, zoff_gpt_config *cfg) {
     return zoff_gpt_config_load_json(config, cfg);
 }
 
-int zoff_gpt_checkpoint_load(zoff_gpt *m, const char *path) {
+int zoff_model_checkpoint_read(zoff_model *m, const char *path, float *host, bool to_device) {
     char weights[PATH_MAX], config[PATH_MAX];
     int rc = resolve(path, weights, config);
     if (rc) return rc;
@@ -605,18 +603,25 @@ int zoff_gpt_checkpoint_load(zoff_gpt *m, const char *path) {
     rc = zoff_gpt_checkpoint_config(path, &c);
     if (rc) return rc;
     const zoff_gpt_config *mc = zoff_gpt_get_config(m);
+    if (!mc) return zoff_fail(ZOFF_ECONFIG, MOD, "%s: a GPT-2 checkpoint, but the model is %s",
+                              path, zoff_model_arch(m));
     if (memcmp(&c, mc, sizeof c) != 0)
         return zoff_fail(ZOFF_ESHAPE, MOD,
                          "%s: checkpoint is n_layer=%d n_head=%d n_embd=%d vocab_size=%d "
                          "seq_len=%d but the model is %d/%d/%d/%d/%d",
                          path, c.n_layer, c.n_head, c.n_embd, c.vocab_size, c.seq_len, mc->n_layer,
                          mc->n_head, mc->n_embd, mc->vocab_size, mc->seq_len);
-    const zoff_gpt_layout *l = zoff_gpt_get_layout(m);
-    float *p = malloc(l->total * sizeof *p);
+    const zoff_layout *l = zoff_model_get_layout(m);
+    rc = config[0] ? zoff_safetensors_load(weights, l, host)
+                   : zoff_llmc_load_gpt(weights, NULL, l, host);
+    if (!rc && to_device) rc = zoff_model_params_from_host(m, host);
+    return rc;
+}
+
+int zoff_model_checkpoint_load(zoff_model *m, const char *path) {
+    float *p = malloc(zoff_model_get_layout(m)->total * sizeof *p);
     if (!p) return -ENOMEM;
-    rc = config[0] ? zoff_safetensors_load_gpt(weights, l, p)
-                   : zoff_llmc_load_gpt(weights, NULL, l, p);
-    if (!rc) rc = zoff_gpt_params_from_host(m, p);
+    int rc = zoff_model_checkpoint_read(m, path, p, true);
     free(p);
     return rc;
 }

@@ -8,7 +8,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static zoff_gpt_layout layout;
+    static zoff_layout layout;
     static float *params;
     if (!params) {
         zoff_gpt_config c = {.n_layer = 1, .n_head = 1, .n_embd = 4, .vocab_size = 5, .seq_len = 3};
@@ -16,6 +16,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         params = malloc(layout.total * sizeof *params);
         if (!params) abort();
     }
-    (void)zoff_safetensors_parse_gpt(data, size, "fuzz", &layout, params);
+    (void)zoff_safetensors_parse(data, size, "fuzz", &layout, params);
     return 0;
 }

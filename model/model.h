@@ -1,50 +1,39 @@
-/* The GPT model module: configuration, the flat parameter layout, forward/backward as device
- * ops, the reference (non-offloaded) trainer, checkpoints and data.
+/* The model module: the model interface every architecture implements (GPT-2 is the first,
+ * model/gpt/), its flat parameter layout, the reference (non-offloaded) trainer, checkpoints
+ * and data.
  *
- * GPT-2 family decoder: token + learned position embeddings, n_layer pre-LayerNorm blocks
- * (causal multi-head attention, GELU MLP), a final LayerNorm and an output projection tied to
- * the token embedding. The model talks only to the device layer (gpu/device.h), so the same
- * code runs on the host and cuda backends.
+ * THE MODEL INTERFACE. A zoff_model is one architecture behind a small table of functions
+ * (model/model_impl.h): it describes its parameters as a tensor table (zoff_layout: Hugging Face
+ * names, shapes, layer group, weight-decay flag, offset in the flat layout) and runs forward and
+ * backward as device ops over layer groups. What is common to every architecture lives here
+ * once: the weights buffer, gradient sinks, hooks, batch staging, the chunked loss, the device
+ * plan, checkpoints, the trainer and the offload adapter (model/model_offload.h).
  *
- * FLAT PARAMETER LAYOUT (what the offload engine partitions into buckets)
- * All parameters live in ONE fp32 device buffer; gradients in a second buffer with the SAME
- * layout (same offsets), and optimizer moments likewise. Tensors appear in this order, each
- * starting at an element offset that is a multiple of ZOFF_GPT_ALIGN (64 elements: 256 bytes
- * in fp32, 128 in 16-bit); the gap before an aligned offset is zero padding:
- *   group 0            wte (V,C), wpe (maxT,C)                           embeddings
- *   group 1+l, l<L     h.l.ln_1.weight (C), h.l.ln_1.bias (C),
- *                      h.l.attn.c_attn.weight (3C,C), h.l.attn.c_attn.bias (3C),
- *                      h.l.attn.c_proj.weight (C,C), h.l.attn.c_proj.bias (C),
- *                      h.l.ln_2.weight (C), h.l.ln_2.bias (C),
- *                      h.l.mlp.c_fc.weight (4C,C), h.l.mlp.c_fc.bias (4C),
- *                      h.l.mlp.c_proj.weight (C,4C), h.l.mlp.c_proj.bias (C)     block l
- *   group L+1          ln_f.weight (C), ln_f.bias (C)                    final norm
- * Group g spans elements [group_begin[g], group_begin[g+1]) and is contiguous, so a block is
- * one slice. Matrices are stored (out, in) (PyTorch nn.Linear order), which is the transpose
- * of Hugging Face GPT-2's Conv1D (in, out); the checkpoint code transposes. Names are those
- * of the Hugging Face checkpoint (without the "transformer." prefix).
+ * FLAT PARAMETER LAYOUT (what the offload engine partitions into buckets). All weights live in
+ * ONE device buffer of the model's weight dtype, in layout order, each tensor starting at an
+ * element offset that is a multiple of ZOFF_LAYOUT_ALIGN (64 elements; the gap is zero
+ * padding). Group g spans elements [group_begin[g], group_begin[g+1]) and is contiguous: for a
+ * transformer, group 0 holds the embeddings, groups 1..L the blocks, the last group the final
+ * norm (and an untied head). Matrices are stored (out, in) (PyTorch nn.Linear order).
  *
- * GRADIENT ORDER: backward visits group L+1, then blocks L-1 .. 0, then group 0. A group's
- * gradients are final once the backward has passed it, except wte: tied to the output
- * projection, it receives gradient first (from the logits) and last (from the embedding), so
- * group 0 is final only at the end. The grad-ready hook reports each group as it completes.
+ * MEMORY (what the device holds; see zoff_model_plan). In 16-bit mode (matmul dtype bf16/f16)
+ * the device holds the weights in 16 bits only - norm weights and biases included - and the
+ * activations that feed GEMMs in 16 bits; fp32 master weights exist only where the optimizer
+ * lives (the reference trainer on the device, the offload engine on the CPU or NVMe). f32 mode
+ * keeps everything fp32 and is the exact oracle. Nothing grows with T*T (fused attention) or
+ * with B*T*V (the loss runs over chunks of rows).
  *
- * OFFLOAD ENGINE INTEGRATION (how the engine drives this model without knowing GPT)
- *   - buckets: partition [0, layout.total) at group_begin[] boundaries (or finer, at tensor
- *     offsets, all 64-element aligned); the gradient buffer uses the same offsets;
- *   - gradients leaving early: zoff_gpt_set_grad_ready_hook() is called on the issuing thread
- *     as each group's gradients are issued; record an event on the given stream there, and
- *     a copy stream can wait on it and move that slice (zoff_dev_op_cast to 16 bits first,
- *     zoff_dev_op_sumsq_nonfinite for the per-bucket norm/overflow check);
- *   - the step: zoff_trainer_set_optimizer() replaces the device AdamW; the hook receives the
- *     flat buffers, the step number, the scheduled lr and grad_scale (clip x loss-scale
- *     un-scaling x micro-batch mean) and must leave updated fp32 parameters in `params`
- *     (e.g. 16-bit H2D into staging, then zoff_dev_op_cast into the flat slice);
- *   - phases: zoff_trainer_compute_grads() (any number of micro-batches) is separate from
- *     zoff_trainer_optimizer_step(), which computes the global norm before calling the hook.
+ * GRADIENTS GO ONE WAY. Backward writes each tensor's gradient into the buffer its gradient
+ * sink provides (zoff_grad_sink): the reference trainer's flat fp32 gradient buffer
+ * (zoff_model_alloc_grads), or the offload engine's 16-bit bucket slots, so that with offload no
+ * full-model gradient buffer exists on the device. The model asks for a tensor's buffer before
+ * the group's backward and reports it done when the group's gradients are final, in backward
+ * order (last group first); a tied tensor (GPT-2's wte, also the output projection) is asked
+ * for first and done last. A 16-bit sink must hand out zeroed buffers; the model then sums the
+ * tied tensor's contributions in an fp32 scratch of its size and stores it rounded once.
  *
- * Threads: a zoff_gpt is used by one thread at a time; its work goes to the stream passed
- * to each call.
+ * Threads: a zoff_model is used by one thread at a time; its work goes to the stream passed to
+ * each call.
  */
 #ifndef ZOFF_MODEL_MODEL_H
 #define ZOFF_MODEL_MODEL_H
@@ -56,7 +45,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* --- configuration ------------------------------------------------------------------- */
+/* --- GPT-2 configuration ---------------------------------------------------------------- */
 typedef struct zoff_gpt_config {
     int n_layer;    /* L */
     int n_head;     /* NH, divides n_embd */
@@ -72,8 +61,8 @@ void zoff_gpt_config_gpt2_124m(zoff_gpt_config *cfg);
 /* 0, or ZOFF_ECONFIG with a detail naming the field. */
 int zoff_gpt_config_validate(const zoff_gpt_config *cfg);
 
-/* --- flat layout ----------------------------------------------------------------------- */
-#define ZOFF_GPT_ALIGN 64 /* elements */
+/* --- the tensor table (flat layout) ------------------------------------------------------ */
+#define ZOFF_LAYOUT_ALIGN 64 /* elements */
 
 typedef enum zoff_gpt_tensor_kind {
     ZOFF_GPT_WTE = 0,
@@ -95,101 +84,158 @@ typedef enum zoff_gpt_tensor_kind {
     ZOFF_GPT_KIND_COUNT
 } zoff_gpt_tensor_kind;
 
-typedef struct zoff_gpt_tensor {
-    char name[64]; /* Hugging Face name, e.g. "h.3.attn.c_attn.weight" */
-    zoff_gpt_tensor_kind kind;
-    int layer;     /* block index; -1 for embeddings, n_layer for ln_f */
-    int group;     /* 0 embeddings, 1+layer for a block, n_layer+1 final norm */
-    size_t offset; /* element offset in the flat buffer, multiple of 64 */
+typedef struct zoff_tensor {
+    char name[96]; /* Hugging Face name, e.g. "h.3.attn.c_attn.weight" */
+    int kind;      /* the architecture's own tensor kind (zoff_gpt_tensor_kind for GPT) */
+    int layer;     /* block index; -1 for embeddings, n_layer for the final norm */
+    int group;     /* layer group: 0 embeddings, 1+layer for a block, n_layer+1 final */
+    size_t offset; /* element offset in the flat buffer, multiple of ZOFF_LAYOUT_ALIGN */
     size_t numel;
     int ndim;          /* 1 or 2 */
     int64_t shape[2];  /* as stored here: matrices (out, in) */
     bool weight_decay; /* matrices and embeddings: yes; biases and norms: no */
-} zoff_gpt_tensor;
+    bool hf_transposed; /* stored (in, out) in Hugging Face checkpoints (GPT-2's Conv1D) */
+} zoff_tensor;
 
-typedef struct zoff_gpt_layout {
+typedef struct zoff_layout {
     int n_tensors;
-    zoff_gpt_tensor *tensors; /* in layout order */
-    int n_groups;             /* n_layer + 2 */
-    size_t *group_begin;      /* n_groups + 1 entries; group_begin[n_groups] == total */
-    size_t total;             /* elements, including alignment padding */
-    size_t n_params;          /* elements excluding padding */
-} zoff_gpt_layout;
+    zoff_tensor *tensors; /* in layout order */
+    int n_groups;
+    size_t *group_begin; /* n_groups + 1 entries; group_begin[n_groups] == total */
+    size_t total;        /* elements, including alignment padding */
+    size_t n_params;     /* elements excluding padding */
+} zoff_layout;
 
-int zoff_gpt_layout_build(const zoff_gpt_config *cfg, zoff_gpt_layout *out);
-void zoff_gpt_layout_free(zoff_gpt_layout *layout);
-/* The tensor of a kind in a block (layer ignored for embeddings and ln_f); NULL if none. */
-const zoff_gpt_tensor *zoff_gpt_layout_find(const zoff_gpt_layout *layout,
-                                            zoff_gpt_tensor_kind kind, int layer);
-const zoff_gpt_tensor *zoff_gpt_layout_find_name(const zoff_gpt_layout *layout, const char *name);
+int zoff_gpt_layout_build(const zoff_gpt_config *cfg, zoff_layout *out);
+void zoff_layout_free(zoff_layout *layout);
+/* The GPT tensor of a kind in a block (layer ignored for embeddings and ln_f); NULL if none. */
+const zoff_tensor *zoff_gpt_layout_find(const zoff_layout *layout, zoff_gpt_tensor_kind kind,
+                                        int layer);
+const zoff_tensor *zoff_layout_find_name(const zoff_layout *layout, const char *name);
 
-/* --- the model -------------------------------------------------------------------------- */
-typedef struct zoff_gpt zoff_gpt;
+/* --- the model ------------------------------------------------------------------------------ */
+typedef struct zoff_model zoff_model;
 
-typedef struct zoff_gpt_options {
+typedef struct zoff_model_options {
     int batch;                  /* B: the largest batch a forward may use */
-    int seq_len;                /* T: the longest sequence a forward may use (<= cfg.seq_len) */
-    zoff_dtype matmul_dtype;    /* f32, or bf16/f16: GEMMs take 16-bit operands with fp32
-                                   accumulation; weights come from a 16-bit flat copy and the
-                                   activations that feed GEMMs are saved only in 16 bits;
-                                   master weights, gradients, norms, softmax, loss stay fp32 */
+    int seq_len;                /* T: the longest sequence a forward may use (<= the model's) */
+    zoff_dtype matmul_dtype;    /* f32, or bf16/f16: the weights on the device, GEMM operands
+                                   and the activations that feed GEMMs are 16-bit (fp32
+                                   accumulation); residual stream, norm statistics, softmax and
+                                   loss stay fp32 */
     bool activation_checkpoint; /* keep each block's input only; recompute it in backward */
-} zoff_gpt_options;
-void zoff_gpt_options_default(zoff_gpt_options *opt);
+    int loss_chunk_rows;        /* rows of logits per chunk of the loss; 0 = auto (about 16M
+                                   logits, at most B*T) */
+} zoff_model_options;
+void zoff_model_options_default(zoff_model_options *opt);
 
-/* Called on the host thread issuing the backward, right after the work that completes
- * group g's gradients has been issued to stream s (record an event there to know when). */
-typedef void (*zoff_gpt_grad_ready_fn)(void *ctx, int group, zoff_dev_stream *s);
+/* What the device holds, term by term, in bytes (zoff_model_plan, the trainer and the offload
+ * adapter fill their terms; cli and benchmarks print it before the first step). */
+typedef struct zoff_device_plan {
+    size_t weights;     /* the model's weights on the device (weight dtype) */
+    size_t master;      /* fp32 master weights on the device (reference trainer, 16-bit mode) */
+    size_t grads;       /* full-model gradient buffer (reference trainer) */
+    size_t optimizer;   /* Adam moments on the device (reference trainer) */
+    size_t buckets;     /* offload engine: gradient bucket slots and their statistics */
+    size_t activations; /* kept for backward: block inputs and the outputs backward reads */
+    size_t workspace;   /* one block's backward scratch, the loss chunk, the tied-gradient
+                           scratch, token staging, backend workspaces */
+    size_t total;       /* the sum */
+    size_t n_params;
+} zoff_device_plan;
+void zoff_device_plan_sum(zoff_device_plan *p);
+/* The model's own terms (weights, activations, workspace) for a configuration, without
+ * allocating anything. */
+int zoff_gpt_plan(const zoff_gpt_config *cfg, const zoff_model_options *opt,
+                  zoff_device_plan *out);
+/* Adds the reference trainer's terms (fp32 gradients and moments; fp32 master in 16-bit). */
+void zoff_trainer_plan(zoff_device_plan *p, zoff_dtype matmul_dtype);
+/* Writes a few lines describing the plan (each term, bytes per parameter) into buf. */
+void zoff_device_plan_format(const zoff_device_plan *p, char *buf, size_t n);
 
-/* Allocates parameters, gradients and activations in device memory (ZOFF_EDEVICE_OOM when
- * they do not fit). Parameters are zero until initialized or loaded. */
-int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_gpt_options *opt,
-                    zoff_gpt **out);
-void zoff_gpt_destroy(zoff_gpt *m);
-const zoff_gpt_config *zoff_gpt_get_config(const zoff_gpt *m);
-const zoff_gpt_layout *zoff_gpt_get_layout(const zoff_gpt *m);
-const zoff_gpt_options *zoff_gpt_get_options(const zoff_gpt *m);
-zoff_dev *zoff_gpt_get_dev(const zoff_gpt *m);
-float *zoff_gpt_params(zoff_gpt *m); /* device, layout.total fp32 */
-float *zoff_gpt_grads(zoff_gpt *m);  /* device, layout.total fp32 */
-/* 16-bit GEMMs (matmul_dtype bf16/f16): the GEMMs read weights from a 16-bit copy of the flat
- * buffer (layout.total elements of matmul_dtype, same offsets); NULL in f32 mode. By default
- * each forward refreshes it from the fp32 parameters; an owner that keeps it current itself
- * (the offload engine uploading 16-bit weights) sets external = true. */
-void *zoff_gpt_params16(zoff_gpt *m);
-void zoff_gpt_set_params16_external(zoff_gpt *m, bool external);
-/* Bytes of device memory the model holds (parameters, gradients, activations, scratch). */
-size_t zoff_gpt_device_bytes(const zoff_gpt *m);
-void zoff_gpt_set_grad_ready_hook(zoff_gpt *m, zoff_gpt_grad_ready_fn fn, void *ctx);
+/* A batch: B sequences of T tokens (host arrays, B*T int32 each, ids in [0, V), checked).
+ * targets NULL: no loss; a target < 0 (e.g. -100) carries no loss. doc_start NULL, or the
+ * position in its row where each token's sample begins (packed samples: positions restart
+ * there and attention stays inside the sample). */
+typedef struct zoff_batch {
+    const int32_t *tokens, *targets, *doc_start;
+    int B, T;
+} zoff_batch;
+
+/* Where backward puts the gradients (see GRADIENTS above). buffer: device memory of `dtype`,
+ * tensor numel elements, into which tensor t's gradient accumulates; done: the gradient is
+ * final (work issued to s so far). Both return 0 or a negative code, which stops the backward. */
+typedef struct zoff_grad_sink {
+    zoff_dtype dtype;
+    int (*buffer)(void *ctx, int tensor, zoff_dev_stream *s, void **grad);
+    int (*done)(void *ctx, int tensor, zoff_dev_stream *s);
+    void *ctx;
+} zoff_grad_sink;
+
+/* Creates a GPT-2 model: weights (zero until initialized or loaded), activations and
+ * workspace in device memory (ZOFF_EDEVICE_OOM with the plan in the detail when they do not
+ * fit). No gradient buffer: see zoff_model_alloc_grads and zoff_model_set_grad_sink. */
+int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_model_options *opt,
+                    zoff_model **out);
+void zoff_model_destroy(zoff_model *m);
+const char *zoff_model_arch(const zoff_model *m); /* "gpt2" */
+/* The GPT configuration of a GPT model (NULL for another architecture). */
+const zoff_gpt_config *zoff_gpt_get_config(const zoff_model *m);
+const zoff_layout *zoff_model_get_layout(const zoff_model *m);
+const zoff_model_options *zoff_model_get_options(const zoff_model *m);
+zoff_dev *zoff_model_get_dev(const zoff_model *m);
+/* The device weights: layout.total elements of zoff_model_weight_dtype (the matmul dtype). */
+void *zoff_model_weights(zoff_model *m);
+zoff_dtype zoff_model_weight_dtype(const zoff_model *m);
+/* The model's own device bytes, term by term, as allocated (the plan's model terms). */
+void zoff_model_memory(const zoff_model *m, zoff_device_plan *out);
+
+/* A flat fp32 gradient buffer over the layout, owned by the model, installed as its gradient
+ * sink (the reference trainer and tests use it); gradients accumulate across backwards until
+ * zoff_model_zero_grads. NULL from zoff_model_grads until allocated. */
+int zoff_model_alloc_grads(zoff_model *m);
+float *zoff_model_grads(zoff_model *m);
+int zoff_model_zero_grads(zoff_model *m, zoff_dev_stream *s);
+int zoff_model_grads_to_host(zoff_model *m, float *dst);
+/* Replaces the gradient sink (NULL: back to the flat buffer, if any). */
+void zoff_model_set_grad_sink(zoff_model *m, const zoff_grad_sink *sink);
+
 /* Called on the host thread issuing a forward, before the work that first reads group g's
- * weights is issued to s: the offload engine makes s wait for them there. */
-typedef void (*zoff_gpt_params_needed_fn)(void *ctx, int group, zoff_dev_stream *s);
-void zoff_gpt_set_params_needed_hook(zoff_gpt *m, zoff_gpt_params_needed_fn fn, void *ctx);
+ * weights is issued to s (the offload engine makes s wait for them there). A non-zero return
+ * stops the forward with that error. */
+typedef int (*zoff_model_params_needed_fn)(void *ctx, int group, zoff_dev_stream *s);
+void zoff_model_set_params_needed_hook(zoff_model *m, zoff_model_params_needed_fn fn, void *ctx);
 
-/* GPT-2 initialization from a seed: weights N(0, 0.02), residual output projections
- * N(0, 0.02/sqrt(2L)), biases 0, norm weights 1. Synchronous. */
-int zoff_gpt_init_params(zoff_gpt *m, uint64_t seed);
-/* Whole flat buffer between host memory (layout.total floats) and the device. Synchronous. */
-int zoff_gpt_params_to_host(zoff_gpt *m, float *dst);
-int zoff_gpt_params_from_host(zoff_gpt *m, const float *src);
-int zoff_gpt_grads_to_host(zoff_gpt *m, float *dst);
+/* fp32 values for every weight from a seed (GPT-2: N(0, 0.02), residual projections
+ * N(0, 0.02/sqrt(2L)), biases 0, norm weights 1) into host memory (layout.total floats,
+ * padding zero): the master weights; zoff_model_params_from_host puts them on the device. */
+int zoff_model_init_host(const zoff_model *m, uint64_t seed, float *host);
+/* Initializes the device weights from a seed (init_host + params_from_host). Synchronous. */
+int zoff_model_init_params(zoff_model *m, uint64_t seed);
+/* The device weights widened to fp32 (layout.total floats), and back (rounded to the weight
+ * dtype). Synchronous. */
+int zoff_model_params_to_host(zoff_model *m, float *dst);
+int zoff_model_params_from_host(zoff_model *m, const float *src);
 
-/* Forward on B <= batch sequences of T <= seq_len tokens (host arrays of B*T int32, ids in
- * [0, V), checked); targets may be NULL (inference: no loss, no backward). The token arrays are
- * copied into pinned staging first (after waiting for s to finish its previous use of it), so
- * the caller may reuse them on return. The rest is issued on s; when loss is not NULL, waits
- * for s and returns the mean cross-entropy. Probabilities of the last forward stay available
- * until the next backward. */
-int zoff_gpt_forward(zoff_gpt *m, zoff_dev_stream *s, const int32_t *tokens, const int32_t *targets,
-                     int B, int T, float *loss);
-/* Backward of the last forward (which must have had targets), accumulating into grads.
- * dloss_scale multiplies the loss gradient (1, or a loss scale for fp16). */
-int zoff_gpt_backward(zoff_gpt *m, zoff_dev_stream *s, float dloss_scale);
-int zoff_gpt_zero_grads(zoff_gpt *m, zoff_dev_stream *s);
+/* Forward without gradients (evaluation, sampling): B <= batch, T <= seq_len. The tokens are
+ * copied into pinned staging (double-buffered: the caller may reuse its arrays on return). With
+ * targets and loss not NULL, waits for s and returns the mean loss over the targets that are
+ * not ignored. Keeps the final hidden states for zoff_model_probs_row. */
+int zoff_model_forward(zoff_model *m, zoff_dev_stream *s, const zoff_batch *b, float *loss);
+/* Forward and backward of one micro-batch (targets required): the gradient of
+ * dloss_scale * (mean loss over non-ignored targets) accumulates through the gradient sink.
+ * The loss head's gradient is computed as each chunk of rows' loss is (no logits are kept).
+ * loss: NULL, or waits for s and returns the micro-batch's mean loss. */
+int zoff_model_forward_backward(zoff_model *m, zoff_dev_stream *s, const zoff_batch *b,
+                                float dloss_scale, float *loss);
+/* The mean loss of the last forward with targets (issued on s; waits for s): for a caller that
+ * queued more work behind the forward before reading its loss. */
+int zoff_model_loss_wait(zoff_model *m, zoff_dev_stream *s, float *loss);
 /* Next-token probabilities (V floats) at (b, t) of the last forward, copied to host. Sync. */
-int zoff_gpt_probs_row(zoff_gpt *m, zoff_dev_stream *s, int b, int t, float *probs);
+int zoff_model_probs_row(zoff_model *m, zoff_dev_stream *s, int b, int t, float *probs);
 /* Model FLOPs of one training step (forward + backward) on B*T tokens: 6*N*tokens for the
- * matrices plus attention's 12*L*T*C per token (the usual MFU accounting). */
+ * matrices plus attention's score and value products (causal: half of T*T). */
+double zoff_model_train_flops(const zoff_model *m, int B, int T);
 double zoff_gpt_train_flops(const zoff_gpt_config *cfg, int B, int T);
 
 /* --- the reference trainer ------------------------------------------------------------- */
@@ -206,15 +252,15 @@ typedef struct zoff_trainer_config {
 } zoff_trainer_config;
 void zoff_trainer_config_default(zoff_trainer_config *cfg);
 
-/* The optimizer step as a replaceable hook: the offload engine installs its own and takes
- * over the step. Receives the flat fp32 parameter and gradient buffers (device memory, the
- * layout above); the gradients are complete and already include every micro-batch. grad_scale
- * is what to multiply gradients by before use (clipping and loss-scale un-scaling combined);
- * lr is this step's scheduled learning rate; step is 1-based. Work may be issued to s or done
- * synchronously; return 0 or a negative error. */
+/* The optimizer step as a replaceable hook (tests install their own). Receives the flat fp32
+ * master weights and gradients (device memory, the layout above); the gradients are complete
+ * and include every micro-batch. grad_scale is what to multiply gradients by before use
+ * (clipping and loss-scale un-scaling combined); lr is this step's scheduled learning rate;
+ * step is 1-based. The trainer copies the master weights into the model's weights after the
+ * hook. Work may be issued to s or done synchronously; return 0 or a negative error. */
 typedef struct zoff_optimizer_step_args {
     float *params, *grads;
-    const zoff_gpt_layout *layout;
+    const zoff_layout *layout;
     int step;
     float lr, grad_scale;
     const zoff_trainer_config *cfg;
@@ -232,24 +278,28 @@ typedef struct zoff_step_stats {
     bool skipped;     /* non-finite gradients: the step was skipped (fp16 overflow) */
 } zoff_step_stats;
 
-/* The trainer owns AdamW moments (device, flat layout) unless a hook replaces the step. */
-int zoff_trainer_create(zoff_gpt *m, zoff_dev_stream *s, const zoff_trainer_config *cfg,
-                        zoff_trainer **out);
+/* The trainer keeps what mixed-precision training needs on the device: the fp32 master weights
+ * (the model's own weights in f32 mode; a separate copy in 16-bit mode, initialized from
+ * `master` if not NULL, else from the model's weights), the fp32 gradient buffer and the AdamW
+ * moments (allocated at the first built-in step). */
+int zoff_trainer_create(zoff_model *m, zoff_dev_stream *s, const zoff_trainer_config *cfg,
+                        const float *master, zoff_trainer **out);
 void zoff_trainer_destroy(zoff_trainer *tr);
 /* Replaces the built-in device AdamW; fn NULL restores it. */
 void zoff_trainer_set_optimizer(zoff_trainer *tr, zoff_optimizer_step_fn fn, void *ctx);
-/* Phase 1: zero grads (when first_micro_batch), forward with targets, backward. Adds the
- * micro-batch's loss to the step's tally. */
-int zoff_trainer_compute_grads(zoff_trainer *tr, const int32_t *tokens, const int32_t *targets,
-                               int B, int T, bool first_micro_batch, float *loss);
+/* Phase 1: zero grads (when first_micro_batch), forward and backward. Adds the micro-batch's
+ * loss to the step's tally. */
+int zoff_trainer_compute_grads(zoff_trainer *tr, const zoff_batch *b, bool first_micro_batch,
+                               float *loss);
 /* Phase 2: global norm + inf/nan check of the flat grad buffer, clip, lr schedule, then the
  * optimizer step (hook or built-in AdamW). Advances the step counter unless skipped. */
 int zoff_trainer_optimizer_step(zoff_trainer *tr, zoff_step_stats *stats);
 /* Both phases with one micro-batch. */
-int zoff_trainer_step(zoff_trainer *tr, const int32_t *tokens, const int32_t *targets, int B, int T,
-                      zoff_step_stats *stats);
+int zoff_trainer_step(zoff_trainer *tr, const zoff_batch *b, zoff_step_stats *stats);
 int zoff_trainer_get_step(const zoff_trainer *tr); /* steps taken so far */
 float zoff_trainer_lr_at(const zoff_trainer_config *cfg, int step);
+/* The fp32 master weights (layout.total floats) to host memory. Synchronous. */
+int zoff_trainer_master_to_host(zoff_trainer *tr, float *dst);
 
 /* --- checkpoints ------------------------------------------------------------------------ */
 /* Hugging Face config.json (GPT2Config keys n_layer, n_head, n_embd, vocab_size, n_positions
@@ -263,22 +313,27 @@ int zoff_gpt_config_parse_json(const char *text, const char *what, zoff_gpt_conf
  * F32, F16 or BF16 tensors, accepts a "transformer." prefix and ignores extra tensors such
  * as "h.N.attn.bias". Errors name the file and the tensor. Host memory: params is a
  * layout.total float array (padding zeroed). */
-int zoff_safetensors_load_gpt(const char *path, const zoff_gpt_layout *layout, float *params);
-int zoff_safetensors_save_gpt(const char *path, const zoff_gpt_layout *layout, const float *params);
+int zoff_safetensors_load(const char *path, const zoff_layout *layout, float *params);
+int zoff_safetensors_save(const char *path, const zoff_layout *layout, const float *params);
 /* Parses a whole safetensors image already in memory (the fuzz target's entry point). */
-int zoff_safetensors_parse_gpt(const uint8_t *data, size_t size, const char *what,
-                               const zoff_gpt_layout *layout, float *params);
+int zoff_safetensors_parse(const uint8_t *data, size_t size, const char *what,
+                               const zoff_layout *layout, float *params);
 /* llm.c's gpt2_124M.bin (magic 20240326, version 3 fp32 or 5 bf16). Reads the config from
  * its header; params (layout.total floats) may be NULL to read the config only. */
-int zoff_llmc_load_gpt(const char *path, zoff_gpt_config *cfg, const zoff_gpt_layout *layout,
+int zoff_llmc_load_gpt(const char *path, zoff_gpt_config *cfg, const zoff_layout *layout,
                        float *params);
-int zoff_llmc_save_gpt(const char *path, const zoff_gpt_config *cfg, const zoff_gpt_layout *layout,
+int zoff_llmc_save_gpt(const char *path, const zoff_gpt_config *cfg, const zoff_layout *layout,
                        const float *params);
-/* A directory checkpoint: DIR/model.safetensors + DIR/config.json (created as needed). */
-int zoff_gpt_checkpoint_save(zoff_gpt *m, const char *dir);
-/* Loads weights into m from a directory (config.json + model.safetensors), a .safetensors
- * file, or an llm.c .bin; the stored config must equal m's. */
-int zoff_gpt_checkpoint_load(zoff_gpt *m, const char *path);
+/* A directory checkpoint: DIR/model.safetensors + DIR/config.json (created as needed).
+ * master: the fp32 weights to save (layout.total floats: the optimizer's master copy); NULL
+ * saves the device weights widened. */
+int zoff_model_checkpoint_save(zoff_model *m, const char *dir, const float *master);
+/* Reads fp32 weights from a directory (config.json + model.safetensors), a .safetensors file,
+ * or an llm.c .bin into host memory (layout.total floats; the stored config must equal m's),
+ * and, when to_device, into the model's weights too. */
+int zoff_model_checkpoint_read(zoff_model *m, const char *path, float *host, bool to_device);
+/* Loads weights into m (checkpoint_read through a temporary host buffer). */
+int zoff_model_checkpoint_load(zoff_model *m, const char *path);
 /* Reads only the config of a checkpoint (directory, .safetensors with config.json beside
  * it, or .bin). */
 int zoff_gpt_checkpoint_config(const char *path, zoff_gpt_config *cfg);

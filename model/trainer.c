@@ -1,4 +1,7 @@
-/* The reference trainer: plain AdamW on the device, no offload. It is split into the two
+/* The reference trainer: plain AdamW on the device, no offload. It keeps what mixed-precision
+ * training needs on the device: fp32 master weights (the model's own in f32 mode, a copy in
+ * 16-bit mode, rounded into the model's 16-bit weights after each step), the model's flat fp32
+ * gradient buffer, and the moments. It is split into the two
  * phases the offload engine needs to separate: compute_grads (zero, forward, backward into
  * the flat gradient buffer) and optimizer_step (norm and inf/nan check, clip, schedule, then
  * the step, which a hook may take over). fp16 dynamic loss scaling: the loss gradient is
@@ -15,9 +18,11 @@
 #define MOD "trainer"
 
 struct zoff_trainer {
-    zoff_gpt *m;
+    zoff_model *m;
     zoff_dev_stream *s;
     zoff_trainer_config cfg;
+    float *master;    /* device, layout.total: the model's weights (f32) or the trainer's copy */
+    bool own_master;
     float *mom, *var; /* device, layout.total each; allocated on first built-in step */
     float *d_sumsq;   /* device (2) */
     float *h_sumsq;   /* pinned (2) */
@@ -58,8 +63,41 @@ float zoff_trainer_lr_at(const zoff_trainer_config *c, int step) {
     return min_lr + coeff * (c->lr - min_lr);
 }
 
-int zoff_trainer_create(zoff_gpt *m, zoff_dev_stream *s, const zoff_trainer_config *cfg,
-                        zoff_trainer **out) {
+/* f32: the model's weights are the master. 16-bit: a device copy from `master` (host fp32) or,
+ * without one, from the model's weights widened. */
+static int init_master(zoff_trainer *tr, const float *master) {
+    zoff_model *m = tr->m;
+    if (zoff_model_weight_dtype(m) == ZOFF_F32) {
+        tr->master = zoff_model_weights(m);
+        return master ? zoff_model_params_from_host(m, master) : 0;
+    }
+    size_t n = zoff_model_get_layout(m)->total;
+    zoff_dev *dev = zoff_model_get_dev(m);
+    int rc = zoff_dev_malloc(dev, n * sizeof(float), (void **)&tr->master);
+    if (rc) return rc;
+    tr->own_master = true;
+    float *h = NULL;
+    if (!master) {
+        if (!(h = malloc(n * sizeof *h))) return -ENOMEM;
+        rc = zoff_model_params_to_host(m, h);
+        master = h;
+    }
+    if (!rc) rc = zoff_dev_memcpy(dev, tr->master, master, n * sizeof(float), ZOFF_COPY_H2D);
+    if (!rc && !h) rc = zoff_model_params_from_host(m, master);
+    free(h);
+    return rc;
+}
+
+int zoff_trainer_master_to_host(zoff_trainer *tr, float *dst) {
+    int rc = zoff_dev_stream_synchronize(tr->s);
+    return rc ? rc
+              : zoff_dev_memcpy(zoff_model_get_dev(tr->m), dst, tr->master,
+                                zoff_model_get_layout(tr->m)->total * sizeof(float),
+                                ZOFF_COPY_D2H);
+}
+
+int zoff_trainer_create(zoff_model *m, zoff_dev_stream *s, const zoff_trainer_config *cfg,
+                        const float *master, zoff_trainer **out) {
     if (!m || !s || !out) return -EINVAL;
     zoff_trainer_config def;
     if (!cfg) {
@@ -80,10 +118,12 @@ int zoff_trainer_create(zoff_gpt *m, zoff_dev_stream *s, const zoff_trainer_conf
     tr->s = s;
     tr->cfg = *cfg;
     tr->loss_scale =
-        zoff_gpt_get_options(m)->matmul_dtype == ZOFF_F16 ? cfg->loss_scale_init : 1.0f;
-    zoff_dev *dev = zoff_gpt_get_dev(m);
+        zoff_model_get_options(m)->matmul_dtype == ZOFF_F16 ? cfg->loss_scale_init : 1.0f;
+    zoff_dev *dev = zoff_model_get_dev(m);
     int rc = zoff_dev_malloc(dev, 2 * sizeof(float), (void **)&tr->d_sumsq);
     if (!rc) rc = zoff_dev_host_alloc(dev, 2 * sizeof(float), (void **)&tr->h_sumsq);
+    if (!rc) rc = zoff_model_alloc_grads(m);
+    if (!rc) rc = init_master(tr, master);
     if (rc) {
         zoff_trainer_destroy(tr);
         return rc;
@@ -94,8 +134,9 @@ int zoff_trainer_create(zoff_gpt *m, zoff_dev_stream *s, const zoff_trainer_conf
 
 void zoff_trainer_destroy(zoff_trainer *tr) {
     if (!tr) return;
-    zoff_dev *dev = zoff_gpt_get_dev(tr->m);
+    zoff_dev *dev = zoff_model_get_dev(tr->m);
     zoff_dev_stream_synchronize(tr->s);
+    if (tr->own_master) zoff_dev_free(dev, tr->master);
     zoff_dev_free(dev, tr->mom);
     zoff_dev_free(dev, tr->var);
     zoff_dev_free(dev, tr->d_sumsq);
@@ -112,17 +153,16 @@ int zoff_trainer_get_step(const zoff_trainer *tr) {
     return tr->step;
 }
 
-int zoff_trainer_compute_grads(zoff_trainer *tr, const int32_t *tokens, const int32_t *targets,
-                               int B, int T, bool first_micro_batch, float *loss) {
+int zoff_trainer_compute_grads(zoff_trainer *tr, const zoff_batch *b, bool first_micro_batch,
+                               float *loss) {
     int rc;
     if (first_micro_batch) {
         tr->loss_sum = 0.0;
         tr->n_micro = 0;
-        if ((rc = zoff_gpt_zero_grads(tr->m, tr->s))) return rc;
+        if ((rc = zoff_model_zero_grads(tr->m, tr->s))) return rc;
     }
     float l = 0.0f;
-    if ((rc = zoff_gpt_forward(tr->m, tr->s, tokens, targets, B, T, &l))) return rc;
-    if ((rc = zoff_gpt_backward(tr->m, tr->s, tr->loss_scale))) return rc;
+    if ((rc = zoff_model_forward_backward(tr->m, tr->s, b, tr->loss_scale, &l))) return rc;
     tr->loss_sum += l;
     tr->n_micro++;
     if (loss) *loss = l;
@@ -137,7 +177,7 @@ static int builtin_adamw(zoff_trainer *tr, const zoff_optimizer_step_args *a) {
     int rc = ensure_moments(tr, total);
     if (rc) return rc;
     for (int i = 0; i < a->layout->n_tensors; i++) {
-        const zoff_gpt_tensor *t = &a->layout->tensors[i];
+        const zoff_tensor *t = &a->layout->tensors[i];
         zoff_dev_adamw_args h = {.lr = a->lr,
                                  .beta1 = tr->cfg.beta1,
                                  .beta2 = tr->cfg.beta2,
@@ -153,8 +193,8 @@ static int builtin_adamw(zoff_trainer *tr, const zoff_optimizer_step_args *a) {
 }
 
 int zoff_trainer_optimizer_step(zoff_trainer *tr, zoff_step_stats *stats) {
-    const zoff_gpt_layout *layout = zoff_gpt_get_layout(tr->m);
-    float *grads = zoff_gpt_grads(tr->m);
+    const zoff_layout *layout = zoff_model_get_layout(tr->m);
+    float *grads = zoff_model_grads(tr->m);
     int rc = zoff_dev_op_sumsq_nonfinite(tr->s, grads, ZOFF_F32, layout->total, tr->d_sumsq);
     if (!rc)
         rc = zoff_dev_memcpy_async(tr->s, tr->h_sumsq, tr->d_sumsq, 2 * sizeof(float),
@@ -173,7 +213,7 @@ int zoff_trainer_optimizer_step(zoff_trainer *tr, zoff_step_stats *stats) {
                           .skipped = false};
     if (nonfinite) {
         st.skipped = true;
-        if (zoff_gpt_get_options(tr->m)->matmul_dtype == ZOFF_F16) {
+        if (zoff_model_get_options(tr->m)->matmul_dtype == ZOFF_F16) {
             tr->loss_scale = fmaxf(tr->loss_scale * 0.5f, 1.0f);
             tr->good_steps = 0;
             zoff_log(ZOFF_LOG_DEBUG, MOD, "non-finite gradients: step skipped, loss scale %g",
@@ -189,7 +229,7 @@ int zoff_trainer_optimizer_step(zoff_trainer *tr, zoff_step_stats *stats) {
     if (tr->cfg.grad_clip > 0.0f && norm > tr->cfg.grad_clip) clip = tr->cfg.grad_clip / norm;
     int step = tr->step + 1;
     st.lr = zoff_trainer_lr_at(&tr->cfg, step);
-    zoff_optimizer_step_args a = {.params = zoff_gpt_params(tr->m),
+    zoff_optimizer_step_args a = {.params = tr->master,
                                   .grads = grads,
                                   .layout = layout,
                                   .step = step,
@@ -197,9 +237,13 @@ int zoff_trainer_optimizer_step(zoff_trainer *tr, zoff_step_stats *stats) {
                                   .grad_scale = unscale * clip,
                                   .cfg = &tr->cfg};
     rc = tr->hook ? tr->hook(tr->hook_ctx, tr->s, &a) : builtin_adamw(tr, &a);
+    /* 16-bit: the model's weights are the master's rounding */
+    if (!rc && tr->own_master)
+        rc = zoff_dev_op_cast(tr->s, zoff_model_weights(tr->m), zoff_model_weight_dtype(tr->m),
+                              tr->master, ZOFF_F32, layout->total);
     if (rc) return rc;
     tr->step = step;
-    if (zoff_gpt_get_options(tr->m)->matmul_dtype == ZOFF_F16 &&
+    if (zoff_model_get_options(tr->m)->matmul_dtype == ZOFF_F16 &&
         ++tr->good_steps >= tr->cfg.loss_scale_window) {
         tr->loss_scale *= 2.0f;
         tr->good_steps = 0;
@@ -208,15 +252,14 @@ int zoff_trainer_optimizer_step(zoff_trainer *tr, zoff_step_stats *stats) {
     return 0;
 }
 
-int zoff_trainer_step(zoff_trainer *tr, const int32_t *tokens, const int32_t *targets, int B, int T,
-                      zoff_step_stats *stats) {
-    int rc = zoff_trainer_compute_grads(tr, tokens, targets, B, T, true, NULL);
+int zoff_trainer_step(zoff_trainer *tr, const zoff_batch *b, zoff_step_stats *stats) {
+    int rc = zoff_trainer_compute_grads(tr, b, true, NULL);
     return rc ? rc : zoff_trainer_optimizer_step(tr, stats);
 }
 
 static int ensure_moments(zoff_trainer *tr, size_t total) {
     if (tr->mom) return 0;
-    zoff_dev *dev = zoff_gpt_get_dev(tr->m);
+    zoff_dev *dev = zoff_model_get_dev(tr->m);
     int rc = zoff_dev_malloc(dev, total * sizeof(float), (void **)&tr->mom);
     if (!rc) rc = zoff_dev_malloc(dev, total * sizeof(float), (void **)&tr->var);
     if (!rc) rc = zoff_dev_memset_async(tr->s, tr->mom, 0, total * sizeof(float));
@@ -225,8 +268,8 @@ static int ensure_moments(zoff_trainer *tr, size_t total) {
 }
 
 int zoff_trainer_save_state(zoff_trainer *tr, const char *path) {
-    size_t total = zoff_gpt_get_layout(tr->m)->total;
-    zoff_dev *dev = zoff_gpt_get_dev(tr->m);
+    size_t total = zoff_model_get_layout(tr->m)->total;
+    zoff_dev *dev = zoff_model_get_dev(tr->m);
     float *m = calloc(total, sizeof *m), *v = calloc(total, sizeof *v);
     int rc = m && v ? 0 : -ENOMEM;
     if (!rc) rc = zoff_dev_stream_synchronize(tr->s);
@@ -239,8 +282,8 @@ int zoff_trainer_save_state(zoff_trainer *tr, const char *path) {
 }
 
 int zoff_trainer_load_state(zoff_trainer *tr, const char *path) {
-    size_t total = zoff_gpt_get_layout(tr->m)->total;
-    zoff_dev *dev = zoff_gpt_get_dev(tr->m);
+    size_t total = zoff_model_get_layout(tr->m)->total;
+    zoff_dev *dev = zoff_model_get_dev(tr->m);
     float *m = malloc(total * sizeof *m), *v = malloc(total * sizeof *v);
     int step = 0;
     float scale = 1.0f;

@@ -42,3 +42,17 @@ int engine_build_buckets(zoff_engine *e) {
              e->n_tensors, nb, e->bucket_elems_max);
     return 0;
 }
+
+int zoff_engine_plan_device_bytes(const zoff_engine_config *cfg, const zoff_engine_tensor *tensors,
+                                  size_t n_tensors, size_t *bytes) {
+    if (!cfg || !tensors || !n_tensors || !bytes || !zoff_dtype_size(cfg->dtype)) return -EINVAL;
+    /* the same partition the engine will make, on a scratch engine that holds only it */
+    zoff_engine e = {.cfg = *cfg, .esize = zoff_dtype_size(cfg->dtype), .n_tensors = n_tensors};
+    e.tensors = (zoff_engine_tensor *)tensors;
+    int rc = engine_build_buckets(&e);
+    if (!rc)
+        *bytes = (size_t)cfg->device_slots * (e.bucket_elems_max * e.esize + 2 * sizeof(float));
+    free(e.buckets);
+    free(e.tensor_bucket);
+    return rc;
+}

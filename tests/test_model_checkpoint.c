@@ -17,7 +17,7 @@
 static char dir[256];
 static zoff_gpt_config cfg = {
     .n_layer = 2, .n_head = 2, .n_embd = 8, .vocab_size = 19, .seq_len = 6};
-static zoff_gpt_layout layout;
+static zoff_layout layout;
 
 static void path_of(char *out, const char *name) {
     snprintf(out, 512, "%s/%s", dir, name);
@@ -61,7 +61,7 @@ static uint8_t *craft(const float *params, const char *dtype, const char *skip,
     cJSON *h = cJSON_CreateObject();
     size_t off = 0;
     for (int i = 0; i < layout.n_tensors; i++) {
-        const zoff_gpt_tensor *t = &layout.tensors[i];
+        const zoff_tensor *t = &layout.tensors[i];
         if (skip && strcmp(skip, t->name) == 0) continue;
         bool conv = t->kind == ZOFF_GPT_QKV_W || t->kind == ZOFF_GPT_ATTPROJ_W ||
                     t->kind == ZOFF_GPT_FC_W || t->kind == ZOFF_GPT_FCPROJ_W;
@@ -90,7 +90,7 @@ static uint8_t *craft(const float *params, const char *dtype, const char *skip,
     free(text);
     uint8_t *body = b + 8 + tl;
     for (int i = 0; i < layout.n_tensors; i++) {
-        const zoff_gpt_tensor *t = &layout.tensors[i];
+        const zoff_tensor *t = &layout.tensors[i];
         if (skip && strcmp(skip, t->name) == 0) continue;
         bool conv = t->kind == ZOFF_GPT_QKV_W || t->kind == ZOFF_GPT_ATTPROJ_W ||
                     t->kind == ZOFF_GPT_FC_W || t->kind == ZOFF_GPT_FCPROJ_W;
@@ -115,14 +115,14 @@ static void test_safetensors(const float *p) {
     char path[512];
     float *q = malloc(layout.total * 4);
     path_of(path, "m.safetensors");
-    REQUIRE_OK(zoff_safetensors_save_gpt(path, &layout, p));
-    REQUIRE_OK(zoff_safetensors_load_gpt(path, &layout, q));
+    REQUIRE_OK(zoff_safetensors_save(path, &layout, p));
+    REQUIRE_OK(zoff_safetensors_load(path, &layout, q));
     CHECK(memcmp(p, q, layout.total * 4) == 0);
 
     /* our writer and the independent crafted image agree */
     size_t n, cn;
     uint8_t *img = read_bytes(path, &n), *c = craft(p, "F32", NULL, NULL, &cn);
-    REQUIRE_OK(zoff_safetensors_parse_gpt(c, cn, "crafted", &layout, q));
+    REQUIRE_OK(zoff_safetensors_parse(c, cn, "crafted", &layout, q));
     CHECK(memcmp(p, q, layout.total * 4) == 0);
     free(c);
 
@@ -130,7 +130,7 @@ static void test_safetensors(const float *p) {
     const char *types[2] = {"BF16", "F16"};
     for (int k = 0; k < 2; k++) {
         c = craft(p, types[k], NULL, NULL, &cn);
-        REQUIRE_OK(zoff_safetensors_parse_gpt(c, cn, "crafted16", &layout, q));
+        REQUIRE_OK(zoff_safetensors_parse(c, cn, "crafted16", &layout, q));
         int bad = 0;
         for (size_t i = 0; i < layout.total; i++) {
             float r = k == 0 ? zoff_bf16_to_f32(zoff_f32_to_bf16(p[i]))
@@ -145,31 +145,31 @@ static void test_safetensors(const float *p) {
     char tpath[512];
     path_of(tpath, "trunc.safetensors");
     write_bytes(tpath, img, n - 10);
-    expect_error(zoff_safetensors_load_gpt(tpath, &layout, q), ZOFF_EFORMAT, tpath, "ln_f.bias");
+    expect_error(zoff_safetensors_load(tpath, &layout, q), ZOFF_EFORMAT, tpath, "ln_f.bias");
     write_bytes(tpath, img, 5);
-    expect_error(zoff_safetensors_load_gpt(tpath, &layout, q), ZOFF_EFORMAT, tpath, "truncated");
+    expect_error(zoff_safetensors_load(tpath, &layout, q), ZOFF_EFORMAT, tpath, "truncated");
     write_bytes(tpath, img, 0);
-    expect_error(zoff_safetensors_load_gpt(tpath, &layout, q), ZOFF_EFORMAT, tpath, NULL);
+    expect_error(zoff_safetensors_load(tpath, &layout, q), ZOFF_EFORMAT, tpath, NULL);
     write_bytes(tpath, img, 40); /* header cut */
-    expect_error(zoff_safetensors_load_gpt(tpath, &layout, q), ZOFF_EFORMAT, tpath, "header");
+    expect_error(zoff_safetensors_load(tpath, &layout, q), ZOFF_EFORMAT, tpath, "header");
     /* header is not JSON */
     uint8_t *bad = malloc(n);
     memcpy(bad, img, n);
     bad[8] = 'X';
-    expect_error(zoff_safetensors_parse_gpt(bad, n, "bad.st", &layout, q), ZOFF_EFORMAT, "bad.st",
+    expect_error(zoff_safetensors_parse(bad, n, "bad.st", &layout, q), ZOFF_EFORMAT, "bad.st",
                  "JSON");
     free(bad);
     /* missing tensor, wrong shape, unsupported dtype */
     c = craft(p, "F32", "h.1.mlp.c_fc.bias", NULL, &cn);
-    expect_error(zoff_safetensors_parse_gpt(c, cn, "miss.st", &layout, q), ZOFF_EFORMAT, "miss.st",
+    expect_error(zoff_safetensors_parse(c, cn, "miss.st", &layout, q), ZOFF_EFORMAT, "miss.st",
                  "h.1.mlp.c_fc.bias");
     free(c);
     c = craft(p, "F32", NULL, "h.0.attn.c_attn.weight", &cn);
-    expect_error(zoff_safetensors_parse_gpt(c, cn, "shape.st", &layout, q), ZOFF_ESHAPE, "shape.st",
+    expect_error(zoff_safetensors_parse(c, cn, "shape.st", &layout, q), ZOFF_ESHAPE, "shape.st",
                  "h.0.attn.c_attn.weight");
     free(c);
     c = craft(p, "I64", NULL, NULL, &cn);
-    expect_error(zoff_safetensors_parse_gpt(c, cn, "dtype.st", &layout, q), ZOFF_EFORMAT,
+    expect_error(zoff_safetensors_parse(c, cn, "dtype.st", &layout, q), ZOFF_EFORMAT,
                  "dtype.st", "wte.weight");
     free(c);
     /* the "transformer." prefix of some Hugging Face exports is accepted */
@@ -192,7 +192,7 @@ static void test_safetensors(const float *p) {
             img2[i] = (uint8_t)((uint64_t)tl >> (8 * i));
         memcpy(img2 + 8, t, tl);
         memcpy(img2 + 8 + tl, img + 8 + hl, n - 8 - hl);
-        CHECK_OK(zoff_safetensors_parse_gpt(img2, nn, "prefixed", &layout, q));
+        CHECK_OK(zoff_safetensors_parse(img2, nn, "prefixed", &layout, q));
         CHECK(memcmp(p, q, layout.total * 4) == 0);
         free(img2);
         free(t);
@@ -261,35 +261,35 @@ static void test_model_checkpoint(const float *p) {
     dc.kind = ZOFF_DEV_HOST;
     zoff_dev *dev;
     REQUIRE_OK(zoff_dev_open(&dc, &dev));
-    zoff_gpt *a, *b;
-    zoff_gpt_options opt;
-    zoff_gpt_options_default(&opt);
+    zoff_model *a, *b;
+    zoff_model_options opt;
+    zoff_model_options_default(&opt);
     opt.batch = 1;
     opt.seq_len = cfg.seq_len;
     REQUIRE_OK(zoff_gpt_create(dev, &cfg, &opt, &a));
     REQUIRE_OK(zoff_gpt_create(dev, &cfg, &opt, &b));
-    REQUIRE_OK(zoff_gpt_params_from_host(a, p));
+    REQUIRE_OK(zoff_model_params_from_host(a, p));
     char ck[512], bin[512];
     path_of(ck, "ckpt/step_10");
-    REQUIRE_OK(zoff_gpt_checkpoint_save(a, ck));
-    REQUIRE_OK(zoff_gpt_checkpoint_load(b, ck));
+    REQUIRE_OK(zoff_model_checkpoint_save(a, ck, NULL));
+    REQUIRE_OK(zoff_model_checkpoint_load(b, ck));
     float *q = malloc(layout.total * 4);
-    REQUIRE_OK(zoff_gpt_params_to_host(b, q));
+    REQUIRE_OK(zoff_model_params_to_host(b, q));
     CHECK(memcmp(p, q, layout.total * 4) == 0);
     zoff_gpt_config c;
     REQUIRE_OK(zoff_gpt_checkpoint_config(ck, &c));
     CHECK(memcmp(&c, &cfg, sizeof c) == 0);
     path_of(bin, "m.bin");
-    REQUIRE_OK(zoff_gpt_checkpoint_load(b, bin));
+    REQUIRE_OK(zoff_model_checkpoint_load(b, bin));
     /* a checkpoint of another shape is refused */
     zoff_gpt_config other = cfg;
     other.n_layer = 1;
-    zoff_gpt *o;
+    zoff_model *o;
     REQUIRE_OK(zoff_gpt_create(dev, &other, &opt, &o));
-    expect_error(zoff_gpt_checkpoint_load(o, ck), ZOFF_ESHAPE, ck, "n_layer");
-    zoff_gpt_destroy(o);
-    zoff_gpt_destroy(a);
-    zoff_gpt_destroy(b);
+    expect_error(zoff_model_checkpoint_load(o, ck), ZOFF_ESHAPE, ck, "n_layer");
+    zoff_model_destroy(o);
+    zoff_model_destroy(a);
+    zoff_model_destroy(b);
     zoff_dev_close(dev);
     free(q);
 }
@@ -351,7 +351,7 @@ int main(void) {
     test_model_checkpoint(p);
     test_data();
     free(p);
-    zoff_gpt_layout_free(&layout);
+    zoff_layout_free(&layout);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);

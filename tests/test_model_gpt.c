@@ -24,7 +24,7 @@ static void tiny_config(zoff_gpt_config *c) {
 static void test_layout(void) {
     zoff_gpt_config c;
     zoff_gpt_config_gpt2_124m(&c);
-    zoff_gpt_layout l;
+    zoff_layout l;
     REQUIRE_OK(zoff_gpt_layout_build(&c, &l));
     CHECK_EQ_INT(l.n_params, 124439808); /* GPT-2 small with 1024 positions, tied head */
     CHECK_EQ_INT(l.n_groups, 14);
@@ -32,38 +32,38 @@ static void test_layout(void) {
     CHECK_EQ_INT(l.group_begin[l.n_groups], l.total);
     size_t prev_end = 0;
     for (int i = 0; i < l.n_tensors; i++) {
-        const zoff_gpt_tensor *t = &l.tensors[i];
-        CHECK(t->offset % ZOFF_GPT_ALIGN == 0);
+        const zoff_tensor *t = &l.tensors[i];
+        CHECK(t->offset % ZOFF_LAYOUT_ALIGN == 0);
         CHECK(t->offset >= prev_end);
-        CHECK(t->offset - prev_end < ZOFF_GPT_ALIGN);
+        CHECK(t->offset - prev_end < ZOFF_LAYOUT_ALIGN);
         CHECK(t->offset >= l.group_begin[t->group] &&
               t->offset + t->numel <= l.group_begin[t->group + 1]);
         prev_end = t->offset + t->numel;
-        CHECK(zoff_gpt_layout_find_name(&l, t->name) == t);
+        CHECK(zoff_layout_find_name(&l, t->name) == t);
         CHECK(zoff_gpt_layout_find(&l, t->kind, t->layer) == t);
     }
-    const zoff_gpt_tensor *t = zoff_gpt_layout_find(&l, ZOFF_GPT_QKV_W, 5);
+    const zoff_tensor *t = zoff_gpt_layout_find(&l, ZOFF_GPT_QKV_W, 5);
     CHECK(strcmp(t->name, "h.5.attn.c_attn.weight") == 0);
     CHECK(t->shape[0] == 3 * 768 && t->shape[1] == 768 && t->group == 6 && t->weight_decay);
     CHECK(!zoff_gpt_layout_find(&l, ZOFF_GPT_LN1_B, 5)->weight_decay);
-    zoff_gpt_layout_free(&l);
+    zoff_layout_free(&l);
     c.n_head = 5;
     CHECK(zoff_gpt_config_validate(&c) == ZOFF_ECONFIG);
     CHECK(strstr(zoff_last_error_detail(), "n_head") != NULL);
 }
 
-static void random_params(zoff_gpt *m, unsigned long long seed, float *h) {
-    const zoff_gpt_layout *l = zoff_gpt_get_layout(m);
+static void random_params(zoff_model *m, unsigned long long seed, float *h) {
+    const zoff_layout *l = zoff_model_get_layout(m);
     memset(h, 0, l->total * sizeof *h);
     for (int i = 0; i < l->n_tensors; i++) {
-        const zoff_gpt_tensor *t = &l->tensors[i];
+        const zoff_tensor *t = &l->tensors[i];
         int is_lnw =
             t->kind == ZOFF_GPT_LN1_W || t->kind == ZOFF_GPT_LN2_W || t->kind == ZOFF_GPT_LNF_W;
         for (size_t j = 0; j < t->numel; j++)
             h[t->offset + j] =
                 is_lnw ? zoff_test_randf(&seed, 0.8f, 1.2f) : zoff_test_randf(&seed, -0.3f, 0.3f);
     }
-    REQUIRE_OK(zoff_gpt_params_from_host(m, h));
+    REQUIRE_OK(zoff_model_params_from_host(m, h));
 }
 
 static void make_batch(int B, int T, int V, unsigned long long seed, int32_t *x, int32_t *y) {
@@ -73,25 +73,25 @@ static void make_batch(int B, int T, int V, unsigned long long seed, int32_t *x,
     }
 }
 
-static void grads(zoff_gpt *m, const int32_t *x, const int32_t *y, int B, int T, float *g,
+static void grads(zoff_model *m, const int32_t *x, const int32_t *y, int B, int T, float *g,
                   float *loss) {
-    REQUIRE_OK(zoff_gpt_zero_grads(m, st));
-    REQUIRE_OK(zoff_gpt_forward(m, st, x, y, B, T, loss));
-    REQUIRE_OK(zoff_gpt_backward(m, st, 1.0f));
-    REQUIRE_OK(zoff_gpt_grads_to_host(m, g));
+    REQUIRE_OK(zoff_model_alloc_grads(m));
+    REQUIRE_OK(zoff_model_zero_grads(m, st));
+    REQUIRE_OK(zoff_model_forward_backward(m, st, BATCH(x, y, B, T), 1.0f, loss));
+    REQUIRE_OK(zoff_model_grads_to_host(m, g));
 }
 
 static void test_whole_model_gradients(void) {
     zoff_gpt_config c;
     tiny_config(&c);
-    zoff_gpt_options o;
-    zoff_gpt_options_default(&o);
+    zoff_model_options o;
+    zoff_model_options_default(&o);
     o.batch = 2;
     o.seq_len = 6;
-    zoff_gpt *m;
+    zoff_model *m;
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &m));
-    CHECK(zoff_gpt_params16(m) == NULL);
-    const zoff_gpt_layout *l = zoff_gpt_get_layout(m);
+    CHECK(zoff_model_weight_dtype(m) == ZOFF_F32);
+    const zoff_layout *l = zoff_model_get_layout(m);
     float *p = malloc(l->total * 4), *g = malloc(l->total * 4), *g2 = malloc(l->total * 4);
     random_params(m, 7, p);
     int32_t x[12], y[12];
@@ -110,17 +110,17 @@ static void test_whole_model_gradients(void) {
     int bad = 0, checked = 0;
     const float eps = 1e-2f;
     for (int ti = 0; ti < l->n_tensors; ti++) {
-        const zoff_gpt_tensor *t = &l->tensors[ti];
+        const zoff_tensor *t = &l->tensors[ti];
         for (int k = 0; k < 4; k++) {
             size_t i = t->offset + (size_t)(zoff_test_rand(&rng) % t->numel);
             if (t->kind == ZOFF_GPT_WTE && k < 2) i = t->offset + (size_t)x[k] * c.n_embd + k;
             float orig = p[i], lp, lm;
             p[i] = orig + eps;
-            REQUIRE_OK(zoff_gpt_params_from_host(m, p));
-            REQUIRE_OK(zoff_gpt_forward(m, st, x, y, 2, 6, &lp));
+            REQUIRE_OK(zoff_model_params_from_host(m, p));
+            REQUIRE_OK(zoff_model_forward(m, st, BATCH(x, y, 2, 6), &lp));
             p[i] = orig - eps;
-            REQUIRE_OK(zoff_gpt_params_from_host(m, p));
-            REQUIRE_OK(zoff_gpt_forward(m, st, x, y, 2, 6, &lm));
+            REQUIRE_OK(zoff_model_params_from_host(m, p));
+            REQUIRE_OK(zoff_model_forward(m, st, BATCH(x, y, 2, 6), &lm));
             p[i] = orig;
             double fd = ((double)lp - lm) / (2.0 * eps);
             checked++;
@@ -131,16 +131,19 @@ static void test_whole_model_gradients(void) {
             }
         }
     }
-    REQUIRE_OK(zoff_gpt_params_from_host(m, p));
+    REQUIRE_OK(zoff_model_params_from_host(m, p));
     printf("whole-model gradient check: %d coordinates, %d off\n", checked, bad);
     CHECK_EQ_INT(bad, 0);
 
     /* activation checkpointing: the same gradients */
-    zoff_gpt *mc;
+    zoff_model *mc;
     o.activation_checkpoint = true;
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &mc));
-    CHECK(zoff_gpt_device_bytes(mc) < zoff_gpt_device_bytes(m));
-    REQUIRE_OK(zoff_gpt_params_from_host(mc, p));
+    zoff_device_plan pm, pc;
+    zoff_model_memory(m, &pm);
+    zoff_model_memory(mc, &pc);
+    CHECK(pc.activations < pm.activations);
+    REQUIRE_OK(zoff_model_params_from_host(mc, p));
     float loss2;
     grads(mc, x, y, 2, 6, g2, &loss2);
     CHECK(loss2 == loss);
@@ -148,16 +151,16 @@ static void test_whole_model_gradients(void) {
     for (size_t i = 0; i < l->total; i++)
         maxd = fmax(maxd, fabs(g2[i] - g[i]));
     CHECK(maxd <= 1e-6);
-    zoff_gpt_destroy(mc);
+    zoff_model_destroy(mc);
 
     /* bf16 / fp16 GEMM operands: close to fp32 */
     zoff_dtype types[2] = {ZOFF_BF16, ZOFF_F16};
     for (int k = 0; k < 2; k++) {
         o.activation_checkpoint = false;
         o.matmul_dtype = types[k];
-        zoff_gpt *mb;
+        zoff_model *mb;
         REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &mb));
-        REQUIRE_OK(zoff_gpt_params_from_host(mb, p));
+        REQUIRE_OK(zoff_model_params_from_host(mb, p));
         float lb;
         grads(mb, x, y, 2, 6, g2, &lb);
         double num = 0, den = 0;
@@ -170,33 +173,47 @@ static void test_whole_model_gradients(void) {
                zoff_dtype_name(types[k]), lerr, gerr);
         CHECK(lerr < 1e-2);
         CHECK(gerr < (types[k] == ZOFF_BF16 ? 5e-2 : 1e-2));
-        /* an owner that manages the 16-bit weights: the GEMMs read them, not the fp32 copy */
-        size_t total = zoff_gpt_get_layout(mb)->total;
-        CHECK(zoff_gpt_params16(mb) != NULL);
-        zoff_gpt_set_params16_external(mb, true);
+        /* the device holds the weights in 16 bits only: every op reads them */
+        size_t total = zoff_model_get_layout(mb)->total;
+        CHECK(zoff_model_weight_dtype(mb) == types[k]);
+        zoff_device_plan p16;
+        zoff_model_memory(mb, &p16);
+        CHECK_EQ_INT(p16.weights, (total * 2 + 255) / 256 * 256);
         float lz;
-        REQUIRE_OK(zoff_dev_memset_async(st, zoff_gpt_params16(mb), 0, total * 2));
-        REQUIRE_OK(zoff_gpt_forward(mb, st, x, y, 2, 6, &lz));
+        REQUIRE_OK(zoff_dev_memset_async(st, zoff_model_weights(mb), 0, total * 2));
+        REQUIRE_OK(zoff_model_forward(mb, st, BATCH(x, y, 2, 6), &lz));
         CHECK(fabsf(lz - logf((float)c.vocab_size)) < 1e-3f); /* zero weights: uniform logits */
-        REQUIRE_OK(zoff_dev_op_cast(st, zoff_gpt_params16(mb), types[k], zoff_gpt_params(mb),
-                                    ZOFF_F32, total));
-        REQUIRE_OK(zoff_gpt_forward(mb, st, x, y, 2, 6, &lz));
+        REQUIRE_OK(zoff_model_params_from_host(mb, p));
+        REQUIRE_OK(zoff_model_forward(mb, st, BATCH(x, y, 2, 6), &lz));
         CHECK(lz == lb);
-        zoff_gpt_destroy(mb);
+        zoff_model_destroy(mb);
     }
     free(p), free(g), free(g2);
-    zoff_gpt_destroy(m);
+    zoff_model_destroy(m);
 }
 
+/* A gradient sink that records the order of `done` calls (by layer group) and hands out a
+ * flat fp32 buffer. */
 typedef struct hook_log {
+    const zoff_layout *l;
+    float *flat;
     int groups[64];
     int n;
 } hook_log;
 
-static void on_group(void *ctx, int group, zoff_dev_stream *s) {
+static int log_buffer(void *ctx, int t, zoff_dev_stream *s, void **g) {
     hook_log *h = ctx;
     (void)s;
-    if (h->n < 64) h->groups[h->n++] = group;
+    *g = h->flat + h->l->tensors[t].offset;
+    return 0;
+}
+
+static int log_done(void *ctx, int t, zoff_dev_stream *s) {
+    hook_log *h = ctx;
+    (void)s;
+    int g = h->l->tensors[t].group;
+    if (h->n < 64 && (h->n == 0 || h->groups[h->n - 1] != g)) h->groups[h->n++] = g;
+    return 0;
 }
 
 typedef struct opt_hook {
@@ -218,15 +235,14 @@ static int my_step(void *ctx, zoff_dev_stream *s, const zoff_optimizer_step_args
 static void test_overfit_and_hooks(void) {
     zoff_gpt_config c;
     tiny_config(&c);
-    zoff_gpt_options o;
-    zoff_gpt_options_default(&o);
+    zoff_model_options o;
+    zoff_model_options_default(&o);
     o.batch = 2;
     o.seq_len = 8;
-    zoff_gpt *m;
+    zoff_model *m;
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &m));
-    REQUIRE_OK(zoff_gpt_init_params(m, 1));
-    hook_log hl = {0};
-    zoff_gpt_set_grad_ready_hook(m, on_group, &hl);
+    REQUIRE_OK(zoff_model_init_params(m, 1));
+    hook_log hl = {.l = zoff_model_get_layout(m)};
     zoff_trainer_config tc;
     zoff_trainer_config_default(&tc);
     tc.lr = 1e-2f;
@@ -234,17 +250,21 @@ static void test_overfit_and_hooks(void) {
     tc.total_steps = 150;
     tc.weight_decay = 0.0f;
     zoff_trainer *tr;
-    REQUIRE_OK(zoff_trainer_create(m, st, &tc, &tr));
+    REQUIRE_OK(zoff_trainer_create(m, st, &tc, NULL, &tr));
     int32_t x[16], y[16];
     make_batch(2, 8, c.vocab_size, 3, x, y);
     zoff_step_stats s0, s;
-    REQUIRE_OK(zoff_trainer_step(tr, x, y, 2, 8, &s0));
-    /* the grad-ready hook saw ln_f, blocks in reverse, then the embeddings */
+    /* a sink sees ln_f's gradients done first, then the blocks in reverse, then the
+     * embeddings (the tied wte last), and gets the same gradients as the flat buffer */
+    hl.flat = zoff_model_grads(m);
+    zoff_grad_sink sink = {.dtype = ZOFF_F32, .buffer = log_buffer, .done = log_done, .ctx = &hl};
+    zoff_model_set_grad_sink(m, &sink);
+    REQUIRE_OK(zoff_trainer_step(tr, BATCH(x, y, 2, 8), &s0));
     CHECK_EQ_INT(hl.n, 4);
     CHECK(hl.groups[0] == 3 && hl.groups[1] == 2 && hl.groups[2] == 1 && hl.groups[3] == 0);
-    zoff_gpt_set_grad_ready_hook(m, NULL, NULL);
+    zoff_model_set_grad_sink(m, NULL);
     for (int i = 1; i < 150; i++)
-        REQUIRE_OK(zoff_trainer_step(tr, x, y, 2, 8, &s));
+        REQUIRE_OK(zoff_trainer_step(tr, BATCH(x, y, 2, 8), &s));
     printf("overfit: loss %.4f -> %.4f\n", s0.loss, s.loss);
     CHECK(s0.loss > 2.5f);
     CHECK(s.loss < 0.3f);
@@ -254,55 +274,55 @@ static void test_overfit_and_hooks(void) {
     opt_hook oh = {0};
     zoff_trainer_set_optimizer(tr, my_step, &oh);
     float l1, l2;
-    REQUIRE_OK(zoff_trainer_compute_grads(tr, x, y, 2, 4, true, &l1));
-    REQUIRE_OK(zoff_trainer_compute_grads(tr, x + 8, y + 8, 2, 4, false, &l2));
+    REQUIRE_OK(zoff_trainer_compute_grads(tr, BATCH(x, y, 2, 4), true, &l1));
+    REQUIRE_OK(zoff_trainer_compute_grads(tr, BATCH(x + 8, y + 8, 2, 4), false, &l2));
     REQUIRE_OK(zoff_trainer_optimizer_step(tr, &s));
     CHECK_EQ_INT(oh.calls, 1);
     CHECK_EQ_INT(oh.last_step, 151);
     CHECK(fabsf(s.loss - 0.5f * (l1 + l2)) < 1e-6f);
     CHECK(oh.last_scale > 0.0f && oh.last_scale <= 0.5f); /* two micro-batches averaged */
     float before, after;
-    REQUIRE_OK(zoff_gpt_forward(m, st, x, y, 2, 8, &before));
-    REQUIRE_OK(zoff_trainer_step(tr, x, y, 2, 8, &s));
-    REQUIRE_OK(zoff_gpt_forward(m, st, x, y, 2, 8, &after));
+    REQUIRE_OK(zoff_model_forward(m, st, BATCH(x, y, 2, 8), &before));
+    REQUIRE_OK(zoff_trainer_step(tr, BATCH(x, y, 2, 8), &s));
+    REQUIRE_OK(zoff_model_forward(m, st, BATCH(x, y, 2, 8), &after));
     CHECK(before == after);
     zoff_trainer_destroy(tr);
 
     /* fp16 with dynamic loss scaling trains without non-finite losses */
     o.matmul_dtype = ZOFF_F16;
-    zoff_gpt *mh;
+    zoff_model *mh;
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &mh));
-    REQUIRE_OK(zoff_gpt_init_params(mh, 1));
-    REQUIRE_OK(zoff_trainer_create(mh, st, &tc, &tr));
+    REQUIRE_OK(zoff_model_init_params(mh, 1));
+    REQUIRE_OK(zoff_trainer_create(mh, st, &tc, NULL, &tr));
     for (int i = 0; i < 60; i++)
-        REQUIRE_OK(zoff_trainer_step(tr, x, y, 2, 8, &s));
+        REQUIRE_OK(zoff_trainer_step(tr, BATCH(x, y, 2, 8), &s));
     printf("fp16: loss %.4f, loss scale %g\n", s.loss, s.loss_scale);
     CHECK(isfinite(s.loss) && s.loss < s0.loss);
     CHECK(s.loss_scale >= 1.0f);
     zoff_trainer_destroy(tr);
-    zoff_gpt_destroy(mh);
+    zoff_model_destroy(mh);
 
     /* bad inputs are refused with a message */
     x[3] = c.vocab_size;
-    CHECK(zoff_gpt_forward(m, st, x, y, 2, 8, NULL) == -EINVAL);
+    CHECK(zoff_model_forward(m, st, BATCH(x, y, 2, 8), NULL) == -EINVAL);
     CHECK(strstr(zoff_last_error_detail(), "position 3") != NULL);
     x[3] = 0;
-    CHECK(zoff_gpt_forward(m, st, x, y, 3, 8, NULL) == -EINVAL);
-    zoff_gpt_destroy(m);
+    CHECK(zoff_model_forward(m, st, BATCH(x, y, 3, 8), NULL) == -EINVAL);
+    zoff_model_destroy(m);
 }
 
 /* An optimizer hook as the offload engine will install it: gradients come down to host
  * memory, AdamW runs on the CPU over the flat layout, parameters go back up. Training with it
  * must match the built-in device AdamW step for step. */
 typedef struct host_adam {
-    zoff_gpt *m;
+    zoff_model *m;
     float *p, *g, *mom, *var;
     size_t total;
 } host_adam;
 
 static int host_adam_step(void *ctx, zoff_dev_stream *s, const zoff_optimizer_step_args *a) {
     host_adam *h = ctx;
-    zoff_dev *d = zoff_gpt_get_dev(h->m);
+    zoff_dev *d = zoff_model_get_dev(h->m);
     int rc = zoff_dev_stream_synchronize(s);
     if (!rc) rc = zoff_dev_memcpy(d, h->g, a->grads, h->total * 4, ZOFF_COPY_D2H);
     if (!rc) rc = zoff_dev_memcpy(d, h->p, a->params, h->total * 4, ZOFF_COPY_D2H);
@@ -310,7 +330,7 @@ static int host_adam_step(void *ctx, zoff_dev_stream *s, const zoff_optimizer_st
     const zoff_trainer_config *c = a->cfg;
     float c1 = 1.0f - powf(c->beta1, (float)a->step), c2 = 1.0f - powf(c->beta2, (float)a->step);
     for (int t = 0; t < a->layout->n_tensors; t++) {
-        const zoff_gpt_tensor *tt = &a->layout->tensors[t];
+        const zoff_tensor *tt = &a->layout->tensors[t];
         float wd = tt->weight_decay ? c->weight_decay : 0.0f;
         for (size_t i = tt->offset; i < tt->offset + tt->numel; i++) {
             float g = h->g[i] * a->grad_scale;
@@ -325,16 +345,16 @@ static int host_adam_step(void *ctx, zoff_dev_stream *s, const zoff_optimizer_st
 static void test_optimizer_hook_parity(void) {
     zoff_gpt_config c;
     tiny_config(&c);
-    zoff_gpt_options o;
-    zoff_gpt_options_default(&o);
+    zoff_model_options o;
+    zoff_model_options_default(&o);
     o.batch = 4;
     o.seq_len = 8;
-    zoff_gpt *ma, *mb;
+    zoff_model *ma, *mb;
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &ma));
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &mb));
-    REQUIRE_OK(zoff_gpt_init_params(ma, 2));
-    REQUIRE_OK(zoff_gpt_init_params(mb, 2));
-    size_t total = zoff_gpt_get_layout(ma)->total;
+    REQUIRE_OK(zoff_model_init_params(ma, 2));
+    REQUIRE_OK(zoff_model_init_params(mb, 2));
+    size_t total = zoff_model_get_layout(ma)->total;
     host_adam h = {mb,   calloc(total, 4), calloc(total, 4), calloc(total, 4), calloc(total, 4),
                    total};
     zoff_trainer_config tc;
@@ -342,8 +362,8 @@ static void test_optimizer_hook_parity(void) {
     tc.warmup_steps = 2;
     tc.total_steps = 6;
     zoff_trainer *ta, *tb;
-    REQUIRE_OK(zoff_trainer_create(ma, st, &tc, &ta));
-    REQUIRE_OK(zoff_trainer_create(mb, st, &tc, &tb));
+    REQUIRE_OK(zoff_trainer_create(ma, st, &tc, NULL, &ta));
+    REQUIRE_OK(zoff_trainer_create(mb, st, &tc, NULL, &tb));
     zoff_trainer_set_optimizer(tb, host_adam_step, &h);
     int32_t x[32], y[32];
     float *pa = malloc(total * 4), *pb = malloc(total * 4);
@@ -351,16 +371,16 @@ static void test_optimizer_hook_parity(void) {
         make_batch(4, 8, c.vocab_size, 100 + step, x, y);
         zoff_step_stats sa, sb;
         /* a: one batch of 4; b: two micro-batches of 2 (gradient accumulation) */
-        REQUIRE_OK(zoff_trainer_step(ta, x, y, 4, 8, &sa));
-        REQUIRE_OK(zoff_trainer_compute_grads(tb, x, y, 2, 8, true, NULL));
-        REQUIRE_OK(zoff_trainer_compute_grads(tb, x + 16, y + 16, 2, 8, false, NULL));
+        REQUIRE_OK(zoff_trainer_step(ta, BATCH(x, y, 4, 8), &sa));
+        REQUIRE_OK(zoff_trainer_compute_grads(tb, BATCH(x, y, 2, 8), true, NULL));
+        REQUIRE_OK(zoff_trainer_compute_grads(tb, BATCH(x + 16, y + 16, 2, 8), false, NULL));
         REQUIRE_OK(zoff_trainer_optimizer_step(tb, &sb));
         CHECK(fabsf(sa.loss - sb.loss) < 1e-5f);
         CHECK(fabsf(sa.grad_norm - sb.grad_norm) < 1e-4f * sa.grad_norm);
         CHECK(sa.lr == sb.lr);
     }
-    REQUIRE_OK(zoff_gpt_params_to_host(ma, pa));
-    REQUIRE_OK(zoff_gpt_params_to_host(mb, pb));
+    REQUIRE_OK(zoff_model_params_to_host(ma, pa));
+    REQUIRE_OK(zoff_model_params_to_host(mb, pb));
     double maxd = 0;
     for (size_t i = 0; i < total; i++)
         maxd = fmax(maxd, fabs(pa[i] - pb[i]));
@@ -368,8 +388,8 @@ static void test_optimizer_hook_parity(void) {
     CHECK(maxd < 1e-4);
     zoff_trainer_destroy(ta);
     zoff_trainer_destroy(tb);
-    zoff_gpt_destroy(ma);
-    zoff_gpt_destroy(mb);
+    zoff_model_destroy(ma);
+    zoff_model_destroy(mb);
     free(h.p), free(h.g), free(h.mom), free(h.var), free(pa), free(pb);
 }
 
@@ -413,7 +433,7 @@ static void test_device_oom(void) {
     REQUIRE_OK(zoff_dev_open(&cfg, &small));
     zoff_gpt_config c = {
         .n_layer = 4, .n_head = 4, .n_embd = 256, .vocab_size = 256, .seq_len = 64};
-    zoff_gpt *m = NULL;
+    zoff_model *m = NULL;
     CHECK(zoff_gpt_create(small, &c, NULL, &m) == ZOFF_EDEVICE_OOM);
     CHECK(m == NULL);
     zoff_dev_mem_stats ms;
@@ -428,8 +448,8 @@ static void test_device_oom(void) {
 static void test_resume(void) {
     zoff_gpt_config c;
     tiny_config(&c);
-    zoff_gpt_options o;
-    zoff_gpt_options_default(&o);
+    zoff_model_options o;
+    zoff_model_options_default(&o);
     o.batch = 2;
     o.seq_len = 8;
     zoff_trainer_config tc;
@@ -444,33 +464,33 @@ static void test_resume(void) {
     int32_t x[6][16], y[6][16];
     for (int i = 0; i < 6; i++)
         make_batch(2, 8, c.vocab_size, 40 + i, x[i], y[i]);
-    zoff_gpt *a, *b, *r;
+    zoff_model *a, *b, *r;
     zoff_trainer *ta, *tb, *tr;
     zoff_step_stats sa, sr;
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &a));
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &b));
-    REQUIRE_OK(zoff_gpt_init_params(a, 3));
-    REQUIRE_OK(zoff_gpt_init_params(b, 3));
-    REQUIRE_OK(zoff_trainer_create(a, st, &tc, &ta));
-    REQUIRE_OK(zoff_trainer_create(b, st, &tc, &tb));
+    REQUIRE_OK(zoff_model_init_params(a, 3));
+    REQUIRE_OK(zoff_model_init_params(b, 3));
+    REQUIRE_OK(zoff_trainer_create(a, st, &tc, NULL, &ta));
+    REQUIRE_OK(zoff_trainer_create(b, st, &tc, NULL, &tb));
     for (int i = 0; i < 6; i++)
-        REQUIRE_OK(zoff_trainer_step(ta, x[i], y[i], 2, 8, &sa));
+        REQUIRE_OK(zoff_trainer_step(ta, BATCH(x[i], y[i], 2, 8), &sa));
     for (int i = 0; i < 3; i++)
-        REQUIRE_OK(zoff_trainer_step(tb, x[i], y[i], 2, 8, NULL));
-    REQUIRE_OK(zoff_gpt_checkpoint_save(b, ck));
+        REQUIRE_OK(zoff_trainer_step(tb, BATCH(x[i], y[i], 2, 8), NULL));
+    REQUIRE_OK(zoff_model_checkpoint_save(b, ck, NULL));
     REQUIRE_OK(zoff_trainer_save_state(tb, opt));
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &r));
-    REQUIRE_OK(zoff_gpt_checkpoint_load(r, ck));
-    REQUIRE_OK(zoff_trainer_create(r, st, &tc, &tr));
+    REQUIRE_OK(zoff_model_checkpoint_load(r, ck));
+    REQUIRE_OK(zoff_trainer_create(r, st, &tc, NULL, &tr));
     REQUIRE_OK(zoff_trainer_load_state(tr, opt));
     CHECK_EQ_INT(zoff_trainer_get_step(tr), 3);
     for (int i = 3; i < 6; i++)
-        REQUIRE_OK(zoff_trainer_step(tr, x[i], y[i], 2, 8, &sr));
+        REQUIRE_OK(zoff_trainer_step(tr, BATCH(x[i], y[i], 2, 8), &sr));
     CHECK(sa.loss == sr.loss && sa.lr == sr.lr);
-    size_t total = zoff_gpt_get_layout(a)->total;
+    size_t total = zoff_model_get_layout(a)->total;
     float *pa = malloc(total * 4), *pr = malloc(total * 4);
-    REQUIRE_OK(zoff_gpt_params_to_host(a, pa));
-    REQUIRE_OK(zoff_gpt_params_to_host(r, pr));
+    REQUIRE_OK(zoff_model_params_to_host(a, pa));
+    REQUIRE_OK(zoff_model_params_to_host(r, pr));
     CHECK(memcmp(pa, pr, total * 4) == 0);
     /* a truncated state file names the file and the tensor; another model's is refused */
     FILE *f = fopen(opt, "r+b");
@@ -486,7 +506,7 @@ static void test_resume(void) {
     CHECK(zoff_optimizer_state_load(opt, &one, &one, 1, &step, &one) == ZOFF_ESHAPE);
     free(pa), free(pr);
     zoff_trainer_destroy(ta), zoff_trainer_destroy(tb), zoff_trainer_destroy(tr);
-    zoff_gpt_destroy(a), zoff_gpt_destroy(b), zoff_gpt_destroy(r);
+    zoff_model_destroy(a), zoff_model_destroy(b), zoff_model_destroy(r);
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);

@@ -25,17 +25,17 @@ typedef struct result {
 
 static void run_model(zoff_dev *dev, zoff_dtype dt, result *r) {
     zoff_gpt_config c = {.n_layer = 2, .n_head = 4, .n_embd = 64, .vocab_size = 97, .seq_len = 32};
-    zoff_gpt_options o;
-    zoff_gpt_options_default(&o);
+    zoff_model_options o;
+    zoff_model_options_default(&o);
     o.batch = 3;
     o.seq_len = 32;
     o.matmul_dtype = dt;
     zoff_dev_stream *s;
     REQUIRE_OK(zoff_dev_stream_create(dev, &s));
-    zoff_gpt *m;
+    zoff_model *m;
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &m));
-    REQUIRE_OK(zoff_gpt_init_params(m, 11));
-    size_t total = zoff_gpt_get_layout(m)->total;
+    REQUIRE_OK(zoff_model_init_params(m, 11));
+    size_t total = zoff_model_get_layout(m)->total;
     int32_t x[96], y[96];
     unsigned long long rng = 5;
     for (int i = 0; i < 96; i++) {
@@ -44,19 +44,19 @@ static void run_model(zoff_dev *dev, zoff_dtype dt, result *r) {
     }
     r->grads = malloc(total * 4);
     r->params3 = malloc(total * 4);
-    REQUIRE_OK(zoff_gpt_zero_grads(m, s));
-    REQUIRE_OK(zoff_gpt_forward(m, s, x, y, 3, 32, &r->loss));
-    REQUIRE_OK(zoff_gpt_backward(m, s, 1.0f));
-    REQUIRE_OK(zoff_gpt_grads_to_host(m, r->grads));
+    REQUIRE_OK(zoff_model_alloc_grads(m));
+    REQUIRE_OK(zoff_model_zero_grads(m, s));
+    REQUIRE_OK(zoff_model_forward_backward(m, s, BATCH(x, y, 3, 32), 1.0f, &r->loss));
+    REQUIRE_OK(zoff_model_grads_to_host(m, r->grads));
     zoff_trainer *tr;
-    REQUIRE_OK(zoff_trainer_create(m, s, NULL, &tr));
+    REQUIRE_OK(zoff_trainer_create(m, s, NULL, NULL, &tr));
     zoff_step_stats st;
     for (int i = 0; i < 3; i++)
-        REQUIRE_OK(zoff_trainer_step(tr, x, y, 3, 32, &st));
+        REQUIRE_OK(zoff_trainer_step(tr, BATCH(x, y, 3, 32), &st));
     r->loss3 = st.loss;
-    REQUIRE_OK(zoff_gpt_params_to_host(m, r->params3));
+    REQUIRE_OK(zoff_model_params_to_host(m, r->params3));
     zoff_trainer_destroy(tr);
-    zoff_gpt_destroy(m);
+    zoff_model_destroy(m);
     CHECK_OK(zoff_dev_stream_destroy(s));
 }
 
@@ -73,7 +73,7 @@ int main(int argc, char **argv) {
         run_model(dev, types[k], &a);
         run_model(host, types[k], &b);
         zoff_gpt_config c = {2, 4, 64, 97, 32};
-        zoff_gpt_layout l;
+        zoff_layout l;
         REQUIRE_OK(zoff_gpt_layout_build(&c, &l));
         double tol = types[k] == ZOFF_F32 ? 1e-4 : 1e-2;
         double el = fabs(a.loss - b.loss) / b.loss, eg = nerr(a.grads, b.grads, l.total);
@@ -85,7 +85,7 @@ int main(int argc, char **argv) {
         CHECK(eg <= tol * 10);
         CHECK(ep <= tol);
         free(a.grads), free(a.params3), free(b.grads), free(b.params3);
-        zoff_gpt_layout_free(&l);
+        zoff_layout_free(&l);
     }
     zoff_dev_close(host);
     zoff_dev_close(dev);

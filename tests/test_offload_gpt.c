@@ -1,15 +1,18 @@
 /* The GPT trained through the offload engine against the reference trainer (device AdamW,
- * no offload) on the host backend, step for step on the same batches:
+ * no offload) on one backend (argv[1]: host, or cuda where a GPU exists), step for step on the
+ * same batches:
  *   - f32 GEMMs: sync and overlap schedules match the reference's losses within a tight
  *     tolerance (two AdamW implementations: the engine's fused CPU step and the device op);
- *   - bf16 GEMMs: within a looser tolerance (the engine's weights are the 16-bit ones);
+ *   - bf16: within a tight tolerance - both hold the same 16-bit weights on the device and
+ *     differ only by the gradients' 16-bit rounding in the engine's buckets;
  *   - DPU equals sync for its warm-up steps, then trains on one-step-stale weights;
  *   - NVMe-held state gives bitwise the same losses as CPU-held state;
  *   - the PCIe counters show 4 bytes per parameter per step with bf16;
  *   - a device too small for the non-offloaded trainer's state trains with offload, and the
  *     reference fails there with a clear out-of-memory error. */
-#include "model/gpt_offload.h"
+#include "model/model_offload.h"
 #include "model/model.h"
+#include "tests/device_test_util.h"
 #include "tests/test_util.h"
 
 #include <math.h>
@@ -36,28 +39,31 @@ static void batch(int step, int32_t *x, int32_t *y) {
     }
 }
 
+static int g_argc;
+static char **g_argv;
+
 static zoff_dev *open_host(size_t capacity) {
-    zoff_dev_config dc;
-    zoff_dev_config_default(&dc);
-    dc.kind = ZOFF_DEV_HOST;
-    dc.capacity = capacity;
-    dc.host_kernel_threads = 1; /* deterministic and cheap */
-    zoff_dev *dev;
-    REQUIRE_OK(zoff_dev_open(&dc, &dev));
-    return dev;
+    return zoff_test_open_device(g_argc, g_argv, capacity);
 }
 
-static zoff_gpt *make_model(zoff_dev *dev, zoff_dtype dt) {
+/* The fp32 master weights every run starts from (the model's seed-42 initialization). */
+static float *g_master;
+
+static zoff_model *make_model(zoff_dev *dev, zoff_dtype dt) {
     zoff_gpt_config c;
     tiny(&c);
-    zoff_gpt_options o;
-    zoff_gpt_options_default(&o);
+    zoff_model_options o;
+    zoff_model_options_default(&o);
     o.batch = B;
     o.seq_len = T;
     o.matmul_dtype = dt;
-    zoff_gpt *m;
+    zoff_model *m;
     REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &m));
-    REQUIRE_OK(zoff_gpt_init_params(m, 42));
+    if (!g_master) {
+        g_master = malloc(zoff_model_get_layout(m)->total * sizeof(float));
+        REQUIRE_OK(zoff_model_init_host(m, 42, g_master));
+    }
+    REQUIRE_OK(zoff_model_params_from_host(m, g_master));
     return m;
 }
 
@@ -73,22 +79,22 @@ static void trainer_config(zoff_trainer_config *tc) {
 
 static void run_reference(zoff_dtype dt, float *losses) {
     zoff_dev *dev = open_host(0);
-    zoff_gpt *m = make_model(dev, dt);
+    zoff_model *m = make_model(dev, dt);
     zoff_dev_stream *s;
     REQUIRE_OK(zoff_dev_stream_create(dev, &s));
     zoff_trainer_config tc;
     trainer_config(&tc);
     zoff_trainer *tr;
-    REQUIRE_OK(zoff_trainer_create(m, s, &tc, &tr));
+    REQUIRE_OK(zoff_trainer_create(m, s, &tc, g_master, &tr));
     int32_t x[B * T], y[B * T];
     for (int i = 0; i < STEPS; i++) {
         batch(i, x, y);
         zoff_step_stats st;
-        REQUIRE_OK(zoff_trainer_step(tr, x, y, B, T, &st));
+        REQUIRE_OK(zoff_trainer_step(tr, BATCH(x, y, B, T), &st));
         losses[i] = st.loss;
     }
     zoff_trainer_destroy(tr);
-    zoff_gpt_destroy(m);
+    zoff_model_destroy(m);
     zoff_dev_stream_destroy(s);
     zoff_dev_close(dev);
 }
@@ -96,7 +102,7 @@ static void run_reference(zoff_dtype dt, float *losses) {
 static void run_offload(zoff_dtype dt, zoff_offload_target target, zoff_schedule sched,
                         const char *dir, float *losses, double *pcie_per_param) {
     zoff_dev *dev = open_host(0);
-    zoff_gpt *m = make_model(dev, dt);
+    zoff_model *m = make_model(dev, dt);
     zoff_dev_stream *s;
     REQUIRE_OK(zoff_dev_stream_create(dev, &s));
     zoff_trainer_config tc;
@@ -117,21 +123,21 @@ static void run_offload(zoff_dtype dt, zoff_offload_target target, zoff_schedule
         ec.nvme_dirs[0] = dir;
         ec.n_nvme_dirs = 1;
     }
-    zoff_gpt_offload *off;
-    REQUIRE_OK(zoff_gpt_offload_create(m, s, &ec, &off));
+    zoff_model_offload *off;
+    REQUIRE_OK(zoff_model_offload_create(m, s, &ec, g_master, &off));
     int32_t x[B * T], y[B * T];
     for (int i = 0; i < STEPS; i++) {
         batch(i, x, y);
-        REQUIRE_OK(zoff_gpt_offload_micro_batch(off, x, y, B, T, &losses[i]));
+        REQUIRE_OK(zoff_model_offload_micro_batch(off, BATCH(x, y, B, T), &losses[i]));
     }
-    REQUIRE_OK(zoff_engine_flush(zoff_gpt_offload_engine(off), s));
+    REQUIRE_OK(zoff_engine_flush(zoff_model_offload_engine(off), s));
     zoff_engine_step_report rep;
-    REQUIRE_OK(zoff_engine_last_report(zoff_gpt_offload_engine(off), &rep));
+    REQUIRE_OK(zoff_engine_last_report(zoff_model_offload_engine(off), &rep));
     zoff_engine_memory mem;
-    zoff_engine_get_memory(zoff_gpt_offload_engine(off), &mem);
+    zoff_engine_get_memory(zoff_model_offload_engine(off), &mem);
     *pcie_per_param = (double)(rep.pcie_d2h_bytes + rep.pcie_h2d_bytes) / (double)mem.n_params;
-    REQUIRE_OK(zoff_gpt_offload_finish(off));
-    zoff_gpt_destroy(m);
+    REQUIRE_OK(zoff_model_offload_finish(off));
+    zoff_model_destroy(m);
     zoff_dev_stream_destroy(s);
     zoff_dev_close(dev);
 }
@@ -149,25 +155,28 @@ static double max_rel_diff(const float *a, const float *b, int n) {
  * Adam moments: the reference fails with ZOFF_EDEVICE_OOM, offload trains. */
 static void test_state_larger_than_device(void) {
     zoff_dev *probe = open_host(0);
-    zoff_gpt *pm = make_model(probe, ZOFF_BF16);
-    size_t model_bytes = zoff_gpt_device_bytes(pm);
-    size_t n = zoff_gpt_get_layout(pm)->total;
-    zoff_gpt_destroy(pm);
+    zoff_model *pm = make_model(probe, ZOFF_BF16);
+    zoff_device_plan plan;
+    zoff_model_memory(pm, &plan);
+    size_t n = zoff_model_get_layout(pm)->total;
+    zoff_model_destroy(pm);
     zoff_dev_close(probe);
-    size_t capacity = model_bytes + 4 * n; /* < the trainer's 8 bytes/param of moments */
+    /* the model and 3 bucket slots of 16 KiB fit; the trainer's fp32 master, gradients and
+     * moments (16 B/param) do not */
+    size_t capacity = plan.total + 4 * (16 << 10) + 4 * n;
 
     zoff_dev *dev = open_host(capacity);
-    zoff_gpt *m = make_model(dev, ZOFF_BF16);
+    zoff_model *m = make_model(dev, ZOFF_BF16);
     zoff_dev_stream *s;
     REQUIRE_OK(zoff_dev_stream_create(dev, &s));
     zoff_trainer_config tc;
     trainer_config(&tc);
     zoff_trainer *tr = NULL;
-    REQUIRE_OK(zoff_trainer_create(m, s, &tc, &tr));
     int32_t x[B * T], y[B * T];
     batch(0, x, y);
     zoff_step_stats st;
-    int rc = zoff_trainer_step(tr, x, y, B, T, &st); /* its moments are allocated here */
+    int rc = zoff_trainer_create(m, s, &tc, g_master, &tr); /* master and gradients */
+    if (!rc) rc = zoff_trainer_step(tr, BATCH(x, y, B, T), &st); /* moments */
     CHECK_EQ_INT(rc, ZOFF_EDEVICE_OOM);
     CHECK(strstr(zoff_last_error_detail(), "out of memory") != NULL);
     printf("reference trainer on a %zu-byte device: %s (%s)\n", capacity, zoff_strerror(rc),
@@ -177,23 +186,25 @@ static void test_state_larger_than_device(void) {
     zoff_engine_config_default(&ec);
     ec.bucket_bytes = 16 << 10;
     ec.cpu_threads = 1;
-    zoff_gpt_offload *off;
-    REQUIRE_OK(zoff_gpt_offload_create(m, s, &ec, &off));
+    zoff_model_offload *off;
+    REQUIRE_OK(zoff_model_offload_create(m, s, &ec, g_master, &off));
     float first = 0, last = 0;
     for (int i = 0; i < STEPS; i++) {
         batch(i, x, y);
-        REQUIRE_OK(zoff_gpt_offload_micro_batch(off, x, y, B, T, i ? &last : &first));
+        REQUIRE_OK(zoff_model_offload_micro_batch(off, BATCH(x, y, B, T), i ? &last : &first));
     }
     printf("offloaded on the same device: loss %.4f -> %.4f\n", first, last);
     CHECK(last < first);
-    REQUIRE_OK(zoff_gpt_offload_finish(off));
-    zoff_gpt_destroy(m);
+    REQUIRE_OK(zoff_model_offload_finish(off));
+    zoff_model_destroy(m);
     zoff_dev_stream_destroy(s);
     zoff_dev_close(dev);
 }
 
-int main(void) {
-    zoff_test_init();
+int main(int argc, char **argv) {
+    g_argc = argc;
+    g_argv = argv;
+    zoff_dev_close(open_host(0)); /* skips (77) here when the backend is missing */
     char dir[] = "/tmp/zoff-gpt-offload-XXXXXX";
     if (!mkdtemp(dir)) return 1;
     float ref32[STEPS], ref16[STEPS], sync32[STEPS], over32[STEPS], dpu32[STEPS], sync16[STEPS],
@@ -217,7 +228,7 @@ int main(void) {
            d_sync, d_over, d_16);
     CHECK(d_sync < 1e-4);
     CHECK(d_over < 1e-4);
-    CHECK(d_16 < 2e-2);
+    CHECK(d_16 < 1e-3);
     CHECK(memcmp(sync32, over32, sizeof sync32) == 0); /* same arithmetic, other timing */
     CHECK(memcmp(nvme16, sync16, sizeof sync16) == 0);
     CHECK(memcmp(dpu32, sync32, 3 * sizeof(float)) == 0); /* warm-up steps 0..2 are sync */
@@ -227,5 +238,6 @@ int main(void) {
     CHECK(fabs(pcie16 - 4.0) < 1e-9);
     CHECK(fabs(pcie32 - 8.0) < 1e-9);
     test_state_larger_than_device();
+    free(g_master);
     return zoff_test_finish("test_offload_gpt");
 }

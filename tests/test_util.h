@@ -59,4 +59,7 @@ unsigned long long zoff_test_rand(unsigned long long *state);
 /* Uniform float in [lo, hi). */
 float zoff_test_randf(unsigned long long *state, float lo, float hi);
 
+/* A model batch (model/model.h) of host token and target arrays, as a pointer argument. */
+#define BATCH(x, y, B_, T_) (&(zoff_batch){.tokens = (x), .targets = (y), .B = (B_), .T = (T_)})
+
 #endif

@@ -167,6 +167,11 @@ typedef struct zoff_engine_memory {
     size_t n_params; /* parameters the buckets cover: first tensor to the end of the last */
 } zoff_engine_memory;
 void zoff_engine_get_memory(const zoff_engine *e, zoff_engine_memory *out);
+/* The device bytes (zoff_engine_memory.device_bytes) an engine with this configuration and
+ * these tensors will allocate, computed without creating it: for a device plan shown before
+ * anything is allocated. */
+int zoff_engine_plan_device_bytes(const zoff_engine_config *cfg, const zoff_engine_tensor *tensors,
+                                  size_t n_tensors, size_t *bytes);
 
 #ifdef __cplusplus
 }

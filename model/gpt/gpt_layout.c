@@ -45,10 +45,10 @@ int zoff_gpt_config_validate(const zoff_gpt_config *c) {
 }
 
 static size_t align_up(size_t x) {
-    return (x + ZOFF_GPT_ALIGN - 1) / ZOFF_GPT_ALIGN * ZOFF_GPT_ALIGN;
+    return (x + ZOFF_LAYOUT_ALIGN - 1) / ZOFF_LAYOUT_ALIGN * ZOFF_LAYOUT_ALIGN;
 }
 
-int zoff_gpt_layout_build(const zoff_gpt_config *cfg, zoff_gpt_layout *out) {
+int zoff_gpt_layout_build(const zoff_gpt_config *cfg, zoff_layout *out) {
     memset(out, 0, sizeof *out);
     int rc = zoff_gpt_config_validate(cfg);
     if (rc) return rc;
@@ -59,7 +59,7 @@ int zoff_gpt_layout_build(const zoff_gpt_config *cfg, zoff_gpt_layout *out) {
     out->tensors = calloc((size_t)out->n_tensors, sizeof *out->tensors);
     out->group_begin = calloc((size_t)out->n_groups + 1, sizeof *out->group_begin);
     if (!out->tensors || !out->group_begin) {
-        zoff_gpt_layout_free(out);
+        zoff_layout_free(out);
         return -ENOMEM;
     }
     static const char *block_names[12] = {
@@ -84,7 +84,7 @@ int zoff_gpt_layout_build(const zoff_gpt_config *cfg, zoff_gpt_layout *out) {
         out->group_begin[g] = off;
         int count = g == 0 ? 2 : g == L + 1 ? 2 : 12;
         for (int j = 0; j < count; j++) {
-            zoff_gpt_tensor *t = &out->tensors[n++];
+            zoff_tensor *t = &out->tensors[n++];
             t->group = g;
             t->offset = off;
             if (g == 0) {
@@ -99,13 +99,14 @@ int zoff_gpt_layout_build(const zoff_gpt_config *cfg, zoff_gpt_layout *out) {
                 snprintf(t->name, sizeof t->name, "%s", j == 0 ? "ln_f.weight" : "ln_f.bias");
                 t->shape[0] = (int64_t)C;
             } else {
-                t->kind = (zoff_gpt_tensor_kind)(ZOFF_GPT_LN1_W + j);
+                t->kind = ZOFF_GPT_LN1_W + j;
                 t->layer = g - 1;
                 snprintf(t->name, sizeof t->name, "h.%d.%s", g - 1, block_names[j]);
                 t->shape[0] = block_shapes[j][0];
                 t->shape[1] = block_shapes[j][1];
             }
             t->ndim = t->shape[1] ? 2 : 1;
+            t->hf_transposed = t->ndim == 2 && g != 0; /* GPT-2's Conv1D stores (in, out) */
             t->numel = (size_t)t->shape[0] * (t->ndim == 2 ? (size_t)t->shape[1] : 1);
             t->weight_decay = t->ndim == 2;
             out->n_params += t->numel;
@@ -117,13 +118,13 @@ int zoff_gpt_layout_build(const zoff_gpt_config *cfg, zoff_gpt_layout *out) {
     return 0;
 }
 
-void zoff_gpt_layout_free(zoff_gpt_layout *layout) {
+void zoff_layout_free(zoff_layout *layout) {
     free(layout->tensors);
     free(layout->group_begin);
     memset(layout, 0, sizeof *layout);
 }
 
-const zoff_gpt_tensor *zoff_gpt_layout_find(const zoff_gpt_layout *layout,
+const zoff_tensor *zoff_gpt_layout_find(const zoff_layout *layout,
                                             zoff_gpt_tensor_kind kind, int layer) {
     switch (kind) {
     case ZOFF_GPT_WTE:
@@ -141,7 +142,7 @@ const zoff_gpt_tensor *zoff_gpt_layout_find(const zoff_gpt_layout *layout,
     }
 }
 
-const zoff_gpt_tensor *zoff_gpt_layout_find_name(const zoff_gpt_layout *layout, const char *name) {
+const zoff_tensor *zoff_layout_find_name(const zoff_layout *layout, const char *name) {
     for (int i = 0; i < layout->n_tensors; i++)
         if (strcmp(layout->tensors[i].name, name) == 0) return &layout->tensors[i];
     return NULL;

@@ -5,7 +5,12 @@
  *   - every backward against central finite differences of its forward, for the objective
  *     sum(out * w) with random w (so dout = w), at sampled coordinates;
  *   - gemm in all transpose combinations, fp32 and bf16/fp16 operands (against references
- *     on 16-bit-rounded inputs), and AdamW against its formula. */
+ *     on 16-bit-rounded inputs), and AdamW against its formula;
+ *   - the typed variants (16-bit weights, gradients and outputs, rounded once) of every model
+ *     kernel against double references on the same rounded inputs, including 16-bit GEMM
+ *     outputs with beta != 0, gradients accumulated into non-zero 16-bit buffers, embedding
+ *     position ids, and the fused loss with ignored targets. The fused attention has its own
+ *     test (test_gpu_flash_attention.c). */
 #include "core/half.h"
 #include "tests/device_test_util.h"
 #include "tests/test_util.h"

@@ -76,11 +76,12 @@ __device__ __forceinline__ int fa_block_first_key(const fa_params &p, int b, int
     return lo / FA_TILE * FA_TILE;
 }
 
-// Heaviest tiles first (the causal mask makes late query tiles the longest).
-__device__ __forceinline__ void fa_block_coords(const fa_params &p, int heads, int *b, int *h,
-                                                int *tile) {
+// A block's (batch, head, tile of FA_ROWS rows), the heaviest tiles first: under the causal
+// mask the late query tiles (late_first) and the early key tiles see the most pairs.
+__device__ __forceinline__ void fa_block_coords(const fa_params &p, int heads, bool late_first,
+                                                int *b, int *h, int *tile) {
     int tiles = (p.T + FA_ROWS - 1) / FA_ROWS, bid = blockIdx.x;
-    *tile = tiles - 1 - bid % tiles;
+    *tile = late_first ? tiles - 1 - bid % tiles : bid % tiles;
     *h = bid / tiles % heads;
     *b = bid / tiles / heads;
 }
@@ -91,7 +92,7 @@ __global__ void zoff_flash_fwd_kernel(void *out, float *lse, const void *q, cons
     extern __shared__ float sm[];
     float *qs = sm, *ks = qs + FA_ROWS * p.ks, *vs = ks + FA_TILE * p.ks;
     int b, h, qt, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    fa_block_coords(p, p.NH, &b, &h, &qt);
+    fa_block_coords(p, p.NH, true, &b, &h, &qt);
     int kvh = h / p.group, t0 = qt * FA_ROWS;
     fa_load_rows(qs, q, type, p.q_stride, b, h, t0, FA_ROWS, p);
 
@@ -178,7 +179,7 @@ __global__ void zoff_flash_dq_kernel(void *dq, const void *dout, const float *ls
     float *qs = sm, *dos = qs + FA_ROWS * p.ks, *ks = dos + FA_ROWS * p.ks;
     float *vs = ks + FA_TILE * p.ks;
     int b, h, qt, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    fa_block_coords(p, p.NH, &b, &h, &qt);
+    fa_block_coords(p, p.NH, true, &b, &h, &qt);
     int kvh = h / p.group, t0 = qt * FA_ROWS;
     fa_load_rows(qs, q, type, p.q_stride, b, h, t0, FA_ROWS, p);
     fa_load_rows(dos, dout, type, (size_t)p.NH * p.HS, b, h, t0, FA_ROWS, p);
@@ -249,7 +250,7 @@ __global__ void zoff_flash_dkv_kernel(void *dk, void *dv, const void *dout, cons
     float *dos = qs + FA_TILE * p.ks, *lse_s = dos + FA_TILE * p.ks, *delta_s = lse_s + FA_TILE;
     int *lo_s = (int *)(delta_s + FA_TILE);
     int b, kvh, kt, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    fa_block_coords(p, p.NKV, &b, &kvh, &kt);
+    fa_block_coords(p, p.NKV, false, &b, &kvh, &kt);
     int j0 = kt * FA_ROWS;
     fa_load_rows(ks, k, type, p.kv_stride, b, kvh, j0, FA_ROWS, p);
     fa_load_rows(vs, v, type, p.kv_stride, b, kvh, j0, FA_ROWS, p);

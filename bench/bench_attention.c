@@ -3,8 +3,9 @@
  * plus backward, on one backend. The materialized attention is the in-run baseline: the figure
  * to read is the ratio fused / materialized, which survives a noisy machine.
  * Prints one JSON line per sequence length T:
- *   fused_ms, materialized_ms: the best (least disturbed) of the timed fwd+bwd runs, and their
- *   medians; ratio = fused_ms / materialized_ms (below 1: the fused one is faster);
+ *   fused_ms, materialized_ms: the best (least disturbed) of the timed fwd+bwd runs, the two
+ *   methods' runs interleaved so that both see the same load, and their medians;
+ *   ratio = fused_ms / materialized_ms (below 1: the fused one is faster);
  *   fused_bytes, materialized_bytes: the device bytes each holds besides the inputs and
  *   gradients they share (qkv, dout, dqkv): att and its gradient scratch (B,NH,T,T) and the
  *   output for the materialized one; the output, lse and delta for the fused one;
@@ -81,27 +82,40 @@ static int run_fused(point *p) {
     return rc ? rc : zoff_dev_stream_synchronize(p->s);
 }
 
-/* Times fn: warmup runs, then iters runs; best and median in ms; peak bytes above `base`. */
-static int time_runs(point *p, int (*fn)(point *), int warmup, int iters, double *best,
-                     double *median, size_t base, size_t *peak_above) {
-    double *t = malloc((size_t)iters * sizeof *t);
+/* Times the two methods' runs interleaved (materialized, fused, materialized, ...) so that both
+ * see the same machine: after `warmup` rounds, `iters` timed rounds; best and median of each in
+ * ms, and the most device memory each allocated while running (peak above `base`). */
+typedef struct timing {
+    double best, median;
+    size_t peak_above;
+} timing;
+
+static int time_interleaved(point *p, int warmup, int iters, size_t base, timing *mat,
+                            timing *fused) {
+    int (*fns[2])(point *) = {run_materialized, run_fused};
+    timing *out[2] = {mat, fused};
+    double *t = malloc(2 * (size_t)iters * sizeof *t);
     if (!t) return -12;
     int rc = 0;
     for (int i = 0; i < warmup && !rc; i++)
-        rc = fn(p);
-    zoff_dev_mem_reset_peak(p->dev);
-    for (int i = 0; i < iters && !rc; i++) {
-        double t0 = now_s();
-        rc = fn(p);
-        t[i] = (now_s() - t0) * 1e3;
-    }
-    zoff_dev_mem_stats ms;
-    zoff_dev_mem_stats_get(p->dev, &ms);
-    *peak_above = ms.peak - base;
-    if (!rc) {
-        qsort(t, (size_t)iters, sizeof *t, cmp_double);
-        *best = t[0];
-        *median = t[iters / 2];
+        for (int m = 0; m < 2 && !rc; m++)
+            rc = fns[m](p);
+    for (int m = 0; m < 2; m++)
+        out[m]->peak_above = 0;
+    for (int i = 0; i < iters && !rc; i++)
+        for (int m = 0; m < 2 && !rc; m++) {
+            zoff_dev_mem_reset_peak(p->dev);
+            double t0 = now_s();
+            rc = fns[m](p);
+            t[m * iters + i] = (now_s() - t0) * 1e3;
+            zoff_dev_mem_stats ms;
+            zoff_dev_mem_stats_get(p->dev, &ms);
+            if (ms.peak - base > out[m]->peak_above) out[m]->peak_above = ms.peak - base;
+        }
+    for (int m = 0; !rc && m < 2; m++) {
+        qsort(t + m * iters, (size_t)iters, sizeof *t, cmp_double);
+        out[m]->best = t[m * iters];
+        out[m]->median = t[m * iters + iters / 2];
     }
     free(t);
     return rc;
@@ -143,7 +157,9 @@ static int bench_point(zoff_dev *dev, zoff_dev_stream *s, int B, int T, int NH, 
     int rc = dalloc(dev, &p.qkv, n3);
     if (!rc) rc = dalloc(dev, &p.dout, no);
     if (!rc) rc = dalloc(dev, &p.dqkv, n3);
-    float *h = rc ? NULL : malloc(n3 * 4), *dq_m = NULL;
+    float *dq_m = NULL; /* a copy of the fused gradient, to compare with the materialized one */
+    if (!rc) rc = dalloc(dev, &dq_m, n3);
+    float *h = rc ? NULL : malloc(n3 * 4);
     if (!rc && !h) rc = -12;
     unsigned long long x = 88172645463325252ull;
     for (size_t i = 0; !rc && i < n3; i++) {
@@ -161,23 +177,25 @@ static int bench_point(zoff_dev *dev, zoff_dev_stream *s, int B, int T, int NH, 
     if (!rc) rc = dalloc(dev, &p.out_f, no);
     if (!rc) rc = dalloc(dev, &p.lse, nl);
     if (!rc) rc = dalloc(dev, &p.delta, nl);
-    if (!rc) rc = dalloc(dev, &dq_m, n3);
     zoff_dev_mem_stats_get(dev, &m2);
     if (rc) {
         rc = die("allocating the buffers", rc);
         goto out;
     }
-    size_t mat_bytes = m1.used - m0.used, fused_bytes = m2.used - m1.used - n3 * 4;
-    size_t base = m2.used, mat_peak = 0, fused_peak = 0;
-    double mb = 0, mm = 0, fb = 0, fm = 0;
-    if ((rc = time_runs(&p, run_materialized, warmup, iters, &mb, &mm, base, &mat_peak)) ||
-        (rc = zoff_dev_memcpy(dev, dq_m, p.dqkv, n3 * 4, ZOFF_COPY_D2D)) ||
-        (rc = time_runs(&p, run_fused, warmup, iters, &fb, &fm, base, &fused_peak))) {
+    size_t mat_bytes = m1.used - m0.used, fused_bytes = m2.used - m1.used;
+    timing tm, tf;
+    if ((rc = time_interleaved(&p, warmup, iters, m2.used, &tm, &tf))) {
+        rc = die("running attention", rc);
+        goto out;
+    }
+    /* the fused run came last: keep its gradient, redo the materialized one for comparison */
+    if ((rc = zoff_dev_memcpy(dev, dq_m, p.dqkv, n3 * 4, ZOFF_COPY_D2D)) ||
+        (rc = run_materialized(&p))) {
         rc = die("running attention", rc);
         goto out;
     }
     double d_out = max_abs_diff(dev, p.out_f, p.out_m, no, &rc);
-    double d_grad = rc ? 0 : max_abs_diff(dev, p.dqkv, dq_m, n3, &rc);
+    double d_grad = rc ? 0 : max_abs_diff(dev, dq_m, p.dqkv, n3, &rc);
     if (rc) {
         rc = die("reading results back", rc);
         goto out;
@@ -189,8 +207,9 @@ static int bench_point(zoff_dev *dev, zoff_dev_stream *s, int B, int T, int NH, 
            "\"materialized_extra_peak_bytes\":%zu,\"max_abs_diff_out\":%.3g,\"max_abs_diff_grad\":%"
            ".3g}"
            "\n",
-           zoff_dev_kind_name(zoff_dev_get_kind(dev)), B, T, NH, HS, iters, fb, mb, fb / mb, fm, mm,
-           fused_bytes, mat_bytes, fused_peak, mat_peak, d_out, d_grad);
+           zoff_dev_kind_name(zoff_dev_get_kind(dev)), B, T, NH, HS, iters, tf.best, tm.best,
+           tf.best / tm.best, tf.median, tm.median, fused_bytes, mat_bytes, tf.peak_above,
+           tm.peak_above, d_out, d_grad);
     fflush(stdout);
 out:
     free(h);

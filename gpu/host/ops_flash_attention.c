@@ -142,6 +142,35 @@ static void run_flash_fwd(void *p) {
     free(a->scratch);
 }
 
+/* One query row's contribution to key row j: dv_j += p dy, dk_j += ds q, dq += ds k_j. */
+static inline void bwd_update1(float *restrict dkj, float *restrict dvj, float *restrict dq,
+                               const float *restrict kj, const float *restrict q,
+                               const float *restrict dy, float p, float ds, int HS) {
+    for (int i = 0; i < HS; i++) {
+        dvj[i] += p * dy[i];
+        dq[i] += ds * kj[i];
+        dkj[i] += ds * q[i];
+    }
+}
+
+/* Two consecutive query rows' contributions to key row j in one pass over dk_j and dv_j, added
+ * in row order: the same sums, bit for bit, as two calls of bwd_update1, with half the traffic
+ * over the key rows (which is what bounds this loop). */
+static inline void bwd_update2(float *restrict dkj, float *restrict dvj, float *restrict dq0,
+                               float *restrict dq1, const float *restrict kj,
+                               const float *restrict q0, const float *restrict q1,
+                               const float *restrict dy0, const float *restrict dy1, float p0,
+                               float ds0, float p1, float ds1, int HS) {
+    for (int i = 0; i < HS; i++) {
+        dvj[i] = (dvj[i] + p0 * dy0[i]) + p1 * dy1[i];
+        dkj[i] = (dkj[i] + ds0 * q0[i]) + ds1 * q1[i];
+        dq0[i] += ds0 * kj[i];
+        dq1[i] += ds1 * kj[i];
+    }
+}
+
+/* Query rows are taken two at a time (rows t and t + 1 of head h): each scores its keys
+ * [lo, t] like the forward, then both update the key rows they share in one pass. */
 static void run_flash_bwd(void *p) {
     flash_args *a = p;
     const zoff_dev_attn_shape *sh = &a->sh;
@@ -153,40 +182,57 @@ static void run_flash_bwd(void *p) {
         int b = task / NKV, kvh = task % NKV;
         float *kf = a->scratch + (size_t)host_thread_id() * a->per_thread;
         float *kt = kf + (size_t)T * HS, *vt = kt + (size_t)T * HS, *dkf = vt + (size_t)T * HS;
-        float *dvf = dkf + (size_t)T * HS, *sc = dvf + (size_t)T * HS, *dp = sc + T;
-        float *q = dp + T, *dy = q + HS, *o = dy + HS, *dq = o + HS;
-        load_kv(a, b, kvh, kf, NULL, kt, vt, o);
+        float *dvf = dkf + (size_t)T * HS, *rows = dvf + (size_t)T * HS;
+        float *sc[2] = {rows, rows + T}, *dp[2] = {rows + 2 * T, rows + 3 * T};
+        float *vec = rows + 4 * (size_t)T; /* q, dy, o, dq of the two rows: (2, 4, HS) */
+        float *q[2], *dy[2], *o[2], *dq[2];
+        for (int r = 0; r < 2; r++) {
+            q[r] = vec + (size_t)(4 * r) * HS;
+            dy[r] = q[r] + HS;
+            o[r] = dy[r] + HS;
+            dq[r] = o[r] + HS;
+        }
+        load_kv(a, b, kvh, kf, NULL, kt, vt, o[0]);
         for (size_t i = 0; i < 2 * (size_t)T * HS; i++)
             dkf[i] = 0.0f; /* dkf and dvf */
         for (int h = kvh * group; h < (kvh + 1) * group; h++)
-            for (int t = 0; t < T; t++) {
-                size_t bt = (size_t)b * T + t, qoff = bt * sh->q_stride + (size_t)h * HS;
-                size_t ooff = (bt * NH + (size_t)h) * HS, hrow = ((size_t)b * NH + h) * T + t;
-                load_row(q, a->q, a->type, qoff, HS);
-                load_row(dy, a->dout, a->type, ooff, HS);
-                load_row(o, a->out_in, a->type, ooff, HS);
-                float D = dot(dy, o, HS), lse = a->lse_in[hrow];
-                a->delta[hrow] = D;
-                int lo = first_key(a, b, t);
-                dots_t(sc, q, kt, HS, T, lo, t);  /* scores */
-                dots_t(dp, dy, vt, HS, T, lo, t); /* dP = dout . v */
-                for (int j = lo; j <= t; j++) {
-                    sc[j] = expf(sc[j] * sh->scale - lse);   /* P */
-                    dp[j] = sc[j] * (dp[j] - D) * sh->scale; /* dS, scaled */
+            for (int t0 = 0; t0 < T; t0 += 2) {
+                int nr = t0 + 1 < T ? 2 : 1, lo[2] = {0, 0};
+                for (int r = 0; r < nr; r++) {
+                    int t = t0 + r;
+                    size_t bt = (size_t)b * T + t, qoff = bt * sh->q_stride + (size_t)h * HS;
+                    size_t ooff = (bt * NH + (size_t)h) * HS, hrow = ((size_t)b * NH + h) * T + t;
+                    load_row(q[r], a->q, a->type, qoff, HS);
+                    load_row(dy[r], a->dout, a->type, ooff, HS);
+                    load_row(o[r], a->out_in, a->type, ooff, HS);
+                    float D = dot(dy[r], o[r], HS), lse = a->lse_in[hrow];
+                    a->delta[hrow] = D;
+                    lo[r] = first_key(a, b, t);
+                    dots_t(sc[r], q[r], kt, HS, T, lo[r], t);  /* scores */
+                    dots_t(dp[r], dy[r], vt, HS, T, lo[r], t); /* dP = dout . v */
+                    for (int j = lo[r]; j <= t; j++) {
+                        sc[r][j] = expf(sc[r][j] * sh->scale - lse);      /* P */
+                        dp[r][j] = sc[r][j] * (dp[r][j] - D) * sh->scale; /* dS, scaled */
+                    }
+                    for (int i = 0; i < HS; i++)
+                        dq[r][i] = 0.0f;
                 }
-                for (int i = 0; i < HS; i++)
-                    dq[i] = 0.0f;
-                for (int j = lo; j <= t; j++) {
+                int jlo = nr == 2 && lo[1] < lo[0] ? lo[1] : lo[0];
+                for (int j = jlo; j < t0 + nr; j++) {
+                    bool in0 = j >= lo[0] && j <= t0, in1 = nr == 2 && j >= lo[1];
                     const float *kj = kf + (size_t)j * HS;
                     float *dkj = dkf + (size_t)j * HS, *dvj = dvf + (size_t)j * HS;
-                    float pj = sc[j], ds = dp[j];
-                    for (int i = 0; i < HS; i++) {
-                        dvj[i] += pj * dy[i];
-                        dq[i] += ds * kj[i];
-                        dkj[i] += ds * q[i];
-                    }
+                    if (in0 && in1)
+                        bwd_update2(dkj, dvj, dq[0], dq[1], kj, q[0], q[1], dy[0], dy[1], sc[0][j],
+                                    dp[0][j], sc[1][j], dp[1][j], HS);
+                    else if (in0 || in1)
+                        bwd_update1(dkj, dvj, dq[in1], kj, q[in1], dy[in1], sc[in1][j], dp[in1][j],
+                                    HS);
                 }
-                store_row(a->dq, a->type, qoff, dq, HS);
+                for (int r = 0; r < nr; r++) {
+                    size_t qoff = ((size_t)b * T + t0 + r) * sh->q_stride + (size_t)h * HS;
+                    store_row(a->dq, a->type, qoff, dq[r], HS);
+                }
             }
         for (int t = 0; t < T; t++) {
             size_t off = ((size_t)b * T + t) * sh->kv_stride + (size_t)kvh * HS;
@@ -240,5 +286,5 @@ int host_op_flash_attention_bwd(void *stream, void *dq, void *dk, void *dv, floa
                     .lse_in = lse,
                     .doc_start = doc_start};
     size_t T = (size_t)shape->T, HS = (size_t)shape->HS;
-    return launch(stream, &a, run_flash_bwd, 5 * T * HS + 2 * T + 4 * HS, "flash_attention_bwd");
+    return launch(stream, &a, run_flash_bwd, 5 * T * HS + 4 * T + 8 * HS, "flash_attention_bwd");
 }

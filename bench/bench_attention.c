@@ -12,9 +12,10 @@
  *   fused_extra_peak_bytes, materialized_extra_peak_bytes: device memory allocated while each
  *   runs (the backend's own, if any; the ops are meant to allocate nothing: 0);
  *   max_abs_diff: between the two outputs and between the two gradients (fp32).
- * usage: bench_attention [--device host|cuda] [--batch B] [--heads NH] [--head-size HS]
+ * usage: bench_attention [--device host|cuda|auto] [--batch B] [--heads NH] [--head-size HS]
  *        [--seq-lens T1,T2,...] [--iters N] [--warmup N] [--capacity SIZE] [--threads N]
- * Defaults: GPT-2 124M attention (NH 12, HS 64), B 4, T 64,128,256,512,1024, fp32. */
+ * Defaults: GPT-2 124M attention (NH 12, HS 64), B 4, T 64,128,256,512,1024, fp32, the host
+ * backend (or ZOFF_DEVICE). */
 #include "gpu/device.h"
 
 #include <math.h>
@@ -223,7 +224,9 @@ out:
 int main(int argc, char **argv) {
     zoff_dev_config cfg;
     zoff_dev_config_default(&cfg);
-    cfg.kind = ZOFF_DEV_HOST;
+    cfg.kind = ZOFF_DEV_HOST; /* unless ZOFF_DEVICE or --device says otherwise */
+    const char *env_kind = getenv("ZOFF_DEVICE");
+    if (env_kind && zoff_dev_kind_parse(env_kind, &cfg.kind)) return usage(env_kind);
     int B = 4, NH = 12, HS = 64, warmup = 1, iters = 5;
     int seq[32] = {64, 128, 256, 512, 1024}, nseq = 5;
     for (int i = 1; i < argc; i++) {

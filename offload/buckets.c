@@ -51,7 +51,7 @@ int zoff_engine_plan_device_bytes(const zoff_engine_config *cfg, const zoff_engi
     e.tensors = (zoff_engine_tensor *)tensors;
     int rc = engine_build_buckets(&e);
     if (!rc)
-        *bytes = (size_t)cfg->device_slots * (e.bucket_elems_max * e.esize + 2 * sizeof(float));
+        *bytes = engine_device_bytes(cfg->device_slots, e.bucket_elems_max * e.esize);
     free(e.buckets);
     free(e.tensor_bucket);
     return rc;

@@ -512,6 +512,85 @@ static void test_resume(void) {
     CHECK(system(cmd) == 0);
 }
 
+/* The loss over chunks of rows equals the loss over all rows at once; ignored targets (-100)
+ * carry no loss and no gradient; samples packed into one row with doc_start see only
+ * themselves (positions restart, attention stays inside), as if run one by one. */
+static void test_chunked_loss_ignore_and_packing(void) {
+    zoff_gpt_config c;
+    tiny_config(&c);
+    zoff_model_options o;
+    zoff_model_options_default(&o);
+    o.batch = 2;
+    o.seq_len = 8;
+    zoff_model *whole, *chunked;
+    REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &whole));
+    o.loss_chunk_rows = 3; /* 16 rows: chunks of 3, 3, 3, 3, 3, 1 */
+    REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &chunked));
+    const zoff_layout *l = zoff_model_get_layout(whole);
+    float *p = malloc(l->total * 4), *g1 = malloc(l->total * 4), *g2 = malloc(l->total * 4);
+    random_params(whole, 11, p);
+    REQUIRE_OK(zoff_model_params_from_host(chunked, p));
+    int32_t x[16], y[16];
+    make_batch(2, 8, c.vocab_size, 21, x, y);
+    y[2] = y[9] = y[15] = -100;
+    float l1, l2;
+    grads(whole, x, y, 2, 8, g1, &l1);
+    grads(chunked, x, y, 2, 8, g2, &l2);
+    double maxd = 0, maxg = 0;
+    for (size_t i = 0; i < l->total; i++) {
+        maxd = fmax(maxd, fabs(g1[i] - g2[i]));
+        maxg = fmax(maxg, fabs(g1[i]));
+    }
+    printf("chunked loss: %.7f vs %.7f, max gradient difference %.3g (of %.3g)\n", l2, l1, maxd,
+           maxg);
+    CHECK(fabsf(l1 - l2) <= 1e-6f * l1);
+    CHECK(maxd <= 1e-5 * maxg);
+
+    /* the mean over the targets that count, from the model's own next-token probabilities */
+    float *probs = malloc((size_t)c.vocab_size * sizeof *probs);
+    float lf;
+    REQUIRE_OK(zoff_model_forward(whole, st, BATCH(x, y, 2, 8), &lf));
+    double sum = 0;
+    int n = 0;
+    for (int i = 0; i < 16; i++) {
+        if (y[i] < 0) continue;
+        REQUIRE_OK(zoff_model_probs_row(whole, st, i / 8, i % 8, probs));
+        sum -= log((double)probs[y[i]]);
+        n++;
+    }
+    printf("ignore index: loss %.7f, direct mean over %d targets %.7f\n", lf, n, sum / n);
+    CHECK(fabs(lf - sum / n) <= 1e-5 * fabs(lf));
+    CHECK(lf == l1);
+    /* an ignored target's value does not matter: a different token there, same gradients */
+    int32_t y2[16];
+    memcpy(y2, y, sizeof y2);
+    y2[2] = 0;
+    grads(whole, x, y2, 2, 8, g2, &l2);
+    CHECK(l2 != l1); /* it counts now */
+    y2[2] = -100;
+    grads(whole, x, y2, 2, 8, g2, &l2);
+    CHECK(memcmp(g1, g2, l->total * 4) == 0);
+    CHECK(zoff_model_forward(whole, st, BATCH(x, (y2[3] = -7, y2), 2, 8), &lf) == -EINVAL);
+
+    /* packing: samples of 5 and 3 tokens in one row == each alone */
+    int32_t px[8], py[8], ds[8] = {0, 0, 0, 0, 0, 5, 5, 5};
+    make_batch(1, 8, c.vocab_size, 31, px, py);
+    zoff_batch packed = {.tokens = px, .targets = py, .doc_start = ds, .B = 1, .T = 8};
+    float lp, la, lb;
+    REQUIRE_OK(zoff_model_forward(whole, st, &packed, &lp));
+    REQUIRE_OK(zoff_model_forward(whole, st, BATCH(px, py, 1, 5), &la));
+    REQUIRE_OK(zoff_model_forward(whole, st, BATCH(px + 5, py + 5, 1, 3), &lb));
+    printf("packed: %.7f, one by one: %.7f\n", lp, (5 * la + 3 * lb) / 8);
+    CHECK(fabsf(lp - (5 * la + 3 * lb) / 8) <= 1e-6f * lp);
+    ds[6] = 6; /* a sample may not start in the middle of another's positions */
+    ds[7] = 5;
+    CHECK(zoff_model_forward(whole, st, &packed, &lp) == -EINVAL);
+    CHECK(strstr(zoff_last_error_detail(), "doc_start") != NULL);
+    free(p), free(g1), free(g2), free(probs);
+    zoff_model_destroy(whole);
+    zoff_model_destroy(chunked);
+}
+
 int main(void) {
     zoff_test_init();
     zoff_dev_config cfg;
@@ -521,6 +600,7 @@ int main(void) {
     REQUIRE_OK(zoff_dev_stream_create(dev, &st));
     test_layout();
     test_whole_model_gradients();
+    test_chunked_loss_ignore_and_packing();
     test_overfit_and_hooks();
     test_optimizer_hook_parity();
     test_schedule_and_sampling();

@@ -14,13 +14,18 @@
 static const char *zoff;
 static char dir[256];
 
-/* Runs zoff with args (a shell fragment); returns the exit status; output in dir/out.txt. */
-static int run(const char *args) {
+/* Runs zoff with args (a shell fragment) and extra environment assignments (may be empty);
+ * returns the exit status; output in dir/out.txt. */
+static int run_env(const char *env, const char *args) {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd '%s' && ZOFF_DEVICE=host ZOFF_LOG=warn '%s' %s > out.txt 2>&1",
-             dir, zoff, args);
+    snprintf(cmd, sizeof cmd, "cd '%s' && ZOFF_DEVICE=host ZOFF_LOG=warn %s '%s' %s > out.txt 2>&1",
+             dir, env, zoff, args);
     int st = system(cmd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int run(const char *args) {
+    return run_env("", args);
 }
 
 static int output_has(const char *text) {
@@ -106,6 +111,22 @@ int main(int argc, char **argv) {
     CHECK_EQ_INT(run("train --config cfg.json --steps 2 --threads 1 --out run3"), 0);
     CHECK(output_has("2 steps"));
     CHECK(output_has("bf16"));
+
+    /* a GPT whose fp32 training state (16 B/param: 25.4M params, 406 MB) is over 6x the device
+     * (64 MiB) trains with the optimizer offloaded; without offload it is refused at start, with
+     * the plan */
+#define BIG "--n-layer 8 --n-head 8 --n-embd 512 --seq-len 32 --batch 1 --dtype bf16 " \
+            "--steps 2 --val-batches 1 --sample-tokens 0 --bucket-size 1MiB "
+    CHECK_EQ_INT(run_env("ZOFF_HOST_DEVICE_MEM=64MiB", "train " BIG "--offload none --out big0"),
+                 1);
+    CHECK(output_has("the device plan needs"));
+    CHECK(output_has("optimizer"));
+    CHECK(!exists("big0/metrics.jsonl"));
+    CHECK_EQ_INT(run_env("ZOFF_HOST_DEVICE_MEM=64MiB", "train " BIG "--offload cpu --out big1"),
+                 0);
+    CHECK(output_has("optimizer offloaded"));
+    CHECK(output_has("step 2/2"));
+#undef BIG
 
     /* bad usage: exit 2 with the flag named */
     CHECK_EQ_INT(run("train --bogus 3"), 2);

@@ -92,6 +92,10 @@ static void check_fixture(zoff_dev *dev, const char *name, const char *want_arch
     REQUIRE_OK(zoff_model_config_create(dev, &cfg, &o, &m));
     REQUIRE_OK(zoff_model_checkpoint_load(m, path));
     const zoff_layout *ml = zoff_model_get_layout(m);
+    zoff_device_plan plan, mem;
+    REQUIRE_OK(zoff_model_config_plan(&cfg, &o, &plan));
+    zoff_model_memory(m, &mem);
+    CHECK(plan.total == mem.total && plan.activations == mem.activations); /* plan = allocated */
 
     zoff_layout rl;
     ref_layout(ml, BT, V, &rl);
@@ -315,6 +319,20 @@ static void check_refusals(void) {
         "\"vocab_size\": 50, \"max_position_embeddings\": 64, \"sliding_window\": 16}",
         "mistral.json", &c));
     CHECK_EQ_INT(c.sliding_window, 16);
+    zoff_llama_config c0;
+    CHECK_OK(zoff_llama_config_parse_json(
+        "{\"model_type\": \"mistral\", \"num_hidden_layers\": 1, \"num_attention_heads\": 2, "
+        "\"hidden_size\": 32, \"intermediate_size\": 64, \"vocab_size\": 50, "
+        "\"max_position_embeddings\": 64, \"sliding_window\": null}",
+        "mistral.json", &c0));
+    CHECK_EQ_INT(c0.sliding_window, 0);
+    CHECK(c0.rope_theta == 10000.0);
+    CHECK_OK(zoff_llama_config_parse_json(
+        "{\"model_type\": \"mistral\", \"num_hidden_layers\": 1, \"num_attention_heads\": 2, "
+        "\"hidden_size\": 32, \"intermediate_size\": 64, \"vocab_size\": 50, "
+        "\"max_position_embeddings\": 64}",
+        "mistral.json", &c0));
+    CHECK_EQ_INT(c0.sliding_window, 4096); /* MistralConfig's default when the key is absent */
     zoff_model_options o;
     zoff_model_options_default(&o);
     o.batch = 1;

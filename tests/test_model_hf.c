@@ -350,6 +350,7 @@ int main(int argc, char **argv) {
     check_fixture(dev, "llama_gqa", "llama");
     check_fixture(dev, "qwen2_bias", "llama");
     check_fixture(dev, "llama3_rope", "llama");
+    check_fixture(dev, "llama_biases", "llama");
     check_fixture(dev, "gpt2_untied", "gpt2");
     zoff_dev_close(dev);
     return zoff_test_finish("test_model_hf");

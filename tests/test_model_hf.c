@@ -280,6 +280,23 @@ static void check_refusals(void) {
             CHECK(0);
         }
     }
+    /* rope_scaling "linear" (transformers 4.x spelling, "type"): the default frequencies over the
+     * factor */
+    zoff_llama_config lin, def;
+    CHECK_OK(zoff_llama_config_parse_json(
+        "{\"model_type\": \"llama\", \"num_hidden_layers\": 1, \"num_attention_heads\": 2, "
+        "\"hidden_size\": 32, \"intermediate_size\": 64, \"vocab_size\": 50, "
+        "\"max_position_embeddings\": 64, \"rope_theta\": 500.0, "
+        "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 4.0}}",
+        "linear.json", &lin));
+    def = lin;
+    def.rope_type = ZOFF_ROPE_DEFAULT;
+    float fl[8], fd[8];
+    zoff_llama_rope_inv_freq(&lin, fl);
+    zoff_llama_rope_inv_freq(&def, fd);
+    for (int i = 0; i < 8; i++)
+        CHECK(fl[i] == fd[i] / 4.0f);
+    CHECK(fd[0] == 1.0f && fabsf(fd[1] - powf(500.0f, -2.0f / 16.0f)) < 1e-7f);
     /* GPT-2's too */
     static const struct {
         const char *json, *needle;

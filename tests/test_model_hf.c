@@ -361,9 +361,55 @@ static void check_refusals(void) {
     CHECK_OK(zoff_llama_plan(&c, &o, &p));
 }
 
+/* Malformed Hugging Face directories: each error names the file and what is wrong. */
+static void check_bad_checkpoints(zoff_dev *dev) {
+    char dir[] = "/tmp/zoff_hf_bad_XXXXXX", cmd[2048], path[600], arch[16];
+    REQUIRE_OK(mkdtemp(dir) ? 0 : -1);
+    snprintf(cmd, sizeof cmd, "cp %s/hf/llama_gqa/* %s/", ZOFF_FIXTURES, dir);
+    REQUIRE_OK(system(cmd));
+    zoff_model_config cfg;
+    REQUIRE_OK(zoff_model_config_from_checkpoint(dir, &cfg));
+    zoff_model_options o;
+    zoff_model_options_default(&o);
+    o.batch = 1;
+    o.seq_len = 8;
+    zoff_model *m;
+    REQUIRE_OK(zoff_model_config_create(dev, &cfg, &o, &m));
+    CHECK_OK(zoff_model_checkpoint_load(m, dir));
+    /* a shard gone: named */
+    snprintf(path, sizeof path, "%s/model-00003-of-00004.safetensors", dir);
+    snprintf(cmd, sizeof cmd, "mv %s %s.away", path, path);
+    REQUIRE_OK(system(cmd));
+    CHECK(zoff_model_checkpoint_load(m, dir) != 0);
+    CHECK(strstr(zoff_last_error_detail(), "model-00003-of-00004.safetensors") != NULL);
+    snprintf(cmd, sizeof cmd, "mv %s.away %s", path, path);
+    REQUIRE_OK(system(cmd));
+    /* a tensor in no shard (lm_head, alone in the 4th shard, dropped from the index): named,
+     * with the index */
+    snprintf(cmd, sizeof cmd, "sed -i '/\"lm_head.weight\"/d' %s/model.safetensors.index.json",
+             dir);
+    REQUIRE_OK(system(cmd));
+    CHECK(zoff_model_checkpoint_load(m, dir) == ZOFF_EFORMAT);
+    CHECK(strstr(zoff_last_error_detail(), "lm_head.weight") != NULL);
+    CHECK(strstr(zoff_last_error_detail(), "model.safetensors.index.json") != NULL);
+    zoff_model_destroy(m);
+    /* an architecture zoff does not know: refused by name */
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    REQUIRE_OK(f ? 0 : -1);
+    fprintf(f, "{\"model_type\": \"mamba\", \"architectures\": [\"MambaForCausalLM\"]}\n");
+    fclose(f);
+    CHECK(zoff_checkpoint_arch(dir, arch, sizeof arch) == ZOFF_ECONFIG);
+    CHECK(strstr(zoff_last_error_detail(), "\"mamba\"") != NULL);
+    CHECK(strstr(zoff_last_error_detail(), "config.json") != NULL);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(int argc, char **argv) {
     zoff_dev *dev = zoff_test_open_device(argc, argv, (size_t)512 << 20);
     check_refusals();
+    check_bad_checkpoints(dev);
     check_fixture(dev, "llama_gqa", "llama");
     check_fixture(dev, "qwen2_bias", "llama");
     check_fixture(dev, "llama3_rope", "llama");

@@ -12,7 +12,8 @@ jobs=${JOBS:-$(nproc)}
 # Debian packages zoff builds against (the CUDA toolkit is optional and found in
 # /usr/local/cuda or on PATH; without it the CUDA backend is left out).
 packages=(build-essential cmake pkg-config liburing-dev libhwloc-dev libopenblas-dev
-          libcjson-dev libxxhash-dev)
+          libcjson-dev libxxhash-dev libpcre2-dev
+          libutf8proc-dev)
 [ "$mode" = test ] && packages+=(fio)
 
 install_missing() {
@@ -51,7 +52,7 @@ build)
 run)
     configure_and_build build/release -DCMAKE_BUILD_TYPE=Release
     echo "==> zoff train (built-in demo: a small GPT on GPL-3 with byte tokens)"
-    build/release/cli/zoff train --out build/zoff_out
+    build/release/cli/zoff train --out build/zoff_out --overwrite
     ;;
 test)
     status=0

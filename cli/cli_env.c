@@ -62,3 +62,12 @@ int zoff_cli_device_config(zoff_dev_config *cfg, const char *device_flag) {
     }
     return 0;
 }
+
+void zoff_cli_device_resolve_auto(zoff_dev_config *cfg) {
+    if (cfg->kind != ZOFF_DEV_AUTO) return;
+    /* no CUDA backend, or no GPU: the host backend, decided before the device is opened so
+     * that probing for CUDA does not log an error on every run */
+    int gpus = 0;
+    if (!zoff_dev_backend_built(ZOFF_DEV_CUDA) || zoff_dev_cuda_gpu_count(&gpus) != 0 || gpus == 0)
+        cfg->kind = ZOFF_DEV_HOST;
+}

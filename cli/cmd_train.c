@@ -7,9 +7,15 @@
  * has a flag and a JSON key (the flag's name with '_' for '-'). Output: a live progress line,
  * OUT/metrics.jsonl (one JSON object per step and per validation), checkpoints OUT/step_N
  * and OUT/final (model.safetensors + config.json), and a sampled generation at the end.
- * Exit codes: 0 done, 1 run-time failure, 2 bad usage, 130 interrupted (after saving). */
+ * Checkpoint folders are replaced atomically and record their step and run id (see
+ * model/checkpoint_dir.h); a fresh run refuses a non-empty OUT unless --overwrite.
+ * Exit codes: 0 done, 1 run-time failure (including a run whose loss or gradients stay
+ * non-finite for --max-nonfinite-steps steps: the last good checkpoint is kept), 2 bad usage,
+ * 128 + signal after SIGINT (130) or SIGTERM (143), having saved a checkpoint. */
 #include "cli/cli.h"
 #include "cli/train_offload.h"
+#include "cli/train_support.h"
+#include "model/checkpoint_dir.h"
 #include "model/model.h"
 
 #include <errno.h>
@@ -36,8 +42,9 @@ typedef struct train_opts {
     int n_kv_head, n_ffn; /* llama: 0 = n_head, 0 = about 8/3 n_embd */
     double rope_theta;    /* llama */
     const char *max_shard_size, *save_dtype; /* checkpoints' weights */
-    int activation_checkpoint;
+    int activation_checkpoint, overwrite, max_nonfinite;
     double val_frac;
+    unsigned long long given;     /* bit i: specs[i] was set by a flag or the config file */
     zoff_train_offload_flags off; /* --offload and the engine's settings */
 } train_opts;
 
@@ -105,6 +112,9 @@ static const opt_spec specs[] = {
      "offload gradient bucket, or auto: an eighth of the weights, 1..32MiB (auto)"},
     {"dpu-warmup", OPT_INT, O(off.dpu_warmup), 0, INT_MAX, "sync steps before DPU (2)"},
     {"trace", OPT_STR, O(off.trace), 0, 0, "offload: write a Chrome/Perfetto trace here"},
+    {"overwrite", OPT_FLAG, O(overwrite), 0, 1, "a fresh run may replace the results in --out"},
+    {"max-nonfinite-steps", OPT_INT, O(max_nonfinite), 1, INT_MAX,
+     "stop (exit 1) after N non-finite steps in a row (3)"},
     {"config", OPT_STR, O(config), 0, 0, "JSON file with any of these options"},
 };
 
@@ -122,11 +132,14 @@ static void defaults(train_opts *o) {
     o->batch = 16;
     o->steps = 600;
     o->grad_accum = 1;
+    /* the optimizer's defaults are the library's (zoff_optimizer_get_defaults), as for an
+     * embedder; only the learning rate is the built-in demo's own, higher for its tiny model */
+    zoff_optimizer_defaults od = zoff_optimizer_get_defaults();
     o->lr = 3e-3;
     o->min_lr_frac = 0.1;
     o->warmup = 20;
-    o->weight_decay = 0.1;
-    o->grad_clip = 1.0;
+    o->weight_decay = od.weight_decay;
+    o->grad_clip = od.grad_clip;
     o->dtype = "auto";
     o->data = DEFAULT_DATA;
     o->val_frac = 0.1;
@@ -145,6 +158,7 @@ static void defaults(train_opts *o) {
     o->off.moments = "f32";
     o->off.bucket_size = "auto";
     o->off.dpu_warmup = 2;
+    o->max_nonfinite = 3;
 }
 
 static void usage(FILE *f) {
@@ -161,7 +175,7 @@ static void usage(FILE *f) {
                           : s->kind == OPT_STR   ? " S"
                           : s->kind == OPT_FLOAT ? " X"
                                                  : " N";
-        fprintf(f, "  --%s%-*s %s\n", s->name, (int)(26 - strlen(s->name) - strlen(arg)), arg,
+        fprintf(f, "  --%s%-*s %s\n", s->name, (int)(24 - strlen(s->name)), arg,
                 s->help);
     }
     fprintf(f,
@@ -172,6 +186,7 @@ static void usage(FILE *f) {
 /* Sets one option from text; prints what is wrong and returns -1 on a bad value. */
 static int set_value(train_opts *o, const opt_spec *s, const char *text, const char *src) {
     void *p = (char *)o + s->off;
+    o->given |= 1ull << (s - specs);
     char *end = NULL;
     errno = 0;
     switch (s->kind) {
@@ -230,32 +245,91 @@ static const opt_spec *find_spec(const char *name, size_t len) {
     return NULL;
 }
 
-/* Applies a --config JSON file; strings it returns stay owned by *doc. */
-static int apply_config_file(train_opts *o, const char *path, cJSON **doc) {
+/* The canonical option a config key names: Hugging Face's n_positions is seq_len. */
+static const char *config_key(const char *key) {
+    return strcmp(key, "n_positions") == 0 ? "seq_len" : key;
+}
+
+/* Reads a whole --config file (up to 16 MiB: a config is small; anything bigger is refused,
+ * never cut). Returns a malloc'd string or NULL after printing why. */
+static char *read_config_text(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) {
         fprintf(stderr, "zoff train: --config %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    const size_t limit = (size_t)16 << 20;
+    size_t n = 0, cap = 1 << 16;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - 1 - n, f);
+        if (n < cap - 1 || ferror(f)) break;
+        if (cap > limit) {
+            fprintf(stderr, "zoff train: --config %s: larger than 16 MiB; not a config file?\n",
+                    path);
+            free(buf);
+            fclose(f);
+            return NULL;
+        }
+        char *nb = realloc(buf, cap *= 2);
+        if (!nb) free(buf);
+        buf = nb;
+    }
+    bool err = !buf || ferror(f);
+    fclose(f);
+    if (err) {
+        fprintf(stderr, "zoff train: --config %s: %s\n", path,
+                buf ? "read error" : "out of memory");
+        free(buf);
+        return NULL;
+    }
+    buf[n] = 0;
+    return buf;
+}
+
+/* Applies a --config JSON file; strings it returns stay owned by *doc. */
+static int apply_config_file(train_opts *o, const char *path, cJSON **doc) {
+    char *buf = read_config_text(path);
+    if (!buf) return -1;
+    const char *end = NULL;
+    *doc = cJSON_ParseWithOpts(buf, &end, 1);
+    if (!*doc) {
+        /* cJSON stops where the text stops making sense: say where, as line:column */
+        const char *at = end && end >= buf ? end : cJSON_GetErrorPtr();
+        int line = 1, col = 1;
+        for (const char *c = buf; at && c < at && *c; c++, col++)
+            if (*c == '\n') line++, col = 0;
+        fprintf(stderr, "zoff train: --config %s:%d:%d: JSON syntax error near '%.20s'\n", path,
+                line, col, at && *at ? at : "(end of file)");
+        free(buf);
         return -1;
     }
-    char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    *doc = cJSON_Parse(buf);
-    if (!*doc || !cJSON_IsObject(*doc)) {
+    free(buf);
+    if (!cJSON_IsObject(*doc)) {
         fprintf(stderr, "zoff train: --config %s: not a JSON object\n", path);
         return -1;
     }
+    for (cJSON *it = (*doc)->child; it; it = it->next)
+        for (cJSON *prev = (*doc)->child; prev != it; prev = prev->next) {
+            const char *a = config_key(it->string), *b = config_key(prev->string);
+            const opt_spec *sa = find_spec(a, strlen(a)), *sb = find_spec(b, strlen(b));
+            if (strcmp(a, b) == 0 || (sa && sa == sb)) {
+                fprintf(stderr, "zoff train: %s: key \"%s\" given twice (as \"%s\" before)\n", path,
+                        it->string, prev->string);
+                return -1;
+            }
+        }
     char src[600];
     snprintf(src, sizeof src, "%s: key ", path);
     for (cJSON *it = (*doc)->child; it; it = it->next) {
         /* Hugging Face config.json keys are accepted too */
-        const char *key = strcmp(it->string, "n_positions") == 0 ? "seq_len" : it->string;
+        const char *key = config_key(it->string);
         const opt_spec *s = find_spec(key, strlen(key));
         if (!s || strcmp(key, "config") == 0) {
             if (strcmp(key, "n_ctx") == 0 || strcmp(key, "model_type") == 0 ||
                 strcmp(key, "architectures") == 0 || strcmp(key, "activation_function") == 0 ||
-                strcmp(key, "layer_norm_epsilon") == 0 || strcmp(key, "tie_word_embeddings") == 0)
+                strcmp(key, "layer_norm_epsilon") == 0 || strcmp(key, "tie_word_embeddings") == 0 ||
+                strcmp(key, "zoff_step") == 0 || strcmp(key, "zoff_run_id") == 0)
                 continue;
             fprintf(stderr, "zoff train: %s: unknown key \"%s\"\n", path, it->string);
             return -1;
@@ -327,7 +401,7 @@ static int parse_args(int argc, char **argv, train_opts *o, cJSON **doc) {
         const char *name = a + 2, *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
         const opt_spec *s = find_spec(name, len);
-        if (!s || strchr(name, '_')) {
+        if (!s || memchr(name, '_', len)) { /* flags use '-'; a value may hold '_' */
             fprintf(stderr, "zoff train: unknown option '%.*s' (see zoff train --help)\n",
                     (int)(len + 2), a);
             return -1;
@@ -360,12 +434,6 @@ static int parse_args(int argc, char **argv, train_opts *o, cJSON **doc) {
 
 /* --- run ----------------------------------------------------------------------------- */
 
-static volatile sig_atomic_t interrupted;
-static void on_sigint(int sig) {
-    (void)sig;
-    interrupted = 1;
-}
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -393,14 +461,16 @@ typedef struct run {
     zoff_dev_stream *s;
     zoff_model *m;
     zoff_trainer *tr;
-    float *master; /* host fp32 weights, for checkpoints (filled from the optimizer's copy) */
     zoff_model_offload *off; /* --offload cpu|nvme: the engine owns the optimizer */
     zoff_trainer_config tc;
     uint64_t rng;
     zoff_dataset ds;
     FILE *metrics;
     int32_t *x, *y;
+    float *master; /* host fp32 weights, for checkpoints (filled from the optimizer's copy) */
     bool tty;
+    char run_id[ZOFF_RUN_ID_LEN + 1]; /* recorded in every checkpoint file; kept on resume */
+    int bad_streak;                   /* steps in a row with a non-finite loss or gradients */
     zoff_save_options save_opts;
 } run;
 
@@ -432,22 +502,37 @@ static int validate(run *r, float *val_loss) {
 
 static int mkdir_p(const char *dir);
 
+/* Writes OUT/name whole or not at all: into a temporary folder swapped in when complete,
+ * every file stamped with the step and the run id. */
 static int save(run *r, const char *name, int step) {
-    char dir[PATH_MAX];
+    char dir[PATH_MAX], tmp[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/%s", r->o.out, name);
-    /* offloaded: the fp32 master weights live in the engine; saving its state puts them into
-     * the model first */
-    char opt[PATH_MAX + 32];
-    snprintf(opt, sizeof opt, "%s/optimizer.safetensors", dir);
-    int rc = mkdir_p(dir);
-    if (!rc)
-        rc = r->off ? zoff_model_offload_save_state(r->off, opt, r->master)
-                    : zoff_trainer_master_to_host(r->tr, r->master);
-    if (!rc) rc = zoff_model_checkpoint_save_opts(r->m, dir, r->master, &r->save_opts);
-    if (!rc && !r->off) rc = zoff_trainer_save_state(r->tr, opt);
+    int rc = mkdir_p(r->o.out);
+    if (!rc) rc = zoff_ckpt_dir_begin(dir, tmp, sizeof tmp);
     if (rc) return rc;
+    /* the fp32 master weights come from whoever runs the optimizer: the engine (with its
+     * state) or the trainer; no round trip through the device */
+    char opt[PATH_MAX + 32];
+    snprintf(opt, sizeof opt, "%s/optimizer.safetensors", tmp);
+    zoff_ckpt_stamp stamp = {.step = step};
+    snprintf(stamp.run_id, sizeof stamp.run_id, "%s", r->run_id);
+    zoff_ckpt_stamp_set(&stamp);
+    rc = r->off ? zoff_model_offload_save_state(r->off, opt, r->master)
+                : zoff_trainer_master_to_host(r->tr, r->master);
+    if (!rc) rc = zoff_model_checkpoint_save_opts(r->m, tmp, r->master, &r->save_opts);
+    if (!rc && !r->off) rc = zoff_trainer_save_state(r->tr, opt);
+    zoff_ckpt_stamp_set(NULL);
+    if (!rc) rc = zoff_ckpt_dir_commit(tmp, dir);
+    if (rc) {
+        zoff_ckpt_dir_abort(tmp);
+        return rc;
+    }
     if (r->metrics) {
-        fprintf(r->metrics, "{\"step\":%d,\"checkpoint\":\"%s\"}\n", step, dir);
+        zoff_metrics_line l;
+        zoff_metrics_begin(&l);
+        zoff_metrics_int(&l, "step", step);
+        zoff_metrics_str(&l, "checkpoint", dir);
+        zoff_metrics_write(&l, r->metrics);
         fflush(r->metrics);
     }
     return 0;
@@ -470,7 +555,7 @@ static void print_sample(run *r) {
     printf("\n--- sample (%d tokens, temperature %.2f, top-k %d) ---\n", n, r->o.temperature,
            r->o.top_k);
     if (bytes) fwrite(r->o.prompt, 1, strlen(r->o.prompt), stdout);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && !zoff_train_stop_signal(); i++) {
         int start = len > T ? len - T : 0, w = len - start;
         zoff_batch b = {.tokens = seq + start, .B = 1, .T = w};
         int rc = zoff_model_forward(r->m, r->s, &b, NULL);
@@ -505,15 +590,20 @@ static void offload_metrics(run *r, const zoff_engine_step_report *rep, char *js
     json[0] = line[0] = '\0';
     if (!r->off || rep->step < 0) return;
     double n = (double)zoff_model_get_layout(r->m)->total;
+    char clip[32];
+    if (isfinite(rep->clip_coef))
+        snprintf(clip, sizeof clip, "%.4g", rep->clip_coef);
+    else
+        snprintf(clip, sizeof clip, "null");
     snprintf(json, jn,
              ",\"offload\":{\"step\":%lld,\"pcie_d2h_bytes\":%llu,\"pcie_h2d_bytes\":%llu,"
              "\"nvme_read_bytes\":%llu,\"nvme_write_bytes\":%llu,\"cpu_adam_ms\":%.3f,"
              "\"cpu_wait_grad_ms\":%.3f,\"nvme_wait_ms\":%.3f,\"update_ms\":%.3f,"
-             "\"loss_scale\":%g,\"clip_coef\":%.4g}",
+             "\"loss_scale\":%g,\"clip_coef\":%s}",
              (long long)rep->step, (unsigned long long)rep->pcie_d2h_bytes,
              (unsigned long long)rep->pcie_h2d_bytes, (unsigned long long)rep->nvme_read_bytes,
              (unsigned long long)rep->nvme_write_bytes, rep->cpu_adam_ms, rep->cpu_wait_grad_ms,
-             rep->nvme_wait_ms, rep->step_ms, rep->loss_scale, rep->clip_coef);
+             rep->nvme_wait_ms, rep->step_ms, rep->loss_scale, clip);
     snprintf(line, ln, " | PCIe %.1f B/p, adam %.0f ms",
              (double)(rep->pcie_d2h_bytes + rep->pcie_h2d_bytes) / n, rep->cpu_adam_ms);
     if (r->o.off.offload[0] == 'n') {
@@ -521,6 +611,86 @@ static void offload_metrics(run *r, const zoff_engine_step_report *rep, char *js
         snprintf(line + k, ln - k, ", NVMe %.1f B/p",
                  (double)(rep->nvme_read_bytes + rep->nvme_write_bytes) / n);
     }
+}
+
+/* A step whose metrics line waits for its engine report (offloaded runs). */
+typedef struct pending_step {
+    bool have;
+    int step;
+    zoff_step_stats st;
+    double tps, elapsed;
+    size_t used, peak;
+} pending_step;
+
+/* Whether a step's loss or gradients were non-finite in a way that is not simply fp16 loss
+ * scaling at work (an overflow with a finite loss, while the scale can still come down). */
+static bool bad_step(const run *r, const zoff_step_stats *st) {
+    if (!isfinite(st->loss)) return true;
+    bool f16 = strcmp(r->o.dtype, "f16") == 0;
+    return st->skipped && (!f16 || st->loss_scale <= 1.0f);
+}
+
+/* Completes a step's line: its own engine report (offloaded), the JSON line, and the count
+ * of non-finite steps in a row. Returns 0, a negative error, or 1 when that count reached
+ * --max-nonfinite-steps. off_line gets the progress line's offload part. */
+static int finish_step(run *r, pending_step *p, char *off_line, size_t ol) {
+    if (!p->have) return 0;
+    p->have = false;
+    int first = r->tr ? 0 : zoff_model_offload_resumed_step(r->off) + 1;
+    zoff_engine_step_report rep = {.step = -1};
+    char off_json[512];
+    if (r->off) {
+        int rc = zoff_train_offload_report(r->off, p->step - first, &p->st, &rep);
+        if (rc) return rc;
+    }
+    offload_metrics(r, &rep, off_json, sizeof off_json, off_line, ol);
+    zoff_metrics_line l;
+    zoff_metrics_begin(&l);
+    zoff_metrics_int(&l, "step", p->step);
+    zoff_metrics_num(&l, "loss", p->st.loss, "%.6f");
+    zoff_metrics_num(&l, "lr", p->st.lr, "%.6g");
+    zoff_metrics_num(&l, "grad_norm", p->st.grad_norm, "%.6g");
+    zoff_metrics_num(&l, "tokens_per_s", p->tps, "%.1f");
+    zoff_metrics_num(&l, "elapsed_s", p->elapsed, "%.3f");
+    zoff_metrics_int(&l, "mem_used_bytes", (long long)p->used);
+    zoff_metrics_int(&l, "mem_peak_bytes", (long long)p->peak);
+    zoff_metrics_num(&l, "loss_scale", p->st.loss_scale, "%g");
+    if (p->st.skipped) zoff_metrics_bool(&l, "skipped", true);
+    zoff_metrics_raw(&l, off_json);
+    zoff_metrics_write(&l, r->metrics);
+    if (!bad_step(r, &p->st)) {
+        r->bad_streak = 0;
+        return 0;
+    }
+    r->bad_streak++;
+    if (r->bad_streak < r->o.max_nonfinite) return 0;
+    fprintf(stderr,
+            "\nzoff train: step %d: the loss or the gradients have been non-finite for %d "
+            "steps in a row (--max-nonfinite-steps %d): stopping; the last checkpoint written "
+            "is kept as it was\n",
+            p->step, r->bad_streak, r->o.max_nonfinite);
+    return 1;
+}
+
+/* The device plan of the run (plan) and of the same model without offload (ref). */
+static int plan_device(const zoff_model_config *mc, const zoff_model_options *go, bool offload,
+                       zoff_engine_config *ec, zoff_device_plan *plan, zoff_device_plan *ref) {
+    int rc = zoff_model_config_plan(mc, go, plan);
+    if (rc) return rc;
+    *ref = *plan;
+    zoff_trainer_plan(ref, go->matmul_dtype);
+    if (!offload) {
+        *plan = *ref;
+        return 0;
+    }
+    zoff_layout lay;
+    if ((rc = zoff_model_config_layout(mc, &lay))) return rc;
+    if (ec->bucket_bytes == 0) /* --bucket-size auto */
+        ec->bucket_bytes =
+            zoff_model_offload_auto_bucket(lay.total * zoff_dtype_size(go->matmul_dtype));
+    rc = zoff_model_offload_plan(&lay, go->matmul_dtype, ec, plan);
+    zoff_layout_free(&lay);
+    return rc;
 }
 
 /* Prints the device plan beside what the same model needs without offload; refuses a plan that
@@ -569,16 +739,25 @@ static int train(run *r) {
     double ema_tps = 0;
     int done = 0;
     zoff_engine_step_report rep = {.step = -1};
-    char off_json[512], off_line[96];
+    char off_line[96] = "";
+    /* DPU: a step's report is asked for once the next step is issued (the update in flight
+     * must not wait for it); other schedules and the reference trainer: at once */
+    bool lag = r->off && strcmp(o->off.schedule, "dpu") == 0;
+    pending_step prev = {0};
     /* resuming: continue the step count and the training batch sequence where they were */
     int first = (r->tr ? zoff_trainer_get_step(r->tr) : zoff_model_offload_resumed_step(r->off)) + 1;
     for (long i = 0; i < (long)(first - 1) * o->grad_accum; i++)
         zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &r->rng, r->x, r->y);
+    if (zoff_train_stop_signal()) { /* during the set-up: nothing trained, nothing to save */
+        printf("stopped by signal %d before the first step\n", zoff_train_stop_signal());
+        return 128 + zoff_train_stop_signal();
+    }
     if (first > o->steps) {
         printf("nothing to do: the checkpoint is at step %d of %d\n", first - 1, o->steps);
         return 0;
     }
-    for (int step = first; step <= o->steps && !interrupted; step++) {
+    done = first - 1;
+    for (int step = first; step <= o->steps && !zoff_train_stop_signal(); step++) {
         if (r->off) {
             rc = zoff_train_offload_step(r->off, &r->tc, step, o->grad_accum, next_train_batch, r,
                                          &st, &rep);
@@ -593,28 +772,46 @@ static int train(run *r) {
             if ((rc = zoff_trainer_optimizer_step(r->tr, &st))) return fail("optimizer step", rc);
         }
         done = step;
-        offload_metrics(r, &rep, off_json, sizeof off_json, off_line, sizeof off_line);
         double t = now_s(), dt = t - last;
         last = t;
         double tps = tokens_per_step / (dt > 0 ? dt : 1e-9);
         ema_tps = step == first ? tps : 0.9 * ema_tps + 0.1 * tps;
         zoff_dev_mem_stats ms;
         zoff_dev_mem_stats_get(r->dev, &ms);
-        fprintf(r->metrics,
-                "{\"step\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,"
-                "\"elapsed_s\":%.3f,\"mem_used_bytes\":%zu,\"mem_peak_bytes\":%zu,\"loss_scale\":%"
-                "g%s%s}\n",
-                step, st.loss, st.lr, st.grad_norm, tps, t - t0, ms.used, ms.peak, st.loss_scale,
-                st.skipped ? ",\"skipped\":true" : "", off_json);
+        pending_step cur = {true, step, st, tps, t - t0, ms.used, ms.peak};
         bool do_val = o->val_every > 0 && step % o->val_every == 0;
+        bool do_ckpt = o->ckpt_every > 0 && step % o->ckpt_every == 0 && step != o->steps;
+        /* lines in step order; a lagging step's line is completed before the next one's, and
+         * before anything (validation, checkpoint, the end) that follows its step */
+        rc = finish_step(r, &prev, off_line, sizeof off_line);
+        if (!rc) {
+            prev = cur;
+            if (!lag || do_val || do_ckpt || step == o->steps || zoff_train_stop_signal())
+                rc = finish_step(r, &prev, off_line, sizeof off_line);
+        }
+        if (rc < 0) return fail("offloaded step report", rc);
+        if (rc > 0) {
+            fflush(r->metrics);
+            return 1;
+        }
         if (do_val || step == o->steps) {
             if ((rc = validate(r, &val_loss))) return fail("validation", rc);
-            fprintf(r->metrics, "{\"step\":%d,\"val_loss\":%.6f}\n", step, val_loss);
+            zoff_metrics_line l;
+            zoff_metrics_begin(&l);
+            zoff_metrics_int(&l, "step", step);
+            zoff_metrics_num(&l, "val_loss", val_loss, "%.6f");
+            zoff_metrics_write(&l, r->metrics);
         }
         fflush(r->metrics);
-        if (o->ckpt_every > 0 && step % o->ckpt_every == 0 && step != o->steps) {
+        if (do_ckpt) {
             snprintf(buf, sizeof buf, "step_%d", step);
-            if ((rc = save(r, buf, step))) return fail("checkpoint", rc);
+            if (r->bad_streak > 0)
+                fprintf(stderr,
+                        "\nzoff train: step %d: not checkpointed: the last %d step(s) had a "
+                        "non-finite loss or gradients\n",
+                        step, r->bad_streak);
+            else if ((rc = save(r, buf, step)))
+                return fail("checkpoint", rc);
         }
         if (step % o->log_every == 0 || step == o->steps || do_val) {
             char eta[32], used[32], peak[32], vl[32] = "";
@@ -633,18 +830,36 @@ static int train(run *r) {
             }
         }
     }
+    if ((rc = finish_step(r, &prev, off_line, sizeof off_line)) != 0) {
+        fflush(r->metrics);
+        return rc < 0 ? fail("offloaded step report", rc) : 1;
+    }
     if (r->tty) printf("\n");
     if (!r->off) done = zoff_trainer_get_step(r->tr); /* skipped steps do not count */
+    if (r->bad_streak > 0) {
+        fprintf(stderr,
+                "zoff train: the last %d step(s) had a non-finite loss or gradients: no final "
+                "checkpoint written\n",
+                r->bad_streak);
+        return 1;
+    }
     if ((rc = save(r, "final", done))) return fail("final checkpoint", rc);
-    printf("trained %d steps in %.1f s: loss %.4f, val loss %.4f; checkpoint %s/final, metrics "
-           "%s/metrics.jsonl\n",
-           done, now_s() - t0, st.loss, val_loss, o->out, o->out);
-    if (interrupted) {
-        printf("interrupted: saved after step %d\n", done);
-        return 130;
+    if (first > 1)
+        printf("trained steps %d..%d (%d this run, resumed after step %d) in %.1f s", first, done,
+               done - first + 1, first - 1, now_s() - t0);
+    else
+        printf("trained %d steps in %.1f s", done, now_s() - t0);
+    printf(": loss %.4f, val loss %.4f; checkpoint %s/final, metrics %s/metrics.jsonl\n", st.loss,
+           val_loss, o->out, o->out);
+    int sig = zoff_train_stop_signal();
+    if (sig) {
+        printf("%s: saved after step %d\n", sig == SIGTERM ? "terminated (SIGTERM)" : "interrupted",
+               done);
+        return 128 + sig;
     }
     print_sample(r);
-    return 0;
+    sig = zoff_train_stop_signal(); /* during the sample: the checkpoint is saved already */
+    return sig ? 128 + sig : 0;
 }
 
 static int mkdir_p(const char *dir) {
@@ -659,6 +874,29 @@ static int mkdir_p(const char *dir) {
     return mkdir(tmp, 0777) && errno != EEXIST ? -errno : 0;
 }
 
+/* With --init-from / --resume the checkpoint decides the model's shape: say so when the flags
+ * (or the config file) asked for something else. */
+static void report_overrides(const train_opts *o, int n_layer, int n_head, int n_embd,
+                             int vocab_size, int seq_len, const char *flag) {
+    const struct {
+        const char *name;
+        int asked, ckpt;
+    } f[] = {{"n-layer", o->n_layer, n_layer},
+             {"n-head", o->n_head, n_head},
+             {"n-embd", o->n_embd, n_embd},
+             {"vocab-size", o->vocab_size, vocab_size}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        const opt_spec *s = find_spec(f[i].name, strlen(f[i].name));
+        if ((o->given >> (s - specs) & 1) && f[i].asked != f[i].ckpt)
+            printf("zoff train: --%s %d ignored: %s %s has %d\n", f[i].name, f[i].asked, flag,
+                   o->init_from, f[i].ckpt);
+    }
+    const opt_spec *s = find_spec("seq-len", 7);
+    if ((o->given >> (s - specs) & 1) && o->seq_len > seq_len)
+        printf("zoff train: --seq-len %d shortened to %d: %s %s has %d positions\n", o->seq_len,
+               seq_len, flag, o->init_from, seq_len);
+}
+
 int zoff_cmd_train(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
@@ -667,6 +905,9 @@ int zoff_cmd_train(int argc, char **argv) {
         }
     run r;
     memset(&r, 0, sizeof r);
+    /* from the start: a signal during the set-up (the NVMe swap may already exist) still
+     * ends through the orderly path that releases everything */
+    zoff_train_signals_install();
     defaults(&r.o);
     cJSON *doc = NULL;
     if (parse_args(argc, argv, &r.o, &doc)) {
@@ -679,6 +920,7 @@ int zoff_cmd_train(int argc, char **argv) {
         cJSON_Delete(doc);
         return 2;
     }
+    zoff_cli_device_resolve_auto(&dc);
     dc.host_kernel_threads = o->threads;
     int ret = 1, rc;
     zoff_save_options_default(&r.save_opts);
@@ -705,14 +947,38 @@ int zoff_cmd_train(int argc, char **argv) {
         ret = 2;
         goto out;
     }
-    if (o->resume) o->init_from = o->resume;
+    const char *ckpt_flag = o->resume ? "--resume" : "--init-from";
+    if (o->resume) {
+        /* a folder caught between two renames by a kill is put back before it is read */
+        zoff_train_recover_parent(o->resume);
+        zoff_ckpt_stamp stamp;
+        if ((rc = zoff_ckpt_dir_verify(o->resume, true, &stamp))) {
+            fail("--resume", rc);
+            goto out;
+        }
+        snprintf(r.run_id, sizeof r.run_id, "%s", stamp.run_id);
+        o->init_from = o->resume;
+    }
+    /* a run never writes over another one's results unasked; stray temporaries go first */
+    if ((ret = zoff_train_prepare_out(o->out, o->resume ? r.run_id : NULL, o->overwrite)) != 0)
+        goto out;
+    ret = 1;
+    if (!r.run_id[0]) zoff_ckpt_new_run_id(r.run_id);
+    if (o->off.trace && zoff_train_check_writable(o->off.trace)) {
+        ret = 2;
+        goto out;
+    }
     if (o->init_from) {
         /* the checkpoint decides the model's shape; --seq-len may only shorten the window */
         if ((rc = zoff_model_config_from_checkpoint(o->init_from, &mc))) {
-            fail("--init-from", rc);
+            fail(ckpt_flag, rc);
             goto out;
         }
         bool ll = mc.arch == ZOFF_ARCH_LLAMA;
+        report_overrides(o, ll ? mc.llama.n_layer : mc.gpt.n_layer,
+                         ll ? mc.llama.n_head : mc.gpt.n_head, ll ? mc.llama.n_embd : mc.gpt.n_embd,
+                         ll ? mc.llama.vocab_size : mc.gpt.vocab_size,
+                         ll ? mc.llama.seq_len : mc.gpt.seq_len, ckpt_flag);
         o->arch = ll ? "llama" : "gpt2";
         o->n_layer = ll ? mc.llama.n_layer : mc.gpt.n_layer;
         o->n_head = ll ? mc.llama.n_head : mc.gpt.n_head;
@@ -773,33 +1039,9 @@ int zoff_cmd_train(int argc, char **argv) {
         ret = 2;
         goto out;
     }
-    if (offload && ec.bucket_bytes == 0) {
-        zoff_layout lay;
-        if ((rc = zoff_model_config_layout(&mc, &lay))) {
-            fail("planning device memory", rc);
-            goto out;
-        }
-        ec.bucket_bytes = zoff_model_offload_auto_bucket(lay.total * zoff_dtype_size(go.matmul_dtype));
-        zoff_layout_free(&lay);
-    }
     /* the device plan, every term, before anything is allocated; refused if it cannot fit */
     zoff_device_plan plan, ref_plan;
-    if ((rc = zoff_model_config_plan(&mc, &go, &plan))) {
-        fail("planning device memory", rc);
-        goto out;
-    }
-    ref_plan = plan;
-    zoff_trainer_plan(&ref_plan, go.matmul_dtype);
-    if (offload) {
-        zoff_layout lay;
-        if ((rc = zoff_model_config_layout(&mc, &lay)) == 0) {
-            rc = zoff_model_offload_plan(&lay, go.matmul_dtype, &ec, &plan);
-            zoff_layout_free(&lay);
-        }
-    } else {
-        plan = ref_plan;
-    }
-    if (rc) {
+    if ((rc = plan_device(&mc, &go, offload, &ec, &plan, &ref_plan))) {
         fail("planning device memory", rc);
         goto out;
     }
@@ -816,7 +1058,7 @@ int zoff_cmd_train(int argc, char **argv) {
     rc = o->init_from ? zoff_model_checkpoint_read(r.m, o->init_from, r.master, false)
                       : zoff_model_init_host(r.m, (uint64_t)o->seed, r.master);
     if (rc) {
-        fail(o->init_from ? "--init-from" : "initializing parameters", rc);
+        fail(o->init_from ? ckpt_flag : "initializing parameters", rc);
         goto out;
     }
     if (offload) {
@@ -843,11 +1085,8 @@ int zoff_cmd_train(int argc, char **argv) {
     }
     char path[PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/metrics.jsonl", o->out);
-    r.metrics = fopen(path, o->resume ? "a" : "w");
-    if (!r.metrics) {
-        fprintf(stderr, "zoff train: %s: %s\n", path, strerror(errno));
-        goto out;
-    }
+    int resumed_at = r.tr ? zoff_trainer_get_step(r.tr) : zoff_model_offload_resumed_step(r.off);
+    if (zoff_metrics_open(path, o->resume != NULL, resumed_at, &r.metrics)) goto out;
     r.x = malloc((size_t)o->batch * o->seq_len * sizeof(int32_t));
     r.y = malloc((size_t)o->batch * o->seq_len * sizeof(int32_t));
     if (!r.x || !r.y) {
@@ -856,6 +1095,8 @@ int zoff_cmd_train(int argc, char **argv) {
     }
     r.tty = isatty(STDOUT_FILENO);
     const zoff_layout *l = zoff_model_get_layout(r.m);
+    /* the device memory the run holds, the reference trainer's Adam moments (allocated at the
+     * first step) included, was printed with the plan above */
     char what[160];
     zoff_model_config_describe(&mc, what, sizeof what);
     printf("zoff train: %s | %s, %.2fM params | "
@@ -864,21 +1105,40 @@ int zoff_cmd_train(int argc, char **argv) {
            o->grad_accum, o->steps, o->lr, o->dtype,
            o->activation_checkpoint ? ", activation checkpointing" : "", o->data, r.ds.n_tokens,
            r.ds.n_train);
-    fprintf(
-        r.metrics,
-        "{\"config\":{\"arch\":\"%s\",\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,\"vocab_size\":%d,"
-        "\"seq_len\":%d,\"batch\":%d,\"steps\":%d,\"lr\":%g,\"dtype\":\"%s\",\"device\":\"%s\","
-        "\"data\":\"%s\",\"n_params\":%zu,\"offload\":\"%s\",\"device_plan\":{\"weights\":%zu,"
-        "\"master\":%zu,\"grads\":%zu,\"optimizer\":%zu,\"buckets\":%zu,\"activations\":%zu,"
-        "\"workspace\":%zu,\"total\":%zu},\"device_plan_without_offload\":%zu}}\n",
-        o->arch, o->n_layer, o->n_head, o->n_embd, o->vocab_size, o->seq_len, o->batch, o->steps,
-        o->lr, o->dtype, zoff_dev_kind_name(zoff_dev_get_kind(r.dev)), o->data, l->n_params,
-        o->off.offload, plan.weights, plan.master, plan.grads, plan.optimizer, plan.buckets,
-        plan.activations, plan.workspace, plan.total, ref_plan.total);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, NULL);
+    zoff_metrics_line cl, line;
+    zoff_metrics_begin(&cl);
+    zoff_metrics_str(&cl, "arch", o->arch);
+    zoff_metrics_int(&cl, "n_layer", o->n_layer);
+    zoff_metrics_int(&cl, "n_head", o->n_head);
+    zoff_metrics_int(&cl, "n_embd", o->n_embd);
+    zoff_metrics_int(&cl, "vocab_size", o->vocab_size);
+    zoff_metrics_int(&cl, "seq_len", o->seq_len);
+    zoff_metrics_int(&cl, "batch", o->batch);
+    zoff_metrics_int(&cl, "steps", o->steps);
+    zoff_metrics_num(&cl, "lr", o->lr, "%g");
+    zoff_metrics_str(&cl, "dtype", o->dtype);
+    zoff_metrics_str(&cl, "device", zoff_dev_kind_name(zoff_dev_get_kind(r.dev)));
+    zoff_metrics_str(&cl, "data", o->data);
+    zoff_metrics_int(&cl, "n_params", (long long)l->n_params);
+    zoff_metrics_str(&cl, "run_id", r.run_id);
+    zoff_metrics_str(&cl, "offload", o->off.offload);
+    char plan_json[512];
+    snprintf(plan_json, sizeof plan_json,
+             ",\"device_plan\":{\"weights\":%zu,\"master\":%zu,\"grads\":%zu,\"optimizer\":%zu,"
+             "\"buckets\":%zu,\"activations\":%zu,\"workspace\":%zu,\"total\":%zu},"
+             "\"device_plan_without_offload\":%zu",
+             plan.weights, plan.master, plan.grads, plan.optimizer, plan.buckets,
+             plan.activations, plan.workspace, plan.total, ref_plan.total);
+    zoff_metrics_raw(&cl, plan_json);
+    if (o->resume) {
+        zoff_metrics_str(&cl, "resume", o->resume);
+        zoff_metrics_int(&cl, "resumed_step", resumed_at);
+    }
+    zoff_metrics_raw(&cl, "}");
+    zoff_metrics_begin(&line);
+    zoff_metrics_raw(&line, "\"config\":");
+    zoff_metrics_raw(&line, cl.buf);
+    zoff_metrics_write(&line, r.metrics);
     ret = train(&r);
 out:
     if (r.metrics) fclose(r.metrics);
@@ -886,8 +1146,8 @@ out:
     free(r.y);
     zoff_trainer_destroy(r.tr);
     zoff_model_offload_destroy(r.off);
-    free(r.master);
     zoff_model_destroy(r.m);
+    free(r.master);
     zoff_dataset_free(&r.ds);
     if (r.dev) zoff_dev_close(r.dev);
     cJSON_Delete(doc);

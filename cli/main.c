@@ -7,12 +7,15 @@
 
 /* cli/cmd_train.c (declared here: cli.h belongs to the info command's owners) */
 int zoff_cmd_train(int argc, char **argv);
+/* cli/cmd_tokenize.c */
+int zoff_cmd_tokenize(int argc, char **argv);
 
 static void usage(FILE *out) {
     fprintf(out, "usage: zoff <command> [options]\n"
                  "\n"
                  "commands:\n"
                  "  train    train a GPT (no options: the built-in demo on GPL-3 text, ~1 min)\n"
+                 "  tokenize text to token ids with a tokenizer.json, an llm.c .bin, or back\n"
                  "  info     what this machine offers zoff: build, backends, GPUs, CPU topology,\n"
                  "           SIMD, memory limits, and (with --nvme-path) the swap directory\n"
                  "  version  print the version\n"
@@ -42,6 +45,7 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "info") == 0) return zoff_cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "train") == 0) return zoff_cmd_train(argc - 1, argv + 1);
+    if (strcmp(cmd, "tokenize") == 0) return zoff_cmd_tokenize(argc - 1, argv + 1);
     fprintf(stderr, "zoff: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

@@ -93,15 +93,19 @@ int zoff_train_offload_step(zoff_model_offload *off, const zoff_trainer_config *
     memset(st, 0, sizeof *st);
     st->loss = (float)(loss_sum / grad_accum);
     st->lr = lr;
-    /* the report of the last step the engine finished: this one (sync), or one behind */
-    if (zoff_engine_last_report(e, rep) == 0) {
-        st->grad_norm = (float)rep->grad_norm;
-        st->loss_scale = rep->loss_scale;
-        st->skipped = rep->skipped;
-    } else {
-        memset(rep, 0, sizeof *rep);
-        rep->step = -1;
-        st->grad_norm = NAN;
-    }
+    st->grad_norm = NAN; /* the step's own report fills it: zoff_train_offload_report() */
+    st->loss_scale = 1.0f;
+    memset(rep, 0, sizeof *rep);
+    rep->step = -1;
+    return 0;
+}
+
+int zoff_train_offload_report(zoff_model_offload *off, int64_t engine_step, zoff_step_stats *st,
+                              zoff_engine_step_report *rep) {
+    int rc = zoff_engine_report_of_step(zoff_model_offload_engine(off), engine_step, rep);
+    if (rc) return rc;
+    st->grad_norm = (float)rep->grad_norm;
+    st->loss_scale = rep->loss_scale;
+    st->skipped = rep->skipped;
     return 0;
 }

@@ -28,11 +28,15 @@ int zoff_train_offload_configure(const zoff_train_offload_flags *f, const zoff_t
 typedef void (*zoff_train_batch_fn)(void *ctx, zoff_batch *b);
 
 /* One optimizer step (1-based `step`, for the learning-rate schedule) of grad_accum
- * micro-batches through the engine. st gets the mean loss and, from the last step the engine
- * has finished (this one with sync, one behind with DPU or while still running), the norm,
- * loss scale and skip flag; rep gets that step's report (rep->step -1 if none yet). */
+ * micro-batches through the engine. st gets the mean loss and the lr; the norm, loss scale
+ * and skip flag come with the step's report (zoff_train_offload_report); rep is cleared. */
 int zoff_train_offload_step(zoff_model_offload *off, const zoff_trainer_config *tc, int step,
                             int grad_accum, zoff_train_batch_fn next_batch, void *ctx,
                             zoff_step_stats *st, zoff_engine_step_report *rep);
+/* The report of the engine's step engine_step (0-based since the engine's creation), waiting
+ * for the CPU worker to finish it, and its norm, loss scale and skip flag into st. With DPU,
+ * ask after the next step has been issued, or the wait serializes the pipeline. */
+int zoff_train_offload_report(zoff_model_offload *off, int64_t engine_step, zoff_step_stats *st,
+                              zoff_engine_step_report *rep);
 
 #endif

@@ -115,8 +115,8 @@ typedef struct zoff_adam_params {
     float grad_scale;    /* combined multiplier: (1 / loss_scale) * clip coefficient */
 } zoff_adam_params;
 
-/* lr 1e-3, betas 0.9/0.999, eps 1e-8, weight_decay 0, AdamW, bias correction, step 1,
- * grad_scale 1. */
+/* zoff_optimizer_get_defaults()'s lr, betas, eps and weight decay; AdamW, bias correction,
+ * step 1, grad_scale 1. */
 zoff_adam_params zoff_adam_params_default(void);
 
 /* One contiguous partition of parameters. All buffers hold n elements and must not overlap;

@@ -8,12 +8,13 @@
 #include <math.h>
 
 zoff_adam_params zoff_adam_params_default(void) {
+    zoff_optimizer_defaults d = zoff_optimizer_get_defaults();
     zoff_adam_params p = {
-        .lr = 1e-3f,
-        .beta1 = 0.9f,
-        .beta2 = 0.999f,
-        .eps = 1e-8f,
-        .weight_decay = 0.0f,
+        .lr = d.lr,
+        .beta1 = d.beta1,
+        .beta2 = d.beta2,
+        .eps = d.eps,
+        .weight_decay = d.weight_decay,
         .mode = ZOFF_ADAM_ADAMW,
         .bias_correction = 1,
         .step = 1,

@@ -35,7 +35,8 @@ typedef enum zoff_dev_kind {
 typedef struct zoff_dev_config {
     zoff_dev_kind kind;
     /* Device memory capacity in bytes. host: the arena's size (default 2 GiB); cuda: a cap
-     * below the GPU's free memory, 0 = the GPU's free memory at open. */
+     * below the GPU's free memory, 0 = the GPU's free memory at open less a headroom (512 MiB
+     * + 1%) for what CUDA and cuBLAS allocate themselves; a larger cap is lowered to that. */
     size_t capacity;
     int cuda_ordinal;        /* which GPU, default 0 */
     int host_kernel_threads; /* host backend: threads for a kernel, 0 = all cores */
@@ -87,10 +88,14 @@ typedef struct zoff_dev_mem_stats {
 
 /* Device memory, 256-byte aligned. Capacity exceeded: ZOFF_EDEVICE_OOM, *ptr untouched. */
 int zoff_dev_malloc(zoff_dev *dev, size_t bytes, void **ptr);
-/* Frees device memory. Like cudaFree it waits for outstanding work first. -EINVAL for a
- * pointer this device did not allocate. NULL is a no-op. */
+/* Frees device memory. Work issued before the call on any stream may still use the block:
+ * it is reused only after that work completes (host: the call waits for it; cuda: the free is
+ * stream-ordered and the call does not block). -EINVAL for a pointer this device did not
+ * allocate. NULL is a no-op. */
 int zoff_dev_free(zoff_dev *dev, void *ptr);
-/* Page-locked ("pinned") host memory usable by async copies; page-aligned. */
+/* Page-locked ("pinned") host memory usable by async copies; page-aligned; mapped into the
+ * device's address space (counters for the value signals live in it). Out of pinned memory:
+ * ZOFF_EHOST_OOM (cuda) or -ENOMEM (host). */
 int zoff_dev_host_alloc(zoff_dev *dev, size_t bytes, void **ptr);
 int zoff_dev_host_free(zoff_dev *dev, void *ptr);
 void zoff_dev_mem_stats_get(zoff_dev *dev, zoff_dev_mem_stats *out);

@@ -8,6 +8,7 @@
  * in Hugging Face files and (out, in) in zoff's layout: they are transposed on the way. */
 #include "model/model.h"
 #include "core/half.h"
+#include "model/checkpoint_dir.h"
 #include "core/log.h"
 
 #include <cjson/cJSON.h>
@@ -15,6 +16,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +195,7 @@ int zoff_gpt_config_save_json(const char *path, const zoff_gpt_config *cfg) {
     cJSON_AddNumberToObject(o, "layer_norm_epsilon", 1e-5);
     cJSON_AddBoolToObject(o, "tie_word_embeddings", !cfg->untied_head);
     cJSON_AddNullToObject(o, "n_inner");
+    zoff_ckpt_stamp_add_json(o); /* the step and run id of the checkpoint being written */
     char *text = cJSON_Print(o);
     cJSON_Delete(o);
     if (!text) return -ENOMEM;
@@ -234,6 +237,16 @@ static float load_elem(const uint8_t *p, zoff_dtype t, size_t i) {
     uint16_t h;
     memcpy(&h, p + 2 * i, 2);
     return t == ZOFF_F16 ? zoff_f16_to_f32(h) : zoff_bf16_to_f32(h);
+}
+
+/* Weights or optimizer state with NaN/Inf poison every step after them: refused at load. */
+static int check_finite(const char *what, const char *tensor, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return zoff_fail(ZOFF_EFORMAT, MOD,
+                             "%s: tensor \"%s\": element %zu is %s: refusing non-finite values",
+                             what, tensor, i, isnan(x[i]) ? "NaN" : "infinite");
+    return 0;
 }
 
 static int json_u64(const cJSON *v, uint64_t *out) {
@@ -350,6 +363,7 @@ static int st_parse(const uint8_t *data, size_t size, const char *what, const zo
             for (size_t i = 0; i < t->numel; i++)
                 dst[i] = load_elem(src, type, i);
         }
+        rc = check_finite(what, t->name, dst, t->numel);
         if (found) found[ti] = 1;
     }
     cJSON_Delete(hdr);
@@ -462,6 +476,7 @@ static int st_write(const char *path, const zoff_layout *layout, const float *pa
     if (!hdr) return -ENOMEM;
     cJSON *meta = cJSON_AddObjectToObject(hdr, "__metadata__");
     cJSON_AddStringToObject(meta, "format", "pt");
+    zoff_ckpt_stamp_add_json(meta);
     uint64_t off = 0;
     for (int ti = first; ti < last; ti++) {
         const zoff_tensor *t = &layout->tensors[ti];
@@ -647,6 +662,7 @@ int zoff_llmc_load_gpt(const char *path, zoff_gpt_config *cfg, const zoff_layout
             }
             for (size_t i = 0; i < t->numel; i++)
                 params[t->offset + i] = load_elem((const uint8_t *)row, type, i);
+            if ((rc = check_finite(path, t->name, params + t->offset, t->numel))) goto out;
         }
     }
 out:
@@ -751,6 +767,18 @@ static int resolve(const char *path, char *weights, char *config) {
     if (is_dir(path)) {
         snprintf(weights, PATH_MAX, "%s/model.safetensors", path);
         snprintf(config, PATH_MAX, "%s/config.json", path);
+        char index[PATH_MAX];
+        snprintf(index, sizeof index, "%s.index.json", weights); /* a sharded checkpoint */
+        bool w = stat(weights, &sb) == 0 || stat(index, &sb) == 0, c = stat(config, &sb) == 0;
+        if (!w || !c)
+            return zoff_fail(ZOFF_EFORMAT, MOD,
+                             "%s: incomplete checkpoint: %s missing (a checkpoint folder holds "
+                             "config.json and model.safetensors, or its shards and their "
+                             "model.safetensors.index.json)",
+                             path,
+                             !w && !c ? "config.json, model.safetensors"
+                             : !w     ? "model.safetensors"
+                                      : "config.json");
         return 0;
     }
     if (ends_with(path, ".bin")) {
@@ -905,6 +933,7 @@ int zoff_optimizer_state_save(const char *path, const float *m, const float *v, 
     cJSON_AddStringToObject(meta, "step", text);
     snprintf(text, sizeof text, "%.9g", loss_scale);
     cJSON_AddStringToObject(meta, "loss_scale", text);
+    zoff_ckpt_stamp_add_json(meta);
     const char *names[2] = {"adamw.m", "adamw.v"};
     for (int k = 0; k < 2; k++) {
         cJSON *e = cJSON_AddObjectToObject(hdr, names[k]);
@@ -1000,6 +1029,15 @@ int zoff_optimizer_state_load(const char *path, float *m, float *v, size_t n, in
             goto out;
         }
         memcpy(dst[k], body + b, n * 4);
+        if ((rc = check_finite(path, names[k], dst[k], n))) goto out;
+        for (size_t i = 0; k == 1 && i < n; i++)
+            if (dst[k][i] < 0.0f) {
+                rc = zoff_fail(ZOFF_EFORMAT, MOD,
+                               "%s: tensor \"adamw.v\": element %zu is %g: a second moment "
+                               "cannot be negative",
+                               path, i, (double)dst[k][i]);
+                goto out;
+            }
     }
     *step = (int)sv;
     *loss_scale = lv;

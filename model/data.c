@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define MOD              "data"
 #define LLMC_TOKEN_MAGIC 20240520
@@ -20,6 +21,11 @@ int zoff_dataset_load(const char *path, float val_frac, int seq_len, zoff_datase
     if (!f) return zoff_fail(-errno, MOD, "%s: cannot open: %s", path, strerror(errno));
     int rc = 0;
     uint8_t *raw = NULL;
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        rc = zoff_fail(-EISDIR, MOD, "%s: a directory, not a token file or text", path);
+        goto out;
+    }
     if (fseek(f, 0, SEEK_END) != 0) {
         rc = zoff_fail(-errno, MOD, "%s: cannot seek: %s", path, strerror(errno));
         goto out;
@@ -77,6 +83,13 @@ int zoff_dataset_load(const char *path, float val_frac, int seq_len, zoff_datase
     } else if (size >= 4 && magic == LLMC_TOKEN_MAGIC) {
         rc = zoff_fail(ZOFF_EFORMAT, MOD, "%s: llm.c token file truncated inside its header", path);
         goto out;
+    } else if (strlen(path) > 4 && strcmp(path + strlen(path) - 4, ".bin") == 0) {
+        /* a .bin is meant to be tokens: training on it as byte text would be silent garbage */
+        rc = zoff_fail(ZOFF_EFORMAT, MOD,
+                       "%s: bad magic %d: not an llm.c token file (magic %d); rename it if it "
+                       "is byte text",
+                       path, magic, LLMC_TOKEN_MAGIC);
+        goto out;
     } else {
         size_t n = (size_t)size;
         out->tokens = malloc((n ? n : 1) * sizeof(int32_t));
@@ -95,9 +108,11 @@ int zoff_dataset_load(const char *path, float val_frac, int seq_len, zoff_datase
     size_t n_val = (size_t)((double)out->n_tokens * val_frac);
     if (n_val < need) n_val = need;
     if (out->n_tokens < n_val + need) {
-        rc = zoff_fail(ZOFF_EFORMAT, MOD,
-                       "%s: %zu tokens are too few for training and validation windows of %zu",
-                       path, out->n_tokens, need);
+        rc = zoff_fail(ZOFF_ECONFIG, MOD,
+                       "%s: %zu tokens are too few for sequences of %d: the training and the "
+                       "validation split each need at least %zu (seq_len + 1); shorten seq_len "
+                       "or use more data",
+                       path, out->n_tokens, seq_len, need);
         goto out;
     }
     out->n_train = out->n_tokens - n_val;

@@ -280,8 +280,9 @@ int zoff_model_forward(zoff_model *m, zoff_dev_stream *s, const zoff_batch *b, f
  * loss: NULL, or waits for s and returns the micro-batch's mean loss. */
 int zoff_model_forward_backward(zoff_model *m, zoff_dev_stream *s, const zoff_batch *b,
                                 float dloss_scale, float *loss);
-/* The mean loss of the last forward with targets (issued on s; waits for s): for a caller that
- * queued more work behind the forward before reading its loss. */
+/* The mean loss of the last forward with targets: waits only until that forward's loss head
+ * is done (an event), not for work queued behind it - a caller reads the loss while the
+ * backward still runs. */
 int zoff_model_loss_wait(zoff_model *m, zoff_dev_stream *s, float *loss);
 /* Next-token probabilities (V floats) at (b, t) of the last forward, copied to host. Sync. */
 int zoff_model_probs_row(zoff_model *m, zoff_dev_stream *s, int b, int t, float *probs);

@@ -140,6 +140,7 @@ int model_create_common(zoff_model *m) {
         if ((rc = zoff_dev_event_create(m->dev, &m->stage_done[i]))) return rc;
     }
     if ((rc = zoff_dev_host_alloc(m->dev, BT * sizeof(float), (void **)&m->h_losses))) return rc;
+    if ((rc = zoff_dev_event_create(m->dev, &m->loss_ready))) return rc;
     return zoff_model_params_from_host(m, NULL); /* weights and padding start at zero */
 }
 
@@ -154,6 +155,7 @@ void zoff_model_destroy(zoff_model *m) {
         if (m->stage_done[i]) zoff_dev_event_destroy(m->stage_done[i]);
     }
     if (m->h_losses) zoff_dev_host_free(m->dev, m->h_losses);
+    if (m->loss_ready) zoff_dev_event_destroy(m->loss_ready);
     free(m->allocs);
     free(m->gptr);
     free(m->gstate);
@@ -488,15 +490,24 @@ static int head_loss(zoff_model *m, zoff_dev_stream *s, bool train, float dloss_
     return 0;
 }
 
-int zoff_model_loss_wait(zoff_model *m, zoff_dev_stream *s, float *loss) {
+/* The per-row losses go to pinned memory right behind the loss head, before the backward is
+ * even issued, so that reading them waits for the forward only. */
+static int send_losses(zoff_model *m, zoff_dev_stream *s) {
     int BT = m->cur_B * m->cur_T;
     MODEL_TRY(zoff_dev_memcpy_async(s, m->h_losses, m->losses, (size_t)BT * sizeof(float),
                                     ZOFF_COPY_D2H));
-    MODEL_TRY(zoff_dev_stream_synchronize(s));
+    m->loss_valid = m->n_valid;
+    return zoff_dev_event_record(m->loss_ready, s);
+}
+
+int zoff_model_loss_wait(zoff_model *m, zoff_dev_stream *s, float *loss) {
+    (void)s;
+    MODEL_TRY(zoff_dev_event_synchronize(m->loss_ready));
+    int BT = m->cur_B * m->cur_T;
     double sum = 0.0;
     for (int i = 0; i < BT; i++)
         sum += m->h_losses[i]; /* ignored targets contribute 0 */
-    *loss = m->n_valid > 0 ? (float)(sum / m->n_valid) : 0.0f;
+    *loss = m->loss_valid > 0 ? (float)(sum / m->loss_valid) : 0.0f;
     return 0;
 }
 
@@ -510,6 +521,7 @@ int zoff_model_forward(zoff_model *m, zoff_dev_stream *s, const zoff_batch *b, f
     m->have_fwd = true;
     if (!b->targets || !loss) return 0;
     MODEL_TRY(head_loss(m, s, false, 0.0f));
+    MODEL_TRY(send_losses(m, s));
     return zoff_model_loss_wait(m, s, loss);
 }
 
@@ -526,6 +538,7 @@ int zoff_model_forward_backward(zoff_model *m, zoff_dev_stream *s, const zoff_ba
     /* the head's weight gradient starts here (tied: it is also the embedding's) */
     MODEL_TRY(model_grad_take(m, s, m->head_tensor));
     MODEL_TRY(head_loss(m, s, true, dloss_scale));
+    MODEL_TRY(send_losses(m, s));
     MODEL_TRY(m->ops->backward_body(m, s, b->B, b->T));
     return loss ? zoff_model_loss_wait(m, s, loss) : 0;
 }

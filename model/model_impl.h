@@ -75,7 +75,9 @@ struct zoff_model {
     void *dlogits16; /* (chunk_rows, V) wdt: 16-bit mode only */
     int chunk_rows;
     float *losses;   /* (B,T) device */
-    float *h_losses; /* (B,T) pinned */
+    float *h_losses; /* (B,T) pinned: the last loss head's per-row losses */
+    zoff_dev_event *loss_ready; /* recorded behind their copy */
+    int loss_valid;             /* their targets that carry loss */
     int cur_B, cur_T;
     bool have_fwd;
 };

@@ -132,7 +132,8 @@ int zoff_model_offload_micro_batch(zoff_model_offload *o, const zoff_batch *b, f
     rc = zoff_model_forward_backward(o->m, o->s, b, scale, NULL);
     zoff_engine_trace_end(o->engine, o->s, span);
     if (!rc) rc = zoff_engine_end_micro(o->engine, o->s);
-    /* the loss is read once the micro-batch is queued, behind the engine's work */
+    /* read once the whole micro-batch is queued: the wait ends with the forward, while the
+     * backward and the engine's copies still run */
     if (!rc && loss) rc = zoff_model_loss_wait(o->m, o->s, loss);
     return rc;
 }

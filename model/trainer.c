@@ -37,17 +37,18 @@ struct zoff_trainer {
 
 void zoff_trainer_config_default(zoff_trainer_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
-    cfg->lr = 1e-3f;
+    zoff_optimizer_defaults d = zoff_optimizer_get_defaults(); /* shared with the engine */
+    cfg->lr = d.lr;
     cfg->min_lr_frac = 0.1f;
     cfg->warmup_steps = 20;
     cfg->total_steps = 1000;
-    cfg->beta1 = 0.9f;
-    cfg->beta2 = 0.95f;
-    cfg->eps = 1e-8f;
-    cfg->weight_decay = 0.1f;
-    cfg->grad_clip = 1.0f;
-    cfg->loss_scale_init = 65536.0f;
-    cfg->loss_scale_window = 200;
+    cfg->beta1 = d.beta1;
+    cfg->beta2 = d.beta2;
+    cfg->eps = d.eps;
+    cfg->weight_decay = d.weight_decay;
+    cfg->grad_clip = d.grad_clip;
+    cfg->loss_scale_init = d.loss_scale_init;
+    cfg->loss_scale_window = d.loss_scale_window;
 }
 
 float zoff_trainer_lr_at(const zoff_trainer_config *c, int step) {

@@ -106,7 +106,9 @@ typedef struct zoff_nvme_config {
     size_t checksum_block; /* bytes per checksum, multiple of 4096 (default 64 KiB) */
     zoff_nvme_backend backend;
     int preallocate;          /* fallocate the files at creation (default 1) */
-    int remove_stale;         /* delete stale swap files of dead runs found in dirs (default 0) */
+    int remove_stale;         /* stale files of a dead run are reclaimed anyway when their owner
+                                 PID is gone; 1: also when a process with that PID runs (reused
+                                 PID) (default 0) */
     unsigned pthread_threads; /* workers of the pthread backend (default 4) */
     zoff_nvme_pool *pool;     /* optional: its buffers are registered as io_uring fixed buffers */
     /* Fault injection for tests (0 = off): every Nth operation is submitted short (half its
@@ -136,13 +138,16 @@ typedef struct zoff_nvme_swap_info {
 
 zoff_nvme_config zoff_nvme_config_default(void);
 /* Opens (O_DIRECT if allowed) and preallocates one file per directory, takes a lock file per
- * directory, detects stale files of crashed runs (logged; removed if cfg->remove_stale), and
+ * directory, reclaims stale files of crashed runs whose PID is gone (logged), and
  * starts the backend. Errors name the directory: -ENOSPC (preallocation), -EROFS, -EACCES,
  * ZOFF_ECONFIG. */
 int zoff_nvme_swap_create(const zoff_nvme_config *cfg, zoff_nvme_swap **out);
 /* Cancels queued requests, drains those in flight, stops the threads, closes and removes the
  * swap and lock files, and frees every request and region. NULL is a no-op. */
 void zoff_nvme_swap_destroy(zoff_nvme_swap *swap);
+/* Unlinks the swap and lock files of every swap this process holds, without freeing or
+ * stopping anything: for a signal handler about to _exit (async-signal-safe). */
+void zoff_nvme_release_files_now(void);
 void zoff_nvme_swap_get_info(zoff_nvme_swap *swap, zoff_nvme_swap_info *out);
 
 /* Defines a named region of `bytes` (rounded up to 4096). -EEXIST for a duplicate name,

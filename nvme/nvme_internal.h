@@ -80,6 +80,7 @@ struct zoff_nvme_swap {
     char *paths[ZOFF_NVME_MAX_DIRS];
     char *lock_paths[ZOFF_NVME_MAX_DIRS];
     int lock_fds[ZOFF_NVME_MAX_DIRS];
+    int emergency_slot[ZOFF_NVME_MAX_DIRS]; /* in the signal-safe release table, -1 none */
     uint64_t file_size;
     int direct;
     unsigned n_stale;

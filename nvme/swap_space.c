@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -98,9 +99,19 @@ static int lock_is_held(const char *path) {
     return held;
 }
 
+/* The PID in "zoff-swap.<pid>.<instance>...", or -1. */
+static long owner_pid(const char *name) {
+    char *end;
+    long pid = strtol(name + 10, &end, 10);
+    return end != name + 10 && *end == '.' && pid > 0 ? pid : -1;
+}
+
 /* Swap files are "zoff-swap.<pid>.<instance>.<i>.dat" guarded by "zoff-swap.<pid>.<instance>.lock",
- * flock-held for the swap's lifetime. A file whose lock is missing or not held belongs to a
- * run that died without cleaning up. */
+ * flock-held for the swap's lifetime. A file whose lock is held belongs to a live swap and is
+ * never touched. One whose lock is missing or not held belongs to a run that died without
+ * cleaning up (killed, or crashed): it is reclaimed at once when its owner PID is gone; when
+ * a process with that PID still runs (a zoff that lost its lock, or a reused PID) it is left
+ * in place, naming the PID, unless remove_stale asks to remove it anyway. */
 static unsigned scan_stale(const char *dir, int remove) {
     DIR *d = opendir(dir);
     if (!d) return 0;
@@ -131,19 +142,55 @@ static unsigned scan_stale(const char *dir, int remove) {
         n++;
         struct stat st;
         long long sz = stat(path, &st) == 0 ? (long long)st.st_size : -1;
-        if (remove) {
+        long pid = owner_pid(name);
+        int owner_alive =
+            pid > 0 && pid != (long)getpid() && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+        if (!owner_alive || remove) {
             int rc = unlink(path);
-            zoff_log(ZOFF_LOG_WARN, MOD, "removed stale swap file %s (%lld bytes) of a dead run%s",
-                     path, sz, rc ? " (unlink failed)" : "");
+            zoff_log(ZOFF_LOG_WARN, MOD,
+                     "reclaimed stale swap file %s (%lld bytes) of a dead run (PID %ld%s)%s", path,
+                     sz, pid, owner_alive ? ", a PID now reused" : ", gone",
+                     rc ? " (unlink failed)" : "");
         } else {
             zoff_log(ZOFF_LOG_WARN, MOD,
-                     "stale swap file %s (%lld bytes) of a dead run; remove it or set "
-                     "remove_stale",
-                     path, sz);
+                     "swap file %s (%lld bytes) without its lock belongs to PID %ld, which is "
+                     "still running: left in place (stop that process, or set remove_stale if "
+                     "the PID was reused)",
+                     path, sz, pid);
         }
     }
     closedir(d);
     return n;
+}
+
+/* Swap and lock files of this process's live swaps, for zoff_nvme_release_files_now(), which
+ * a signal handler may call: fixed storage, no locks, each slot published with an atomic. */
+#define EMERGENCY_SLOTS 64
+static char g_emergency_path[EMERGENCY_SLOTS][2][4096];
+static atomic_int g_emergency_used[EMERGENCY_SLOTS];
+
+static int emergency_register(const char *dat, const char *lock) {
+    for (int k = 0; k < EMERGENCY_SLOTS; k++) {
+        int expected = 0;
+        if (!atomic_compare_exchange_strong(&g_emergency_used[k], &expected, 2)) continue;
+        snprintf(g_emergency_path[k][0], sizeof g_emergency_path[k][0], "%s", dat);
+        snprintf(g_emergency_path[k][1], sizeof g_emergency_path[k][1], "%s", lock);
+        atomic_store(&g_emergency_used[k], 1);
+        return k;
+    }
+    return -1; /* more swaps than slots: only the next run's reclaim covers the rest */
+}
+
+static void emergency_unregister(int k) {
+    if (k >= 0) atomic_store(&g_emergency_used[k], 0);
+}
+
+void zoff_nvme_release_files_now(void) {
+    for (int k = 0; k < EMERGENCY_SLOTS; k++)
+        if (atomic_load(&g_emergency_used[k]) == 1) {
+            unlink(g_emergency_path[k][0]);
+            unlink(g_emergency_path[k][1]);
+        }
 }
 
 /* ------------------------------------------------------------ create / destroy */
@@ -176,6 +223,8 @@ static int open_file(zoff_nvme_swap *s, unsigned i, int want_direct, int *warned
 
 static void close_files(zoff_nvme_swap *s) {
     for (unsigned i = 0; i < ZOFF_NVME_MAX_DIRS; i++) {
+        emergency_unregister(s->emergency_slot[i]);
+        s->emergency_slot[i] = -1;
         if (s->fds[i] >= 0) {
             close(s->fds[i]);
             if (unlink(s->paths[i]) != 0)
@@ -213,8 +262,10 @@ int zoff_nvme_swap_create(const zoff_nvme_config *cfg, zoff_nvme_swap **out) {
     zoff_nvme_swap *s = calloc(1, sizeof *s);
     if (!s) return zoff_fail(-ENOMEM, MOD, "swap space struct");
     s->cfg = *cfg;
-    for (unsigned i = 0; i < ZOFF_NVME_MAX_DIRS; i++)
+    for (unsigned i = 0; i < ZOFF_NVME_MAX_DIRS; i++) {
         s->fds[i] = s->lock_fds[i] = -1;
+        s->emergency_slot[i] = -1;
+    }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->done_cv, NULL);
     s->n_files = cfg->n_dirs;
@@ -269,6 +320,7 @@ int zoff_nvme_swap_create(const zoff_nvme_config *cfg, zoff_nvme_swap **out) {
 
         rc = open_file(s, i, s->direct, &warned);
         if (rc) goto fail;
+        s->emergency_slot[i] = emergency_register(s->paths[i], s->lock_paths[i]);
         if (cfg->preallocate) {
             if (fallocate(s->fds[i], 0, 0, (off_t)s->file_size) != 0) {
                 int e = errno;

@@ -160,7 +160,7 @@ static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype 
     /* The weights go up unless something failed; the counters move in every case. */
     int ok = !has_error(e);
     int rc2 = 0;
-    if (e->cfg.schedule == ZOFF_SCHEDULE_DPU && step >= e->cfg.dpu_warmup_steps)
+    if (e->cfg.schedule == ZOFF_SCHEDULE_DPU && step + e->step_base >= e->cfg.dpu_warmup_steps)
         rc2 = zoff_dev_stream_wait_value(e->h2d, &e->ctr->step_end, (uint32_t)(step + 2));
     if (ok && !rc2) {
         char name[40];
@@ -206,6 +206,7 @@ static void finish_report(zoff_engine *e, int set, const work_item *w,
     rep->step_ms = now_ms() - e->rx_first_ms[set];
     pthread_mutex_lock(&e->lock);
     e->last_report = *rep;
+    e->reports[w->step % ENGINE_REPORTS] = *rep;
     e->have_report = true;
     e->steps_completed = w->step + 1;
     e->set_busy[set] = false;

@@ -21,16 +21,18 @@ void zoff_engine_config_default(zoff_engine_config *c) {
     c->device_slots = 3;
     c->grad_ring_slots = 3;
     c->param_ring_slots = 2;
-    c->lr = 1e-3f;
-    c->beta1 = 0.9f;
-    c->beta2 = 0.999f;
-    c->eps = 1e-8f;
-    c->weight_decay = 0.0f;
+    zoff_optimizer_defaults d = zoff_optimizer_get_defaults(); /* shared with the trainer */
+    c->lr = d.lr;
+    c->beta1 = d.beta1;
+    c->beta2 = d.beta2;
+    c->eps = d.eps;
+    c->weight_decay = d.weight_decay;
+    c->clip_norm = d.grad_clip;
     c->adamw = 1;
     c->grad_accum_steps = 1;
-    c->loss_scale_init = 65536.0f;
-    c->loss_scale_window = 1000;
-    c->loss_scale_min = 1.0f;
+    c->loss_scale_init = d.loss_scale_init;
+    c->loss_scale_window = d.loss_scale_window;
+    c->loss_scale_min = d.loss_scale_min;
     c->cpu_isa = -1;
     c->nvme_checksums = 1;
     c->nvme_queue_depth = 32;
@@ -421,6 +423,9 @@ int zoff_engine_load_state(zoff_engine *e, zoff_dev_stream *s, const float *m, c
     }
     if (rc) return rc;
     e->applied_steps = updates;
+    /* a resumed DPU run does not warm up again: its next steps are those of the run it
+     * continues (the flush at the save left no update in flight there either) */
+    e->step_base = updates - e->step;
     if (e->cfg.dtype == ZOFF_F16) {
         pthread_mutex_lock(&e->lock);
         e->loss_scale = e->decided_scale = loss_scale;
@@ -436,6 +441,26 @@ int zoff_engine_last_report(zoff_engine *e, zoff_engine_step_report *out) {
     if (have) *out = e->last_report;
     pthread_mutex_unlock(&e->lock);
     return have ? 0 : -EAGAIN;
+}
+
+int zoff_engine_report_of_step(zoff_engine *e, int64_t step, zoff_engine_step_report *out) {
+    if (!e || !out || step < 0) return -EINVAL;
+    pthread_mutex_lock(&e->lock);
+    bool queued = step < e->step;
+    while (queued && e->steps_completed <= step && !e->error)
+        pthread_cond_wait(&e->cond, &e->lock);
+    int rc = e->error;
+    bool kept = queued && !rc && step + ENGINE_REPORTS >= e->steps_completed;
+    if (kept) *out = e->reports[step % ENGINE_REPORTS];
+    pthread_mutex_unlock(&e->lock);
+    if (rc) return engine_worker_error(e);
+    if (!queued)
+        return zoff_fail(-EINVAL, MOD, "step %lld has not ended yet (%lld steps ended)",
+                         (long long)step, (long long)e->step);
+    if (!kept)
+        return zoff_fail(-ENOENT, MOD, "the report of step %lld is no longer kept",
+                         (long long)step);
+    return 0;
 }
 
 void zoff_engine_get_memory(const zoff_engine *e, zoff_engine_memory *out) {

@@ -33,7 +33,8 @@
 #include <pthread.h>
 #include <stdbool.h>
 
-#define MOD "offload"
+#define MOD            "offload"
+#define ENGINE_REPORTS 8 /* step reports kept for zoff_engine_report_of_step() */
 
 typedef struct engine_bucket {
     size_t offset, numel; /* parameter range [offset, offset + numel) */
@@ -136,6 +137,7 @@ struct zoff_engine {
     uint32_t fills_issued;
     int micro;
     int64_t step;          /* optimizer step being accumulated */
+    int64_t step_base;     /* steps of the state load_state restored: DPU's warm-up counts them */
     float loss_scale_used; /* scale of the current step's gradients */
     float lr;              /* for steps ended from now on */
 
@@ -174,6 +176,7 @@ struct zoff_engine {
     int error;
     char error_detail[512]; /* what the thread that failed first said */
     zoff_engine_step_report last_report;
+    zoff_engine_step_report reports[ENGINE_REPORTS]; /* of step s at s % ENGINE_REPORTS */
     bool have_report;
     float decided_scale;
 

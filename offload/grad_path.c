@@ -12,7 +12,10 @@
 
 uint32_t engine_required_version(const zoff_engine *e) {
     int64_t s = e->step;
-    if (e->cfg.schedule == ZOFF_SCHEDULE_DPU && s > e->cfg.dpu_warmup_steps) s -= 1;
+    /* DPU past its warm-up (counting the steps of a resumed state): one step stale. The first
+     * step after a resume has nothing in flight: its weights are the loaded ones. */
+    if (e->cfg.schedule == ZOFF_SCHEDULE_DPU && s + e->step_base > e->cfg.dpu_warmup_steps && s > 0)
+        s -= 1;
     return (uint32_t)s;
 }
 

@@ -15,6 +15,7 @@ typedef struct span {
     char lane[24], name[40];
     double t0, t1;             /* host spans: microseconds since origin */
     zoff_dev_event *ev0, *ev1; /* device spans: resolved at write */
+    int ended;                 /* device spans: ev1 was recorded */
 } span;
 
 struct zoff_trace {
@@ -135,7 +136,10 @@ void zoff_trace_device_end(zoff_trace *t, zoff_dev_stream *st, int id) {
     pthread_mutex_lock(&t->lock);
     zoff_dev_event *e1 = t->spans[id].ev1;
     pthread_mutex_unlock(&t->lock);
-    zoff_dev_event_record(e1, st);
+    int ok = zoff_dev_event_record(e1, st) == 0;
+    pthread_mutex_lock(&t->lock);
+    t->spans[id].ended = ok;
+    pthread_mutex_unlock(&t->lock);
 }
 
 static const char *lanes[] = {"compute", "d2h", "cpu adam", "nvme", "h2d"};
@@ -164,10 +168,13 @@ int zoff_trace_write(zoff_trace *t, const char *path) {
         span *s = &t->spans[i];
         double t0 = s->t0, t1 = s->t1;
         if (s->ev0) {
+            /* A span whose end was never recorded has no duration: skip it rather than ask
+             * for one (a failed elapsed-time query is an error, logged as one). */
+            if (!s->ended) continue;
             float a = 0, b = 0;
             if (zoff_dev_event_elapsed_ms(t->base, s->ev0, &a) ||
                 zoff_dev_event_elapsed_ms(t->base, s->ev1, &b))
-                continue; /* a span whose end was never recorded */
+                continue;
             t0 = a * 1e3;
             t1 = b * 1e3;
         }

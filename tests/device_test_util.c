@@ -2,8 +2,10 @@
 #include "tests/device_test_util.h"
 #include "tests/test_util.h"
 
+#include <signal.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 zoff_dev *zoff_test_open_device(int argc, char **argv, size_t capacity) {
     zoff_test_init();
@@ -49,4 +51,38 @@ void zoff_test_gate_open(zoff_test_gate *g) {
 void zoff_test_gate_await_reached(zoff_test_gate *g) {
     while (!atomic_load(&g->reached))
         zoff_test_sleep_ms(1);
+}
+
+static const char *watchdog_what = "";
+
+static void watchdog_fire(int sig) {
+    (void)sig;
+    static const char head[] = "deadlock: the test did not finish in time: ";
+    ssize_t r = write(2, head, sizeof head - 1);
+    r = write(2, watchdog_what, strlen(watchdog_what));
+    r = write(2, "\n", 1);
+    (void)r;
+    _exit(1);
+}
+
+void zoff_test_watchdog_arm(int seconds, const char *what) {
+    watchdog_what = what;
+    signal(SIGALRM, watchdog_fire);
+    alarm((unsigned)seconds);
+}
+
+void zoff_test_watchdog_disarm(void) {
+    alarm(0);
+}
+
+void zoff_test_await_counter(const uint32_t *flag, uint32_t value, int seconds, const char *what) {
+    for (int waited = 0; (int32_t)(__atomic_load_n(flag, __ATOMIC_ACQUIRE) - value) < 0; waited++) {
+        if (waited >= seconds * 1000) {
+            fprintf(stderr, "deadlock: counter at %u, waited %d s for %u: %s\n",
+                    __atomic_load_n(flag, __ATOMIC_ACQUIRE), seconds, value, what);
+            fflush(stderr);
+            _exit(1); /* streams still wait: no orderly tear-down */
+        }
+        zoff_test_sleep_ms(1);
+    }
 }

@@ -5,6 +5,7 @@
 #include "gpu/device.h"
 
 #include <stdatomic.h>
+#include <stdint.h>
 
 /* Opens the backend named by argv[1] with the given capacity (0 = default). Exits 77 with a
  * message when it is cuda and no GPU is usable, and 1 on any other failure. */
@@ -23,5 +24,13 @@ void zoff_test_gate_open(zoff_test_gate *g);
 /* Blocks the calling (host) thread until a stream has reached the gate. */
 void zoff_test_gate_await_reached(zoff_test_gate *g);
 void zoff_test_sleep_ms(int ms);
+
+/* A deadlock must fail a test with its name, not eat ctest's whole timeout: arms a timer that
+ * prints "deadlock: what" and exits 1 unless zoff_test_watchdog_disarm() comes first. */
+void zoff_test_watchdog_arm(int seconds, const char *what);
+void zoff_test_watchdog_disarm(void);
+/* Blocks until the counter reaches value, or fails the process (exit 1) after `seconds`
+ * naming `what`: a stream wait that never ends is reported instead of hanging. */
+void zoff_test_await_counter(const uint32_t *flag, uint32_t value, int seconds, const char *what);
 
 #endif

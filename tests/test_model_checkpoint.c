@@ -2,16 +2,19 @@
  * 16-bit safetensors loading, and malformed inputs (truncated files, bad headers, missing
  * tensors, wrong shapes and dtypes, bad config values, wrong magic) each failing with an
  * error whose detail names the file and the tensor or key. Also the data loader on text and
- * llm.c token files, its split and batches. */
+ * llm.c token files, its split and batches; non-finite state refused at load; the atomic,
+ * stamped checkpoint folder (verification, replacement, recovery after a kill). */
 #include "core/half.h"
 #include "model/model.h"
 #include "tests/test_util.h"
+#include "model/checkpoint_dir.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char dir[256];
@@ -311,7 +314,7 @@ static void test_data(void) {
         CHECK((x[i] - 'a' + 1) % 26 == y[i] - 'a');
     zoff_dataset_batch(&ds, true, 4, 16, &rng, x, y);
     zoff_dataset_free(&ds);
-    expect_error(zoff_dataset_load(path, 0.1f, 400, &ds), ZOFF_EFORMAT, path, "too few");
+    expect_error(zoff_dataset_load(path, 0.1f, 400, &ds), ZOFF_ECONFIG, path, "too few");
 
     /* llm.c token file */
     int32_t hdr[256] = {20240520, 1, 300};
@@ -333,6 +336,152 @@ static void test_data(void) {
     expect_error(zoff_dataset_load(mpath, 0.1f, 8, &ds), ZOFF_EFORMAT, mpath, "model");
     expect_error(zoff_dataset_load("/nonexistent/data", 0.1f, 8, &ds), -ENOENT, "/nonexistent/data",
                  NULL);
+    /* a directory is named as one (not "Cannot allocate memory") */
+    expect_error(zoff_dataset_load(dir, 0.1f, 8, &ds), -EISDIR, dir, "directory");
+    /* a .bin without the token magic is not trained on as byte text */
+    path_of(path, "text.bin");
+    write_bytes(path, text, sizeof text);
+    expect_error(zoff_dataset_load(path, 0.1f, 8, &ds), ZOFF_EFORMAT, path, "magic");
+}
+
+/* NaN/Inf weights, moments, and negative second moments are refused at load, naming the
+ * tensor. */
+static void test_nonfinite(const float *p) {
+    char path[512];
+    float *q = malloc(layout.total * 4), *m = calloc(layout.total, 4), *v = calloc(layout.total, 4);
+    memcpy(q, p, layout.total * 4);
+    const zoff_tensor *t = zoff_gpt_layout_find(&layout, ZOFF_GPT_LN2_W, 1);
+    q[t->offset + 3] = NAN;
+    path_of(path, "nan.safetensors");
+    REQUIRE_OK(zoff_safetensors_save(path, &layout, q));
+    float *r = malloc(layout.total * 4);
+    expect_error(zoff_safetensors_load(path, &layout, r), ZOFF_EFORMAT, t->name, "NaN");
+    q[t->offset + 3] = INFINITY;
+    REQUIRE_OK(zoff_safetensors_save(path, &layout, q));
+    expect_error(zoff_safetensors_load(path, &layout, r), ZOFF_EFORMAT, t->name, "infinite");
+
+    path_of(path, "opt.safetensors");
+    int step;
+    float scale;
+    REQUIRE_OK(zoff_optimizer_state_save(path, m, v, layout.total, 5, 1.0f));
+    REQUIRE_OK(zoff_optimizer_state_load(path, m, v, layout.total, &step, &scale));
+    CHECK_EQ_INT(step, 5);
+    m[7] = NAN;
+    REQUIRE_OK(zoff_optimizer_state_save(path, m, v, layout.total, 5, 1.0f));
+    expect_error(zoff_optimizer_state_load(path, m, v, layout.total, &step, &scale), ZOFF_EFORMAT,
+                 "adamw.m", "NaN");
+    m[7] = 0;
+    v[9] = -1e-3f;
+    REQUIRE_OK(zoff_optimizer_state_save(path, m, v, layout.total, 5, 1.0f));
+    expect_error(zoff_optimizer_state_load(path, m, v, layout.total, &step, &scale), ZOFF_EFORMAT,
+                 "adamw.v", "negative");
+    free(q);
+    free(r);
+    free(m);
+    free(v);
+}
+
+/* The checkpoint folder protocol: stamps, verification, atomic replacement and recovery. */
+static void test_folder(const float *p) {
+    char ck[512], tmp[600], path[700];
+    path_of(ck, "atomic");
+    float *m = calloc(layout.total, 4), *v = calloc(layout.total, 4);
+    zoff_ckpt_stamp st = {.step = 7};
+    REQUIRE_OK(zoff_ckpt_new_run_id(st.run_id));
+    CHECK_EQ_INT(strlen(st.run_id), ZOFF_RUN_ID_LEN);
+    /* written into .ckpt.tmp, swapped in by commit */
+    REQUIRE_OK(zoff_ckpt_dir_begin(ck, tmp, sizeof tmp));
+    CHECK(strstr(tmp, "/.atomic.tmp") != NULL);
+    zoff_ckpt_stamp_set(&st);
+    snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+    REQUIRE_OK(zoff_safetensors_save(path, &layout, p));
+    snprintf(path, sizeof path, "%s/config.json", tmp);
+    REQUIRE_OK(zoff_gpt_config_save_json(path, &cfg));
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
+    REQUIRE_OK(zoff_optimizer_state_save(path, m, v, layout.total, 7, 1.0f));
+    zoff_ckpt_stamp_set(NULL);
+    struct stat sb;
+    CHECK(stat(ck, &sb) != 0); /* nothing visible before the commit */
+    REQUIRE_OK(zoff_ckpt_dir_commit(tmp, ck));
+    CHECK(stat(tmp, &sb) != 0);
+    zoff_ckpt_stamp got;
+    REQUIRE_OK(zoff_ckpt_dir_verify(ck, true, &got));
+    CHECK_EQ_INT(got.step, 7);
+    CHECK(strcmp(got.run_id, st.run_id) == 0);
+
+    /* a file of another step: refused, naming both */
+    zoff_ckpt_stamp other = st;
+    other.step = 9;
+    zoff_ckpt_stamp_set(&other);
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", ck);
+    char saved[700];
+    snprintf(saved, sizeof saved, "%s/opt.keep", dir);
+    rename(path, saved);
+    REQUIRE_OK(zoff_optimizer_state_save(path, m, v, layout.total, 9, 1.0f));
+    zoff_ckpt_stamp_set(NULL);
+    expect_error(zoff_ckpt_dir_verify(ck, true, &got), ZOFF_EFORMAT,
+                 "optimizer.safetensors is step 9", "model.safetensors is step 7");
+    rename(saved, path);
+    REQUIRE_OK(zoff_ckpt_dir_verify(ck, true, &got));
+    /* a missing file: "incomplete", naming it */
+    snprintf(path, sizeof path, "%s/config.json", ck);
+    snprintf(saved, sizeof saved, "%s/config.keep", dir);
+    rename(path, saved);
+    expect_error(zoff_ckpt_dir_verify(ck, true, &got), ZOFF_EFORMAT, "incomplete", "config.json");
+    zoff_gpt_config c2;
+    expect_error(zoff_gpt_checkpoint_config(ck, &c2), ZOFF_EFORMAT, "incomplete", "config.json");
+    rename(saved, path);
+
+    /* a re-save replaces the folder whole; a kill between the fallback's two renames leaves
+     * .atomic.old, which recovery puts back; a stray .atomic.tmp is removed */
+    REQUIRE_OK(zoff_ckpt_dir_begin(ck, tmp, sizeof tmp));
+    char old[600];
+    snprintf(old, sizeof old, "%s/.atomic.old", dir);
+    CHECK(rename(ck, old) == 0);
+    int fixed = -1;
+    REQUIRE_OK(zoff_ckpt_dir_recover(dir, &fixed));
+    CHECK_EQ_INT(fixed, 2);
+    CHECK(stat(tmp, &sb) != 0 && stat(old, &sb) != 0);
+    REQUIRE_OK(zoff_ckpt_dir_verify(ck, true, &got));
+    CHECK_EQ_INT(got.step, 7);
+    snprintf(path, sizeof path, "%s/model.safetensors.tmp", ck);
+    write_bytes(path, "x", 1);
+    REQUIRE_OK(zoff_ckpt_dir_recover(dir, &fixed));
+    CHECK_EQ_INT(fixed, 1);
+    CHECK(stat(path, &sb) != 0);
+    /* what is not a checkpoint's is left alone: a hidden .old folder of other files, a
+     * FILE.tmp that no checkpoint writes */
+    char notes[600];
+    snprintf(notes, sizeof notes, "%s/.notes.old", dir);
+    mkdir(notes, 0700);
+    snprintf(path, sizeof path, "%s/todo.txt", notes);
+    write_bytes(path, "x", 1);
+    snprintf(path, sizeof path, "%s/notes.tmp", ck);
+    write_bytes(path, "x", 1);
+    REQUIRE_OK(zoff_ckpt_dir_recover(dir, &fixed));
+    CHECK_EQ_INT(fixed, 0);
+    CHECK(stat(notes, &sb) == 0 && stat(path, &sb) == 0);
+    unlink(path);
+
+    /* a folder of an older zoff (no stamps at all) is accepted; half stamped is not */
+    char legacy[512];
+    path_of(legacy, "legacy");
+    mkdir(legacy, 0700);
+    snprintf(path, sizeof path, "%s/model.safetensors", legacy);
+    REQUIRE_OK(zoff_safetensors_save(path, &layout, p));
+    snprintf(path, sizeof path, "%s/config.json", legacy);
+    REQUIRE_OK(zoff_gpt_config_save_json(path, &cfg));
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", legacy);
+    REQUIRE_OK(zoff_optimizer_state_save(path, m, v, layout.total, 7, 1.0f));
+    REQUIRE_OK(zoff_ckpt_dir_verify(legacy, true, &got));
+    CHECK(got.run_id[0] == 0);
+    zoff_ckpt_stamp_set(&st);
+    REQUIRE_OK(zoff_optimizer_state_save(path, m, v, layout.total, 7, 1.0f));
+    zoff_ckpt_stamp_set(NULL);
+    expect_error(zoff_ckpt_dir_verify(legacy, true, &got), ZOFF_EFORMAT, "has no step or run id",
+                 "optimizer.safetensors is step 7");
+    free(m);
+    free(v);
 }
 
 int main(void) {
@@ -350,6 +499,8 @@ int main(void) {
     test_llmc(p);
     test_model_checkpoint(p);
     test_data();
+    test_nonfinite(p);
+    test_folder(p);
     free(p);
     zoff_layout_free(&layout);
     char cmd[300];

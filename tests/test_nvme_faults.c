@@ -217,21 +217,53 @@ static void test_stale(void) {
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     zoff_nvme_config c = one_dir(dir, ZOFF_NVME_BACKEND_PTHREAD);
     zoff_nvme_swap *s, *s2;
+    char p[400];
+    snprintf(p, sizeof p, "%s/zoff-swap.%d.0.0.dat", dir, (int)pid);
     REQUIRE_OK(zoff_nvme_swap_create(&c, &s));
     zoff_nvme_swap_info info;
     zoff_nvme_swap_get_info(s, &info);
-    CHECK_EQ_INT(info.n_stale_found, 2); /* its .dat and .lock */
+    CHECK_EQ_INT(info.n_stale_found, 2); /* its .dat and .lock: its PID is gone, so reclaimed */
+    CHECK(access(p, F_OK) != 0);
     /* a live swap in the same directory is not stale */
-    c.remove_stale = 1;
     REQUIRE_OK(zoff_nvme_swap_create(&c, &s2));
     zoff_nvme_swap_get_info(s2, &info);
-    CHECK_EQ_INT(info.n_stale_found, 2); /* the dead run's, now removed */
+    CHECK_EQ_INT(info.n_stale_found, 0);
     zoff_nvme_swap_destroy(s2);
     zoff_nvme_swap_destroy(s);
+
+    /* unlocked files whose PID still runs: left in place until remove_stale says otherwise */
+    int pipefd[2];
+    REQUIRE_OK(pipe(pipefd));
+    pid_t live = fork();
+    if (live == 0) {
+        char b;
+        close(pipefd[1]);
+        _exit(read(pipefd[0], &b, 1) < 0); /* lives until the parent closes the pipe */
+    }
+    close(pipefd[0]);
+    snprintf(p, sizeof p, "%s/zoff-swap.%d.0.0.dat", dir, (int)live);
+    int fd = open(p, O_RDWR | O_CREAT, 0600);
+    CHECK(fd >= 0);
+    if (fd >= 0) close(fd);
     REQUIRE_OK(zoff_nvme_swap_create(&c, &s));
     zoff_nvme_swap_get_info(s, &info);
-    CHECK_EQ_INT(info.n_stale_found, 0);
+    CHECK_EQ_INT(info.n_stale_found, 1);
+    CHECK(access(p, F_OK) == 0); /* the PID is alive: not reclaimed */
     zoff_nvme_swap_destroy(s);
+    c.remove_stale = 1;
+    REQUIRE_OK(zoff_nvme_swap_create(&c, &s));
+    CHECK(access(p, F_OK) != 0);
+    /* the signal-safe release unlinks a live swap's files at once */
+    zoff_nvme_release_files_now();
+    DIR *d = opendir(dir);
+    int left = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        left += strncmp(e->d_name, "zoff-swap.", 10) == 0;
+    if (d) closedir(d);
+    CHECK_EQ_INT(left, 0);
+    zoff_nvme_swap_destroy(s);
+    close(pipefd[1]);
+    waitpid(live, &st, 0);
 }
 
 static void test_efbig(zoff_nvme_backend be) {

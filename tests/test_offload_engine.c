@@ -1,4 +1,5 @@
-/* The offload engine against a non-offloaded reference, on the host backend, with a toy
+/* The offload engine against a non-offloaded reference, on one backend (argv[1]: host, or
+ * cuda where a GPU is present, 77 otherwise; argv[2] "quick" for fewer steps), with a toy
  * trainer: the "forward" reads the device weights the engine provides, the "backward"
  * computes a gradient from them on the host and writes it into the engine's buckets. The
  * reference keeps fp32 master weights and moments itself and applies the same fused Adam.
@@ -36,6 +37,19 @@ typedef struct test_case {
     int overflow_step; /* fp16: step whose first micro-batch gets an inf; -1 none */
     int steps;
 } test_case;
+
+static zoff_dev_kind backend = ZOFF_DEV_HOST; /* from argv[1] */
+
+/* A device of the backend under test; 0 = the backend's default capacity. */
+static zoff_dev *open_dev(size_t capacity) {
+    zoff_dev_config dc;
+    zoff_dev_config_default(&dc);
+    dc.kind = backend;
+    dc.capacity = capacity;
+    zoff_dev *dev;
+    REQUIRE_OK(zoff_dev_open(&dc, &dev));
+    return dev;
+}
 
 static size_t n_params(void) {
     size_t n = 0;
@@ -82,12 +96,7 @@ static float *initial_master(void) {
 static void run_engine(const test_case *tc, const char *nvme_dir, unsigned char *obs,
                        float *master_out, zoff_engine_step_report *last) {
     size_t n = n_params(), es = zoff_dtype_size(tc->dtype);
-    zoff_dev_config dc;
-    zoff_dev_config_default(&dc);
-    dc.kind = ZOFF_DEV_HOST;
-    dc.capacity = 64u << 20;
-    zoff_dev *dev;
-    REQUIRE_OK(zoff_dev_open(&dc, &dev));
+    zoff_dev *dev = open_dev(64u << 20);
     zoff_dev_stream *s;
     REQUIRE_OK(zoff_dev_stream_create(dev, &s));
     void *dparams, *w, *g;
@@ -146,6 +155,15 @@ static void run_engine(const test_case *tc, const char *nvme_dir, unsigned char 
         }
     CHECK_OK(zoff_engine_get_master(e, s, master_out));
     CHECK_OK(zoff_engine_last_report(e, last));
+    /* each step's own report, for the last 8; not for a step not yet ended, nor older ones */
+    for (int step = tc->steps > 8 ? tc->steps - 8 : 0; step < tc->steps; step++) {
+        zoff_engine_step_report r;
+        CHECK_OK(zoff_engine_report_of_step(e, step, &r));
+        CHECK_EQ_INT(r.step, step);
+    }
+    zoff_engine_step_report r;
+    CHECK_EQ_INT(zoff_engine_report_of_step(e, tc->steps, &r), -EINVAL);
+    if (tc->steps > 8) CHECK_EQ_INT(zoff_engine_report_of_step(e, 0, &r), -ENOENT);
     zoff_engine_destroy(e);
     free(master);
     CHECK_OK(zoff_dev_free(dev, dparams));
@@ -288,11 +306,7 @@ static int truncate_swap_files(const char *dir) {
 /* NVMe state lost mid-training: the trainer's calls return the error, naming the region,
  * instead of hanging or training on garbage; tear-down is clean. */
 static void test_nvme_failure(const char *dir) {
-    zoff_dev_config dc;
-    zoff_dev_config_default(&dc);
-    dc.kind = ZOFF_DEV_HOST;
-    zoff_dev *dev;
-    REQUIRE_OK(zoff_dev_open(&dc, &dev));
+    zoff_dev *dev = open_dev(64u << 20);
     zoff_dev_stream *s;
     REQUIRE_OK(zoff_dev_stream_create(dev, &s));
     size_t n = n_params();
@@ -344,11 +358,7 @@ static void test_nvme_failure(const char *dir) {
 
 /* Bad configurations and layouts are refused with ZOFF_ECONFIG naming the field. */
 static void test_bad_config(void) {
-    zoff_dev *dev;
-    zoff_dev_config dc;
-    zoff_dev_config_default(&dc);
-    dc.kind = ZOFF_DEV_HOST;
-    REQUIRE_OK(zoff_dev_open(&dc, &dev));
+    zoff_dev *dev = open_dev(64u << 20);
     void *p;
     REQUIRE_OK(zoff_dev_malloc(dev, 4096 * 2, &p));
     zoff_engine_tensor ok[2] = {{"a", 0, 1000, 0, 0}, {"b", 1024, 1000, 1, 0}};
@@ -387,7 +397,10 @@ static void test_bad_config(void) {
     REQUIRE_OK(zoff_dev_stream_create(dev, &s));
     CHECK_OK(zoff_dev_memset_async(s, p, 0, 4096 * 2));
     CHECK_OK(zoff_dev_stream_synchronize(s)); /* the engine reads the weights on its own */
-    cfg.trace_path = "/tmp/zoff-test-engine-trace.json";
+    char trace_path[96];                      /* the host and cuda runs may run at once */
+    snprintf(trace_path, sizeof trace_path, "/tmp/zoff-test-engine-trace-%s-%d.json",
+             zoff_dev_kind_name(backend), (int)getpid());
+    cfg.trace_path = trace_path;
     REQUIRE_OK(zoff_engine_create(dev, &cfg, p, 4096, ok, 2, NULL, &e));
     void *g;
     CHECK_EQ_INT(zoff_engine_end_micro(e, s), -EINVAL); /* no gradient done yet */
@@ -429,8 +442,10 @@ static void test_bad_config(void) {
 }
 
 int main(int argc, char **argv) {
-    zoff_test_init();
-    int quick = argc > 1 && strcmp(argv[1], "quick") == 0; /* for slow sanitizer builds */
+    /* skips (77) when the backend is not usable here */
+    zoff_dev_close(zoff_test_open_device(argc, argv, 64u << 20));
+    if (argc > 1) REQUIRE_OK(zoff_dev_kind_parse(argv[1], &backend));
+    int quick = argc > 2 && strcmp(argv[2], "quick") == 0; /* for slow sanitizer builds */
     int steps = quick ? 8 : 20;
     char dir[] = "/tmp/zoff-engine-test-XXXXXX";
     if (!mkdtemp(dir)) {

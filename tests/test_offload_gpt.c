@@ -11,6 +11,7 @@
  *   - the PCIe counters show 4 bytes per parameter per step with bf16;
  *   - a device too small for the non-offloaded trainer's state trains with offload, and the
  *     reference fails there with a clear out-of-memory error. */
+#include "cpu_adam/cpu_adam.h"
 #include "model/model_offload.h"
 #include "model/model.h"
 #include "tests/device_test_util.h"
@@ -135,6 +136,7 @@ static void run_offload(zoff_dtype dt, zoff_offload_target target, zoff_schedule
     ec.beta2 = tc.beta2;
     ec.eps = tc.eps;
     ec.weight_decay = tc.weight_decay;
+    ec.clip_norm = tc.grad_clip;
     ec.bucket_bytes = 16 << 10; /* several buckets even for a tiny model */
     ec.device_slots = 4;
     ec.cpu_threads = 1;
@@ -220,11 +222,34 @@ static void test_state_larger_than_device(void) {
     zoff_dev_close(dev);
 }
 
+/* One home for the optimizer's defaults: the reference trainer, the engine and the CPU Adam
+ * kernel start from the same AdamW, so an embedder and a zoff train user get one optimizer. */
+static void test_shared_defaults(void) {
+    zoff_optimizer_defaults d = zoff_optimizer_get_defaults();
+    zoff_trainer_config tc;
+    zoff_trainer_config_default(&tc);
+    zoff_engine_config ec;
+    zoff_engine_config_default(&ec);
+    zoff_adam_params ap = zoff_adam_params_default();
+    CHECK(tc.lr == d.lr && ec.lr == d.lr && ap.lr == d.lr);
+    CHECK(tc.beta1 == d.beta1 && ec.beta1 == d.beta1 && ap.beta1 == d.beta1);
+    CHECK(tc.beta2 == d.beta2 && ec.beta2 == d.beta2 && ap.beta2 == d.beta2);
+    CHECK(tc.eps == d.eps && ec.eps == d.eps && ap.eps == d.eps);
+    CHECK(tc.weight_decay == d.weight_decay && ec.weight_decay == d.weight_decay &&
+          ap.weight_decay == d.weight_decay);
+    CHECK(tc.grad_clip == d.grad_clip && ec.clip_norm == d.grad_clip);
+    CHECK(tc.loss_scale_init == d.loss_scale_init && ec.loss_scale_init == d.loss_scale_init);
+    CHECK(tc.loss_scale_window == d.loss_scale_window &&
+          ec.loss_scale_window == d.loss_scale_window);
+    CHECK(d.beta2 == 0.95f && d.weight_decay == 0.1f); /* the GPT recipe, not Adam's paper */
+}
+
 int main(int argc, char **argv) {
     g_argc = argc;
     g_argv = argv;
     g_llama = argc > 2 && strcmp(argv[2], "llama") == 0;
     zoff_dev_close(open_host(0)); /* skips (77) here when the backend is missing */
+    test_shared_defaults();
     char dir[] = "/tmp/zoff-gpt-offload-XXXXXX";
     if (!mkdtemp(dir)) return 1;
     float ref32[STEPS], ref16[STEPS], sync32[STEPS], over32[STEPS], dpu32[STEPS], sync16[STEPS],

@@ -1,6 +1,11 @@
-/* Internals of the CUDA backend: the stream object and the kernel launchers that the .cu
- * files export with C linkage. Each launcher enqueues on the given stream and returns 0 or
- * ZOFF_ECUDA (the launch error's text in the error detail). */
+/* Internals of the CUDA backend: the device and stream objects, the one error-checking helper,
+ * and the kernel launchers that the .cu files export with C linkage. Each launcher enqueues on
+ * the given stream and returns 0 or a zoff error (the CUDA error's text in the error detail).
+ *
+ * Threads: any thread may issue to a stream (one at a time per stream, as device.h says), so
+ * every backend call that touches a stream, an event or memory first makes the stream's GPU
+ * current on the calling thread (zoff_cuda_use_device): the engine's worker threads would
+ * otherwise use GPU 0. */
 #ifndef ZOFF_GPU_CUDA_BACKEND_H
 #define ZOFF_GPU_CUDA_BACKEND_H
 
@@ -8,6 +13,7 @@
 #include "zoff/zoff.h"
 
 #include <cuda_runtime_api.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,27 +25,70 @@ extern "C" {
  * reductions on different streams never share it. */
 #define ZOFF_CUDA_REDUCE_BLOCKS 512
 
+/* A stream of the CUDA backend. CUDA assigns each new stream to one of its hardware queues
+ * (CUDA_DEVICE_MAX_CONNECTIONS) in turn, and a stream waiting on a counter blocks its queue:
+ * two live streams that share a queue can deadlock when one waits for the other. So a
+ * destroyed stream is parked, idle, on its device and the next stream created takes it: the
+ * device never makes more CUDA streams than it has live at once, and those get distinct
+ * queues as long as they are no more than the queues. A parked stream keeps its scratch and
+ * cuBLAS handle; only close destroys them (cublasDestroy and cudaFree synchronize the whole
+ * device, which must never happen while a stream waits on a counter). */
 typedef struct cuda_stream {
     cudaStream_t stream;
     float *scratch; /* (2, ZOFF_CUDA_REDUCE_BLOCKS) device floats: sumsq, nonfinite */
     int ordinal;
-    void *cublas; /* cublasHandle_t bound to this stream, made at its first GEMM (ops_gemm.cu) */
+    void *cublas;           /* cublasHandle_t bound to this stream, made at its first GEMM */
+    void *cublas_workspace; /* its workspace, from the device's pool */
+    struct cuda_device *owner;
+    struct cuda_stream *next; /* in owner->idle while parked */
 } cuda_stream;
 
-/* Turns a CUDA error into ZOFF_ECUDA with "what: message" as detail (0 if err == success). */
+typedef struct cuda_device {
+    zoff_dev *dev;
+    int ordinal;
+    int cc_major;
+    cudaMemPool_t pool;        /* zoff's own stream-ordered pool on this GPU */
+    cudaStream_t alloc_stream; /* orders pool allocations (synchronized by each malloc) */
+    cudaStream_t free_stream;  /* orders frees after the work issued before them */
+    cudaEvent_t free_fence;    /* recorded on each stream by a free, waited on by free_stream */
+    pthread_mutex_t free_lock; /* serializes frees (free_fence, free_stream) */
+    pthread_mutex_t idle_lock; /* guards idle */
+    cuda_stream *idle;         /* parked streams */
+    int connections;           /* CUDA_DEVICE_MAX_CONNECTIONS in effect */
+    int n_streams;             /* CUDA streams made, parked ones included (dev->lock) */
+} cuda_device;
+
+/* The one checking helper for CUDA runtime statuses. 0 for cudaSuccess; -EAGAIN, silently,
+ * for cudaErrorNotReady (a query that found work pending). Any other error is consumed from
+ * the runtime's per-thread "last error" (so the next launch's cudaGetLastError() does not
+ * report it again) and becomes ZOFF_EDEVICE_OOM, ZOFF_ENODEVICE or ZOFF_ECUDA with
+ * "what: message (name)" as detail; a sticky error (a kernel fault: the context is lost and
+ * every later call fails) is said to be one. */
 int zoff_cuda_check(cudaError_t err, const char *what);
+/* Whether err leaves the CUDA context unusable until the process restarts. */
+int zoff_cuda_error_is_sticky(cudaError_t err);
+/* Makes GPU `ordinal` current on the calling thread. */
+int zoff_cuda_use_device(int ordinal);
+/* Device memory from the device's pool, ready for use on any stream when this returns. */
+int zoff_cuda_pool_alloc(cuda_device *c, size_t bytes, void **ptr);
+/* Returns memory to the pool once the work issued so far on every stream has completed. */
+int zoff_cuda_pool_free(cuda_device *c, void *ptr);
+/* The workspace cuBLAS gets per handle: 32 MiB from Hopper on, 4 MiB before (NVIDIA's
+ * recommendation); it lies in the headroom kept below the device's capacity. */
+size_t zoff_cuda_blas_workspace_bytes(const cuda_device *c);
 
 int zoff_cuda_launch_cast(cuda_stream *s, void *dst, zoff_dtype dst_type, const void *src,
                           zoff_dtype src_type, size_t n);
 int zoff_cuda_launch_scale(cuda_stream *s, void *x, zoff_dtype type, float alpha, size_t n);
-int zoff_cuda_launch_wait_value(cuda_stream *s, const uint32_t *flag, uint32_t value);
-int zoff_cuda_launch_write_value(cuda_stream *s, uint32_t *flag, uint32_t value);
 int zoff_cuda_launch_sumsq_nonfinite(cuda_stream *s, const void *x, zoff_dtype type, size_t n,
                                      float *out);
 
-/* the model kernels, one .cu file per family */
+/* cuBLAS (ops_gemm.cu): create makes s's handle, bound to s with a workspace from the pool
+ * (so cuBLAS allocates nothing lazily); destroy, at close, destroys it and frees that. */
 int zoff_cuda_cublas_create(cuda_stream *s);
 void zoff_cuda_cublas_destroy(cuda_stream *s);
+
+/* the model kernels, one .cu file per family */
 int zoff_cuda_launch_gemm(cuda_stream *s, bool trans_a, bool trans_b, int M, int N, int K,
                           float alpha, const void *A, int lda, const void *B, int ldb,
                           zoff_dtype ab_type, float beta, float *C, int ldc);

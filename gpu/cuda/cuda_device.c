@@ -1,14 +1,31 @@
-/* CUDA backend: streams, events, memory and copies on the CUDA runtime API.
- * Every CUDA status is checked and turned into a zoff error carrying CUDA's message.
- * Device memory comes from the device's default memory pool (cudaMallocAsync) with a
- * release threshold of "never", so freed blocks are cached for reuse like a caching
- * allocator; the dispatcher keeps the capacity and used/peak counters. Each call that
- * creates or allocates first makes the configured GPU current on the calling thread. */
+/* CUDA backend: streams, events, memory, copies and counter signals on the CUDA runtime API.
+ *
+ * Errors: every CUDA status goes through zoff_cuda_check, which consumes the runtime's
+ * per-thread error so that a failed or "not ready" call never makes the next launch report
+ * it, and tells sticky errors (the context is lost) from the others.
+ * Threads: each call first makes the device's GPU current on the calling thread (engine
+ * threads start on GPU 0), and clears any error a third party left behind before a launch.
+ * Memory: zoff's own stream-ordered pool on the GPU. An allocation is complete when malloc
+ * returns; a free is stream-ordered after the work issued so far on every live stream, so it
+ * never blocks the host (a device-wide synchronization could wait forever on a stream that
+ * waits for a counter the calling thread has yet to write). The default capacity keeps a
+ * headroom below the free memory for what the backend and libraries allocate themselves
+ * (stream scratch, cuBLAS workspaces and kernels loaded lazily); close trims the pool.
+ * Counter signals are CUDA stream memory operations (cuStreamWaitValue32 with the cyclic
+ * >= comparison, cuStreamWriteValue32) on the device address of the mapped pinned counter,
+ * taken from the driver through the runtime, so libzoff never links libcuda. A waiting
+ * stream blocks its hardware queue, so zoff asks for 32 queues (CUDA_DEVICE_MAX_CONNECTIONS,
+ * default 8, set before the first CUDA call unless the user set it): a writer queued later
+ * on another stream must not share the waiter's queue; for that, destroyed streams are
+ * parked and reused (cuda_backend.h). Host-side waits block rather than spin
+ * (cudaDeviceScheduleBlockingSync, blocking-sync events): the CPU Adam needs the cores. */
 #include "gpu/cuda/cuda_backend.h"
 #include "gpu/device_impl.h"
 #include "core/log.h"
 
+#include <cudaTypedefs.h> /* driver entry point types only: libcuda is not linked */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,13 +34,49 @@
 
 #define MOD "cuda"
 
-typedef struct cuda_device {
+/* CUDA_DEVICE_MAX_CONNECTIONS: the most CUDA allows. */
+#define CUDA_CONNECTIONS "32"
+
+typedef struct cuda_event {
+    cudaEvent_t event;
     int ordinal;
-    cudaStream_t alloc_stream; /* orders pool allocations and frees */
-} cuda_device;
+} cuda_event;
+
+/* --- errors ---------------------------------------------------------------------------- */
+
+int zoff_cuda_error_is_sticky(cudaError_t err) {
+    switch (err) { /* "the process must be terminated and relaunched" (driver_types.h) */
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorAssert:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorLaunchFailure:
+    case cudaErrorECCUncorrectable:
+    case cudaErrorContained:
+    case cudaErrorTensorMemoryLeak:
+    case cudaErrorMpsClientTerminated:
+    case cudaErrorExternalDevice:
+        return 1;
+    default:
+        return 0;
+    }
+}
 
 int zoff_cuda_check(cudaError_t err, const char *what) {
     if (err == cudaSuccess) return 0;
+    /* The runtime also keeps the error as this thread's "last error", which the next
+     * launch's cudaGetLastError() would return: consume it here, where it is reported. */
+    (void)cudaGetLastError();
+    if (err == cudaErrorNotReady) return -EAGAIN;
+    if (zoff_cuda_error_is_sticky(err))
+        return zoff_fail(ZOFF_ECUDA, MOD,
+                         "%s: %s (%s); this error is sticky: the CUDA context is lost and every "
+                         "later CUDA call fails until the process restarts",
+                         what, cudaGetErrorString(err), cudaGetErrorName(err));
     int code = err == cudaErrorMemoryAllocation                                   ? ZOFF_EDEVICE_OOM
                : (err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver) ? ZOFF_ENODEVICE
                                                                                   : ZOFF_ECUDA;
@@ -33,12 +86,81 @@ int zoff_cuda_check(cudaError_t err, const char *what) {
 
 #define CK(call) zoff_cuda_check((call), #call)
 
+int zoff_cuda_use_device(int ordinal) {
+    return zoff_cuda_check(cudaSetDevice(ordinal), "cudaSetDevice");
+}
+
+/* Before a launch: the right GPU, and no error left behind by a call that was not ours
+ * (a launcher checks itself with cudaGetLastError()). Every error of ours was consumed
+ * where it was reported; a sticky one comes back from the launch itself. */
+static int launch_begin(void *stream) {
+    int rc = zoff_cuda_use_device(((cuda_stream *)stream)->ordinal);
+    if (rc) return rc;
+    (void)cudaGetLastError();
+    return 0;
+}
+
+/* --- process set-up: before the first CUDA call ---------------------------------------- */
+
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+
+static void set_cuda_env(void) {
+    /* Read when a context is created; a value the user set wins. */
+    setenv("CUDA_DEVICE_MAX_CONNECTIONS", CUDA_CONNECTIONS, 0);
+}
+
+static void prepare_env(void) {
+    pthread_once(&env_once, set_cuda_env);
+}
+
+static int connections_in_effect(void) {
+    const char *v = getenv("CUDA_DEVICE_MAX_CONNECTIONS");
+    int n = v ? atoi(v) : 8;
+    return n < 1 ? 8 : n > 32 ? 32 : n; /* CUDA clamps it to [1, 32] */
+}
+
+static PFN_cuStreamWaitValue32_v11070 wait_value32;
+static PFN_cuStreamWriteValue32_v11070 write_value32;
+static pthread_once_t entry_once = PTHREAD_ONCE_INIT;
+static int entry_rc;
+static char entry_detail[256];
+
+static void load_entry_points(void) {
+    static const char *names[] = {"cuStreamWaitValue32", "cuStreamWriteValue32"};
+    void *fns[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        enum cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+        cudaError_t err =
+            cudaGetDriverEntryPointByVersion(names[i], &fns[i], 12000, cudaEnableDefault, &q);
+        if (err != cudaSuccess || q != cudaDriverEntryPointSuccess || !fns[i]) {
+            if (err != cudaSuccess) (void)cudaGetLastError();
+            snprintf(entry_detail, sizeof entry_detail,
+                     "the CUDA driver does not provide %s (stream memory operations): %s, "
+                     "query result %d; a driver for CUDA 12 or newer is needed",
+                     names[i], cudaGetErrorString(err), (int)q);
+            entry_rc = ZOFF_ECUDA;
+            return;
+        }
+    }
+    wait_value32 = (PFN_cuStreamWaitValue32_v11070)fns[0];
+    write_value32 = (PFN_cuStreamWriteValue32_v11070)fns[1];
+}
+
+static int driver_check(CUresult r, const char *what) {
+    if (r == CUDA_SUCCESS) return 0;
+    return zoff_fail(r == CUDA_ERROR_OUT_OF_MEMORY ? ZOFF_EDEVICE_OOM : ZOFF_ECUDA, MOD,
+                     "%s: CUDA driver error %d", what, (int)r);
+}
+
+/* --- GPUs ------------------------------------------------------------------------------ */
+
 int zoff_dev_cuda_gpu_count(int *count) {
+    prepare_env();
     *count = 0;
     int n = 0;
     cudaError_t err = cudaGetDeviceCount(&n);
     if (err != cudaSuccess) {
-        cudaGetLastError(); /* clear the (non-sticky) error so later calls start clean */
+        (void)cudaGetLastError(); /* an expected outcome: later calls start clean */
         /* An expected outcome on machines without a GPU: no ERROR-level log. */
         if (err == cudaErrorInsufficientDriver && access("/dev/nvidiactl", F_OK) != 0)
             return zoff_fail_quiet(ZOFF_ENODEVICE, MOD,
@@ -54,6 +176,7 @@ int zoff_dev_cuda_gpu_count(int *count) {
 }
 
 int zoff_dev_cuda_gpu_info(int ordinal, zoff_dev_gpu_info *out) {
+    prepare_env();
     struct cudaDeviceProp p;
     memset(out, 0, sizeof *out);
     int rc = CK(cudaGetDeviceProperties(&p, ordinal));
@@ -72,16 +195,70 @@ int zoff_dev_cuda_gpu_info(int ordinal, zoff_dev_gpu_info *out) {
     if ((rc = CK(cudaRuntimeGetVersion(&out->runtime_version)))) return rc;
     int prev = 0;
     if ((rc = CK(cudaGetDevice(&prev)))) return rc;
-    if ((rc = CK(cudaSetDevice(ordinal)))) return rc;
+    if ((rc = zoff_cuda_use_device(ordinal))) return rc;
     size_t free_b = 0, total_b = 0;
     rc = CK(cudaMemGetInfo(&free_b, &total_b));
     out->free_mem = free_b;
-    cudaSetDevice(prev);
-    return rc;
+    int rc2 = zoff_cuda_use_device(prev);
+    return rc ? rc : rc2;
 }
 
 static int use_gpu(zoff_dev *dev) {
-    return CK(cudaSetDevice(((cuda_device *)dev->impl)->ordinal));
+    return zoff_cuda_use_device(((cuda_device *)dev->impl)->ordinal);
+}
+
+/* --- memory ---------------------------------------------------------------------------- */
+
+size_t zoff_cuda_blas_workspace_bytes(const cuda_device *c) {
+    return c->cc_major >= 9 ? (size_t)32 << 20 : (size_t)4 << 20;
+}
+
+/* Bytes kept free below the GPU's free memory at open: cuBLAS workspaces and handles, the
+ * streams' scratch, kernels loaded on first use, the pool's rounding to its granularity. */
+static size_t headroom_bytes(size_t free_mem) {
+    size_t h = ((size_t)512 << 20) + free_mem / 100;
+    return h < free_mem / 2 ? h : free_mem / 2;
+}
+
+int zoff_cuda_pool_alloc(cuda_device *c, size_t bytes, void **ptr) {
+    int rc = zoff_cuda_use_device(c->ordinal);
+    if (rc) return rc;
+    cudaError_t err = cudaMallocFromPoolAsync(ptr, bytes, c->pool, c->alloc_stream);
+    if (err == cudaErrorMemoryAllocation) {
+        /* Frees still waiting for earlier work hold memory, and the pool keeps what was
+         * freed: let the frees complete, give the unused memory back, and try once more.
+         * (This one path blocks on the device, as cudaFree would.) */
+        (void)cudaGetLastError();
+        zoff_log(ZOFF_LOG_DEBUG, MOD, "pool allocation of %zu bytes failed: trimming, retrying",
+                 bytes);
+        pthread_mutex_lock(&c->free_lock);
+        rc = CK(cudaStreamSynchronize(c->free_stream));
+        pthread_mutex_unlock(&c->free_lock);
+        if (!rc) rc = CK(cudaMemPoolTrimTo(c->pool, 0));
+        if (rc) return rc;
+        err = cudaMallocFromPoolAsync(ptr, bytes, c->pool, c->alloc_stream);
+    }
+    if ((rc = zoff_cuda_check(err, "cudaMallocFromPoolAsync"))) return rc;
+    /* usable on every stream from here: the allocation has completed */
+    return CK(cudaStreamSynchronize(c->alloc_stream));
+}
+
+int zoff_cuda_pool_free(cuda_device *c, void *ptr) {
+    int rc = zoff_cuda_use_device(c->ordinal);
+    if (rc) return rc;
+    zoff_dev *dev = c->dev;
+    pthread_mutex_lock(&c->free_lock);
+    /* free_stream waits for everything issued so far on every live stream; dev->lock is not
+     * held while waiting: recording and stream-side waits return at once. */
+    pthread_mutex_lock(&dev->lock);
+    for (zoff_dev_stream *s = dev->streams; s && !rc; s = s->next) {
+        rc = CK(cudaEventRecord(c->free_fence, ((cuda_stream *)s->impl)->stream));
+        if (!rc) rc = CK(cudaStreamWaitEvent(c->free_stream, c->free_fence, 0));
+    }
+    pthread_mutex_unlock(&dev->lock);
+    if (!rc) rc = CK(cudaFreeAsync(ptr, c->free_stream));
+    pthread_mutex_unlock(&c->free_lock);
+    return rc;
 }
 
 static int cuda_synchronize(zoff_dev *dev) {
@@ -94,128 +271,239 @@ static void cuda_close(zoff_dev *dev) {
     if (!c) return;
     if (use_gpu(dev) == 0) {
         CK(cudaDeviceSynchronize());
+        /* the parked streams (the dispatcher destroyed every live one before) */
+        while (c->idle) {
+            cuda_stream *s = c->idle;
+            c->idle = s->next;
+            zoff_cuda_cublas_destroy(s);
+            zoff_cuda_pool_free(c, s->scratch);
+            CK(cudaStreamDestroy(s->stream));
+            free(s);
+        }
+        CK(cudaDeviceSynchronize()); /* the frees */
+        CK(cudaMemPoolTrimTo(c->pool, 0));
+        CK(cudaMemPoolDestroy(c->pool));
+        CK(cudaEventDestroy(c->free_fence));
+        CK(cudaStreamDestroy(c->free_stream));
         CK(cudaStreamDestroy(c->alloc_stream));
     }
+    pthread_mutex_destroy(&c->free_lock);
+    pthread_mutex_destroy(&c->idle_lock);
     free(c);
 }
 
 static int cuda_malloc(zoff_dev *dev, size_t bytes, void **ptr) {
-    cuda_device *c = dev->impl;
-    int rc = use_gpu(dev);
-    if (rc) return rc;
-    rc = CK(cudaMallocAsync(ptr, bytes, c->alloc_stream));
-    if (rc == 0) rc = CK(cudaStreamSynchronize(c->alloc_stream));
-    return rc;
+    return zoff_cuda_pool_alloc(dev->impl, bytes, ptr);
 }
 
 static int cuda_free(zoff_dev *dev, void *ptr) {
-    cuda_device *c = dev->impl;
-    int rc = use_gpu(dev);
-    if (rc) return rc;
-    /* As cudaFree: work on any stream that may still use the block finishes first. */
-    if ((rc = CK(cudaDeviceSynchronize()))) return rc;
-    if ((rc = CK(cudaFreeAsync(ptr, c->alloc_stream)))) return rc;
-    return CK(cudaStreamSynchronize(c->alloc_stream));
+    return zoff_cuda_pool_free(dev->impl, ptr);
 }
 
 static int cuda_host_alloc(zoff_dev *dev, size_t bytes, void **ptr) {
     int rc = use_gpu(dev);
-    return rc ? rc : CK(cudaHostAlloc(ptr, bytes, cudaHostAllocPortable | cudaHostAllocMapped));
+    if (rc) return rc;
+    /* Mapped: a counter in it has a device address for the stream memory operations. */
+    cudaError_t err = cudaHostAlloc(ptr, bytes, cudaHostAllocPortable | cudaHostAllocMapped);
+    if (err == cudaErrorMemoryAllocation) { /* host memory, not the GPU's, ran out */
+        (void)cudaGetLastError();
+        return zoff_fail(ZOFF_EHOST_OOM, MOD,
+                         "cudaHostAlloc of %zu bytes of pinned host memory failed: %s (check "
+                         "free memory and `ulimit -l`)",
+                         bytes, cudaGetErrorString(err));
+    }
+    return zoff_cuda_check(err, "cudaHostAlloc");
 }
 
 static int cuda_host_free(zoff_dev *dev, void *ptr) {
-    (void)dev;
-    return CK(cudaFreeHost(ptr));
+    int rc = use_gpu(dev);
+    return rc ? rc : CK(cudaFreeHost(ptr));
 }
 
+/* --- streams and events ---------------------------------------------------------------- */
+
 static int cuda_stream_create(zoff_dev *dev, void **impl) {
-    cuda_stream *s = calloc(1, sizeof *s);
+    cuda_device *c = dev->impl;
+    pthread_mutex_lock(&c->idle_lock);
+    cuda_stream *s = c->idle;
+    if (s) c->idle = s->next;
+    pthread_mutex_unlock(&c->idle_lock);
+    if (s) { /* a parked stream: idle, with its queue, scratch and cuBLAS handle */
+        s->next = NULL;
+        *impl = s;
+        return 0;
+    }
+    s = calloc(1, sizeof *s);
     if (!s) return -ENOMEM;
-    s->ordinal = ((cuda_device *)dev->impl)->ordinal;
+    s->ordinal = c->ordinal;
+    s->owner = c;
     int rc = use_gpu(dev);
     if (!rc) rc = CK(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking));
-    if (!rc) {
-        rc = CK(cudaMalloc((void **)&s->scratch, 2 * ZOFF_CUDA_REDUCE_BLOCKS * sizeof(float)));
-        if (rc) cudaStreamDestroy(s->stream);
-    }
-
     if (rc) {
         free(s);
         return rc;
     }
+    rc = zoff_cuda_pool_alloc(c, 2 * ZOFF_CUDA_REDUCE_BLOCKS * sizeof(float), (void **)&s->scratch);
+    if (rc) {
+        cudaStreamDestroy(s->stream);
+        free(s);
+        return rc;
+    }
+    pthread_mutex_lock(&dev->lock);
+    int n = ++c->n_streams;
+    pthread_mutex_unlock(&dev->lock);
+    if (n == c->connections + 1)
+        zoff_log(ZOFF_LOG_WARN, MOD,
+                 "%d CUDA streams on GPU %d share %d hardware queues "
+                 "(CUDA_DEVICE_MAX_CONNECTIONS): a stream waiting on a counter may block a "
+                 "writer queued behind it",
+                 n, c->ordinal, c->connections);
     *impl = s;
     return 0;
 }
 
 static int cuda_stream_destroy(zoff_dev *dev, void *impl) {
     cuda_stream *s = impl;
+    cuda_device *c = dev->impl;
     int rc = use_gpu(dev);
     if (!rc) rc = CK(cudaStreamSynchronize(s->stream));
-    zoff_cuda_cublas_destroy(s);
-    int rc2 = CK(cudaFree(s->scratch));
-    int rc3 = CK(cudaStreamDestroy(s->stream));
-    free(s);
-    return rc ? rc : rc2 ? rc2 : rc3;
+    if (rc) { /* work may be pending: never hand this stream out again */
+        zoff_log(ZOFF_LOG_WARN, MOD, "a stream that failed to synchronize is not reused: leaked");
+        return rc;
+    }
+    /* Parked, not destroyed: nothing here synchronizes the device (see cuda_backend.h). */
+    pthread_mutex_lock(&c->idle_lock);
+    s->next = c->idle;
+    c->idle = s;
+    pthread_mutex_unlock(&c->idle_lock);
+    return 0;
 }
 
 static int cuda_stream_synchronize(void *impl) {
-    return CK(cudaStreamSynchronize(((cuda_stream *)impl)->stream));
+    cuda_stream *s = impl;
+    int rc = zoff_cuda_use_device(s->ordinal);
+    return rc ? rc : CK(cudaStreamSynchronize(s->stream));
 }
 
 static int cuda_event_create(zoff_dev *dev, void **impl) {
+    cuda_event *e = calloc(1, sizeof *e);
+    if (!e) return -ENOMEM;
+    e->ordinal = ((cuda_device *)dev->impl)->ordinal;
     int rc = use_gpu(dev);
-    return rc ? rc : CK(cudaEventCreateWithFlags((cudaEvent_t *)impl, cudaEventDefault));
+    /* A host waiting on it sleeps instead of spinning on a core the CPU Adam needs. */
+    if (!rc) rc = CK(cudaEventCreateWithFlags(&e->event, cudaEventBlockingSync));
+    if (rc) {
+        free(e);
+        return rc;
+    }
+    *impl = e;
+    return 0;
 }
 
 static int cuda_event_destroy(void *impl) {
-    int rc = CK(cudaEventSynchronize((cudaEvent_t)impl));
-    int rc2 = CK(cudaEventDestroy((cudaEvent_t)impl));
+    cuda_event *e = impl;
+    int rc = zoff_cuda_use_device(e->ordinal);
+    if (!rc) rc = CK(cudaEventSynchronize(e->event));
+    int rc2 = CK(cudaEventDestroy(e->event));
+    free(e);
     return rc ? rc : rc2;
 }
 
 static int cuda_event_record(void *event, void *stream) {
-    return CK(cudaEventRecord((cudaEvent_t)event, ((cuda_stream *)stream)->stream));
+    cuda_event *e = event;
+    int rc = zoff_cuda_use_device(e->ordinal);
+    return rc ? rc : CK(cudaEventRecord(e->event, ((cuda_stream *)stream)->stream));
 }
 
 static int cuda_stream_wait_event(void *stream, void *event) {
-    return CK(cudaStreamWaitEvent(((cuda_stream *)stream)->stream, (cudaEvent_t)event, 0));
+    cuda_stream *s = stream;
+    int rc = zoff_cuda_use_device(s->ordinal);
+    return rc ? rc : CK(cudaStreamWaitEvent(s->stream, ((cuda_event *)event)->event, 0));
 }
 
 static int cuda_event_synchronize(void *event) {
-    return CK(cudaEventSynchronize((cudaEvent_t)event));
+    cuda_event *e = event;
+    int rc = zoff_cuda_use_device(e->ordinal);
+    return rc ? rc : CK(cudaEventSynchronize(e->event));
 }
 
 static int cuda_event_query(void *event) {
-    cudaError_t err = cudaEventQuery((cudaEvent_t)event);
-    if (err == cudaErrorNotReady) return -EAGAIN;
-    return zoff_cuda_check(err, "cudaEventQuery");
+    cuda_event *e = event;
+    int rc = zoff_cuda_use_device(e->ordinal);
+    /* cudaErrorNotReady -> -EAGAIN, consumed so that the next launch does not see it */
+    return rc ? rc : CK(cudaEventQuery(e->event));
 }
 
 static int cuda_event_elapsed_ms(void *start, void *end, float *ms) {
-    return CK(cudaEventElapsedTime(ms, (cudaEvent_t)start, (cudaEvent_t)end));
+    cuda_event *a = start, *b = end;
+    int rc = zoff_cuda_use_device(a->ordinal);
+    return rc ? rc : CK(cudaEventElapsedTime(ms, a->event, b->event));
 }
 
 static int cuda_launch_host_fn(void *stream, zoff_dev_host_fn fn, void *arg) {
-    return CK(cudaLaunchHostFunc(((cuda_stream *)stream)->stream, fn, arg));
+    cuda_stream *s = stream;
+    int rc = zoff_cuda_use_device(s->ordinal);
+    return rc ? rc : CK(cudaLaunchHostFunc(s->stream, fn, arg));
+}
+
+/* --- counter signals: stream memory operations ------------------------------------------ */
+
+/* The device address of a counter in mapped pinned memory (any address inside a
+ * zoff_dev_host_alloc block). */
+static int counter_address(const uint32_t *flag, CUdeviceptr *out) {
+    void *d = NULL;
+    cudaError_t err = cudaHostGetDevicePointer(&d, (void *)flag, 0);
+    if (err != cudaSuccess) {
+        /* Not every driver resolves an address inside the block (the engine's counters
+         * share one allocation): the pointer's attributes know its device address. */
+        (void)cudaGetLastError();
+        struct cudaPointerAttributes a;
+        if (cudaPointerGetAttributes(&a, flag) == cudaSuccess && a.devicePointer) {
+            d = a.devicePointer;
+            err = cudaSuccess;
+        } else {
+            (void)cudaGetLastError();
+        }
+    }
+    int rc = zoff_cuda_check(err, "the counter's device address (cudaHostGetDevicePointer): "
+                                  "counters must be in memory from zoff_dev_host_alloc");
+    if (rc) return rc;
+    *out = (CUdeviceptr)(uintptr_t)d;
+    return 0;
 }
 
 static int cuda_stream_wait_value(void *stream, const uint32_t *flag, uint32_t value) {
-    return zoff_cuda_launch_wait_value(stream, flag, value);
+    cuda_stream *s = stream;
+    CUdeviceptr addr;
+    int rc = zoff_cuda_use_device(s->ordinal);
+    if (!rc) rc = counter_address(flag, &addr);
+    if (rc) return rc;
+    /* GEQ is the cyclic (int32_t)(*addr - value) >= 0 of the device.h contract */
+    return driver_check(wait_value32((CUstream)s->stream, addr, value, CU_STREAM_WAIT_VALUE_GEQ),
+                        "cuStreamWaitValue32");
 }
 
 static int cuda_stream_write_value(void *stream, uint32_t *flag, uint32_t value) {
-    return zoff_cuda_launch_write_value(stream, flag, value);
+    cuda_stream *s = stream;
+    CUdeviceptr addr;
+    int rc = zoff_cuda_use_device(s->ordinal);
+    if (!rc) rc = counter_address(flag, &addr);
+    if (rc) return rc;
+    /* the default flags fence the stream's earlier work (copies, kernels) before the write */
+    return driver_check(
+        write_value32((CUstream)s->stream, addr, value, CU_STREAM_WRITE_VALUE_DEFAULT),
+        "cuStreamWriteValue32");
 }
 
 static int cuda_host_write_value(zoff_dev *dev, uint32_t *flag, uint32_t value) {
-    (void)dev; /* mapped pinned memory: the polling kernel sees the store */
+    (void)dev; /* mapped pinned memory: a stream's wait sees the store */
     __atomic_store_n(flag, value, __ATOMIC_RELEASE);
     return 0;
 }
 
 static int cuda_host_wait_value(zoff_dev *dev, const uint32_t *flag, uint32_t value) {
     (void)dev;
-    /* Written by a kernel over PCIe: nothing to block on, so poll with a growing back-off
+    /* Written by a stream over PCIe: nothing to block on, so poll with a growing back-off
      * (a few microseconds at first, at most 200 us between looks). */
     long ns = 2000;
     while ((int32_t)(__atomic_load_n(flag, __ATOMIC_ACQUIRE) - value) < 0) {
@@ -226,106 +514,136 @@ static int cuda_host_wait_value(zoff_dev *dev, const uint32_t *flag, uint32_t va
     return 0;
 }
 
+/* --- copies ---------------------------------------------------------------------------- */
+
 static int cuda_memcpy_async(void *stream, void *dst, const void *src, size_t bytes,
                              zoff_dev_copy_kind kind) {
     static const enum cudaMemcpyKind kinds[] = {cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost,
                                                 cudaMemcpyDeviceToDevice, cudaMemcpyHostToHost};
-    return CK(cudaMemcpyAsync(dst, src, bytes, kinds[kind], ((cuda_stream *)stream)->stream));
+    cuda_stream *s = stream;
+    int rc = zoff_cuda_use_device(s->ordinal);
+    return rc ? rc : CK(cudaMemcpyAsync(dst, src, bytes, kinds[kind], s->stream));
 }
 
 static int cuda_memset_async(void *stream, void *dst, int value, size_t bytes) {
-    return CK(cudaMemsetAsync(dst, value, bytes, ((cuda_stream *)stream)->stream));
+    cuda_stream *s = stream;
+    int rc = zoff_cuda_use_device(s->ordinal);
+    return rc ? rc : CK(cudaMemsetAsync(dst, value, bytes, s->stream));
 }
 
 static int cuda_op_cast(void *stream, void *dst, zoff_dtype dst_type, const void *src,
                         zoff_dtype src_type, size_t n) {
-    return zoff_cuda_launch_cast(stream, dst, dst_type, src, src_type, n);
+    int rc = launch_begin(stream);
+    return rc ? rc : zoff_cuda_launch_cast(stream, dst, dst_type, src, src_type, n);
 }
 
 static int cuda_op_scale(void *stream, void *x, zoff_dtype type, float alpha, size_t n) {
-    return zoff_cuda_launch_scale(stream, x, type, alpha, n);
+    int rc = launch_begin(stream);
+    return rc ? rc : zoff_cuda_launch_scale(stream, x, type, alpha, n);
 }
 
 static int cuda_op_sumsq_nonfinite(void *stream, const void *x, zoff_dtype type, size_t n,
                                    float *out) {
-    return zoff_cuda_launch_sumsq_nonfinite(stream, x, type, n, out);
+    int rc = launch_begin(stream);
+    return rc ? rc : zoff_cuda_launch_sumsq_nonfinite(stream, x, type, n, out);
 }
 
 /* model kernels: the launchers live in ops_<family>.cu */
 static int cuda_op_gemm(void *stream, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                         const void *A, int lda, const void *B, int ldb, zoff_dtype ab_type,
                         float beta, float *C, int ldc) {
-    return zoff_cuda_launch_gemm(stream, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, ab_type,
-                                 beta, C, ldc);
+    int rc = launch_begin(stream);
+    return rc ? rc
+              : zoff_cuda_launch_gemm(stream, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb,
+                                      ab_type, beta, C, ldc);
 }
 
 static int cuda_op_bias_add(void *stream, float *out, const float *bias, size_t N, int OC) {
-    return zoff_cuda_launch_bias_add(stream, out, bias, N, OC);
+    int rc = launch_begin(stream);
+    return rc ? rc : zoff_cuda_launch_bias_add(stream, out, bias, N, OC);
 }
 
 static int cuda_op_bias_grad(void *stream, float *dbias, const float *dout, size_t N, int OC) {
-    return zoff_cuda_launch_bias_grad(stream, dbias, dout, N, OC);
+    int rc = launch_begin(stream);
+    return rc ? rc : zoff_cuda_launch_bias_grad(stream, dbias, dout, N, OC);
 }
 
 static int cuda_op_add(void *stream, float *out, const float *a, const float *b, size_t n) {
-    return zoff_cuda_launch_add(stream, out, a, b, n);
+    int rc = launch_begin(stream);
+    return rc ? rc : zoff_cuda_launch_add(stream, out, a, b, n);
 }
 
 static int cuda_op_layernorm_fwd(void *stream, float *out, float *mean, float *rstd,
                                  const float *inp, const float *weight, const float *bias, size_t N,
                                  int C) {
-    return zoff_cuda_launch_layernorm_fwd(stream, out, mean, rstd, inp, weight, bias, N, C);
+    int rc = launch_begin(stream);
+    return rc ? rc
+              : zoff_cuda_launch_layernorm_fwd(stream, out, mean, rstd, inp, weight, bias, N, C);
 }
 
 static int cuda_op_layernorm_bwd(void *stream, float *dinp, float *dweight, float *dbias,
                                  const float *dout, const float *inp, const float *weight,
                                  const float *mean, const float *rstd, size_t N, int C) {
-    return zoff_cuda_launch_layernorm_bwd(stream, dinp, dweight, dbias, dout, inp, weight, mean,
-                                          rstd, N, C);
+    int rc = launch_begin(stream);
+    return rc ? rc
+              : zoff_cuda_launch_layernorm_bwd(stream, dinp, dweight, dbias, dout, inp, weight,
+                                               mean, rstd, N, C);
 }
 
 static int cuda_op_gelu_fwd(void *stream, float *out, const float *inp, size_t n) {
-    return zoff_cuda_launch_gelu_fwd(stream, out, inp, n);
+    int rc = launch_begin(stream);
+    return rc ? rc : zoff_cuda_launch_gelu_fwd(stream, out, inp, n);
 }
 
 static int cuda_op_gelu_bwd(void *stream, float *dinp, const float *inp, const float *dout,
                             size_t n) {
-    return zoff_cuda_launch_gelu_bwd(stream, dinp, inp, dout, n);
+    int rc = launch_begin(stream);
+    return rc ? rc : zoff_cuda_launch_gelu_bwd(stream, dinp, inp, dout, n);
 }
 
 static int cuda_op_attention_fwd(void *stream, float *out, float *att, const float *qkv, int B,
                                  int T, int C, int NH) {
-    return zoff_cuda_launch_attention_fwd(stream, out, att, qkv, B, T, C, NH);
+    int rc = launch_begin(stream);
+    return rc ? rc : zoff_cuda_launch_attention_fwd(stream, out, att, qkv, B, T, C, NH);
 }
 
 static int cuda_op_attention_bwd(void *stream, float *dqkv, float *scratch, const float *dout,
                                  const float *qkv, const float *att, int B, int T, int C, int NH) {
-    return zoff_cuda_launch_attention_bwd(stream, dqkv, scratch, dout, qkv, att, B, T, C, NH);
+    int rc = launch_begin(stream);
+    return rc ? rc
+              : zoff_cuda_launch_attention_bwd(stream, dqkv, scratch, dout, qkv, att, B, T, C, NH);
 }
 
 static int cuda_op_softmax_xent_fwd(void *stream, float *probs, float *losses, const float *logits,
                                     const int32_t *targets, size_t N, int V) {
-    return zoff_cuda_launch_softmax_xent_fwd(stream, probs, losses, logits, targets, N, V);
+    int rc = launch_begin(stream);
+    return rc ? rc
+              : zoff_cuda_launch_softmax_xent_fwd(stream, probs, losses, logits, targets, N, V);
 }
 
 static int cuda_op_softmax_xent_bwd(void *stream, float *dlogits, const float *probs,
                                     const int32_t *targets, float dloss, size_t N, int V) {
-    return zoff_cuda_launch_softmax_xent_bwd(stream, dlogits, probs, targets, dloss, N, V);
+    int rc = launch_begin(stream);
+    return rc ? rc
+              : zoff_cuda_launch_softmax_xent_bwd(stream, dlogits, probs, targets, dloss, N, V);
 }
 
 static int cuda_op_embedding_fwd(void *stream, float *out, const int32_t *tokens, const float *wte,
                                  const float *wpe, int B, int T, int C) {
-    return zoff_cuda_launch_embedding_fwd(stream, out, tokens, wte, wpe, B, T, C);
+    int rc = launch_begin(stream);
+    return rc ? rc : zoff_cuda_launch_embedding_fwd(stream, out, tokens, wte, wpe, B, T, C);
 }
 
 static int cuda_op_embedding_bwd(void *stream, float *dwte, float *dwpe, const float *dout,
                                  const int32_t *tokens, int B, int T, int C) {
-    return zoff_cuda_launch_embedding_bwd(stream, dwte, dwpe, dout, tokens, B, T, C);
+    int rc = launch_begin(stream);
+    return rc ? rc : zoff_cuda_launch_embedding_bwd(stream, dwte, dwpe, dout, tokens, B, T, C);
 }
 
 static int cuda_op_adamw(void *stream, float *param, const float *grad, float *m, float *v,
                          size_t n, const zoff_dev_adamw_args *args) {
-    return zoff_cuda_launch_adamw(stream, param, grad, m, v, n, args);
+    int rc = launch_begin(stream);
+    return rc ? rc : zoff_cuda_launch_adamw(stream, param, grad, m, v, n, args);
 }
 
 /* Llama-family kernels: the launchers take the op table's arguments as they are */
@@ -409,6 +727,23 @@ static const zoff_dev_iface cuda_iface = {
     .op_swiglu_bwd = cuda_op_swiglu_bwd,
 };
 
+/* Blocking-sync scheduling: a host thread waiting in cudaStreamSynchronize or
+ * cudaDeviceSynchronize sleeps instead of spinning on a core. Other flags are kept. */
+static void set_blocking_sync(int ordinal) {
+    unsigned flags = 0;
+    cudaError_t err = cudaGetDeviceFlags(&flags);
+    if (err == cudaSuccess) {
+        flags &= cudaDeviceMapHost | cudaDeviceLmemResizeToMax | cudaDeviceSyncMemops;
+        err = cudaSetDeviceFlags(flags | cudaDeviceScheduleBlockingSync);
+    }
+    if (err != cudaSuccess) {
+        (void)cudaGetLastError();
+        zoff_log(ZOFF_LOG_WARN, MOD,
+                 "GPU %d: cannot select blocking synchronization (%s): host waits will spin",
+                 ordinal, cudaGetErrorString(err));
+    }
+}
+
 int zoff_dev_cuda_open(zoff_dev *dev) {
     int count = 0, rc = zoff_dev_cuda_gpu_count(&count);
     if (rc) return rc;
@@ -418,30 +753,75 @@ int zoff_dev_cuda_open(zoff_dev *dev) {
                          count);
     zoff_dev_gpu_info info;
     if ((rc = zoff_dev_cuda_gpu_info(ord, &info))) return rc;
+    pthread_once(&entry_once, load_entry_points);
+    if (entry_rc) return zoff_fail(entry_rc, MOD, "%s", entry_detail);
     cuda_device *c = calloc(1, sizeof *c);
     if (!c) return -ENOMEM;
+    c->dev = dev;
     c->ordinal = ord;
-    if ((rc = CK(cudaSetDevice(ord)))) goto fail;
+    c->cc_major = info.cc_major;
+    c->connections = connections_in_effect();
+    pthread_mutex_init(&c->free_lock, NULL);
+    pthread_mutex_init(&c->idle_lock, NULL);
+    c->n_streams = 2; /* alloc_stream and free_stream */
+    if ((rc = zoff_cuda_use_device(ord))) goto fail;
+    set_blocking_sync(ord);
+
+    int pools = 0;
+    if ((rc = CK(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, ord)))) goto fail;
+    if (!pools) {
+        rc = zoff_fail(ZOFF_ECUDA, MOD,
+                       "GPU %d does not support stream-ordered memory pools "
+                       "(cudaDevAttrMemoryPoolsSupported is 0), which zoff allocates from",
+                       ord);
+        goto fail;
+    }
+    /* zoff's own pool: its settings and its trimming touch no one else's allocations */
+    struct cudaMemPoolProps props;
+    memset(&props, 0, sizeof props);
+    props.allocType = cudaMemAllocationTypePinned;
+    props.handleTypes = cudaMemHandleTypeNone;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = ord;
+    if ((rc = CK(cudaMemPoolCreate(&c->pool, &props)))) goto fail;
+    uint64_t keep = UINT64_MAX; /* cache freed blocks for reuse; trimmed on OOM and at close */
+    if ((rc = CK(cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReleaseThreshold, &keep))))
+        goto fail;
+    /* An allocation must not wait for pending frees (which wait for other streams' work):
+     * a block is reused only once its free has completed. */
+    int no = 0;
+    if ((rc = CK(cudaMemPoolSetAttribute(c->pool, cudaMemPoolReuseAllowInternalDependencies, &no))))
+        goto fail;
     if ((rc = CK(cudaStreamCreateWithFlags(&c->alloc_stream, cudaStreamNonBlocking)))) goto fail;
-    cudaMemPool_t pool;
-    if ((rc = CK(cudaDeviceGetDefaultMemPool(&pool, ord)))) goto fail_stream;
-    uint64_t keep = UINT64_MAX; /* never return freed blocks to the driver: cache them */
-    if ((rc = CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep))))
-        goto fail_stream;
-    if (dev->cfg.capacity == 0 || dev->cfg.capacity > info.free_mem) {
-        if (dev->cfg.capacity > info.free_mem)
-            zoff_log(ZOFF_LOG_WARN, MOD, "capacity %zu bytes exceeds the GPU's free %zu: capped",
-                     dev->cfg.capacity, info.free_mem);
-        dev->cfg.capacity = info.free_mem;
+    if ((rc = CK(cudaStreamCreateWithFlags(&c->free_stream, cudaStreamNonBlocking)))) goto fail;
+    if ((rc = CK(cudaEventCreateWithFlags(&c->free_fence, cudaEventDisableTiming)))) goto fail;
+
+    size_t headroom = headroom_bytes(info.free_mem), avail = info.free_mem - headroom;
+    if (dev->cfg.capacity == 0) {
+        dev->cfg.capacity = avail;
+    } else if (dev->cfg.capacity > avail) {
+        zoff_log(ZOFF_LOG_WARN, MOD,
+                 "capacity %zu bytes exceeds the GPU's free %zu less %zu kept for CUDA and "
+                 "cuBLAS: capped at %zu",
+                 dev->cfg.capacity, info.free_mem, headroom, avail);
+        dev->cfg.capacity = avail;
     }
     dev->impl = c;
     dev->iface = &cuda_iface;
     snprintf(dev->name, sizeof dev->name, "%s (GPU %d, sm_%d%d, %.1f GiB)", info.name, ord,
              info.cc_major, info.cc_minor, (double)info.total_mem / (1u << 30));
+    zoff_log(ZOFF_LOG_DEBUG, MOD,
+             "GPU %d: capacity %zu bytes (%zu free, %zu headroom), %d hardware queues", ord,
+             dev->cfg.capacity, info.free_mem, headroom, c->connections);
     return 0;
-fail_stream:
-    cudaStreamDestroy(c->alloc_stream);
 fail:
+    if (c->free_fence) cudaEventDestroy(c->free_fence);
+    if (c->free_stream) cudaStreamDestroy(c->free_stream);
+    if (c->alloc_stream) cudaStreamDestroy(c->alloc_stream);
+    if (c->pool) cudaMemPoolDestroy(c->pool);
+    (void)cudaGetLastError();
+    pthread_mutex_destroy(&c->free_lock);
+    pthread_mutex_destroy(&c->idle_lock);
     free(c);
     return rc;
 }

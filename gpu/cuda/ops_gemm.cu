@@ -2,7 +2,8 @@
 // (cublasGemmEx, CUBLAS_COMPUTE_32F: no TF32, so fp32 results match the host oracle to
 // rounding). zoff's matrices are row-major; cuBLAS is column-major, so C = op(A) op(B) is
 // issued as C^T = op(B)^T op(A)^T, which reads the same memory without copies. Each stream
-// owns its cuBLAS handle, bound to it, created at its first GEMM and destroyed with it.
+// makes its cuBLAS handle at its first GEMM, bound to it, with a workspace from zoff's pool;
+// the handle lives as long as the CUDA stream (parked streams keep theirs, see cuda_backend.h).
 #include "gpu/cuda/cuda_backend.h"
 extern "C" {
 #include "core/log.h" // C declarations: zoff_fail
@@ -12,7 +13,11 @@ extern "C" {
 
 static int cublas_check(cublasStatus_t st, const char *what) {
     if (st == CUBLAS_STATUS_SUCCESS) return 0;
-    return zoff_fail(ZOFF_ECUBLAS, "cuda", "%s: cuBLAS status %d (%s)", what, (int)st,
+    // cuBLAS may leave its runtime error as this thread's last error: consume it
+    (void)cudaGetLastError();
+    // out of device memory is an OOM like any other, not a cuBLAS defect
+    int code = st == CUBLAS_STATUS_ALLOC_FAILED ? ZOFF_EDEVICE_OOM : ZOFF_ECUBLAS;
+    return zoff_fail(code, "cuda", "%s: cuBLAS status %d (%s)", what, (int)st,
                      cublasGetStatusString(st));
 }
 
@@ -37,22 +42,31 @@ extern "C" int zoff_cuda_launch_gemm(cuda_stream *s, bool trans_a, bool trans_b,
 }
 
 extern "C" int zoff_cuda_cublas_create(cuda_stream *s) {
-    cublasHandle_t h;
-    int rc = zoff_cuda_check(cudaSetDevice(s->ordinal), "cublasCreate: cudaSetDevice");
+    int rc = zoff_cuda_use_device(s->ordinal);
     if (rc) return rc;
+    size_t ws = zoff_cuda_blas_workspace_bytes(s->owner);
+    void *workspace = NULL;
+    rc = zoff_cuda_pool_alloc(s->owner, ws, &workspace);
+    if (rc) return zoff_fail(rc, "cuda", "no device memory for a %zu-byte cuBLAS workspace", ws);
+    cublasHandle_t h = NULL;
     rc = cublas_check(cublasCreate(&h), "cublasCreate");
-    if (rc) return rc;
-    rc = cublas_check(cublasSetStream(h, s->stream), "cublasSetStream");
+    // cublasSetStream resets the workspace to cuBLAS's own pool: the workspace comes after it
+    if (!rc) rc = cublas_check(cublasSetStream(h, s->stream), "cublasSetStream");
+    if (!rc) rc = cublas_check(cublasSetWorkspace(h, workspace, ws), "cublasSetWorkspace");
     if (!rc) rc = cublas_check(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
-    if (rc) {
-        cublasDestroy(h);
+    if (rc) { // a failure path only: cublasDestroy synchronizes the device
+        if (h) cublasDestroy(h);
+        zoff_cuda_pool_free(s->owner, workspace);
         return rc;
     }
     s->cublas = h;
+    s->cublas_workspace = workspace;
     return 0;
 }
 
 extern "C" void zoff_cuda_cublas_destroy(cuda_stream *s) {
     if (s->cublas) cublasDestroy((cublasHandle_t)s->cublas);
+    if (s->cublas_workspace) zoff_cuda_pool_free(s->owner, s->cublas_workspace);
     s->cublas = NULL;
+    s->cublas_workspace = NULL;
 }

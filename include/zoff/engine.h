@@ -63,10 +63,10 @@ typedef struct zoff_engine_config {
     int grad_ring_slots;     /* pinned host buffers for gradients (default 3) */
     int param_ring_slots;    /* pinned host buffers for weights (default 2; DPU: all buckets) */
 
-    /* AdamW */
+    /* AdamW (defaults: zoff_optimizer_get_defaults(), shared with the reference trainer) */
     float lr, beta1, beta2, eps, weight_decay;
     int adamw;            /* 1: decoupled weight decay (default), 0: L2 (Adam) */
-    float clip_norm;      /* clip by global gradient norm; 0 = off (default) */
+    float clip_norm;      /* clip by global gradient norm; 0 = off (default 1: overlap needs 0) */
     int grad_accum_steps; /* micro-batches per optimizer step (default 1) */
 
     /* fp16 dynamic loss scaling (dtype f16 only) */
@@ -149,6 +149,11 @@ int zoff_engine_load_state(zoff_engine *e, zoff_dev_stream *s, const float *m, c
 
 /* The report of the last completed step (-EAGAIN if none yet). Does not block. */
 int zoff_engine_last_report(zoff_engine *e, zoff_engine_step_report *out);
+/* The report of optimizer step `step` (0-based, counted from this engine's creation), waiting
+ * (host) until the CPU worker has finished it: -EINVAL for a step not yet ended, -ENOENT once
+ * it is older than the last 8. With DPU, ask for a step only after the next one has ended, or
+ * the wait serializes the pipeline. */
+int zoff_engine_report_of_step(zoff_engine *e, int64_t step, zoff_engine_step_report *out);
 /* Copies the fp32 master weights to host memory (n_params floats); flushes first. */
 int zoff_engine_get_master(zoff_engine *e, zoff_dev_stream *s, float *out);
 

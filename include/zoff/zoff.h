@@ -75,6 +75,19 @@ const char *zoff_dtype_name(zoff_dtype t); /* "f32", "f16", "bf16", "?" */
 /* Parses "f32"/"fp32"/"float32", "f16"/"fp16"/"float16", "bf16"/"bfloat16". */
 int zoff_dtype_parse(const char *text, zoff_dtype *out);
 
+/* The optimizer's defaults, in one place: the reference trainer (zoff_trainer_config_default),
+ * the offload engine (zoff_engine_config_default), the CPU Adam kernel and the zoff command all
+ * start from them. AdamW as in the GPT-2/3 recipes (nanoGPT, llm.c): betas 0.9 / 0.95, eps 1e-8,
+ * decoupled weight decay 0.1, global-norm clip 1.0, lr 1e-3; fp16 dynamic loss scaling from
+ * 65536 (never below 1), doubling after 1000 steps without overflow. */
+typedef struct zoff_optimizer_defaults {
+    float lr, beta1, beta2, eps, weight_decay;
+    float grad_clip; /* global gradient norm; 0 = off */
+    float loss_scale_init, loss_scale_min;
+    int loss_scale_window;
+} zoff_optimizer_defaults;
+zoff_optimizer_defaults zoff_optimizer_get_defaults(void);
+
 /* Parses sizes like "2GiB", "512M", "4096", "1.5G" (binary units). 0 or -EINVAL. */
 int zoff_parse_size(const char *text, size_t *out);
 

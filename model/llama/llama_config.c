@@ -6,6 +6,7 @@
  * ZOFF_ECONFIG naming the file, the field and its value; fields that do not (token ids,
  * torch_dtype, initializer_range, use_cache) are ignored. */
 #include "core/log.h"
+#include "model/checkpoint_dir.h"
 #include "model/model.h"
 
 #include <cjson/cJSON.h>
@@ -379,6 +380,7 @@ int zoff_llama_config_save_json(const char *path, const zoff_llama_config *c) {
         if (c->sliding_window) cJSON_AddNumberToObject(o, "sliding_window", c->sliding_window);
     }
     cJSON_AddStringToObject(o, "torch_dtype", "float32");
+    zoff_ckpt_stamp_add_json(o); /* the step and run id of the checkpoint being written */
     char *text = cJSON_Print(o);
     cJSON_Delete(o);
     if (!text) return -ENOMEM;

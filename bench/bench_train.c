@@ -6,12 +6,20 @@
  *   gemm_flops_per_s (an M=N=K GEMM in the model's GEMM dtype, run after every timed step),
  *   and their ratio. Both use the best of the timed runs (the least disturbed), and the
  *   median step time is reported too.
- * usage: bench_train [--preset gpt2|demo] [--n-layer N --n-head N --n-embd N --vocab N
- *        --seq-len N] [--batch N] [--steps N] [--warmup N] [--dtype f32|bf16|f16]
- *        [--gemm N] [--device host|cuda] [--capacity SIZE] [--threads N] [--ckpt]
+ * Device bytes per parameter are reported without offload (the reference trainer: the model's
+ * terms plus fp32 gradients and moments) and with the optimizer offloaded (the model's terms
+ * plus the engine's gradient buckets, default engine settings).
+ * usage: bench_train [--arch gpt2|llama] [--preset gpt2|demo|llama] [--n-layer N --n-head N
+ *        --n-kv-head N --n-embd N --n-ffn N --vocab N --seq-len N] [--batch N] [--steps N]
+ *        [--warmup N] [--dtype f32|bf16|f16] [--gemm N] [--device host|cuda]
+ *        [--capacity SIZE] [--threads N] [--ckpt]
+ * Presets: gpt2 (GPT-2 124M), demo (the CLI's demo GPT), llama (a Llama-shaped model: 8
+ * layers, 1024 wide, 16 heads with 4 KV heads (GQA 4:1), FFN 2816, vocab 32000); --arch llama
+ * alone starts from the llama preset.
  * Defaults: the issue's host target: GPT-2 124M shape, fp32, batch 4 x 64. */
 #include "gpu/device.h"
 #include "model/model.h"
+#include "model/model_offload.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,8 +91,8 @@ static int cmp_double(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     zoff_log_set_callback(zoff_log_to_stderr, NULL, ZOFF_LOG_WARN);
-    zoff_gpt_config mc;
-    zoff_gpt_config_gpt2_124m(&mc);
+    /* the shape; the architecture's config is made from it after the flags */
+    int arch_llama = 0, L = 12, NH = 12, NKV = 0, C = 768, F = 0, V = 50257;
     int batch = 4, seq = 64, steps = 5, warmup = 2, gemm_n = 2048, threads = 0, ckpt = 0;
     zoff_dtype dtype = ZOFF_F32;
     zoff_dev_config dc;
@@ -102,11 +110,18 @@ int main(int argc, char **argv) {
         char *end = NULL;
         long n = strtol(v, &end, 10);
         bool num_ok = end != v && *end == 0 && n > 0;
-        if (strcmp(a, "--preset") == 0) {
+        bool llama_preset = strcmp(a, "--preset") == 0 && strcmp(v, "llama") == 0;
+        if (llama_preset || (strcmp(a, "--arch") == 0 && strcmp(v, "llama") == 0)) {
+            arch_llama = 1;
+            L = 8, NH = 16, NKV = 4, C = 1024, F = 2816, V = 32000;
+        } else if (strcmp(a, "--arch") == 0) {
+            if (strcmp(v, "gpt2")) return usage(v);
+            arch_llama = 0;
+        } else if (strcmp(a, "--preset") == 0) {
             if (strcmp(v, "gpt2") == 0)
-                zoff_gpt_config_gpt2_124m(&mc);
+                L = 12, NH = 12, C = 768, V = 50257;
             else if (strcmp(v, "demo") == 0)
-                zoff_gpt_config_default(&mc);
+                L = 4, NH = 4, C = 128, V = 256;
             else
                 return usage(v);
         } else if (strcmp(a, "--dtype") == 0) {
@@ -118,13 +133,17 @@ int main(int argc, char **argv) {
         } else if (!num_ok) {
             return usage(a);
         } else if (strcmp(a, "--n-layer") == 0) {
-            mc.n_layer = (int)n;
+            L = (int)n;
         } else if (strcmp(a, "--n-head") == 0) {
-            mc.n_head = (int)n;
+            NH = (int)n;
+        } else if (strcmp(a, "--n-kv-head") == 0) {
+            NKV = (int)n;
         } else if (strcmp(a, "--n-embd") == 0) {
-            mc.n_embd = (int)n;
+            C = (int)n;
+        } else if (strcmp(a, "--n-ffn") == 0) {
+            F = (int)n;
         } else if (strcmp(a, "--vocab") == 0) {
-            mc.vocab_size = (int)n;
+            V = (int)n;
         } else if (strcmp(a, "--seq-len") == 0) {
             seq = (int)n;
         } else if (strcmp(a, "--batch") == 0) {
@@ -141,7 +160,23 @@ int main(int argc, char **argv) {
             return usage(a);
         }
     }
-    if (seq > mc.seq_len) mc.seq_len = seq;
+    zoff_model_config mc;
+    memset(&mc, 0, sizeof mc);
+    if (arch_llama) {
+        mc.arch = ZOFF_ARCH_LLAMA;
+        zoff_llama_config_default(&mc.llama);
+        mc.llama.n_layer = L;
+        mc.llama.n_head = NH;
+        mc.llama.n_kv_head = NKV ? NKV : NH;
+        mc.llama.n_embd = C;
+        mc.llama.head_dim = C / NH;
+        mc.llama.n_ffn = F ? F : (8 * C / 3 + 63) / 64 * 64;
+        mc.llama.vocab_size = V;
+        mc.llama.seq_len = seq;
+    } else {
+        mc.arch = ZOFF_ARCH_GPT2;
+        mc.gpt = (zoff_gpt_config){L, NH, C, V, seq < 1024 ? 1024 : seq, false};
+    }
     if (dc.kind == ZOFF_DEV_CUDA) dc.capacity = 0;
     dc.host_kernel_threads = threads;
     zoff_dev *dev;
@@ -163,7 +198,7 @@ int main(int argc, char **argv) {
     go.matmul_dtype = dtype;
     go.activation_checkpoint = ckpt;
     zoff_model *m;
-    if ((rc = zoff_gpt_create(dev, &mc, &go, &m))) return die("model", rc);
+    if ((rc = zoff_model_config_create(dev, &mc, &go, &m))) return die("model", rc);
     if ((rc = zoff_model_init_params(m, 1))) return die("init", rc);
     zoff_trainer_config tc;
     zoff_trainer_config_default(&tc);
@@ -173,8 +208,8 @@ int main(int argc, char **argv) {
     int32_t *x = malloc((size_t)batch * seq * sizeof *x), *y = malloc((size_t)batch * seq * 4);
     uint64_t rng = 7;
     for (int i = 0; i < batch * seq; i++) {
-        x[i] = (int32_t)(zoff_rng_next(&rng) % (uint64_t)mc.vocab_size);
-        y[i] = (int32_t)(zoff_rng_next(&rng) % (uint64_t)mc.vocab_size);
+        x[i] = (int32_t)(zoff_rng_next(&rng) % (uint64_t)V);
+        y[i] = (int32_t)(zoff_rng_next(&rng) % (uint64_t)V);
     }
     zoff_step_stats st;
     double *times = calloc((size_t)steps, sizeof *times), *gemms = calloc((size_t)steps, 8);
@@ -192,16 +227,23 @@ int main(int argc, char **argv) {
     qsort(gemms, (size_t)steps, sizeof *gemms, cmp_double);
     double step_s = times[0], step_med = times[steps / 2];
     gemm = gemms[steps - 1];
-    double tokens = (double)batch * seq, flops = zoff_gpt_train_flops(&mc, batch, seq);
+    double tokens = (double)batch * seq, flops = zoff_model_config_train_flops(&mc, batch, seq);
     zoff_dev_mem_stats ms;
     zoff_dev_mem_stats_get(dev, &ms);
     zoff_device_plan plan; /* the model's terms as allocated, and the trainer's */
     zoff_model_memory(m, &plan);
     plan.grads = 0;
+    zoff_device_plan off_plan = plan; /* the model's terms + the offload engine's buckets */
     zoff_trainer_plan(&plan, dtype);
-    double np = (double)zoff_model_get_layout(m)->n_params;
-    printf("{\"bench\":\"train\",\"backend\":\"%s\",\"device\":\"%s\",\"n_layer\":%d,"
-           "\"n_head\":%d,\"n_embd\":%d,\"vocab_size\":%d,\"batch\":%d,\"seq_len\":%d,"
+    zoff_engine_config ec;
+    zoff_engine_config_default(&ec);
+    const zoff_layout *lay = zoff_model_get_layout(m);
+    ec.bucket_bytes = zoff_model_offload_auto_bucket(lay->total * zoff_dtype_size(dtype));
+    if ((rc = zoff_model_offload_plan(lay, dtype, &ec, &off_plan))) return die("offload plan", rc);
+    double np = (double)lay->n_params;
+    printf("{\"bench\":\"train\",\"backend\":\"%s\",\"device\":\"%s\",\"arch\":\"%s\","
+           "\"n_layer\":%d,\"n_head\":%d,\"n_kv_head\":%d,\"n_embd\":%d,\"n_ffn\":%d,"
+           "\"vocab_size\":%d,\"batch\":%d,\"seq_len\":%d,"
            "\"dtype\":\"%s\",\"activation_checkpoint\":%s,\"n_params\":%zu,\"steps\":%d,"
            "\"step_s\":%.4f,\"step_s_median\":%.4f,\"tokens_per_s\":%.1f,\"model_flops_per_step\":%"
            ".4g,"
@@ -209,13 +251,18 @@ int main(int argc, char **argv) {
            "\"ratio\":%.3f,\"mem_peak_bytes\":%zu,\"device_bytes_per_param_peak\":%.3f,"
            "\"device_plan_bytes_per_param\":{\"weights\":%.3f,\"master\":%.3f,\"grads\":%.3f,"
            "\"optimizer\":%.3f,\"activations\":%.3f,\"workspace\":%.3f,\"total\":%.3f},"
+           "\"device_bytes_per_param_no_offload\":%.3f,\"device_bytes_per_param_offload\":%.3f,"
+           "\"device_bytes_per_param_offload_without_activations\":%.3f,"
            "\"final_loss\":%.4f}\n",
-           zoff_dev_kind_name(zoff_dev_get_kind(dev)), zoff_dev_name(dev), mc.n_layer, mc.n_head,
-           mc.n_embd, mc.vocab_size, batch, seq, zoff_dtype_name(dtype), ckpt ? "true" : "false",
-           zoff_model_get_layout(m)->n_params, steps, step_s, step_med, tokens / step_s, flops,
-           flops / step_s, gemm_n, gemm, flops / step_s / gemm, ms.peak, (double)ms.peak / np,
-           plan.weights / np, plan.master / np, plan.grads / np, plan.optimizer / np,
-           plan.activations / np, plan.workspace / np, plan.total / np, st.loss);
+           zoff_dev_kind_name(zoff_dev_get_kind(dev)), zoff_dev_name(dev),
+           arch_llama ? "llama" : "gpt2", L, NH, arch_llama ? mc.llama.n_kv_head : NH, C,
+           arch_llama ? mc.llama.n_ffn : 4 * C, V, batch, seq, zoff_dtype_name(dtype),
+           ckpt ? "true" : "false", zoff_model_get_layout(m)->n_params, steps, step_s, step_med,
+           tokens / step_s, flops, flops / step_s, gemm_n, gemm, flops / step_s / gemm, ms.peak,
+           (double)ms.peak / np, plan.weights / np, plan.master / np, plan.grads / np,
+           plan.optimizer / np, plan.activations / np, plan.workspace / np, plan.total / np,
+           plan.total / np, off_plan.total / np, (off_plan.total - off_plan.activations) / np,
+           st.loss);
     free(x);
     free(y);
     free(times);

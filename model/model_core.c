@@ -218,17 +218,24 @@ int zoff_model_params_to_host(zoff_model *m, float *dst) {
     return rc;
 }
 
-/* src NULL: zeros. */
+/* src NULL: zeros. Converted and copied in chunks, so that loading a checkpoint never holds a
+ * second full copy of the weights in host memory. */
 int zoff_model_params_from_host(zoff_model *m, const float *src) {
-    size_t n = m->layout.total, es = zoff_dtype_size(m->wdt);
+    size_t n = m->layout.total, es = zoff_dtype_size(m->wdt), chunk = (size_t)4 << 20;
     int rc = zoff_dev_synchronize(m->dev);
     if (rc) return rc;
-    void *h = calloc(n, es);
+    if (src && m->wdt == ZOFF_F32)
+        return zoff_dev_memcpy(m->dev, m->weights, src, n * es, ZOFF_COPY_H2D);
+    if (chunk > n) chunk = n ? n : 1;
+    void *h = calloc(chunk, es);
     if (!h) return -ENOMEM;
-    if (src)
-        for (size_t i = 0; i < n; i++)
-            zoff_store_from_f32(h, m->wdt, i, src[i]);
-    rc = zoff_dev_memcpy(m->dev, m->weights, h, n * es, ZOFF_COPY_H2D);
+    for (size_t i0 = 0; !rc && i0 < n; i0 += chunk) {
+        size_t k = n - i0 < chunk ? n - i0 : chunk;
+        if (src)
+            for (size_t i = 0; i < k; i++)
+                zoff_store_from_f32(h, m->wdt, i, src[i0 + i]);
+        rc = zoff_dev_memcpy(m->dev, (char *)m->weights + i0 * es, h, k * es, ZOFF_COPY_H2D);
+    }
     free(h);
     return rc;
 }

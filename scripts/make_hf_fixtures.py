@@ -45,6 +45,11 @@ def fixtures():
                           "high_freq_factor": 4.0, "original_max_position_embeddings": 8},
             rope_theta=500000.0),
          transformers.LlamaForCausalLM, torch.float16, None),
+        # Llama's attention_bias (q, k, v and o) and mlp_bias, tied embeddings, f32
+        ("llama_biases", transformers.LlamaConfig(**small, num_key_value_heads=2,
+                                                  attention_bias=True, mlp_bias=True,
+                                                  tie_word_embeddings=True),
+         transformers.LlamaForCausalLM, torch.float32, None),
         # GPT-2 with an untied head (tie_word_embeddings false: lm_head.weight of its own); no
         # dropout, so that the reference is the deterministic function zoff computes
         ("gpt2_untied", transformers.GPT2Config(

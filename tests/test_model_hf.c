@@ -92,6 +92,10 @@ static void check_fixture(zoff_dev *dev, const char *name, const char *want_arch
     REQUIRE_OK(zoff_model_config_create(dev, &cfg, &o, &m));
     REQUIRE_OK(zoff_model_checkpoint_load(m, path));
     const zoff_layout *ml = zoff_model_get_layout(m);
+    zoff_device_plan plan, mem;
+    REQUIRE_OK(zoff_model_config_plan(&cfg, &o, &plan));
+    zoff_model_memory(m, &mem);
+    CHECK(plan.total == mem.total && plan.activations == mem.activations); /* plan = allocated */
 
     zoff_layout rl;
     ref_layout(ml, BT, V, &rl);
@@ -276,6 +280,23 @@ static void check_refusals(void) {
             CHECK(0);
         }
     }
+    /* rope_scaling "linear" (transformers 4.x spelling, "type"): the default frequencies over the
+     * factor */
+    zoff_llama_config lin, def;
+    CHECK_OK(zoff_llama_config_parse_json(
+        "{\"model_type\": \"llama\", \"num_hidden_layers\": 1, \"num_attention_heads\": 2, "
+        "\"hidden_size\": 32, \"intermediate_size\": 64, \"vocab_size\": 50, "
+        "\"max_position_embeddings\": 64, \"rope_theta\": 500.0, "
+        "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 4.0}}",
+        "linear.json", &lin));
+    def = lin;
+    def.rope_type = ZOFF_ROPE_DEFAULT;
+    float fl[8], fd[8];
+    zoff_llama_rope_inv_freq(&lin, fl);
+    zoff_llama_rope_inv_freq(&def, fd);
+    for (int i = 0; i < 8; i++)
+        CHECK(fl[i] == fd[i] / 4.0f);
+    CHECK(fd[0] == 1.0f && fabsf(fd[1] - powf(500.0f, -2.0f / 16.0f)) < 1e-7f);
     /* GPT-2's too */
     static const struct {
         const char *json, *needle;
@@ -315,6 +336,20 @@ static void check_refusals(void) {
         "\"vocab_size\": 50, \"max_position_embeddings\": 64, \"sliding_window\": 16}",
         "mistral.json", &c));
     CHECK_EQ_INT(c.sliding_window, 16);
+    zoff_llama_config c0;
+    CHECK_OK(zoff_llama_config_parse_json(
+        "{\"model_type\": \"mistral\", \"num_hidden_layers\": 1, \"num_attention_heads\": 2, "
+        "\"hidden_size\": 32, \"intermediate_size\": 64, \"vocab_size\": 50, "
+        "\"max_position_embeddings\": 64, \"sliding_window\": null}",
+        "mistral.json", &c0));
+    CHECK_EQ_INT(c0.sliding_window, 0);
+    CHECK(c0.rope_theta == 10000.0);
+    CHECK_OK(zoff_llama_config_parse_json(
+        "{\"model_type\": \"mistral\", \"num_hidden_layers\": 1, \"num_attention_heads\": 2, "
+        "\"hidden_size\": 32, \"intermediate_size\": 64, \"vocab_size\": 50, "
+        "\"max_position_embeddings\": 64}",
+        "mistral.json", &c0));
+    CHECK_EQ_INT(c0.sliding_window, 4096); /* MistralConfig's default when the key is absent */
     zoff_model_options o;
     zoff_model_options_default(&o);
     o.batch = 1;
@@ -326,12 +361,59 @@ static void check_refusals(void) {
     CHECK_OK(zoff_llama_plan(&c, &o, &p));
 }
 
+/* Malformed Hugging Face directories: each error names the file and what is wrong. */
+static void check_bad_checkpoints(zoff_dev *dev) {
+    char dir[] = "/tmp/zoff_hf_bad_XXXXXX", cmd[2048], path[600], arch[16];
+    REQUIRE_OK(mkdtemp(dir) ? 0 : -1);
+    snprintf(cmd, sizeof cmd, "cp %s/hf/llama_gqa/* %s/", ZOFF_FIXTURES, dir);
+    REQUIRE_OK(system(cmd));
+    zoff_model_config cfg;
+    REQUIRE_OK(zoff_model_config_from_checkpoint(dir, &cfg));
+    zoff_model_options o;
+    zoff_model_options_default(&o);
+    o.batch = 1;
+    o.seq_len = 8;
+    zoff_model *m;
+    REQUIRE_OK(zoff_model_config_create(dev, &cfg, &o, &m));
+    CHECK_OK(zoff_model_checkpoint_load(m, dir));
+    /* a shard gone: named */
+    snprintf(path, sizeof path, "%s/model-00003-of-00004.safetensors", dir);
+    snprintf(cmd, sizeof cmd, "mv %s %s.away", path, path);
+    REQUIRE_OK(system(cmd));
+    CHECK(zoff_model_checkpoint_load(m, dir) != 0);
+    CHECK(strstr(zoff_last_error_detail(), "model-00003-of-00004.safetensors") != NULL);
+    snprintf(cmd, sizeof cmd, "mv %s.away %s", path, path);
+    REQUIRE_OK(system(cmd));
+    /* a tensor in no shard (lm_head, alone in the 4th shard, dropped from the index): named,
+     * with the index */
+    snprintf(cmd, sizeof cmd, "sed -i '/\"lm_head.weight\"/d' %s/model.safetensors.index.json",
+             dir);
+    REQUIRE_OK(system(cmd));
+    CHECK(zoff_model_checkpoint_load(m, dir) == ZOFF_EFORMAT);
+    CHECK(strstr(zoff_last_error_detail(), "lm_head.weight") != NULL);
+    CHECK(strstr(zoff_last_error_detail(), "model.safetensors.index.json") != NULL);
+    zoff_model_destroy(m);
+    /* an architecture zoff does not know: refused by name */
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    REQUIRE_OK(f ? 0 : -1);
+    fprintf(f, "{\"model_type\": \"mamba\", \"architectures\": [\"MambaForCausalLM\"]}\n");
+    fclose(f);
+    CHECK(zoff_checkpoint_arch(dir, arch, sizeof arch) == ZOFF_ECONFIG);
+    CHECK(strstr(zoff_last_error_detail(), "\"mamba\"") != NULL);
+    CHECK(strstr(zoff_last_error_detail(), "config.json") != NULL);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(int argc, char **argv) {
     zoff_dev *dev = zoff_test_open_device(argc, argv, (size_t)512 << 20);
     check_refusals();
+    check_bad_checkpoints(dev);
     check_fixture(dev, "llama_gqa", "llama");
     check_fixture(dev, "qwen2_bias", "llama");
     check_fixture(dev, "llama3_rope", "llama");
+    check_fixture(dev, "llama_biases", "llama");
     check_fixture(dev, "gpt2_untied", "gpt2");
     zoff_dev_close(dev);
     return zoff_test_finish("test_model_hf");

@@ -1,6 +1,7 @@
-/* The GPT trained through the offload engine against the reference trainer (device AdamW,
- * no offload) on one backend (argv[1]: host, or cuda where a GPU exists), step for step on the
- * same batches:
+/* The GPT (or, with argv[2] = llama, a tiny Llama with GQA, q/k/v biases and a tied head, whose
+ * tied gradient takes the 16-bit sink's fp32-scratch path) trained through the offload engine
+ * against the reference trainer (device AdamW, no offload) on one backend (argv[1]: host, or
+ * cuda where a GPU exists), step for step on the same batches:
  *   - f32 GEMMs: sync and overlap schedules match the reference's losses within a tight
  *     tolerance (two AdamW implementations: the engine's fused CPU step and the device op);
  *   - bf16: within a tight tolerance - both hold the same 16-bit weights on the device and
@@ -50,6 +51,8 @@ static zoff_dev *open_host(size_t capacity) {
 /* The fp32 master weights every run starts from (the model's seed-42 initialization). */
 static float *g_master;
 
+static bool g_llama;
+
 static zoff_model *make_model(zoff_dev *dev, zoff_dtype dt) {
     zoff_gpt_config c;
     tiny(&c);
@@ -59,7 +62,23 @@ static zoff_model *make_model(zoff_dev *dev, zoff_dtype dt) {
     o.seq_len = T;
     o.matmul_dtype = dt;
     zoff_model *m;
-    REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &m));
+    if (g_llama) {
+        zoff_llama_config lc;
+        zoff_llama_config_default(&lc);
+        lc.n_layer = c.n_layer;
+        lc.n_head = c.n_head;
+        lc.n_kv_head = 1;
+        lc.n_embd = c.n_embd;
+        lc.head_dim = c.n_embd / c.n_head;
+        lc.n_ffn = 3 * c.n_embd;
+        lc.vocab_size = c.vocab_size;
+        lc.seq_len = T;
+        lc.qkv_bias = true;
+        lc.tie_word_embeddings = true;
+        REQUIRE_OK(zoff_llama_create(dev, &lc, &o, &m));
+    } else {
+        REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &m));
+    }
     if (!g_master) {
         g_master = malloc(zoff_model_get_layout(m)->total * sizeof(float));
         REQUIRE_OK(zoff_model_init_host(m, 42, g_master));
@@ -228,6 +247,7 @@ static void test_shared_defaults(void) {
 int main(int argc, char **argv) {
     g_argc = argc;
     g_argv = argv;
+    g_llama = argc > 2 && strcmp(argv[2], "llama") == 0;
     zoff_dev_close(open_host(0)); /* skips (77) here when the backend is missing */
     test_shared_defaults();
     char dir[] = "/tmp/zoff-gpt-offload-XXXXXX";

@@ -247,7 +247,7 @@ static int parse(const jctx *j, zoff_llama_config *c) {
     double d = 1e-6;
     TRYJ(get_num(j, "rms_norm_eps", &d));
     c->rms_eps = (float)d;
-    d = mistral ? 1e6 : 10000.0;
+    d = 10000.0;
     TRYJ(get_num(j, "rope_theta", &d));
     c->rope_theta = d;
     c->rope_factor = 1.0f;
@@ -278,10 +278,12 @@ static int parse(const jctx *j, zoff_llama_config *c) {
     if (d != 1.0)
         return zoff_fail(ZOFF_ECONFIG, MOD, "%s: partial_rotary_factor = %g is not supported (1)",
                          j->what, d);
-    int sw = 0;
-    bool use_sw = mistral;
+    /* Mistral: a window when sliding_window is a number (null: none); Qwen2: only with
+     * use_sliding_window; newer configs name each layer's kind in layer_types */
+    int sw = mistral && !cJSON_GetObjectItemCaseSensitive(j->o, "sliding_window") ? 4096 : 0;
+    TRYJ(get_int(j, "sliding_window", &sw, false)); /* MistralConfig's default: 4096 */
+    bool use_sw = mistral && sw > 0;
     TRYJ(get_bool(j, "use_sliding_window", &use_sw));
-    TRYJ(get_int(j, "sliding_window", &sw, false));
     const cJSON *lt = item(j, "layer_types");
     if (lt) {
         use_sw = false;

@@ -144,6 +144,30 @@ int model_create_common(zoff_model *m) {
     return zoff_model_params_from_host(m, NULL); /* weights and padding start at zero */
 }
 
+int model_plan_of(zoff_model *m, zoff_device_plan *out) {
+    m->counting = true;
+    int rc = model_create_common(m);
+    if (!rc) zoff_model_memory(m, out);
+    zoff_model_destroy(m);
+    return rc;
+}
+
+int model_open(zoff_model *m, zoff_dev *dev, const zoff_device_plan *plan, zoff_model **out) {
+    m->dev = dev;
+    int rc = model_create_common(m);
+    if (rc) {
+        if (rc == ZOFF_EDEVICE_OOM) {
+            char text[512];
+            zoff_device_plan_format(plan, text, sizeof text);
+            zoff_fail(rc, MOD, "the model does not fit in device memory: %s", text);
+        }
+        zoff_model_destroy(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
 void zoff_model_destroy(zoff_model *m) {
     if (!m) return;
     if (m->dev) zoff_dev_synchronize(m->dev);

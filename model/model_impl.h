@@ -131,6 +131,12 @@ static inline size_t model_act_bytes(const zoff_model *m, size_t n) {
 /* Shared creation: layout already built by the architecture; allocates weights, staging, the
  * loss head and the architecture's part (ops->alloc). */
 int model_create_common(zoff_model *m);
+/* The plan of a model an architecture's constructor built (counted, nothing allocated); m is
+ * destroyed. */
+int model_plan_of(zoff_model *m, zoff_device_plan *out);
+/* Allocates a model an architecture's constructor built on dev; on failure m is destroyed, and
+ * an out-of-memory error's detail carries the plan (computed beforehand by the caller). */
+int model_open(zoff_model *m, zoff_dev *dev, const zoff_device_plan *plan, zoff_model **out);
 
 #define MODEL_TRY(x)                                                                               \
     do {                                                                                           \

@@ -368,12 +368,7 @@ int zoff_gpt_plan(const zoff_gpt_config *cfg, const zoff_model_options *opt,
                   zoff_device_plan *out) {
     zoff_model *m;
     int rc = gpt_new(cfg, opt, &m);
-    if (rc) return rc;
-    m->counting = true;
-    rc = model_create_common(m);
-    if (!rc) zoff_model_memory(m, out);
-    zoff_model_destroy(m);
-    return rc;
+    return rc ? rc : model_plan_of(m, out);
 }
 
 int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_model_options *opt,
@@ -384,22 +379,9 @@ int zoff_gpt_create(zoff_dev *dev, const zoff_gpt_config *cfg, const zoff_model_
         opt = &def;
     }
     if (!dev || !cfg || !out) return -EINVAL;
+    zoff_device_plan plan;
     zoff_model *m;
-    int rc = gpt_new(cfg, opt, &m);
-    if (rc) return rc;
-    m->dev = dev;
-    if ((rc = model_create_common(m))) {
-        if (rc == ZOFF_EDEVICE_OOM) {
-            zoff_device_plan p;
-            char text[512];
-            if (zoff_gpt_plan(cfg, opt, &p) == 0) {
-                zoff_device_plan_format(&p, text, sizeof text);
-                zoff_fail(rc, MOD, "the model does not fit in device memory: %s", text);
-            }
-        }
-        zoff_model_destroy(m);
-        return rc;
-    }
-    *out = m;
-    return 0;
+    int rc = zoff_gpt_plan(cfg, opt, &plan);
+    if (!rc) rc = gpt_new(cfg, opt, &m);
+    return rc ? rc : model_open(m, dev, &plan, out);
 }

@@ -136,6 +136,9 @@ static void run_point(zoff_model *m, zoff_dev_stream *s, const opts *o, zoff_off
     ec.schedule = sched;
     ec.dtype = o->dtype;
     ec.lr = 1e-4f;
+    /* slots sized as zoff train sizes them (an eighth of the weights, 1..32 MiB) */
+    ec.bucket_bytes = zoff_model_offload_auto_bucket(zoff_model_get_layout(m)->total *
+                                                     zoff_dtype_size(zoff_model_weight_dtype(m)));
     if (sched == ZOFF_SCHEDULE_OVERLAP) ec.clip_norm = 0; /* it updates before the norm is known */
     if (target == ZOFF_OFFLOAD_NVME) {
         ec.nvme_dirs[0] = o->nvme_path;

@@ -42,7 +42,8 @@ struct zoff_model {
     int tied_group;       /* group whose gradients are needed before the last group's are done
                              (the tied head's), -1 if none */
     zoff_dtype wdt;       /* weights on the device; also the activations' GEMM dtype */
-    void *weights;        /* (layout.total) wdt */
+    void *weights;        /* (layout.total) wdt; NULL with stream_weights */
+    void **group_base;    /* (n_groups) each group's weights (into `weights`, or streamed) */
     bool counting;        /* plan mode: model_alloc only counts */
     zoff_device_plan mem; /* bytes per term, as allocated (or counted) */
     void **allocs;

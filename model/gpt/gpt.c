@@ -231,10 +231,12 @@ static int gpt_backward_body(zoff_model *m, zoff_dev_stream *s, int B, int T) {
     gpt_state *g = G(m);
     int L = g->cfg.n_layer, C = g->cfg.n_embd, BT = B * T;
     MODEL_TRY(zoff_dev_memset_async(s, g->dres, 0, (size_t)BT * C * sizeof(float)));
+    MODEL_TRY(model_params_needed(m, s, L + 1)); /* streamed weights: before each group's reads */
     MODEL_TRY(ln_bwd(m, s, ZOFF_GPT_LNF_W, 0, g->dres, m->dhead, g->res[L], g->lnf_mean,
                      g->lnf_rstd, BT, C));
     MODEL_TRY(model_grad_end_group(m, s, L + 1));
     for (int l = L - 1; l >= 0; l--) {
+        MODEL_TRY(model_params_needed(m, s, 1 + l));
         if (m->opt.activation_checkpoint) MODEL_TRY(block_fwd(m, s, l, B, T)); /* recompute */
         MODEL_TRY(block_bwd(m, s, l, B, T));
         MODEL_TRY(model_grad_end_group(m, s, 1 + l));

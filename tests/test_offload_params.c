@@ -1,0 +1,313 @@
+/* Parameter offload (streamed weights) on one backend (argv[1]: host, or cuda where a GPU
+ * exists): a deep, narrow GPT whose weights are several times the device's capacity.
+ *   - trained with its weights in pinned CPU memory (params cpu) and on NVMe (params nvme),
+ *     it matches the same model trained with resident weights on a larger device step for
+ *     step, bit for bit in f32 (losses and final master weights), for sync, overlap, DPU and
+ *     gradient accumulation;
+ *   - the device peak stays within the plan (ring + activations + buckets + workspace), and the
+ *     ring does not grow with the model's depth;
+ *   - per-step byte counters are exact: every group fetched once in forward (the tied head's
+ *     group again), the backward re-fetches only what the end of the forward pushed out of the
+ *     ring, gradients go down once; resident groups are never fetched;
+ *   - bf16 trains and its loss falls. */
+#include "model/model_offload.h"
+#include "model/model.h"
+#include "tests/device_test_util.h"
+#include "tests/test_util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { B = 1, T = 8, V = 64, STEPS = 5 };
+
+static int g_argc;
+static char **g_argv;
+
+static void deep(zoff_gpt_config *c, int n_layer) {
+    zoff_gpt_config_default(c);
+    c->n_layer = n_layer;
+    c->n_head = 2;
+    c->n_embd = 32;
+    c->vocab_size = V;
+    c->seq_len = T;
+}
+
+static void options(zoff_model_options *o, zoff_dtype dt, bool stream) {
+    zoff_model_options_default(o);
+    o->batch = B;
+    o->seq_len = T;
+    o->matmul_dtype = dt;
+    o->activation_checkpoint = true;
+    o->stream_weights = stream;
+}
+
+static void batch(int step, int32_t *x, int32_t *y) {
+    uint64_t rng = 500 + (uint64_t)step;
+    for (int i = 0; i < B * T; i++) {
+        x[i] = (int32_t)(zoff_rng_next(&rng) % V);
+        y[i] = (x[i] * 5 + 1) % V;
+    }
+}
+
+static void engine_config(zoff_engine_config *ec, zoff_param_location where, zoff_schedule sched,
+                          const char *dir) {
+    zoff_engine_config_default(ec);
+    ec->schedule = sched;
+    ec->lr = 3e-3f;
+    ec->clip_norm = 0.0f;
+    ec->bucket_bytes = 16 << 10;
+    ec->device_slots = 4;
+    ec->cpu_threads = 1;
+    ec->params = where;
+    ec->prefetch_depth = 2;
+    if (dir) {
+        ec->nvme_dirs[0] = dir;
+        ec->n_nvme_dirs = 1;
+    }
+}
+
+typedef struct run_result {
+    float losses[STEPS];
+    float *master;
+    zoff_engine_step_report rep[STEPS];
+    size_t peak, capacity;
+    zoff_device_plan plan;
+    size_t weight_bytes; /* the model's weights in its dtype */
+} run_result;
+
+/* The device plan of the run; its capacity: the plan plus a little for backend scratch. */
+static void plan_of(const zoff_gpt_config *c, const zoff_model_options *o,
+                    const zoff_engine_config *ec, zoff_device_plan *p) {
+    REQUIRE_OK(zoff_gpt_plan(c, o, p));
+    zoff_layout L;
+    REQUIRE_OK(zoff_gpt_layout_build(c, &L));
+    REQUIRE_OK(zoff_model_offload_plan(&L, o->matmul_dtype, ec, p));
+    zoff_layout_free(&L);
+}
+
+static void run(int n_layer, zoff_dtype dt, zoff_param_location where, zoff_schedule sched,
+                int accum, const char *dir, const unsigned char *resident, run_result *r) {
+    memset(r, 0, sizeof *r);
+    zoff_gpt_config c;
+    deep(&c, n_layer);
+    zoff_model_options o;
+    options(&o, dt, where != ZOFF_PARAMS_DEVICE);
+    zoff_engine_config ec;
+    engine_config(&ec, where, sched, dir);
+    ec.grad_accum_steps = accum;
+    ec.group_resident = resident;
+    plan_of(&c, &o, &ec, &r->plan);
+    r->capacity = where == ZOFF_PARAMS_DEVICE ? 0 : r->plan.total + (64 << 10);
+    zoff_dev *dev = zoff_test_open_device(g_argc, g_argv, r->capacity);
+    zoff_model *m;
+    REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &m));
+    const zoff_layout *L = zoff_model_get_layout(m);
+    r->weight_bytes = L->total * zoff_dtype_size(dt);
+    float *init = malloc(L->total * sizeof(float));
+    REQUIRE_OK(zoff_model_init_host(m, 7, init));
+    zoff_dev_stream *s;
+    REQUIRE_OK(zoff_dev_stream_create(dev, &s));
+    zoff_model_offload *off;
+    REQUIRE_OK(zoff_model_offload_create(m, s, &ec, init, &off));
+    zoff_engine *e = zoff_model_offload_engine(off);
+    int32_t x[B * T], y[B * T];
+    for (int i = 0; i < STEPS; i++) {
+        float sum = 0;
+        for (int a = 0; a < accum; a++) {
+            float l;
+            batch(i * accum + a, x, y);
+            REQUIRE_OK(zoff_model_offload_micro_batch(off, BATCH(x, y, B, T), &l));
+            sum += l;
+        }
+        r->losses[i] = sum / (float)accum;
+        if (i > 0) REQUIRE_OK(zoff_engine_report_of_step(e, i - 1, &r->rep[i - 1]));
+    }
+    REQUIRE_OK(zoff_engine_flush(e, s));
+    REQUIRE_OK(zoff_engine_report_of_step(e, STEPS - 1, &r->rep[STEPS - 1]));
+    r->master = malloc(L->total * sizeof(float));
+    REQUIRE_OK(zoff_model_offload_get_master(off, r->master));
+    zoff_dev_mem_stats ms;
+    zoff_dev_mem_stats_get(dev, &ms);
+    r->peak = ms.peak;
+    REQUIRE_OK(zoff_model_offload_finish(off));
+    free(init);
+    zoff_model_destroy(m);
+    zoff_dev_stream_destroy(s);
+    zoff_dev_close(dev);
+}
+
+static void same(const run_result *a, const run_result *b, size_t n, const char *what) {
+    bool losses = memcmp(a->losses, b->losses, sizeof a->losses) == 0;
+    bool master = memcmp(a->master, b->master, n * sizeof(float)) == 0;
+    printf("%-28s losses %s, master weights %s (last loss %.6f vs %.6f)\n", what,
+           losses ? "identical" : "DIFFER", master ? "identical" : "DIFFER",
+           (double)a->losses[STEPS - 1], (double)b->losses[STEPS - 1]);
+    CHECK(losses);
+    CHECK(master);
+}
+
+/* Bytes of the groups [g0, g1] of a layout, in dtype es. */
+static size_t group_bytes(const zoff_layout *L, int g0, int g1, size_t es) {
+    return g1 < g0 ? 0 : (L->group_begin[g1 + 1] - L->group_begin[g0]) * es;
+}
+
+static void test_parity_and_counters(const char *dir) {
+    enum { NL = 32 };
+    zoff_gpt_config c;
+    deep(&c, NL);
+    zoff_layout L;
+    REQUIRE_OK(zoff_gpt_layout_build(&c, &L));
+    size_t n = L.total;
+    run_result res, cpu, nvme;
+    run(NL, ZOFF_F32, ZOFF_PARAMS_DEVICE, ZOFF_SCHEDULE_SYNC, 1, NULL, NULL, &res);
+    run(NL, ZOFF_F32, ZOFF_PARAMS_CPU, ZOFF_SCHEDULE_SYNC, 1, NULL, NULL, &cpu);
+    printf("weights %zu bytes, streamed device capacity %zu bytes (%.1fx), peak %zu, plan %zu "
+           "(ring %zu, activations %zu, buckets %zu, workspace %zu)\n",
+           cpu.weight_bytes, cpu.capacity, (double)cpu.weight_bytes / (double)cpu.capacity,
+           cpu.peak, cpu.plan.total, cpu.plan.weights, cpu.plan.activations, cpu.plan.buckets,
+           cpu.plan.workspace);
+    CHECK(cpu.weight_bytes >= 4 * cpu.capacity);
+    CHECK(cpu.peak <=
+          cpu.plan.weights + cpu.plan.activations + cpu.plan.buckets + cpu.plan.workspace);
+    same(&cpu, &res, n, "cpu weights vs resident");
+    if (dir) {
+        run(NL, ZOFF_F32, ZOFF_PARAMS_NVME, ZOFF_SCHEDULE_SYNC, 1, dir, NULL, &nvme);
+        same(&nvme, &res, n, "nvme weights vs resident");
+        size_t nvme_read = 0;
+        for (int i = 0; i < STEPS; i++)
+            nvme_read += nvme.rep[i].param_nvme_read_bytes;
+        printf("nvme: %zu weight bytes read from NVMe over %d steps\n", nvme_read, STEPS);
+        CHECK(nvme_read > 0);
+        free(nvme.master);
+    }
+
+    /* counters, 4 ring slots (depth 2). Step 0 has no schedule yet (least recently used goes):
+     * the tied head needs group 0 again after the forward, and the ring then holds 0, L+1, L,
+     * L-1, so the backward fetches blocks 1..L-2 again. From step 1 the previous micro-batch's
+     * order is known and group 0 stays in the ring through the forward (needed again sooner
+     * than any block): forward fetches every group once, backward blocks 1..L-2 again. */
+    size_t es = 4, G = (size_t)L.n_groups;
+    const zoff_tensor *last = &L.tensors[L.n_tensors - 1];
+    size_t all = group_bytes(&L, 0, (int)G - 1, es), g0 = group_bytes(&L, 0, 0, es);
+    size_t bwd = group_bytes(&L, 1, NL - 2, es);
+    for (int i = 0; i < STEPS; i++) {
+        const zoff_engine_step_report *r = &cpu.rep[i];
+        if (i <= 1)
+            printf("step %d: fetched %llu bytes in %llu fetches (re-fetched %llu), h2d %llu, d2h "
+                   "%llu; %.2f B/param over PCIe (f32: half that in 16 bits)\n",
+                   i, (unsigned long long)r->param_fetch_bytes,
+                   (unsigned long long)r->param_fetches, (unsigned long long)r->param_refetch_bytes,
+                   (unsigned long long)r->pcie_h2d_bytes, (unsigned long long)r->pcie_d2h_bytes,
+                   (double)(r->pcie_h2d_bytes + r->pcie_d2h_bytes) / (double)L.n_params);
+        size_t head = i == 0 ? g0 : 0;
+        CHECK_EQ_INT(r->param_fetch_bytes, all + head + bwd);
+        CHECK_EQ_INT(r->param_refetch_bytes, head + bwd);
+        CHECK_EQ_INT(r->param_fetches, G + (i == 0) + (NL - 2));
+        CHECK_EQ_INT(r->pcie_h2d_bytes, r->param_fetch_bytes); /* no resident group */
+        CHECK_EQ_INT(r->pcie_d2h_bytes, (last->offset + last->numel - L.group_begin[0]) * es);
+        CHECK_EQ_INT(res.rep[i].param_fetch_bytes, 0);
+    }
+    free(res.master);
+    free(cpu.master);
+
+    /* resident groups move none: keep group 0 and the blocks of the first half resident */
+    unsigned char *resident = calloc(G, 1);
+    for (int g = 0; g <= NL / 2; g++)
+        resident[g] = 1;
+    run_result part, ref;
+    run(NL, ZOFF_F32, ZOFF_PARAMS_DEVICE, ZOFF_SCHEDULE_SYNC, 1, NULL, NULL, &ref);
+    run(NL, ZOFF_F32, ZOFF_PARAMS_CPU, ZOFF_SCHEDULE_SYNC, 1, NULL, resident, &part);
+    same(&part, &ref, n, "half resident vs resident");
+    /* streamed: groups NL/2+1 .. NL+1 once in forward; the ring holds the last 4 at the end
+     * (group 0 is resident now); backward re-fetches NL/2+1 .. NL-3; updates of the resident
+     * half go up by H2D as in the resident engine */
+    size_t sfwd = group_bytes(&L, NL / 2 + 1, (int)G - 1, es);
+    size_t sbwd = group_bytes(&L, NL / 2 + 1, NL - 3, es);
+    size_t upd = (L.group_begin[NL / 2 + 1] - L.group_begin[0]) * es;
+    for (int i = 0; i < STEPS; i++) {
+        CHECK_EQ_INT((long long)part.rep[i].param_fetch_bytes, (long long)(sfwd + sbwd));
+        CHECK_EQ_INT((long long)part.rep[i].pcie_h2d_bytes, (long long)(sfwd + sbwd + upd));
+    }
+    printf("half resident: fetched %llu bytes per step (all streamed: %zu), h2d %llu\n",
+           (unsigned long long)part.rep[1].param_fetch_bytes, all + bwd,
+           (unsigned long long)part.rep[1].pcie_h2d_bytes);
+    free(part.master);
+    free(ref.master);
+    free(resident);
+    zoff_layout_free(&L);
+}
+
+static void test_schedules(void) {
+    enum { NL = 8 };
+    zoff_gpt_config c;
+    deep(&c, NL);
+    zoff_layout L;
+    REQUIRE_OK(zoff_gpt_layout_build(&c, &L));
+    static const struct {
+        zoff_schedule s;
+        int accum;
+        const char *name;
+    } cases[] = {{ZOFF_SCHEDULE_OVERLAP, 1, "overlap"},
+                 {ZOFF_SCHEDULE_DPU, 1, "dpu"},
+                 {ZOFF_SCHEDULE_SYNC, 2, "sync, 2 micro-batches"}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        run_result a, b;
+        run(NL, ZOFF_F32, ZOFF_PARAMS_DEVICE, cases[k].s, cases[k].accum, NULL, NULL, &a);
+        run(NL, ZOFF_F32, ZOFF_PARAMS_CPU, cases[k].s, cases[k].accum, NULL, NULL, &b);
+        char what[64];
+        snprintf(what, sizeof what, "%s: cpu vs resident", cases[k].name);
+        same(&b, &a, L.total, what);
+        if (cases[k].accum > 1) { /* fetched once per micro-batch (less what is still there) */
+            long long per_micro = L.n_groups + NL - 2, got = (long long)b.rep[1].param_fetches;
+            printf("  %lld fetches in a step of %d micro-batches (%lld per micro-batch alone)\n",
+                   got, cases[k].accum, per_micro);
+            CHECK(got <= cases[k].accum * per_micro && got > cases[k].accum * per_micro - 4);
+        }
+        free(a.master);
+        free(b.master);
+    }
+    zoff_layout_free(&L);
+}
+
+/* bf16 (identical to resident weights too: the same 16-bit weights and gradient rounding), and
+ * the ring's size against depth: the plan's weights term is the ring's whatever the depth, and
+ * the peak stays within the plan. */
+static void test_bf16_and_depth(void) {
+    run_result a, r, b;
+    run(12, ZOFF_BF16, ZOFF_PARAMS_CPU, ZOFF_SCHEDULE_SYNC, 1, NULL, NULL, &a);
+    run(12, ZOFF_BF16, ZOFF_PARAMS_DEVICE, ZOFF_SCHEDULE_SYNC, 1, NULL, NULL, &r);
+    run(64, ZOFF_BF16, ZOFF_PARAMS_CPU, ZOFF_SCHEDULE_SYNC, 1, NULL, NULL, &b);
+    zoff_gpt_config c;
+    deep(&c, 12);
+    zoff_layout L;
+    REQUIRE_OK(zoff_gpt_layout_build(&c, &L));
+    same(&a, &r, L.total, "bf16 cpu vs resident");
+    zoff_layout_free(&L);
+    printf("bf16: ring %zu bytes at depth 12 and %zu at depth 64; peak %zu <= plan %zu, %zu <= "
+           "%zu; depth 64: 16-bit weights %.1fx the device\n",
+           a.plan.weights, b.plan.weights, a.peak, a.plan.total, b.peak, b.plan.total,
+           (double)b.weight_bytes / (double)b.capacity);
+    CHECK_EQ_INT(a.plan.weights, b.plan.weights);
+    CHECK(a.peak <= a.plan.total && b.peak <= b.plan.total);
+    CHECK(b.weight_bytes >= 4 * b.capacity);
+    free(a.master);
+    free(r.master);
+    free(b.master);
+}
+
+int main(int argc, char **argv) {
+    g_argc = argc;
+    g_argv = argv;
+    zoff_dev_close(zoff_test_open_device(argc, argv, 0)); /* 77 when the backend is missing */
+    zoff_test_watchdog_arm(300, "test_offload_params");
+    char dir[] = "/tmp/zoff-params-XXXXXX";
+    const char *d = mkdtemp(dir);
+    test_parity_and_counters(NULL);
+    test_schedules();
+    test_bf16_and_depth();
+    if (d) rmdir(d);
+    zoff_test_watchdog_disarm();
+    return zoff_test_finish("test_offload_params");
+}

@@ -133,7 +133,8 @@ static int update_streamed(zoff_engine *e, size_t b, const void *grad, zoff_dtyp
                            const zoff_adam_params *ap, int64_t step, zoff_engine_step_report *rep) {
     engine_bucket *bk = &e->buckets[b];
     bool delayed = dpu_delayed(e, step);
-    void *out = delayed ? e->param_ring[b] : param_store_bucket_weights(e->params, b);
+    void *dst = param_store_bucket_weights(e->params, b);
+    void *out = delayed ? e->param_ring[b] : dst;
     float *p = NULL;
     void *m = NULL, *v = NULL;
     int rc = has_error(e) ? 0 : state_store_acquire(e->store, b, &p, &m, &v);
@@ -152,8 +153,12 @@ static int update_streamed(zoff_engine *e, size_t b, const void *grad, zoff_dtyp
     if (delayed) {
         int rw = zoff_dev_host_wait_value(e->dev, &e->ctr->step_end, (uint32_t)(step + 2));
         if (rw) engine_set_error(e, rw);
-        if (!rw && !has_error(e))
-            memcpy(param_store_bucket_weights(e->params, b), out, bk->numel * e->esize);
+        if (!rw && !has_error(e)) memcpy(dst, out, bk->numel * e->esize);
+    }
+    if (!has_error(e)) {
+        int rcw = param_store_commit(e->params, b);
+        if (rcw) engine_set_error(e, rcw);
+        if (!rc) rc = rcw;
     }
     int rv = zoff_dev_host_write_value(e->dev, &e->version[b], (uint32_t)(step + 1));
     if (rv) engine_set_error(e, rv);
@@ -260,6 +265,8 @@ static void finish_report(zoff_engine *e, int set, const work_item *w,
     rep->param_fetch_bytes = w->fetch_bytes;
     rep->param_refetch_bytes = w->refetch_bytes;
     rep->param_fetches = w->fetches;
+    rep->param_nvme_read_bytes = w->nvme_read_bytes;
+    if (e->params) rep->param_nvme_write_bytes = param_store_take_nvme_written(e->params);
     rep->nvme_read_bytes = nr;
     rep->nvme_write_bytes = nw;
     rep->nvme_wait_ms = nvme_ms;

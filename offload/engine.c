@@ -329,6 +329,7 @@ static void stop_threads(zoff_engine *e) {
     pthread_join(e->receiver, NULL);
     if (e->updater_started) pthread_join(e->updater, NULL);
     e->receiver_started = e->updater_started = false;
+    param_store_stop(e->params);
 }
 
 void zoff_engine_destroy(zoff_engine *e) {

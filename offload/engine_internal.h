@@ -85,8 +85,14 @@ int param_store_release(param_store *ps, zoff_dev_stream *s);
 /* End of a micro-batch (trainer): the group order seen becomes the prefetch schedule; the
  * micro-batch's fetch counters are added into w (the last micro-batch of a step) or kept. */
 int param_store_end_micro(param_store *ps, zoff_dev_stream *s, struct work_item *w);
-/* Where the updater writes bucket b's new 16-bit weights (numel elements). */
+/* Where the updater writes bucket b's new 16-bit weights (numel elements), then commits them
+ * (NVMe: written back, synchronously) before advancing the bucket's version. */
 void *param_store_bucket_weights(param_store *ps, size_t b);
+int param_store_commit(param_store *ps, size_t b);
+/* NVMe weight bytes written back since the last call (updater). */
+uint64_t param_store_take_nvme_written(param_store *ps);
+/* Stops the NVMe reader (after the CPU worker threads), releasing what it waits for. */
+void param_store_stop(param_store *ps);
 /* Whether bucket b lies in a streamed group (its weights go to the store, not by H2D). */
 bool param_store_bucket_streamed(const param_store *ps, size_t b);
 /* Device address of resident bucket b's weights (the H2D target of its update). */
@@ -117,7 +123,7 @@ typedef struct work_item {
     float grad_scale; /* clip_coef / loss_scale */
     double grad_norm, clip_coef;
     /* WORK_STEP_END with streamed weights: the step's fetches (trainer side) */
-    uint64_t fetch_bytes, refetch_bytes, fetches;
+    uint64_t fetch_bytes, refetch_bytes, fetches, nvme_read_bytes;
 } work_item;
 
 /* Counters in pinned memory, one cache line each would be nicer; they are few. */

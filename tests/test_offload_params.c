@@ -9,16 +9,29 @@
  *   - per-step byte counters are exact: every group fetched once in forward (the tied head's
  *     group again), the backward re-fetches only what the end of the forward pushed out of the
  *     ring, gradients go down once; resident groups are never fetched;
- *   - bf16 trains and its loss falls. */
+ *   - NVMe faults: a failed read or a checksum mismatch on a weight block stops the run with an
+ *     error naming the layer group, and no checkpoint is written after it. */
 #include "model/model_offload.h"
 #include "model/model.h"
 #include "tests/device_test_util.h"
 #include "tests/test_util.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* A set-up step that must succeed (not a result under test). */
+#define MUST(cond)                                                                                 \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: set-up failed: %s\n", __FILE__, __LINE__, #cond);              \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
 
 enum { B = 1, T = 8, V = 64, STEPS = 5 };
 
@@ -176,8 +189,12 @@ static void test_parity_and_counters(const char *dir) {
         run(NL, ZOFF_F32, ZOFF_PARAMS_NVME, ZOFF_SCHEDULE_SYNC, 1, dir, NULL, &nvme);
         same(&nvme, &res, n, "nvme weights vs resident");
         size_t nvme_read = 0;
-        for (int i = 0; i < STEPS; i++)
+        for (int i = 0; i < STEPS; i++) { /* whole 4 KiB blocks of the fetched buckets */
             nvme_read += nvme.rep[i].param_nvme_read_bytes;
+            CHECK(nvme.rep[i].param_nvme_read_bytes >= nvme.rep[i].param_fetch_bytes);
+            CHECK(nvme.rep[i].param_nvme_read_bytes < nvme.rep[i].param_fetch_bytes + 4096 * 400);
+            CHECK(nvme.rep[i].param_nvme_write_bytes >= (L.total - L.group_begin[0]) * 4);
+        }
         printf("nvme: %zu weight bytes read from NVMe over %d steps\n", nvme_read, STEPS);
         CHECK(nvme_read > 0);
         free(nvme.master);
@@ -297,6 +314,94 @@ static void test_bf16_and_depth(void) {
     free(b.master);
 }
 
+/* Overwrites every swap file of this process in dir with garbage: the next reads of the
+ * weights fail their checksums. */
+static void corrupt_swap_files(const char *dir) {
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "zoff-swap.%d.", (int)getpid());
+    DIR *dp = opendir(dir);
+    MUST(dp != NULL);
+    struct dirent *de;
+    int n = 0;
+    while ((de = readdir(dp))) {
+        size_t len = strlen(de->d_name);
+        if (strncmp(de->d_name, prefix, strlen(prefix)) != 0 || len < 4 ||
+            strcmp(de->d_name + len - 4, ".dat") != 0)
+            continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        int fd = open(path, O_WRONLY);
+        MUST(fd >= 0);
+        char junk[4096];
+        memset(junk, 0x5a, sizeof junk);
+        off_t size = lseek(fd, 0, SEEK_END);
+        for (off_t o = 0; o < size; o += (off_t)sizeof junk)
+            MUST(pwrite(fd, junk, sizeof junk, o) == (ssize_t)sizeof junk);
+        fsync(fd);
+        close(fd);
+        n++;
+    }
+    closedir(dp);
+    MUST(n > 0);
+}
+
+/* One faulty run: `every` > 0 injects -EIO into every Nth weight I/O after the set-up;
+ * corrupt: the swap files are overwritten after the first step. The run must stop with an
+ * error naming a layer group, and the checkpoint after it must not be written. */
+static void faulty_run(const char *dir, unsigned every, bool corrupt, const char *what) {
+    zoff_gpt_config c;
+    deep(&c, 6);
+    zoff_model_options o;
+    options(&o, ZOFF_BF16, true);
+    zoff_engine_config ec;
+    engine_config(&ec, ZOFF_PARAMS_NVME, ZOFF_SCHEDULE_SYNC, dir);
+    ec.nvme_debug_error_every = every;
+    ec.nvme_debug_error_errno = EIO;
+    zoff_dev *dev = zoff_test_open_device(g_argc, g_argv, 0);
+    zoff_model *m;
+    REQUIRE_OK(zoff_gpt_create(dev, &c, &o, &m));
+    const zoff_layout *L = zoff_model_get_layout(m);
+    float *init = malloc(L->total * sizeof(float));
+    REQUIRE_OK(zoff_model_init_host(m, 7, init));
+    zoff_dev_stream *s;
+    REQUIRE_OK(zoff_dev_stream_create(dev, &s));
+    zoff_model_offload *off;
+    REQUIRE_OK(zoff_model_offload_create(m, s, &ec, init, &off));
+    int32_t x[B * T], y[B * T];
+    int rc = 0, step = 0;
+    for (; step < STEPS && !rc; step++) {
+        batch(step, x, y);
+        rc = zoff_model_offload_micro_batch(off, BATCH(x, y, B, T), NULL);
+        if (!rc && corrupt && step == 0) {
+            REQUIRE_OK(zoff_engine_flush(zoff_model_offload_engine(off), s));
+            corrupt_swap_files(dir);
+        }
+    }
+    if (!rc) rc = zoff_engine_flush(zoff_model_offload_engine(off), s);
+    char detail[512];
+    snprintf(detail, sizeof detail, "%s", zoff_last_error_detail());
+    printf("%s: stopped at step %d with %s: %s\n", what, step - 1, zoff_strerror(rc), detail);
+    CHECK(rc != 0);
+    CHECK(strstr(detail, "layer group") != NULL);
+    /* the checkpoint is refused, nothing written */
+    char ckpt[600];
+    snprintf(ckpt, sizeof ckpt, "%s/optimizer.safetensors", dir);
+    float *master = malloc(L->total * sizeof(float));
+    CHECK(zoff_model_offload_save_state(off, ckpt, master) != 0);
+    CHECK(access(ckpt, F_OK) != 0);
+    free(master);
+    zoff_model_offload_destroy(off);
+    free(init);
+    zoff_model_destroy(m);
+    zoff_dev_stream_destroy(s);
+    zoff_dev_close(dev);
+}
+
+static void test_nvme_faults(const char *dir) {
+    faulty_run(dir, 3, false, "injected NVMe read error");
+    faulty_run(dir, 0, true, "corrupted weight blocks");
+}
+
 int main(int argc, char **argv) {
     g_argc = argc;
     g_argv = argv;
@@ -304,7 +409,8 @@ int main(int argc, char **argv) {
     zoff_test_watchdog_arm(300, "test_offload_params");
     char dir[] = "/tmp/zoff-params-XXXXXX";
     const char *d = mkdtemp(dir);
-    test_parity_and_counters(NULL);
+    test_parity_and_counters(d);
+    if (d) test_nvme_faults(d);
     test_schedules();
     test_bf16_and_depth();
     if (d) rmdir(d);

@@ -103,6 +103,10 @@ typedef struct zoff_engine_config {
     size_t n_groups;           /* layer groups (streamed weights only) */
     const size_t *group_begin; /* n_groups + 1 element offsets; read at create */
     const unsigned char *group_resident; /* NULL, or per group 1: kept on the device */
+    /* Fault injection for tests (0 = off): every Nth NVMe operation on the weights' swap
+     * fails with -nvme_debug_error_errno. */
+    unsigned nvme_debug_error_every;
+    int nvme_debug_error_errno;
 } zoff_engine_config;
 
 void zoff_engine_config_default(zoff_engine_config *cfg);
@@ -159,7 +163,8 @@ typedef struct zoff_engine_step_report {
     uint64_t param_fetch_bytes;     /* streamed weights fetched to the device (all micro-batches) */
     uint64_t param_refetch_bytes;   /* of which groups fetched again within a micro-batch */
     uint64_t param_fetches;         /* group fetches */
-    uint64_t param_nvme_read_bytes; /* streamed weights read from NVMe */
+    uint64_t param_nvme_read_bytes;  /* streamed weights read from NVMe */
+    uint64_t param_nvme_write_bytes; /* updated weights written back to NVMe */
     uint64_t nvme_read_bytes, nvme_write_bytes;
     double cpu_adam_ms;      /* CPU busy in the fused step */
     double cpu_wait_grad_ms; /* CPU worker idle, waiting for gradients to arrive */

@@ -77,14 +77,14 @@ int zoff_model_offload_plan(const zoff_layout *L, zoff_dtype weight_dtype,
                                        L->tensors[t].numel, L->tensors[t].layer, 0};
     zoff_engine_config ec = *cfg;
     ec.dtype = weight_dtype;
+    ec.n_groups = (size_t)L->n_groups; /* streamed: buckets stay inside groups */
+    ec.group_begin = L->group_begin;
     int rc = zoff_engine_plan_device_bytes(&ec, tens, (size_t)L->n_tensors, &plan->buckets);
     free(tens);
     if (!rc && cfg->params != ZOFF_PARAMS_DEVICE) {
         /* the model allocates no weights: the weights term is the engine's ring and resident
          * groups */
         size_t bytes = 0;
-        ec.n_groups = (size_t)L->n_groups;
-        ec.group_begin = L->group_begin;
         rc = zoff_engine_plan_param_bytes(&ec, &bytes);
         plan->weights = bytes;
     }

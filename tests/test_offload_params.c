@@ -125,6 +125,12 @@ static void run(int n_layer, zoff_dtype dt, zoff_param_location where, zoff_sche
     zoff_model_offload *off;
     REQUIRE_OK(zoff_model_offload_create(m, s, &ec, init, &off));
     zoff_engine *e = zoff_model_offload_engine(off);
+    zoff_engine_memory mem;
+    zoff_engine_get_memory(e, &mem);
+    if (where != ZOFF_PARAMS_DEVICE) { /* the plan is what the engine allocates */
+        CHECK_EQ_INT(mem.param_device_bytes, r->plan.weights);
+        CHECK_EQ_INT(mem.device_bytes, r->plan.buckets);
+    }
     int32_t x[B * T], y[B * T];
     for (int i = 0; i < STEPS; i++) {
         float sum = 0;

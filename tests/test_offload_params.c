@@ -408,6 +408,101 @@ static void test_nvme_faults(const char *dir) {
     faulty_run(dir, 0, true, "corrupted weight blocks");
 }
 
+/* A Llama (untied head: the last group holds the norm and lm_head) through the same glue:
+ * streamed weights equal resident ones bit for bit; the trace shows the fetches and
+ * evictions on their own lane. */
+static void run_llama(zoff_param_location where, const char *trace, float *losses, float *master) {
+    zoff_llama_config c;
+    zoff_llama_config_default(&c);
+    c.n_layer = 6;
+    c.n_embd = 64;
+    c.n_head = 4;
+    c.n_kv_head = 2;
+    c.n_ffn = 128;
+    c.vocab_size = V;
+    c.seq_len = T;
+    c.tie_word_embeddings = false;
+    zoff_model_options o;
+    options(&o, ZOFF_F32, where != ZOFF_PARAMS_DEVICE);
+    zoff_dev *dev = zoff_test_open_device(g_argc, g_argv, 0);
+    zoff_model *m;
+    REQUIRE_OK(zoff_llama_create(dev, &c, &o, &m));
+    const zoff_layout *L = zoff_model_get_layout(m);
+    float *init = malloc(L->total * sizeof(float));
+    REQUIRE_OK(zoff_model_init_host(m, 11, init));
+    zoff_dev_stream *s;
+    REQUIRE_OK(zoff_dev_stream_create(dev, &s));
+    zoff_engine_config ec;
+    engine_config(&ec, where, ZOFF_SCHEDULE_SYNC, NULL);
+    ec.prefetch_depth = 1;
+    ec.trace_path = trace;
+    zoff_model_offload *off;
+    REQUIRE_OK(zoff_model_offload_create(m, s, &ec, init, &off));
+    int32_t x[B * T], y[B * T];
+    for (int i = 0; i < STEPS; i++) {
+        batch(i, x, y);
+        REQUIRE_OK(zoff_model_offload_micro_batch(off, BATCH(x, y, B, T), &losses[i]));
+    }
+    REQUIRE_OK(zoff_model_offload_get_master(off, master));
+    REQUIRE_OK(zoff_model_offload_finish(off)); /* writes the trace */
+    free(init);
+    zoff_model_destroy(m);
+    zoff_dev_stream_destroy(s);
+    zoff_dev_close(dev);
+}
+
+static void test_llama_and_trace(void) {
+    zoff_llama_config c;
+    zoff_llama_config_default(&c);
+    c.n_layer = 6;
+    c.n_embd = 64;
+    c.n_head = 4;
+    c.n_kv_head = 2;
+    c.n_ffn = 128;
+    c.vocab_size = V;
+    c.seq_len = T;
+    c.tie_word_embeddings = false;
+    zoff_layout L;
+    REQUIRE_OK(zoff_llama_layout_build(&c, &L));
+    float la[STEPS], lb[STEPS];
+    float *ma = malloc(L.total * sizeof(float)), *mb = malloc(L.total * sizeof(float));
+    char trace[] = "/tmp/zoff-params-trace-XXXXXX";
+    int fd = mkstemp(trace);
+    MUST(fd >= 0);
+    close(fd);
+    run_llama(ZOFF_PARAMS_DEVICE, NULL, la, ma);
+    run_llama(ZOFF_PARAMS_CPU, trace, lb, mb);
+    bool same_losses = memcmp(la, lb, sizeof la) == 0;
+    bool same_master = memcmp(ma, mb, L.total * sizeof(float)) == 0;
+    printf("llama cpu vs resident        losses %s, master weights %s\n",
+           same_losses ? "identical" : "DIFFER", same_master ? "identical" : "DIFFER");
+    CHECK(same_losses);
+    CHECK(same_master);
+    FILE *f = fopen(trace, "r");
+    MUST(f != NULL);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    rewind(f);
+    char *text = calloc((size_t)size + 1, 1);
+    MUST(fread(text, 1, (size_t)size, f) == (size_t)size);
+    fclose(f);
+    int fetches = 0, evictions = 0;
+    for (const char *p = text; (p = strstr(p, "\"fetch g")); p++)
+        fetches++;
+    for (const char *p = text; (p = strstr(p, "(evicts g")); p++)
+        evictions++;
+    printf("trace: %d fetch spans, %d with an eviction, beside compute: %s\n", fetches, evictions,
+           strstr(text, "forward+backward") ? "yes" : "no");
+    CHECK(fetches >= STEPS * L.n_groups);
+    CHECK(evictions > 0);
+    CHECK(strstr(text, "forward+backward") != NULL);
+    free(text);
+    unlink(trace);
+    free(ma);
+    free(mb);
+    zoff_layout_free(&L);
+}
+
 int main(int argc, char **argv) {
     g_argc = argc;
     g_argv = argv;
@@ -419,6 +514,7 @@ int main(int argc, char **argv) {
     if (d) test_nvme_faults(d);
     test_schedules();
     test_bf16_and_depth();
+    test_llama_and_trace();
     if (d) rmdir(d);
     zoff_test_watchdog_disarm();
     return zoff_test_finish("test_offload_params");

@@ -20,6 +20,11 @@
  *                   device parameters, advances `h2d_count` and the bucket's `version`.
  * Counters only grow; stream waits on them are how the trainer's stream waits for work the
  * host has not issued yet (see zoff_dev_stream_wait_value).
+ *
+ * Streamed weights (cfg.params CPU or NVMe, param_store.c): the updater writes a streamed
+ * bucket's new weights into the parameter store and advances its version from the host; the
+ * trainer's acquire_group fetches a layer group into a device ring slot on the store's fetch
+ * stream (which waits for the versions), and the compute stream waits for the fetch.
  */
 #ifndef ZOFF_OFFLOAD_ENGINE_INTERNAL_H
 #define ZOFF_OFFLOAD_ENGINE_INTERNAL_H

@@ -43,6 +43,7 @@ typedef struct train_opts {
     double rope_theta;    /* llama */
     const char *max_shard_size, *save_dtype; /* checkpoints' weights */
     int activation_checkpoint, overwrite, max_nonfinite;
+    const char *offload_activations; /* none | cpu */
     double val_frac;
     unsigned long long given;     /* bit i: specs[i] was set by a flag or the config file */
     zoff_train_offload_flags off; /* --offload and the engine's settings */
@@ -83,6 +84,8 @@ static const opt_spec specs[] = {
      "GEMM operand type: auto, f32, bf16, f16 (auto: bf16 on cuda, f32 on host)"},
     {"activation-checkpoint", OPT_FLAG, O(activation_checkpoint), 0, 1,
      "recompute each block in backward"},
+    {"offload-activations", OPT_STR, O(offload_activations), 0, 0,
+     "with --activation-checkpoint: kept block inputs in pinned CPU memory: none, cpu (none)"},
     {"data", OPT_STR, O(data), 0, 0, "text file (byte tokens) or llm.c .bin tokens"},
     {"val-frac", OPT_FLOAT, O(val_frac), 1e-6, 0.9, "validation split at the end (0.1)"},
     {"val-every", OPT_INT, O(val_every), 0, INT_MAX, "validate every N steps, 0 = end only (50)"},
@@ -163,6 +166,7 @@ static void defaults(train_opts *o) {
     o->off.bucket_size = "auto";
     o->off.dpu_warmup = 2;
     o->off.params = "none";
+    o->offload_activations = "none";
     o->off.prefetch = 2;
     o->max_nonfinite = 3;
 }
@@ -1049,6 +1053,17 @@ int zoff_cmd_train(int argc, char **argv) {
     go.batch = o->batch;
     go.seq_len = o->seq_len;
     go.activation_checkpoint = o->activation_checkpoint;
+    if (strcmp(o->offload_activations, "none") != 0) {
+        if (strcmp(o->offload_activations, "cpu") != 0 || !o->activation_checkpoint) {
+            fprintf(stderr,
+                    "zoff train: --offload-activations '%s': expected none or cpu, "
+                    "with --activation-checkpoint\n",
+                    o->offload_activations);
+            ret = 2;
+            goto out;
+        }
+        go.offload_activations = true;
+    }
     zoff_trainer_config tc;
     zoff_trainer_config_default(&tc);
     tc.lr = (float)o->lr;

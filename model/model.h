@@ -171,6 +171,9 @@ typedef struct zoff_model_options {
     bool activation_checkpoint; /* keep each block's input only; recompute it in backward */
     int loss_chunk_rows;        /* rows of logits per chunk of the loss; 0 = auto (about 16M
                                    logits, at most B*T) */
+    bool offload_activations;   /* with activation_checkpoint: the kept block inputs live in
+                                   pinned CPU memory, a few on the device, copied out in
+                                   forward and back ahead of the backward, overlapped */
     bool stream_weights;        /* the model allocates no weights: each layer group's device
                                    address comes from the params-needed hook
                                    (zoff_model_set_group_weights), e.g. the offload engine's
@@ -263,6 +266,8 @@ void zoff_model_set_grad_sink(zoff_model *m, const zoff_grad_sink *sink);
  * streamed engine then releases that group's ring slot). A non-zero return stops the pass. */
 typedef int (*zoff_model_params_needed_fn)(void *ctx, int group, zoff_dev_stream *s);
 void zoff_model_set_params_needed_hook(zoff_model *m, zoff_model_params_needed_fn fn, void *ctx);
+/* offload_activations: bytes of kept block inputs copied to the host and back so far. */
+void zoff_model_activation_traffic(const zoff_model *m, uint64_t *d2h, uint64_t *h2d);
 /* stream_weights: group g's weights are at base (device memory, the group's elements from
  * layout.group_begin[g]) for the reads that follow; called from the params-needed hook. */
 void zoff_model_set_group_weights(zoff_model *m, int group, void *base);

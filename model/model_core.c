@@ -154,6 +154,7 @@ void zoff_model_destroy(zoff_model *m) {
     if (!m) return;
     if (m->dev) zoff_dev_synchronize(m->dev);
     if (m->ops && m->ops->destroy) m->ops->destroy(m);
+    model_kept_free(m);
     for (int i = 0; i < m->n_allocs; i++)
         zoff_dev_free(m->dev, m->allocs[i]);
     for (int i = 0; i < 2; i++) {
@@ -225,6 +226,7 @@ static int need_flat(const zoff_model *m, const char *what) {
 }
 
 int model_params_needed(zoff_model *m, zoff_dev_stream *s, int group) {
+    MODEL_TRY(model_kept_hook(m, s, group));
     return m->need_hook ? m->need_hook(m->need_ctx, group, s) : 0;
 }
 
@@ -538,7 +540,10 @@ int zoff_model_forward(zoff_model *m, zoff_dev_stream *s, const zoff_batch *b, f
     MODEL_TRY(stage_batch(m, s, b, false));
     m->cur_B = b->B;
     m->cur_T = b->T;
-    MODEL_TRY(m->ops->forward_body(m, s, b->B, b->T));
+    m->kept_phase = 1;
+    int rc = m->ops->forward_body(m, s, b->B, b->T);
+    m->kept_phase = 0;
+    MODEL_TRY(rc);
     m->have_fwd = true;
     if (!b->targets || !loss) return 0;
     MODEL_TRY(head_needed(m, s));
@@ -554,7 +559,10 @@ int zoff_model_forward_backward(zoff_model *m, zoff_dev_stream *s, const zoff_ba
     MODEL_TRY(stage_batch(m, s, b, true));
     m->cur_B = b->B;
     m->cur_T = b->T;
-    MODEL_TRY(m->ops->forward_body(m, s, b->B, b->T));
+    m->kept_phase = 1;
+    int rc = m->ops->forward_body(m, s, b->B, b->T);
+    m->kept_phase = 0;
+    MODEL_TRY(rc);
     m->have_fwd = true;
     MODEL_TRY(grads_begin_backward(m, s));
     /* the head's weight gradient starts here (tied: it is also the embedding's) */
@@ -562,7 +570,10 @@ int zoff_model_forward_backward(zoff_model *m, zoff_dev_stream *s, const zoff_ba
     MODEL_TRY(head_needed(m, s));
     MODEL_TRY(head_loss(m, s, true, dloss_scale));
     MODEL_TRY(send_losses(m, s));
-    MODEL_TRY(m->ops->backward_body(m, s, b->B, b->T));
+    m->kept_phase = 2;
+    rc = m->ops->backward_body(m, s, b->B, b->T);
+    m->kept_phase = 0;
+    MODEL_TRY(rc);
     return loss ? zoff_model_loss_wait(m, s, loss) : 0;
 }
 

@@ -198,9 +198,11 @@ int main(int argc, char **argv) {
     CHECK(output_has("step 6/6"));
     /* streamed weights (--offload-params): a run resumes exactly from its checkpoint, with its
      * weights streamed from CPU memory before and from NVMe after */
-    CHECK_EQ_INT(run("train " TINY "--steps 6 --ckpt-every 3 --sample-tokens 3 --offload cpu "
-                     "--offload-params cpu --prefetch 1 --bucket-size 16KiB --out par1"),
-                 0);
+    CHECK_EQ_INT(
+        run("train " TINY "--steps 6 --ckpt-every 3 --sample-tokens 3 --offload cpu "
+            "--offload-params cpu --prefetch 1 --bucket-size 16KiB --activation-checkpoint "
+            "--offload-activations cpu --out par1"),
+        0);
     CHECK(output_has("weights streamed"));
     CHECK(output_has("layer groups resident"));
     CHECK_EQ_INT(run("train " TINY "--steps 6 --resume par1/step_3 --sample-tokens 0 --offload cpu "
@@ -213,6 +215,8 @@ int main(int argc, char **argv) {
     CHECK(system(cmp) == 0);
     CHECK_EQ_INT(run("train --offload-params gpu --offload cpu"), 2);
     CHECK(output_has("--offload-params"));
+    CHECK_EQ_INT(run("train --offload-activations cpu"), 2); /* needs checkpointing */
+    CHECK(output_has("--offload-activations"));
     CHECK_EQ_INT(run("train --offload none --offload-params cpu"), 2);
     CHECK(output_has("--offload cpu|nvme"));
     /* offload flags checked, naming the flag */

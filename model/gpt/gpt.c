@@ -85,9 +85,8 @@ static int gpt_alloc(zoff_model *m) {
     size_t B = (size_t)m->opt.batch, T = (size_t)m->opt.seq_len, BT = B * T;
     size_t f = sizeof(float);
     float *res_all;
-    ALLOC(TERM_ACTIVATIONS, (L + 1) * BT * C * f, res_all);
-    for (size_t l = 0; !m->counting && l <= L; l++)
-        g->res[l] = res_all + l * BT * C;
+    ALLOC(TERM_ACTIVATIONS, model_kept_count(m, L + 1) * BT * C * f, res_all);
+    MODEL_TRY(model_kept_register(m, g->res, L + 1, res_all, BT * C * f));
     size_t distinct = m->opt.activation_checkpoint ? 1 : L;
     for (size_t l = 0; l < distinct; l++) {
         gpt_block *a = &g->blocks[l];

@@ -197,9 +197,8 @@ static int llama_alloc(zoff_model *m) {
     size_t F = (size_t)c->n_ffn;
     size_t B = (size_t)m->opt.batch, T = (size_t)m->opt.seq_len, BT = B * T, f = sizeof(float);
     float *res_all;
-    ALLOC(TERM_ACTIVATIONS, (L + 1) * BT * C * f, res_all);
-    for (size_t l = 0; !m->counting && l <= L; l++)
-        g->res[l] = res_all + l * BT * C;
+    ALLOC(TERM_ACTIVATIONS, model_kept_count(m, L + 1) * BT * C * f, res_all);
+    MODEL_TRY(model_kept_register(m, g->res, L + 1, res_all, BT * C * f));
     size_t distinct = m->opt.activation_checkpoint ? 1 : L;
     for (size_t l = 0; l < distinct; l++) {
         llama_block *a = &g->blocks[l];

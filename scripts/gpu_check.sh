@@ -11,7 +11,8 @@
 #               what CI runs already
 #   5. benches  bench_train (bf16 GPT-2 124M shape, 8 x 1024, against the in-run bf16 GEMM)
 #               and bench_offload (the same model offloaded: CPU and NVMe, each schedule,
-#               against its forward+backward alone)
+#               against its forward+backward alone), bench_attention (fused vs materialized)
+#               and PyTorch's scaled_dot_product_attention on the same shapes
 # Every stage runs under its own timeout, cut to what is left of the whole budget
 # (ZOFF_GPU_CHECK_BUDGET seconds, default 450: the run fits in 8 minutes on 16 cores), so a
 # hang costs one stage, not the call. Five files are written to the results folder ($OUT,
@@ -133,6 +134,15 @@ bench bench_train 90 build/gpu/bench/bench_train --device cuda --dtype bf16 --ba
 bench bench_offload 120 build/gpu/bench/bench_offload --device cuda --dtype bf16 --layers 12 \
     --embd 768 --heads 12 --vocab 50257 --seq 1024 --batch 8 --steps 5 --warmup 2 \
     --nvme-path "$nvme"
+# the fused attention against the materialized one (in-run) and against PyTorch's
+# scaled_dot_product_attention on the same shapes (GPT-2 heads, 8 x 1024 included)
+bench bench_attention 60 build/gpu/bench/bench_attention --device cuda --batch 8 \
+    --seq-lens 256,1024 --iters 10
+if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+    bench torch_sdpa 60 python3 scripts/bench_attention_torch.py --batch 8 --seq-lens 256,1024
+else
+    note "torch_sdpa: skipped (no PyTorch with CUDA here)"
+fi
 
 note "total: $(($(date +%s) - start))s of ${budget}s; results in $out"
 exit $status

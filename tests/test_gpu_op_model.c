@@ -5,7 +5,12 @@
  *   - every backward against central finite differences of its forward, for the objective
  *     sum(out * w) with random w (so dout = w), at sampled coordinates;
  *   - gemm in all transpose combinations, fp32 and bf16/fp16 operands (against references
- *     on 16-bit-rounded inputs), and AdamW against its formula. */
+ *     on 16-bit-rounded inputs), and AdamW against its formula;
+ *   - the typed variants (16-bit weights, gradients and outputs, rounded once) of every model
+ *     kernel against double references on the same rounded inputs, including 16-bit GEMM
+ *     outputs with beta != 0, gradients accumulated into non-zero 16-bit buffers, embedding
+ *     position ids, and the fused loss with ignored targets. The fused attention has its own
+ *     test (test_gpu_flash_attention.c). */
 #include "core/half.h"
 #include "tests/device_test_util.h"
 #include "tests/test_util.h"
@@ -166,8 +171,8 @@ static void test_gemm(void) {
                 free(ref);
             }
     /* bad arguments are refused, not crashed on */
-    CHECK(zoff_dev_op_gemm(st, false, false, 2, 2, 2, 1, NULL, 2, NULL, 2, ZOFF_F32, 0, NULL, ZOFF_F32, 2) ==
-          -EINVAL);
+    CHECK(zoff_dev_op_gemm(st, false, false, 2, 2, 2, 1, NULL, 2, NULL, 2, ZOFF_F32, 0, NULL,
+                           ZOFF_F32, 2) == -EINVAL);
 }
 
 /* --- elementwise: add, bias, gelu ------------------------------------------------------------ */
@@ -257,7 +262,8 @@ static double ln_obj(void *p) {
     size_t n = c->N * c->C;
     float *dx = upf(c->x, n), *dwt = upf(c->wt, c->C), *dbs = upf(c->bs, c->C);
     float *dy = zerof(n), *dm = zerof(c->N), *dr = zerof(c->N), *y = malloc(n * 4);
-    CHECK_OK(zoff_dev_op_layernorm_fwd(st, dy, ZOFF_F32, dm, dr, dx, dwt, dbs, ZOFF_F32, c->N, c->C));
+    CHECK_OK(
+        zoff_dev_op_layernorm_fwd(st, dy, ZOFF_F32, dm, dr, dx, dwt, dbs, ZOFF_F32, c->N, c->C));
     down(y, dy, n);
     double r = dot_w(y, c->w, n);
     dfree(dx), dfree(dwt), dfree(dbs), dfree(dy), dfree(dm), dfree(dr);
@@ -292,7 +298,8 @@ static void test_layernorm(void) {
 
     float *w = rnd(n, -1, 1), *dw = upf(w, n);
     float *gdx = zerof(n), *gdw = zerof(C), *gdb = zerof(C);
-    CHECK_OK(zoff_dev_op_layernorm_bwd(st, gdx, gdw, gdb, ZOFF_F32, dw, dx, dwt, ZOFF_F32, dm, dr, N, C));
+    CHECK_OK(zoff_dev_op_layernorm_bwd(st, gdx, gdw, gdb, ZOFF_F32, dw, dx, dwt, ZOFF_F32, dm, dr,
+                                       N, C));
     float *gx = malloc(n * 4), *gw = malloc(C * 4), *gb = malloc(C * 4);
     down(gx, gdx, n);
     down(gw, gdw, C);
@@ -486,6 +493,411 @@ static void test_embedding(void) {
     free(gr), free(gpr);
 }
 
+/* --- typed variants: 16-bit weights, gradients, outputs ---------------------------------------
+ * Each against a double reference computed from the same (rounded) inputs; a 16-bit result is
+ * compared within its rounding (normalized error), an fp32 one tightly. */
+
+static double tol16(zoff_dtype t, double f32_tol) {
+    return t == ZOFF_BF16 ? 4e-3 : t == ZOFF_F16 ? 6e-4 : f32_tol;
+}
+
+/* n floats into device memory as type t (a new allocation); the host copy is rounded to t. */
+static void *upt(float *h, size_t n, zoff_dtype t) {
+    size_t es = zoff_dtype_size(t);
+    void *tmp = malloc(n ? n * es : 4);
+    for (size_t i = 0; i < n; i++) {
+        h[i] = round16(h[i], t);
+        zoff_store_from_f32(tmp, t, i, h[i]);
+    }
+    void *d = up(tmp, n * es);
+    free(tmp);
+    return d;
+}
+
+static void downt(float *h, const void *d, size_t n, zoff_dtype t) {
+    size_t es = zoff_dtype_size(t);
+    void *tmp = malloc(n ? n * es : 4);
+    REQUIRE_OK(zoff_dev_synchronize(dev));
+    REQUIRE_OK(zoff_dev_memcpy(dev, tmp, d, n * es, ZOFF_COPY_D2H));
+    for (size_t i = 0; i < n; i++)
+        h[i] = zoff_load_as_f32(tmp, t, i);
+    free(tmp);
+}
+
+static void check_typed(const char *op, zoff_dtype t, const float *a, const double *ref, size_t n,
+                        double f32_tol) {
+    char what[96];
+    snprintf(what, sizeof what, "%s (%s)", op, zoff_dtype_name(t));
+    check_close(what, a, ref, n, tol16(t, f32_tol));
+}
+
+/* C (c_type, 16-bit or not) = alpha op(A) op(B) + beta C with beta != 0, every pair of operand
+ * and output types (cuBLAS takes some pairs, the CUDA backend's own kernel the others). */
+static void test_gemm_typed_c(void) {
+    static const zoff_dtype pairs[][2] = {
+        {ZOFF_BF16, ZOFF_BF16}, {ZOFF_F16, ZOFF_F16},  {ZOFF_F32, ZOFF_BF16},
+        {ZOFF_F32, ZOFF_F16},   {ZOFF_BF16, ZOFF_F16}, {ZOFF_F16, ZOFF_BF16},
+    };
+    const int M = 37, N = 29, K = 45;
+    for (size_t pi = 0; pi < sizeof pairs / sizeof pairs[0]; pi++)
+        for (int tt = 0; tt < 4; tt++) {
+            zoff_dtype ab = pairs[pi][0], ct = pairs[pi][1];
+            bool ta = tt & 1, tb = tt >> 1;
+            int lda = (ta ? M : K) + 1, ldb = (tb ? K : N) + 2, ldc = N + 3;
+            size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb;
+            size_t nc = (size_t)M * ldc;
+            float *A = rnd(na, -1, 1), *B = rnd(nb, -1, 1), *C = rnd(nc, -2, 2);
+            void *dA = upt(A, na, ab), *dB = upt(B, nb, ab), *dC = upt(C, nc, ct);
+            double *ref = malloc(nc * sizeof *ref);
+            float alpha = 1.25f, beta = -0.75f;
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < ldc; j++) {
+                    size_t ci = (size_t)i * ldc + j;
+                    double acc = 0;
+                    for (int k = 0; j < N && k < K; k++)
+                        acc += (double)(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                               (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+                    ref[ci] = j < N ? alpha * acc + beta * C[ci] : C[ci];
+                }
+            CHECK_OK(zoff_dev_op_gemm(st, ta, tb, M, N, K, alpha, dA, lda, dB, ldb, ab, beta, dC,
+                                      ct, ldc));
+            float *got = malloc(nc * sizeof *got);
+            downt(got, dC, nc, ct);
+            char what[80];
+            snprintf(what, sizeof what, "gemm %s -> C %s ta=%d tb=%d beta!=0", zoff_dtype_name(ab),
+                     zoff_dtype_name(ct), ta, tb);
+            check_close(what, got, ref, nc, tol16(ct, 1e-5));
+            int pad_changed = 0; /* columns N..ldc of C are not the matrix: untouched */
+            for (int i = 0; i < M; i++)
+                for (int j = N; j < ldc; j++)
+                    pad_changed += got[(size_t)i * ldc + j] != C[(size_t)i * ldc + j];
+            CHECK_EQ_INT(pad_changed, 0);
+            /* beta 0: C is not read (NaN in it does not leak into the result) */
+            if (tt == 0) {
+                float *nanc = malloc(nc * sizeof *nanc);
+                for (size_t i = 0; i < nc; i++)
+                    nanc[i] = NAN;
+                void *dN = upt(nanc, nc, ct);
+                CHECK_OK(zoff_dev_op_gemm(st, ta, tb, M, N, K, alpha, dA, lda, dB, ldb, ab, 0.0f,
+                                          dN, ct, ldc));
+                downt(got, dN, nc, ct);
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < ldc; j++) {
+                        size_t ci = (size_t)i * ldc + j;
+                        ref[ci] = j < N ? ref[ci] - beta * C[ci] : 0.0;
+                        if (j >= N) got[ci] = 0.0f; /* padding keeps its NaN */
+                    }
+                snprintf(what, sizeof what, "gemm %s -> C %s beta=0 over NaN", zoff_dtype_name(ab),
+                         zoff_dtype_name(ct));
+                check_close(what, got, ref, nc, tol16(ct, 1e-5));
+                dfree(dN);
+                free(nanc);
+            }
+            dfree(dA), dfree(dB), dfree(dC);
+            free(A), free(B), free(C), free(ref), free(got);
+        }
+}
+
+static double gelu_grad_ref(double x) {
+    double u = sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x), th = tanh(u);
+    return 0.5 * (1.0 + th) +
+           0.5 * x * (1.0 - th * th) * sqrt(2.0 / M_PI) * (1.0 + 3.0 * 0.044715 * x * x);
+}
+
+/* bias add and bias gradient with typed buffers: rows enough for the CUDA backend's two-stage
+ * column sum, and a wide one for its single-pass form; GELU forward and backward (which writes,
+ * in place over dout too). */
+static void test_elementwise_typed(void) {
+    static const zoff_dtype types[][2] = {/* out or g type, bias or dout type */
+                                          {ZOFF_BF16, ZOFF_BF16},
+                                          {ZOFF_F16, ZOFF_F16},
+                                          {ZOFF_F32, ZOFF_BF16},
+                                          {ZOFF_BF16, ZOFF_F32},
+                                          {ZOFF_F32, ZOFF_F32}};
+    static const int shapes[][2] = {{300, 70}, {70, 33000}, {1, 5}};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+        for (size_t si = 0; si < 3; si++) {
+            zoff_dtype to = types[ti][0], tb = types[ti][1];
+            size_t R = (size_t)shapes[si][0];
+            int OC = shapes[si][1];
+            size_t n = R * OC;
+            float *m = rnd(n, -1, 1), *bias = rnd(OC, -1, 1), *g0 = rnd(OC, -4, 4);
+            void *dm = upt(m, n, to), *db = upt(bias, OC, tb);
+            /* bias add: out (to) += bias (tb) */
+            CHECK_OK(zoff_dev_op_bias_add(st, dm, to, db, tb, R, OC));
+            float *got = malloc(n * sizeof *got);
+            double *ref = malloc(n * sizeof *ref);
+            downt(got, dm, n, to);
+            for (size_t i = 0; i < n; i++)
+                ref[i] = (double)m[i] + bias[i % OC];
+            check_typed("bias_add", to, got, ref, n, 1e-7);
+            /* bias grad: g (to) += column sums of dout (tb), into a non-zero buffer */
+            float *dout = rnd(n, -1, 1);
+            void *ddo = upt(dout, n, tb), *dg = upt(g0, OC, to);
+            CHECK_OK(zoff_dev_op_bias_grad(st, dg, to, ddo, tb, R, OC));
+            downt(got, dg, OC, to);
+            for (int j = 0; j < OC; j++) {
+                ref[j] = g0[j];
+                for (size_t r = 0; r < R; r++)
+                    ref[j] += dout[r * OC + j];
+            }
+            check_typed("bias_grad", to, got, ref, OC, 1e-6);
+            dfree(dm), dfree(db), dfree(ddo), dfree(dg);
+            free(m), free(bias), free(g0), free(got), free(ref), free(dout);
+        }
+    static const zoff_dtype gtypes[] = {ZOFF_BF16, ZOFF_F16, ZOFF_F32};
+    const size_t n = 3001;
+    for (int ti = 0; ti < 3; ti++) {
+        zoff_dtype t = gtypes[ti];
+        float *x = rnd(n, -4, 4), *dy = rnd(n, -1, 1), *got = malloc(n * sizeof *got);
+        double *ref = malloc(n * sizeof *ref);
+        void *dx = upt(x, n, t), *dout = upt(dy, n, t);
+        float *junk = rnd(n, 100, 200);
+        void *y = upt(junk, n, t);
+        CHECK_OK(zoff_dev_op_gelu_fwd(st, y, dx, t, n));
+        downt(got, y, n, t);
+        for (size_t i = 0; i < n; i++)
+            ref[i] = gelu_ref(x[i]);
+        check_typed("gelu_fwd", t, got, ref, n, 1e-6);
+        /* backward into a buffer holding garbage (it writes), then in place over dout */
+        void *dg = upt(junk, n, t);
+        CHECK_OK(zoff_dev_op_gelu_bwd(st, dg, dx, dout, t, n));
+        downt(got, dg, n, t);
+        for (size_t i = 0; i < n; i++)
+            ref[i] = gelu_grad_ref(x[i]) * dy[i];
+        check_typed("gelu_bwd", t, got, ref, n, 1e-6);
+        CHECK_OK(zoff_dev_op_gelu_bwd(st, dout, dx, dout, t, n));
+        downt(got, dout, n, t);
+        check_typed("gelu_bwd in place", t, got, ref, n, 1e-6);
+        /* in-place forward */
+        CHECK_OK(zoff_dev_op_gelu_fwd(st, dx, dx, t, n));
+        downt(got, dx, n, t);
+        for (size_t i = 0; i < n; i++)
+            ref[i] = gelu_ref(x[i]);
+        check_typed("gelu_fwd in place", t, got, ref, n, 1e-6);
+        dfree(dx), dfree(dout), dfree(y), dfree(dg);
+        free(x), free(dy), free(got), free(ref), free(junk);
+    }
+}
+
+/* LayerNorm with 16-bit output and weights; backward accumulating into a non-zero dinp and
+ * non-zero 16-bit dweight and dbias, over enough rows for a two-stage column sum. */
+static void test_layernorm_typed(void) {
+    static const zoff_dtype types[][3] = {/* out, w, g */
+                                          {ZOFF_BF16, ZOFF_BF16, ZOFF_BF16},
+                                          {ZOFF_F16, ZOFF_F16, ZOFF_F16},
+                                          {ZOFF_F32, ZOFF_BF16, ZOFF_F32},
+                                          {ZOFF_BF16, ZOFF_F32, ZOFF_F16},
+                                          {ZOFF_F32, ZOFF_F32, ZOFF_F32}};
+    const size_t N = 300;
+    const int C = 72;
+    const size_t n = N * C;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        zoff_dtype to = types[ti][0], tw = types[ti][1], tg = types[ti][2];
+        float *x = rnd(n, -2, 2), *w = rnd(C, 0.5f, 1.5f), *bs = rnd(C, -0.5f, 0.5f);
+        for (size_t i = 0; i < n; i++)
+            x[i] += (float)(i / C % 5);
+        float *dx = upf(x, n), *dm = zerof(N), *dr = zerof(N);
+        float *fill = rnd(n, 9, 9); /* the output is written over this */
+        void *dw = upt(w, C, tw), *dbs = upt(bs, C, tw), *dy = upt(fill, n, to);
+        CHECK_OK(zoff_dev_op_layernorm_fwd(st, dy, to, dm, dr, dx, dw, dbs, tw, N, C));
+        float *got = malloc(n * sizeof *got), *mean = malloc(N * 4), *rstd = malloc(N * 4);
+        double *ref = malloc(n * sizeof *ref), *rm = malloc(N * 8), *rr = malloc(N * 8);
+        downt(got, dy, n, to);
+        down(mean, dm, N);
+        down(rstd, dr, N);
+        for (size_t r = 0; r < N; r++) {
+            double mu = 0, var = 0;
+            for (int i = 0; i < C; i++)
+                mu += x[r * C + i];
+            mu /= C;
+            for (int i = 0; i < C; i++)
+                var += (x[r * C + i] - mu) * (x[r * C + i] - mu);
+            rm[r] = mu;
+            rr[r] = 1.0 / sqrt(var / C + 1e-5);
+            for (int i = 0; i < C; i++)
+                ref[r * C + i] = (x[r * C + i] - mu) * rr[r] * w[i] + bs[i];
+        }
+        check_typed("layernorm_fwd out", to, got, ref, n, 1e-5);
+        check_close("layernorm_fwd mean", mean, rm, N, 1e-6);
+        check_close("layernorm_fwd rstd", rstd, rr, N, 1e-5);
+        /* backward */
+        float *dout = rnd(n, -1, 1), *dx0 = rnd(n, -1, 1), *gw0 = rnd(C, -3, 3),
+              *gb0 = rnd(C, -3, 3);
+        float *ddo = upf(dout, n), *ddx = upf(dx0, n);
+        void *dgw = upt(gw0, C, tg), *dgb = upt(gb0, C, tg);
+        CHECK_OK(zoff_dev_op_layernorm_bwd(st, ddx, dgw, dgb, tg, ddo, dx, dw, tw, dm, dr, N, C));
+        double *rgw = malloc(C * 8), *rgb = malloc(C * 8);
+        for (int i = 0; i < C; i++) {
+            rgw[i] = gw0[i];
+            rgb[i] = gb0[i];
+        }
+        for (size_t r = 0; r < N; r++) {
+            double a = 0, b = 0;
+            for (int i = 0; i < C; i++) {
+                double norm = (x[r * C + i] - rm[r]) * rr[r], dn = (double)w[i] * dout[r * C + i];
+                a += dn;
+                b += dn * norm;
+                rgw[i] += norm * dout[r * C + i];
+                rgb[i] += dout[r * C + i];
+            }
+            a /= C;
+            b /= C;
+            for (int i = 0; i < C; i++) {
+                double norm = (x[r * C + i] - rm[r]) * rr[r], dn = (double)w[i] * dout[r * C + i];
+                ref[r * C + i] = dx0[r * C + i] + (dn - a - norm * b) * rr[r];
+            }
+        }
+        down(got, ddx, n);
+        check_typed("layernorm_bwd dinp", ZOFF_F32, got, ref, n, 1e-5);
+        downt(got, dgw, C, tg);
+        check_typed("layernorm_bwd dweight", tg, got, rgw, C, 1e-5);
+        downt(got, dgb, C, tg);
+        check_typed("layernorm_bwd dbias", tg, got, rgb, C, 1e-5);
+        dfree(dx), dfree(dm), dfree(dr), dfree(dw), dfree(dbs), dfree(dy), dfree(ddo), dfree(ddx);
+        dfree(dgw), dfree(dgb);
+        free(x), free(w), free(bs), free(got), free(mean), free(rstd), free(ref), free(rm),
+            free(fill);
+        free(rr), free(dout), free(dx0), free(gw0), free(gb0), free(rgw), free(rgb);
+    }
+}
+
+/* Embedding with position ids (or none), repeated tokens, with and without a position table,
+ * typed tables and gradients; enough positions and channels for the CUDA backward's chunked
+ * id scan and two channel tiles. */
+static void test_embedding_typed(void) {
+    typedef struct {
+        zoff_dtype t;
+        bool pos, wpe;
+        int B, T, C;
+    } emb_case;
+    static const emb_case cases[] = {
+        {ZOFF_F32, true, true, 3, 5, 70},      {ZOFF_BF16, false, false, 2, 9, 40},
+        {ZOFF_F16, true, true, 2, 7, 33},      {ZOFF_BF16, true, false, 4, 300, 2100},
+        {ZOFF_F32, false, true, 4, 300, 2100},
+    };
+    const int V = 23, maxpos = 400;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const emb_case *c = &cases[ci];
+        int BT = c->B * c->T, C = c->C;
+        zoff_dtype t = c->t;
+        int32_t *tok = malloc(BT * sizeof *tok), *pos = malloc(BT * sizeof *pos);
+        for (int i = 0; i < BT; i++) {
+            tok[i] = (int32_t)(zoff_test_rand(&rng) % V); /* V small: tokens repeat */
+            pos[i] = (int32_t)(zoff_test_rand(&rng) % maxpos);
+        }
+        if (BT > 4) pos[1] = pos[3] = pos[4]; /* repeated positions too */
+        size_t nw = (size_t)V * C, np = (size_t)maxpos * C, no = (size_t)BT * C;
+        float *wte = rnd(nw, -1, 1), *wpe = rnd(np, -1, 1), *out = malloc(no * 4);
+        void *dwte = upt(wte, nw, t), *dwpe = c->wpe ? upt(wpe, np, t) : NULL;
+        int32_t *dtok = up(tok, BT * 4), *dpos = c->pos ? up(pos, BT * 4) : NULL;
+        float *dout = zerof(no);
+        CHECK_OK(zoff_dev_op_embedding_fwd(st, dout, dtok, dpos, dwte, dwpe, t, c->B, c->T, C));
+        down(out, dout, no);
+        double *ref = malloc(no * sizeof *ref);
+        for (int bt = 0; bt < BT; bt++) {
+            int p = c->pos ? pos[bt] : bt % c->T;
+            for (int i = 0; i < C; i++)
+                ref[(size_t)bt * C + i] =
+                    (double)wte[(size_t)tok[bt] * C + i] + (c->wpe ? wpe[(size_t)p * C + i] : 0.0);
+        }
+        check_typed("embedding_fwd", ZOFF_F32, out, ref, no, 1e-7);
+        /* backward into non-zero gradients */
+        float *w = rnd(no, -1, 1), *g0 = rnd(nw, -2, 2), *gp0 = rnd(np, -2, 2);
+        float *dw = upf(w, no);
+        void *dg = upt(g0, nw, t), *dgp = c->wpe ? upt(gp0, np, t) : NULL;
+        CHECK_OK(zoff_dev_op_embedding_bwd(st, dg, dgp, t, dw, dtok, dpos, c->B, c->T, C));
+        double *gr = malloc(nw * sizeof *gr), *gpr = malloc(np * sizeof *gpr);
+        for (size_t i = 0; i < nw; i++)
+            gr[i] = g0[i];
+        for (size_t i = 0; i < np; i++)
+            gpr[i] = gp0[i];
+        for (int bt = 0; bt < BT; bt++) {
+            int p = c->pos ? pos[bt] : bt % c->T;
+            for (int i = 0; i < C; i++) {
+                gr[(size_t)tok[bt] * C + i] += w[(size_t)bt * C + i];
+                gpr[(size_t)p * C + i] += w[(size_t)bt * C + i];
+            }
+        }
+        float *g = malloc((nw > np ? nw : np) * sizeof *g);
+        downt(g, dg, nw, t);
+        check_typed("embedding_bwd dwte", t, g, gr, nw, 1e-6);
+        if (c->wpe) {
+            downt(g, dgp, np, t);
+            check_typed("embedding_bwd dwpe", t, g, gpr, np, 1e-6);
+        }
+        dfree(dwte), dfree(dwpe), dfree(dtok), dfree(dpos), dfree(dout), dfree(dw), dfree(dg);
+        dfree(dgp);
+        free(tok), free(pos), free(wte), free(wpe), free(out), free(ref), free(w), free(g0);
+        free(gp0), free(gr), free(gpr), free(g);
+    }
+}
+
+/* The fused loss: ignored targets (-100), the gradient in f32 over the logits themselves, in
+ * bf16 and f16, or not at all. */
+static void test_xent_fused(void) {
+    const size_t N = 9;
+    const int V = 1500;
+    size_t n = N * V;
+    int32_t targets[9];
+    int counted = 0;
+    for (size_t i = 0; i < N; i++) {
+        targets[i] = i % 3 == 1 ? -100 : (int32_t)(zoff_test_rand(&rng) % V);
+        counted += targets[i] >= 0;
+    }
+    float *logits = rnd(n, -6, 6);
+    logits[4 * V + 7] = 30.0f; /* a confident row: the loss must stay finite and exact */
+    float dloss = 1.0f / (float)counted;
+    double *gref = malloc(n * sizeof *gref), lref[9];
+    for (size_t r = 0; r < N; r++) {
+        const float *x = logits + r * V;
+        double mx = -1e300, sum = 0;
+        for (int i = 0; i < V; i++)
+            mx = fmax(mx, x[i]);
+        for (int i = 0; i < V; i++)
+            sum += exp(x[i] - mx);
+        int t = targets[r];
+        lref[r] = t < 0 ? 0.0 : log(sum) + mx - x[t];
+        for (int i = 0; i < V; i++)
+            gref[r * V + i] = t < 0 ? 0.0 : dloss * (exp(x[i] - mx) / sum - (i == t));
+    }
+    int32_t *dt = up(targets, sizeof targets);
+    static const zoff_dtype types[] = {ZOFF_F32, ZOFF_BF16, ZOFF_F16};
+    float *got = malloc(n * sizeof *got), losses[9];
+    for (int mode = 0; mode < 4; mode++) {
+        zoff_dtype t = mode < 3 ? types[mode] : ZOFF_F32;
+        float *fill = rnd(n, 7, 8); /* losses and gradients are written over this */
+        float *dl = upf(logits, n), *dls = upf(fill, N);
+        void *dg = mode == 0   ? (void *)dl /* in place over the logits */
+                   : mode == 3 ? NULL
+                               : upt(fill, n, t);
+        CHECK_OK(zoff_dev_op_xent_fused(st, dls, dg, t, dl, dt, dloss, N, V));
+        down(losses, dls, N);
+        check_close(mode == 3 ? "xent_fused losses (no gradient)" : "xent_fused losses", losses,
+                    lref, N, 1e-5);
+        for (size_t r = 0; r < N; r++)
+            if (targets[r] < 0) CHECK(losses[r] == 0.0f);
+        if (dg) {
+            downt(got, dg, n, t);
+            check_typed(mode == 0 ? "xent_fused dlogits in place" : "xent_fused dlogits", t, got,
+                        gref, n, 1e-5);
+            int nonzero_ignored = 0;
+            for (size_t r = 0; r < N; r++)
+                for (int i = 0; targets[r] < 0 && i < V; i++)
+                    nonzero_ignored += got[r * V + i] != 0.0f;
+            CHECK_EQ_INT(nonzero_ignored, 0);
+        }
+        if (dg && dg != dl) dfree(dg);
+        dfree(dl), dfree(dls);
+        free(fill);
+    }
+    /* a 16-bit gradient cannot overwrite fp32 logits */
+    float *dl = upf(logits, n), *dls = zerof(N);
+    CHECK(zoff_dev_op_xent_fused(st, dls, dl, ZOFF_BF16, dl, dt, dloss, N, V) == -EINVAL);
+    dfree(dl), dfree(dls), dfree(dt);
+    free(logits), free(gref), free(got);
+}
+
 /* --- adamw --------------------------------------------------------------------------------------
  */
 
@@ -528,6 +940,11 @@ int main(int argc, char **argv) {
     test_attention();
     test_xent();
     test_embedding();
+    test_gemm_typed_c();
+    test_elementwise_typed();
+    test_layernorm_typed();
+    test_embedding_typed();
+    test_xent_fused();
     test_adamw();
     CHECK_OK(zoff_dev_stream_destroy(st));
     zoff_dev_close(dev);

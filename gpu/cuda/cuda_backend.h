@@ -24,6 +24,10 @@ extern "C" {
 /* Partial sums of a reduction need scratch space; each stream owns its own so that
  * reductions on different streams never share it. */
 #define ZOFF_CUDA_REDUCE_BLOCKS 512
+/* The scratch's size: the sum of squares uses its first 2 * ZOFF_CUDA_REDUCE_BLOCKS floats, the
+ * column sums (bias and LayerNorm parameter gradients) up to all of it for their partial sums
+ * (256 KiB per stream, allocated with the stream, never per call). */
+#define ZOFF_CUDA_STREAM_SCRATCH_FLOATS (64 * 1024)
 
 /* A stream of the CUDA backend. CUDA assigns each new stream to one of its hardware queues
  * (CUDA_DEVICE_MAX_CONNECTIONS) in turn, and a stream waiting on a counter blocks its queue:
@@ -35,7 +39,7 @@ extern "C" {
  * device, which must never happen while a stream waits on a counter). */
 typedef struct cuda_stream {
     cudaStream_t stream;
-    float *scratch; /* (2, ZOFF_CUDA_REDUCE_BLOCKS) device floats: sumsq, nonfinite */
+    float *scratch; /* (ZOFF_CUDA_STREAM_SCRATCH_FLOATS) device floats */
     int ordinal;
     void *cublas;           /* cublasHandle_t bound to this stream, made at its first GEMM */
     void *cublas_workspace; /* its workspace, from the device's pool */
@@ -91,31 +95,56 @@ void zoff_cuda_cublas_destroy(cuda_stream *s);
 /* the model kernels, one .cu file per family */
 int zoff_cuda_launch_gemm(cuda_stream *s, bool trans_a, bool trans_b, int M, int N, int K,
                           float alpha, const void *A, int lda, const void *B, int ldb,
-                          zoff_dtype ab_type, float beta, float *C, int ldc);
+                          zoff_dtype ab_type, float beta, void *C, zoff_dtype c_type, int ldc);
 int zoff_cuda_launch_add(cuda_stream *s, float *out, const float *a, const float *b, size_t n);
-int zoff_cuda_launch_bias_add(cuda_stream *s, float *out, const float *bias, size_t N, int OC);
-int zoff_cuda_launch_bias_grad(cuda_stream *s, float *dbias, const float *dout, size_t N, int OC);
-int zoff_cuda_launch_gelu_fwd(cuda_stream *s, float *out, const float *inp, size_t n);
-int zoff_cuda_launch_gelu_bwd(cuda_stream *s, float *dinp, const float *inp, const float *dout,
+int zoff_cuda_launch_bias_add(cuda_stream *s, void *out, zoff_dtype out_type, const void *bias,
+                              zoff_dtype bias_type, size_t N, int OC);
+int zoff_cuda_launch_bias_grad(cuda_stream *s, void *dbias, zoff_dtype g_type, const void *dout,
+                               zoff_dtype dout_type, size_t N, int OC);
+int zoff_cuda_launch_gelu_fwd(cuda_stream *s, void *out, const void *inp, zoff_dtype type,
                               size_t n);
-int zoff_cuda_launch_layernorm_fwd(cuda_stream *s, float *out, float *mean, float *rstd,
-                                   const float *inp, const float *weight, const float *bias,
-                                   size_t N, int C);
-int zoff_cuda_launch_layernorm_bwd(cuda_stream *s, float *dinp, float *dweight, float *dbias,
-                                   const float *dout, const float *inp, const float *weight,
-                                   const float *mean, const float *rstd, size_t N, int C);
+int zoff_cuda_launch_gelu_bwd(cuda_stream *s, void *dinp, const void *inp, const void *dout,
+                              zoff_dtype type, size_t n);
+int zoff_cuda_launch_layernorm_fwd(cuda_stream *s, void *out, zoff_dtype out_type, float *mean,
+                                   float *rstd, const float *inp, const void *weight,
+                                   const void *bias, zoff_dtype w_type, size_t N, int C);
+int zoff_cuda_launch_layernorm_bwd(cuda_stream *s, float *dinp, void *dweight, void *dbias,
+                                   zoff_dtype g_type, const float *dout, const float *inp,
+                                   const void *weight, zoff_dtype w_type, const float *mean,
+                                   const float *rstd, size_t N, int C);
 int zoff_cuda_launch_attention_fwd(cuda_stream *s, float *out, float *att, const float *qkv, int B,
                                    int T, int C, int NH);
 int zoff_cuda_launch_attention_bwd(cuda_stream *s, float *dqkv, float *scratch, const float *dout,
                                    const float *qkv, const float *att, int B, int T, int C, int NH);
+int zoff_cuda_launch_flash_attention_fwd(cuda_stream *s, void *out, float *lse, const void *q,
+                                         const void *k, const void *v, zoff_dtype type,
+                                         const int32_t *doc_start,
+                                         const zoff_dev_attn_shape *shape);
+int zoff_cuda_launch_flash_attention_bwd(cuda_stream *s, void *dq, void *dk, void *dv, float *delta,
+                                         const void *dout, const void *out, const float *lse,
+                                         const void *q, const void *k, const void *v,
+                                         zoff_dtype type, const int32_t *doc_start,
+                                         const zoff_dev_attn_shape *shape);
 int zoff_cuda_launch_softmax_xent_fwd(cuda_stream *s, float *probs, float *losses,
                                       const float *logits, const int32_t *targets, size_t N, int V);
 int zoff_cuda_launch_softmax_xent_bwd(cuda_stream *s, float *dlogits, const float *probs,
                                       const int32_t *targets, float dloss, size_t N, int V);
+int zoff_cuda_launch_xent_fused(cuda_stream *s, float *losses, void *dlogits, zoff_dtype d_type,
+                                const float *logits, const int32_t *targets, float dloss, size_t N,
+                                int V);
 int zoff_cuda_launch_embedding_fwd(cuda_stream *s, float *out, const int32_t *tokens,
-                                   const float *wte, const float *wpe, int B, int T, int C);
-int zoff_cuda_launch_embedding_bwd(cuda_stream *s, float *dwte, float *dwpe, const float *dout,
-                                   const int32_t *tokens, int B, int T, int C);
+                                   const int32_t *pos, const void *wte, const void *wpe,
+                                   zoff_dtype w_type, int B, int T, int C);
+int zoff_cuda_launch_embedding_bwd(cuda_stream *s, void *dwte, void *dwpe, zoff_dtype g_type,
+                                   const float *dout, const int32_t *tokens, const int32_t *pos,
+                                   int B, int T, int C);
+/* Column sums of LayerNorm's parameter gradients (ops_reduce.cu, with the bias gradient's):
+ * dw[c] += sum over rows of (inp[r,c] - mean[r]) * rstd[r] * dout[r,c], db[c] += sum of dout[r,c].
+ * Tiles of rows reduce in parallel into partial sums in the stream's scratch, then one pass per
+ * column adds them in a fixed order and rounds once: deterministic, and the whole GPU works. */
+int zoff_cuda_launch_colsum_ln(cuda_stream *s, void *dw, void *db, zoff_dtype g_type,
+                               const float *dout, const float *inp, const float *mean,
+                               const float *rstd, size_t N, int C);
 /* Llama-family kernels (ops_rmsnorm.cu, ops_rope.cu, ops_swiglu.cu) */
 int zoff_cuda_launch_rmsnorm_fwd(cuda_stream *s, void *out, zoff_dtype out_type, float *rstd,
                                  const float *inp, const void *weight, zoff_dtype w_type, size_t N,

@@ -343,7 +343,8 @@ static int cuda_stream_create(zoff_dev *dev, void **impl) {
         free(s);
         return rc;
     }
-    rc = zoff_cuda_pool_alloc(c, 2 * ZOFF_CUDA_REDUCE_BLOCKS * sizeof(float), (void **)&s->scratch);
+    rc = zoff_cuda_pool_alloc(c, ZOFF_CUDA_STREAM_SCRATCH_FLOATS * sizeof(float),
+                              (void **)&s->scratch);
     if (rc) {
         cudaStreamDestroy(s->stream);
         free(s);
@@ -551,21 +552,23 @@ static int cuda_op_sumsq_nonfinite(void *stream, const void *x, zoff_dtype type,
 /* model kernels: the launchers live in ops_<family>.cu */
 static int cuda_op_gemm(void *stream, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                         const void *A, int lda, const void *B, int ldb, zoff_dtype ab_type,
-                        float beta, float *C, int ldc) {
+                        float beta, void *C, zoff_dtype c_type, int ldc) {
     int rc = launch_begin(stream);
     return rc ? rc
               : zoff_cuda_launch_gemm(stream, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb,
-                                      ab_type, beta, C, ldc);
+                                      ab_type, beta, C, c_type, ldc);
 }
 
-static int cuda_op_bias_add(void *stream, float *out, const float *bias, size_t N, int OC) {
+static int cuda_op_bias_add(void *stream, void *out, zoff_dtype out_type, const void *bias,
+                            zoff_dtype bias_type, size_t N, int OC) {
     int rc = launch_begin(stream);
-    return rc ? rc : zoff_cuda_launch_bias_add(stream, out, bias, N, OC);
+    return rc ? rc : zoff_cuda_launch_bias_add(stream, out, out_type, bias, bias_type, N, OC);
 }
 
-static int cuda_op_bias_grad(void *stream, float *dbias, const float *dout, size_t N, int OC) {
+static int cuda_op_bias_grad(void *stream, void *dbias, zoff_dtype g_type, const void *dout,
+                             zoff_dtype dout_type, size_t N, int OC) {
     int rc = launch_begin(stream);
-    return rc ? rc : zoff_cuda_launch_bias_grad(stream, dbias, dout, N, OC);
+    return rc ? rc : zoff_cuda_launch_bias_grad(stream, dbias, g_type, dout, dout_type, N, OC);
 }
 
 static int cuda_op_add(void *stream, float *out, const float *a, const float *b, size_t n) {
@@ -573,32 +576,34 @@ static int cuda_op_add(void *stream, float *out, const float *a, const float *b,
     return rc ? rc : zoff_cuda_launch_add(stream, out, a, b, n);
 }
 
-static int cuda_op_layernorm_fwd(void *stream, float *out, float *mean, float *rstd,
-                                 const float *inp, const float *weight, const float *bias, size_t N,
-                                 int C) {
+static int cuda_op_layernorm_fwd(void *stream, void *out, zoff_dtype out_type, float *mean,
+                                 float *rstd, const float *inp, const void *weight,
+                                 const void *bias, zoff_dtype w_type, size_t N, int C) {
     int rc = launch_begin(stream);
     return rc ? rc
-              : zoff_cuda_launch_layernorm_fwd(stream, out, mean, rstd, inp, weight, bias, N, C);
+              : zoff_cuda_launch_layernorm_fwd(stream, out, out_type, mean, rstd, inp, weight, bias,
+                                               w_type, N, C);
 }
 
-static int cuda_op_layernorm_bwd(void *stream, float *dinp, float *dweight, float *dbias,
-                                 const float *dout, const float *inp, const float *weight,
-                                 const float *mean, const float *rstd, size_t N, int C) {
+static int cuda_op_layernorm_bwd(void *stream, float *dinp, void *dweight, void *dbias,
+                                 zoff_dtype g_type, const float *dout, const float *inp,
+                                 const void *weight, zoff_dtype w_type, const float *mean,
+                                 const float *rstd, size_t N, int C) {
     int rc = launch_begin(stream);
     return rc ? rc
-              : zoff_cuda_launch_layernorm_bwd(stream, dinp, dweight, dbias, dout, inp, weight,
-                                               mean, rstd, N, C);
+              : zoff_cuda_launch_layernorm_bwd(stream, dinp, dweight, dbias, g_type, dout, inp,
+                                               weight, w_type, mean, rstd, N, C);
 }
 
-static int cuda_op_gelu_fwd(void *stream, float *out, const float *inp, size_t n) {
+static int cuda_op_gelu_fwd(void *stream, void *out, const void *inp, zoff_dtype type, size_t n) {
     int rc = launch_begin(stream);
-    return rc ? rc : zoff_cuda_launch_gelu_fwd(stream, out, inp, n);
+    return rc ? rc : zoff_cuda_launch_gelu_fwd(stream, out, inp, type, n);
 }
 
-static int cuda_op_gelu_bwd(void *stream, float *dinp, const float *inp, const float *dout,
-                            size_t n) {
+static int cuda_op_gelu_bwd(void *stream, void *dinp, const void *inp, const void *dout,
+                            zoff_dtype type, size_t n) {
     int rc = launch_begin(stream);
-    return rc ? rc : zoff_cuda_launch_gelu_bwd(stream, dinp, inp, dout, n);
+    return rc ? rc : zoff_cuda_launch_gelu_bwd(stream, dinp, inp, dout, type, n);
 }
 
 static int cuda_op_attention_fwd(void *stream, float *out, float *att, const float *qkv, int B,
@@ -612,6 +617,25 @@ static int cuda_op_attention_bwd(void *stream, float *dqkv, float *scratch, cons
     int rc = launch_begin(stream);
     return rc ? rc
               : zoff_cuda_launch_attention_bwd(stream, dqkv, scratch, dout, qkv, att, B, T, C, NH);
+}
+
+static int cuda_op_flash_attention_fwd(void *stream, void *out, float *lse, const void *q,
+                                       const void *k, const void *v, zoff_dtype type,
+                                       const int32_t *doc_start, const zoff_dev_attn_shape *shape) {
+    int rc = launch_begin(stream);
+    return rc ? rc
+              : zoff_cuda_launch_flash_attention_fwd(stream, out, lse, q, k, v, type, doc_start,
+                                                     shape);
+}
+
+static int cuda_op_flash_attention_bwd(void *stream, void *dq, void *dk, void *dv, float *delta,
+                                       const void *dout, const void *out, const float *lse,
+                                       const void *q, const void *k, const void *v, zoff_dtype type,
+                                       const int32_t *doc_start, const zoff_dev_attn_shape *shape) {
+    int rc = launch_begin(stream);
+    return rc ? rc
+              : zoff_cuda_launch_flash_attention_bwd(stream, dq, dk, dv, delta, dout, out, lse, q,
+                                                     k, v, type, doc_start, shape);
 }
 
 static int cuda_op_softmax_xent_fwd(void *stream, float *probs, float *losses, const float *logits,
@@ -628,16 +652,30 @@ static int cuda_op_softmax_xent_bwd(void *stream, float *dlogits, const float *p
               : zoff_cuda_launch_softmax_xent_bwd(stream, dlogits, probs, targets, dloss, N, V);
 }
 
-static int cuda_op_embedding_fwd(void *stream, float *out, const int32_t *tokens, const float *wte,
-                                 const float *wpe, int B, int T, int C) {
+static int cuda_op_xent_fused(void *stream, float *losses, void *dlogits, zoff_dtype d_type,
+                              const float *logits, const int32_t *targets, float dloss, size_t N,
+                              int V) {
     int rc = launch_begin(stream);
-    return rc ? rc : zoff_cuda_launch_embedding_fwd(stream, out, tokens, wte, wpe, B, T, C);
+    return rc ? rc
+              : zoff_cuda_launch_xent_fused(stream, losses, dlogits, d_type, logits, targets, dloss,
+                                            N, V);
 }
 
-static int cuda_op_embedding_bwd(void *stream, float *dwte, float *dwpe, const float *dout,
-                                 const int32_t *tokens, int B, int T, int C) {
+static int cuda_op_embedding_fwd(void *stream, float *out, const int32_t *tokens,
+                                 const int32_t *pos, const void *wte, const void *wpe,
+                                 zoff_dtype w_type, int B, int T, int C) {
     int rc = launch_begin(stream);
-    return rc ? rc : zoff_cuda_launch_embedding_bwd(stream, dwte, dwpe, dout, tokens, B, T, C);
+    return rc ? rc
+              : zoff_cuda_launch_embedding_fwd(stream, out, tokens, pos, wte, wpe, w_type, B, T, C);
+}
+
+static int cuda_op_embedding_bwd(void *stream, void *dwte, void *dwpe, zoff_dtype g_type,
+                                 const float *dout, const int32_t *tokens, const int32_t *pos,
+                                 int B, int T, int C) {
+    int rc = launch_begin(stream);
+    return rc ? rc
+              : zoff_cuda_launch_embedding_bwd(stream, dwte, dwpe, g_type, dout, tokens, pos, B, T,
+                                               C);
 }
 
 static int cuda_op_adamw(void *stream, float *param, const float *grad, float *m, float *v,
@@ -715,8 +753,11 @@ static const zoff_dev_iface cuda_iface = {
     .op_gelu_bwd = cuda_op_gelu_bwd,
     .op_attention_fwd = cuda_op_attention_fwd,
     .op_attention_bwd = cuda_op_attention_bwd,
+    .op_flash_attention_fwd = cuda_op_flash_attention_fwd,
+    .op_flash_attention_bwd = cuda_op_flash_attention_bwd,
     .op_softmax_xent_fwd = cuda_op_softmax_xent_fwd,
     .op_softmax_xent_bwd = cuda_op_softmax_xent_bwd,
+    .op_xent_fused = cuda_op_xent_fused,
     .op_embedding_fwd = cuda_op_embedding_fwd,
     .op_embedding_bwd = cuda_op_embedding_bwd,
     .op_adamw = cuda_op_adamw,

@@ -25,19 +25,71 @@ static cudaDataType_t cuda_type(zoff_dtype t) {
     return t == ZOFF_BF16 ? CUDA_R_16BF : t == ZOFF_F16 ? CUDA_R_16F : CUDA_R_32F;
 }
 
+#include "gpu/cuda/dtype_access.cuh"
+
+// C may also be 16-bit: of the operands' type, cublasGemmEx reads it, combines it with alpha and
+// beta in fp32 and rounds once (CUBLAS_COMPUTE_32F, fp32 scale type). The (ab_type, c_type) pairs
+// cublasGemmEx does not take with CUBLAS_COMPUTE_32F (fp32 operands into a 16-bit C, or bf16
+// operands into an f16 C and the reverse) run on this plain tiled kernel: fp32 accumulation, C
+// read, combined and rounded once, as the host oracle does.
+#define GEMM_TILE 16
+
+__global__ void zoff_gemm_tiled_kernel(bool ta, bool tb, int M, int N, int K, float alpha,
+                                       const void *A, int lda, const void *B, int ldb,
+                                       zoff_dtype ab_type, float beta, void *C, zoff_dtype c_type,
+                                       int ldc) {
+    __shared__ float as[GEMM_TILE][GEMM_TILE + 1], bs[GEMM_TILE][GEMM_TILE + 1];
+    int tx = threadIdx.x, ty = threadIdx.y, j = blockIdx.x * GEMM_TILE + tx;
+    int mtiles = (M + GEMM_TILE - 1) / GEMM_TILE;
+    for (int mt = blockIdx.y; mt < mtiles; mt += gridDim.y) {
+        int i = mt * GEMM_TILE + ty;
+        float acc = 0.0f;
+        for (int k0 = 0; k0 < K; k0 += GEMM_TILE) {
+            int ia = mt * GEMM_TILE + ty, ka = k0 + tx; // as[ty][tx] = op(A)[ia][ka]
+            as[ty][tx] =
+                ia < M && ka < K
+                    ? zoff_load_f32(A, ab_type, ta ? (size_t)ka * lda + ia : (size_t)ia * lda + ka)
+                    : 0.0f;
+            int kb = k0 + ty; // bs[ty][tx] = op(B)[kb][j]
+            bs[ty][tx] =
+                kb < K && j < N
+                    ? zoff_load_f32(B, ab_type, tb ? (size_t)j * ldb + kb : (size_t)kb * ldb + j)
+                    : 0.0f;
+            __syncthreads();
+            for (int k = 0; k < GEMM_TILE; k++)
+                acc = fmaf(as[ty][k], bs[k][tx], acc);
+            __syncthreads();
+        }
+        if (i < M && j < N) {
+            size_t ci = (size_t)i * ldc + j;
+            float c = alpha * acc;
+            if (beta != 0.0f) c += beta * zoff_load_f32(C, c_type, ci);
+            zoff_store_f32(C, c_type, ci, c);
+        }
+    }
+}
+
 extern "C" int zoff_cuda_launch_gemm(cuda_stream *s, bool trans_a, bool trans_b, int M, int N,
                                      int K, float alpha, const void *A, int lda, const void *B,
-                                     int ldb, zoff_dtype ab_type, float beta, float *C, int ldc) {
+                                     int ldb, zoff_dtype ab_type, float beta, void *C,
+                                     zoff_dtype c_type, int ldc) {
+    if (c_type != ab_type && c_type != ZOFF_F32) {
+        dim3 block(GEMM_TILE, GEMM_TILE);
+        unsigned mtiles = (unsigned)((M + GEMM_TILE - 1) / GEMM_TILE);
+        dim3 grid((unsigned)((N + GEMM_TILE - 1) / GEMM_TILE), mtiles > 65535u ? 65535u : mtiles);
+        zoff_gemm_tiled_kernel<<<grid, block, 0, s->stream>>>(
+            trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, ab_type, beta, C, c_type, ldc);
+        return zoff_cuda_check(cudaGetLastError(), "gemm: tiled kernel launch");
+    }
     if (!s->cublas) { /* created on a stream's first GEMM: copy-only streams never pay */
         int rc = zoff_cuda_cublas_create(s);
         if (rc) return rc;
     }
     cublasHandle_t h = (cublasHandle_t)s->cublas;
-    cudaDataType_t t = cuda_type(ab_type);
     cublasStatus_t st =
         cublasGemmEx(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N,
-                     M, K, &alpha, B, t, ldb, A, t, lda, &beta, C, CUDA_R_32F, ldc,
-                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                     M, K, &alpha, B, cuda_type(ab_type), ldb, A, cuda_type(ab_type), lda, &beta, C,
+                     cuda_type(c_type), ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     return cublas_check(st, "gemm: cublasGemmEx");
 }
 

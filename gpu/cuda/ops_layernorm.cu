@@ -1,11 +1,17 @@
-// LayerNorm forward/backward (eps 1e-5), statistics in fp32. One warp per row for the
-// forward and the input gradient; the weight and bias gradients use one thread per column
-// summing rows in order (deterministic, no atomics).
+// LayerNorm forward/backward (eps 1e-5), statistics in fp32. One warp per row for the forward
+// and the input gradient; weights may be 16-bit (w_type) and the forward's output too
+// (out_type), rounded once. The weight and bias gradients are column sums over the rows,
+// reduced in tiles of rows across the whole GPU and added to g_type buffers with one rounding
+// (zoff_cuda_launch_colsum_ln in ops_reduce.cu): deterministic, no atomics.
 #include "gpu/cuda/block_reduce.cuh"
 #include "gpu/cuda/cuda_backend.h"
+#include "gpu/cuda/dtype_access.cuh"
 
-__global__ void zoff_ln_fwd_kernel(float *out, float *mean, float *rstd, const float *inp,
-                                   const float *w, const float *b, size_t N, int C) {
+#define LN_ROWS_PER_BLOCK 8 // warps of a 256-thread block
+
+__global__ void zoff_ln_fwd_kernel(void *out, zoff_dtype out_type, float *mean, float *rstd,
+                                   const float *inp, const void *w, const void *b,
+                                   zoff_dtype w_type, size_t N, int C) {
     size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x & 31;
     if (row >= N) return;
@@ -20,25 +26,26 @@ __global__ void zoff_ln_fwd_kernel(float *out, float *mean, float *rstd, const f
         v += d * d;
     }
     float rs = rsqrtf(zoff_warp_sum(v) / C + 1e-5f);
-    float *o = out + row * C;
     for (int i = lane; i < C; i += 32)
-        o[i] = (x[i] - m) * rs * w[i] + b[i];
+        zoff_store_f32(out, out_type, row * C + i,
+                       (x[i] - m) * rs * zoff_load_f32(w, w_type, i) + zoff_load_f32(b, w_type, i));
     if (lane == 0) {
         mean[row] = m;
         rstd[row] = rs;
     }
 }
 
+// dinp (N,C) += the input gradient, from dout, the forward's inp, mean and rstd.
 __global__ void zoff_ln_bwd_dinp_kernel(float *dinp, const float *dout, const float *inp,
-                                        const float *w, const float *mean, const float *rstd,
-                                        size_t N, int C) {
+                                        const void *w, zoff_dtype w_type, const float *mean,
+                                        const float *rstd, size_t N, int C) {
     size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x & 31;
     if (row >= N) return;
     const float *x = inp + row * C, *dy = dout + row * C;
     float m = mean[row], rs = rstd[row], a = 0.0f, b = 0.0f;
     for (int i = lane; i < C; i += 32) {
-        float norm = (x[i] - m) * rs, dn = w[i] * dy[i];
+        float norm = (x[i] - m) * rs, dn = zoff_load_f32(w, w_type, i) * dy[i];
         a += dn;
         b += dn * norm;
     }
@@ -46,43 +53,32 @@ __global__ void zoff_ln_bwd_dinp_kernel(float *dinp, const float *dout, const fl
     b = zoff_warp_sum(b) / C;
     float *dx = dinp + row * C;
     for (int i = lane; i < C; i += 32) {
-        float norm = (x[i] - m) * rs, dn = w[i] * dy[i];
+        float norm = (x[i] - m) * rs, dn = zoff_load_f32(w, w_type, i) * dy[i];
         dx[i] += (dn - a - norm * b) * rs;
     }
 }
 
-__global__ void zoff_ln_bwd_params_kernel(float *dw, float *db, const float *dout, const float *inp,
-                                          const float *mean, const float *rstd, size_t N, int C) {
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= C) return;
-    float aw = 0.0f, ab = 0.0f;
-    for (size_t r = 0; r < N; r++) {
-        float d = dout[r * C + j];
-        aw += (inp[r * C + j] - mean[r]) * rstd[r] * d;
-        ab += d;
-    }
-    dw[j] += aw;
-    db[j] += ab;
+static unsigned ln_blocks(size_t N) {
+    return (unsigned)((N + LN_ROWS_PER_BLOCK - 1) / LN_ROWS_PER_BLOCK);
 }
 
-extern "C" int zoff_cuda_launch_layernorm_fwd(cuda_stream *s, float *out, float *mean, float *rstd,
-                                              const float *inp, const float *weight,
-                                              const float *bias, size_t N, int C) {
-    unsigned blocks = (unsigned)((N + 7) / 8);
-    zoff_ln_fwd_kernel<<<blocks, 256, 0, s->stream>>>(out, mean, rstd, inp, weight, bias, N, C);
+extern "C" int zoff_cuda_launch_layernorm_fwd(cuda_stream *s, void *out, zoff_dtype out_type,
+                                              float *mean, float *rstd, const float *inp,
+                                              const void *weight, const void *bias,
+                                              zoff_dtype w_type, size_t N, int C) {
+    zoff_ln_fwd_kernel<<<ln_blocks(N), 32 * LN_ROWS_PER_BLOCK, 0, s->stream>>>(
+        out, out_type, mean, rstd, inp, weight, bias, w_type, N, C);
     return zoff_cuda_check(cudaGetLastError(), "layernorm_fwd kernel launch");
 }
 
-extern "C" int zoff_cuda_launch_layernorm_bwd(cuda_stream *s, float *dinp, float *dweight,
-                                              float *dbias, const float *dout, const float *inp,
-                                              const float *weight, const float *mean,
+extern "C" int zoff_cuda_launch_layernorm_bwd(cuda_stream *s, float *dinp, void *dweight,
+                                              void *dbias, zoff_dtype g_type, const float *dout,
+                                              const float *inp, const void *weight,
+                                              zoff_dtype w_type, const float *mean,
                                               const float *rstd, size_t N, int C) {
-    unsigned blocks = (unsigned)((N + 7) / 8);
-    zoff_ln_bwd_dinp_kernel<<<blocks, 256, 0, s->stream>>>(dinp, dout, inp, weight, mean, rstd, N,
-                                                           C);
+    zoff_ln_bwd_dinp_kernel<<<ln_blocks(N), 32 * LN_ROWS_PER_BLOCK, 0, s->stream>>>(
+        dinp, dout, inp, weight, w_type, mean, rstd, N, C);
     int rc = zoff_cuda_check(cudaGetLastError(), "layernorm_bwd kernel launch");
     if (rc) return rc;
-    zoff_ln_bwd_params_kernel<<<(C + 255) / 256, 256, 0, s->stream>>>(dweight, dbias, dout, inp,
-                                                                      mean, rstd, N, C);
-    return zoff_cuda_check(cudaGetLastError(), "layernorm_bwd params kernel launch");
+    return zoff_cuda_launch_colsum_ln(s, dweight, dbias, g_type, dout, inp, mean, rstd, N, C);
 }

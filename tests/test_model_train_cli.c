@@ -126,6 +126,13 @@ int main(int argc, char **argv) {
                  0);
     CHECK(output_has("optimizer offloaded"));
     CHECK(output_has("step 2/2"));
+    /* its 16-bit weights (51 MB) do not fit in 48 MiB beside the rest: auto keeps the front
+     * groups that fit resident and streams the others */
+    CHECK_EQ_INT(run_env("ZOFF_HOST_DEVICE_MEM=48MiB",
+                         "train " BIG "--offload cpu --offload-params auto --out big2"),
+                 0);
+    CHECK(output_has("2 of 10 layer groups resident, 8 streamed"));
+    CHECK(output_has("step 2/2"));
 #undef BIG
 
     /* bad usage: exit 2 with the flag named */

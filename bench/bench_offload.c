@@ -12,12 +12,21 @@
  *   bench_offload [--device host|cuda] [--layers L] [--embd C] [--heads H] [--vocab V]
  *                 [--seq T] [--batch B] [--steps N] [--warmup W] [--dtype bf16|f16|f32]
  *                 [--schedules sync,overlap,dpu] [--targets cpu,nvme] [--nvme-path DIR]
- *                 [--capacity SIZE]
+ *                 [--capacity SIZE] [--params none,cpu,nvme] [--prefetch K]
+ *                 [--activation-checkpoint 0|1]
+ *
+ * --params: where the 16-bit weights live. none: resident on the device. cpu / nvme: streamed a
+ * layer group at a time (prefetch depth K) on a second device whose capacity is the streamed
+ * plan (the weights are several times larger than it for a deep model); each such point also
+ * gives its step time against the resident point of the same target and schedule (run first)
+ * as the exposed fetch time and their ratio, and the fetch bytes per parameter.
  */
 #include "model/model_offload.h"
 #include "model/model.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +60,13 @@ typedef struct opts {
     int batch, seq, steps, warmup;
     zoff_dtype dtype;
     size_t capacity; /* device capacity, 0 = the backend's choice */
+    const char *params;
+    int prefetch;
+    int ckpt; /* activation checkpointing */
 } opts;
+
+/* The resident point's step time per (target, schedule), for the streamed points after it. */
+static double g_resident_ms[2][3];
 
 static void random_batch(int32_t *x, int n, int vocab, uint64_t *rng) {
     for (int i = 0; i < n; i++)
@@ -127,9 +142,17 @@ static double cpu_bytes_per_param(zoff_schedule sched, zoff_dtype dt, zoff_dtype
     return adam + (sched == ZOFF_SCHEDULE_OVERLAP ? 0 : 2 * g);
 }
 
-static void run_point(zoff_model *m, zoff_dev_stream *s, const opts *o, zoff_offload_target target,
-                      zoff_schedule sched, int32_t *tok, int32_t *tgt) {
+/* m: the resident model (its compute is the baseline); sm: NULL, or the model with streamed
+ * weights (on its own smaller device) that the point trains, from init (fp32 master). */
+static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_dev_stream *ss,
+                      const float *init, const opts *o, zoff_param_location where,
+                      zoff_offload_target target, zoff_schedule sched, int32_t *tok, int32_t *tgt) {
     double compute_ms = compute_baseline(m, s, o, tok, tgt);
+    zoff_model *rm = m; /* the resident model keeps its own weights across points */
+    if (sm) {
+        m = sm;
+        s = ss;
+    }
     zoff_engine_config ec;
     zoff_engine_config_default(&ec);
     ec.target = target;
@@ -144,13 +167,19 @@ static void run_point(zoff_model *m, zoff_dev_stream *s, const opts *o, zoff_off
         ec.nvme_dirs[0] = o->nvme_path;
         ec.n_nvme_dirs = 1;
     }
+    ec.params = where;
+    ec.prefetch_depth = o->prefetch;
+    if (where == ZOFF_PARAMS_NVME) {
+        ec.nvme_dirs[0] = o->nvme_path;
+        ec.n_nvme_dirs = 1;
+    }
     zoff_model_offload *off;
     zoff_dev_mem_reset_peak(zoff_model_get_dev(m));
-    int rc = zoff_model_offload_create(m, s, &ec, NULL, &off);
+    int rc = zoff_model_offload_create(m, s, &ec, sm ? init : NULL, &off);
     if (rc) die("engine create", rc);
     zoff_engine *e = zoff_model_offload_engine(off);
     double *times = malloc(sizeof(double) * (size_t)o->steps), adam = 0, nvme = 0;
-    uint64_t pcie = 0, nr = 0, nw = 0;
+    uint64_t pcie = 0, nr = 0, nw = 0, fetch = 0;
     int counted = 0;
     int64_t last_counted = o->warmup - 1; /* reports lag the trainer: count each step once */
     for (int i = 0; i <= o->warmup + o->steps; i++) {
@@ -163,8 +192,9 @@ static void run_point(zoff_model *m, zoff_dev_stream *s, const opts *o, zoff_off
             adam += rep.cpu_adam_ms;
             nvme += rep.nvme_wait_ms;
             pcie += rep.pcie_d2h_bytes + rep.pcie_h2d_bytes;
-            nr += rep.nvme_read_bytes;
-            nw += rep.nvme_write_bytes;
+            nr += rep.nvme_read_bytes + rep.param_nvme_read_bytes;
+            nw += rep.nvme_write_bytes + rep.param_nvme_write_bytes;
+            fetch += rep.param_fetch_bytes;
             counted++;
         }
         if (i == o->warmup + o->steps) break;
@@ -182,6 +212,7 @@ static void run_point(zoff_model *m, zoff_dev_stream *s, const opts *o, zoff_off
     zoff_device_plan dp; /* the model's terms as allocated, and the engine's slots */
     zoff_model_memory(m, &dp);
     dp.buckets = mem.device_bytes;
+    dp.weights += mem.param_device_bytes; /* streamed: the ring and resident groups */
     zoff_device_plan_sum(&dp);
     zoff_model_offload_destroy(off);
     double n = (double)zoff_model_get_layout(m)->total;
@@ -197,9 +228,21 @@ static void run_point(zoff_model *m, zoff_dev_stream *s, const opts *o, zoff_off
     double shorter = fmin(compute_ms, adam + nvme);
     double eff = shorter > 0 ? (compute_ms + adam + nvme - step) / shorter : 1.0;
     eff = fmax(0.0, fmin(1.0, eff));
+    int ti = target == ZOFF_OFFLOAD_NVME, si = (int)sched;
+    if (where == ZOFF_PARAMS_DEVICE) g_resident_ms[ti][si] = step;
+    double res_ms = g_resident_ms[ti][si];
+    char streamed[512] = "";
+    if (where != ZOFF_PARAMS_DEVICE)
+        snprintf(streamed, sizeof streamed,
+                 ",\"resident_step_ms\":%.3f,\"exposed_fetch_ms\":%.3f,"
+                 "\"slowdown_vs_resident\":%.3f,\"weights_over_capacity\":%.2f",
+                 res_ms, res_ms > 0 ? step - res_ms : NAN, res_ms > 0 ? step / res_ms : NAN,
+                 n * zoff_dtype_size(o->dtype) / (double)ms.capacity);
     const zoff_gpt_config *c = zoff_gpt_get_config(m);
+    (void)rm;
     printf("{\"bench\":\"offload\",\"device\":\"%s\",\"model\":{\"n_layer\":%d,\"n_embd\":%d,"
            "\"n_head\":%d,\"vocab\":%d},\"batch\":%d,\"seq\":%d,\"params\":%.0f,"
+           "\"weights_location\":\"%s\",\"prefetch\":%d,\"device_capacity\":%zu,"
            "\"target\":\"%s\",\"schedule\":\"%s\",\"dtype\":\"%s\",\"steps\":%d,"
            "\"step_ms\":%.3f,\"compute_ms\":%.3f,\"exposed_ms\":%.3f,\"exposed_nvme_ms\":%.3f,"
            "\"exposed_cpu_step_ms\":%.3f,\"exposed_transfer_ms\":%.3f,\"cpu_adam_ms\":%.3f,"
@@ -208,15 +251,19 @@ static void run_point(zoff_model *m, zoff_dev_stream *s, const opts *o, zoff_off
            "\"cpu_dram_bytes_per_param\":%.1f,\"pinned_bytes\":%zu,\"engine_device_bytes\":%zu,"
            "\"device_peak_bytes\":%zu,\"device_bytes_per_param_peak\":%.3f,"
            "\"device_bytes_per_param\":{\"weights\":%.3f,\"buckets\":%.3f,\"activations\":%.3f,"
-           "\"workspace\":%.3f,\"total\":%.3f,\"without_activations\":%.3f}}\n",
+           "\"workspace\":%.3f,\"total\":%.3f,\"without_activations\":%.3f},"
+           "\"fetch_bytes_per_param\":%.3f%s}\n",
            zoff_dev_name(zoff_model_get_dev(m)), c->n_layer, c->n_embd, c->n_head, c->vocab_size,
-           o->batch, o->seq, n, zoff_offload_target_name(target), zoff_schedule_name(sched),
-           zoff_dtype_name(o->dtype), o->steps, step, compute_ms, exposed, ex_nvme, ex_cpu, ex_xfer,
-           adam, nvme, eff, step / compute_ms, counted ? (double)pcie / counted / n : 0.0,
+           o->batch, o->seq, n, zoff_param_location_name(where),
+           where == ZOFF_PARAMS_DEVICE ? 0 : o->prefetch, ms.capacity,
+           zoff_offload_target_name(target), zoff_schedule_name(sched), zoff_dtype_name(o->dtype),
+           o->steps, step, compute_ms, exposed, ex_nvme, ex_cpu, ex_xfer, adam, nvme, eff,
+           step / compute_ms, counted ? (double)pcie / counted / n : 0.0,
            counted ? (double)(nr + nw) / counted / n : 0.0,
            cpu_bytes_per_param(sched, o->dtype, ZOFF_F32), mem.pinned_bytes, mem.device_bytes,
            ms.peak, ms.peak / n, dp.weights / n, dp.buckets / n, dp.activations / n,
-           dp.workspace / n, dp.total / n, (dp.total - dp.activations) / n);
+           dp.workspace / n, dp.total / n, (dp.total - dp.activations) / n,
+           counted ? (double)fetch / counted / n : 0.0, streamed);
     fflush(stdout);
 }
 
@@ -229,7 +276,9 @@ int main(int argc, char **argv) {
               .seq = 64,
               .steps = 5,
               .warmup = 2,
-              .dtype = ZOFF_BF16};
+              .dtype = ZOFF_BF16,
+              .params = "none",
+              .prefetch = 2};
     zoff_gpt_config_default(&o.cfg);
     o.cfg.n_layer = 4;
     o.cfg.n_embd = 256;
@@ -249,6 +298,12 @@ int main(int argc, char **argv) {
             o.schedules = v;
         else if (!strcmp(a, "--targets"))
             o.targets = v;
+        else if (!strcmp(a, "--params"))
+            o.params = v;
+        else if (!strcmp(a, "--prefetch"))
+            o.prefetch = int_arg(a, v);
+        else if (!strcmp(a, "--activation-checkpoint"))
+            o.ckpt = !strcmp(v, "1") || !strcmp(v, "on");
         else if (!strcmp(a, "--layers"))
             o.cfg.n_layer = int_arg(a, v);
         else if (!strcmp(a, "--embd"))
@@ -298,6 +353,7 @@ int main(int argc, char **argv) {
     mo.batch = o.batch;
     mo.seq_len = o.seq;
     mo.matmul_dtype = o.dtype == ZOFF_F32 ? ZOFF_F32 : o.dtype;
+    mo.activation_checkpoint = o.ckpt;
     zoff_model *m;
     if ((rc = zoff_gpt_create(dev, &o.cfg, &mo, &m))) die("model", rc);
     if ((rc = zoff_model_init_params(m, 1))) die("init", rc);
@@ -308,15 +364,51 @@ int main(int argc, char **argv) {
     uint64_t rng = 7;
     random_batch(tok, o.batch * o.seq, o.cfg.vocab_size, &rng);
     random_batch(tgt, o.batch * o.seq, o.cfg.vocab_size, &rng);
+    /* streamed weights: the same model without device weights, on a device of the streamed
+     * plan's size */
+    zoff_dev *sdev = NULL;
+    zoff_model *sm = NULL;
+    zoff_dev_stream *ss = NULL;
+    float *init = NULL;
+    if (strstr(o.params, "cpu") || strstr(o.params, "nvme")) {
+        zoff_model_options so = mo;
+        so.stream_weights = true;
+        zoff_device_plan p;
+        zoff_engine_config pc;
+        zoff_engine_config_default(&pc);
+        pc.params = ZOFF_PARAMS_CPU;
+        pc.prefetch_depth = o.prefetch;
+        const zoff_layout *L = zoff_model_get_layout(m);
+        if ((rc = zoff_gpt_plan(&o.cfg, &so, &p))) die("streamed plan", rc);
+        if ((rc = zoff_model_offload_plan(L, o.dtype, &pc, &p))) die("streamed plan", rc);
+        zoff_dev_config sc = dc;
+        sc.capacity = p.total + ((size_t)1 << 20); /* and backend scratch */
+        if ((rc = zoff_dev_open(&sc, &sdev))) die("streamed device", rc);
+        if ((rc = zoff_gpt_create(sdev, &o.cfg, &so, &sm))) die("streamed model", rc);
+        if ((rc = zoff_dev_stream_create(sdev, &ss))) die("stream", rc);
+        if (!(init = malloc(L->total * sizeof(float)))) die("init", -ENOMEM);
+        if ((rc = zoff_model_init_host(m, 1, init))) die("init", rc);
+    }
     static const zoff_offload_target targets[] = {ZOFF_OFFLOAD_CPU, ZOFF_OFFLOAD_NVME};
+    static const zoff_param_location wheres[] = {ZOFF_PARAMS_DEVICE, ZOFF_PARAMS_CPU,
+                                                 ZOFF_PARAMS_NVME};
     for (int ti = 0; ti < 2; ti++) {
         if (!strstr(o.targets, zoff_offload_target_name(targets[ti]))) continue;
         for (int si = 0; si <= ZOFF_SCHEDULE_DPU; si++) {
             zoff_schedule sched = (zoff_schedule)si;
             if (!strstr(o.schedules, zoff_schedule_name(sched))) continue;
-            run_point(m, s, &o, targets[ti], sched, tok, tgt);
+            for (int wi = 0; wi < 3; wi++) {
+                if (!strstr(o.params, zoff_param_location_name(wheres[wi]))) continue;
+                bool streamed = wheres[wi] != ZOFF_PARAMS_DEVICE;
+                run_point(m, streamed ? sm : NULL, s, ss, init, &o, wheres[wi], targets[ti], sched,
+                          tok, tgt);
+            }
         }
     }
+    free(init);
+    if (ss) zoff_dev_stream_destroy(ss);
+    zoff_model_destroy(sm);
+    if (sdev) zoff_dev_close(sdev);
     free(tok);
     free(tgt);
     zoff_dev_stream_destroy(s);

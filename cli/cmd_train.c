@@ -43,6 +43,7 @@ typedef struct train_opts {
     double rope_theta;    /* llama */
     const char *max_shard_size, *save_dtype; /* checkpoints' weights */
     int activation_checkpoint, overwrite, max_nonfinite;
+    const char *offload_activations; /* none | cpu */
     double val_frac;
     unsigned long long given;     /* bit i: specs[i] was set by a flag or the config file */
     zoff_train_offload_flags off; /* --offload and the engine's settings */
@@ -83,6 +84,8 @@ static const opt_spec specs[] = {
      "GEMM operand type: auto, f32, bf16, f16 (auto: bf16 on cuda, f32 on host)"},
     {"activation-checkpoint", OPT_FLAG, O(activation_checkpoint), 0, 1,
      "recompute each block in backward"},
+    {"offload-activations", OPT_STR, O(offload_activations), 0, 0,
+     "with --activation-checkpoint: kept block inputs in pinned CPU memory: none, cpu (none)"},
     {"data", OPT_STR, O(data), 0, 0, "text file (byte tokens) or llm.c .bin tokens"},
     {"val-frac", OPT_FLOAT, O(val_frac), 1e-6, 0.9, "validation split at the end (0.1)"},
     {"val-every", OPT_INT, O(val_every), 0, INT_MAX, "validate every N steps, 0 = end only (50)"},
@@ -112,6 +115,10 @@ static const opt_spec specs[] = {
      "offload gradient bucket, or auto: an eighth of the weights, 1..32MiB (auto)"},
     {"dpu-warmup", OPT_INT, O(off.dpu_warmup), 0, INT_MAX, "sync steps before DPU (2)"},
     {"trace", OPT_STR, O(off.trace), 0, 0, "offload: write a Chrome/Perfetto trace here"},
+    {"offload-params", OPT_STR, O(off.params), 0, 0,
+     "16-bit weights: none (on the device), cpu, nvme (streamed a layer group at a time), auto "
+     "(what does not fit streams from CPU memory) (none)"},
+    {"prefetch", OPT_INT, O(off.prefetch), 0, 64, "streamed weights: groups fetched ahead (2)"},
     {"overwrite", OPT_FLAG, O(overwrite), 0, 1, "a fresh run may replace the results in --out"},
     {"max-nonfinite-steps", OPT_INT, O(max_nonfinite), 1, INT_MAX,
      "stop (exit 1) after N non-finite steps in a row (3)"},
@@ -158,6 +165,9 @@ static void defaults(train_opts *o) {
     o->off.moments = "f32";
     o->off.bucket_size = "auto";
     o->off.dpu_warmup = 2;
+    o->off.params = "none";
+    o->offload_activations = "none";
+    o->off.prefetch = 2;
     o->max_nonfinite = 3;
 }
 
@@ -462,6 +472,7 @@ typedef struct run {
     zoff_model *m;
     zoff_trainer *tr;
     zoff_model_offload *off; /* --offload cpu|nvme: the engine owns the optimizer */
+    unsigned char *resident; /* --offload-params auto: layer groups kept on the device */
     zoff_trainer_config tc;
     uint64_t rng;
     zoff_dataset ds;
@@ -599,17 +610,25 @@ static void offload_metrics(run *r, const zoff_engine_step_report *rep, char *js
              ",\"offload\":{\"step\":%lld,\"pcie_d2h_bytes\":%llu,\"pcie_h2d_bytes\":%llu,"
              "\"nvme_read_bytes\":%llu,\"nvme_write_bytes\":%llu,\"cpu_adam_ms\":%.3f,"
              "\"cpu_wait_grad_ms\":%.3f,\"nvme_wait_ms\":%.3f,\"update_ms\":%.3f,"
-             "\"loss_scale\":%g,\"clip_coef\":%s}",
+             "\"loss_scale\":%g,\"clip_coef\":%s,\"param_fetch_bytes\":%llu,"
+             "\"param_refetch_bytes\":%llu,\"param_fetches\":%llu,\"param_nvme_read_bytes\":%llu,"
+             "\"param_nvme_write_bytes\":%llu}",
              (long long)rep->step, (unsigned long long)rep->pcie_d2h_bytes,
              (unsigned long long)rep->pcie_h2d_bytes, (unsigned long long)rep->nvme_read_bytes,
              (unsigned long long)rep->nvme_write_bytes, rep->cpu_adam_ms, rep->cpu_wait_grad_ms,
-             rep->nvme_wait_ms, rep->step_ms, rep->loss_scale, clip);
+             rep->nvme_wait_ms, rep->step_ms, rep->loss_scale, clip,
+             (unsigned long long)rep->param_fetch_bytes,
+             (unsigned long long)rep->param_refetch_bytes, (unsigned long long)rep->param_fetches,
+             (unsigned long long)rep->param_nvme_read_bytes,
+             (unsigned long long)rep->param_nvme_write_bytes);
     snprintf(line, ln, " | PCIe %.1f B/p, adam %.0f ms",
              (double)(rep->pcie_d2h_bytes + rep->pcie_h2d_bytes) / n, rep->cpu_adam_ms);
-    if (r->o.off.offload[0] == 'n') {
+    if (r->o.off.offload[0] == 'n' || rep->param_nvme_read_bytes) {
         size_t k = strlen(line);
         snprintf(line + k, ln - k, ", NVMe %.1f B/p",
-                 (double)(rep->nvme_read_bytes + rep->nvme_write_bytes) / n);
+                 (double)(rep->nvme_read_bytes + rep->nvme_write_bytes +
+                          rep->param_nvme_read_bytes + rep->param_nvme_write_bytes) /
+                     n);
     }
 }
 
@@ -673,8 +692,11 @@ static int finish_step(run *r, pending_step *p, char *off_line, size_t ol) {
 }
 
 /* The device plan of the run (plan) and of the same model without offload (ref). */
-static int plan_device(const zoff_model_config *mc, const zoff_model_options *go, bool offload,
-                       zoff_engine_config *ec, zoff_device_plan *plan, zoff_device_plan *ref) {
+static int plan_device(const zoff_model_config *mc, zoff_model_options *go, bool offload,
+                       zoff_engine_config *ec, bool params_auto, size_t capacity,
+                       unsigned char **resident, char *params_line, size_t pn,
+                       zoff_device_plan *plan, zoff_device_plan *ref) {
+    params_line[0] = '\0';
     int rc = zoff_model_config_plan(mc, go, plan);
     if (rc) return rc;
     *ref = *plan;
@@ -688,7 +710,27 @@ static int plan_device(const zoff_model_config *mc, const zoff_model_options *go
     if (ec->bucket_bytes == 0) /* --bucket-size auto */
         ec->bucket_bytes =
             zoff_model_offload_auto_bucket(lay.total * zoff_dtype_size(go->matmul_dtype));
-    rc = zoff_model_offload_plan(&lay, go->matmul_dtype, ec, plan);
+    if (ec->params != ZOFF_PARAMS_DEVICE) { /* the model holds no weights: streamed */
+        go->stream_weights = true;
+        if ((rc = zoff_model_config_plan(mc, go, plan))) goto out;
+    }
+    if ((rc = zoff_model_offload_plan(&lay, go->matmul_dtype, ec, plan))) goto out;
+    if (params_auto) {
+        if (!(*resident = calloc((size_t)lay.n_groups, 1))) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        if ((rc = zoff_train_offload_fit(&lay, go->matmul_dtype, capacity, ec, *resident, plan)))
+            goto out;
+        if (ec->params == ZOFF_PARAMS_DEVICE) { /* everything fits: back to resident */
+            go->stream_weights = false;
+            if ((rc = zoff_model_config_plan(mc, go, plan))) goto out;
+            rc = zoff_model_offload_plan(&lay, go->matmul_dtype, ec, plan);
+        }
+    }
+    if (ec->params != ZOFF_PARAMS_DEVICE || *resident)
+        zoff_train_offload_describe_params(&lay, go->matmul_dtype, ec, params_line, pn);
+out:
     zoff_layout_free(&lay);
     return rc;
 }
@@ -696,12 +738,14 @@ static int plan_device(const zoff_model_config *mc, const zoff_model_options *go
 /* Prints the device plan beside what the same model needs without offload; refuses a plan that
  * exceeds the device's capacity, with the figure and the ways out. */
 static int print_plan(run *r, const zoff_device_plan *plan, const zoff_device_plan *ref,
-                      bool offload) {
+                      bool offload, const char *params_line) {
     char text[768], a[32], b[32], cap[32];
     zoff_dev_mem_stats ms;
     zoff_dev_mem_stats_get(r->dev, &ms);
     zoff_device_plan_format(plan, text, sizeof text);
-    printf("device plan (%s%s): %s\n", r->o.dtype, offload ? ", optimizer offloaded" : "", text);
+    printf("device plan (%s%s%s): %s\n", r->o.dtype, offload ? ", optimizer offloaded" : "",
+           params_line[0] ? ", weights streamed" : "", text);
+    if (params_line[0]) printf("  %s\n", params_line);
     fmt_bytes(a, sizeof a, (double)plan->total);
     fmt_bytes(b, sizeof b, (double)ref->total);
     fmt_bytes(cap, sizeof cap, (double)ms.capacity);
@@ -1009,6 +1053,17 @@ int zoff_cmd_train(int argc, char **argv) {
     go.batch = o->batch;
     go.seq_len = o->seq_len;
     go.activation_checkpoint = o->activation_checkpoint;
+    if (strcmp(o->offload_activations, "none") != 0) {
+        if (strcmp(o->offload_activations, "cpu") != 0 || !o->activation_checkpoint) {
+            fprintf(stderr,
+                    "zoff train: --offload-activations '%s': expected none or cpu, "
+                    "with --activation-checkpoint\n",
+                    o->offload_activations);
+            ret = 2;
+            goto out;
+        }
+        go.offload_activations = true;
+    }
     zoff_trainer_config tc;
     zoff_trainer_config_default(&tc);
     tc.lr = (float)o->lr;
@@ -1041,11 +1096,16 @@ int zoff_cmd_train(int argc, char **argv) {
     }
     /* the device plan, every term, before anything is allocated; refused if it cannot fit */
     zoff_device_plan plan, ref_plan;
-    if ((rc = plan_device(&mc, &go, offload, &ec, &plan, &ref_plan))) {
+    zoff_dev_mem_stats dms;
+    zoff_dev_mem_stats_get(r.dev, &dms);
+    char params_line[512];
+    rc = plan_device(&mc, &go, offload, &ec, strcmp(o->off.params, "auto") == 0, dms.capacity,
+                     &r.resident, params_line, sizeof params_line, &plan, &ref_plan);
+    if (rc) {
         fail("planning device memory", rc);
         goto out;
     }
-    if (print_plan(&r, &plan, &ref_plan, offload)) goto out;
+    if (print_plan(&r, &plan, &ref_plan, offload, params_line)) goto out;
     if ((rc = zoff_model_config_create(r.dev, &mc, &go, &r.m))) {
         fail("creating the model", rc);
         goto out;
@@ -1146,6 +1206,7 @@ out:
     free(r.y);
     zoff_trainer_destroy(r.tr);
     zoff_model_offload_destroy(r.off);
+    free(r.resident);
     zoff_model_destroy(r.m);
     free(r.master);
     zoff_dataset_free(&r.ds);

@@ -4,6 +4,7 @@
 #include "cli/cli.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -11,7 +12,15 @@ int zoff_train_offload_configure(const zoff_train_offload_flags *f, const zoff_t
                                  int grad_accum, zoff_engine_config *ec, bool *enabled) {
     zoff_engine_config_default(ec);
     *enabled = false;
+    bool params_on = f->params && strcmp(f->params, "none") != 0;
     if (!f->offload || strcmp(f->offload, "none") == 0) {
+        if (params_on) {
+            fprintf(stderr,
+                    "zoff train: --offload-params %s needs the optimizer offloaded too "
+                    "(--offload cpu|nvme)\n",
+                    f->params);
+            return -1;
+        }
         if (f->nvme_path || f->trace)
             fprintf(stderr, "zoff train: --nvme-path and --trace apply to --offload cpu|nvme only; "
                             "ignored\n");
@@ -71,8 +80,99 @@ int zoff_train_offload_configure(const zoff_train_offload_flags *f, const zoff_t
     ec->loss_scale_init = tc->loss_scale_init;
     ec->loss_scale_window = tc->loss_scale_window;
     ec->trace_path = f->trace;
+    ec->prefetch_depth = f->prefetch;
+    if (!params_on || strcmp(f->params, "auto") == 0) {
+        ec->params = params_on ? ZOFF_PARAMS_CPU : ZOFF_PARAMS_DEVICE; /* auto: fitted later */
+    } else if (strcmp(f->params, "cpu") == 0) {
+        ec->params = ZOFF_PARAMS_CPU;
+    } else if (strcmp(f->params, "nvme") == 0) {
+        ec->params = ZOFF_PARAMS_NVME;
+        if (!f->nvme_path) {
+            fprintf(stderr, "zoff train: --offload-params nvme needs --nvme-path DIR\n");
+            return -1;
+        }
+        ec->nvme_dirs[0] = f->nvme_path;
+        ec->n_nvme_dirs = 1;
+    } else {
+        fprintf(stderr, "zoff train: --offload-params '%s': expected none, cpu, nvme or auto\n",
+                f->params);
+        return -1;
+    }
     *enabled = true;
     return 0;
+}
+
+static size_t group_bytes(const zoff_layout *lay, int g, size_t es) {
+    return (lay->group_begin[g + 1] - lay->group_begin[g]) * es;
+}
+
+int zoff_train_offload_fit(const zoff_layout *lay, zoff_dtype dt, size_t capacity,
+                           zoff_engine_config *ec, unsigned char *resident,
+                           zoff_device_plan *plan) {
+    size_t es = zoff_dtype_size(dt), ring = plan->weights, others = plan->total - ring;
+    memset(resident, 0, (size_t)lay->n_groups);
+    if (others + lay->total * es <= capacity) { /* everything fits: nothing streams */
+        ec->params = ZOFF_PARAMS_DEVICE;
+        plan->weights = lay->total * es;
+        zoff_device_plan_sum(plan);
+        return 0;
+    }
+    if (others + ring > capacity) return 0; /* does not fit even streamed: the plan says so */
+    size_t room = capacity - others - ring, used = 0;
+    for (int g = 0; g < lay->n_groups; g++) {
+        size_t b = (group_bytes(lay, g, es) + 255) / 256 * 256;
+        if (used + b > room) break;
+        used += b;
+        resident[g] = 1;
+    }
+    ec->group_resident = resident;
+    zoff_engine_config pc = *ec; /* the model's layout and dtype give these at creation */
+    pc.n_groups = (size_t)lay->n_groups;
+    pc.group_begin = lay->group_begin;
+    pc.dtype = dt;
+    size_t bytes = 0;
+    int rc = zoff_engine_plan_param_bytes(&pc, &bytes);
+    if (rc) return rc;
+    plan->weights = bytes;
+    zoff_device_plan_sum(plan);
+    return 0;
+}
+
+void zoff_train_offload_describe_params(const zoff_layout *lay, zoff_dtype dt,
+                                        const zoff_engine_config *ec, char *buf, size_t n) {
+    size_t es = zoff_dtype_size(dt), np = lay->n_params ? lay->n_params : 1;
+    if (ec->params == ZOFF_PARAMS_DEVICE) {
+        snprintf(buf, n,
+                 "weights resident: PCIe per step %.2f B/param down (gradients), %.2f up "
+                 "(updated weights)",
+                 (double)es, (double)es);
+        return;
+    }
+    int G = lay->n_groups, n_res = 0,
+        slots = ec->ring_groups ? ec->ring_groups : ec->prefetch_depth + 2;
+    size_t fwd = 0, res = 0, tail = 0;
+    int kept = slots - 1; /* streamed groups still in the ring when the backward starts */
+    for (int g = G - 1; g >= 0; g--) {
+        size_t b = group_bytes(lay, g, es);
+        if (ec->group_resident && ec->group_resident[g]) {
+            n_res++;
+            res += b;
+            continue;
+        }
+        fwd += b;
+        if (kept-- > 0) tail += b;
+    }
+    double d = (double)np;
+    int w = snprintf(buf, n,
+                     "weights %s, prefetch %d, ring %d slots: %d of %d layer groups resident, %d "
+                     "streamed; PCIe per step about %.2f B/param up (%.2f forward fetch, %.2f "
+                     "backward re-fetch, %.2f resident updates), %.2f down (gradients)",
+                     zoff_param_location_name(ec->params), ec->prefetch_depth, slots, n_res, G,
+                     G - n_res, (double)(fwd + fwd - tail + res) / d, (double)fwd / d,
+                     (double)(fwd - tail) / d, (double)res / d, (double)es);
+    if (ec->params == ZOFF_PARAMS_NVME && w > 0 && (size_t)w < n)
+        snprintf(buf + w, n - (size_t)w, "; NVMe about %.2f B/param read, %.2f written",
+                 (double)(fwd + fwd - tail) / d, (double)fwd / d);
 }
 
 int zoff_train_offload_step(zoff_model_offload *off, const zoff_trainer_config *tc, int step,

@@ -171,6 +171,13 @@ typedef struct zoff_model_options {
     bool activation_checkpoint; /* keep each block's input only; recompute it in backward */
     int loss_chunk_rows;        /* rows of logits per chunk of the loss; 0 = auto (about 16M
                                    logits, at most B*T) */
+    bool offload_activations;   /* with activation_checkpoint: the kept block inputs live in
+                                   pinned CPU memory, a few on the device, copied out in
+                                   forward and back ahead of the backward, overlapped */
+    bool stream_weights;        /* the model allocates no weights: each layer group's device
+                                   address comes from the params-needed hook
+                                   (zoff_model_set_group_weights), e.g. the offload engine's
+                                   ring of streamed groups */
 } zoff_model_options;
 void zoff_model_options_default(zoff_model_options *opt);
 
@@ -252,11 +259,18 @@ int zoff_model_grads_to_host(zoff_model *m, float *dst);
 /* Replaces the gradient sink (NULL: back to the flat buffer, if any). */
 void zoff_model_set_grad_sink(zoff_model *m, const zoff_grad_sink *sink);
 
-/* Called on the host thread issuing a forward, before the work that first reads group g's
- * weights is issued to s (the offload engine makes s wait for them there). A non-zero return
- * stops the forward with that error. */
+/* Called on the host thread issuing a forward or a backward, before the work that reads group
+ * g's weights is issued to s (the offload engine makes s wait for them there), each time
+ * another group's reads begin: forward 0..n-1, the loss head's group, backward n-1..1 (each
+ * block's recompute included). Reads of the previous group are over when it is called (the
+ * streamed engine then releases that group's ring slot). A non-zero return stops the pass. */
 typedef int (*zoff_model_params_needed_fn)(void *ctx, int group, zoff_dev_stream *s);
 void zoff_model_set_params_needed_hook(zoff_model *m, zoff_model_params_needed_fn fn, void *ctx);
+/* offload_activations: bytes of kept block inputs copied to the host and back so far. */
+void zoff_model_activation_traffic(const zoff_model *m, uint64_t *d2h, uint64_t *h2d);
+/* stream_weights: group g's weights are at base (device memory, the group's elements from
+ * layout.group_begin[g]) for the reads that follow; called from the params-needed hook. */
+void zoff_model_set_group_weights(zoff_model *m, int group, void *base);
 
 /* fp32 values for every weight from a seed (GPT-2: N(0, 0.02), residual projections
  * N(0, 0.02/sqrt(2L)), biases 0, norm weights 1) into host memory (layout.total floats,

@@ -106,7 +106,8 @@ static int chunk_rows_for(const zoff_model *m) {
 int model_create_common(zoff_model *m) {
     size_t BT = (size_t)m->opt.batch * m->opt.seq_len, total = m->layout.total;
     int rc;
-    if ((rc = model_alloc(m, TERM_WEIGHTS, total * zoff_dtype_size(m->wdt), &m->weights)))
+    if (!m->opt.stream_weights &&
+        (rc = model_alloc(m, TERM_WEIGHTS, total * zoff_dtype_size(m->wdt), &m->weights)))
         return rc;
     if ((rc = model_alloc(m, TERM_WORKSPACE, 4 * BT * sizeof(int32_t), &m->d_tokens))) return rc;
     if (!m->counting) {
@@ -131,6 +132,10 @@ int model_create_common(zoff_model *m) {
     }
     if ((rc = m->ops->alloc(m))) return rc;
     if (m->counting) return 0;
+    m->group_base = calloc((size_t)m->layout.n_groups, sizeof *m->group_base);
+    if (!m->group_base) return -ENOMEM;
+    for (int g = 0; m->weights && g < m->layout.n_groups; g++)
+        m->group_base[g] = (char *)m->weights + m->layout.group_begin[g] * zoff_dtype_size(m->wdt);
     m->gptr = calloc((size_t)m->layout.n_tensors, sizeof *m->gptr);
     m->gstate = calloc((size_t)m->layout.n_tensors, 1);
     if (!m->gptr || !m->gstate) return -ENOMEM;
@@ -141,6 +146,7 @@ int model_create_common(zoff_model *m) {
     }
     if ((rc = zoff_dev_host_alloc(m->dev, BT * sizeof(float), (void **)&m->h_losses))) return rc;
     if ((rc = zoff_dev_event_create(m->dev, &m->loss_ready))) return rc;
+    if (m->opt.stream_weights) return 0;
     return zoff_model_params_from_host(m, NULL); /* weights and padding start at zero */
 }
 
@@ -172,6 +178,7 @@ void zoff_model_destroy(zoff_model *m) {
     if (!m) return;
     if (m->dev) zoff_dev_synchronize(m->dev);
     if (m->ops && m->ops->destroy) m->ops->destroy(m);
+    model_kept_free(m);
     for (int i = 0; i < m->n_allocs; i++)
         zoff_dev_free(m->dev, m->allocs[i]);
     for (int i = 0; i < 2; i++) {
@@ -181,6 +188,7 @@ void zoff_model_destroy(zoff_model *m) {
     if (m->h_losses) zoff_dev_host_free(m->dev, m->h_losses);
     if (m->loss_ready) zoff_dev_event_destroy(m->loss_ready);
     free(m->allocs);
+    free(m->group_base);
     free(m->gptr);
     free(m->gstate);
     zoff_layout_free(&m->layout);
@@ -218,11 +226,31 @@ double zoff_model_train_flops(const zoff_model *m, int B, int T) {
     return m->ops->train_flops(m, B, T);
 }
 
+void zoff_model_set_group_weights(zoff_model *m, int group, void *base) {
+    if (group >= 0 && group < m->layout.n_groups) m->group_base[group] = base;
+}
+
 void *model_weight(zoff_model *m, int tensor) {
-    return (char *)m->weights + m->layout.tensors[tensor].offset * zoff_dtype_size(m->wdt);
+    const zoff_tensor *t = &m->layout.tensors[tensor];
+    return (char *)m->group_base[t->group] +
+           (t->offset - m->layout.group_begin[t->group]) * zoff_dtype_size(m->wdt);
+}
+
+/* The loss head's group (the tied embedding's or the last), made current for its reads. */
+static int head_needed(zoff_model *m, zoff_dev_stream *s) {
+    return model_params_needed(m, s, m->layout.tensors[m->head_tensor].group);
+}
+
+static int need_flat(const zoff_model *m, const char *what) {
+    return m->weights ? 0
+                      : zoff_fail(-EINVAL, MOD,
+                                  "%s: the model's weights are streamed (held by the offload "
+                                  "engine, not in a device buffer)",
+                                  what);
 }
 
 int model_params_needed(zoff_model *m, zoff_dev_stream *s, int group) {
+    MODEL_TRY(model_kept_hook(m, s, group));
     return m->need_hook ? m->need_hook(m->need_ctx, group, s) : 0;
 }
 
@@ -230,6 +258,7 @@ int model_params_needed(zoff_model *m, zoff_dev_stream *s, int group) {
 
 int zoff_model_params_to_host(zoff_model *m, float *dst) {
     size_t n = m->layout.total;
+    MODEL_TRY(need_flat(m, "params_to_host"));
     int rc = zoff_dev_synchronize(m->dev);
     if (rc) return rc;
     if (m->wdt == ZOFF_F32) return zoff_dev_memcpy(m->dev, dst, m->weights, n * 4, ZOFF_COPY_D2H);
@@ -246,6 +275,7 @@ int zoff_model_params_to_host(zoff_model *m, float *dst) {
  * second full copy of the weights in host memory. */
 int zoff_model_params_from_host(zoff_model *m, const float *src) {
     size_t n = m->layout.total, es = zoff_dtype_size(m->wdt), chunk = (size_t)4 << 20;
+    MODEL_TRY(need_flat(m, "params_from_host"));
     int rc = zoff_dev_synchronize(m->dev);
     if (rc) return rc;
     if (src && m->wdt == ZOFF_F32)
@@ -541,9 +571,13 @@ int zoff_model_forward(zoff_model *m, zoff_dev_stream *s, const zoff_batch *b, f
     MODEL_TRY(stage_batch(m, s, b, false));
     m->cur_B = b->B;
     m->cur_T = b->T;
-    MODEL_TRY(m->ops->forward_body(m, s, b->B, b->T));
+    m->kept_phase = 1;
+    int rc = m->ops->forward_body(m, s, b->B, b->T);
+    m->kept_phase = 0;
+    MODEL_TRY(rc);
     m->have_fwd = true;
     if (!b->targets || !loss) return 0;
+    MODEL_TRY(head_needed(m, s));
     MODEL_TRY(head_loss(m, s, false, 0.0f));
     MODEL_TRY(send_losses(m, s));
     return zoff_model_loss_wait(m, s, loss);
@@ -556,14 +590,21 @@ int zoff_model_forward_backward(zoff_model *m, zoff_dev_stream *s, const zoff_ba
     MODEL_TRY(stage_batch(m, s, b, true));
     m->cur_B = b->B;
     m->cur_T = b->T;
-    MODEL_TRY(m->ops->forward_body(m, s, b->B, b->T));
+    m->kept_phase = 1;
+    int rc = m->ops->forward_body(m, s, b->B, b->T);
+    m->kept_phase = 0;
+    MODEL_TRY(rc);
     m->have_fwd = true;
     MODEL_TRY(grads_begin_backward(m, s));
     /* the head's weight gradient starts here (tied: it is also the embedding's) */
     MODEL_TRY(model_grad_take(m, s, m->head_tensor));
+    MODEL_TRY(head_needed(m, s));
     MODEL_TRY(head_loss(m, s, true, dloss_scale));
     MODEL_TRY(send_losses(m, s));
-    MODEL_TRY(m->ops->backward_body(m, s, b->B, b->T));
+    m->kept_phase = 2;
+    rc = m->ops->backward_body(m, s, b->B, b->T);
+    m->kept_phase = 0;
+    MODEL_TRY(rc);
     return loss ? zoff_model_loss_wait(m, s, loss) : 0;
 }
 
@@ -574,6 +615,7 @@ static int head_row(zoff_model *m, zoff_dev_stream *s, int b, int t) {
     int C = m->C, V = m->V;
     const char *h =
         (const char *)m->head_in + ((size_t)b * m->cur_T + t) * C * zoff_dtype_size(m->wdt);
+    MODEL_TRY(head_needed(m, s));
     return zoff_dev_op_gemm(s, false, true, 1, V, C, 1.0f, h, C, model_weight(m, m->head_tensor), C,
                             m->wdt, 0.0f, m->logits, ZOFF_F32, V);
 }
@@ -591,9 +633,9 @@ int zoff_model_probs_row(zoff_model *m, zoff_dev_stream *s, int b, int t, float 
     int C = m->C, V = m->V;
     const char *h =
         (const char *)m->head_in + ((size_t)b * m->cur_T + t) * C * zoff_dtype_size(m->wdt);
-    MODEL_TRY(zoff_dev_op_gemm(s, false, true, 1, V, C, 1.0f, h, C,
-                               model_weight(m, m->head_tensor), C, m->wdt, 0.0f, m->logits,
-                               ZOFF_F32, V));
+    MODEL_TRY(head_needed(m, s));
+    MODEL_TRY(zoff_dev_op_gemm(s, false, true, 1, V, C, 1.0f, h, C, model_weight(m, m->head_tensor),
+                               C, m->wdt, 0.0f, m->logits, ZOFF_F32, V));
     MODEL_TRY(zoff_dev_op_softmax_xent_fwd(s, m->logits, NULL, m->logits, NULL, 1, V));
     MODEL_TRY(zoff_dev_memcpy_async(s, probs, m->logits, (size_t)V * sizeof(float),
                                     ZOFF_COPY_D2H));

@@ -42,7 +42,8 @@ struct zoff_model {
     int tied_group;       /* group whose gradients are needed before the last group's are done
                              (the tied head's), -1 if none */
     zoff_dtype wdt;       /* weights on the device; also the activations' GEMM dtype */
-    void *weights;        /* (layout.total) wdt */
+    void *weights;        /* (layout.total) wdt; NULL with stream_weights */
+    void **group_base;    /* (n_groups) each group's weights (into `weights`, or streamed) */
     bool counting;        /* plan mode: model_alloc only counts */
     zoff_device_plan mem; /* bytes per term, as allocated (or counted) */
     void **allocs;
@@ -58,6 +59,10 @@ struct zoff_model {
 
     zoff_model_params_needed_fn need_hook;
     void *need_ctx;
+
+    /* activation offload (model_act_offload.c); kept_phase: 0 none, 1 forward, 2 backward */
+    struct model_kept *kept;
+    int kept_phase;
 
     /* staged batch: two pinned slots (tokens, targets, pos per slot, B*T each) so that the host
      * fills one while the stream may still copy the other */
@@ -81,6 +86,16 @@ struct zoff_model {
     int cur_B, cur_T;
     bool have_fwd;
 };
+
+typedef struct model_kept model_kept;
+/* Kept block inputs (activation checkpointing): an architecture allocates model_kept_count(m,
+ * n) buffers of `bytes` at base for its n kept inputs (kept i: the input of group i+1) and
+ * registers its pointer table; with offload_activations the device holds a few and the rest
+ * go to pinned host memory (see model_act_offload.c). */
+size_t model_kept_count(const zoff_model *m, size_t n);
+int model_kept_register(zoff_model *m, float **res, size_t n, float *base, size_t bytes);
+int model_kept_hook(zoff_model *m, zoff_dev_stream *s, int group);
+void model_kept_free(zoff_model *m);
 
 /* Device memory for the model, counted in the term (plan mode: counted only). */
 int model_alloc(zoff_model *m, model_term term, size_t bytes, void *ptr);

@@ -19,6 +19,15 @@ struct zoff_model_offload {
     int resumed_step;               /* optimizer steps of the state load_state restored */
 };
 
+/* Before a group's reads: streamed weights, the engine makes it resident and says where. */
+static int group_needed(void *ctx, int group, zoff_dev_stream *s) {
+    zoff_model_offload *o = ctx;
+    void *base = NULL;
+    int rc = zoff_engine_acquire_group(o->engine, (size_t)group, s, &base);
+    if (!rc) zoff_model_set_group_weights(o->m, group, base);
+    return rc;
+}
+
 /* Before a group's forward: the stream waits for its weights. */
 static int params_needed(void *ctx, int group, zoff_dev_stream *s) {
     zoff_model_offload *o = ctx;
@@ -68,8 +77,17 @@ int zoff_model_offload_plan(const zoff_layout *L, zoff_dtype weight_dtype,
                                        L->tensors[t].numel, L->tensors[t].layer, 0};
     zoff_engine_config ec = *cfg;
     ec.dtype = weight_dtype;
+    ec.n_groups = (size_t)L->n_groups; /* streamed: buckets stay inside groups */
+    ec.group_begin = L->group_begin;
     int rc = zoff_engine_plan_device_bytes(&ec, tens, (size_t)L->n_tensors, &plan->buckets);
     free(tens);
+    if (!rc && cfg->params != ZOFF_PARAMS_DEVICE) {
+        /* the model allocates no weights: the weights term is the engine's ring and resident
+         * groups */
+        size_t bytes = 0;
+        rc = zoff_engine_plan_param_bytes(&ec, &bytes);
+        plan->weights = bytes;
+    }
     zoff_device_plan_sum(plan);
     return rc;
 }
@@ -95,7 +113,17 @@ int zoff_model_offload_create(zoff_model *m, zoff_dev_stream *s, const zoff_engi
     if (!rc) rc = zoff_model_offload_tensors(m, &tens);
     for (int t = 0; !rc && t < L->n_tensors; t++)
         if (o->group_count[L->tensors[t].group]++ == 0) o->group_first[L->tensors[t].group] = t;
-    if (!rc && !init_master) {
+    bool streamed = cfg->params != ZOFF_PARAMS_DEVICE;
+    if (!rc && streamed != (zoff_model_weights(m) == NULL))
+        rc = zoff_fail(ZOFF_ECONFIG, MOD,
+                       streamed ? "streamed weights (params cpu/nvme) need a model created with "
+                                  "stream_weights"
+                                : "a model created with stream_weights needs params cpu or nvme");
+    if (!rc && streamed && !init_master)
+        rc = zoff_fail(ZOFF_ECONFIG, MOD, "streamed weights need the initial master weights");
+    ec.n_groups = (size_t)L->n_groups;
+    ec.group_begin = L->group_begin;
+    if (!rc && !streamed && !init_master) {
         if (!(widened = malloc(L->total * sizeof(float))))
             rc = -ENOMEM;
         else
@@ -103,7 +131,8 @@ int zoff_model_offload_create(zoff_model *m, zoff_dev_stream *s, const zoff_engi
         init_master = widened;
     }
     /* the device weights start as the master's rounding */
-    if (!rc && widened != init_master) rc = zoff_model_params_from_host(m, init_master);
+    if (!rc && !streamed && widened != init_master)
+        rc = zoff_model_params_from_host(m, init_master);
     if (!rc)
         rc = zoff_engine_create(o->dev, &ec, zoff_model_weights(m), L->total, tens,
                                 (size_t)L->n_tensors, init_master, &o->engine);
@@ -115,7 +144,7 @@ int zoff_model_offload_create(zoff_model *m, zoff_dev_stream *s, const zoff_engi
     }
     zoff_grad_sink sink = {.dtype = ec.dtype, .buffer = grad_buffer, .done = grad_done, .ctx = o};
     zoff_model_set_grad_sink(m, &sink);
-    zoff_model_set_params_needed_hook(m, params_needed, o);
+    zoff_model_set_params_needed_hook(m, streamed ? group_needed : params_needed, o);
     *out = o;
     return 0;
 }
@@ -181,6 +210,9 @@ void zoff_model_offload_destroy(zoff_model_offload *o) {
     if (!o) return;
     zoff_model_set_params_needed_hook(o->m, NULL, NULL);
     zoff_model_set_grad_sink(o->m, NULL);
+    if (!zoff_model_weights(o->m)) /* streamed: the engine's ring goes away */
+        for (int g = 0; g < o->layout->n_groups; g++)
+            zoff_model_set_group_weights(o->m, g, NULL);
     zoff_engine_destroy(o->engine);
     free(o->group_first);
     free(o->group_count);

@@ -8,6 +8,11 @@
  * tensor's gradient straight into the engine's bucket slot (the model's gradient sink), so no
  * full-model gradient buffer exists on the device: weights (2 B/param) + bucket slots +
  * activations + workspace. PCIe carries 4 bytes per parameter (2 down, 2 up) in 16-bit mode.
+ *
+ * Streamed weights (cfg->params CPU or NVMe, a model created with stream_weights): the engine
+ * owns the 16-bit weights too, and the params-needed hook acquires each layer group from the
+ * engine's ring and points the model's group at it (zoff_model_set_group_weights). The plan's
+ * weights term is then the ring plus the resident groups (cfg->group_resident).
  */
 #ifndef ZOFF_MODEL_MODEL_OFFLOAD_H
 #define ZOFF_MODEL_MODEL_OFFLOAD_H

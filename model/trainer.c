@@ -68,6 +68,10 @@ float zoff_trainer_lr_at(const zoff_trainer_config *c, int step) {
  * without one, from the model's weights widened. */
 static int init_master(zoff_trainer *tr, const float *master) {
     zoff_model *m = tr->m;
+    if (!zoff_model_weights(m))
+        return zoff_fail(ZOFF_ECONFIG, "trainer",
+                         "the reference trainer needs the model's weights on the device: create "
+                         "the model without stream_weights");
     if (zoff_model_weight_dtype(m) == ZOFF_F32) {
         tr->master = zoff_model_weights(m);
         return master ? zoff_model_params_from_host(m, master) : 0;

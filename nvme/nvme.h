@@ -149,6 +149,10 @@ void zoff_nvme_swap_destroy(zoff_nvme_swap *swap);
  * stopping anything: for a signal handler about to _exit (async-signal-safe). */
 void zoff_nvme_release_files_now(void);
 void zoff_nvme_swap_get_info(zoff_nvme_swap *swap, zoff_nvme_swap_info *out);
+/* Tests: from now on every Nth operation fails with -error_errno (as debug_error_every and
+ * debug_error_errno at creation, which would also hit the set-up's writes). Call with no
+ * request in flight. */
+void zoff_nvme_swap_debug_faults(zoff_nvme_swap *swap, unsigned error_every, int error_errno);
 
 /* Defines a named region of `bytes` (rounded up to 4096). -EEXIST for a duplicate name,
  * -ENOSPC when capacity is exhausted. The region lives until the swap is destroyed. */

@@ -895,6 +895,14 @@ void zoff_nvme_request_free(zoff_nvme_request *r) {
     free_request_mem(r);
 }
 
+void zoff_nvme_swap_debug_faults(zoff_nvme_swap *s, unsigned error_every, int error_errno) {
+    pthread_mutex_lock(&s->mu);
+    s->cfg.debug_error_every = error_every;
+    s->cfg.debug_error_errno = error_errno;
+    s->op_seq = 0; /* counted from here */
+    pthread_mutex_unlock(&s->mu);
+}
+
 void zoff_nvme_swap_get_info(zoff_nvme_swap *s, zoff_nvme_swap_info *o) {
     memset(o, 0, sizeof *o);
     pthread_mutex_lock(&s->mu);

@@ -2,12 +2,24 @@
  * forward order, each holding whole tensors, filled greedily up to the bucket size. A tensor
  * larger than the bucket size gets a bucket of its own, so every tensor lies in exactly one
  * bucket and the trainer gets one contiguous gradient pointer per tensor. Buckets tile the
- * range from the first tensor to the end of the last one without holes. */
+ * range from the first tensor to the end of the last one without holes. With streamed weights
+ * a bucket never straddles two layer groups, so each bucket's weights go to one place (the
+ * store of a streamed group, or a resident group's device copy). */
 #include "offload/engine_internal.h"
 #include "core/log.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
+
+/* The layer group holding element `offset` (streamed weights), or 0. */
+static size_t group_of(const zoff_engine_config *c, size_t offset) {
+    size_t g = 0;
+    while (c->params != ZOFF_PARAMS_DEVICE && g + 1 < c->n_groups &&
+           offset >= c->group_begin[g + 1])
+        g++;
+    return g;
+}
 
 int engine_build_buckets(zoff_engine *e) {
     size_t target = e->cfg.bucket_bytes / e->esize;
@@ -20,7 +32,8 @@ int engine_build_buckets(zoff_engine *e) {
         const zoff_engine_tensor *ten = &e->tensors[t];
         engine_bucket *cur = nb ? &e->buckets[nb - 1] : NULL;
         size_t end = ten->offset + ten->numel;
-        if (!cur || end - cur->offset > target) {
+        bool new_group = cur && group_of(&e->cfg, ten->offset) != group_of(&e->cfg, cur->offset);
+        if (!cur || end - cur->offset > target || new_group) {
             cur = &e->buckets[nb++];
             cur->offset = ten->offset;
             cur->first_tensor = t;
@@ -55,4 +68,11 @@ int zoff_engine_plan_device_bytes(const zoff_engine_config *cfg, const zoff_engi
     free(e.buckets);
     free(e.tensor_bucket);
     return rc;
+}
+
+int zoff_engine_plan_param_bytes(const zoff_engine_config *cfg, size_t *bytes) {
+    if (!cfg || !bytes || !zoff_dtype_size(cfg->dtype)) return -EINVAL;
+    *bytes = 0;
+    if (cfg->params == ZOFF_PARAMS_DEVICE) return 0;
+    return param_store_plan_bytes(cfg, zoff_dtype_size(cfg->dtype), bytes);
 }

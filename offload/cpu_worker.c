@@ -120,10 +120,67 @@ static int adam_runs(zoff_engine *e, const engine_bucket *bk, const zoff_adam_pa
 
 /* Updates bucket b of optimizer step `step` from grad (dtype gdt) and sends the new weights
  * to the device. t is the Adam step number for bias correction. */
+/* Whether the updated weights of `step` must wait for the next step's backward (DPU). */
+static bool dpu_delayed(const zoff_engine *e, int64_t step) {
+    return e->cfg.schedule == ZOFF_SCHEDULE_DPU && step + e->step_base >= e->cfg.dpu_warmup_steps;
+}
+
+/* A streamed bucket: new weights straight into the parameter store, then its version,
+ * host-side (the fetch stream waits on it). DPU past its warm-up computes them into the
+ * weight ring and stores them only once the next step's backward has ended, when no fetch of
+ * that step can read the store any more. The version moves in every case. */
+static int update_streamed(zoff_engine *e, size_t b, const void *grad, zoff_dtype gdt,
+                           const zoff_adam_params *ap, int64_t step, zoff_engine_step_report *rep) {
+    engine_bucket *bk = &e->buckets[b];
+    bool delayed = dpu_delayed(e, step);
+    void *dst = param_store_bucket_weights(e->params, b);
+    void *out = delayed ? e->param_ring[b] : dst;
+    float *p = NULL;
+    void *m = NULL, *v = NULL;
+    int rc = has_error(e) ? 0 : state_store_acquire(e->store, b, &p, &m, &v);
+    if (!rc && !has_error(e)) {
+        double t1 = now_ms(), tr1 = e->trace ? zoff_trace_now_us(e->trace) : 0;
+        rc = adam_runs(e, bk, ap, p, m, v, grad, gdt, out);
+        rep->cpu_adam_ms += now_ms() - t1;
+        if (e->trace) {
+            char name[40];
+            snprintf(name, sizeof name, "adam b%zu s%lld", b, (long long)step);
+            zoff_trace_host_span(e->trace, "cpu adam", name, tr1, zoff_trace_now_us(e->trace));
+        }
+        if (!rc) rc = state_store_release(e->store, b);
+    }
+    if (rc) engine_set_error(e, rc);
+    if (delayed) {
+        int rw = zoff_dev_host_wait_value(e->dev, &e->ctr->step_end, (uint32_t)(step + 2));
+        if (rw) engine_set_error(e, rw);
+        if (!rw && !has_error(e)) memcpy(dst, out, bk->numel * e->esize);
+    }
+    if (!has_error(e)) {
+        int rcw = param_store_commit(e->params, b);
+        if (rcw) engine_set_error(e, rcw);
+        if (!rc) rc = rcw;
+    }
+    int rv = zoff_dev_host_write_value(e->dev, &e->version[b], (uint32_t)(step + 1));
+    if (rv) engine_set_error(e, rv);
+    return rc ? rc : rv;
+}
+
 static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype gdt,
                          float grad_scale, float lr, int64_t t, int64_t step,
                          zoff_engine_step_report *rep) {
     engine_bucket *bk = &e->buckets[b];
+    if (e->params && param_store_bucket_streamed(e->params, b)) {
+        zoff_adam_params ap = zoff_adam_params_default();
+        ap.lr = lr;
+        ap.beta1 = e->cfg.beta1;
+        ap.beta2 = e->cfg.beta2;
+        ap.eps = e->cfg.eps;
+        ap.weight_decay = e->cfg.weight_decay;
+        ap.mode = e->cfg.adamw ? ZOFF_ADAM_ADAMW : ZOFF_ADAM_L2;
+        ap.step = t;
+        ap.grad_scale = grad_scale;
+        return update_streamed(e, b, grad, gdt, &ap, step, rep);
+    }
     uint32_t h = e->h2d_issued;
     int q = (int)(h % (uint32_t)e->n_param_ring);
     int rc = 0;
@@ -160,14 +217,16 @@ static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype 
     /* The weights go up unless something failed; the counters move in every case. */
     int ok = !has_error(e);
     int rc2 = 0;
-    if (e->cfg.schedule == ZOFF_SCHEDULE_DPU && step + e->step_base >= e->cfg.dpu_warmup_steps)
+    if (dpu_delayed(e, step))
         rc2 = zoff_dev_stream_wait_value(e->h2d, &e->ctr->step_end, (uint32_t)(step + 2));
     if (ok && !rc2) {
         char name[40];
         snprintf(name, sizeof name, "h2d b%zu", b);
         int span = zoff_trace_device_begin(e->trace, e->h2d, "h2d", name);
-        rc2 = zoff_dev_memcpy_async(e->h2d, (char *)e->dparams + bk->offset * e->esize,
-                                    e->param_ring[q], bk->numel * e->esize, ZOFF_COPY_H2D);
+        void *dst = e->params ? param_store_bucket_device(e->params, b)
+                              : (char *)e->dparams + bk->offset * e->esize;
+        rc2 = zoff_dev_memcpy_async(e->h2d, dst, e->param_ring[q], bk->numel * e->esize,
+                                    ZOFF_COPY_H2D);
         zoff_trace_device_end(e->trace, e->h2d, span);
         rep->pcie_h2d_bytes += bk->numel * e->esize;
     }
@@ -181,7 +240,10 @@ static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype 
 /* A skipped step: weights unchanged, versions advanced in order behind earlier copies. */
 static void skip_step(zoff_engine *e, int64_t step) {
     for (size_t b = 0; b < e->n_buckets; b++) {
-        int rc = zoff_dev_stream_write_value(e->h2d, &e->version[b], (uint32_t)(step + 1));
+        /* a streamed bucket's version is written by the host only (never behind a copy) */
+        int rc = e->params && param_store_bucket_streamed(e->params, b)
+                     ? zoff_dev_host_write_value(e->dev, &e->version[b], (uint32_t)(step + 1))
+                     : zoff_dev_stream_write_value(e->h2d, &e->version[b], (uint32_t)(step + 1));
         if (rc) engine_set_error(e, rc);
     }
 }
@@ -199,7 +261,12 @@ static void finish_report(zoff_engine *e, int set, const work_item *w,
     rep->pcie_d2h_bytes = e->rx[set].pcie_d2h_bytes;
     rep->cpu_wait_grad_ms = e->rx[set].cpu_wait_grad_ms;
     rep->cpu_adam_ms += e->rx[set].cpu_adam_ms;
-    rep->pcie_h2d_bytes += e->rx[set].pcie_h2d_bytes;
+    rep->pcie_h2d_bytes += e->rx[set].pcie_h2d_bytes + w->fetch_bytes;
+    rep->param_fetch_bytes = w->fetch_bytes;
+    rep->param_refetch_bytes = w->refetch_bytes;
+    rep->param_fetches = w->fetches;
+    rep->param_nvme_read_bytes = w->nvme_read_bytes;
+    if (e->params) rep->param_nvme_write_bytes = param_store_take_nvme_written(e->params);
     rep->nvme_read_bytes = nr;
     rep->nvme_write_bytes = nw;
     rep->nvme_wait_ms = nvme_ms;

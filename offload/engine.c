@@ -36,6 +36,15 @@ void zoff_engine_config_default(zoff_engine_config *c) {
     c->cpu_isa = -1;
     c->nvme_checksums = 1;
     c->nvme_queue_depth = 32;
+    c->params = ZOFF_PARAMS_DEVICE;
+    c->prefetch_depth = 2;
+}
+
+const char *zoff_param_location_name(zoff_param_location p) {
+    return p == ZOFF_PARAMS_DEVICE ? "none"
+           : p == ZOFF_PARAMS_CPU  ? "cpu"
+           : p == ZOFF_PARAMS_NVME ? "nvme"
+                                   : "?";
 }
 
 const char *zoff_schedule_name(zoff_schedule s) {
@@ -96,6 +105,9 @@ static int check_config(const zoff_engine_config *c) {
     if (c->target == ZOFF_OFFLOAD_NVME && c->n_nvme_dirs == 0)
         return bad("nvme_dirs", "must name at least one directory for the nvme target");
     if (c->n_nvme_dirs > 16) return bad("nvme_dirs", "at most 16");
+    if ((unsigned)c->params > ZOFF_PARAMS_NVME) return bad("params", "must be device, cpu or nvme");
+    if (c->params == ZOFF_PARAMS_NVME && c->n_nvme_dirs == 0)
+        return bad("nvme_dirs", "must name at least one directory for weights on nvme");
     return 0;
 }
 
@@ -214,7 +226,11 @@ static int master_from_device(zoff_engine *e, float **out) {
 int zoff_engine_create(zoff_dev *dev, const zoff_engine_config *cfg, void *device_params,
                        size_t n_params, const zoff_engine_tensor *tensors, size_t n_tensors,
                        const float *init_master, zoff_engine **out) {
-    if (!dev || !cfg || !device_params || !out || n_params == 0) return -EINVAL;
+    bool streamed = cfg && cfg->params != ZOFF_PARAMS_DEVICE;
+    if (!dev || !cfg || (!device_params && !streamed) || !out || n_params == 0) return -EINVAL;
+    if (streamed && !init_master)
+        return zoff_fail(ZOFF_ECONFIG, MOD,
+                         "streamed weights need the initial master weights (init_master)");
     *out = NULL;
     int rc = check_config(cfg);
     if (!rc) rc = check_tensors(tensors, n_tensors, n_params);
@@ -269,6 +285,9 @@ int zoff_engine_create(zoff_dev *dev, const zoff_engine_config *cfg, void *devic
         init_master = own_master;
     }
     if ((rc = state_store_create(e, init_master, &e->store))) goto fail;
+    if (streamed && (rc = param_store_create(e, init_master, &e->params))) goto fail;
+    e->cfg.group_begin = NULL; /* the caller's arrays are read at creation only */
+    e->cfg.group_resident = NULL;
     free(own_master);
     own_master = NULL;
     if ((rc = alloc_host_side(e))) goto fail;
@@ -282,13 +301,15 @@ int zoff_engine_create(zoff_dev *dev, const zoff_engine_config *cfg, void *devic
     }
     zoff_engine_memory mem;
     zoff_engine_get_memory(e, &mem);
-    zoff_log(ZOFF_LOG_INFO, MOD,
-             "offload to %s, schedule %s: %zu buckets (up to %zu params), device %.1f MiB, "
-             "pinned %.1f MiB, host %.1f MiB, nvme %.1f MiB, %d CPU threads (%s)",
-             zoff_offload_target_name(cfg->target), zoff_schedule_name(cfg->schedule),
-             mem.n_buckets, mem.bucket_elems_max, mem.device_bytes / 1048576.0,
-             mem.pinned_bytes / 1048576.0, mem.host_bytes / 1048576.0, mem.nvme_bytes / 1048576.0,
-             zoff_adam_pool_threads(e->pool), zoff_adam_isa_name(zoff_adam_pool_isa(e->pool)));
+    zoff_log(
+        ZOFF_LOG_INFO, MOD,
+        "offload to %s, schedule %s, weights %s: %zu buckets (up to %zu params), device %.1f MiB, "
+        "pinned %.1f MiB, host %.1f MiB, nvme %.1f MiB, %d CPU threads (%s)",
+        zoff_offload_target_name(cfg->target), zoff_schedule_name(cfg->schedule),
+        zoff_param_location_name(cfg->params), mem.n_buckets, mem.bucket_elems_max,
+        (mem.device_bytes + mem.param_device_bytes) / 1048576.0, mem.pinned_bytes / 1048576.0,
+        mem.host_bytes / 1048576.0, mem.nvme_bytes / 1048576.0, zoff_adam_pool_threads(e->pool),
+        zoff_adam_isa_name(zoff_adam_pool_isa(e->pool)));
     *out = e;
     return 0;
 oom:
@@ -308,6 +329,7 @@ static void stop_threads(zoff_engine *e) {
     pthread_join(e->receiver, NULL);
     if (e->updater_started) pthread_join(e->updater, NULL);
     e->receiver_started = e->updater_started = false;
+    param_store_stop(e->params);
 }
 
 void zoff_engine_destroy(zoff_engine *e) {
@@ -323,6 +345,7 @@ void zoff_engine_destroy(zoff_engine *e) {
     }
     if (e->store) state_store_drain(e->store);
     state_store_destroy(e->store);
+    param_store_destroy(e->params);
     zoff_nvme_swap_destroy(e->swap);
     zoff_adam_pool_destroy(e->pool);
     for (int k = 0; e->slot_buf && k < e->n_slots; k++) {
@@ -471,6 +494,8 @@ void zoff_engine_get_memory(const zoff_engine *e, zoff_engine_memory *out) {
     out->bucket_elems_max = e->bucket_elems_max;
     out->device_bytes = engine_device_bytes(e->n_slots, slot);
     out->pinned_bytes = (size_t)(e->n_grad_ring + e->n_param_ring) * slot;
+    out->param_device_bytes = e->params ? param_store_device_bytes(e->params) : 0;
+    if (e->params) out->pinned_bytes += param_store_pinned_bytes(e->params);
     out->host_bytes = e->store ? state_store_host_bytes(e->store) : 0;
     for (int s = 0; s < e->n_sets; s++) {
         if (e->grad_host[s]) out->host_bytes += e->n_params * e->esize;

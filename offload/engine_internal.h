@@ -20,6 +20,11 @@
  *                   device parameters, advances `h2d_count` and the bucket's `version`.
  * Counters only grow; stream waits on them are how the trainer's stream waits for work the
  * host has not issued yet (see zoff_dev_stream_wait_value).
+ *
+ * Streamed weights (cfg.params CPU or NVMe, param_store.c): the updater writes a streamed
+ * bucket's new weights into the parameter store and advances its version from the host; the
+ * trainer's acquire_group fetches a layer group into a device ring slot on the store's fetch
+ * stream (which waits for the versions), and the compute stream waits for the fetch.
  */
 #ifndef ZOFF_OFFLOAD_ENGINE_INTERNAL_H
 #define ZOFF_OFFLOAD_ENGINE_INTERNAL_H
@@ -69,6 +74,39 @@ size_t state_store_nvme_bytes(const state_store *st);
 /* NVMe bytes moved and time blocked since the last call (for step reports). */
 void state_store_take_counters(state_store *st, uint64_t *read, uint64_t *written, double *wait_ms);
 
+/* ---------------------------------------------------------------- parameter store */
+
+typedef struct param_store param_store;
+struct work_item;
+
+/* Streamed weights (cfg.params CPU or NVMe): the 16-bit weights of every group in pinned CPU
+ * memory (rounded from init_master), the resident groups' device copies and the device ring
+ * of streamed groups. Trainer thread: acquire, release, end_micro. Updater: host_weights,
+ * bucket writes. See param_store.c. */
+int param_store_create(zoff_engine *e, const float *init_master, param_store **out);
+void param_store_destroy(param_store *ps);
+int param_store_acquire(param_store *ps, size_t group, zoff_dev_stream *s, void **base);
+int param_store_release(param_store *ps, zoff_dev_stream *s);
+/* End of a micro-batch (trainer): the group order seen becomes the prefetch schedule; the
+ * micro-batch's fetch counters are added into w (the last micro-batch of a step) or kept. */
+int param_store_end_micro(param_store *ps, zoff_dev_stream *s, struct work_item *w);
+/* Where the updater writes bucket b's new 16-bit weights (numel elements), then commits them
+ * (NVMe: written back, synchronously) before advancing the bucket's version. */
+void *param_store_bucket_weights(param_store *ps, size_t b);
+int param_store_commit(param_store *ps, size_t b);
+/* NVMe weight bytes written back since the last call (updater). */
+uint64_t param_store_take_nvme_written(param_store *ps);
+/* Stops the NVMe reader (after the CPU worker threads), releasing what it waits for. */
+void param_store_stop(param_store *ps);
+/* Whether bucket b lies in a streamed group (its weights go to the store, not by H2D). */
+bool param_store_bucket_streamed(const param_store *ps, size_t b);
+/* Device address of resident bucket b's weights (the H2D target of its update). */
+void *param_store_bucket_device(param_store *ps, size_t b);
+size_t param_store_device_bytes(const param_store *ps);
+size_t param_store_pinned_bytes(const param_store *ps);
+/* Device bytes for cfg's groups: resident groups plus the ring. */
+int param_store_plan_bytes(const zoff_engine_config *cfg, size_t esize, size_t *bytes);
+
 /* ---------------------------------------------------------------- worker queue */
 
 typedef enum work_kind {
@@ -89,6 +127,8 @@ typedef struct work_item {
     int skip;
     float grad_scale; /* clip_coef / loss_scale */
     double grad_norm, clip_coef;
+    /* WORK_STEP_END with streamed weights: the step's fetches (trainer side) */
+    uint64_t fetch_bytes, refetch_bytes, fetches, nvme_read_bytes;
 } work_item;
 
 /* Counters in pinned memory, one cache line each would be nicer; they are few. */
@@ -145,6 +185,7 @@ struct zoff_engine {
      * step s+1's gradients arrive while step s is being applied). */
     zoff_adam_pool *pool;
     state_store *store;
+    param_store *params; /* streamed weights only */
     zoff_nvme_swap *swap;
     int n_sets;
     void *grad_host[2];      /* sync/DPU without accumulation: (n_params) dtype */

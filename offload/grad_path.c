@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -38,9 +39,25 @@ static int check_tensor(zoff_engine *e, size_t tensor, zoff_dev_stream *s) {
     return engine_worker_error(e);
 }
 
+int zoff_engine_acquire_group(zoff_engine *e, size_t group, zoff_dev_stream *s, void **base) {
+    if (!e || !s || !base) return -EINVAL;
+    if (!e->params)
+        return zoff_fail(-EINVAL, MOD, "acquire_group: the weights are not streamed (params none)");
+    int rc = engine_worker_error(e);
+    return rc ? rc : param_store_acquire(e->params, group, s, base);
+}
+
+int zoff_engine_release_groups(zoff_engine *e, zoff_dev_stream *s) {
+    if (!e || !s) return -EINVAL;
+    return e->params ? param_store_release(e->params, s) : 0;
+}
+
 int zoff_engine_wait_params(zoff_engine *e, size_t tensor, zoff_dev_stream *s) {
     int rc = check_tensor(e, tensor, s);
     if (rc) return rc;
+    if (e->params)
+        return zoff_fail(-EINVAL, MOD,
+                         "wait_params on streamed weights: use zoff_engine_acquire_group");
     size_t b = e->tensor_bucket[tensor];
     return zoff_dev_stream_wait_value(s, &e->version[b], engine_required_version(e));
 }
@@ -185,12 +202,14 @@ int zoff_engine_end_micro(zoff_engine *e, zoff_dev_stream *s) {
         e->buckets[b].tensors_done = 0;
     }
     memset(e->tensor_done, 0, e->n_tensors * sizeof *e->tensor_done);
+    work_item w = {
+        .kind = WORK_STEP_END, .step = e->step, .loss_scale = e->loss_scale_used, .lr = e->lr};
+    bool last = e->micro + 1 >= e->cfg.grad_accum_steps;
+    if (e->params && (rc = param_store_end_micro(e->params, s, last ? &w : NULL))) return rc;
     if (++e->micro < e->cfg.grad_accum_steps) return 0;
     /* the optimizer step is complete on the trainer's side */
     rc = zoff_dev_stream_write_value(s, &e->ctr->step_end, (uint32_t)(e->step + 1));
     if (rc) return rc;
-    work_item w = {
-        .kind = WORK_STEP_END, .step = e->step, .loss_scale = e->loss_scale_used, .lr = e->lr};
     if (w.loss_scale <= 0) w.loss_scale = 1.0f;
     rc = engine_queue_push(e, &w);
     e->micro = 0;

@@ -126,6 +126,13 @@ int main(int argc, char **argv) {
                  0);
     CHECK(output_has("optimizer offloaded"));
     CHECK(output_has("step 2/2"));
+    /* its 16-bit weights (51 MB) do not fit in 48 MiB beside the rest: auto keeps the front
+     * groups that fit resident and streams the others */
+    CHECK_EQ_INT(run_env("ZOFF_HOST_DEVICE_MEM=48MiB",
+                         "train " BIG "--offload cpu --offload-params auto --out big2"),
+                 0);
+    CHECK(output_has("2 of 10 layer groups resident, 8 streamed"));
+    CHECK(output_has("step 2/2"));
 #undef BIG
 
     /* bad usage: exit 2 with the flag named */
@@ -196,6 +203,29 @@ int main(int argc, char **argv) {
                      "--out off8"),
                  0);
     CHECK(output_has("step 6/6"));
+    /* streamed weights (--offload-params): a run resumes exactly from its checkpoint, with its
+     * weights streamed from CPU memory before and from NVMe after */
+    CHECK_EQ_INT(
+        run("train " TINY "--steps 6 --ckpt-every 3 --sample-tokens 3 --offload cpu "
+            "--offload-params cpu --prefetch 1 --bucket-size 16KiB --activation-checkpoint "
+            "--offload-activations cpu --out par1"),
+        0);
+    CHECK(output_has("weights streamed"));
+    CHECK(output_has("layer groups resident"));
+    CHECK_EQ_INT(run("train " TINY "--steps 6 --resume par1/step_3 --sample-tokens 0 --offload cpu "
+                     "--offload-params nvme --nvme-path . --bucket-size 16KiB --out par2"),
+                 0);
+    snprintf(cmp, sizeof cmp,
+             "cmp -s '%s/par1/final/model.safetensors' '%s/par2/final/model.safetensors' && "
+             "grep -q param_fetch_bytes '%s/par2/metrics.jsonl'",
+             dir, dir, dir);
+    CHECK(system(cmp) == 0);
+    CHECK_EQ_INT(run("train --offload-params gpu --offload cpu"), 2);
+    CHECK(output_has("--offload-params"));
+    CHECK_EQ_INT(run("train --offload-activations cpu"), 2); /* needs checkpointing */
+    CHECK(output_has("--offload-activations"));
+    CHECK_EQ_INT(run("train --offload none --offload-params cpu"), 2);
+    CHECK(output_has("--offload cpu|nvme"));
     /* offload flags checked, naming the flag */
     CHECK_EQ_INT(run("train --offload gpu"), 2);
     CHECK(output_has("--offload"));

@@ -37,6 +37,13 @@ typedef enum zoff_offload_target {
     ZOFF_OFFLOAD_NVME = 2, /* optimizer state on NVMe through the swapper */
 } zoff_offload_target;
 
+/* Where the 16-bit weights live between uses (parameter offload, ZeRO-Infinity style). */
+typedef enum zoff_param_location {
+    ZOFF_PARAMS_DEVICE = 0, /* the trainer's flat device buffer, all resident (default) */
+    ZOFF_PARAMS_CPU = 1,    /* pinned CPU memory; layer groups streamed through a device ring */
+    ZOFF_PARAMS_NVME = 2,   /* on NVMe through the swapper, bounded pinned staging; streamed */
+} zoff_param_location;
+
 typedef enum zoff_schedule {
     ZOFF_SCHEDULE_SYNC = 0,    /* after backward, update buckets in forward order */
     ZOFF_SCHEDULE_OVERLAP = 1, /* update each bucket as it arrives (no clipping, no fp16) */
@@ -86,12 +93,27 @@ typedef struct zoff_engine_config {
     unsigned nvme_queue_depth; /* default 32 */
 
     const char *trace_path; /* Chrome/Perfetto trace JSON written at destroy; NULL = off */
+
+    /* Parameter offload. With params CPU or NVMe the engine owns the 16-bit weights: the
+     * trainer passes no device buffer, describes its layer groups (contiguous element ranges
+     * in forward order) and gets each group's device address from zoff_engine_acquire_group. */
+    zoff_param_location params;
+    int prefetch_depth;        /* groups fetched ahead of their use (default 2) */
+    int ring_groups;           /* device slots for streamed groups, 0 = prefetch_depth + 2 */
+    size_t n_groups;           /* layer groups (streamed weights only) */
+    const size_t *group_begin; /* n_groups + 1 element offsets; read at create */
+    const unsigned char *group_resident; /* NULL, or per group 1: kept on the device */
+    /* Fault injection for tests (0 = off): every Nth NVMe operation on the weights' swap
+     * fails with -nvme_debug_error_errno. */
+    unsigned nvme_debug_error_every;
+    int nvme_debug_error_errno;
 } zoff_engine_config;
 
 void zoff_engine_config_default(zoff_engine_config *cfg);
 const char *zoff_schedule_name(zoff_schedule s);
 int zoff_schedule_parse(const char *text, zoff_schedule *out);
 const char *zoff_offload_target_name(zoff_offload_target t);
+const char *zoff_param_location_name(zoff_param_location p); /* "none", "cpu", "nvme" */
 
 /* Registers the device parameter buffer (dtype elements, n_params) and its tensors.
  * init_master: n_params fp32 master weights on the host; NULL: taken from the device
@@ -101,6 +123,16 @@ int zoff_engine_create(zoff_dev *dev, const zoff_engine_config *cfg, void *devic
                        const float *init_master, zoff_engine **out);
 /* Waits for the pipeline to drain (zoff_engine_flush), writes the trace if asked, frees all. */
 void zoff_engine_destroy(zoff_engine *e);
+
+/* Streamed weights (cfg.params CPU or NVMe): layer group `group` is read on s from here on,
+ * until the next acquire (or zoff_engine_release_groups), which releases it. Makes the group
+ * resident (fetched on the engine's own copy stream if it is not in the ring at the current
+ * step's version), makes s wait (stream-side) for it, prefetches the next prefetch_depth
+ * groups in the order the previous micro-batch used them, and returns the group's device
+ * address (its element group_begin[group]). Non-blocking. */
+int zoff_engine_acquire_group(zoff_engine *e, size_t group, zoff_dev_stream *s, void **base);
+/* No group is read on s any more (after the work issued so far). */
+int zoff_engine_release_groups(zoff_engine *e, zoff_dev_stream *s);
 
 /* Compute stream s waits until tensor's weights for the current step are in place. */
 int zoff_engine_wait_params(zoff_engine *e, size_t tensor, zoff_dev_stream *s);
@@ -122,12 +154,17 @@ int zoff_engine_loss_scale(zoff_engine *e, float *scale);
 
 /* What happened in one optimizer step, and what it cost. */
 typedef struct zoff_engine_step_report {
-    int64_t step;     /* 0-based optimizer step */
-    int skipped;      /* fp16 overflow: no update */
-    double grad_norm; /* global norm of the (unscaled) gradient */
-    float loss_scale; /* the scale its gradients carried */
-    double clip_coef; /* multiplier applied for clipping (1 = none) */
-    uint64_t pcie_d2h_bytes, pcie_h2d_bytes;
+    int64_t step;                            /* 0-based optimizer step */
+    int skipped;                             /* fp16 overflow: no update */
+    double grad_norm;                        /* global norm of the (unscaled) gradient */
+    float loss_scale;                        /* the scale its gradients carried */
+    double clip_coef;                        /* multiplier applied for clipping (1 = none) */
+    uint64_t pcie_d2h_bytes, pcie_h2d_bytes; /* h2d: updated resident weights + fetches */
+    uint64_t param_fetch_bytes;     /* streamed weights fetched to the device (all micro-batches) */
+    uint64_t param_refetch_bytes;   /* of which groups fetched again within a micro-batch */
+    uint64_t param_fetches;         /* group fetches */
+    uint64_t param_nvme_read_bytes;  /* streamed weights read from NVMe */
+    uint64_t param_nvme_write_bytes; /* updated weights written back to NVMe */
     uint64_t nvme_read_bytes, nvme_write_bytes;
     double cpu_adam_ms;      /* CPU busy in the fused step */
     double cpu_wait_grad_ms; /* CPU worker idle, waiting for gradients to arrive */
@@ -164,10 +201,11 @@ void zoff_engine_trace_end(zoff_engine *e, zoff_dev_stream *s, int id);
 
 /* Sizes the engine holds, for the user to see. */
 typedef struct zoff_engine_memory {
-    size_t device_bytes; /* bucket buffers and per-bucket statistics */
-    size_t pinned_bytes; /* gradient and weight staging rings */
-    size_t host_bytes;   /* optimizer state in CPU memory (or NVMe staging) and grad copies */
-    size_t nvme_bytes;   /* swap space */
+    size_t device_bytes;       /* bucket buffers and per-bucket statistics */
+    size_t param_device_bytes; /* streamed weights: the ring and the resident groups */
+    size_t pinned_bytes;       /* gradient and weight staging rings */
+    size_t host_bytes;         /* optimizer state in CPU memory (or NVMe staging) and grad copies */
+    size_t nvme_bytes;         /* swap space */
     size_t n_buckets, bucket_elems_max;
     size_t n_params; /* parameters the buckets cover: first tensor to the end of the last */
 } zoff_engine_memory;
@@ -177,6 +215,9 @@ void zoff_engine_get_memory(const zoff_engine *e, zoff_engine_memory *out);
  * anything is allocated. */
 int zoff_engine_plan_device_bytes(const zoff_engine_config *cfg, const zoff_engine_tensor *tensors,
                                   size_t n_tensors, size_t *bytes);
+/* Streamed weights: the device bytes of the ring and the resident groups
+ * (zoff_engine_memory.param_device_bytes) for cfg's groups in cfg->dtype. */
+int zoff_engine_plan_param_bytes(const zoff_engine_config *cfg, size_t *bytes);
 
 #ifdef __cplusplus
 }

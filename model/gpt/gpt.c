@@ -85,9 +85,8 @@ static int gpt_alloc(zoff_model *m) {
     size_t B = (size_t)m->opt.batch, T = (size_t)m->opt.seq_len, BT = B * T;
     size_t f = sizeof(float);
     float *res_all;
-    ALLOC(TERM_ACTIVATIONS, (L + 1) * BT * C * f, res_all);
-    for (size_t l = 0; !m->counting && l <= L; l++)
-        g->res[l] = res_all + l * BT * C;
+    ALLOC(TERM_ACTIVATIONS, model_kept_count(m, L + 1) * BT * C * f, res_all);
+    MODEL_TRY(model_kept_register(m, g->res, L + 1, res_all, BT * C * f));
     size_t distinct = m->opt.activation_checkpoint ? 1 : L;
     for (size_t l = 0; l < distinct; l++) {
         gpt_block *a = &g->blocks[l];
@@ -231,10 +230,12 @@ static int gpt_backward_body(zoff_model *m, zoff_dev_stream *s, int B, int T) {
     gpt_state *g = G(m);
     int L = g->cfg.n_layer, C = g->cfg.n_embd, BT = B * T;
     MODEL_TRY(zoff_dev_memset_async(s, g->dres, 0, (size_t)BT * C * sizeof(float)));
+    MODEL_TRY(model_params_needed(m, s, L + 1)); /* streamed weights: before each group's reads */
     MODEL_TRY(ln_bwd(m, s, ZOFF_GPT_LNF_W, 0, g->dres, m->dhead, g->res[L], g->lnf_mean,
                      g->lnf_rstd, BT, C));
     MODEL_TRY(model_grad_end_group(m, s, L + 1));
     for (int l = L - 1; l >= 0; l--) {
+        MODEL_TRY(model_params_needed(m, s, 1 + l));
         if (m->opt.activation_checkpoint) MODEL_TRY(block_fwd(m, s, l, B, T)); /* recompute */
         MODEL_TRY(block_bwd(m, s, l, B, T));
         MODEL_TRY(model_grad_end_group(m, s, 1 + l));

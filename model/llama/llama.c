@@ -197,9 +197,8 @@ static int llama_alloc(zoff_model *m) {
     size_t F = (size_t)c->n_ffn;
     size_t B = (size_t)m->opt.batch, T = (size_t)m->opt.seq_len, BT = B * T, f = sizeof(float);
     float *res_all;
-    ALLOC(TERM_ACTIVATIONS, (L + 1) * BT * C * f, res_all);
-    for (size_t l = 0; !m->counting && l <= L; l++)
-        g->res[l] = res_all + l * BT * C;
+    ALLOC(TERM_ACTIVATIONS, model_kept_count(m, L + 1) * BT * C * f, res_all);
+    MODEL_TRY(model_kept_register(m, g->res, L + 1, res_all, BT * C * f));
     size_t distinct = m->opt.activation_checkpoint ? 1 : L;
     for (size_t l = 0; l < distinct; l++) {
         llama_block *a = &g->blocks[l];
@@ -389,9 +388,11 @@ static int llama_backward_body(zoff_model *m, zoff_dev_stream *s, int B, int T) 
     llama_state *g = G(m);
     int L = g->cfg.n_layer, C = g->cfg.n_embd, BT = B * T;
     MODEL_TRY(zoff_dev_memset_async(s, g->dres, 0, (size_t)BT * C * sizeof(float)));
+    MODEL_TRY(model_params_needed(m, s, L + 1)); /* streamed weights: before each group's reads */
     MODEL_TRY(rms_bwd(m, s, K_NORM, 0, m->dhead, g->res[L], g->rstdf, BT));
     MODEL_TRY(model_grad_end_group(m, s, L + 1)); /* with an untied head, its gradient too */
     for (int l = L - 1; l >= 0; l--) {
+        MODEL_TRY(model_params_needed(m, s, 1 + l));
         if (m->opt.activation_checkpoint) MODEL_TRY(block_fwd(m, s, l, B, T)); /* recompute */
         MODEL_TRY(block_bwd(m, s, l, B, T));
         MODEL_TRY(model_grad_end_group(m, s, 1 + l));

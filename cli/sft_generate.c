@@ -7,9 +7,12 @@
 #include "core/log.h"
 #include "zoff/zoff.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MOD "generate"
 
@@ -20,26 +23,47 @@ static void add_stop(zoff_chat_tokens *ct, int32_t id) {
     if (ct->n_stop < (int)(sizeof ct->stop / sizeof ct->stop[0])) ct->stop[ct->n_stop++] = id;
 }
 
+/* Whether DIR/tokenizer_config.json has key (asked first: a missing key is no error here). */
+static bool config_has(const char *dir, const char *key) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    char *text = NULL;
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (n >= 0 && n < (64l << 20) && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)n + 1)))
+        text[fread(text, 1, (size_t)n, f)] = 0;
+    fclose(f);
+    cJSON *doc = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    bool has = cJSON_GetObjectItemCaseSensitive(doc, key) != NULL;
+    cJSON_Delete(doc);
+    return has;
+}
+
 int zoff_chat_tokens_init(zoff_chat_tokens *ct, zoff_tok *tok, const char *dir,
                           const char *tmpl_name) {
     memset(ct, 0, sizeof *ct);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    bool have_config = access(path, F_OK) == 0;
     /* a checkpoint of zoff sft names its template (the plain one has no Jinja marker) */
     char *saved = NULL;
-    if (strcmp(tmpl_name, "auto") == 0 &&
+    if (strcmp(tmpl_name, "auto") == 0 && config_has(dir, "zoff_chat_template") &&
         zoff_chat_config_token(dir, "zoff_chat_template", &saved) == 0)
         tmpl_name = saved;
+    if (strcmp(tmpl_name, "auto") == 0 && !have_config)
+        return zoff_fail(-ENOENT, MOD,
+                         "%s: missing, so the chat template is unknown: give --template "
+                         "chatml|llama3|plain",
+                         path);
     int rc = strcmp(tmpl_name, "auto") == 0 ? zoff_chat_template_detect(dir, &ct->tmpl)
                                             : zoff_chat_template_parse(tmpl_name, &ct->tmpl);
     free(saved);
-    if (rc == -ENOENT)
-        return zoff_fail(rc, MOD,
-                         "%s/tokenizer_config.json: missing, so the chat template is unknown: "
-                         "give --template chatml|llama3|plain",
-                         dir);
     if (rc) return rc;
-    rc = zoff_chat_config_token(dir, "eos_token", &ct->eos);
-    if (rc == -ENOENT) rc = 0; /* no file or no key: the template's own end token only */
-    if (rc) return rc;
+    /* no file or no key: the template's own end token only */
+    if (config_has(dir, "eos_token") && (rc = zoff_chat_config_token(dir, "eos_token", &ct->eos)))
+        return rc;
     /* the end of an assistant turn is what the template trains after the content */
     zoff_chat_msg msg = {"assistant", ""};
     zoff_chat_segment *seg;

@@ -4,8 +4,9 @@
  * held-out split), and writes checkpoints holding the SFT cursor and the tokenizer files; a run
  * resumed mid-epoch from its middle checkpoint gives the same losses as the uninterrupted one
  * (the same sample order); the final folder fine-tunes again with --model and answers through
- * zoff generate; bad input (malformed JSONL, missing tokenizer files, options of the wrong
- * command, a resume with another seed) exits non-zero naming the file, line and field. */
+ * zoff generate; offloaded runs trace the prefetch thread; bad input (malformed JSONL, missing
+ * tokenizer files, options of the wrong command, a resume with another seed) exits non-zero naming
+ * the file, line and field. */
 #include "tests/test_util.h"
 #include "zoff/zoff.h"
 
@@ -163,6 +164,19 @@ int main(int argc, char **argv) {
     CHECK_EQ_INT(run("generate --model a/final --prompt 'hi' --temperature 0.8 --seed 3 "
                      "--max-new-tokens 4"),
                  0);
+
+    /* zoff train's options apply: offloaded (DPU), accumulation, activation checkpointing;
+     * the trace shows the batches prepared on the prefetch thread and the loop's waits */
+    snprintf(args, sizeof args,
+             "sft --tokenizer %s/qwen2 --data data.jsonl " TINY
+             "--steps 4 --grad-accum 2 --activation-checkpoint --offload cpu --schedule dpu "
+             "--trace t.json --show 0 --out e",
+             fixtures);
+    CHECK_EQ_INT(run(args), 0);
+    char *trace = read_all("t.json");
+    CHECK(trace && strstr(trace, "prepare batch") && strstr(trace, "wait for batch") &&
+          strstr(trace, "data prefetch"));
+    free(trace);
 
     /* bad input */
     write_file("bad.jsonl", "{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": \"a\"}\n");

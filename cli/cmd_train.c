@@ -1292,6 +1292,12 @@ static int train_main(int argc, char **argv) {
     zoff_metrics_int(&cl, "n_params", (long long)l->n_params);
     zoff_metrics_str(&cl, "run_id", r.run_id);
     zoff_metrics_str(&cl, "offload", o->off.offload);
+    if (is_sft()) {
+        zoff_metrics_str(&cl, "command", "sft");
+        zoff_metrics_str(&cl, "template", o->chat_template);
+        zoff_metrics_bool(&cl, "packed", !o->pad);
+        zoff_metrics_num(&cl, "val_frac", o->val_frac, "%g");
+    }
     char plan_json[512];
     snprintf(plan_json, sizeof plan_json,
              ",\"device_plan\":{\"weights\":%zu,\"master\":%zu,\"grads\":%zu,\"optimizer\":%zu,"

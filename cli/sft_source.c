@@ -315,7 +315,10 @@ out:
 static void src_progress(void *ctx, double dt, char *buf, size_t n) {
     zoff_sft_source *s = ctx;
     double epoch = (double)s->cursor.epoch + (double)s->cursor.index / (double)s->n_train;
-    snprintf(buf, n, " | epoch %.2f | %.0f samples/s", epoch, s->samples / (dt > 0 ? dt : 1e-9));
+    /* smoothed like the loop's tok/s: one step's rate is noisy on a shared machine */
+    double rate = s->samples / (dt > 0 ? dt : 1e-9);
+    s->rate = s->rate > 0 ? 0.9 * s->rate + 0.1 * rate : rate;
+    snprintf(buf, n, " | epoch %.2f | %.0f samples/s", epoch, s->rate);
     s->samples = 0;
 }
 

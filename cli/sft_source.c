@@ -42,6 +42,7 @@ struct zoff_sft_source {
     zoff_sft_cursor cursor; /* after the last batch handed to the loop */
     int err;
     long samples;          /* samples handed out since the last progress line */
+    double rate;           /* samples/s, smoothed */
     double wait_s, prep_s; /* totals: the loop waiting for a batch; the thread preparing */
     long n_batches;
     struct {

@@ -14,6 +14,7 @@
  * 128 + signal after SIGINT (130) or SIGTERM (143), having saved a checkpoint. */
 #include "cli/cli.h"
 #include "cli/train_offload.h"
+#include "cli/train_source.h"
 #include "cli/train_support.h"
 #include "model/checkpoint_dir.h"
 #include "model/model.h"
@@ -38,13 +39,17 @@ typedef struct train_opts {
     double lr, min_lr_frac, weight_decay, grad_clip, temperature;
     long long seed;
     const char *dtype, *data, *init_from, *resume, *out, *device, *config, *prompt;
-    const char *arch;     /* from scratch: gpt2 or llama */
-    int n_kv_head, n_ffn; /* llama: 0 = n_head, 0 = about 8/3 n_embd */
-    double rope_theta;    /* llama */
+    const char *arch;                        /* from scratch: gpt2 or llama */
+    int n_kv_head, n_ffn;                    /* llama: 0 = n_head, 0 = about 8/3 n_embd */
+    double rope_theta;                       /* llama */
     const char *max_shard_size, *save_dtype; /* checkpoints' weights */
     int activation_checkpoint, overwrite, max_nonfinite;
     const char *offload_activations; /* none | cpu */
     double val_frac;
+    /* zoff sft (cli/sft_source.c) */
+    const char *model, *tokenizer, *chat_template;
+    int pack, pad, eval_generate, show;
+    double epochs;
     unsigned long long given;     /* bit i: specs[i] was set by a flag or the config file */
     zoff_train_offload_flags off; /* --offload and the engine's settings */
 } train_opts;
@@ -122,8 +127,35 @@ static const opt_spec specs[] = {
     {"overwrite", OPT_FLAG, O(overwrite), 0, 1, "a fresh run may replace the results in --out"},
     {"max-nonfinite-steps", OPT_INT, O(max_nonfinite), 1, INT_MAX,
      "stop (exit 1) after N non-finite steps in a row (3)"},
+    /* zoff sft only (sft_only()): the model folder, the chat template, rows, epochs */
+    {"model", OPT_STR, O(model), 0, 0,
+     "sft: Hugging Face folder to fine-tune (config.json, weights, tokenizer.json)"},
+    {"tokenizer", OPT_STR, O(tokenizer), 0, 0,
+     "sft: tokenizer folder for a model from scratch (--arch and shape flags)"},
+    {"template", OPT_STR, O(chat_template), 0, 0,
+     "sft: chat template auto, chatml, llama3, plain (auto: tokenizer_config.json)"},
+    {"pack", OPT_FLAG, O(pack), 0, 1, "sft: several samples per row, attention kept apart (on)"},
+    {"pad", OPT_FLAG, O(pad), 0, 1, "sft: one sample per row, padded"},
+    {"epochs", OPT_FLOAT, O(epochs), 1e-3, 1e6,
+     "sft: passes over the training samples; sets --steps unless given (1)"},
+    {"eval-generate", OPT_INT, O(eval_generate), 0, 1 << 20,
+     "sft: held-out prompts answered greedily at each validation: exact match (0)"},
+    {"show", OPT_INT, O(show), 0, 1 << 20,
+     "sft: held-out prompts shown with the model's answers at the end (3)"},
     {"config", OPT_STR, O(config), 0, 0, "JSON file with any of these options"},
 };
+#define N_SPECS (sizeof specs / sizeof specs[0])
+/* specs from "model" up to "config" belong to zoff sft */
+static bool sft_only(const opt_spec *s) {
+    return s >= &specs[N_SPECS - 9] && s < &specs[N_SPECS - 1];
+}
+
+/* "zoff train" or "zoff sft": which command runs the loop (messages, options) */
+static const char *cmd_name = "zoff train";
+static bool is_sft(void) {
+    return strcmp(cmd_name, "zoff sft") == 0;
+}
+static bool given(const train_opts *o, const char *name);
 
 static void defaults(train_opts *o) {
     memset(o, 0, sizeof *o);
@@ -169,24 +201,48 @@ static void defaults(train_opts *o) {
     o->offload_activations = "none";
     o->off.prefetch = 2;
     o->max_nonfinite = 3;
+    o->chat_template = "auto";
+    o->pack = 1;
+    o->epochs = 1;
+    o->show = 3;
+}
+
+static const opt_spec *find_spec(const char *name, size_t len);
+
+/* Whether the flags or the config file set option name. */
+static bool given(const train_opts *o, const char *name) {
+    const opt_spec *s = find_spec(name, strlen(name));
+    return s && (o->given >> (s - specs) & 1);
 }
 
 static void usage(FILE *f) {
-    fprintf(
-        f,
-        "usage: zoff train [options]\n\n"
-        "Trains a GPT-2 or Llama-family model: AdamW on the device (the reference trainer), or "
-        "with --offload\n"
-        "cpu|nvme through the offload engine. With no options: the built-in demo on\n" DEFAULT_DATA
-        " (byte tokens, about a minute).\n\n");
+    if (is_sft())
+        fprintf(f,
+                "usage: zoff sft --model DIR --data FILE.jsonl [options]\n"
+                "       zoff sft --tokenizer DIR --data FILE.jsonl --arch llama ... (from "
+                "scratch)\n"
+                "       zoff sft --resume OUT/step_N --data FILE.jsonl (the same settings)\n\n"
+                "Supervised fine-tuning on JSONL conversations ({\"prompt\",\"response\"}, "
+                "{\"messages\"} or {\"text\"}\n"
+                "per line) rendered with a chat template, with loss on the responses only. "
+                "Every option of\n"
+                "zoff train applies (offload, schedules, accumulation, checkpointing, resume). "
+                "With no\n"
+                "options: the built-in demo (a model learns 3-digit addition from scratch).\n\n");
+    else
+        fprintf(f, "usage: zoff train [options]\n\n"
+                   "Trains a GPT-2 or Llama-family model: AdamW on the device (the reference "
+                   "trainer), or with --offload\n"
+                   "cpu|nvme through the offload engine. With no options: the built-in demo "
+                   "on\n" DEFAULT_DATA " (byte tokens, about a minute).\n\n");
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         const opt_spec *s = &specs[i];
+        if (sft_only(s) && !is_sft()) continue;
         const char *arg = s->kind == OPT_FLAG    ? ""
                           : s->kind == OPT_STR   ? " S"
                           : s->kind == OPT_FLOAT ? " X"
                                                  : " N";
-        fprintf(f, "  --%s%-*s %s\n", s->name, (int)(24 - strlen(s->name)), arg,
-                s->help);
+        fprintf(f, "  --%s%-*s %s\n", s->name, (int)(24 - strlen(s->name)), arg, s->help);
     }
     fprintf(f,
             "\nEvery option is also a key of the --config JSON file (with _ for -).\n"
@@ -427,6 +483,10 @@ static int parse_args(int argc, char **argv, train_opts *o, cJSON **doc) {
             fprintf(stderr, "zoff train: --%s needs a value\n", s->name);
             return -1;
         }
+        if (sft_only(s) && !is_sft()) {
+            fprintf(stderr, "zoff train: --%s is an option of zoff sft\n", s->name);
+            return -1;
+        }
         if (s == &specs[sizeof specs / sizeof specs[0] - 1]) continue; /* --config: done */
         if (set_value(o, s, val, "--")) return -1;
     }
@@ -483,6 +543,9 @@ typedef struct run {
     char run_id[ZOFF_RUN_ID_LEN + 1]; /* recorded in every checkpoint file; kept on resume */
     int bad_streak;                   /* steps in a row with a non-finite loss or gradients */
     zoff_save_options save_opts;
+    zoff_train_source src; /* the batches: the token dataset, or SFT conversations */
+    zoff_sft_source *sft;  /* zoff sft */
+    uint64_t val_rng;
 } run;
 
 static zoff_batch batch_of(run *r, int B, int T) {
@@ -491,23 +554,56 @@ static zoff_batch batch_of(run *r, int B, int T) {
 }
 
 static int fail(const char *what, int rc) {
-    fprintf(stderr, "\nzoff train: %s: %s: %s\n", what, zoff_strerror(rc),
+    fprintf(stderr, "\n%s: %s: %s: %s\n", cmd_name, what, zoff_strerror(rc),
             zoff_last_error_detail());
     return 1;
 }
 
+/* --- the token dataset as a batch source (zoff train) ------------------------------------ */
+
+static void tokens_next(void *ctx, zoff_batch *b) {
+    run *r = ctx;
+    zoff_dataset_batch(&r->ds, false, r->o.batch, r->o.seq_len, &r->rng, r->x, r->y);
+    *b = batch_of(r, r->o.batch, r->o.seq_len);
+}
+
+static int tokens_val_next(void *ctx, int i, zoff_batch *b, double *weight) {
+    run *r = ctx;
+    if (i == 0) r->val_rng = 0x5eed ^ (uint64_t)r->o.seed; /* the same batches every time */
+    if (i >= r->o.val_batches) return 1;
+    zoff_dataset_batch(&r->ds, true, r->o.batch, r->o.seq_len, &r->val_rng, r->x, r->y);
+    *b = batch_of(r, r->o.batch, r->o.seq_len);
+    *weight = 1;
+    return 0;
+}
+
+/* continue the training batch sequence where it was: the same random windows */
+static int tokens_resume(void *ctx, const char *dir, long micro_batches) {
+    (void)dir;
+    run *r = ctx;
+    for (long i = 0; i < micro_batches; i++)
+        zoff_dataset_batch(&r->ds, false, r->o.batch, r->o.seq_len, &r->rng, r->x, r->y);
+    return 0;
+}
+
+/* The mean loss over one pass of the source's validation batches, each weighted by its
+ * share (the targets that count, for SFT). */
 static int validate(run *r, float *val_loss) {
-    uint64_t rng = 0x5eed ^ (uint64_t)r->o.seed; /* the same batches every time */
-    double sum = 0;
-    for (int i = 0; i < r->o.val_batches; i++) {
-        zoff_dataset_batch(&r->ds, true, r->o.batch, r->o.seq_len, &rng, r->x, r->y);
+    double sum = 0, wsum = 0;
+    /* SFT: the whole held-out split unless --val-batches limits it */
+    int max = r->sft && !given(&r->o, "val-batches") ? INT_MAX : r->o.val_batches;
+    for (int i = 0; i < max; i++) {
+        zoff_batch b;
+        double w = 0;
+        int rc = r->src.val_next(r->src.ctx, i, &b, &w);
+        if (rc < 0) return rc;
+        if (rc > 0) break;
         float l;
-        zoff_batch b = batch_of(r, r->o.batch, r->o.seq_len);
-        int rc = zoff_model_forward(r->m, r->s, &b, &l);
-        if (rc) return rc;
-        sum += l;
+        if ((rc = zoff_model_forward(r->m, r->s, &b, &l))) return rc;
+        sum += w * l;
+        wsum += w;
     }
-    *val_loss = (float)(sum / r->o.val_batches);
+    *val_loss = wsum > 0 ? (float)(sum / wsum) : NAN;
     return 0;
 }
 
@@ -532,6 +628,7 @@ static int save(run *r, const char *name, int step) {
                 : zoff_trainer_master_to_host(r->tr, r->master);
     if (!rc) rc = zoff_model_checkpoint_save_opts(r->m, tmp, r->master, &r->save_opts);
     if (!rc && !r->off) rc = zoff_trainer_save_state(r->tr, opt);
+    if (!rc && r->src.save) rc = r->src.save(r->src.ctx, tmp); /* SFT: cursor, tokenizer */
     zoff_ckpt_stamp_set(NULL);
     if (!rc) rc = zoff_ckpt_dir_commit(tmp, dir);
     if (rc) {
@@ -591,8 +688,7 @@ out:
 
 static void next_train_batch(void *ctx, zoff_batch *b) {
     run *r = ctx;
-    zoff_dataset_batch(&r->ds, false, r->o.batch, r->o.seq_len, &r->rng, r->x, r->y);
-    *b = batch_of(r, r->o.batch, r->o.seq_len);
+    r->src.next(r->src.ctx, b);
 }
 
 /* The offload part of a step's metrics line and progress line. */
@@ -789,9 +885,10 @@ static int train(run *r) {
     bool lag = r->off && strcmp(o->off.schedule, "dpu") == 0;
     pending_step prev = {0};
     /* resuming: continue the step count and the training batch sequence where they were */
-    int first = (r->tr ? zoff_trainer_get_step(r->tr) : zoff_model_offload_resumed_step(r->off)) + 1;
-    for (long i = 0; i < (long)(first - 1) * o->grad_accum; i++)
-        zoff_dataset_batch(&r->ds, false, o->batch, o->seq_len, &r->rng, r->x, r->y);
+    int first =
+        (r->tr ? zoff_trainer_get_step(r->tr) : zoff_model_offload_resumed_step(r->off)) + 1;
+    if (first > 1 && (rc = r->src.resume(r->src.ctx, o->resume, (long)(first - 1) * o->grad_accum)))
+        return fail("--resume", rc);
     if (zoff_train_stop_signal()) { /* during the set-up: nothing trained, nothing to save */
         printf("stopped by signal %d before the first step\n", zoff_train_stop_signal());
         return 128 + zoff_train_stop_signal();
@@ -815,6 +912,7 @@ static int train(run *r) {
             }
             if ((rc = zoff_trainer_optimizer_step(r->tr, &st))) return fail("optimizer step", rc);
         }
+        if (r->src.error && (rc = r->src.error(r->src.ctx))) return fail("the next batch", rc);
         done = step;
         double t = now_s(), dt = t - last;
         last = t;
@@ -838,12 +936,17 @@ static int train(run *r) {
             fflush(r->metrics);
             return 1;
         }
+        char src_line[96] = "", eval_line[96] = "";
+        if (r->src.progress) r->src.progress(r->src.ctx, dt, src_line, sizeof src_line);
         if (do_val || step == o->steps) {
             if ((rc = validate(r, &val_loss))) return fail("validation", rc);
             zoff_metrics_line l;
             zoff_metrics_begin(&l);
             zoff_metrics_int(&l, "step", step);
             zoff_metrics_num(&l, "val_loss", val_loss, "%.6f");
+            if (r->src.evaluate &&
+                (rc = r->src.evaluate(r->src.ctx, r->m, r->s, eval_line, sizeof eval_line, &l)))
+                return fail("held-out answers", rc);
             zoff_metrics_write(&l, r->metrics);
         }
         fflush(r->metrics);
@@ -865,11 +968,11 @@ static int train(run *r) {
             if (!isnan(val_loss)) snprintf(vl, sizeof vl, " | val %.4f", val_loss);
             bool line_end = !r->tty && (do_val || step == o->steps || step == 1);
             if (r->tty || line_end) {
-                printf("%sstep %*d/%d | loss %.4f%s | lr %.2e | %.0f tok/s | ETA %s | "
+                printf("%sstep %*d/%d | loss %.4f%s%s%s | lr %.2e | %.0f tok/s | ETA %s | "
                        "mem %s / peak %s%s%s",
                        r->tty ? "\r\033[K" : "", (int)snprintf(NULL, 0, "%d", o->steps), step,
-                       o->steps, st.loss, vl, st.lr, ema_tps, eta, used, peak, off_line,
-                       r->tty && !do_val ? "" : "\n");
+                       o->steps, st.loss, vl, eval_line, src_line, st.lr, ema_tps, eta, used, peak,
+                       off_line, r->tty && !do_val ? "" : "\n");
                 fflush(stdout);
             }
         }
@@ -901,7 +1004,10 @@ static int train(run *r) {
                done);
         return 128 + sig;
     }
-    print_sample(r);
+    if (r->src.show)
+        r->src.show(r->src.ctx, r->m, r->s);
+    else
+        print_sample(r);
     sig = zoff_train_stop_signal(); /* during the sample: the checkpoint is saved already */
     return sig ? 128 + sig : 0;
 }
@@ -941,7 +1047,50 @@ static void report_overrides(const train_opts *o, int n_layer, int n_head, int n
                seq_len, flag, o->init_from, seq_len);
 }
 
-int zoff_cmd_train(int argc, char **argv) {
+/* zoff sft's own settings: the model folder or the tokenizer, the data, the SFT source (its
+ * tokenizer loaded now: a model from scratch takes its vocabulary). Prints what is wrong;
+ * returns 0 or 2. */
+static int sft_setup(run *r) {
+    train_opts *o = &r->o;
+    if (o->model && (o->resume || o->init_from)) {
+        fprintf(stderr, "zoff sft: --model excludes --resume and --init-from\n");
+        return 2;
+    }
+    if (o->pad && given(o, "pack") && o->pack) {
+        fprintf(stderr, "zoff sft: --pack and --pad exclude each other\n");
+        return 2;
+    }
+    const char *dir = o->resume      ? o->resume
+                      : o->model     ? o->model
+                      : o->init_from ? o->init_from
+                                     : o->tokenizer;
+    if (!dir) {
+        fprintf(stderr, "zoff sft: needs --model DIR (a Hugging Face folder to fine-tune), "
+                        "--tokenizer DIR (a model from scratch) or --resume DIR\n");
+        return 2;
+    }
+    if (!given(o, "data")) {
+        fprintf(stderr, "zoff sft: needs --data FILE.jsonl\n");
+        return 2;
+    }
+    if (o->model) o->init_from = o->model;
+    zoff_sft_source_args a = {.tokenizer = dir,
+                              .data = o->data,
+                              .chat_template = o->chat_template,
+                              .packed = !o->pad,
+                              .batch = o->batch,
+                              .grad_accum = o->grad_accum,
+                              .val_frac = o->val_frac,
+                              .seed = (uint64_t)o->seed,
+                              .eval_generate = o->eval_generate,
+                              .show = o->show};
+    if (zoff_sft_source_create(&a, &r->sft)) return 2;
+    if (!o->init_from && !o->resume && !given(o, "vocab-size"))
+        o->vocab_size = (int)zoff_sft_source_vocab(r->sft);
+    return 0;
+}
+
+static int train_main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
@@ -981,6 +1130,8 @@ int zoff_cmd_train(int argc, char **argv) {
         cJSON_Delete(doc);
         return 2;
     }
+    if (is_sft() && (ret = sft_setup(&r))) goto out;
+    ret = 1;
     zoff_model_config mc;
     if (model_config_from_flags(o, &mc)) {
         ret = 2;
@@ -1029,6 +1180,8 @@ int zoff_cmd_train(int argc, char **argv) {
         o->n_embd = ll ? mc.llama.n_embd : mc.gpt.n_embd;
         o->vocab_size = ll ? mc.llama.vocab_size : mc.gpt.vocab_size;
         int max_t = ll ? mc.llama.seq_len : mc.gpt.seq_len;
+        /* fine-tuning: the model's window (up to 1024) unless --seq-len says otherwise */
+        if (is_sft() && !given(o, "seq-len")) o->seq_len = max_t < 1024 ? max_t : 1024;
         if (o->seq_len > max_t) o->seq_len = max_t;
     }
     if ((rc = zoff_model_config_validate(&mc))) {
@@ -1036,11 +1189,28 @@ int zoff_cmd_train(int argc, char **argv) {
         ret = 2;
         goto out;
     }
-    if ((rc = zoff_dataset_load(o->data, (float)o->val_frac, o->seq_len, &r.ds))) {
+    char data_what[640];
+    if (is_sft()) {
+        long rows;
+        if (zoff_sft_source_load(r.sft, o->seq_len, o->vocab_size, &r.src, &rows, data_what,
+                                 sizeof data_what))
+            goto out;
+        /* --epochs: the steps that take every training row through the model that often */
+        long per_step = (long)o->batch * o->grad_accum;
+        if (!given(o, "steps")) {
+            double st = ceil(o->epochs * (double)rows / (double)per_step);
+            o->steps = st < 1 ? 1 : st > INT_MAX ? INT_MAX : (int)st;
+        }
+    } else if ((rc = zoff_dataset_load(o->data, (float)o->val_frac, o->seq_len, &r.ds))) {
         fail("--data", rc);
         goto out;
+    } else {
+        r.src = (zoff_train_source){
+            .ctx = &r, .next = tokens_next, .val_next = tokens_val_next, .resume = tokens_resume};
+        snprintf(data_what, sizeof data_what, "%s (%zu tokens, %zu train)", o->data, r.ds.n_tokens,
+                 r.ds.n_train);
     }
-    if (r.ds.max_token >= o->vocab_size) {
+    if (!is_sft() && r.ds.max_token >= o->vocab_size) {
         fprintf(stderr,
                 "zoff train: --data %s holds token id %d but --vocab-size is %d (llm.c GPT-2 "
                 "tokens need --vocab-size 50257)\n",
@@ -1126,6 +1296,7 @@ int zoff_cmd_train(int argc, char **argv) {
             fail("starting the offload engine", rc);
             goto out;
         }
+        if (r.src.set_engine) r.src.set_engine(r.src.ctx, zoff_model_offload_engine(r.off));
     } else if ((rc = zoff_trainer_create(r.m, r.s, &tc, r.master, &r.tr))) {
         fail("creating the trainer", rc);
         goto out;
@@ -1159,12 +1330,11 @@ int zoff_cmd_train(int argc, char **argv) {
      * first step) included, was printed with the plan above */
     char what[160];
     zoff_model_config_describe(&mc, what, sizeof what);
-    printf("zoff train: %s | %s, %.2fM params | "
-           "batch %dx%d x%d, %d steps, lr %g, %s%s | data %s (%zu tokens, %zu train)\n",
-           zoff_dev_name(r.dev), what, (double)l->n_params / 1e6, o->batch, o->seq_len,
+    printf("%s: %s | %s, %.2fM params | "
+           "batch %dx%d x%d, %d steps, lr %g, %s%s | data %s\n",
+           cmd_name, zoff_dev_name(r.dev), what, (double)l->n_params / 1e6, o->batch, o->seq_len,
            o->grad_accum, o->steps, o->lr, o->dtype,
-           o->activation_checkpoint ? ", activation checkpointing" : "", o->data, r.ds.n_tokens,
-           r.ds.n_train);
+           o->activation_checkpoint ? ", activation checkpointing" : "", data_what);
     zoff_metrics_line cl, line;
     zoff_metrics_begin(&cl);
     zoff_metrics_str(&cl, "arch", o->arch);
@@ -1182,13 +1352,19 @@ int zoff_cmd_train(int argc, char **argv) {
     zoff_metrics_int(&cl, "n_params", (long long)l->n_params);
     zoff_metrics_str(&cl, "run_id", r.run_id);
     zoff_metrics_str(&cl, "offload", o->off.offload);
+    if (is_sft()) {
+        zoff_metrics_str(&cl, "command", "sft");
+        zoff_metrics_str(&cl, "template", o->chat_template);
+        zoff_metrics_bool(&cl, "packed", !o->pad);
+        zoff_metrics_num(&cl, "val_frac", o->val_frac, "%g");
+    }
     char plan_json[512];
     snprintf(plan_json, sizeof plan_json,
              ",\"device_plan\":{\"weights\":%zu,\"master\":%zu,\"grads\":%zu,\"optimizer\":%zu,"
              "\"buckets\":%zu,\"activations\":%zu,\"workspace\":%zu,\"total\":%zu},"
              "\"device_plan_without_offload\":%zu",
-             plan.weights, plan.master, plan.grads, plan.optimizer, plan.buckets,
-             plan.activations, plan.workspace, plan.total, ref_plan.total);
+             plan.weights, plan.master, plan.grads, plan.optimizer, plan.buckets, plan.activations,
+             plan.workspace, plan.total, ref_plan.total);
     zoff_metrics_raw(&cl, plan_json);
     if (o->resume) {
         zoff_metrics_str(&cl, "resume", o->resume);
@@ -1201,6 +1377,7 @@ int zoff_cmd_train(int argc, char **argv) {
     zoff_metrics_write(&line, r.metrics);
     ret = train(&r);
 out:
+    zoff_sft_source_destroy(r.sft); /* its prefetch thread first: it writes engine trace spans */
     if (r.metrics) fclose(r.metrics);
     free(r.x);
     free(r.y);
@@ -1213,4 +1390,14 @@ out:
     if (r.dev) zoff_dev_close(r.dev);
     cJSON_Delete(doc);
     return ret;
+}
+
+int zoff_cmd_train(int argc, char **argv) {
+    cmd_name = "zoff train";
+    return train_main(argc, argv);
+}
+
+int zoff_train_sft_main(int argc, char **argv) {
+    cmd_name = "zoff sft";
+    return train_main(argc, argv);
 }

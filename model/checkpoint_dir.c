@@ -255,14 +255,17 @@ static bool has_suffix(const char *s, const char *suf) {
 
 /* The files a checkpoint folder holds, and the FILE.tmp a writer renames into each. */
 static bool is_checkpoint_file(const char *name) {
-    static const char *files[4] = {"config.json", "model.safetensors", "optimizer.safetensors",
-                                   "model.safetensors.index.json"};
+    /* zoff sft adds its cursor (sft_state.json, stamped) and the tokenizer's files */
+    static const char *files[8] = {"config.json",           "model.safetensors",
+                                   "optimizer.safetensors", "model.safetensors.index.json",
+                                   "sft_state.json",        "tokenizer.json",
+                                   "tokenizer_config.json", "special_tokens_map.json"};
     unsigned a, b;
     int end = 0;
     if (sscanf(name, "model-%5u-of-%5u.safetensors%n", &a, &b, &end) == 2 &&
         (name[end] == 0 || strcmp(name + end, ".tmp") == 0))
         return true; /* a shard of a sharded checkpoint */
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 8; i++) {
         size_t n = strlen(files[i]);
         if (strncmp(name, files[i], n) == 0 && (name[n] == 0 || strcmp(name + n, ".tmp") == 0))
             return true;
@@ -364,9 +367,13 @@ int zoff_ckpt_dir_recover(const char *parent, int *n_fixed) {
 /* --- verification --------------------------------------------------------------------------- */
 
 int zoff_ckpt_dir_verify(const char *dir, bool need_optimizer, zoff_ckpt_stamp *out) {
-    const char *files[3] = {"config.json", "model.safetensors", "optimizer.safetensors"};
+    const char *files[4] = {"config.json", "model.safetensors", "optimizer.safetensors"};
     int n = need_optimizer ? 3 : 2;
     struct stat sb;
+    /* zoff sft's cursor, when there is one, must be of the same save */
+    char sft_state[PATH_MAX];
+    snprintf(sft_state, sizeof sft_state, "%s/sft_state.json", dir);
+    bool has_sft = stat(sft_state, &sb) == 0;
     /* a sharded checkpoint: its first shard stands for the weights (each shard is stamped) */
     char first_shard[64], probe[PATH_MAX];
     snprintf(probe, sizeof probe, "%s/model.safetensors", dir);
@@ -401,7 +408,11 @@ int zoff_ckpt_dir_verify(const char *dir, bool need_optimizer, zoff_ckpt_stamp *
                          "%s: incomplete checkpoint: %s missing (a checkpoint folder holds "
                          "config.json, model.safetensors%s)",
                          dir, missing, need_optimizer ? " and optimizer.safetensors" : "");
-    zoff_ckpt_stamp st[3];
+    if (has_sft) {
+        files[n] = "sft_state.json";
+        n++;
+    }
+    zoff_ckpt_stamp st[4];
     for (int i = 0; i < n; i++) {
         char p[PATH_MAX];
         snprintf(p, sizeof p, "%s/%s", dir, files[i]);

@@ -57,8 +57,10 @@ void zoff_ckpt_dir_abort(const char *tmp);
 int zoff_ckpt_dir_recover(const char *parent, int *n_fixed);
 
 /* Checks that DIR is a complete checkpoint (config.json, model.safetensors and, when
- * need_optimizer, optimizer.safetensors) whose files record one step and run id; out gets
- * it. ZOFF_EFORMAT naming the missing file, or the files that disagree and what each says. */
+ * need_optimizer, optimizer.safetensors; zoff sft's sft_state.json when present) whose files
+ * record one step and run id; out gets it. Tokenizer files (tokenizer.json,
+ * tokenizer_config.json, special_tokens_map.json) may sit beside them, unstamped copies.
+ * ZOFF_EFORMAT naming the missing file, or the files that disagree and what each says. */
 int zoff_ckpt_dir_verify(const char *dir, bool need_optimizer, zoff_ckpt_stamp *out);
 
 /* Removes a file or a folder tree (like rm -rf); a missing path is fine. */

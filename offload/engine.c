@@ -511,3 +511,12 @@ int zoff_engine_trace_begin(zoff_engine *e, zoff_dev_stream *s, const char *name
 void zoff_engine_trace_end(zoff_engine *e, zoff_dev_stream *s, int id) {
     if (e && e->trace) zoff_trace_device_end(e->trace, s, id);
 }
+
+double zoff_engine_trace_now_us(const zoff_engine *e) {
+    return e && e->trace ? zoff_trace_now_us(e->trace) : 0.0;
+}
+
+void zoff_engine_trace_host(zoff_engine *e, const char *lane, const char *name, double t0_us,
+                            double t1_us) {
+    if (e && e->trace) zoff_trace_host_span(e->trace, lane, name, t0_us, t1_us);
+}

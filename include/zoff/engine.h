@@ -198,6 +198,12 @@ int zoff_engine_get_master(zoff_engine *e, zoff_dev_stream *s, float *out);
  * engine's copies and CPU work when cfg.trace_path is set; no-ops otherwise. */
 int zoff_engine_trace_begin(zoff_engine *e, zoff_dev_stream *s, const char *name);
 void zoff_engine_trace_end(zoff_engine *e, zoff_dev_stream *s, int id);
+/* A span of host work (any thread) on its own lane, from t0_us to t1_us by
+ * zoff_engine_trace_now_us (0 when not tracing, or e NULL). lane and name are kept as given
+ * (string literals). Thread-safe. */
+double zoff_engine_trace_now_us(const zoff_engine *e);
+void zoff_engine_trace_host(zoff_engine *e, const char *lane, const char *name, double t0_us,
+                            double t1_us);
 
 /* Sizes the engine holds, for the user to see. */
 typedef struct zoff_engine_memory {

@@ -150,6 +150,23 @@ int model_create_common(zoff_model *m) {
     return zoff_model_params_from_host(m, NULL); /* weights and padding start at zero */
 }
 
+int model_check_options(const zoff_model_options *opt, int max_seq, const char *max_seq_name,
+                        size_t widest) {
+    if (opt->batch < 1) return zoff_fail(ZOFF_ECONFIG, MOD, "batch = %d: must be >= 1", opt->batch);
+    if (opt->seq_len < 1 || opt->seq_len > max_seq)
+        return zoff_fail(ZOFF_ECONFIG, MOD, "seq_len = %d: must be 1..%d (%s)", opt->seq_len,
+                         max_seq, max_seq_name);
+    if ((size_t)opt->batch * (size_t)opt->seq_len * widest > (size_t)INT32_MAX)
+        return zoff_fail(ZOFF_ECONFIG, MOD, "batch %d x seq_len %d is too large for this model",
+                         opt->batch, opt->seq_len);
+    if (!zoff_dtype_size(opt->matmul_dtype))
+        return zoff_fail(ZOFF_ECONFIG, MOD, "matmul dtype %d is not a dtype", opt->matmul_dtype);
+    if (opt->loss_chunk_rows < 0)
+        return zoff_fail(ZOFF_ECONFIG, MOD, "loss_chunk_rows = %d: must be >= 0 (0 = auto)",
+                         opt->loss_chunk_rows);
+    return 0;
+}
+
 int model_plan_of(zoff_model *m, zoff_device_plan *out) {
     m->counting = true;
     int rc = model_create_common(m);

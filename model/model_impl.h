@@ -146,6 +146,10 @@ static inline size_t model_act_bytes(const zoff_model *m, size_t n) {
 /* Shared creation: layout already built by the architecture; allocates weights, staging, the
  * loss head and the architecture's part (ops->alloc). */
 int model_create_common(zoff_model *m);
+/* The options every architecture checks: batch >= 1, 1 <= seq_len <= max_seq (named as the
+ * architecture's config calls it), B*T*widest activation row within int32, a dtype, chunk rows. */
+int model_check_options(const zoff_model_options *opt, int max_seq, const char *max_seq_name,
+                        size_t widest);
 /* The plan of a model an architecture's constructor built (counted, nothing allocated); m is
  * destroyed. */
 int model_plan_of(zoff_model *m, zoff_device_plan *out);

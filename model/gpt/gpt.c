@@ -307,20 +307,9 @@ const zoff_gpt_config *zoff_gpt_get_config(const zoff_model *m) {
 
 static int check_options(const zoff_gpt_config *cfg, const zoff_model_options *opt) {
     int rc = zoff_gpt_config_validate(cfg);
-    if (rc) return rc;
-    if (opt->batch < 1) return zoff_fail(ZOFF_ECONFIG, MOD, "batch = %d: must be >= 1", opt->batch);
-    if (opt->seq_len < 1 || opt->seq_len > cfg->seq_len)
-        return zoff_fail(ZOFF_ECONFIG, MOD, "seq_len = %d: must be 1..%d (the model's positions)",
-                         opt->seq_len, cfg->seq_len);
-    if ((size_t)opt->batch * (size_t)opt->seq_len * 4u * (size_t)cfg->n_embd > (size_t)INT32_MAX)
-        return zoff_fail(ZOFF_ECONFIG, MOD, "batch %d x seq_len %d is too large for this model",
-                         opt->batch, opt->seq_len);
-    if (!zoff_dtype_size(opt->matmul_dtype))
-        return zoff_fail(ZOFF_ECONFIG, MOD, "matmul dtype %d is not a dtype", opt->matmul_dtype);
-    if (opt->loss_chunk_rows < 0)
-        return zoff_fail(ZOFF_ECONFIG, MOD, "loss_chunk_rows = %d: must be >= 0 (0 = auto)",
-                         opt->loss_chunk_rows);
-    return 0;
+    return rc ? rc
+              : model_check_options(opt, cfg->seq_len, "the model's positions",
+                                    4 * (size_t)cfg->n_embd);
 }
 
 /* The model struct with the GPT's layout and state, ready for model_create_common. */

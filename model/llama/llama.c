@@ -454,26 +454,15 @@ const zoff_llama_config *zoff_llama_get_config(const zoff_model *m) {
 static int check_options(const zoff_llama_config *c, const zoff_model_options *opt) {
     int rc = zoff_llama_config_validate(c);
     if (rc) return rc;
-    if (opt->batch < 1) return zoff_fail(ZOFF_ECONFIG, MOD, "batch = %d: must be >= 1", opt->batch);
-    if (opt->seq_len < 1 || opt->seq_len > c->seq_len)
-        return zoff_fail(ZOFF_ECONFIG, MOD, "seq_len = %d: must be 1..%d (max_position_embeddings)",
-                         opt->seq_len, c->seq_len);
+    size_t widest = (size_t)c->n_ffn;
+    if ((size_t)c->n_head * c->head_dim > widest) widest = (size_t)c->n_head * c->head_dim;
+    if ((size_t)c->n_embd > widest) widest = (size_t)c->n_embd;
+    if ((rc = model_check_options(opt, c->seq_len, "max_position_embeddings", widest))) return rc;
     if (c->sliding_window && opt->seq_len > c->sliding_window)
         return zoff_fail(ZOFF_ECONFIG, MOD,
                          "sliding_window = %d: sequences of %d tokens need it, which is not "
                          "supported (use --seq-len <= %d)",
                          c->sliding_window, opt->seq_len, c->sliding_window);
-    size_t widest = (size_t)c->n_ffn;
-    if ((size_t)c->n_head * c->head_dim > widest) widest = (size_t)c->n_head * c->head_dim;
-    if ((size_t)c->n_embd > widest) widest = (size_t)c->n_embd;
-    if ((size_t)opt->batch * (size_t)opt->seq_len * widest > (size_t)INT32_MAX)
-        return zoff_fail(ZOFF_ECONFIG, MOD, "batch %d x seq_len %d is too large for this model",
-                         opt->batch, opt->seq_len);
-    if (!zoff_dtype_size(opt->matmul_dtype))
-        return zoff_fail(ZOFF_ECONFIG, MOD, "matmul dtype %d is not a dtype", opt->matmul_dtype);
-    if (opt->loss_chunk_rows < 0)
-        return zoff_fail(ZOFF_ECONFIG, MOD, "loss_chunk_rows = %d: must be >= 0 (0 = auto)",
-                         opt->loss_chunk_rows);
     return 0;
 }
 

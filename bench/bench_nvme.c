@@ -172,7 +172,9 @@ static double run_fio(const opts *o, int strided, int write, size_t bs, unsigned
     out[len] = 0;
     pclose(f);
     double gbs = -1;
-    cJSON *j = cJSON_Parse(out);
+    /* fio prints a job's error ("fio: pid=..., err=12/...") on stdout ahead of the JSON. */
+    const char *js = out[0] == '{' ? out : strstr(out, "\n{");
+    cJSON *j = js ? cJSON_Parse(js) : NULL;
     cJSON *jobs = j ? cJSON_GetObjectItem(j, "jobs") : NULL;
     cJSON *job = jobs ? cJSON_GetArrayItem(jobs, 0) : NULL;
     cJSON *dir = job ? cJSON_GetObjectItem(job, write ? "write" : "read") : NULL;

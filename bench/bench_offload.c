@@ -8,9 +8,10 @@
  * step, the baseline and their ratio. Then the exposed time (step - compute) attributed to NVMe
  * waits, then the CPU step, then transfers, the overlap efficiency (how much of the shorter of
  * compute and CPU work was hidden), the CPU step's share of the step (cpu_step_share:
- * cpu_adam_ms / step_ms), and the bytes per parameter on each link: PCIe (counted by the
- * engine), NVMe (counted by the swapper) and CPU DRAM (counted by the engine's CPU passes:
- * the step report's cpu_pass_bytes).
+ * cpu_adam_ms / step_ms), the same Adam step run standalone on the same threads
+ * (cpu_adam_standalone_ms, and its ratio to the in-training cpu_adam_ms), and the bytes per
+ * parameter on each link: PCIe (counted by the engine), NVMe (counted by the swapper) and CPU DRAM
+ * (counted by the engine's CPU passes: the step report's cpu_pass_bytes).
  *
  * On the host backend the device's kernels and the CPU Adam get separate cores
  * (--kernel-threads K, default 1; the Adam pool takes the rest, pinned, keeping K cores free
@@ -32,6 +33,7 @@
  * gives its step time against the resident point of the same target and schedule (run first)
  * as the exposed fetch time and their ratio, and the fetch bytes per parameter.
  */
+#include "cpu_adam/cpu_adam.h"
 #include "model/model_offload.h"
 #include "model/model.h"
 
@@ -156,6 +158,46 @@ static double compute_baseline(zoff_model *m, zoff_dev_stream *s, const opts *o,
     return med;
 }
 
+/* The same CPU Adam step standalone: a pool made as the engine makes its own (same threads,
+ * same reserved cores), n parameters with fp32 master and moments, gradients and new weights in
+ * dtype, one step per timed run after a warm-up; the median ms. Set against the engine's
+ * cpu_adam_ms it says how much slower the step runs inside training (sharing memory
+ * bandwidth and caches with the device's kernels) than alone. */
+static double adam_standalone_ms(size_t n, const opts *o, const zoff_engine_config *ec) {
+    zoff_adam_pool_config pc = zoff_adam_pool_config_default();
+    pc.n_threads = ec->cpu_threads;
+    pc.reserve_cores = ec->reserve_cores;
+    zoff_adam_pool *pool;
+    int rc = zoff_adam_pool_create(&pc, &pool);
+    if (rc) die("standalone Adam pool", rc);
+    size_t es = zoff_dtype_size(o->dtype);
+    float *p = calloc(n, 4), *m = calloc(n, 4), *v = calloc(n, 4);
+    void *g = calloc(n, es), *out = calloc(n, es);
+    double *t = malloc(sizeof(double) * (size_t)o->steps);
+    if (!p || !m || !v || !g || !out || !t) die("standalone Adam buffers", -ENOMEM);
+    zoff_adam_buffers b = {.n = n,
+                           .param = p,
+                           .m = m,
+                           .v = v,
+                           .moment_dtype = ZOFF_F32,
+                           .grad = g,
+                           .grad_dtype = o->dtype,
+                           .param_out = out,
+                           .out_dtype = o->dtype};
+    zoff_adam_params prm = zoff_adam_params_default();
+    prm.weight_decay = 0.01f;
+    for (int i = 0; i < o->warmup + o->steps; i++) {
+        prm.step = i + 1;
+        double t0 = now_ms();
+        if ((rc = zoff_adam_step(pool, &prm, &b))) die("standalone Adam step", rc);
+        if (i >= o->warmup) t[i - o->warmup] = now_ms() - t0;
+    }
+    double med = median(t, o->steps);
+    zoff_adam_pool_destroy(pool);
+    free(p), free(m), free(v), free(g), free(out), free(t);
+    return med;
+}
+
 /* One round of the offloaded run: a fresh engine, warm-up and timed steps; the median step
  * and the per-step averages of the report's counters. */
 typedef struct round_result {
@@ -270,6 +312,7 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
     spread sp_step = spread_of(st, R), sp_comp = spread_of(ct, R), sp_ratio = spread_of(rt, R);
     spread sp_adam = spread_of(ad, R);
     free(st);
+    double alone_ms = adam_standalone_ms((size_t)zoff_model_get_layout(m)->total, o, &ec);
     double step = sp_step.med, compute_ms = sp_comp.med, adam = sp_adam.med, nvme = acc.nvme_ms;
     zoff_dev_mem_stats ms;
     zoff_dev_mem_stats_get(zoff_model_get_dev(m), &ms);
@@ -302,7 +345,8 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
            "\"compute_ms\":%.3f,\"compute_ms_min\":%.3f,\"compute_ms_max\":%.3f,"
            "\"exposed_ms\":%.3f,\"exposed_nvme_ms\":%.3f,"
            "\"exposed_cpu_step_ms\":%.3f,\"exposed_transfer_ms\":%.3f,\"cpu_adam_ms\":%.3f,"
-           "\"cpu_adam_ms_min\":%.3f,\"cpu_adam_ms_max\":%.3f,\"cpu_step_share\":%.3f,"
+           "\"cpu_adam_ms_min\":%.3f,\"cpu_adam_ms_max\":%.3f,\"cpu_adam_standalone_ms\":%.3f,"
+           "\"cpu_adam_standalone_over_in_training\":%.3f,\"cpu_step_share\":%.3f,"
            "\"nvme_wait_ms\":%.3f,\"overlap_efficiency\":%.3f,\"slowdown_vs_compute\":%.3f,"
            "\"slowdown_vs_compute_min\":%.3f,\"slowdown_vs_compute_max\":%.3f,"
            "\"pcie_bytes_per_param\":%.3f,\"nvme_bytes_per_param\":%.3f,"
@@ -317,11 +361,12 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
            zoff_offload_target_name(target), zoff_schedule_name(sched), zoff_dtype_name(o->dtype),
            o->steps, R, o->kernel_threads, o->adam_threads, step, sp_step.min, sp_step.max,
            compute_ms, sp_comp.min, sp_comp.max, exposed, ex_nvme, ex_cpu, ex_xfer, adam,
-           sp_adam.min, sp_adam.max, step > 0 ? adam / step : 0.0, nvme, eff, sp_ratio.med,
-           sp_ratio.min, sp_ratio.max, (double)acc.pcie / n, (double)acc.nvme / n,
-           (double)acc.cpu_pass / n, mem.pinned_bytes, mem.device_bytes, ms.peak, ms.peak / n,
-           dp.weights / n, dp.buckets / n, dp.activations / n, dp.workspace / n, dp.total / n,
-           (dp.total - dp.activations) / n, (double)acc.fetch / n, streamed);
+           sp_adam.min, sp_adam.max, alone_ms, adam > 0 ? alone_ms / adam : 0.0,
+           step > 0 ? adam / step : 0.0, nvme, eff, sp_ratio.med, sp_ratio.min, sp_ratio.max,
+           (double)acc.pcie / n, (double)acc.nvme / n, (double)acc.cpu_pass / n, mem.pinned_bytes,
+           mem.device_bytes, ms.peak, ms.peak / n, dp.weights / n, dp.buckets / n,
+           dp.activations / n, dp.workspace / n, dp.total / n, (dp.total - dp.activations) / n,
+           (double)acc.fetch / n, streamed);
     fflush(stdout);
 }
 

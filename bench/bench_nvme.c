@@ -1,7 +1,13 @@
 /* bench_nvme: swap-out (write) and swap-in (read) throughput of the nvme swapper, sequential
  * and strided (every other block), over block sizes and queue depths, checksums off and on;
  * for each point, in the same run and on the same file system, fio with ioengine=io_uring
- * and direct=1 on the same pattern, and the ratio. One JSON line per measured point.
+ * and direct=1 on the same pattern, block size and depth, with the same kind of buffers as the
+ * swapper's (slab: zoff's 2 MiB-aligned huge-page slab, fio --iomem=mmaphuge; plain: 4 KiB
+ * pages, fio --iomem=malloc) and the same io_uring set-up as the swapper reports for itself
+ * (registered buffers: --fixedbufs; registered files: --registerfiles; SQPOLL: --sqthread_poll;
+ * O_DIRECT or not), and the ratio per buffer kind. One JSON line per measured point.
+ * fio's huge pages come from hugetlbfs (vm.nr_hugepages); where none are reserved fio cannot
+ * run that way, and the slab points say so ("fio_error") instead of comparing unlike buffers.
  *
  * The swapper is driven the way fio drives the disk: requests of one block each, queue_depth
  * of them outstanding, buffers from a pool registered with io_uring.
@@ -11,7 +17,7 @@
  * auto|uring|uring-buffered|pthread]
  *              [--buffers slab,plain] [--repeat N] [--no-fio] [--fio-opts ARGS]
  *
- * Defaults: 256 MiB per point, best of 2 interleaved repeats, slab buffers only.
+ * Defaults: 256 MiB per point, best of 2 interleaved repeats, both buffer kinds.
  * After the points, one summary line per (direction, checksums, buffers): the best point's
  * GB/s against fio's best point in the same run, and the median of the per-point ratios.
  */
@@ -40,7 +46,7 @@ typedef struct opts {
     zoff_nvme_backend backend;
     int repeat;
     int fio;
-    const char *fio_opts; /* extra fio arguments, e.g. "--fixedbufs=1 --registerfiles=1" */
+    const char *fio_opts; /* extra fio arguments, appended (e.g. "--hipri=1") */
     int bufs[2], n_bufs;  /* 0: the pool's default huge-page slab, 1: plain 4 KiB pages */
 } opts;
 
@@ -134,8 +140,11 @@ static double run_swap(const opts *o, int strided, int write, size_t bs, unsigne
     return (double)(n * bs) / t / 1e9;
 }
 
-/* fio with ioengine=io_uring, direct=1 on the same pattern; GB/s or -1. */
-static double run_fio(const opts *o, int strided, int write, size_t bs, unsigned qd) {
+/* fio with ioengine=io_uring, direct=1 on the same pattern and kind of buffers (huge: hugetlbfs
+ * pages, as zoff's slab; else malloc'd 4 KiB pages); GB/s, or -1 if fio did not run, or -(errno)
+ * - 1 if fio ran and reported the job's error (e.g. 12, ENOMEM: no huge pages reserved). */
+static double run_fio(const opts *o, int strided, int write, size_t bs, unsigned qd, int huge,
+                      const zoff_nvme_swap_info *zi) {
     char path[4096], cmd[8192];
     snprintf(path, sizeof path, "%s/zoff-bench-fio.dat", o->dir);
     if (write) unlink(path);
@@ -146,8 +155,11 @@ static double run_fio(const opts *o, int strided, int write, size_t bs, unsigned
         snprintf(rw, sizeof rw, "%s", write ? "write" : "read");
     snprintf(cmd, sizeof cmd,
              "fio --name=zoff --filename=%s --size=%zu --bs=%zu --iodepth=%u "
-             "--ioengine=io_uring --direct=1 --rw=%s --output-format=json %s 2>/dev/null",
-             path, o->size * (strided ? 2 : 1), bs, qd, rw, o->fio_opts ? o->fio_opts : "");
+             "--ioengine=io_uring --direct=%d --rw=%s --iomem=%s --fixedbufs=%d "
+             "--registerfiles=%d --sqthread_poll=%d --output-format=json %s 2>/dev/null",
+             path, o->size * (strided ? 2 : 1), bs, qd, zi->direct, rw,
+             huge ? "mmaphuge" : "malloc", zi->fixed_buffers, !strncmp(zi->backend, "io_uring", 8),
+             zi->sqpoll, o->fio_opts ? o->fio_opts : "");
     FILE *f = popen(cmd, "r");
     if (!f) return -1;
     size_t cap = 1 << 16, len = 0;
@@ -160,12 +172,18 @@ static double run_fio(const opts *o, int strided, int write, size_t bs, unsigned
     out[len] = 0;
     pclose(f);
     double gbs = -1;
-    cJSON *j = cJSON_Parse(out);
+    /* fio prints a job's error ("fio: pid=..., err=12/...") on stdout ahead of the JSON. */
+    const char *js = out[0] == '{' ? out : strstr(out, "\n{");
+    cJSON *j = js ? cJSON_Parse(js) : NULL;
     cJSON *jobs = j ? cJSON_GetObjectItem(j, "jobs") : NULL;
     cJSON *job = jobs ? cJSON_GetArrayItem(jobs, 0) : NULL;
     cJSON *dir = job ? cJSON_GetObjectItem(job, write ? "write" : "read") : NULL;
     cJSON *bw = dir ? cJSON_GetObjectItem(dir, "bw_bytes") : NULL;
-    if (bw && cJSON_IsNumber(bw)) gbs = bw->valuedouble / 1e9;
+    cJSON *jerr = job ? cJSON_GetObjectItem(job, "error") : NULL;
+    if (jerr && cJSON_IsNumber(jerr) && jerr->valueint != 0)
+        gbs = -(double)jerr->valueint - 1;
+    else if (bw && cJSON_IsNumber(bw))
+        gbs = bw->valuedouble / 1e9;
     cJSON_Delete(j);
     free(out);
     return gbs;
@@ -198,12 +216,13 @@ int main(int argc, char **argv) {
               .repeat = 2,
               .fio = 1,
               .bufs = {0, 1},
-              .n_bufs = 1};
+              .n_bufs = 2};
     best_rec best_all[2][2][2] = {{{{0}}}}; /* [write][checksums][plain] */
     /* per-point ratios, for the median: a shared disk makes single points noisy */
     double ratios[2][2][2][256];
     int n_ratios[2][2][2] = {{{0}}};
-    double fio_best[2] = {0, 0};
+    double fio_best[2][2] = {{0}}; /* [write][plain] */
+    int fio_err[2] = {0, 0};       /* [plain]: fio's job error for that buffer kind, if any */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--no-fio")) {
@@ -266,8 +285,9 @@ int main(int argc, char **argv) {
                 unsigned qd = o.qd[qi];
                 if (o.size < bs) continue;
                 /* best of `repeat` for each measured configuration, interleaved with fio */
-                double best[2][2][2] = {{{0}}}, fbest[2] = {0, 0}; /* [plain][cs][write] */
+                double best[2][2][2] = {{{0}}}, fbest[2][2] = {{0}}; /* [plain][cs][write] */
                 const char *bname = "?";
+                zoff_nvme_swap_info binfo[2] = {{.backend = "?"}, {.backend = "?"}}; /* [plain] */
                 for (int rep = 0; rep < o.repeat; rep++) {
                     for (int bu = 0; bu < o.n_bufs; bu++) {
                         int plain = o.bufs[bu];
@@ -305,6 +325,7 @@ int main(int argc, char **argv) {
                             zoff_nvme_swap_info info;
                             zoff_nvme_swap_get_info(s, &info);
                             bname = info.backend;
+                            binfo[plain] = info;
                             for (int w = 1; w >= 0; w--) {
                                 double gbs = run_swap(&o, strided, w, bs, qd, cs, s, g, pool);
                                 if (gbs > best[plain][cs][w]) best[plain][cs][w] = gbs;
@@ -314,21 +335,26 @@ int main(int argc, char **argv) {
                         zoff_nvme_pool_destroy(pool);
                     }
                     if (o.fio)
-                        for (int w = 1; w >= 0; w--) {
-                            double f = run_fio(&o, strided, w, bs, qd);
-                            if (f > fbest[w]) fbest[w] = f;
-                        }
+                        for (int bu = 0; bu < o.n_bufs; bu++)
+                            for (int w = 1; w >= 0; w--) {
+                                int plain = o.bufs[bu];
+                                double f = run_fio(&o, strided, w, bs, qd, !plain, &binfo[plain]);
+                                if (f < -1) fio_err[plain] = (int)(-f - 1);
+                                if (f > fbest[plain][w]) fbest[plain][w] = f;
+                            }
                 }
-                for (int w = 1; w >= 0; w--) {
-                    if (fbest[w] > fio_best[w]) fio_best[w] = fbest[w];
-                    for (int bu = 0; bu < o.n_bufs; bu++)
+                for (int w = 1; w >= 0; w--)
+                    for (int bu = 0; bu < o.n_bufs; bu++) {
+                        int plain = o.bufs[bu];
+                        double fb = fbest[plain][w];
+                        if (fb > fio_best[w][plain]) fio_best[w][plain] = fb;
                         for (int ci = 0; ci < o.n_cs; ci++) {
-                            int cs = o.cs[ci], plain = o.bufs[bu];
+                            int cs = o.cs[ci];
                             double gb = best[plain][cs][w];
                             best_rec *br = &best_all[w][cs][plain];
-                            if (gb > br->gbps) *br = (best_rec){gb, fbest[w], bs, qd, strided};
-                            if (fbest[w] > 0 && n_ratios[w][cs][plain] < 256)
-                                ratios[w][cs][plain][n_ratios[w][cs][plain]++] = gb / fbest[w];
+                            if (gb > br->gbps) *br = (best_rec){gb, fb, bs, qd, strided};
+                            if (fb > 0 && n_ratios[w][cs][plain] < 256)
+                                ratios[w][cs][plain][n_ratios[w][cs][plain]++] = gb / fb;
                             printf("{\"bench\":\"nvme\",\"pattern\":\"%s\",\"direction\":\"%s\","
                                    "\"block_size\":%zu,\"queue_depth\":%u,\"checksums\":%s,"
                                    "\"buffers\":\"%s\",\"backend\":\"%s\",\"bytes\":%zu,"
@@ -336,14 +362,17 @@ int main(int argc, char **argv) {
                                    strided ? "strided" : "seq", w ? "write" : "read", bs, qd,
                                    cs ? "true" : "false", plain ? "plain" : "slab", bname,
                                    o.size / bs * bs, gb);
-                            if (o.fio && fbest[w] > 0)
-                                printf(",\"fio_gbps\":%.4f,\"ratio\":%.3f}\n", fbest[w],
-                                       gb / fbest[w]);
+                            printf(",\"fio_iomem\":\"%s\"", plain ? "malloc" : "mmaphuge");
+                            if (o.fio && fb > 0)
+                                printf(",\"fio_gbps\":%.4f,\"ratio\":%.3f}\n", fb, gb / fb);
+                            else if (o.fio && fio_err[plain])
+                                printf(",\"fio_error\":%d,\"fio_gbps\":null,\"ratio\":null}\n",
+                                       fio_err[plain]);
                             else
                                 printf(",\"fio_gbps\":null,\"ratio\":null}\n");
                             fflush(stdout);
                         }
-                }
+                    }
             }
     for (int w = 1; w >= 0; w--)
         for (int bu = 0; bu < o.n_bufs; bu++)
@@ -357,10 +386,14 @@ int main(int argc, char **argv) {
                        br->strided ? "strided" : "seq", br->bs, br->qd, br->gbps);
                 int nr = n_ratios[w][cs][plain];
                 qsort(ratios[w][cs][plain], (size_t)nr, sizeof(double), cmp_double);
-                if (o.fio && fio_best[w] > 0)
+                printf(",\"fio_iomem\":\"%s\"", plain ? "malloc" : "mmaphuge");
+                if (o.fio && fio_best[w][plain] > 0)
                     printf(",\"fio_best_gbps\":%.4f,\"ratio\":%.3f,\"median_point_ratio\":%.3f}\n",
-                           fio_best[w], br->gbps / fio_best[w],
+                           fio_best[w][plain], br->gbps / fio_best[w][plain],
                            nr ? ratios[w][cs][plain][nr / 2] : 0.0);
+                else if (o.fio && fio_err[plain])
+                    printf(",\"fio_error\":%d,\"fio_best_gbps\":null,\"ratio\":null}\n",
+                           fio_err[plain]);
                 else
                     printf(",\"fio_best_gbps\":null,\"ratio\":null}\n");
             }

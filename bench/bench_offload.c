@@ -2,18 +2,30 @@
  * against the same model's forward+backward alone measured in the same run (the in-run
  * baseline: what a step would cost if offloading were free).
  *
- * One JSON line per (target, schedule): median step time, the compute baseline (median, run
- * just before the point), the exposed time
- * (step - compute) attributed to NVMe waits, then the CPU step, then transfers, the overlap
- * efficiency (how much of the shorter of compute and CPU work was hidden), and the bytes per
- * parameter on each link: PCIe (counted by the engine), NVMe (counted by the swapper) and
- * CPU DRAM (from the passes the engine makes over memory).
+ * One JSON line per (target, schedule). The baseline and the offloaded run are interleaved:
+ * --repeats R rounds of (baseline steps, then a fresh engine's steps), each round giving a
+ * median; the line reports the median over the rounds and their spread (min, max) for the
+ * step, the baseline and their ratio. Then the exposed time (step - compute) attributed to NVMe
+ * waits, then the CPU step, then transfers, the overlap efficiency (how much of the shorter of
+ * compute and CPU work was hidden), the CPU step's share of the step (cpu_step_share:
+ * cpu_adam_ms / step_ms), the same Adam step run standalone on the same threads
+ * (cpu_adam_standalone_ms, and its ratio to the in-training cpu_adam_ms), and the bytes per
+ * parameter on each link: PCIe (counted by the engine), NVMe (counted by the swapper) and CPU DRAM
+ * (counted by the engine's CPU passes: the step report's cpu_pass_bytes).
+ *
+ * On the host backend the device's kernels and the CPU Adam get separate cores
+ * (--kernel-threads K, default 1; the Adam pool takes the rest, pinned, keeping K cores free
+ * for the kernels), so that overlapping the two is physically possible and is what the
+ * overlap figures measure (adam_threads 0: all cores but the kernels'). The default model
+ * (8 layers, 512 wide, 25 M parameters, batch 1 x 32 tokens) is chosen so that the CPU step is
+ * a real share of the step on a small host: few tokens per parameter.
  *
  *   bench_offload [--device host|cuda] [--layers L] [--embd C] [--heads H] [--vocab V]
  *                 [--seq T] [--batch B] [--steps N] [--warmup W] [--dtype bf16|f16|f32]
  *                 [--schedules sync,overlap,dpu] [--targets cpu,nvme] [--nvme-path DIR]
  *                 [--capacity SIZE] [--params none,cpu,nvme] [--prefetch K]
- *                 [--activation-checkpoint 0|1]
+ *                 [--activation-checkpoint 0|1] [--repeats R] [--kernel-threads K]
+ *                 [--adam-threads N]
  *
  * --params: where the 16-bit weights live. none: resident on the device. cpu / nvme: streamed a
  * layer group at a time (prefetch depth K) on a second device whose capacity is the streamed
@@ -21,6 +33,7 @@
  * gives its step time against the resident point of the same target and schedule (run first)
  * as the exposed fetch time and their ratio, and the fetch bytes per parameter.
  */
+#include "cpu_adam/cpu_adam.h"
 #include "model/model_offload.h"
 #include "model/model.h"
 
@@ -63,6 +76,8 @@ typedef struct opts {
     const char *params;
     int prefetch;
     int ckpt; /* activation checkpointing */
+    int repeats;
+    int kernel_threads, adam_threads; /* 0: the backend's / the pool's default */
 } opts;
 
 /* The resident point's step time per (target, schedule), for the streamed points after it. */
@@ -81,6 +96,16 @@ static int cmp_double(const void *a, const void *b) {
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* median, min and max of n values (sorts them) */
+typedef struct spread {
+    double med, min, max;
+} spread;
+
+static spread spread_of(double *v, int n) {
+    double med = median(v, n);
+    return (spread){med, v[0], v[n - 1]};
 }
 
 /* The baseline's gradient sink: every tensor writes its gradient, in the model's dtype, into
@@ -133,53 +158,65 @@ static double compute_baseline(zoff_model *m, zoff_dev_stream *s, const opts *o,
     return med;
 }
 
-/* Bytes of CPU memory traffic per parameter per step, from the engine's passes: the fused
- * step reads the gradient, p, m, v and writes p, m, v and the 16-bit weight; sync/DPU first
- * copy the gradient out of the pinned ring (read + write). */
-static double cpu_bytes_per_param(zoff_schedule sched, zoff_dtype dt, zoff_dtype moments) {
-    double g = (double)zoff_dtype_size(dt), ms = (double)zoff_dtype_size(moments);
-    double adam = g + 2 * (4 + 2 * ms) + g;
-    return adam + (sched == ZOFF_SCHEDULE_OVERLAP ? 0 : 2 * g);
+/* The same CPU Adam step standalone: a pool made as the engine makes its own (same threads,
+ * same reserved cores), n parameters with fp32 master and moments, gradients and new weights in
+ * dtype, one step per timed run after a warm-up; the median ms. Set against the engine's
+ * cpu_adam_ms it says how much slower the step runs inside training (sharing memory
+ * bandwidth and caches with the device's kernels) than alone. */
+static double adam_standalone_ms(size_t n, const opts *o, const zoff_engine_config *ec) {
+    zoff_adam_pool_config pc = zoff_adam_pool_config_default();
+    pc.n_threads = ec->cpu_threads;
+    pc.reserve_cores = ec->reserve_cores;
+    zoff_adam_pool *pool;
+    int rc = zoff_adam_pool_create(&pc, &pool);
+    if (rc) die("standalone Adam pool", rc);
+    size_t es = zoff_dtype_size(o->dtype);
+    float *p = calloc(n, 4), *m = calloc(n, 4), *v = calloc(n, 4);
+    void *g = calloc(n, es), *out = calloc(n, es);
+    double *t = malloc(sizeof(double) * (size_t)o->steps);
+    if (!p || !m || !v || !g || !out || !t) die("standalone Adam buffers", -ENOMEM);
+    zoff_adam_buffers b = {.n = n,
+                           .param = p,
+                           .m = m,
+                           .v = v,
+                           .moment_dtype = ZOFF_F32,
+                           .grad = g,
+                           .grad_dtype = o->dtype,
+                           .param_out = out,
+                           .out_dtype = o->dtype};
+    zoff_adam_params prm = zoff_adam_params_default();
+    prm.weight_decay = 0.01f;
+    for (int i = 0; i < o->warmup + o->steps; i++) {
+        prm.step = i + 1;
+        double t0 = now_ms();
+        if ((rc = zoff_adam_step(pool, &prm, &b))) die("standalone Adam step", rc);
+        if (i >= o->warmup) t[i - o->warmup] = now_ms() - t0;
+    }
+    double med = median(t, o->steps);
+    zoff_adam_pool_destroy(pool);
+    free(p), free(m), free(v), free(g), free(out), free(t);
+    return med;
 }
 
-/* m: the resident model (its compute is the baseline); sm: NULL, or the model with streamed
- * weights (on its own smaller device) that the point trains, from init (fp32 master). */
-static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_dev_stream *ss,
-                      const float *init, const opts *o, zoff_param_location where,
-                      zoff_offload_target target, zoff_schedule sched, int32_t *tok, int32_t *tgt) {
-    double compute_ms = compute_baseline(m, s, o, tok, tgt);
-    zoff_model *rm = m; /* the resident model keeps its own weights across points */
-    if (sm) {
-        m = sm;
-        s = ss;
-    }
-    zoff_engine_config ec;
-    zoff_engine_config_default(&ec);
-    ec.target = target;
-    ec.schedule = sched;
-    ec.dtype = o->dtype;
-    ec.lr = 1e-4f;
-    /* slots sized as zoff train sizes them (an eighth of the weights, 1..32 MiB) */
-    ec.bucket_bytes = zoff_model_offload_auto_bucket(zoff_model_get_layout(m)->total *
-                                                     zoff_dtype_size(zoff_model_weight_dtype(m)));
-    if (sched == ZOFF_SCHEDULE_OVERLAP) ec.clip_norm = 0; /* it updates before the norm is known */
-    if (target == ZOFF_OFFLOAD_NVME) {
-        ec.nvme_dirs[0] = o->nvme_path;
-        ec.n_nvme_dirs = 1;
-    }
-    ec.params = where;
-    ec.prefetch_depth = o->prefetch;
-    if (where == ZOFF_PARAMS_NVME) {
-        ec.nvme_dirs[0] = o->nvme_path;
-        ec.n_nvme_dirs = 1;
-    }
+/* One round of the offloaded run: a fresh engine, warm-up and timed steps; the median step
+ * and the per-step averages of the report's counters. */
+typedef struct round_result {
+    double step_ms, adam_ms, nvme_ms;
+    uint64_t pcie, nvme, fetch, cpu_pass; /* bytes per step */
+    zoff_engine_memory mem;
+    zoff_device_plan dp;
+} round_result;
+
+static void run_round(zoff_model *m, zoff_dev_stream *s, const float *init, const opts *o,
+                      const zoff_engine_config *ecfg, int32_t *tok, int32_t *tgt,
+                      round_result *out) {
     zoff_model_offload *off;
     zoff_dev_mem_reset_peak(zoff_model_get_dev(m));
-    int rc = zoff_model_offload_create(m, s, &ec, sm ? init : NULL, &off);
+    int rc = zoff_model_offload_create(m, s, ecfg, init, &off);
     if (rc) die("engine create", rc);
     zoff_engine *e = zoff_model_offload_engine(off);
     double *times = malloc(sizeof(double) * (size_t)o->steps), adam = 0, nvme = 0;
-    uint64_t pcie = 0, nr = 0, nw = 0, fetch = 0;
+    uint64_t pcie = 0, nr = 0, nw = 0, fetch = 0, cpu = 0;
     int counted = 0;
     int64_t last_counted = o->warmup - 1; /* reports lag the trainer: count each step once */
     for (int i = 0; i <= o->warmup + o->steps; i++) {
@@ -195,6 +232,7 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
             nr += rep.nvme_read_bytes + rep.param_nvme_read_bytes;
             nw += rep.nvme_write_bytes + rep.param_nvme_write_bytes;
             fetch += rep.param_fetch_bytes;
+            cpu += rep.cpu_pass_bytes;
             counted++;
         }
         if (i == o->warmup + o->steps) break;
@@ -205,23 +243,82 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
         if (rc) die("offloaded step", rc);
         if (i >= o->warmup) times[i - o->warmup] = now_ms() - t0;
     }
-    zoff_engine_memory mem;
-    zoff_engine_get_memory(e, &mem);
+    zoff_engine_get_memory(e, &out->mem);
+    zoff_model_memory(m, &out->dp); /* the model's terms as allocated, and the engine's slots */
+    out->dp.buckets = out->mem.device_bytes;
+    out->dp.weights += out->mem.param_device_bytes; /* streamed: the ring and resident groups */
+    zoff_device_plan_sum(&out->dp);
+    zoff_model_offload_destroy(off);
+    out->step_ms = median(times, o->steps);
+    free(times);
+    int c = counted ? counted : 1;
+    out->adam_ms = adam / c;
+    out->nvme_ms = nvme / c;
+    out->pcie = pcie / (uint64_t)c;
+    out->nvme = (nr + nw) / (uint64_t)c;
+    out->fetch = fetch / (uint64_t)c;
+    out->cpu_pass = cpu / (uint64_t)c;
+}
+
+/* m: the resident model (its compute is the baseline); sm: NULL, or the model with streamed
+ * weights (on its own smaller device) that the point trains, from init (fp32 master). */
+static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_dev_stream *ss,
+                      const float *init, const opts *o, zoff_param_location where,
+                      zoff_offload_target target, zoff_schedule sched, int32_t *tok, int32_t *tgt) {
+    zoff_model *rm = m; /* the resident model: the baseline's compute */
+    zoff_dev_stream *rs = s;
+    if (sm) {
+        m = sm;
+        s = ss;
+    }
+    zoff_engine_config ec;
+    zoff_engine_config_default(&ec);
+    ec.target = target;
+    ec.schedule = sched;
+    ec.dtype = o->dtype;
+    ec.lr = 1e-4f;
+    ec.cpu_threads = o->adam_threads;
+    ec.reserve_cores = o->kernel_threads; /* the host backend's kernels keep their own cores */
+    /* slots sized as zoff train sizes them (an eighth of the weights, 1..32 MiB) */
+    ec.bucket_bytes = zoff_model_offload_auto_bucket(zoff_model_get_layout(m)->total *
+                                                     zoff_dtype_size(zoff_model_weight_dtype(m)));
+    if (sched == ZOFF_SCHEDULE_OVERLAP) ec.clip_norm = 0; /* it updates before the norm is known */
+    if (target == ZOFF_OFFLOAD_NVME) {
+        ec.nvme_dirs[0] = o->nvme_path;
+        ec.n_nvme_dirs = 1;
+    }
+    ec.params = where;
+    ec.prefetch_depth = o->prefetch;
+    if (where == ZOFF_PARAMS_NVME) {
+        ec.nvme_dirs[0] = o->nvme_path;
+        ec.n_nvme_dirs = 1;
+    }
+    /* interleaved rounds: baseline, then offloaded, R times */
+    int R = o->repeats;
+    double *st = malloc(sizeof(double) * (size_t)R * 4), *ct = st + R, *rt = ct + R, *ad = rt + R;
+    round_result rr = {0}, acc = {0};
+    for (int r = 0; r < R; r++) {
+        ct[r] = compute_baseline(rm, rs, o, tok, tgt);
+        run_round(m, s, sm ? init : NULL, o, &ec, tok, tgt, &rr);
+        st[r] = rr.step_ms;
+        rt[r] = rr.step_ms / ct[r];
+        ad[r] = rr.adam_ms;
+        acc.nvme_ms += rr.nvme_ms / R;
+        acc.pcie += rr.pcie / (uint64_t)R;
+        acc.nvme += rr.nvme / (uint64_t)R;
+        acc.fetch += rr.fetch / (uint64_t)R;
+        acc.cpu_pass += rr.cpu_pass / (uint64_t)R;
+    }
+    spread sp_step = spread_of(st, R), sp_comp = spread_of(ct, R), sp_ratio = spread_of(rt, R);
+    spread sp_adam = spread_of(ad, R);
+    free(st);
+    double alone_ms = adam_standalone_ms((size_t)zoff_model_get_layout(m)->total, o, &ec);
+    double step = sp_step.med, compute_ms = sp_comp.med, adam = sp_adam.med, nvme = acc.nvme_ms;
     zoff_dev_mem_stats ms;
     zoff_dev_mem_stats_get(zoff_model_get_dev(m), &ms);
-    zoff_device_plan dp; /* the model's terms as allocated, and the engine's slots */
-    zoff_model_memory(m, &dp);
-    dp.buckets = mem.device_bytes;
-    dp.weights += mem.param_device_bytes; /* streamed: the ring and resident groups */
-    zoff_device_plan_sum(&dp);
-    zoff_model_offload_destroy(off);
+    const zoff_device_plan dp = rr.dp;
+    const zoff_engine_memory mem = rr.mem;
     double n = (double)zoff_model_get_layout(m)->total;
-    double step = median(times, o->steps);
-    free(times);
-    if (counted) {
-        adam /= counted;
-        nvme /= counted;
-    }
     double exposed = fmax(0.0, step - compute_ms);
     double ex_nvme = fmin(exposed, nvme), ex_cpu = fmin(exposed - ex_nvme, adam);
     double ex_xfer = exposed - ex_nvme - ex_cpu;
@@ -239,16 +336,21 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
                  res_ms, res_ms > 0 ? step - res_ms : NAN, res_ms > 0 ? step / res_ms : NAN,
                  n * zoff_dtype_size(o->dtype) / (double)ms.capacity);
     const zoff_gpt_config *c = zoff_gpt_get_config(m);
-    (void)rm;
     printf("{\"bench\":\"offload\",\"device\":\"%s\",\"model\":{\"n_layer\":%d,\"n_embd\":%d,"
            "\"n_head\":%d,\"vocab\":%d},\"batch\":%d,\"seq\":%d,\"params\":%.0f,"
            "\"weights_location\":\"%s\",\"prefetch\":%d,\"device_capacity\":%zu,"
-           "\"target\":\"%s\",\"schedule\":\"%s\",\"dtype\":\"%s\",\"steps\":%d,"
-           "\"step_ms\":%.3f,\"compute_ms\":%.3f,\"exposed_ms\":%.3f,\"exposed_nvme_ms\":%.3f,"
+           "\"target\":\"%s\",\"schedule\":\"%s\",\"dtype\":\"%s\",\"steps\":%d,\"repeats\":%d,"
+           "\"kernel_threads\":%d,\"adam_threads\":%d,"
+           "\"step_ms\":%.3f,\"step_ms_min\":%.3f,\"step_ms_max\":%.3f,"
+           "\"compute_ms\":%.3f,\"compute_ms_min\":%.3f,\"compute_ms_max\":%.3f,"
+           "\"exposed_ms\":%.3f,\"exposed_nvme_ms\":%.3f,"
            "\"exposed_cpu_step_ms\":%.3f,\"exposed_transfer_ms\":%.3f,\"cpu_adam_ms\":%.3f,"
+           "\"cpu_adam_ms_min\":%.3f,\"cpu_adam_ms_max\":%.3f,\"cpu_adam_standalone_ms\":%.3f,"
+           "\"cpu_adam_standalone_over_in_training\":%.3f,\"cpu_step_share\":%.3f,"
            "\"nvme_wait_ms\":%.3f,\"overlap_efficiency\":%.3f,\"slowdown_vs_compute\":%.3f,"
+           "\"slowdown_vs_compute_min\":%.3f,\"slowdown_vs_compute_max\":%.3f,"
            "\"pcie_bytes_per_param\":%.3f,\"nvme_bytes_per_param\":%.3f,"
-           "\"cpu_dram_bytes_per_param\":%.1f,\"pinned_bytes\":%zu,\"engine_device_bytes\":%zu,"
+           "\"cpu_dram_bytes_per_param\":%.3f,\"pinned_bytes\":%zu,\"engine_device_bytes\":%zu,"
            "\"device_peak_bytes\":%zu,\"device_bytes_per_param_peak\":%.3f,"
            "\"device_bytes_per_param\":{\"weights\":%.3f,\"buckets\":%.3f,\"activations\":%.3f,"
            "\"workspace\":%.3f,\"total\":%.3f,\"without_activations\":%.3f},"
@@ -257,13 +359,14 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
            o->batch, o->seq, n, zoff_param_location_name(where),
            where == ZOFF_PARAMS_DEVICE ? 0 : o->prefetch, ms.capacity,
            zoff_offload_target_name(target), zoff_schedule_name(sched), zoff_dtype_name(o->dtype),
-           o->steps, step, compute_ms, exposed, ex_nvme, ex_cpu, ex_xfer, adam, nvme, eff,
-           step / compute_ms, counted ? (double)pcie / counted / n : 0.0,
-           counted ? (double)(nr + nw) / counted / n : 0.0,
-           cpu_bytes_per_param(sched, o->dtype, ZOFF_F32), mem.pinned_bytes, mem.device_bytes,
-           ms.peak, ms.peak / n, dp.weights / n, dp.buckets / n, dp.activations / n,
-           dp.workspace / n, dp.total / n, (dp.total - dp.activations) / n,
-           counted ? (double)fetch / counted / n : 0.0, streamed);
+           o->steps, R, o->kernel_threads, o->adam_threads, step, sp_step.min, sp_step.max,
+           compute_ms, sp_comp.min, sp_comp.max, exposed, ex_nvme, ex_cpu, ex_xfer, adam,
+           sp_adam.min, sp_adam.max, alone_ms, adam > 0 ? alone_ms / adam : 0.0,
+           step > 0 ? adam / step : 0.0, nvme, eff, sp_ratio.med, sp_ratio.min, sp_ratio.max,
+           (double)acc.pcie / n, (double)acc.nvme / n, (double)acc.cpu_pass / n, mem.pinned_bytes,
+           mem.device_bytes, ms.peak, ms.peak / n, dp.weights / n, dp.buckets / n,
+           dp.activations / n, dp.workspace / n, dp.total / n, (dp.total - dp.activations) / n,
+           (double)acc.fetch / n, streamed);
     fflush(stdout);
 }
 
@@ -278,11 +381,15 @@ int main(int argc, char **argv) {
               .warmup = 2,
               .dtype = ZOFF_BF16,
               .params = "none",
-              .prefetch = 2};
+              .prefetch = 2,
+              .repeats = 3,
+              .kernel_threads = -1};
     zoff_gpt_config_default(&o.cfg);
-    o.cfg.n_layer = 4;
-    o.cfg.n_embd = 256;
-    o.cfg.n_head = 4;
+    o.cfg.n_layer = 8;
+    o.cfg.n_embd = 512;
+    o.cfg.n_head = 8;
+    o.batch = 1;
+    o.seq = 32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
@@ -302,6 +409,12 @@ int main(int argc, char **argv) {
             o.params = v;
         else if (!strcmp(a, "--prefetch"))
             o.prefetch = int_arg(a, v);
+        else if (!strcmp(a, "--repeats"))
+            o.repeats = int_arg(a, v);
+        else if (!strcmp(a, "--kernel-threads"))
+            o.kernel_threads = int_arg(a, v);
+        else if (!strcmp(a, "--adam-threads"))
+            o.adam_threads = int_arg(a, v);
         else if (!strcmp(a, "--activation-checkpoint"))
             o.ckpt = !strcmp(v, "1") || !strcmp(v, "on");
         else if (!strcmp(a, "--layers"))
@@ -344,6 +457,9 @@ int main(int argc, char **argv) {
     }
     /* host: an arena large enough for GPT-2 124M; cuda: the GPU's free memory */
     dc.capacity = o.capacity ? o.capacity : dc.kind == ZOFF_DEV_HOST ? (size_t)8 << 30 : 0;
+    /* host: the kernels on their own cores (default 1), the Adam pool on the rest */
+    if (o.kernel_threads < 0) o.kernel_threads = dc.kind == ZOFF_DEV_CUDA ? 0 : 1;
+    dc.host_kernel_threads = o.kernel_threads;
     zoff_dev *dev;
     int rc = zoff_dev_open(&dc, &dev);
     if (rc) die("device", rc);

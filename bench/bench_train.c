@@ -1,11 +1,19 @@
 /* bench_train: training throughput of the reference trainer (forward, backward, AdamW) for
- * one model shape on one backend, measured against the FLOP/s of one large GEMM on the same
- * backend in the same run, so the figure is a ratio that survives a noisy machine.
- * Prints one JSON line per measured point:
+ * one model shape on one backend, measured against the FLOP/s the same backend's GEMM reaches
+ * at the model's own GEMM shapes in the same run, so the figure is a ratio that survives a
+ * noisy machine. Prints one JSON line per measured point:
  *   tokens_per_s, model_flops_per_s (6*N*tokens + attention, the usual MFU accounting),
- *   gemm_flops_per_s (an M=N=K GEMM in the model's GEMM dtype, run after every timed step),
- *   and their ratio. Both use the best of the timed runs (the least disturbed), and the
- *   median step time is reported too.
+ *   model_flops_per_step_by_family (the same total split by op family: each linear layer's
+ *   forward, input-gradient and weight-gradient GEMMs, 3 * 2*BT*K*OC per layer, and attention,
+ *   the rest of the model's formula), and gemm_flops_per_s: every GEMM call shape of a step
+ *   (M, N, K and transposes as the model issues them, in the model's GEMM dtype; the head at
+ *   full BT rows, which the model runs in row chunks, so never slower) run after every timed
+ *   step, the best time of each shape kept, and the step's GEMM FLOPs divided by the sum of
+ *   those best times: what this backend's GEMM does at these shapes, the ceiling for the
+ *   step's GEMM work (attention, elementwise kernels and the optimizer are extra work on top,
+ *   so ratio < 1 always; it says how much of the step is spent outside GEMM-speed work).
+ *   gemm_square_flops_per_s is one --gemm N square GEMM, for reference. Timings use the best
+ *   of the timed runs (the least disturbed), and the median step time is reported too.
  * Device bytes per parameter are reported without offload (the reference trainer: the model's
  * terms plus fp32 gradients and moments) and with the optimizer offloaded (the model's terms
  * plus the engine's gradient buckets, default engine settings).
@@ -82,6 +90,78 @@ static int probe_run(gemm_probe *g, double *flops_per_s) {
     if (!rc) rc = zoff_dev_stream_synchronize(g->s);
     *flops_per_s = 2.0 * n * (double)n * n / (now_s() - t0);
     return rc;
+}
+
+/* One linear family of the model: `count` layers of (BT,K) @ (K,OC); each runs forward
+ * (BT,OC,K; B transposed), input gradient (BT,K,OC) and weight gradient (OC,K,BT; A transposed,
+ * accumulating), as model_linear_fwd/_bwd and the head issue them. */
+typedef struct gemm_family {
+    const char *name;
+    int K, OC, count;
+    double best_s[3]; /* best time of each of the three calls, over the runs */
+} gemm_family;
+
+#define MAX_FAM 8
+
+static int families_of(const zoff_model_config *mc, gemm_family *f) {
+    int n = 0;
+    if (mc->arch == ZOFF_ARCH_LLAMA) {
+        const zoff_llama_config *c = &mc->llama;
+        int C = c->n_embd, QD = c->n_head * c->head_dim, KD = c->n_kv_head * c->head_dim;
+        int F = c->n_ffn, L = c->n_layer;
+        f[n++] = (gemm_family){"q", C, QD, L, {0}};
+        f[n++] = (gemm_family){"k", C, KD, L, {0}};
+        f[n++] = (gemm_family){"v", C, KD, L, {0}};
+        f[n++] = (gemm_family){"o", QD, C, L, {0}};
+        f[n++] = (gemm_family){"gate", C, F, L, {0}};
+        f[n++] = (gemm_family){"up", C, F, L, {0}};
+        f[n++] = (gemm_family){"down", F, C, L, {0}};
+        f[n++] = (gemm_family){"head", C, c->vocab_size, 1, {0}};
+    } else {
+        const zoff_gpt_config *c = &mc->gpt;
+        int C = c->n_embd, L = c->n_layer;
+        f[n++] = (gemm_family){"qkv", C, 3 * C, L, {0}};
+        f[n++] = (gemm_family){"attn_proj", C, C, L, {0}};
+        f[n++] = (gemm_family){"fc", C, 4 * C, L, {0}};
+        f[n++] = (gemm_family){"fc_proj", 4 * C, C, L, {0}};
+        f[n++] = (gemm_family){"head", C, c->vocab_size, 1, {0}};
+    }
+    return n;
+}
+
+/* Buffers big enough for every call shape: A (BT or OC rows), B, C; f32-sized. */
+typedef struct shape_probe {
+    zoff_dev_stream *s;
+    zoff_dtype type;
+    int BT;
+    void *a, *b;
+    float *c;
+} shape_probe;
+
+/* Runs each family's three calls once, keeping the best time of each. */
+static int shapes_run(shape_probe *p, gemm_family *f, int nf) {
+    int BT = p->BT;
+    for (int i = 0; i < nf; i++) {
+        int K = f[i].K, OC = f[i].OC;
+        for (int k = 0; k < 3; k++) {
+            double t0 = now_s();
+            int rc;
+            if (k == 0)
+                rc = zoff_dev_op_gemm(p->s, false, true, BT, OC, K, 1.0f, p->a, K, p->b, K, p->type,
+                                      0.0f, p->c, ZOFF_F32, OC);
+            else if (k == 1)
+                rc = zoff_dev_op_gemm(p->s, false, false, BT, K, OC, 1.0f, p->a, OC, p->b, K,
+                                      p->type, 0.0f, p->c, ZOFF_F32, K);
+            else
+                rc = zoff_dev_op_gemm(p->s, true, false, OC, K, BT, 1.0f, p->a, OC, p->b, K,
+                                      p->type, 1.0f, p->c, ZOFF_F32, K);
+            if (!rc) rc = zoff_dev_stream_synchronize(p->s);
+            if (rc) return rc;
+            double t = now_s() - t0;
+            if (f[i].best_s[k] == 0 || t < f[i].best_s[k]) f[i].best_s[k] = t;
+        }
+    }
+    return 0;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -190,6 +270,30 @@ int main(int argc, char **argv) {
     gemm_probe probe = {dev, s, gemm_n, dtype, NULL, NULL, NULL};
     double gemm = 0, g;
     if ((rc = probe_init(&probe)) || (rc = probe_run(&probe, &g))) return die("gemm baseline", rc);
+    /* the model's GEMM shapes; operands are zero-filled (the values do not change the time) */
+    gemm_family fam[MAX_FAM];
+    int nfam = families_of(&mc, fam);
+    shape_probe sp = {s, dtype, batch * seq, NULL, NULL, NULL};
+    {
+        size_t amax = 0, bmax = 0, cmax = 0;
+        for (int i = 0; i < nfam; i++) {
+            size_t K = (size_t)fam[i].K, OC = (size_t)fam[i].OC, BT = (size_t)sp.BT;
+            size_t a = BT * (K > OC ? K : OC), b = (BT > OC ? BT : OC) * K;
+            size_t c = BT * (K > OC ? K : OC) > OC * K ? BT * (K > OC ? K : OC) : OC * K;
+            if (a > amax) amax = a;
+            if (b > bmax) bmax = b;
+            if (c > cmax) cmax = c;
+        }
+        if ((rc = zoff_dev_malloc(dev, amax * 4, &sp.a)) ||
+            (rc = zoff_dev_malloc(dev, bmax * 4, &sp.b)) ||
+            (rc = zoff_dev_malloc(dev, cmax * 4, (void **)&sp.c)) ||
+            (rc = zoff_dev_memset_async(s, sp.a, 0, amax * 4)) ||
+            (rc = zoff_dev_memset_async(s, sp.b, 0, bmax * 4)) ||
+            (rc = zoff_dev_memset_async(s, sp.c, 0, cmax * 4)) || (rc = shapes_run(&sp, fam, nfam)))
+            return die("gemm baseline at the model's shapes", rc);
+        for (int i = 0; i < nfam; i++) /* the warm-up run does not count */
+            fam[i].best_s[0] = fam[i].best_s[1] = fam[i].best_s[2] = 0;
+    }
 
     zoff_model_options go;
     zoff_model_options_default(&go);
@@ -221,6 +325,7 @@ int main(int argc, char **argv) {
         if (i < warmup) continue;
         times[i - warmup] = now_s() - t0;
         if ((rc = probe_run(&probe, &gemms[i - warmup]))) return die("gemm baseline", rc);
+        if ((rc = shapes_run(&sp, fam, nfam))) return die("gemm baseline", rc);
     }
     /* best of each (the least disturbed run of both), and the median step */
     qsort(times, (size_t)steps, sizeof *times, cmp_double);
@@ -228,6 +333,14 @@ int main(int argc, char **argv) {
     double step_s = times[0], step_med = times[steps / 2];
     gemm = gemms[steps - 1];
     double tokens = (double)batch * seq, flops = zoff_model_config_train_flops(&mc, batch, seq);
+    /* the step's GEMM FLOPs per family, and the time they take at the best measured rates */
+    double fam_flops[MAX_FAM], gemm_flops = 0, gemm_time = 0;
+    for (int i = 0; i < nfam; i++) {
+        fam_flops[i] = 3.0 * 2.0 * tokens * fam[i].K * (double)fam[i].OC * fam[i].count;
+        gemm_flops += fam_flops[i];
+        gemm_time += fam[i].count * (fam[i].best_s[0] + fam[i].best_s[1] + fam[i].best_s[2]);
+    }
+    double gemm_shapes = gemm_flops / gemm_time;
     zoff_dev_mem_stats ms;
     zoff_dev_mem_stats_get(dev, &ms);
     zoff_device_plan plan; /* the model's terms as allocated, and the trainer's */
@@ -241,14 +354,22 @@ int main(int argc, char **argv) {
     ec.bucket_bytes = zoff_model_offload_auto_bucket(lay->total * zoff_dtype_size(dtype));
     if ((rc = zoff_model_offload_plan(lay, dtype, &ec, &off_plan))) return die("offload plan", rc);
     double np = (double)lay->n_params;
+    char fam_json[1024];
+    size_t fj = 0;
+    for (int i = 0; i < nfam; i++)
+        fj += (size_t)snprintf(fam_json + fj, sizeof fam_json - fj, "\"%s\":%.6g,", fam[i].name,
+                               fam_flops[i]);
+    snprintf(fam_json + fj, sizeof fam_json - fj, "\"attention\":%.6g", flops - gemm_flops);
     printf("{\"bench\":\"train\",\"backend\":\"%s\",\"device\":\"%s\",\"arch\":\"%s\","
            "\"n_layer\":%d,\"n_head\":%d,\"n_kv_head\":%d,\"n_embd\":%d,\"n_ffn\":%d,"
            "\"vocab_size\":%d,\"batch\":%d,\"seq_len\":%d,"
            "\"dtype\":\"%s\",\"activation_checkpoint\":%s,\"n_params\":%zu,\"steps\":%d,"
            "\"step_s\":%.4f,\"step_s_median\":%.4f,\"tokens_per_s\":%.1f,\"model_flops_per_step\":%"
            ".4g,"
-           "\"model_flops_per_s\":%.4g,\"gemm_n\":%d,\"gemm_flops_per_s\":%.4g,"
-           "\"ratio\":%.3f,\"mem_peak_bytes\":%zu,\"device_bytes_per_param_peak\":%.3f,"
+           "\"model_flops_per_step_by_family\":{%s},\"gemm_flops_per_step\":%.6g,"
+           "\"model_flops_per_s\":%.4g,\"gemm_flops_per_s\":%.4g,\"gemm_n\":%d,"
+           "\"gemm_square_flops_per_s\":%.4g,\"ratio\":%.3f,\"mem_peak_bytes\":%zu,\"device_bytes_"
+           "per_param_peak\":%.3f,"
            "\"device_plan_bytes_per_param\":{\"weights\":%.3f,\"master\":%.3f,\"grads\":%.3f,"
            "\"optimizer\":%.3f,\"activations\":%.3f,\"workspace\":%.3f,\"total\":%.3f},"
            "\"device_bytes_per_param_no_offload\":%.3f,\"device_bytes_per_param_offload\":%.3f,"
@@ -258,11 +379,11 @@ int main(int argc, char **argv) {
            arch_llama ? "llama" : "gpt2", L, NH, arch_llama ? mc.llama.n_kv_head : NH, C,
            arch_llama ? mc.llama.n_ffn : 4 * C, V, batch, seq, zoff_dtype_name(dtype),
            ckpt ? "true" : "false", zoff_model_get_layout(m)->n_params, steps, step_s, step_med,
-           tokens / step_s, flops, flops / step_s, gemm_n, gemm, flops / step_s / gemm, ms.peak,
-           (double)ms.peak / np, plan.weights / np, plan.master / np, plan.grads / np,
-           plan.optimizer / np, plan.activations / np, plan.workspace / np, plan.total / np,
-           plan.total / np, off_plan.total / np, (off_plan.total - off_plan.activations) / np,
-           st.loss);
+           tokens / step_s, flops, fam_json, gemm_flops, flops / step_s, gemm_shapes, gemm_n, gemm,
+           flops / step_s / gemm_shapes, ms.peak, (double)ms.peak / np, plan.weights / np,
+           plan.master / np, plan.grads / np, plan.optimizer / np, plan.activations / np,
+           plan.workspace / np, plan.total / np, plan.total / np, off_plan.total / np,
+           (off_plan.total - off_plan.activations) / np, st.loss);
     free(x);
     free(y);
     free(times);
@@ -270,6 +391,9 @@ int main(int argc, char **argv) {
     zoff_dev_free(dev, probe.a);
     zoff_dev_free(dev, probe.b);
     zoff_dev_free(dev, probe.c);
+    zoff_dev_free(dev, sp.a);
+    zoff_dev_free(dev, sp.b);
+    zoff_dev_free(dev, sp.c);
     zoff_trainer_destroy(tr);
     zoff_model_destroy(m);
     zoff_dev_close(dev);

@@ -89,6 +89,13 @@ static int has_error(zoff_engine *e) {
     return engine_worker_error(e) != 0;
 }
 
+/* Bytes one fused step over n elements reads and writes: the gradient, p (read, write), m and v
+ * (read, write) and the 16-bit weights (write). */
+static uint64_t adam_pass_bytes(const zoff_engine *e, size_t n, zoff_dtype gdt) {
+    size_t msize = zoff_dtype_size(e->cfg.moment_dtype);
+    return (uint64_t)n * (zoff_dtype_size(gdt) + 2 * 4 + 4 * msize + e->esize);
+}
+
 /* The fused step over a bucket, split into runs of tensors that share their weight-decay
  * setting (padding between tensors goes with the run before it). */
 static int adam_runs(zoff_engine *e, const engine_bucket *bk, const zoff_adam_params *ap, float *p,
@@ -142,6 +149,7 @@ static int update_streamed(zoff_engine *e, size_t b, const void *grad, zoff_dtyp
         double t1 = now_ms(), tr1 = e->trace ? zoff_trace_now_us(e->trace) : 0;
         rc = adam_runs(e, bk, ap, p, m, v, grad, gdt, out);
         rep->cpu_adam_ms += now_ms() - t1;
+        rep->cpu_pass_bytes += adam_pass_bytes(e, bk->numel, gdt);
         if (e->trace) {
             char name[40];
             snprintf(name, sizeof name, "adam b%zu s%lld", b, (long long)step);
@@ -153,7 +161,10 @@ static int update_streamed(zoff_engine *e, size_t b, const void *grad, zoff_dtyp
     if (delayed) {
         int rw = zoff_dev_host_wait_value(e->dev, &e->ctr->step_end, (uint32_t)(step + 2));
         if (rw) engine_set_error(e, rw);
-        if (!rw && !has_error(e)) memcpy(dst, out, bk->numel * e->esize);
+        if (!rw && !has_error(e)) {
+            memcpy(dst, out, bk->numel * e->esize);
+            rep->cpu_pass_bytes += 2 * (uint64_t)bk->numel * e->esize;
+        }
     }
     if (!has_error(e)) {
         int rcw = param_store_commit(e->params, b);
@@ -205,6 +216,7 @@ static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype 
             rc = adam_runs(e, bk, &ap, p, m, v, grad, gdt, e->param_ring[q]);
             double t2 = now_ms();
             rep->cpu_adam_ms += t2 - t1;
+            rep->cpu_pass_bytes += adam_pass_bytes(e, bk->numel, gdt);
             if (e->trace) {
                 char name[40];
                 snprintf(name, sizeof name, "adam b%zu s%lld", b, (long long)step);
@@ -261,6 +273,7 @@ static void finish_report(zoff_engine *e, int set, const work_item *w,
     rep->pcie_d2h_bytes = e->rx[set].pcie_d2h_bytes;
     rep->cpu_wait_grad_ms = e->rx[set].cpu_wait_grad_ms;
     rep->cpu_adam_ms += e->rx[set].cpu_adam_ms;
+    rep->cpu_pass_bytes += e->rx[set].cpu_pass_bytes;
     rep->pcie_h2d_bytes += e->rx[set].pcie_h2d_bytes + w->fetch_bytes;
     rep->param_fetch_bytes = w->fetch_bytes;
     rep->param_refetch_bytes = w->refetch_bytes;
@@ -340,6 +353,9 @@ static void receive_fill(zoff_engine *e, const work_item *w) {
     if (e->cfg.grad_accum_steps > 1) {
         float *dst = e->grad_accum[set] + bk->offset;
         rc = accumulate(e, dst, ring, bk->numel, w->micro == 0);
+        /* a cast (16-bit in, fp32 out: into dst, or after the first micro-batch into the
+         * scratch, then the sum: two fp32 reads, one write) */
+        e->rx[set].cpu_pass_bytes += (uint64_t)bk->numel * (e->esize + 4 + (w->micro ? 12 : 0));
         release_ring_slot(e, w->fill);
         if (!rc && overlap && last_micro)
             rc = update_bucket(e, w->bucket, dst, ZOFF_F32, scale, w->lr, t, w->step, &e->rx[set]);
@@ -353,6 +369,7 @@ static void receive_fill(zoff_engine *e, const work_item *w) {
         release_ring_slot(e, w->fill);
     } else {
         memcpy((char *)e->grad_host[set] + bk->offset * e->esize, ring, bk->numel * e->esize);
+        e->rx[set].cpu_pass_bytes += 2 * (uint64_t)bk->numel * e->esize;
         release_ring_slot(e, w->fill);
     }
     if (rc) engine_set_error(e, rc);
@@ -373,6 +390,7 @@ static void decide_step(zoff_engine *e, work_item *w) {
                 zoff_adam_sumsq(e->pool, e->grad_accum[set] + bk->offset, ZOFF_F32, bk->numel, &sq);
             if (rc) engine_set_error(e, rc);
             e->bucket_sumsq[set][b] = sq;
+            e->rx[set].cpu_pass_bytes += (uint64_t)bk->numel * 4;
         }
         total += e->bucket_sumsq[set][b];
         if (e->bucket_nonfinite[set][b] || !isfinite(e->bucket_sumsq[set][b])) nonfinite = true;

@@ -279,6 +279,18 @@ static void run_case(const test_case *tc, const char *nvme_dir) {
     /* 16-bit: 2 B/param down per micro-batch, 2 B/param up per step */
     CHECK_EQ_INT(rep.pcie_d2h_bytes, (size_t)tc->accum * es * n);
     if (!rep.skipped) CHECK_EQ_INT(rep.pcie_h2d_bytes, es * n);
+    /* CPU passes: the fused step (gradient; p, m and v read and written; 16-bit weights
+     * written); sync and DPU first copy the gradient out of the ring; accumulation casts each
+     * micro-batch to fp32, sums it from the second on, and reads the sum for the norm */
+    if (!rep.skipped) {
+        size_t ms = zoff_dtype_size(tc->moments), gs = tc->accum > 1 ? 4 : es;
+        size_t want = n * (gs + 8 + 4 * ms + es), acc = (size_t)tc->accum;
+        if (acc > 1)
+            want += n * ((es + 4) * acc + 12 * (acc - 1) + 4);
+        else if (tc->schedule != ZOFF_SCHEDULE_OVERLAP)
+            want += 2 * es * n;
+        CHECK_EQ_INT(rep.cpu_pass_bytes, want);
+    }
     CHECK_EQ_INT(rep.step, tc->steps - 1);
     free(obs_e);
     free(obs_r);

@@ -163,9 +163,13 @@ typedef struct zoff_engine_step_report {
     uint64_t param_fetch_bytes;     /* streamed weights fetched to the device (all micro-batches) */
     uint64_t param_refetch_bytes;   /* of which groups fetched again within a micro-batch */
     uint64_t param_fetches;         /* group fetches */
-    uint64_t param_nvme_read_bytes;  /* streamed weights read from NVMe */
+    uint64_t param_nvme_read_bytes; /* streamed weights read from NVMe */
     uint64_t param_nvme_write_bytes; /* updated weights written back to NVMe */
     uint64_t nvme_read_bytes, nvme_write_bytes;
+    uint64_t cpu_pass_bytes; /* bytes the CPU's passes read plus wrote in host memory: the
+                              * fused step (gradient, p, m, v, the 16-bit weights), gradient
+                              * copies, casts and sums out of the ring, delayed weight copies;
+                              * not DMA (PCIe, NVMe) */
     double cpu_adam_ms;      /* CPU busy in the fused step */
     double cpu_wait_grad_ms; /* CPU worker idle, waiting for gradients to arrive */
     double nvme_wait_ms;     /* CPU worker blocked on NVMe reads or write-backs */

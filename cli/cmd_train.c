@@ -607,14 +607,13 @@ static int validate(run *r, float *val_loss) {
     return 0;
 }
 
-static int mkdir_p(const char *dir);
 
 /* Writes OUT/name whole or not at all: into a temporary folder swapped in when complete,
  * every file stamped with the step and the run id. */
 static int save(run *r, const char *name, int step) {
     char dir[PATH_MAX], tmp[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/%s", r->o.out, name);
-    int rc = mkdir_p(r->o.out);
+    int rc = zoff_mkdirs(r->o.out);
     if (!rc) rc = zoff_ckpt_dir_begin(dir, tmp, sizeof tmp);
     if (rc) return rc;
     /* the fp32 master weights come from whoever runs the optimizer: the engine (with its
@@ -1012,18 +1011,6 @@ static int train(run *r) {
     return sig ? 128 + sig : 0;
 }
 
-static int mkdir_p(const char *dir) {
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(tmp, 0777) && errno != EEXIST) return -errno;
-            *p = '/';
-        }
-    return mkdir(tmp, 0777) && errno != EEXIST ? -errno : 0;
-}
-
 /* With --init-from / --resume the checkpoint decides the model's shape: say so when the flags
  * (or the config file) asked for something else. */
 static void report_overrides(const train_opts *o, int n_layer, int n_head, int n_embd,
@@ -1310,7 +1297,7 @@ static int train_main(int argc, char **argv) {
             goto out;
         }
     }
-    if ((rc = mkdir_p(o->out))) {
+    if ((rc = zoff_mkdirs(o->out))) {
         fprintf(stderr, "zoff train: --out %s: %s\n", o->out, strerror(-rc));
         goto out;
     }

@@ -714,29 +714,13 @@ static bool ends_with(const char *s, const char *suffix) {
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-static int mkdir_p(const char *dir) {
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s", dir) >= (int)sizeof tmp)
-        return zoff_fail(-ENAMETOOLONG, MOD, "%s: path too long", dir);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(tmp, 0777) != 0 && errno != EEXIST)
-                return zoff_fail(-errno, MOD, "%s: cannot create: %s", tmp, strerror(errno));
-            *p = '/';
-        }
-    if (mkdir(tmp, 0777) != 0 && errno != EEXIST)
-        return zoff_fail(-errno, MOD, "%s: cannot create: %s", tmp, strerror(errno));
-    return 0;
-}
-
 int zoff_model_checkpoint_save(zoff_model *m, const char *dir, const float *master) {
     return zoff_model_checkpoint_save_opts(m, dir, master, NULL);
 }
 
 int zoff_model_checkpoint_save_opts(zoff_model *m, const char *dir, const float *master,
                                     const zoff_save_options *opts) {
-    int rc = mkdir_p(dir);
+    int rc = zoff_mkdirs(dir);
     if (rc) return rc;
     const zoff_layout *l = zoff_model_get_layout(m);
     float *p = NULL;

@@ -156,7 +156,7 @@ static int sibling(const char *dir, const char *suffix, char *out, size_t n) {
     return 0;
 }
 
-static int mkdirs(const char *dir) {
+int zoff_mkdirs(const char *dir) {
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s", dir) >= (int)sizeof tmp)
         return zoff_fail(-ENAMETOOLONG, MOD, "%s: path too long", dir);
@@ -175,7 +175,7 @@ static int mkdirs(const char *dir) {
 int zoff_ckpt_dir_begin(const char *dir, char *tmp, size_t tmp_size) {
     int rc = sibling(dir, "tmp", tmp, tmp_size);
     if (!rc) rc = zoff_remove_tree(tmp);
-    if (!rc) rc = mkdirs(tmp);
+    if (!rc) rc = zoff_mkdirs(tmp);
     return rc;
 }
 

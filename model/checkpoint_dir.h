@@ -63,6 +63,8 @@ int zoff_ckpt_dir_recover(const char *parent, int *n_fixed);
  * ZOFF_EFORMAT naming the missing file, or the files that disagree and what each says. */
 int zoff_ckpt_dir_verify(const char *dir, bool need_optimizer, zoff_ckpt_stamp *out);
 
+/* Creates a folder and its missing parents (like mkdir -p); errors name the folder. */
+int zoff_mkdirs(const char *dir);
 /* Removes a file or a folder tree (like rm -rf); a missing path is fine. */
 int zoff_remove_tree(const char *path);
 

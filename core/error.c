@@ -36,6 +36,8 @@ const char *zoff_strerror(int err) {
         return "request canceled";
     case ZOFF_EHOST_OOM:
         return "host memory budget exhausted";
+    case ZOFF_ECOMM:
+        return "collective communication error";
     default:
         break;
     }

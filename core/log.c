@@ -13,6 +13,22 @@ static _Atomic(zoff_log_fn) g_log_fn;
 static _Atomic(void *) g_log_user;
 static atomic_int g_log_level = ZOFF_LOG_INFO;
 static _Thread_local char t_detail[512];
+/* The line prefix: two static buffers, the one not published is rewritten and then published,
+ * so a reader never sees a half-written prefix (a third change while a reader still holds the
+ * oldest one would race; it is set once at start-up). */
+static char g_prefix_buf[2][64];
+static _Atomic(const char *) g_prefix;
+
+void zoff_log_set_prefix(const char *prefix) {
+    if (!prefix || !*prefix) {
+        atomic_store(&g_prefix, NULL);
+        return;
+    }
+    const char *cur = atomic_load(&g_prefix);
+    char *buf = cur == g_prefix_buf[0] ? g_prefix_buf[1] : g_prefix_buf[0];
+    snprintf(buf, sizeof g_prefix_buf[0], "%s", prefix);
+    atomic_store(&g_prefix, buf);
+}
 
 void zoff_log_set_callback(zoff_log_fn fn, void *user, zoff_log_level max_level) {
     atomic_store(&g_log_user, user);
@@ -29,7 +45,9 @@ static void log_va(zoff_log_level level, const char *module, const char *fmt, va
     zoff_log_fn fn = atomic_load(&g_log_fn);
     if (!fn || (int)level > atomic_load(&g_log_level)) return;
     char line[1024];
-    vsnprintf(line, sizeof line, fmt, ap);
+    const char *prefix = atomic_load(&g_prefix);
+    size_t at = prefix ? (size_t)snprintf(line, sizeof line, "%s", prefix) : 0;
+    vsnprintf(line + at, sizeof line - at, fmt, ap);
     fn(level, module, line, atomic_load(&g_log_user));
 }
 

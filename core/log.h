@@ -20,6 +20,9 @@ void zoff_log(zoff_log_level level, const char *module, const char *fmt, ...) ZO
 int zoff_fail(int err, const char *module, const char *fmt, ...) ZOFF_PRINTF(3, 4);
 /* As zoff_fail, but logs at DEBUG: for expected failures such as probing for a GPU. */
 int zoff_fail_quiet(int err, const char *module, const char *fmt, ...) ZOFF_PRINTF(3, 4);
+/* A prefix put before every log line (e.g. "[rank 1] " in a multi-process job); NULL or ""
+ * clears it. Set once at start-up (zoff_dist_init), before worker threads log; copied. */
+void zoff_log_set_prefix(const char *prefix);
 /* Whether a message at this level would be delivered (skip costly formatting otherwise). */
 int zoff_log_enabled(zoff_log_level level);
 

@@ -16,6 +16,7 @@
 #ifndef ZOFF_GPU_DEVICE_H
 #define ZOFF_GPU_DEVICE_H
 
+#include "gpu/dist.h"
 #include "zoff/zoff.h"
 
 #include <stdbool.h>
@@ -206,8 +207,7 @@ int zoff_dev_op_layernorm_bwd(zoff_dev_stream *s, float *dinp, void *dweight, vo
                               const float *rstd, size_t N, int C);
 
 /* GELU, tanh approximation (GPT-2): out[i] = gelu(inp[i]), all of `type`; out may alias inp. */
-int zoff_dev_op_gelu_fwd(zoff_dev_stream *s, void *out, const void *inp, zoff_dtype type,
-                         size_t n);
+int zoff_dev_op_gelu_fwd(zoff_dev_stream *s, void *out, const void *inp, zoff_dtype type, size_t n);
 /* dinp[i] = gelu'(inp[i]) * dout[i] (WRITES), all of `type`; dinp may alias dout. */
 int zoff_dev_op_gelu_bwd(zoff_dev_stream *s, void *dinp, const void *inp, const void *dout,
                          zoff_dtype type, size_t n);
@@ -242,11 +242,10 @@ int zoff_dev_op_flash_attention_fwd(zoff_dev_stream *s, void *out, float *lse, c
                                     const int32_t *doc_start, const zoff_dev_attn_shape *shape);
 /* dq, dk, dv (same layouts and strides as q, k, v; `type`) are WRITTEN from dout (B,T,NH,HS),
  * the forward's out and lse, and q, k, v. delta (B,NH,T) fp32 is scratch (rowsum(dout*out)). */
-int zoff_dev_op_flash_attention_bwd(zoff_dev_stream *s, void *dq, void *dk, void *dv,
-                                    float *delta, const void *dout, const void *out,
-                                    const float *lse, const void *q, const void *k, const void *v,
-                                    zoff_dtype type, const int32_t *doc_start,
-                                    const zoff_dev_attn_shape *shape);
+int zoff_dev_op_flash_attention_bwd(zoff_dev_stream *s, void *dq, void *dk, void *dv, float *delta,
+                                    const void *dout, const void *out, const float *lse,
+                                    const void *q, const void *k, const void *v, zoff_dtype type,
+                                    const int32_t *doc_start, const zoff_dev_attn_shape *shape);
 
 /* Softmax over V for each of N rows of fp32 logits into probs (may alias logits), and, when
  * targets is not NULL, losses[i] = -log probs[i, targets[i]]. For sampling and as the oracle
@@ -317,5 +316,42 @@ typedef struct zoff_dev_adamw_args {
 } zoff_dev_adamw_args;
 int zoff_dev_op_adamw(zoff_dev_stream *s, float *param, const float *grad, float *m, float *v,
                       size_t n, const zoff_dev_adamw_args *args);
+
+/* --- collectives ------------------------------------------------------------------------
+ * A communicator of the world's ranks (gpu/dist.h) over this device's memory. Collectives are
+ * enqueued on a stream like any op (stream-ordered) and run when the stream reaches them. One
+ * communicator orders its collectives: every rank must issue them in the same order; use one
+ * communicator per issuing thread/stream (two streams sharing one communicator may run their
+ * collectives in different orders on different ranks and deadlock).
+ *   host: an MPI communicator duplicated from the world, each collective run on the stream's
+ *         worker thread (MPI non-blocking + timed poll, as in gpu/dist.h; a timeout aborts the
+ *         job); 16-bit sums widen to fp32, add and round to nearest even once per pairwise
+ *         reduction (bf16 and f16).
+ *   cuda: an NCCL communicator (one GPU per rank: the device's cuda_ordinal), launched on the
+ *         stream's cudaStream_t; bf16/f16/f32 native.
+ * A world of one: create succeeds and every collective is a stream-ordered D2D copy (or no-op
+ * when in place). Types: ZOFF_F32, ZOFF_BF16, ZOFF_F16. Pointers: device memory of this device. */
+typedef struct zoff_dev_comm zoff_dev_comm;
+/* Collective over every rank of dist (all ranks must call it). dist NULL: a world of one. */
+int zoff_dev_comm_create(zoff_dev *dev, zoff_dist *dist, zoff_dev_comm **out);
+/* Waits for the collectives issued, then frees the communicator; NULL ok. Before
+ * zoff_dev_close and zoff_dist_finalize. */
+void zoff_dev_comm_destroy(zoff_dev_comm *c);
+int zoff_dev_comm_rank(const zoff_dev_comm *c);
+int zoff_dev_comm_size(const zoff_dev_comm *c);
+/* recv[i] = sum over ranks of send[i], count elements. In place when send == recv. */
+int zoff_dev_allreduce(zoff_dev_stream *s, zoff_dev_comm *c, const void *send, void *recv,
+                       size_t count, zoff_dtype type);
+/* send: size*recv_count elements; rank r gets the sum of every rank's block r in recv
+ * (recv_count elements). In place when recv == send + rank*recv_count (NCCL's convention). */
+int zoff_dev_reduce_scatter(zoff_dev_stream *s, zoff_dev_comm *c, const void *send, void *recv,
+                            size_t recv_count, zoff_dtype type);
+/* recv: size*send_count elements, block r from rank r. In place when
+ * send == recv + rank*send_count. */
+int zoff_dev_allgather(zoff_dev_stream *s, zoff_dev_comm *c, const void *send, void *recv,
+                       size_t send_count, zoff_dtype type);
+/* buf (count elements) on every rank = root's buf. */
+int zoff_dev_broadcast(zoff_dev_stream *s, zoff_dev_comm *c, void *buf, size_t count,
+                       zoff_dtype type, int root);
 
 #endif

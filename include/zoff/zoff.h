@@ -38,6 +38,7 @@ enum {
     ZOFF_ESHAPE = -1010,      /* tensor shape or size mismatch */
     ZOFF_ECANCELED = -1011,   /* request canceled before it completed */
     ZOFF_EHOST_OOM = -1012,   /* a bounded host (pinned) budget is exhausted */
+    ZOFF_ECOMM = -1013,       /* a collective or communicator call (MPI, NCCL) failed */
 };
 
 /* Text for a zoff return code (0, -errno or ZOFF_E*). Never NULL; thread-safe. */

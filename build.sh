@@ -13,7 +13,7 @@ jobs=${JOBS:-$(nproc)}
 # /usr/local/cuda or on PATH; without it the CUDA backend is left out).
 packages=(build-essential cmake pkg-config liburing-dev libhwloc-dev libopenblas-dev
           libcjson-dev libxxhash-dev libpcre2-dev
-          libutf8proc-dev)
+          libutf8proc-dev libopenmpi-dev openmpi-bin)
 [ "$mode" = test ] && packages+=(fio)
 
 install_missing() {

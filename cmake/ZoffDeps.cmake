@@ -22,3 +22,12 @@ zoff_require_pkg(ZOFF_CJSON libcjson libcjson-dev)
 zoff_require_pkg(ZOFF_XXHASH libxxhash libxxhash-dev)
 zoff_require_pkg(ZOFF_PCRE2 libpcre2-8 libpcre2-dev)
 zoff_require_pkg(ZOFF_UTF8PROC libutf8proc libutf8proc-dev)
+
+# MPI: the process world of a data-parallel job (gpu/dist.c). Linked always; a single process
+# never initializes it at run time.
+find_package(MPI COMPONENTS C)
+if(NOT MPI_C_FOUND)
+    message(FATAL_ERROR "zoff needs an MPI library with its C bindings (MPI not found): install "
+                        "the Debian packages 'libopenmpi-dev' and 'openmpi-bin'")
+endif()
+message(STATUS "found MPI ${MPI_C_VERSION} (${MPIEXEC_EXECUTABLE})")

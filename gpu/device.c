@@ -742,3 +742,168 @@ int zoff_dev_op_swiglu_bwd(zoff_dev_stream *s, void *dgate, void *dup, const voi
     NEED_OP(s, op_swiglu_bwd);
     return s->dev->iface->op_swiglu_bwd(s->impl, dgate, dup, dout, gate, up, type, n);
 }
+
+/* --- collectives ------------------------------------------------------------------------
+ * The checks a GPU would fault on (pointers outside this device's allocations, overlapping
+ * buffers other than the in-place conventions), then the backend; a world of one never reaches
+ * the backend: its collectives are stream-ordered D2D copies. */
+
+typedef struct range_probe {
+    uintptr_t lo, hi;
+    bool found;
+} range_probe;
+
+static void probe_alloc(void *key, size_t bytes, void *ctx) {
+    range_probe *p = ctx;
+    uintptr_t a = (uintptr_t)key;
+    if (p->lo >= a && p->hi <= a + bytes) p->found = true;
+}
+
+/* Whether [ptr, ptr+bytes) lies inside one live device allocation of dev. A walk of the
+ * allocation table: collectives are few per step and the table holds hundreds of entries. */
+static bool dev_owns_range(zoff_dev *dev, const void *ptr, size_t bytes) {
+    range_probe p = {(uintptr_t)ptr, (uintptr_t)ptr + bytes, false};
+    pthread_mutex_lock(&dev->lock);
+    zoff_ptr_map_each(&dev->device_allocs, probe_alloc, &p);
+    pthread_mutex_unlock(&dev->lock);
+    return p.found;
+}
+
+int zoff_dev_comm_create(zoff_dev *dev, zoff_dist *dist, zoff_dev_comm **out) {
+    if (!dev || !out) return -EINVAL;
+    zoff_dev_comm *c = calloc(1, sizeof *c);
+    if (!c) return -ENOMEM;
+    c->dev = dev;
+    c->dist = dist;
+    c->rank = zoff_dist_rank(dist);
+    c->size = zoff_dist_size(dist);
+    if (c->size > 1) {
+        int rc = dev->iface->comm_create
+                     ? dev->iface->comm_create(dev, dist, &c->impl)
+                     : zoff_fail(-ENOSYS, MOD, "the %s backend has no collectives",
+                                 zoff_dev_kind_name(dev->kind));
+        if (rc) {
+            free(c);
+            return rc;
+        }
+    }
+    *out = c;
+    return 0;
+}
+
+void zoff_dev_comm_destroy(zoff_dev_comm *c) {
+    if (!c) return;
+    if (c->impl) c->dev->iface->comm_destroy(c->dev, c->impl);
+    free(c);
+}
+
+int zoff_dev_comm_rank(const zoff_dev_comm *c) {
+    return c ? c->rank : 0;
+}
+
+int zoff_dev_comm_size(const zoff_dev_comm *c) {
+    return c ? c->size : 1;
+}
+
+/* Common checks; *elem receives the element size. 1: nothing to do (count 0). */
+static int comm_check(const char *op, zoff_dev_stream *s, zoff_dev_comm *c, size_t count,
+                      zoff_dtype type, size_t *elem) {
+    if (!s || !c) return zoff_fail(-EINVAL, MOD, "%s: NULL stream or communicator", op);
+    if (s->dev != c->dev)
+        return zoff_fail(-EINVAL, MOD, "%s: stream and communicator belong to different devices",
+                         op);
+    if (type != ZOFF_F32 && type != ZOFF_BF16 && type != ZOFF_F16)
+        return zoff_fail(-EINVAL, MOD, "%s: dtype %d is not f32, bf16 or f16", op, (int)type);
+    *elem = zoff_dtype_size(type);
+    if (count == 0) return 1;
+    /* the whole buffer of size*count elements must be addressable */
+    if (count > SIZE_MAX / *elem / (size_t)c->size)
+        return zoff_fail(-EOVERFLOW, MOD, "%s: %zu elements times %d ranks overflow", op, count,
+                         c->size);
+    return 0;
+}
+
+static int comm_owns(const char *op, zoff_dev *dev, const char *what, const void *p, size_t bytes) {
+    if (!p) return zoff_fail(-EINVAL, MOD, "%s: %s is NULL", op, what);
+    if (!dev_owns_range(dev, p, bytes))
+        return zoff_fail(-EINVAL, MOD,
+                         "%s: %s %p (%zu bytes) is not inside a device allocation of this device",
+                         op, what, p, bytes);
+    return 0;
+}
+
+static bool overlap(const void *a, size_t an, const void *b, size_t bn) {
+    uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+    return x < y + bn && y < x + an;
+}
+
+int zoff_dev_allreduce(zoff_dev_stream *s, zoff_dev_comm *c, const void *send, void *recv,
+                       size_t count, zoff_dtype type) {
+    size_t elem = 0, bytes;
+    int rc = comm_check("allreduce", s, c, count, type, &elem);
+    if (rc) return rc < 0 ? rc : 0;
+    bytes = count * elem;
+    if ((rc = comm_owns("allreduce", s->dev, "send", send, bytes)) ||
+        (rc = comm_owns("allreduce", s->dev, "recv", recv, bytes)))
+        return rc;
+    if (send != recv && overlap(send, bytes, recv, bytes))
+        return zoff_fail(-EINVAL, MOD, "allreduce: send and recv overlap without being equal");
+    if (c->size == 1)
+        return send == recv
+                   ? 0
+                   : s->dev->iface->memcpy_async(s->impl, recv, send, bytes, ZOFF_COPY_D2D);
+    return s->dev->iface->comm_allreduce(s->impl, c->impl, send, recv, count, type);
+}
+
+int zoff_dev_reduce_scatter(zoff_dev_stream *s, zoff_dev_comm *c, const void *send, void *recv,
+                            size_t recv_count, zoff_dtype type) {
+    size_t elem = 0;
+    int rc = comm_check("reduce_scatter", s, c, recv_count, type, &elem);
+    if (rc) return rc < 0 ? rc : 0;
+    size_t rbytes = recv_count * elem, sbytes = rbytes * (size_t)c->size;
+    if ((rc = comm_owns("reduce_scatter", s->dev, "send", send, sbytes)) ||
+        (rc = comm_owns("reduce_scatter", s->dev, "recv", recv, rbytes)))
+        return rc;
+    const char *mine = (const char *)send + (size_t)c->rank * rbytes;
+    bool in_place = (const char *)recv == mine;
+    if (!in_place && overlap(send, sbytes, recv, rbytes))
+        return zoff_fail(-EINVAL, MOD,
+                         "reduce_scatter: recv overlaps send but is not send + rank*recv_count");
+    if (c->size == 1)
+        return in_place ? 0
+                        : s->dev->iface->memcpy_async(s->impl, recv, send, rbytes, ZOFF_COPY_D2D);
+    return s->dev->iface->comm_reduce_scatter(s->impl, c->impl, send, recv, recv_count, type);
+}
+
+int zoff_dev_allgather(zoff_dev_stream *s, zoff_dev_comm *c, const void *send, void *recv,
+                       size_t send_count, zoff_dtype type) {
+    size_t elem = 0;
+    int rc = comm_check("allgather", s, c, send_count, type, &elem);
+    if (rc) return rc < 0 ? rc : 0;
+    size_t sbytes = send_count * elem, rbytes = sbytes * (size_t)c->size;
+    if ((rc = comm_owns("allgather", s->dev, "send", send, sbytes)) ||
+        (rc = comm_owns("allgather", s->dev, "recv", recv, rbytes)))
+        return rc;
+    const char *mine = (const char *)recv + (size_t)c->rank * sbytes;
+    bool in_place = (const char *)send == mine;
+    if (!in_place && overlap(send, sbytes, recv, rbytes))
+        return zoff_fail(-EINVAL, MOD,
+                         "allgather: send overlaps recv but is not recv + rank*send_count");
+    if (c->size == 1)
+        return in_place ? 0
+                        : s->dev->iface->memcpy_async(s->impl, recv, send, sbytes, ZOFF_COPY_D2D);
+    return s->dev->iface->comm_allgather(s->impl, c->impl, send, recv, send_count, type);
+}
+
+int zoff_dev_broadcast(zoff_dev_stream *s, zoff_dev_comm *c, void *buf, size_t count,
+                       zoff_dtype type, int root) {
+    size_t elem = 0;
+    int rc = comm_check("broadcast", s, c, count, type, &elem);
+    if (rc < 0) return rc;
+    if (root < 0 || root >= c->size)
+        return zoff_fail(-EINVAL, MOD, "broadcast: root %d is not a rank of %d", root, c->size);
+    if (rc) return 0;
+    if ((rc = comm_owns("broadcast", s->dev, "buf", buf, count * elem))) return rc;
+    if (c->size == 1) return 0;
+    return s->dev->iface->comm_broadcast(s->impl, c->impl, buf, count, type, root);
+}

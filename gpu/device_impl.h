@@ -40,6 +40,19 @@ typedef struct zoff_dev_iface {
                         zoff_dev_copy_kind kind);
     int (*memset_async)(void *stream, void *dst, int value, size_t bytes);
 
+    /* collectives: made only for worlds of more than one rank (the dispatcher turns a world of
+     * one into copies); arguments validated, `comm` is the backend's communicator */
+    int (*comm_create)(zoff_dev *dev, zoff_dist *dist, void **comm);
+    void (*comm_destroy)(zoff_dev *dev, void *comm);
+    int (*comm_allreduce)(void *stream, void *comm, const void *send, void *recv, size_t count,
+                          zoff_dtype type);
+    int (*comm_reduce_scatter)(void *stream, void *comm, const void *send, void *recv,
+                               size_t recv_count, zoff_dtype type);
+    int (*comm_allgather)(void *stream, void *comm, const void *send, void *recv, size_t send_count,
+                          zoff_dtype type);
+    int (*comm_broadcast)(void *stream, void *comm, void *buf, size_t count, zoff_dtype type,
+                          int root);
+
     /* kernels (the op table); arguments already validated by the dispatcher */
     int (*op_cast)(void *stream, void *dst, zoff_dtype dst_type, const void *src,
                    zoff_dtype src_type, size_t n);
@@ -113,6 +126,15 @@ struct zoff_dev_event {
     zoff_dev *dev;
     void *impl;
     zoff_dev_event *next; /* in dev->events */
+};
+
+/* A device communicator: the dispatcher's view. impl is the backend's, NULL for a world of
+ * one. */
+struct zoff_dev_comm {
+    zoff_dev *dev;
+    zoff_dist *dist;
+    int rank, size;
+    void *impl;
 };
 
 struct zoff_dev {

@@ -82,6 +82,18 @@ int host_stream_write_value(void *stream, uint32_t *flag, uint32_t value);
 int host_host_write_value(zoff_dev *dev, uint32_t *flag, uint32_t value);
 int host_host_wait_value(zoff_dev *dev, const uint32_t *flag, uint32_t value);
 
+/* collectives (host_comm.c): MPI, run on the stream's worker thread */
+int host_comm_create(zoff_dev *dev, zoff_dist *dist, void **comm);
+void host_comm_destroy(zoff_dev *dev, void *comm);
+int host_comm_allreduce(void *stream, void *comm, const void *send, void *recv, size_t count,
+                        zoff_dtype type);
+int host_comm_reduce_scatter(void *stream, void *comm, const void *send, void *recv,
+                             size_t recv_count, zoff_dtype type);
+int host_comm_allgather(void *stream, void *comm, const void *send, void *recv, size_t send_count,
+                        zoff_dtype type);
+int host_comm_broadcast(void *stream, void *comm, void *buf, size_t count, zoff_dtype type,
+                        int root);
+
 /* kernels (host_ops.c) */
 int host_memcpy_async(void *stream, void *dst, const void *src, size_t bytes,
                       zoff_dev_copy_kind kind);

@@ -1,0 +1,262 @@
+/* Device collectives of the host backend: MPI over the "device" memory (the host arena).
+ *
+ * A communicator is an MPI duplicate of the world (its messages never match another
+ * communicator's). A collective is a stream command: the issuing thread queues it, and the
+ * stream's worker thread runs it when the stream reaches it (stream order), issuing the MPI
+ * non-blocking call and completing it with zoff_dist_wait() (polled, with the world's timeout;
+ * past it the job is aborted: peers would stay blocked otherwise). A command cannot return an
+ * error to its issuer, and a rank that skipped its part would leave the others blocked, so an
+ * MPI error inside a command also aborts the job, after logging MPI's message.
+ *
+ * 16-bit sums use user MPI_Ops on MPI_UINT16_T: each pairwise reduction widens both operands to
+ * fp32, adds and rounds once to nearest even (bf16 or f16), so a 2-rank sum is exactly
+ * round(fp32(a) + fp32(b)), as NCCL computes it.
+ *
+ * Threads: create and destroy on one thread (collective calls over the world, in the same
+ * order on every rank). Collectives on one communicator are issued by one thread to one stream
+ * at a time (device.h). `pending` counts commands queued and not finished, under `lock`, so
+ * that destroy waits for them; MPI itself is MPI_THREAD_MULTIPLE (gpu/dist.c).
+ */
+#include "core/half.h"
+#include "core/log.h"
+#include "gpu/dist_impl.h"
+#include "gpu/host/host_backend.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "host"
+
+typedef struct host_comm {
+    zoff_dist *dist;
+    MPI_Comm comm;
+    MPI_Op sum_bf16, sum_f16;
+    int rank, size;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    uint64_t pending; /* commands queued, not yet finished */
+} host_comm;
+
+typedef enum comm_kind { K_ALLREDUCE, K_REDUCE_SCATTER, K_ALLGATHER, K_BROADCAST } comm_kind;
+
+typedef struct comm_cmd {
+    host_comm *c;
+    comm_kind kind;
+    zoff_dtype type;
+    const void *send;
+    void *recv;
+    size_t count; /* allreduce/broadcast: elements; reduce_scatter: recv_count; allgather:
+                     send_count */
+    int root;
+    void *scratch; /* in-place reduce_scatter: recv_count elements, freed by the command */
+} comm_cmd;
+
+static void sum_bf16(void *in, void *inout, int *len, MPI_Datatype *dt) {
+    (void)dt;
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    for (int i = 0; i < *len; i++)
+        b[i] = zoff_f32_to_bf16(zoff_bf16_to_f32(a[i]) + zoff_bf16_to_f32(b[i]));
+}
+
+static void sum_f16(void *in, void *inout, int *len, MPI_Datatype *dt) {
+    (void)dt;
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    for (int i = 0; i < *len; i++)
+        b[i] = zoff_f32_to_f16(zoff_f16_to_f32(a[i]) + zoff_f16_to_f32(b[i]));
+}
+
+int host_comm_create(zoff_dev *dev, zoff_dist *dist, void **out) {
+    (void)dev;
+    if (!zoff_dist_uses_mpi(dist))
+        return zoff_fail(-EINVAL, MOD, "a communicator of %d ranks needs an MPI world",
+                         zoff_dist_size(dist));
+    host_comm *c = calloc(1, sizeof *c);
+    if (!c) return -ENOMEM;
+    c->dist = dist;
+    c->rank = zoff_dist_rank(dist);
+    c->size = zoff_dist_size(dist);
+    int rc = zoff_dist_dup_world(dist, &c->comm);
+    if (rc) {
+        free(c);
+        return rc;
+    }
+    MPI_Op_create(sum_bf16, 1, &c->sum_bf16);
+    MPI_Op_create(sum_f16, 1, &c->sum_f16);
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->cond, NULL);
+    *out = c;
+    return 0;
+}
+
+void host_comm_destroy(zoff_dev *dev, void *impl) {
+    (void)dev;
+    host_comm *c = impl;
+    pthread_mutex_lock(&c->lock);
+    while (c->pending)
+        pthread_cond_wait(&c->cond, &c->lock);
+    pthread_mutex_unlock(&c->lock);
+    MPI_Op_free(&c->sum_bf16);
+    MPI_Op_free(&c->sum_f16);
+    MPI_Comm_free(&c->comm);
+    pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->cond);
+    free(c);
+}
+
+static const char *kind_name(comm_kind k) {
+    static const char *names[] = {"allreduce", "reduce_scatter", "allgather", "broadcast"};
+    return names[k];
+}
+
+/* An MPI call failed inside a command: nobody can be told, and peers wait for this rank. */
+static void command_failed(host_comm *c, comm_kind k, int mrc) {
+    char what[64];
+    snprintf(what, sizeof what, "device %s", kind_name(k));
+    zoff_dist_mpi_fail(mrc, what);
+    zoff_dist_abort(c->dist, 1, zoff_last_error_detail());
+}
+
+/* Starts one MPI request and waits for it; aborts the job on an error. */
+static void finish(host_comm *c, comm_kind k, int mrc, MPI_Request *req, size_t bytes) {
+    if (mrc != MPI_SUCCESS) command_failed(c, k, mrc);
+    if (zoff_dist_wait(c->dist, req, 1, kind_name(k), bytes))
+        zoff_dist_abort(c->dist, 1, zoff_last_error_detail());
+}
+
+static void run_comm(void *payload) {
+    comm_cmd *m = payload;
+    host_comm *c = m->c;
+    size_t elem = zoff_dtype_size(m->type);
+    MPI_Datatype dt = m->type == ZOFF_F32 ? MPI_FLOAT : MPI_UINT16_T;
+    MPI_Op sum = m->type == ZOFF_F32 ? MPI_SUM : m->type == ZOFF_BF16 ? c->sum_bf16 : c->sum_f16;
+    MPI_Request req;
+    size_t chunk = ZOFF_DIST_CHUNK_BYTES / elem;
+    switch (m->kind) {
+    case K_ALLREDUCE:
+        for (size_t off = 0; off < m->count; off += chunk) {
+            int n = (int)(m->count - off < chunk ? m->count - off : chunk);
+            const void *src =
+                m->send == m->recv ? MPI_IN_PLACE : (const char *)m->send + off * elem;
+            int mrc = MPI_Iallreduce(src, (char *)m->recv + off * elem, n, dt, sum, c->comm, &req);
+            finish(c, m->kind, mrc, &req, (size_t)n * elem);
+        }
+        break;
+    case K_BROADCAST:
+        for (size_t off = 0; off < m->count; off += chunk) {
+            int n = (int)(m->count - off < chunk ? m->count - off : chunk);
+            int mrc = MPI_Ibcast((char *)m->recv + off * elem, n, dt, m->root, c->comm, &req);
+            finish(c, m->kind, mrc, &req, (size_t)n * elem);
+        }
+        break;
+    case K_REDUCE_SCATTER: {
+        /* NCCL's in-place form (recv inside send at this rank's block) is not MPI's
+         * (MPI_IN_PLACE leaves the result at the start of the buffer): reduce into the
+         * scratch, then copy the block into place; the rest of send stays untouched. */
+        void *dst = m->scratch ? m->scratch : m->recv;
+        int mrc = MPI_Ireduce_scatter_block(m->send, dst, (int)m->count, dt, sum, c->comm, &req);
+        finish(c, m->kind, mrc, &req, m->count * elem * (size_t)c->size);
+        if (m->scratch) {
+            memcpy(m->recv, m->scratch, m->count * elem);
+            free(m->scratch);
+        }
+        break;
+    }
+    case K_ALLGATHER: {
+        bool in_place =
+            (const char *)m->send == (const char *)m->recv + (size_t)c->rank * m->count * elem;
+        int mrc = in_place ? MPI_Iallgather(MPI_IN_PLACE, 0, dt, m->recv, (int)m->count, dt,
+                                            c->comm, &req)
+                           : MPI_Iallgather(m->send, (int)m->count, dt, m->recv, (int)m->count, dt,
+                                            c->comm, &req);
+        finish(c, m->kind, mrc, &req, m->count * elem * (size_t)c->size);
+        break;
+    }
+    }
+    pthread_mutex_lock(&c->lock);
+    c->pending--;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static int enqueue(void *stream, comm_cmd *m) {
+    host_comm *c = m->c;
+    pthread_mutex_lock(&c->lock);
+    c->pending++;
+    pthread_mutex_unlock(&c->lock);
+    int rc = host_stream_enqueue(stream, run_comm, m, sizeof *m);
+    if (rc) {
+        free(m->scratch);
+        pthread_mutex_lock(&c->lock);
+        c->pending--;
+        pthread_cond_broadcast(&c->cond);
+        pthread_mutex_unlock(&c->lock);
+    }
+    return rc;
+}
+
+/* MPI counts are int: reduce_scatter and allgather take at most INT_MAX elements per rank
+ * (4 GiB of 16-bit values per rank block; buckets are far smaller). */
+static int check_int_count(const char *op, size_t count) {
+    if (count > INT_MAX)
+        return zoff_fail(-EOVERFLOW, MOD,
+                         "%s: %zu elements per rank exceed the host backend's "
+                         "limit of INT_MAX",
+                         op, count);
+    return 0;
+}
+
+int host_comm_allreduce(void *stream, void *comm, const void *send, void *recv, size_t count,
+                        zoff_dtype type) {
+    comm_cmd m = {
+        .c = comm, .kind = K_ALLREDUCE, .type = type, .send = send, .recv = recv, .count = count};
+    return enqueue(stream, &m);
+}
+
+int host_comm_reduce_scatter(void *stream, void *comm, const void *send, void *recv,
+                             size_t recv_count, zoff_dtype type) {
+    host_comm *c = comm;
+    int rc = check_int_count("reduce_scatter", recv_count);
+    if (rc) return rc;
+    size_t bytes = recv_count * zoff_dtype_size(type);
+    comm_cmd m = {.c = c,
+                  .kind = K_REDUCE_SCATTER,
+                  .type = type,
+                  .send = send,
+                  .recv = recv,
+                  .count = recv_count};
+    if ((const char *)recv == (const char *)send + (size_t)c->rank * bytes) {
+        m.scratch = host_kernel_scratch("reduce_scatter", bytes);
+        if (!m.scratch) return -ENOMEM;
+    }
+    return enqueue(stream, &m);
+}
+
+int host_comm_allgather(void *stream, void *comm, const void *send, void *recv, size_t send_count,
+                        zoff_dtype type) {
+    int rc = check_int_count("allgather", send_count);
+    if (rc) return rc;
+    comm_cmd m = {.c = comm,
+                  .kind = K_ALLGATHER,
+                  .type = type,
+                  .send = send,
+                  .recv = recv,
+                  .count = send_count};
+    return enqueue(stream, &m);
+}
+
+int host_comm_broadcast(void *stream, void *comm, void *buf, size_t count, zoff_dtype type,
+                        int root) {
+    comm_cmd m = {.c = comm,
+                  .kind = K_BROADCAST,
+                  .type = type,
+                  .send = buf,
+                  .recv = buf,
+                  .count = count,
+                  .root = root};
+    return enqueue(stream, &m);
+}

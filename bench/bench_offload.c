@@ -25,7 +25,11 @@
  *                 [--schedules sync,overlap,dpu] [--targets cpu,nvme] [--nvme-path DIR]
  *                 [--capacity SIZE] [--params none,cpu,nvme] [--prefetch K]
  *                 [--activation-checkpoint 0|1] [--repeats R] [--kernel-threads K]
- *                 [--adam-threads N]
+ *                 [--adam-threads N] [--ranks N]
+ *
+ * --ranks N: data parallelism across N ranks with the optimizer state partitioned (ZeRO-2):
+ * bench_offload runs itself under mpirun (one device per rank) and measures what
+ * bench_offload_ranks.c describes, instead of the points above.
  *
  * --params: where the 16-bit weights live. none: resident on the device. cpu / nvme: streamed a
  * layer group at a time (prefetch depth K) on a second device whose capacity is the streamed
@@ -33,11 +37,11 @@
  * gives its step time against the resident point of the same target and schedule (run first)
  * as the exposed fetch time and their ratio, and the fetch bytes per parameter.
  */
+#include "bench/bench_offload.h"
 #include "cpu_adam/cpu_adam.h"
-#include "model/model_offload.h"
-#include "model/model.h"
 
 #include <errno.h>
+#include <unistd.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -45,13 +49,13 @@
 #include <string.h>
 #include <time.h>
 
-static double now_ms(void) {
+double bench_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static void die(const char *what, int rc) {
+void bench_die(const char *what, int rc) {
     fprintf(stderr, "bench_offload: %s: %s (%s)\n", what, zoff_strerror(rc),
             zoff_last_error_detail());
     exit(1);
@@ -67,23 +71,11 @@ static int int_arg(const char *flag, const char *v) {
     return (int)x;
 }
 
-typedef struct opts {
-    const char *device, *nvme_path, *schedules, *targets;
-    zoff_gpt_config cfg;
-    int batch, seq, steps, warmup;
-    zoff_dtype dtype;
-    size_t capacity; /* device capacity, 0 = the backend's choice */
-    const char *params;
-    int prefetch;
-    int ckpt; /* activation checkpointing */
-    int repeats;
-    int kernel_threads, adam_threads; /* 0: the backend's / the pool's default */
-} opts;
 
 /* The resident point's step time per (target, schedule), for the streamed points after it. */
 static double g_resident_ms[2][3];
 
-static void random_batch(int32_t *x, int n, int vocab, uint64_t *rng) {
+void bench_random_batch(int32_t *x, int n, int vocab, uint64_t *rng) {
     for (int i = 0; i < n; i++)
         x[i] = (int32_t)(zoff_rng_next(rng) % (uint64_t)vocab);
 }
@@ -93,18 +85,13 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static double median(double *v, int n) {
+double bench_median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* median, min and max of n values (sorts them) */
-typedef struct spread {
-    double med, min, max;
-} spread;
-
-static spread spread_of(double *v, int n) {
-    double med = median(v, n);
+spread bench_spread(double *v, int n) {
+    double med = bench_median(v, n);
     return (spread){med, v[0], v[n - 1]};
 }
 
@@ -138,22 +125,22 @@ static double compute_baseline(zoff_model *m, zoff_dev_stream *s, const opts *o,
         if (l->tensors[i].numel > d.bytes) d.bytes = l->tensors[i].numel;
     d.bytes *= zoff_dtype_size(zoff_model_weight_dtype(m));
     int rc = zoff_dev_malloc(zoff_model_get_dev(m), d.bytes, &d.buf);
-    if (rc) die("baseline gradient scratch", rc);
+    if (rc) bench_die("baseline gradient scratch", rc);
     zoff_grad_sink sink = {zoff_model_weight_dtype(m), discard_buffer, discard_done, &d};
     zoff_model_set_grad_sink(m, &sink);
     double *t = malloc(sizeof(double) * (size_t)o->steps);
     zoff_batch b = {.tokens = tok, .targets = tgt, .B = o->batch, .T = o->seq};
     for (int i = 0; i < o->warmup + o->steps; i++) {
         float loss;
-        double t0 = now_ms();
+        double t0 = bench_now_ms();
         rc = zoff_model_forward_backward(m, s, &b, 1.0f, &loss);
         if (!rc) rc = zoff_dev_stream_synchronize(s);
-        if (rc) die("baseline step", rc);
-        if (i >= o->warmup) t[i - o->warmup] = now_ms() - t0;
+        if (rc) bench_die("baseline step", rc);
+        if (i >= o->warmup) t[i - o->warmup] = bench_now_ms() - t0;
     }
     zoff_model_set_grad_sink(m, NULL);
     zoff_dev_free(zoff_model_get_dev(m), d.buf);
-    double med = median(t, o->steps);
+    double med = bench_median(t, o->steps);
     free(t);
     return med;
 }
@@ -169,12 +156,12 @@ static double adam_standalone_ms(size_t n, const opts *o, const zoff_engine_conf
     pc.reserve_cores = ec->reserve_cores;
     zoff_adam_pool *pool;
     int rc = zoff_adam_pool_create(&pc, &pool);
-    if (rc) die("standalone Adam pool", rc);
+    if (rc) bench_die("standalone Adam pool", rc);
     size_t es = zoff_dtype_size(o->dtype);
     float *p = calloc(n, 4), *m = calloc(n, 4), *v = calloc(n, 4);
     void *g = calloc(n, es), *out = calloc(n, es);
     double *t = malloc(sizeof(double) * (size_t)o->steps);
-    if (!p || !m || !v || !g || !out || !t) die("standalone Adam buffers", -ENOMEM);
+    if (!p || !m || !v || !g || !out || !t) bench_die("standalone Adam buffers", -ENOMEM);
     zoff_adam_buffers b = {.n = n,
                            .param = p,
                            .m = m,
@@ -188,11 +175,11 @@ static double adam_standalone_ms(size_t n, const opts *o, const zoff_engine_conf
     prm.weight_decay = 0.01f;
     for (int i = 0; i < o->warmup + o->steps; i++) {
         prm.step = i + 1;
-        double t0 = now_ms();
-        if ((rc = zoff_adam_step(pool, &prm, &b))) die("standalone Adam step", rc);
-        if (i >= o->warmup) t[i - o->warmup] = now_ms() - t0;
+        double t0 = bench_now_ms();
+        if ((rc = zoff_adam_step(pool, &prm, &b))) bench_die("standalone Adam step", rc);
+        if (i >= o->warmup) t[i - o->warmup] = bench_now_ms() - t0;
     }
-    double med = median(t, o->steps);
+    double med = bench_median(t, o->steps);
     zoff_adam_pool_destroy(pool);
     free(p), free(m), free(v), free(g), free(out), free(t);
     return med;
@@ -213,7 +200,7 @@ static void run_round(zoff_model *m, zoff_dev_stream *s, const float *init, cons
     zoff_model_offload *off;
     zoff_dev_mem_reset_peak(zoff_model_get_dev(m));
     int rc = zoff_model_offload_create(m, s, ecfg, init, &off);
-    if (rc) die("engine create", rc);
+    if (rc) bench_die("engine create", rc);
     zoff_engine *e = zoff_model_offload_engine(off);
     double *times = malloc(sizeof(double) * (size_t)o->steps), adam = 0, nvme = 0;
     uint64_t pcie = 0, nr = 0, nw = 0, fetch = 0, cpu = 0;
@@ -222,7 +209,7 @@ static void run_round(zoff_model *m, zoff_dev_stream *s, const float *init, cons
     for (int i = 0; i <= o->warmup + o->steps; i++) {
         zoff_engine_step_report rep;
         if (i == o->warmup + o->steps) { /* after the last step: its report too */
-            if ((rc = zoff_engine_flush(e, s))) die("flush", rc);
+            if ((rc = zoff_engine_flush(e, s))) bench_die("flush", rc);
         }
         if (zoff_engine_last_report(e, &rep) == 0 && rep.step > last_counted) {
             last_counted = rep.step;
@@ -237,11 +224,11 @@ static void run_round(zoff_model *m, zoff_dev_stream *s, const float *init, cons
         }
         if (i == o->warmup + o->steps) break;
         float loss;
-        double t0 = now_ms();
+        double t0 = bench_now_ms();
         zoff_batch b = {.tokens = tok, .targets = tgt, .B = o->batch, .T = o->seq};
         rc = zoff_model_offload_micro_batch(off, &b, &loss);
-        if (rc) die("offloaded step", rc);
-        if (i >= o->warmup) times[i - o->warmup] = now_ms() - t0;
+        if (rc) bench_die("offloaded step", rc);
+        if (i >= o->warmup) times[i - o->warmup] = bench_now_ms() - t0;
     }
     zoff_engine_get_memory(e, &out->mem);
     zoff_model_memory(m, &out->dp); /* the model's terms as allocated, and the engine's slots */
@@ -249,7 +236,7 @@ static void run_round(zoff_model *m, zoff_dev_stream *s, const float *init, cons
     out->dp.weights += out->mem.param_device_bytes; /* streamed: the ring and resident groups */
     zoff_device_plan_sum(&out->dp);
     zoff_model_offload_destroy(off);
-    out->step_ms = median(times, o->steps);
+    out->step_ms = bench_median(times, o->steps);
     free(times);
     int c = counted ? counted : 1;
     out->adam_ms = adam / c;
@@ -309,8 +296,8 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
         acc.fetch += rr.fetch / (uint64_t)R;
         acc.cpu_pass += rr.cpu_pass / (uint64_t)R;
     }
-    spread sp_step = spread_of(st, R), sp_comp = spread_of(ct, R), sp_ratio = spread_of(rt, R);
-    spread sp_adam = spread_of(ad, R);
+    spread sp_step = bench_spread(st, R), sp_comp = bench_spread(ct, R), sp_ratio = bench_spread(rt, R);
+    spread sp_adam = bench_spread(ad, R);
     free(st);
     double alone_ms = adam_standalone_ms((size_t)zoff_model_get_layout(m)->total, o, &ec);
     double step = sp_step.med, compute_ms = sp_comp.med, adam = sp_adam.med, nvme = acc.nvme_ms;
@@ -370,6 +357,29 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
     fflush(stdout);
 }
 
+/* --ranks N outside an mpirun job: runs this very command under mpirun with N ranks (and
+ * does not return); inside one, returns. */
+static void relaunch_under_mpirun(int argc, char **argv, int ranks) {
+    if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK")) return;
+    char np[16];
+    snprintf(np, sizeof np, "%d", ranks);
+    const char **av = calloc((size_t)argc + 10, sizeof *av);
+    int k = 0;
+    av[k++] = ZOFF_MPIEXEC;
+    if (geteuid() == 0) av[k++] = "--allow-run-as-root";
+    av[k++] = "--oversubscribe";
+    av[k++] = "--bind-to";
+    av[k++] = "none";
+    av[k++] = "-np";
+    av[k++] = np;
+    for (int i = 0; i < argc; i++)
+        av[k++] = argv[i];
+    fflush(stdout);
+    execv(ZOFF_MPIEXEC, (char *const *)av);
+    fprintf(stderr, "bench_offload: --ranks: cannot run %s: %s\n", ZOFF_MPIEXEC, strerror(errno));
+    exit(1);
+}
+
 int main(int argc, char **argv) {
     opts o = {.device = "auto",
               .nvme_path = "/tmp",
@@ -413,6 +423,8 @@ int main(int argc, char **argv) {
             o.repeats = int_arg(a, v);
         else if (!strcmp(a, "--kernel-threads"))
             o.kernel_threads = int_arg(a, v);
+        else if (!strcmp(a, "--ranks"))
+            o.ranks = int_arg(a, v);
         else if (!strcmp(a, "--adam-threads"))
             o.adam_threads = int_arg(a, v);
         else if (!strcmp(a, "--activation-checkpoint"))
@@ -449,6 +461,21 @@ int main(int argc, char **argv) {
         }
     }
     zoff_log_set_callback(zoff_log_to_stderr, NULL, ZOFF_LOG_WARN);
+    zoff_dist *dist = NULL;
+    if (o.ranks > 1) {
+        relaunch_under_mpirun(argc, argv, o.ranks); /* returns in the ranks of the job */
+        int rc = zoff_dist_init(NULL, &dist);
+        if (rc) bench_die("joining the ranks", rc);
+        if (zoff_dist_size(dist) != o.ranks) {
+            fprintf(stderr, "bench_offload: --ranks %d but the job has %d ranks\n", o.ranks,
+                    zoff_dist_size(dist));
+            return 2;
+        }
+        /* the node's cores shared among the ranks: per rank the kernels' one and the rest for
+         * its Adam pool */
+        long cores = sysconf(_SC_NPROCESSORS_ONLN) / o.ranks;
+        if (o.adam_threads == 0) o.adam_threads = cores > 1 ? (int)cores - 1 : 1;
+    }
     zoff_dev_config dc;
     zoff_dev_config_default(&dc);
     if (zoff_dev_kind_parse(o.device, &dc.kind)) {
@@ -460,10 +487,11 @@ int main(int argc, char **argv) {
     /* host: the kernels on their own cores (default 1), the Adam pool on the rest */
     if (o.kernel_threads < 0) o.kernel_threads = dc.kind == ZOFF_DEV_CUDA ? 0 : 1;
     dc.host_kernel_threads = o.kernel_threads;
+    if (dist && dc.kind != ZOFF_DEV_HOST) dc.cuda_ordinal = zoff_dist_local_rank(dist);
     zoff_dev *dev;
     int rc = zoff_dev_open(&dc, &dev);
-    if (rc) die("device", rc);
-    if ((rc = zoff_gpt_config_validate(&o.cfg))) die("model config", rc);
+    if (rc) bench_die("device", rc);
+    if ((rc = zoff_gpt_config_validate(&o.cfg))) bench_die("model config", rc);
     zoff_model_options mo;
     zoff_model_options_default(&mo);
     mo.batch = o.batch;
@@ -471,15 +499,23 @@ int main(int argc, char **argv) {
     mo.matmul_dtype = o.dtype == ZOFF_F32 ? ZOFF_F32 : o.dtype;
     mo.activation_checkpoint = o.ckpt;
     zoff_model *m;
-    if ((rc = zoff_gpt_create(dev, &o.cfg, &mo, &m))) die("model", rc);
-    if ((rc = zoff_model_init_params(m, 1))) die("init", rc);
+    if ((rc = zoff_gpt_create(dev, &o.cfg, &mo, &m))) bench_die("model", rc);
+    if ((rc = zoff_model_init_params(m, 1))) bench_die("init", rc);
     zoff_dev_stream *s;
-    if ((rc = zoff_dev_stream_create(dev, &s))) die("stream", rc);
+    if ((rc = zoff_dev_stream_create(dev, &s))) bench_die("stream", rc);
+    if (dist) {
+        bench_offload_ranks(&o, dist, m, s);
+        zoff_dev_stream_destroy(s);
+        zoff_model_destroy(m);
+        zoff_dev_close(dev);
+        zoff_dist_finalize(dist);
+        return 0;
+    }
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)o.batch * o.seq);
     int32_t *tgt = malloc(sizeof(int32_t) * (size_t)o.batch * o.seq);
     uint64_t rng = 7;
-    random_batch(tok, o.batch * o.seq, o.cfg.vocab_size, &rng);
-    random_batch(tgt, o.batch * o.seq, o.cfg.vocab_size, &rng);
+    bench_random_batch(tok, o.batch * o.seq, o.cfg.vocab_size, &rng);
+    bench_random_batch(tgt, o.batch * o.seq, o.cfg.vocab_size, &rng);
     /* streamed weights: the same model without device weights, on a device of the streamed
      * plan's size */
     zoff_dev *sdev = NULL;
@@ -495,15 +531,15 @@ int main(int argc, char **argv) {
         pc.params = ZOFF_PARAMS_CPU;
         pc.prefetch_depth = o.prefetch;
         const zoff_layout *L = zoff_model_get_layout(m);
-        if ((rc = zoff_gpt_plan(&o.cfg, &so, &p))) die("streamed plan", rc);
-        if ((rc = zoff_model_offload_plan(L, o.dtype, &pc, &p))) die("streamed plan", rc);
+        if ((rc = zoff_gpt_plan(&o.cfg, &so, &p))) bench_die("streamed plan", rc);
+        if ((rc = zoff_model_offload_plan(L, o.dtype, &pc, &p))) bench_die("streamed plan", rc);
         zoff_dev_config sc = dc;
         sc.capacity = p.total + ((size_t)1 << 20); /* and backend scratch */
-        if ((rc = zoff_dev_open(&sc, &sdev))) die("streamed device", rc);
-        if ((rc = zoff_gpt_create(sdev, &o.cfg, &so, &sm))) die("streamed model", rc);
-        if ((rc = zoff_dev_stream_create(sdev, &ss))) die("stream", rc);
-        if (!(init = malloc(L->total * sizeof(float)))) die("init", -ENOMEM);
-        if ((rc = zoff_model_init_host(m, 1, init))) die("init", rc);
+        if ((rc = zoff_dev_open(&sc, &sdev))) bench_die("streamed device", rc);
+        if ((rc = zoff_gpt_create(sdev, &o.cfg, &so, &sm))) bench_die("streamed model", rc);
+        if ((rc = zoff_dev_stream_create(sdev, &ss))) bench_die("stream", rc);
+        if (!(init = malloc(L->total * sizeof(float)))) bench_die("init", -ENOMEM);
+        if ((rc = zoff_model_init_host(m, 1, init))) bench_die("init", rc);
     }
     static const zoff_offload_target targets[] = {ZOFF_OFFLOAD_CPU, ZOFF_OFFLOAD_NVME};
     static const zoff_param_location wheres[] = {ZOFF_PARAMS_DEVICE, ZOFF_PARAMS_CPU,

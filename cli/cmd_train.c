@@ -11,8 +11,11 @@
  * model/checkpoint_dir.h); a fresh run refuses a non-empty OUT unless --overwrite.
  * Exit codes: 0 done, 1 run-time failure (including a run whose loss or gradients stay
  * non-finite for --max-nonfinite-steps steps: the last good checkpoint is kept), 2 bad usage,
- * 128 + signal after SIGINT (130) or SIGTERM (143), having saved a checkpoint. */
+ * 128 + signal after SIGINT (130) or SIGTERM (143), having saved a checkpoint.
+ * Under `mpirun -np N` the ranks train data-parallel with the optimizer state partitioned
+ * across them (cli/train_dist.h); the output is the same as one process with N x --batch. */
 #include "cli/cli.h"
+#include "cli/train_dist.h"
 #include "cli/train_offload.h"
 #include "cli/train_source.h"
 #include "cli/train_support.h"
@@ -36,6 +39,7 @@ typedef struct train_opts {
     int n_layer, n_head, n_embd, vocab_size, seq_len;
     int batch, steps, warmup, val_every, val_batches, ckpt_every, sample_tokens, top_k;
     int log_every, threads, grad_accum;
+    double collective_timeout; /* seconds, under mpirun */
     double lr, min_lr_frac, weight_decay, grad_clip, temperature;
     long long seed;
     const char *dtype, *data, *init_from, *resume, *out, *device, *config, *prompt;
@@ -110,7 +114,10 @@ static const opt_spec specs[] = {
     {"seed", OPT_LL, O(seed), 0, 9e15, "random seed (1337)"},
     {"log-every", OPT_INT, O(log_every), 1, INT_MAX, "progress line refresh, steps (1)"},
     {"device", OPT_STR, O(device), 0, 0, "auto, cuda or host (ZOFF_DEVICE or auto)"},
-    {"threads", OPT_INT, O(threads), 0, 4096, "host backend kernel threads, 0 = all cores (0)"},
+    {"threads", OPT_INT, O(threads), 0, 4096,
+     "host backend kernel threads, 0 = all cores, shared among the ranks on a node (0)"},
+    {"collective-timeout", OPT_FLOAT, O(collective_timeout), 1, 1e7,
+     "mpirun: seconds a collective may wait for the other ranks before the job ends (300)"},
     {"offload", OPT_STR, O(off.offload), 0, 0,
      "optimizer state: none (on the device), cpu, nvme (cpu on the demo data, else none)"},
     {"nvme-path", OPT_STR, O(off.nvme_path), 0, 0, "swap directory for --offload nvme"},
@@ -198,6 +205,7 @@ static void defaults(train_opts *o) {
     o->off.bucket_size = "auto";
     o->off.dpu_warmup = 2;
     o->off.params = "none";
+    o->collective_timeout = 300;
     o->offload_activations = "none";
     o->off.prefetch = 2;
     o->max_nonfinite = 3;
@@ -546,7 +554,13 @@ typedef struct run {
     zoff_train_source src; /* the batches: the token dataset, or SFT conversations */
     zoff_sft_source *sft;  /* zoff sft */
     uint64_t val_rng;
+    zoff_train_dist td;    /* the job's ranks (a world of one without mpirun) */
+    int gbatch;            /* rows of a global batch: ranks x --batch */
+    bool stop;             /* a stop signal, agreed among the ranks */
+    char nvme_dir[4096], trace_path[4096]; /* this rank's */
 } run;
+
+static zoff_train_dist *g_td; /* for fail(): a failure on one rank ends the job */
 
 static zoff_batch batch_of(run *r, int B, int T) {
     zoff_batch b = {.tokens = r->x, .targets = r->y, .B = B, .T = T};
@@ -554,8 +568,11 @@ static zoff_batch batch_of(run *r, int B, int T) {
 }
 
 static int fail(const char *what, int rc) {
-    fprintf(stderr, "\n%s: %s: %s: %s\n", cmd_name, what, zoff_strerror(rc),
+    char rank[32] = "";
+    if (g_td && g_td->world > 1) snprintf(rank, sizeof rank, "[rank %d] ", g_td->rank);
+    fprintf(stderr, "\n%s%s: %s: %s: %s\n", rank, cmd_name, what, zoff_strerror(rc),
             zoff_last_error_detail());
+    if (g_td) zoff_train_dist_fail(g_td, what);
     return 1;
 }
 
@@ -563,16 +580,16 @@ static int fail(const char *what, int rc) {
 
 static void tokens_next(void *ctx, zoff_batch *b) {
     run *r = ctx;
-    zoff_dataset_batch(&r->ds, false, r->o.batch, r->o.seq_len, &r->rng, r->x, r->y);
-    *b = batch_of(r, r->o.batch, r->o.seq_len);
+    zoff_dataset_batch(&r->ds, false, r->gbatch, r->o.seq_len, &r->rng, r->x, r->y);
+    *b = batch_of(r, r->gbatch, r->o.seq_len);
 }
 
 static int tokens_val_next(void *ctx, int i, zoff_batch *b, double *weight) {
     run *r = ctx;
     if (i == 0) r->val_rng = 0x5eed ^ (uint64_t)r->o.seed; /* the same batches every time */
     if (i >= r->o.val_batches) return 1;
-    zoff_dataset_batch(&r->ds, true, r->o.batch, r->o.seq_len, &r->val_rng, r->x, r->y);
-    *b = batch_of(r, r->o.batch, r->o.seq_len);
+    zoff_dataset_batch(&r->ds, true, r->gbatch, r->o.seq_len, &r->val_rng, r->x, r->y);
+    *b = batch_of(r, r->gbatch, r->o.seq_len);
     *weight = 1;
     return 0;
 }
@@ -582,7 +599,7 @@ static int tokens_resume(void *ctx, const char *dir, long micro_batches) {
     (void)dir;
     run *r = ctx;
     for (long i = 0; i < micro_batches; i++)
-        zoff_dataset_batch(&r->ds, false, r->o.batch, r->o.seq_len, &r->rng, r->x, r->y);
+        zoff_dataset_batch(&r->ds, false, r->gbatch, r->o.seq_len, &r->rng, r->x, r->y);
     return 0;
 }
 
@@ -598,11 +615,19 @@ static int validate(run *r, float *val_loss) {
         int rc = r->src.val_next(r->src.ctx, i, &b, &w);
         if (rc < 0) return rc;
         if (rc > 0) break;
+        if (r->td.world > 1) { /* this rank's rows, weighted by the targets they score */
+            b = zoff_train_dist_slice(&r->td, b);
+            w = b.targets ? 0 : 1;
+            for (size_t k = 0; b.targets && k < (size_t)b.B * b.T; k++)
+                w += b.targets[k] >= 0;
+        }
         float l;
         if ((rc = zoff_model_forward(r->m, r->s, &b, &l))) return rc;
-        sum += w * l;
+        if (w > 0) sum += w * l;
         wsum += w;
     }
+    int rc = zoff_train_dist_sum2(&r->td, &sum, &wsum);
+    if (rc) return rc;
     *val_loss = wsum > 0 ? (float)(sum / wsum) : NAN;
     return 0;
 }
@@ -611,6 +636,8 @@ static int validate(run *r, float *val_loss) {
 /* Writes OUT/name whole or not at all: into a temporary folder swapped in when complete,
  * every file stamped with the step and the run id. */
 static int save(run *r, const char *name, int step) {
+    /* several ranks: the others send their blocks of the optimizer state to rank 0 */
+    if (r->td.rank != 0) return zoff_model_offload_save_state(r->off, NULL, NULL);
     char dir[PATH_MAX], tmp[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/%s", r->o.out, name);
     int rc = zoff_mkdirs(r->o.out);
@@ -688,6 +715,7 @@ out:
 static void next_train_batch(void *ctx, zoff_batch *b) {
     run *r = ctx;
     r->src.next(r->src.ctx, b);
+    *b = zoff_train_dist_slice(&r->td, *b); /* this rank's rows of the global batch */
 }
 
 /* The offload part of a step's metrics line and progress line. */
@@ -771,7 +799,7 @@ static int finish_step(run *r, pending_step *p, char *off_line, size_t ol) {
     zoff_metrics_num(&l, "loss_scale", p->st.loss_scale, "%g");
     if (p->st.skipped) zoff_metrics_bool(&l, "skipped", true);
     zoff_metrics_raw(&l, off_json);
-    zoff_metrics_write(&l, r->metrics);
+    if (r->metrics) zoff_metrics_write(&l, r->metrics);
     if (!bad_step(r, &p->st)) {
         r->bad_streak = 0;
         return 0;
@@ -837,6 +865,7 @@ static int print_plan(run *r, const zoff_device_plan *plan, const zoff_device_pl
     char text[768], a[32], b[32], cap[32];
     zoff_dev_mem_stats ms;
     zoff_dev_mem_stats_get(r->dev, &ms);
+    if (r->td.rank != 0) return plan->total > ms.capacity; /* rank 0 says it */
     zoff_device_plan_format(plan, text, sizeof text);
     printf("device plan (%s%s%s): %s\n", r->o.dtype, offload ? ", optimizer offloaded" : "",
            params_line[0] ? ", weights streamed" : "", text);
@@ -874,7 +903,8 @@ static int train(run *r) {
     float val_loss = NAN;
     zoff_step_stats st = {0};
     r->rng = (uint64_t)o->seed;
-    size_t tokens_per_step = (size_t)o->batch * o->seq_len * o->grad_accum;
+    size_t tokens_per_step = (size_t)r->gbatch * o->seq_len * o->grad_accum; /* all ranks */
+    bool lead = r->td.rank == 0; /* prints the progress */
     double ema_tps = 0;
     int done = 0;
     zoff_engine_step_report rep = {.step = -1};
@@ -897,7 +927,9 @@ static int train(run *r) {
         return 0;
     }
     done = first - 1;
-    for (int step = first; step <= o->steps && !zoff_train_stop_signal(); step++) {
+    r->stop = zoff_train_stop_signal() != 0;
+    for (int step = first; step <= o->steps && !r->stop; step++) {
+        zoff_train_dist_debug_fault(&r->td, step);
         if (r->off) {
             rc = zoff_train_offload_step(r->off, &r->tc, step, o->grad_accum, next_train_batch, r,
                                          &st, &rep);
@@ -912,6 +944,10 @@ static int train(run *r) {
             if ((rc = zoff_trainer_optimizer_step(r->tr, &st))) return fail("optimizer step", rc);
         }
         if (r->src.error && (rc = r->src.error(r->src.ctx))) return fail("the next batch", rc);
+        /* the ranks agree on the loss shown and on stopping after this step */
+        r->stop = zoff_train_stop_signal() != 0;
+        if ((rc = zoff_train_dist_step(&r->td, &st.loss, &r->stop)))
+            return fail("agreeing on the step with the other ranks", rc);
         done = step;
         double t = now_s(), dt = t - last;
         last = t;
@@ -927,12 +963,12 @@ static int train(run *r) {
         rc = finish_step(r, &prev, off_line, sizeof off_line);
         if (!rc) {
             prev = cur;
-            if (!lag || do_val || do_ckpt || step == o->steps || zoff_train_stop_signal())
+            if (!lag || do_val || do_ckpt || step == o->steps || r->stop)
                 rc = finish_step(r, &prev, off_line, sizeof off_line);
         }
         if (rc < 0) return fail("offloaded step report", rc);
         if (rc > 0) {
-            fflush(r->metrics);
+            if (r->metrics) fflush(r->metrics);
             return 1;
         }
         char src_line[96] = "", eval_line[96] = "";
@@ -943,12 +979,12 @@ static int train(run *r) {
             zoff_metrics_begin(&l);
             zoff_metrics_int(&l, "step", step);
             zoff_metrics_num(&l, "val_loss", val_loss, "%.6f");
-            if (r->src.evaluate &&
+            if (lead && r->src.evaluate &&
                 (rc = r->src.evaluate(r->src.ctx, r->m, r->s, eval_line, sizeof eval_line, &l)))
                 return fail("held-out answers", rc);
-            zoff_metrics_write(&l, r->metrics);
+            if (lead) zoff_metrics_write(&l, r->metrics);
         }
-        fflush(r->metrics);
+        if (lead) fflush(r->metrics);
         if (do_ckpt) {
             snprintf(buf, sizeof buf, "step_%d", step);
             if (r->bad_streak > 0)
@@ -966,7 +1002,7 @@ static int train(run *r) {
             fmt_bytes(peak, sizeof peak, (double)ms.peak);
             if (!isnan(val_loss)) snprintf(vl, sizeof vl, " | val %.4f", val_loss);
             bool line_end = !r->tty && (do_val || step == o->steps || step == 1);
-            if (r->tty || line_end) {
+            if (lead && (r->tty || line_end)) {
                 printf("%sstep %*d/%d | loss %.4f%s%s%s | lr %.2e | %.0f tok/s | ETA %s | "
                        "mem %s / peak %s%s%s",
                        r->tty ? "\r\033[K" : "", (int)snprintf(NULL, 0, "%d", o->steps), step,
@@ -977,10 +1013,10 @@ static int train(run *r) {
         }
     }
     if ((rc = finish_step(r, &prev, off_line, sizeof off_line)) != 0) {
-        fflush(r->metrics);
+        if (r->metrics) fflush(r->metrics);
         return rc < 0 ? fail("offloaded step report", rc) : 1;
     }
-    if (r->tty) printf("\n");
+    if (r->tty && lead) printf("\n");
     if (!r->off) done = zoff_trainer_get_step(r->tr); /* skipped steps do not count */
     if (r->bad_streak > 0) {
         fprintf(stderr,
@@ -990,6 +1026,10 @@ static int train(run *r) {
         return 1;
     }
     if ((rc = save(r, "final", done))) return fail("final checkpoint", rc);
+    if (!lead) {
+        int sg = zoff_train_stop_signal();
+        return r->stop ? 128 + (sg ? sg : SIGTERM) : 0;
+    }
     if (first > 1)
         printf("trained steps %d..%d (%d this run, resumed after step %d) in %.1f s", first, done,
                done - first + 1, first - 1, now_s() - t0);
@@ -997,7 +1037,8 @@ static int train(run *r) {
         printf("trained %d steps in %.1f s", done, now_s() - t0);
     printf(": loss %.4f, val loss %.4f; checkpoint %s/final, metrics %s/metrics.jsonl\n", st.loss,
            val_loss, o->out, o->out);
-    int sig = zoff_train_stop_signal();
+    int sig = r->stop ? zoff_train_stop_signal() : 0;
+    if (r->stop && !sig) sig = SIGTERM; /* another rank was asked to stop */
     if (sig) {
         printf("%s: saved after step %d\n", sig == SIGTERM ? "terminated (SIGTERM)" : "interrupted",
                done);
@@ -1065,7 +1106,7 @@ static int sft_setup(run *r) {
                               .data = o->data,
                               .chat_template = o->chat_template,
                               .packed = !o->pad,
-                              .batch = o->batch,
+                              .batch = o->batch * r->td.world, /* the global batch */
                               .grad_accum = o->grad_accum,
                               .val_frac = o->val_frac,
                               .seed = (uint64_t)o->seed,
@@ -1117,6 +1158,18 @@ static int train_main(int argc, char **argv) {
         cJSON_Delete(doc);
         return 2;
     }
+    /* under mpirun: this process's rank; from here every exit goes through `out` */
+    if (zoff_train_dist_start(&r.td, o->collective_timeout)) {
+        cJSON_Delete(doc);
+        return 1;
+    }
+    g_td = &r.td;
+    r.gbatch = o->batch * r.td.world;
+    bool lead = r.td.rank == 0;
+    if (r.td.world > 1) {
+        dc.host_kernel_threads = zoff_train_dist_threads(&r.td, o->threads);
+        if (dc.kind == ZOFF_DEV_CUDA) dc.cuda_ordinal = r.td.local_rank; /* a GPU per rank */
+    }
     if (is_sft() && (ret = sft_setup(&r))) goto out;
     ret = 1;
     zoff_model_config mc;
@@ -1132,7 +1185,8 @@ static int train_main(int argc, char **argv) {
     const char *ckpt_flag = o->resume ? "--resume" : "--init-from";
     if (o->resume) {
         /* a folder caught between two renames by a kill is put back before it is read */
-        zoff_train_recover_parent(o->resume);
+        if (lead) zoff_train_recover_parent(o->resume);
+        zoff_train_dist_agree(&r.td, 0); /* the others read it after rank 0 */
         zoff_ckpt_stamp stamp;
         if ((rc = zoff_ckpt_dir_verify(o->resume, true, &stamp))) {
             fail("--resume", rc);
@@ -1142,13 +1196,22 @@ static int train_main(int argc, char **argv) {
         o->init_from = o->resume;
     }
     /* a run never writes over another one's results unasked; stray temporaries go first */
-    if ((ret = zoff_train_prepare_out(o->out, o->resume ? r.run_id : NULL, o->overwrite)) != 0)
-        goto out;
+    ret = lead ? zoff_train_prepare_out(o->out, o->resume ? r.run_id : NULL, o->overwrite) : 0;
+    if ((ret = zoff_train_dist_agree(&r.td, ret)) != 0) goto out;
     ret = 1;
     if (!r.run_id[0]) zoff_ckpt_new_run_id(r.run_id);
-    if (o->off.trace && zoff_train_check_writable(o->off.trace)) {
-        ret = 2;
+    /* rank 0's run id is the run's (stamped into the checkpoints it writes) */
+    if ((rc = zoff_dist_bcast(r.td.d, r.run_id, sizeof r.run_id, 0))) {
+        fail("sharing the run id", rc);
         goto out;
+    }
+    if (o->off.trace) { /* a trace per rank */
+        zoff_train_dist_rank_file(&r.td, o->off.trace, r.trace_path, sizeof r.trace_path);
+        o->off.trace = r.trace_path;
+        if (zoff_train_check_writable(o->off.trace)) {
+            ret = 2;
+            goto out;
+        }
     }
     if (o->init_from) {
         /* the checkpoint decides the model's shape; --seq-len may only shorten the window */
@@ -1251,6 +1314,26 @@ static int train_main(int argc, char **argv) {
         ret = 2;
         goto out;
     }
+    if (r.td.world > 1) {
+        if (!offload || strcmp(o->off.params, "none") != 0) {
+            fprintf(stderr,
+                    "%s: %d ranks train with ZeRO partitioning of the offloaded optimizer state: "
+                    "add --offload cpu or nvme (and keep --offload-params none)\n",
+                    cmd_name, r.td.world);
+            ret = 2;
+            goto out;
+        }
+        ec.dist = r.td.d;
+        ec.cpu_threads = zoff_train_dist_threads(&r.td, 0);
+        if (ec.target == ZOFF_OFFLOAD_NVME) { /* each rank swaps in a folder of its own */
+            snprintf(r.nvme_dir, sizeof r.nvme_dir, "%s/rank%d", o->off.nvme_path, r.td.rank);
+            if ((rc = zoff_mkdirs(r.nvme_dir))) {
+                fprintf(stderr, "%s: --nvme-path %s: %s\n", cmd_name, r.nvme_dir, strerror(-rc));
+                goto out;
+            }
+            ec.nvme_dirs[0] = r.nvme_dir;
+        }
+    }
     /* the device plan, every term, before anything is allocated; refused if it cannot fit */
     zoff_device_plan plan, ref_plan;
     zoff_dev_mem_stats dms;
@@ -1297,16 +1380,16 @@ static int train_main(int argc, char **argv) {
             goto out;
         }
     }
-    if ((rc = zoff_mkdirs(o->out))) {
+    if (lead && (rc = zoff_mkdirs(o->out))) {
         fprintf(stderr, "zoff train: --out %s: %s\n", o->out, strerror(-rc));
         goto out;
     }
     char path[PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/metrics.jsonl", o->out);
     int resumed_at = r.tr ? zoff_trainer_get_step(r.tr) : zoff_model_offload_resumed_step(r.off);
-    if (zoff_metrics_open(path, o->resume != NULL, resumed_at, &r.metrics)) goto out;
-    r.x = malloc((size_t)o->batch * o->seq_len * sizeof(int32_t));
-    r.y = malloc((size_t)o->batch * o->seq_len * sizeof(int32_t));
+    if (lead && zoff_metrics_open(path, o->resume != NULL, resumed_at, &r.metrics)) goto out;
+    r.x = malloc((size_t)r.gbatch * o->seq_len * sizeof(int32_t)); /* the global batch */
+    r.y = malloc((size_t)r.gbatch * o->seq_len * sizeof(int32_t));
     if (!r.x || !r.y) {
         fprintf(stderr, "zoff train: out of memory\n");
         goto out;
@@ -1317,11 +1400,16 @@ static int train_main(int argc, char **argv) {
      * first step) included, was printed with the plan above */
     char what[160];
     zoff_model_config_describe(&mc, what, sizeof what);
-    printf("%s: %s | %s, %.2fM params | "
-           "batch %dx%d x%d, %d steps, lr %g, %s%s | data %s\n",
-           cmd_name, zoff_dev_name(r.dev), what, (double)l->n_params / 1e6, o->batch, o->seq_len,
-           o->grad_accum, o->steps, o->lr, o->dtype,
-           o->activation_checkpoint ? ", activation checkpointing" : "", data_what);
+    char ranks[128] = "";
+    if (r.td.world > 1)
+        snprintf(ranks, sizeof ranks, " x %d ranks (ZeRO-2, 1/%d of the optimizer state each)",
+                 r.td.world, r.td.world);
+    if (lead)
+        printf("%s: %s | %s, %.2fM params | "
+               "batch %dx%d x%d%s, %d steps, lr %g, %s%s | data %s\n",
+               cmd_name, zoff_dev_name(r.dev), what, (double)l->n_params / 1e6, o->batch,
+               o->seq_len, o->grad_accum, ranks, o->steps, o->lr, o->dtype,
+               o->activation_checkpoint ? ", activation checkpointing" : "", data_what);
     zoff_metrics_line cl, line;
     zoff_metrics_begin(&cl);
     zoff_metrics_str(&cl, "arch", o->arch);
@@ -1331,6 +1419,7 @@ static int train_main(int argc, char **argv) {
     zoff_metrics_int(&cl, "vocab_size", o->vocab_size);
     zoff_metrics_int(&cl, "seq_len", o->seq_len);
     zoff_metrics_int(&cl, "batch", o->batch);
+    zoff_metrics_int(&cl, "ranks", r.td.world);
     zoff_metrics_int(&cl, "steps", o->steps);
     zoff_metrics_num(&cl, "lr", o->lr, "%g");
     zoff_metrics_str(&cl, "dtype", o->dtype);
@@ -1361,7 +1450,7 @@ static int train_main(int argc, char **argv) {
     zoff_metrics_begin(&line);
     zoff_metrics_raw(&line, "\"config\":");
     zoff_metrics_raw(&line, cl.buf);
-    zoff_metrics_write(&line, r.metrics);
+    if (lead) zoff_metrics_write(&line, r.metrics);
     ret = train(&r);
 out:
     zoff_sft_source_destroy(r.sft); /* its prefetch thread first: it writes engine trace spans */
@@ -1376,6 +1465,10 @@ out:
     zoff_dataset_free(&r.ds);
     if (r.dev) zoff_dev_close(r.dev);
     cJSON_Delete(doc);
+    /* a signal stop is agreed among the ranks (each saved): a clean end; any other failure
+     * ends every rank at once */
+    zoff_train_dist_end(&r.td, ret >= 128 ? 0 : ret);
+    g_td = NULL;
     return ret;
 }
 

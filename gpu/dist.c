@@ -135,6 +135,24 @@ void zoff_dist_finalize(zoff_dist *d) {
     free(d);
 }
 
+int zoff_dist_dup(zoff_dist *d, zoff_dist **out) {
+    if (!out) return -EINVAL;
+    *out = NULL;
+    if (!d) return 0;
+    zoff_dist *c = malloc(sizeof *c);
+    if (!c) return -ENOMEM;
+    *c = *d;
+    c->mpi_owned = false; /* only the first handle finalizes MPI */
+    c->comm = MPI_COMM_NULL;
+    int rc = d->mpi ? zoff_dist_dup_world(d, &c->comm) : 0;
+    if (rc) {
+        free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
 int zoff_dist_rank(const zoff_dist *d) {
     return d ? d->rank : 0;
 }

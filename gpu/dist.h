@@ -40,6 +40,11 @@ int zoff_dist_init(const zoff_dist_config *cfg, zoff_dist **out);
 /* MPI_Finalize when it initialized MPI; NULL ok. Every device communicator must be destroyed
  * before. */
 void zoff_dist_finalize(zoff_dist *d);
+/* A second handle on the same world with a communicator of its own, for the host collectives
+ * of another thread (the offload engine's CPU worker beside the trainer's thread). Collective:
+ * every rank calls it in the same order. zoff_dist_finalize frees it without finalizing MPI.
+ * d NULL: *out NULL (a world of one). */
+int zoff_dist_dup(zoff_dist *d, zoff_dist **out);
 int zoff_dist_rank(const zoff_dist *d);       /* 0 for NULL */
 int zoff_dist_size(const zoff_dist *d);       /* 1 for NULL */
 int zoff_dist_local_rank(const zoff_dist *d); /* rank among the ranks on this node; 0 for NULL */

@@ -2,6 +2,7 @@
  * thread and stream; every wait on the engine is stream-side. */
 #include "model/model_offload.h"
 #include "core/log.h"
+#include "gpu/dist.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@ struct zoff_model_offload {
     zoff_engine *engine;
     int *group_first, *group_count; /* tensors of each layer group */
     int resumed_step;               /* optimizer steps of the state load_state restored */
+    int rank;                       /* in the job's world (0: writes checkpoints) */
 };
 
 /* Before a group's reads: streamed weights, the engine makes it resident and says where. */
@@ -100,6 +102,7 @@ int zoff_model_offload_create(zoff_model *m, zoff_dev_stream *s, const zoff_engi
     o->dev = zoff_model_get_dev(m);
     o->s = s;
     o->layout = zoff_model_get_layout(m);
+    o->rank = zoff_dist_rank(cfg->dist);
     /* the exchange format is the model's weight format: the engine updates the very weights
      * the model reads */
     zoff_engine_config ec = *cfg;
@@ -172,6 +175,8 @@ int zoff_model_offload_get_master(zoff_model_offload *o, float *dst) {
 }
 
 int zoff_model_offload_save_state(zoff_model_offload *o, const char *path, float *master) {
+    if (o->rank != 0) /* several ranks: the others send their blocks to rank 0, which writes */
+        return zoff_engine_save_state(o->engine, o->s, NULL, NULL, NULL, NULL, NULL);
     size_t n = o->layout->total;
     float *buf = malloc(2 * n * sizeof(float));
     if (!buf) return -ENOMEM;

@@ -51,13 +51,17 @@ int zoff_model_offload_micro_batch(zoff_model_offload *o, const zoff_batch *b, f
 /* The optimizer state in the trainer's checkpoint format (optimizer.safetensors: fp32 moments
  * over the flat layout, update count, loss scale), so that an offloaded run and a
  * non-offloaded one can resume each other. master: NULL, or layout.total floats that receive
- * the fp32 master weights (for the model checkpoint beside it). */
+ * the fp32 master weights (for the model checkpoint beside it). Several ranks (cfg.dist): a
+ * collective; rank 0 gathers the ranks' blocks and writes path, the others only send theirs
+ * (their path and master are not used). Loading: every rank reads the whole file and keeps
+ * its blocks, so a checkpoint does not depend on the number of ranks. */
 int zoff_model_offload_save_state(zoff_model_offload *o, const char *path, float *master);
 int zoff_model_offload_load_state(zoff_model_offload *o, const char *path);
 /* The step count of the state load_state restored (0 if none): a resumed run continues after
  * it. */
 int zoff_model_offload_resumed_step(const zoff_model_offload *o);
-/* The current fp32 master weights (layout.total floats, padding 0) after a flush. */
+/* The current fp32 master weights (layout.total floats, padding 0) after a flush. Several
+ * ranks: a collective; rank 0 receives them. */
 int zoff_model_offload_get_master(zoff_model_offload *o, float *dst);
 
 #endif

@@ -48,9 +48,23 @@ int engine_build_buckets(zoff_engine *e) {
     for (size_t b = 0; b + 1 < nb; b++)
         e->buckets[b].numel = e->buckets[b + 1].offset - e->buckets[b].offset;
     e->n_buckets = nb;
-    e->bucket_elems_max = 0;
-    for (size_t b = 0; b < nb; b++)
-        if (e->buckets[b].numel > e->bucket_elems_max) e->bucket_elems_max = e->buckets[b].numel;
+    e->bucket_elems_max = e->slot_elems = e->n_own = e->own_max = 0;
+    size_t world = e->world > 1 ? (size_t)e->world : 1, rank = (size_t)e->rank;
+    for (size_t b = 0; b < nb; b++) {
+        engine_bucket *bk = &e->buckets[b];
+        if (bk->numel > e->bucket_elems_max) e->bucket_elems_max = bk->numel;
+        /* world blocks of equal size, as reduce-scatter and all-gather need; the padding past
+         * numel is reduced but never read */
+        bk->shard = (bk->numel + world - 1) / world;
+        size_t start = rank * bk->shard < bk->numel ? rank * bk->shard : bk->numel;
+        size_t end = start + bk->shard < bk->numel ? start + bk->shard : bk->numel;
+        bk->own_offset = bk->offset + start;
+        bk->own_numel = end - start;
+        bk->host_offset = e->n_own;
+        e->n_own += bk->own_numel;
+        if (bk->own_numel > e->own_max) e->own_max = bk->own_numel;
+        if (bk->shard * world > e->slot_elems) e->slot_elems = bk->shard * world;
+    }
     zoff_log(ZOFF_LOG_DEBUG, MOD, "%zu tensors in %zu buckets of at most %zu elements",
              e->n_tensors, nb, e->bucket_elems_max);
     return 0;
@@ -60,11 +74,13 @@ int zoff_engine_plan_device_bytes(const zoff_engine_config *cfg, const zoff_engi
                                   size_t n_tensors, size_t *bytes) {
     if (!cfg || !tensors || !n_tensors || !bytes || !zoff_dtype_size(cfg->dtype)) return -EINVAL;
     /* the same partition the engine will make, on a scratch engine that holds only it */
-    zoff_engine e = {.cfg = *cfg, .esize = zoff_dtype_size(cfg->dtype), .n_tensors = n_tensors};
+    zoff_engine e = {.cfg = *cfg,
+                     .esize = zoff_dtype_size(cfg->dtype),
+                     .n_tensors = n_tensors,
+                     .world = zoff_dist_size(cfg->dist)};
     e.tensors = (zoff_engine_tensor *)tensors;
     int rc = engine_build_buckets(&e);
-    if (!rc)
-        *bytes = engine_device_bytes(cfg->device_slots, e.bucket_elems_max * e.esize);
+    if (!rc) *bytes = engine_device_bytes(cfg->device_slots, e.slot_elems * e.esize, e.world);
     free(e.buckets);
     free(e.tensor_bucket);
     return rc;

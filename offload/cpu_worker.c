@@ -96,17 +96,42 @@ static uint64_t adam_pass_bytes(const zoff_engine *e, size_t n, zoff_dtype gdt) 
     return (uint64_t)n * (zoff_dtype_size(gdt) + 2 * 4 + 4 * msize + e->esize);
 }
 
-/* The fused step over a bucket, split into runs of tensors that share their weight-decay
- * setting (padding between tensors goes with the run before it). */
+/* Bytes this rank sends in one reduce-scatter or all-gather of bucket b (ring algorithm). */
+static uint64_t collective_bytes(const zoff_engine *e, const engine_bucket *bk) {
+    return e->world > 1 ? (uint64_t)(e->world - 1) * bk->shard * e->esize : 0;
+}
+
+/* Several ranks, on the h2d stream after this rank's block of bucket b is in the gather
+ * buffer: every rank's block gathered, then the whole bucket into the device parameters. */
+static int gather_bucket_weights(zoff_engine *e, const engine_bucket *bk, size_t b) {
+    char name[40];
+    snprintf(name, sizeof name, "all-gather b%zu", b);
+    int span = zoff_trace_device_begin(e->trace, e->h2d, "all-gather", name);
+    char *g = e->gather_buf;
+    int rc = zoff_dev_allgather(e->h2d, e->ag_comm, g + bk->shard * e->rank * e->esize, g,
+                                bk->shard, e->cfg.dtype);
+    zoff_trace_device_end(e->trace, e->h2d, span);
+    if (!rc)
+        rc = zoff_dev_memcpy_async(e->h2d, (char *)e->dparams + bk->offset * e->esize, g,
+                                   bk->numel * e->esize, ZOFF_COPY_D2D);
+    return rc;
+}
+
+/* The fused step over this rank's block of a bucket (p, m, v, grad and out hold the block),
+ * split into runs of tensors that share their weight-decay setting (padding between tensors
+ * goes with the run before it). */
 static int adam_runs(zoff_engine *e, const engine_bucket *bk, const zoff_adam_params *ap, float *p,
                      void *m, void *v, const void *grad, zoff_dtype gdt, void *out) {
     size_t gsize = zoff_dtype_size(gdt), msize = zoff_dtype_size(e->cfg.moment_dtype);
-    size_t run_start = 0; /* relative to the bucket */
+    size_t lo = bk->own_offset, hi = bk->own_offset + bk->own_numel;
+    size_t run_start = 0; /* relative to the block */
     for (size_t i = 0; i <= bk->n_tensors; i++) {
         const zoff_engine_tensor *t = i < bk->n_tensors ? &e->tensors[bk->first_tensor + i] : NULL;
         const zoff_engine_tensor *prev = i ? &e->tensors[bk->first_tensor + i - 1] : NULL;
         if (i == 0 || (t && t->no_weight_decay == prev->no_weight_decay)) continue;
-        size_t run_end = t ? t->offset - bk->offset : bk->numel;
+        size_t end = t ? t->offset : bk->offset + bk->numel; /* the run ends there */
+        size_t run_end = (end < lo ? lo : end > hi ? hi : end) - lo;
+        if (run_end <= run_start) continue; /* outside the block */
         zoff_adam_params rp = *ap;
         if (prev->no_weight_decay) rp.weight_decay = 0.0f;
         zoff_adam_buffers buf = {.n = run_end - run_start,
@@ -200,7 +225,7 @@ static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype 
             zoff_dev_host_wait_value(e->dev, &e->ctr->h2d_count, h - (uint32_t)e->n_param_ring + 1);
     float *p = NULL;
     void *m = NULL, *v = NULL;
-    if (!rc && !has_error(e)) {
+    if (!rc && !has_error(e) && bk->own_numel) {
         rc = state_store_acquire(e->store, b, &p, &m, &v);
         double t1 = now_ms(), tr1 = e->trace ? zoff_trace_now_us(e->trace) : 0;
         if (!rc) {
@@ -216,7 +241,7 @@ static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype 
             rc = adam_runs(e, bk, &ap, p, m, v, grad, gdt, e->param_ring[q]);
             double t2 = now_ms();
             rep->cpu_adam_ms += t2 - t1;
-            rep->cpu_pass_bytes += adam_pass_bytes(e, bk->numel, gdt);
+            rep->cpu_pass_bytes += adam_pass_bytes(e, bk->own_numel, gdt);
             if (e->trace) {
                 char name[40];
                 snprintf(name, sizeof name, "adam b%zu s%lld", b, (long long)step);
@@ -231,7 +256,21 @@ static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype 
     int rc2 = 0;
     if (dpu_delayed(e, step))
         rc2 = zoff_dev_stream_wait_value(e->h2d, &e->ctr->step_end, (uint32_t)(step + 2));
-    if (ok && !rc2) {
+    /* Several ranks: every rank takes part in the all-gather, whatever failed here (a
+     * rank that skipped it would leave the others blocked): a failed update sends the weights
+     * the device holds, unchanged. */
+    if (e->world > 1 && !rc2) {
+        char *blk = (char *)e->gather_buf + bk->shard * e->rank * e->esize;
+        const char *src = (char *)e->dparams + bk->own_offset * e->esize;
+        if (bk->own_numel)
+            rc2 = ok ? zoff_dev_memcpy_async(e->h2d, blk, e->param_ring[q],
+                                             bk->own_numel * e->esize, ZOFF_COPY_H2D)
+                     : zoff_dev_memcpy_async(e->h2d, blk, src, bk->own_numel * e->esize,
+                                             ZOFF_COPY_D2D);
+        if (!rc2) rc2 = gather_bucket_weights(e, bk, b);
+        rep->pcie_h2d_bytes += ok ? bk->own_numel * e->esize : 0;
+        rep->collective_bytes += collective_bytes(e, bk);
+    } else if (ok && !rc2) {
         char name[40];
         snprintf(name, sizeof name, "h2d b%zu", b);
         int span = zoff_trace_device_begin(e->trace, e->h2d, "h2d", name);
@@ -274,6 +313,7 @@ static void finish_report(zoff_engine *e, int set, const work_item *w,
     rep->cpu_wait_grad_ms = e->rx[set].cpu_wait_grad_ms;
     rep->cpu_adam_ms += e->rx[set].cpu_adam_ms;
     rep->cpu_pass_bytes += e->rx[set].cpu_pass_bytes;
+    rep->collective_bytes += e->rx[set].collective_bytes;
     rep->pcie_h2d_bytes += e->rx[set].pcie_h2d_bytes + w->fetch_bytes;
     rep->param_fetch_bytes = w->fetch_bytes;
     rep->param_refetch_bytes = w->refetch_bytes;
@@ -335,7 +375,8 @@ static void receive_fill(zoff_engine *e, const work_item *w) {
     if (rc) engine_set_error(e, rc);
     if (!e->rx_first_ms[set]) e->rx_first_ms[set] = t1;
     e->rx[set].cpu_wait_grad_ms += t1 - t0;
-    e->rx[set].pcie_d2h_bytes += bk->numel * e->esize;
+    e->rx[set].pcie_d2h_bytes += bk->own_numel * e->esize;
+    e->rx[set].collective_bytes += collective_bytes(e, bk);
     const void *ring = e->grad_ring[r];
     const float *stats = &e->grad_ring_stats[2 * r];
     e->bucket_sumsq[set][w->bucket] += stats[0];
@@ -347,15 +388,18 @@ static void receive_fill(zoff_engine *e, const work_item *w) {
         if (overlap && last_micro) skip_step(e, w->step); /* keep versions moving */
         return;
     }
-    float scale = 1.0f / w->loss_scale;
+    /* the ranks' gradients were summed: their mean is what a single process with the whole
+     * batch would have */
+    float scale = 1.0f / (w->loss_scale * (float)e->world);
     /* overlap: the receiver is the only thread that applies steps (no updater runs) */
     int64_t t = overlap ? e->applied_steps + 1 : 0;
     if (e->cfg.grad_accum_steps > 1) {
-        float *dst = e->grad_accum[set] + bk->offset;
-        rc = accumulate(e, dst, ring, bk->numel, w->micro == 0);
+        float *dst = e->grad_accum[set] + bk->host_offset;
+        rc = accumulate(e, dst, ring, bk->own_numel, w->micro == 0);
         /* a cast (16-bit in, fp32 out: into dst, or after the first micro-batch into the
          * scratch, then the sum: two fp32 reads, one write) */
-        e->rx[set].cpu_pass_bytes += (uint64_t)bk->numel * (e->esize + 4 + (w->micro ? 12 : 0));
+        e->rx[set].cpu_pass_bytes +=
+            (uint64_t)bk->own_numel * (e->esize + 4 + (w->micro ? 12 : 0));
         release_ring_slot(e, w->fill);
         if (!rc && overlap && last_micro)
             rc = update_bucket(e, w->bucket, dst, ZOFF_F32, scale, w->lr, t, w->step, &e->rx[set]);
@@ -368,8 +412,9 @@ static void receive_fill(zoff_engine *e, const work_item *w) {
         rc = update_bucket(e, w->bucket, ring, e->cfg.dtype, scale, w->lr, t, w->step, &e->rx[set]);
         release_ring_slot(e, w->fill);
     } else {
-        memcpy((char *)e->grad_host[set] + bk->offset * e->esize, ring, bk->numel * e->esize);
-        e->rx[set].cpu_pass_bytes += 2 * (uint64_t)bk->numel * e->esize;
+        memcpy((char *)e->grad_host[set] + bk->host_offset * e->esize, ring,
+               bk->own_numel * e->esize);
+        e->rx[set].cpu_pass_bytes += 2 * (uint64_t)bk->own_numel * e->esize;
         release_ring_slot(e, w->fill);
     }
     if (rc) engine_set_error(e, rc);
@@ -386,20 +431,29 @@ static void decide_step(zoff_engine *e, work_item *w) {
             /* the norm of the accumulated gradient, not the sum of the micro-batches' */
             const engine_bucket *bk = &e->buckets[b];
             double sq = 0;
-            int rc =
-                zoff_adam_sumsq(e->pool, e->grad_accum[set] + bk->offset, ZOFF_F32, bk->numel, &sq);
+            int rc = bk->own_numel ? zoff_adam_sumsq(e->pool, e->grad_accum[set] + bk->host_offset,
+                                                     ZOFF_F32, bk->own_numel, &sq)
+                                   : 0;
             if (rc) engine_set_error(e, rc);
             e->bucket_sumsq[set][b] = sq;
-            e->rx[set].cpu_pass_bytes += (uint64_t)bk->numel * 4;
+            e->rx[set].cpu_pass_bytes += (uint64_t)bk->own_numel * 4;
         }
         total += e->bucket_sumsq[set][b];
         if (e->bucket_nonfinite[set][b] || !isfinite(e->bucket_sumsq[set][b])) nonfinite = true;
     }
-    w->grad_norm = nonfinite ? NAN : sqrt(total) / w->loss_scale;
+    if (e->world > 1) { /* the global gradient: every rank's blocks */
+        double g[2] = {total, nonfinite ? 1.0 : 0.0};
+        int rc = zoff_dist_allreduce_f64(e->dist, g, 2, ZOFF_DIST_SUM);
+        if (rc) engine_set_error(e, rc);
+        total = g[0];
+        nonfinite = g[1] != 0.0;
+    }
+    /* the ranks' gradients were summed: the norm of their mean */
+    w->grad_norm = nonfinite ? NAN : sqrt(total) / ((double)w->loss_scale * e->world);
     w->clip_coef = 1.0;
     if (!nonfinite && e->cfg.clip_norm > 0 && w->grad_norm > e->cfg.clip_norm)
         w->clip_coef = e->cfg.clip_norm / (w->grad_norm + 1e-6);
-    w->grad_scale = (float)(w->clip_coef / w->loss_scale);
+    w->grad_scale = (float)(w->clip_coef / ((double)w->loss_scale * e->world));
     w->skip = nonfinite && e->cfg.schedule != ZOFF_SCHEDULE_OVERLAP;
     if (nonfinite && e->cfg.dtype != ZOFF_F16 && !e->warned_nonfinite) {
         zoff_log(ZOFF_LOG_WARN, MOD, "step %lld: gradient has inf/nan%s", (long long)w->step,
@@ -471,9 +525,9 @@ static void apply_step(zoff_engine *e, const work_item *w) {
         for (size_t b = 0; b < e->n_buckets; b++) {
             if (b + 1 < e->n_buckets) state_store_prefetch(e->store, b + 1);
             const engine_bucket *bk = &e->buckets[b];
-            const void *g = accum
-                                ? (const void *)(e->grad_accum[set] + bk->offset)
-                                : (const void *)((char *)e->grad_host[set] + bk->offset * e->esize);
+            const void *g =
+                accum ? (const void *)(e->grad_accum[set] + bk->host_offset)
+                      : (const void *)((char *)e->grad_host[set] + bk->host_offset * e->esize);
             update_bucket(e, b, g, accum ? ZOFF_F32 : e->cfg.dtype, w->grad_scale, w->lr, t,
                           w->step, &rep);
         }

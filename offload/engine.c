@@ -108,6 +108,9 @@ static int check_config(const zoff_engine_config *c) {
     if ((unsigned)c->params > ZOFF_PARAMS_NVME) return bad("params", "must be device, cpu or nvme");
     if (c->params == ZOFF_PARAMS_NVME && c->n_nvme_dirs == 0)
         return bad("nvme_dirs", "must name at least one directory for weights on nvme");
+    if (zoff_dist_size(c->dist) > 1 && c->params != ZOFF_PARAMS_DEVICE)
+        return bad("params", "must be device (resident weights) with several ranks: streamed "
+                             "weights are not partitioned across ranks yet");
     return 0;
 }
 
@@ -139,8 +142,22 @@ static int alloc_pinned(zoff_engine *e, size_t bytes, void **p) {
     return 0;
 }
 
+/* Data parallelism: the stream and communicators of the collectives and the all-gather's
+ * buffer, created in the same order on every rank (creating a communicator is collective). */
+static int alloc_collectives(zoff_engine *e) {
+    int rc;
+    if ((rc = zoff_dist_dup(e->cfg.dist, &e->dist))) return rc;
+    if ((rc = zoff_dev_comm_create(e->dev, e->cfg.dist, &e->rs_comm))) return rc;
+    if ((rc = zoff_dev_comm_create(e->dev, e->cfg.dist, &e->ag_comm))) return rc;
+    if ((rc = zoff_dev_stream_create(e->dev, &e->rs))) return rc;
+    if ((rc = zoff_dev_malloc(e->dev, e->slot_elems * e->esize, &e->gather_buf)))
+        return zoff_fail(rc, MOD, "no device memory for the all-gather buffer of %zu bytes",
+                         e->slot_elems * e->esize);
+    return 0;
+}
+
 static int alloc_device_side(zoff_engine *e) {
-    size_t slot_bytes = e->bucket_elems_max * e->esize;
+    size_t slot_bytes = e->slot_elems * e->esize, ring_bytes = e->own_max * e->esize;
     int n = e->n_slots;
     e->slot_buf = calloc((size_t)n, sizeof *e->slot_buf);
     e->slot_owner = calloc((size_t)n, sizeof *e->slot_owner);
@@ -163,6 +180,7 @@ static int alloc_device_side(zoff_engine *e) {
         return rc;
     if ((rc = zoff_dev_stream_create(e->dev, &e->d2h))) return rc;
     if ((rc = zoff_dev_stream_create(e->dev, &e->h2d))) return rc;
+    if (e->world > 1 && (rc = alloc_collectives(e))) return rc;
 
     size_t ctr_bytes = sizeof(engine_counters) + ((size_t)n + e->n_buckets) * sizeof(uint32_t);
     if ((rc = alloc_pinned(e, ctr_bytes, (void **)&e->ctr))) return rc;
@@ -171,13 +189,15 @@ static int alloc_device_side(zoff_engine *e) {
     e->grad_ring = calloc((size_t)e->n_grad_ring, sizeof *e->grad_ring);
     e->param_ring = calloc((size_t)e->n_param_ring, sizeof *e->param_ring);
     if (!e->grad_ring || !e->param_ring) return -ENOMEM;
+    /* the rings carry this rank's blocks only */
+    if (ring_bytes == 0) ring_bytes = e->esize;
     for (int r = 0; r < e->n_grad_ring; r++)
-        if ((rc = alloc_pinned(e, slot_bytes, &e->grad_ring[r]))) return rc;
+        if ((rc = alloc_pinned(e, ring_bytes, &e->grad_ring[r]))) return rc;
     if ((rc = alloc_pinned(e, (size_t)e->n_grad_ring * 2 * sizeof(float),
                            (void **)&e->grad_ring_stats)))
         return rc;
     for (int r = 0; r < e->n_param_ring; r++)
-        if ((rc = alloc_pinned(e, slot_bytes, &e->param_ring[r]))) return rc;
+        if ((rc = alloc_pinned(e, ring_bytes, &e->param_ring[r]))) return rc;
     return 0;
 }
 
@@ -188,17 +208,19 @@ static int alloc_host_side(zoff_engine *e) {
         e->bucket_sumsq[s] = calloc(e->n_buckets, sizeof(double));
         e->bucket_nonfinite[s] = calloc(e->n_buckets, sizeof(bool));
         if (!e->bucket_sumsq[s] || !e->bucket_nonfinite[s]) return -ENOMEM;
+        /* this rank's blocks, compact (bucket host_offset) */
         if (accum) {
-            e->grad_accum[s] = malloc(e->n_params * sizeof(float));
+            e->grad_accum[s] = malloc((e->n_own ? e->n_own : 1) * sizeof(float));
             if (!e->grad_accum[s])
                 return zoff_fail(-ENOMEM, MOD, "no memory for gradient accumulation");
         } else if (e->cfg.schedule != ZOFF_SCHEDULE_OVERLAP) {
-            e->grad_host[s] = malloc(e->n_params * e->esize);
+            e->grad_host[s] = malloc((e->n_own ? e->n_own : 1) * e->esize);
             if (!e->grad_host[s])
                 return zoff_fail(-ENOMEM, MOD, "no memory for the host gradient copy");
         }
     }
-    if (accum && !(e->accum_scratch = malloc(e->bucket_elems_max * sizeof(float)))) return -ENOMEM;
+    if (accum && !(e->accum_scratch = malloc((e->own_max ? e->own_max : 1) * sizeof(float))))
+        return -ENOMEM;
     e->next_arrival = malloc(e->n_buckets * sizeof *e->next_arrival);
     if (!e->next_arrival) return -ENOMEM;
     for (size_t b = 0; b < e->n_buckets; b++)
@@ -245,6 +267,8 @@ int zoff_engine_create(zoff_dev *dev, const zoff_engine_config *cfg, void *devic
     e->dparams = device_params;
     e->n_params = n_params;
     e->n_tensors = n_tensors;
+    e->rank = zoff_dist_rank(cfg->dist);
+    e->world = zoff_dist_size(cfg->dist);
     e->loss_scale = cfg->dtype == ZOFF_F16 ? cfg->loss_scale_init : 1.0f;
     e->decided_scale = e->loss_scale;
     e->lr = cfg->lr;
@@ -301,12 +325,16 @@ int zoff_engine_create(zoff_dev *dev, const zoff_engine_config *cfg, void *devic
     }
     zoff_engine_memory mem;
     zoff_engine_get_memory(e, &mem);
+    char ranks[64] = "";
+    if (e->world > 1)
+        snprintf(ranks, sizeof ranks, ", rank %d of %d owns %zu params", e->rank, e->world,
+                 e->n_own);
     zoff_log(
         ZOFF_LOG_INFO, MOD,
-        "offload to %s, schedule %s, weights %s: %zu buckets (up to %zu params), device %.1f MiB, "
-        "pinned %.1f MiB, host %.1f MiB, nvme %.1f MiB, %d CPU threads (%s)",
+        "offload to %s, schedule %s, weights %s: %zu buckets (up to %zu params)%s, device %.1f "
+        "MiB, pinned %.1f MiB, host %.1f MiB, nvme %.1f MiB, %d CPU threads (%s)",
         zoff_offload_target_name(cfg->target), zoff_schedule_name(cfg->schedule),
-        zoff_param_location_name(cfg->params), mem.n_buckets, mem.bucket_elems_max,
+        zoff_param_location_name(cfg->params), mem.n_buckets, mem.bucket_elems_max, ranks,
         (mem.device_bytes + mem.param_device_bytes) / 1048576.0, mem.pinned_bytes / 1048576.0,
         mem.host_bytes / 1048576.0, mem.nvme_bytes / 1048576.0, zoff_adam_pool_threads(e->pool),
         zoff_adam_isa_name(zoff_adam_pool_isa(e->pool)));
@@ -361,6 +389,11 @@ void zoff_engine_destroy(zoff_engine *e) {
     zoff_dev_host_free(e->dev, e->ctr);
     if (e->d2h) zoff_dev_stream_destroy(e->d2h);
     if (e->h2d) zoff_dev_stream_destroy(e->h2d);
+    if (e->rs) zoff_dev_stream_destroy(e->rs);
+    zoff_dev_free(e->dev, e->gather_buf);
+    zoff_dev_comm_destroy(e->rs_comm);
+    zoff_dev_comm_destroy(e->ag_comm);
+    zoff_dist_finalize(e->dist);
     for (int s = 0; s < 2; s++) {
         free(e->grad_host[s]);
         free(e->grad_accum[s]);
@@ -407,28 +440,67 @@ int zoff_engine_flush(zoff_engine *e, zoff_dev_stream *s) {
     return engine_worker_error(e);
 }
 
+/* Several ranks: bucket b's parts, each rank's block read from its store and gathered into
+ * rank 0's outputs by offset (want: bit i set for outs[i], as rank 0 asked). */
+static int gather_bucket(zoff_engine *e, size_t b, unsigned want, float *outs[3], float *tmp,
+                         size_t *counts, size_t *displs) {
+    const engine_bucket *bk = &e->buckets[b];
+    size_t n = bk->own_numel;
+    int rc = n ? state_store_read(e->store, b, (want & 1) ? tmp : NULL,
+                                  (want & 2) ? tmp + n : NULL, (want & 4) ? tmp + 2 * n : NULL)
+               : 0;
+    if (rc) return rc;
+    for (int r = 0; r < e->world; r++) {
+        size_t start = (size_t)r * bk->shard < bk->numel ? (size_t)r * bk->shard : bk->numel;
+        size_t end = start + bk->shard < bk->numel ? start + bk->shard : bk->numel;
+        counts[r] = (end - start) * sizeof(float);
+        displs[r] = start * sizeof(float);
+    }
+    for (int i = 0; i < 3 && !rc; i++) {
+        if (!(want & (1u << i))) continue;
+        void *dst = e->rank == 0 ? (void *)(outs[i] + bk->offset) : NULL;
+        rc = zoff_dist_gatherv(e->dist, tmp + (size_t)i * n, n * sizeof(float), dst, counts,
+                               displs, 0);
+    }
+    return rc;
+}
+
 int zoff_engine_save_state(zoff_engine *e, zoff_dev_stream *s, float *master, float *m, float *v,
                            int64_t *updates, float *loss_scale) {
-    if (!e || (!master && !m && !v)) return -EINVAL;
+    if (!e || (e->rank == 0 && !master && !m && !v)) return -EINVAL;
     int rc = zoff_engine_flush(e, s);
     /* the CPU threads are idle after a flush: the store may be used from here */
     if (!rc) rc = state_store_drain(e->store);
     if (rc) return rc;
     float *outs[3] = {master, m, v};
-    for (int i = 0; i < 3; i++) /* padding outside buckets reads as 0 */
-        if (outs[i]) memset(outs[i], 0, e->n_params * sizeof(float));
-    for (size_t b = 0; b < e->n_buckets && !rc; b++) {
-        size_t off = e->buckets[b].offset;
-        rc = state_store_read(e->store, b, master ? master + off : NULL, m ? m + off : NULL,
-                              v ? v + off : NULL);
-    }
+    if (e->rank == 0)
+        for (int i = 0; i < 3; i++) /* padding outside buckets reads as 0 */
+            if (outs[i]) memset(outs[i], 0, e->n_params * sizeof(float));
     if (updates) *updates = e->applied_steps;
     if (loss_scale) *loss_scale = e->loss_scale;
+    if (e->world == 1) {
+        for (size_t b = 0; b < e->n_buckets && !rc; b++) {
+            size_t off = e->buckets[b].offset;
+            rc = state_store_read(e->store, b, master ? master + off : NULL, m ? m + off : NULL,
+                                  v ? v + off : NULL);
+        }
+        return rc;
+    }
+    /* every rank takes part; what is gathered is what rank 0 asked for */
+    int64_t want = (master ? 1 : 0) | (m ? 2 : 0) | (v ? 4 : 0);
+    if ((rc = zoff_dist_bcast(e->dist, &want, sizeof want, 0))) return rc;
+    float *tmp = malloc((e->own_max ? e->own_max : 1) * 3 * sizeof(float));
+    size_t *counts = calloc(2 * (size_t)e->world, sizeof(size_t));
+    if (!tmp || !counts) rc = zoff_fail(-ENOMEM, MOD, "no memory to gather the optimizer state");
+    for (size_t b = 0; b < e->n_buckets && !rc; b++)
+        rc = gather_bucket(e, b, (unsigned)want, outs, tmp, counts, counts + e->world);
+    free(tmp);
+    free(counts);
     return rc;
 }
 
 int zoff_engine_get_master(zoff_engine *e, zoff_dev_stream *s, float *out) {
-    if (!out) return -EINVAL;
+    if (!out && (!e || e->rank == 0)) return -EINVAL;
     return zoff_engine_save_state(e, s, out, NULL, NULL, NULL, NULL);
 }
 
@@ -441,8 +513,8 @@ int zoff_engine_load_state(zoff_engine *e, zoff_dev_stream *s, const float *m, c
     int rc = zoff_engine_flush(e, s);
     if (!rc) rc = state_store_drain(e->store);
     for (size_t b = 0; b < e->n_buckets && !rc; b++) {
-        size_t off = e->buckets[b].offset;
-        rc = state_store_write_moments(e->store, b, m + off, v + off);
+        size_t off = e->buckets[b].own_offset; /* this rank's block */
+        if (e->buckets[b].own_numel) rc = state_store_write_moments(e->store, b, m + off, v + off);
     }
     if (rc) return rc;
     e->applied_steps = updates;
@@ -487,19 +559,19 @@ int zoff_engine_report_of_step(zoff_engine *e, int64_t step, zoff_engine_step_re
 }
 
 void zoff_engine_get_memory(const zoff_engine *e, zoff_engine_memory *out) {
-    size_t slot = e->bucket_elems_max * e->esize;
+    size_t slot = e->slot_elems * e->esize;
     out->n_buckets = e->n_buckets;
     out->n_params = e->buckets[e->n_buckets - 1].offset + e->buckets[e->n_buckets - 1].numel -
                     e->buckets[0].offset;
     out->bucket_elems_max = e->bucket_elems_max;
-    out->device_bytes = engine_device_bytes(e->n_slots, slot);
-    out->pinned_bytes = (size_t)(e->n_grad_ring + e->n_param_ring) * slot;
+    out->device_bytes = engine_device_bytes(e->n_slots, slot, e->world);
+    out->pinned_bytes = (size_t)(e->n_grad_ring + e->n_param_ring) * e->own_max * e->esize;
     out->param_device_bytes = e->params ? param_store_device_bytes(e->params) : 0;
     if (e->params) out->pinned_bytes += param_store_pinned_bytes(e->params);
     out->host_bytes = e->store ? state_store_host_bytes(e->store) : 0;
     for (int s = 0; s < e->n_sets; s++) {
-        if (e->grad_host[s]) out->host_bytes += e->n_params * e->esize;
-        if (e->grad_accum[s]) out->host_bytes += e->n_params * sizeof(float);
+        if (e->grad_host[s]) out->host_bytes += e->n_own * e->esize;
+        if (e->grad_accum[s]) out->host_bytes += e->n_own * sizeof(float);
     }
     out->nvme_bytes = e->store ? state_store_nvme_bytes(e->store) : 0;
 }

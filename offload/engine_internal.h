@@ -31,6 +31,7 @@
 
 #include "cpu_adam/cpu_adam.h"
 #include "gpu/device.h"
+#include "gpu/dist.h"
 #include "nvme/nvme.h"
 #include "offload/trace.h"
 #include "zoff/engine.h"
@@ -43,6 +44,12 @@
 
 typedef struct engine_bucket {
     size_t offset, numel; /* parameter range [offset, offset + numel) */
+    /* Data parallelism: the bucket is cut into world blocks of `shard` elements (the last
+     * ones may be short or empty); this rank owns [own_offset, own_offset + own_numel) and
+     * keeps its optimizer state, CPU gradient copies and ring slots only for that block.
+     * host_offset: where the block starts in the rank's compact host arrays (the sum of the
+     * earlier buckets' own_numel). A single process owns the whole bucket. */
+    size_t shard, own_offset, own_numel, host_offset;
     size_t first_tensor, n_tensors;
     /* trainer thread, per micro-batch */
     int slot;            /* device slot holding its gradient, -1 if none yet */
@@ -163,6 +170,16 @@ struct zoff_engine {
     zoff_dev_event **slot_ready; /* recorded on the compute stream when a slot's bucket is full */
     bool *tensor_done;           /* trainer: per tensor, this micro-batch */
     zoff_dev_stream *d2h, *h2d;
+    size_t slot_elems; /* elements of a device slot: world * the largest shard */
+
+    /* data parallelism (world > 1); see the bucket's shard fields */
+    int rank, world;
+    size_t n_own, own_max;   /* elements this rank owns in all, and in its largest block */
+    zoff_dist *dist;         /* the engine's own host communicator (global norm, save, load) */
+    zoff_dev_comm *rs_comm;  /* reduce-scatters, issued by the trainer thread on `rs` */
+    zoff_dev_comm *ag_comm;  /* all-gathers, issued by the applying thread on `h2d` */
+    zoff_dev_stream *rs;     /* gradients: reduce-scatter and statistics of the own block */
+    void *gather_buf;        /* (slot_elems) dtype: the all-gather's target */
 
     /* pinned */
     engine_counters *ctr;
@@ -224,14 +241,16 @@ struct zoff_engine {
     zoff_trace *trace;
 };
 
-/* Device bytes of n_slots bucket slots of slot_bytes each and their statistics, as the device
- * layer counts them (each allocation rounded up to its 256-byte alignment). */
-static inline size_t engine_device_bytes(int n_slots, size_t slot_bytes) {
+/* Device bytes of n_slots bucket slots of slot_bytes each, their statistics and (world > 1)
+ * the all-gather buffer of one slot, as the device layer counts them (each allocation rounded
+ * up to its 256-byte alignment). */
+static inline size_t engine_device_bytes(int n_slots, size_t slot_bytes, int world) {
     size_t a = 256, stats = (size_t)n_slots * 2 * sizeof(float);
-    return (size_t)n_slots * ((slot_bytes + a - 1) / a * a) + (stats + a - 1) / a * a;
+    size_t slot = (slot_bytes + a - 1) / a * a;
+    return (size_t)n_slots * slot + (stats + a - 1) / a * a + (world > 1 ? slot : 0);
 }
 
-/* offload/buckets.c */
+/* offload/buckets.c: the buckets, then each rank's block of them (e->rank, e->world set). */
 int engine_build_buckets(zoff_engine *e);
 /* offload/cpu_worker.c: the receiver takes gradients out of the ring and decides each step;
  * the updater (sync/DPU) applies the steps. */

@@ -77,7 +77,8 @@ static int assign_slot(zoff_engine *e, size_t b, zoff_dev_stream *s) {
                          e->n_slots, e->tensors[e->buckets[b].first_tensor].name);
     engine_bucket *bk = &e->buckets[b];
     int rc = zoff_dev_stream_wait_value(s, &e->slot_free[best], e->slot_uses[best]);
-    if (!rc) rc = zoff_dev_memset_async(s, e->slot_buf[best], 0, bk->numel * e->esize);
+    /* several ranks: the padding up to world whole blocks takes part in the reduce-scatter */
+    if (!rc) rc = zoff_dev_memset_async(s, e->slot_buf[best], 0, bk->shard * e->world * e->esize);
     if (rc) return rc;
     e->slot_open[best] = true;
     e->slot_owner[best] = (int)b;
@@ -133,7 +134,30 @@ int zoff_engine_loss_scale(zoff_engine *e, float *scale) {
     return rc ? rc : current_scale(e, scale);
 }
 
-/* The bucket in slot k is complete: its statistics, then the copy into the gradient ring. */
+/* Several ranks: on the reduce-scatter stream, after the bucket's compute on s, every rank's
+ * gradient of the bucket is summed into each rank's own block of the slot (in place). Returns
+ * the stream that holds the summed block. */
+static int reduce_bucket(zoff_engine *e, const engine_bucket *bk, int k, zoff_dev_stream *s,
+                         zoff_dev_stream **out) {
+    *out = s;
+    if (e->world == 1) return 0;
+    size_t b = (size_t)(bk - e->buckets);
+    int rc = zoff_dev_event_record(e->slot_ready[k], s);
+    if (!rc) rc = zoff_dev_stream_wait_event(e->rs, e->slot_ready[k]);
+    if (rc) return rc;
+    char name[48];
+    snprintf(name, sizeof name, "reduce-scatter b%zu", b);
+    int span = zoff_trace_device_begin(e->trace, e->rs, "reduce-scatter", name);
+    char *slot = e->slot_buf[k];
+    rc = zoff_dev_reduce_scatter(e->rs, e->rs_comm, slot, slot + bk->shard * e->rank * e->esize,
+                                 bk->shard, e->cfg.dtype);
+    zoff_trace_device_end(e->trace, e->rs, span);
+    *out = e->rs;
+    return rc;
+}
+
+/* The bucket in slot k is complete: the reduce-scatter (several ranks), the statistics of
+ * this rank's block, then the block's copy into the gradient ring. */
 static int send_bucket(zoff_engine *e, size_t b, zoff_dev_stream *s) {
     engine_bucket *bk = &e->buckets[b];
     int k = bk->slot;
@@ -142,10 +166,16 @@ static int send_bucket(zoff_engine *e, size_t b, zoff_dev_stream *s) {
     if (rc) return rc;
     uint32_t i = e->fills_issued;
     int r = (int)(i % (uint32_t)e->n_grad_ring);
-    size_t bytes = bk->numel * e->esize;
+    size_t bytes = bk->own_numel * e->esize;
     float *stats = &e->slot_stats[2 * k];
-    rc = zoff_dev_op_sumsq_nonfinite(s, e->slot_buf[k], e->cfg.dtype, bk->numel, stats);
-    if (!rc) rc = zoff_dev_event_record(e->slot_ready[k], s);
+    zoff_dev_stream *gs; /* where the own block is final */
+    rc = reduce_bucket(e, bk, k, s, &gs);
+    char *own = (char *)e->slot_buf[k] + (bk->own_offset - bk->offset) * e->esize;
+    if (!rc && bk->own_numel)
+        rc = zoff_dev_op_sumsq_nonfinite(gs, own, e->cfg.dtype, bk->own_numel, stats);
+    else if (!rc)
+        rc = zoff_dev_memset_async(gs, stats, 0, 2 * sizeof(float));
+    if (!rc) rc = zoff_dev_event_record(e->slot_ready[k], gs);
     if (!rc) rc = zoff_dev_stream_wait_event(e->d2h, e->slot_ready[k]);
     if (!rc && i >= (uint32_t)e->n_grad_ring)
         rc =
@@ -154,7 +184,7 @@ static int send_bucket(zoff_engine *e, size_t b, zoff_dev_stream *s) {
     char name[48];
     snprintf(name, sizeof name, "d2h b%zu", b);
     int span = zoff_trace_device_begin(e->trace, e->d2h, "d2h", name);
-    rc = zoff_dev_memcpy_async(e->d2h, e->grad_ring[r], e->slot_buf[k], bytes, ZOFF_COPY_D2H);
+    if (bytes) rc = zoff_dev_memcpy_async(e->d2h, e->grad_ring[r], own, bytes, ZOFF_COPY_D2H);
     if (!rc)
         rc = zoff_dev_memcpy_async(e->d2h, &e->grad_ring_stats[2 * r], stats, 2 * sizeof(float),
                                    ZOFF_COPY_D2H);

@@ -1,4 +1,5 @@
-/* Optimizer state of the offload engine: fp32 master weights and Adam moments per bucket.
+/* Optimizer state of the offload engine: fp32 master weights and Adam moments per bucket,
+ * of this rank's block of each bucket only (the whole bucket in a single process).
  *
  * CPU target: three flat arrays over all parameters, placed by first touch from the
  * cpu_adam pool's workers (NUMA-aware), handed out in place.
@@ -80,7 +81,7 @@ static int stage_submit(state_store *st, stage *sg, size_t b, int write) {
     sg->state = write ? STAGE_WRITING : STAGE_READING;
     for (int i = 0; i < 3; i++) {
         zoff_nvme_region *r = st->regions[b * 3 + (size_t)i];
-        size_t len = part_bytes(st, bk->numel, i);
+        size_t len = part_bytes(st, bk->own_numel, i);
         int rc = write ? zoff_nvme_submit_write(st->e->swap, r, 0, sg->buf[i], len, &sg->req[i])
                        : zoff_nvme_submit_read(st->e->swap, r, 0, sg->buf[i], len, &sg->req[i]);
         if (rc) {
@@ -145,7 +146,7 @@ static int nvme_init_state(state_store *st, const float *init_master) {
     size_t cap = 0;
     for (size_t b = 0; b < e->n_buckets; b++)
         for (int i = 0; i < 3; i++)
-            cap += round_up(part_bytes(st, e->buckets[b].numel, i), nc.stripe_size);
+            cap += round_up(part_bytes(st, e->buckets[b].own_numel, i), nc.stripe_size);
     nc.capacity = cap + nc.stripe_size * nc.n_dirs;
     int rc = zoff_nvme_swap_create(&nc, &e->swap);
     if (rc) return zoff_fail(rc, MOD, "cannot create the NVMe swap space in %s", nc.dirs[0]);
@@ -153,15 +154,15 @@ static int nvme_init_state(state_store *st, const float *init_master) {
     if (!st->regions) return -ENOMEM;
     static const char parts[3] = {'p', 'm', 'v'};
     for (size_t b = 0; b < e->n_buckets; b++)
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; e->buckets[b].own_numel && i < 3; i++) { /* an empty block has none */
             char name[48];
             snprintf(name, sizeof name, "b%zu.%c", b, parts[i]);
-            rc = zoff_nvme_region_define(e->swap, name, part_bytes(st, e->buckets[b].numel, i),
+            rc = zoff_nvme_region_define(e->swap, name, part_bytes(st, e->buckets[b].own_numel, i),
                                          &st->regions[b * 3 + (size_t)i]);
             if (rc) return zoff_fail(rc, MOD, "cannot define swap region %s", name);
         }
     for (int i = 0; i < 3; i++)
-        st->stage_bytes[i] = part_bytes(st, e->bucket_elems_max, i);
+        st->stage_bytes[i] = part_bytes(st, e->own_max ? e->own_max : 1, i);
     for (int s = 0; s < N_STAGES; s++)
         for (int i = 0; i < 3; i++) {
             st->stages[s].buf[i] = aligned_alloc(ZOFF_NVME_ALIGN, st->stage_bytes[i]);
@@ -169,12 +170,13 @@ static int nvme_init_state(state_store *st, const float *init_master) {
         }
     /* Write every bucket's initial state: master weights, zero moments. */
     for (size_t b = 0; b < e->n_buckets; b++) {
+        if (!e->buckets[b].own_numel) continue;
         stage *sg = claim_stage(st, 1);
         if (!sg) return zoff_fail(-EIO, MOD, "NVMe write-back failed while writing initial state");
         const engine_bucket *bk = &e->buckets[b];
         for (int i = 0; i < 3; i++)
-            memset(sg->buf[i], 0, part_bytes(st, bk->numel, i));
-        memcpy(sg->buf[0], init_master + bk->offset, bk->numel * sizeof(float));
+            memset(sg->buf[i], 0, part_bytes(st, bk->own_numel, i));
+        memcpy(sg->buf[0], init_master + bk->own_offset, bk->own_numel * sizeof(float));
         if ((rc = stage_submit(st, sg, b, 1))) return rc;
     }
     rc = state_store_drain(st);
@@ -192,7 +194,7 @@ int state_store_create(zoff_engine *e, const float *init_master, state_store **o
     if (e->cfg.target == ZOFF_OFFLOAD_NVME) {
         rc = nvme_init_state(st, init_master);
     } else {
-        size_t n = e->n_params;
+        size_t n = e->n_own ? e->n_own : 1; /* compact: bucket host_offset */
         st->master = aligned_alloc(64, round_up(n * 4, 64));
         st->m = aligned_alloc(64, round_up(n * st->msize, 64));
         st->v = aligned_alloc(64, round_up(n * st->msize, 64));
@@ -203,7 +205,11 @@ int state_store_create(zoff_engine *e, const float *init_master, state_store **o
             rc = zoff_adam_first_touch(e->pool, st->master, n, 4);
             if (!rc) rc = zoff_adam_first_touch(e->pool, st->m, n, st->msize);
             if (!rc) rc = zoff_adam_first_touch(e->pool, st->v, n, st->msize);
-            if (!rc) memcpy(st->master, init_master, n * sizeof(float));
+            for (size_t b = 0; !rc && b < e->n_buckets; b++) {
+                const engine_bucket *bk = &e->buckets[b];
+                memcpy(st->master + bk->host_offset, init_master + bk->own_offset,
+                       bk->own_numel * sizeof(float));
+            }
         }
     }
     if (rc) {
@@ -230,7 +236,7 @@ void state_store_destroy(state_store *st) {
 
 int state_store_acquire(state_store *st, size_t b, float **p, void **m, void **v) {
     if (!st->regions) {
-        size_t off = st->e->buckets[b].offset;
+        size_t off = st->e->buckets[b].host_offset;
         *p = st->master + off;
         *m = (char *)st->m + off * st->msize;
         *v = (char *)st->v + off * st->msize;
@@ -297,7 +303,7 @@ static void forget_stage(state_store *st, size_t b) {
 int state_store_read(state_store *st, size_t b, float *master, float *m, float *v) {
     float *p;
     void *sm, *sv;
-    size_t n = st->e->buckets[b].numel;
+    size_t n = st->e->buckets[b].own_numel;
     int rc = state_store_acquire(st, b, &p, &sm, &sv);
     if (rc) return rc;
     if (master) memcpy(master, p, n * sizeof(float));
@@ -311,7 +317,7 @@ int state_store_read(state_store *st, size_t b, float *master, float *m, float *
 int state_store_write_moments(state_store *st, size_t b, const float *m, const float *v) {
     float *p;
     void *sm, *sv;
-    size_t n = st->e->buckets[b].numel;
+    size_t n = st->e->buckets[b].own_numel;
     int rc = state_store_acquire(st, b, &p, &sm, &sv);
     if (rc) return rc;
     zoff_dtype md = st->e->cfg.moment_dtype;
@@ -326,7 +332,7 @@ int state_store_write_moments(state_store *st, size_t b, const float *m, const f
 }
 
 size_t state_store_host_bytes(const state_store *st) {
-    if (!st->regions) return st->e->n_params * (4 + 2 * st->msize);
+    if (!st->regions) return st->e->n_own * (4 + 2 * st->msize);
     return N_STAGES * (st->stage_bytes[0] + st->stage_bytes[1] + st->stage_bytes[2]);
 }
 
@@ -335,7 +341,7 @@ size_t state_store_nvme_bytes(const state_store *st) {
     size_t n = 0;
     for (size_t b = 0; b < st->e->n_buckets; b++)
         for (int i = 0; i < 3; i++)
-            n += part_bytes(st, st->e->buckets[b].numel, i);
+            n += part_bytes(st, st->e->buckets[b].own_numel, i);
     return n;
 }
 

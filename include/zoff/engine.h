@@ -30,6 +30,7 @@ extern "C" {
 
 typedef struct zoff_dev zoff_dev;
 typedef struct zoff_dev_stream zoff_dev_stream;
+typedef struct zoff_dist zoff_dist;
 typedef struct zoff_engine zoff_engine;
 
 typedef enum zoff_offload_target {
@@ -93,6 +94,16 @@ typedef struct zoff_engine_config {
     unsigned nvme_queue_depth; /* default 32 */
 
     const char *trace_path; /* Chrome/Perfetto trace JSON written at destroy; NULL = off */
+
+    /* Data parallelism, ZeRO stage 2 with offload: the job's world (gpu/dist.h); NULL or a
+     * world of one: a single process. Every rank runs the same model on its own slice of the
+     * batch and creates its engine with the same configuration and tensors. Each bucket's
+     * gradient is reduce-scattered in cfg.dtype as it completes, so each rank copies down,
+     * keeps and updates only its 1/world block of the optimizer state; the updated weights are
+     * all-gathered back into every rank's device parameters. The gradients are averaged over
+     * the ranks; the norm, clipping and fp16 overflow use the global gradient. Weights must be
+     * resident (params device). */
+    zoff_dist *dist;
 
     /* Parameter offload. With params CPU or NVMe the engine owns the 16-bit weights: the
      * trainer passes no device buffer, describes its layer groups (contiguous element ranges
@@ -166,6 +177,8 @@ typedef struct zoff_engine_step_report {
     uint64_t param_nvme_read_bytes; /* streamed weights read from NVMe */
     uint64_t param_nvme_write_bytes; /* updated weights written back to NVMe */
     uint64_t nvme_read_bytes, nvme_write_bytes;
+    uint64_t collective_bytes; /* bytes this rank sent in the step's reduce-scatters and
+                                * all-gathers (ring algorithm: (world-1) blocks each) */
     uint64_t cpu_pass_bytes; /* bytes the CPU's passes read plus wrote in host memory: the
                               * fused step (gradient, p, m, v, the 16-bit weights), gradient
                               * copies, casts and sums out of the ring, delayed weight copies;
@@ -180,11 +193,14 @@ typedef struct zoff_engine_step_report {
 int zoff_engine_flush(zoff_engine *e, zoff_dev_stream *s);
 /* The optimizer state for a checkpoint, over the flat layout (n_params floats each; padding
  * outside the buckets reads as 0): master weights, Adam moments as fp32, the number of updates
- * applied and the loss scale. Flushes first. master may be NULL. */
+ * applied and the loss scale. Flushes first. master may be NULL. With several ranks every rank
+ * calls it (a collective): rank 0 receives the whole state, gathered from the ranks' blocks;
+ * the other ranks' outputs are not written and may be NULL. */
 int zoff_engine_save_state(zoff_engine *e, zoff_dev_stream *s, float *master, float *m, float *v,
                            int64_t *updates, float *loss_scale);
 /* Restores moments, update count (bias correction continues from it) and loss scale, e.g.
- * to resume; the master weights are the ones given at creation. Flushes first. */
+ * to resume; the master weights are the ones given at creation. Flushes first. With several
+ * ranks every rank passes the whole state and keeps its blocks. */
 int zoff_engine_load_state(zoff_engine *e, zoff_dev_stream *s, const float *m, const float *v,
                            int64_t updates, float loss_scale);
 
@@ -195,7 +211,8 @@ int zoff_engine_last_report(zoff_engine *e, zoff_engine_step_report *out);
  * it is older than the last 8. With DPU, ask for a step only after the next one has ended, or
  * the wait serializes the pipeline. */
 int zoff_engine_report_of_step(zoff_engine *e, int64_t step, zoff_engine_step_report *out);
-/* Copies the fp32 master weights to host memory (n_params floats); flushes first. */
+/* Copies the fp32 master weights to host memory (n_params floats); flushes first. Several
+ * ranks: a collective, as zoff_engine_save_state. */
 int zoff_engine_get_master(zoff_engine *e, zoff_dev_stream *s, float *out);
 
 /* Trace spans of the trainer's own work (forward, backward) on stream s, shown beside the

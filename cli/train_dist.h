@@ -24,8 +24,9 @@ typedef struct zoff_train_dist {
 
 /* Joins the job's world (timeout_s: --collective-timeout). Prints what is wrong, -1. */
 int zoff_train_dist_start(zoff_train_dist *td, double timeout_s);
-/* Ends the world: finalizes after a clean run (ret 0); after a failure on any rank, ends the
- * whole job at once so that no rank waits for the others in a collective. */
+/* Ends the world: finalizes after a clean run (ret 0) or bad usage (2, which every rank
+ * finds); after a run-time failure, ends the whole job at once so that no rank waits for the
+ * others in a collective. */
 void zoff_train_dist_end(zoff_train_dist *td, int ret);
 /* The largest of every rank's ret (0 everywhere: 0): a set-up step that failed on one rank
  * fails on all. */

@@ -204,7 +204,10 @@ static double now_s(void) {
 
 int zoff_dist_wait(zoff_dist *d, MPI_Request *reqs, int n, const char *name, size_t bytes) {
     if (n == 0) return 0;
-    double start = now_s(), spin_until = start + 50e-6, deadline = start + d->timeout_s;
+    /* MPI's non-blocking collectives move their data only inside MPI calls (here, the
+     * tests): yield-spin through the first 20 ms, where a bucket's transfer ends, so that a
+     * sleep does not stall it; then back off to sleeps, for a peer that is far behind. */
+    double start = now_s(), spin_until = start + 20e-3, deadline = start + d->timeout_s;
     long sleep_ns = 50000;
     for (;;) {
         int done = 0;

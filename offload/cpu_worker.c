@@ -262,11 +262,15 @@ static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype 
     if (e->world > 1 && !rc2) {
         char *blk = (char *)e->gather_buf + bk->shard * e->rank * e->esize;
         const char *src = (char *)e->dparams + bk->own_offset * e->esize;
+        char name[40];
+        snprintf(name, sizeof name, "h2d b%zu block", b);
+        int span = zoff_trace_device_begin(e->trace, e->h2d, "h2d", name);
         if (bk->own_numel)
             rc2 = ok ? zoff_dev_memcpy_async(e->h2d, blk, e->param_ring[q],
                                              bk->own_numel * e->esize, ZOFF_COPY_H2D)
                      : zoff_dev_memcpy_async(e->h2d, blk, src, bk->own_numel * e->esize,
                                              ZOFF_COPY_D2D);
+        zoff_trace_device_end(e->trace, e->h2d, span);
         if (!rc2) rc2 = gather_bucket_weights(e, bk, b);
         rep->pcie_h2d_bytes += ok ? bk->own_numel * e->esize : 0;
         rep->collective_bytes += collective_bytes(e, bk);

@@ -142,8 +142,8 @@ void zoff_trace_device_end(zoff_trace *t, zoff_dev_stream *st, int id) {
     pthread_mutex_unlock(&t->lock);
 }
 
-static const char *lanes[] = {"compute", "d2h",           "cpu adam", "nvme",
-                              "h2d",     "data prefetch", "data wait"};
+static const char *lanes[] = {"compute",   "d2h",       "cpu adam",       "nvme",      "h2d",
+                              "data prefetch", "data wait", "reduce-scatter", "all-gather"};
 
 static int lane_tid(const char *lane) {
     for (int i = 0; i < (int)ZOFF_ARRAY_LEN(lanes); i++)

@@ -81,6 +81,18 @@ int zoff_cuda_pool_free(cuda_device *c, void *ptr);
  * recommendation); it lies in the headroom kept below the device's capacity. */
 size_t zoff_cuda_blas_workspace_bytes(const cuda_device *c);
 
+/* Collectives over NCCL (cuda_comm.c); the dispatcher's zoff_dev_iface entries. */
+int zoff_cuda_comm_create(zoff_dev *dev, zoff_dist *dist, void **comm);
+void zoff_cuda_comm_destroy(zoff_dev *dev, void *comm);
+int zoff_cuda_comm_allreduce(void *stream, void *comm, const void *send, void *recv, size_t count,
+                             zoff_dtype type);
+int zoff_cuda_comm_reduce_scatter(void *stream, void *comm, const void *send, void *recv,
+                                  size_t recv_count, zoff_dtype type);
+int zoff_cuda_comm_allgather(void *stream, void *comm, const void *send, void *recv,
+                             size_t send_count, zoff_dtype type);
+int zoff_cuda_comm_broadcast(void *stream, void *comm, void *buf, size_t count, zoff_dtype type,
+                             int root);
+
 int zoff_cuda_launch_cast(cuda_stream *s, void *dst, zoff_dtype dst_type, const void *src,
                           zoff_dtype src_type, size_t n);
 int zoff_cuda_launch_scale(cuda_stream *s, void *x, zoff_dtype type, float alpha, size_t n);

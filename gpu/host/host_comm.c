@@ -121,7 +121,7 @@ static void command_failed(host_comm *c, comm_kind k, int mrc) {
     zoff_dist_abort(c->dist, 1, zoff_last_error_detail());
 }
 
-/* Starts one MPI request and waits for it; aborts the job on an error. */
+/* Completes the request an MPI call (status mrc) started; aborts the job on an error. */
 static void finish(host_comm *c, comm_kind k, int mrc, MPI_Request *req, size_t bytes) {
     if (mrc != MPI_SUCCESS) command_failed(c, k, mrc);
     if (zoff_dist_wait(c->dist, req, 1, kind_name(k), bytes))

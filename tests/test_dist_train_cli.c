@@ -1,8 +1,10 @@
-/* `mpirun -np 2 zoff train` (argv[1] = the zoff binary, argv[2] = mpiexec), host backend, f32:
+/* `mpirun -np 2 zoff train` (argv[1] = the zoff binary, argv[2] = mpiexec, argv[3] = the
+ * tokenizer fixtures), host backend, f32:
  *   - two ranks with --batch b train as one process with --batch 2b, step for step (losses,
  *     gradient norms, validation) and to the same final weights within rounding (the sum of
  *     the two half-batch gradients is not bit-equal to the whole batch's), for --offload cpu
  *     and nvme and each schedule (sync, overlap, dpu);
+ *   - zoff sft too: two ranks with --batch b fine-tune as one process with 2b;
  *   - each rank owns and keeps half of the optimizer state;
  *   - a checkpoint does not depend on the ranks: a 2-rank one resumes on 1 rank and a 1-rank
  *     one on 2, each ending where the uninterrupted run ends;
@@ -161,7 +163,7 @@ int main(int argc, char **argv) {
     const double loss_tol = 1e-4, weight_tol = 1e-4;
     static const char *targets[] = {"cpu", "nvme"};
     static const char *schedules[] = {"sync", "overlap", "dpu"};
-    char args[1024], a[64], b[64];
+    char args[2048], a[64], b[64];
     cli_sh("mkdir -p swap");
     for (int t = 0; t < 2; t++)
         for (int s = 0; s < 3; s++) {
@@ -183,6 +185,27 @@ int main(int argc, char **argv) {
             snprintf(fb, sizeof fb, "%s/final", b);
             check_same_weights(fb, fa, weight_tol);
         }
+
+    /* zoff sft: prompt/response data, the loss on the responses only */
+    if (argc > 3) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/data.jsonl", cli_dir);
+        FILE *f = fopen(path, "w");
+        for (int i = 0; f && i < 40; i++)
+            fprintf(f, "{\"prompt\": \"is %d odd or even?\", \"response\": \"yes\"}\n", i);
+        if (f) fclose(f);
+        char sft[1024];
+        snprintf(sft, sizeof sft,
+                 "sft --tokenizer %s/qwen2 --data data.jsonl --arch llama --n-layer 1 --n-head 2 "
+                 "--n-embd 32 --seq-len 32 --threads 1 --lr 1e-2 --warmup 0 --val-frac 0.1 "
+                 "--template chatml --steps 8 --val-every 4 --show 0 --dtype f32 --offload cpu",
+                 argv[3]);
+        snprintf(args, sizeof args, "%s --batch 4 --out sft1", sft);
+        CHECK_EQ_INT(run_one(args), 0);
+        snprintf(args, sizeof args, "%s --batch 2 --out sft2", sft);
+        CHECK_EQ_INT(run_ranks(2, "", args), 0);
+        check_same_run("sft2", "sft1", loss_tol);
+    }
 
     /* each rank owns half of every bucket's optimizer state, and keeps only that */
 #define WIDE TINY "--n-embd 128 --steps 1 --offload cpu "

@@ -12,6 +12,13 @@
  * fp32, adds and rounds once to nearest even (bf16 or f16), so a 2-rank sum is exactly
  * round(fp32(a) + fp32(b)), as NCCL computes it.
  *
+ * Reduce-scatter and all-gather - what the offload engine moves every step - are rings of
+ * point-to-point messages, as NCCL runs them: N-1 steps, each sending one block to the right
+ * neighbour and receiving one from the left (and, for the reduce-scatter, adding it to the local
+ * block), so each rank sends (N-1)/N of the buffer, the minimum. Open MPI's own
+ * MPI_Ireduce_scatter_block moves more and progresses slowly (its non-blocking schedule advances
+ * only inside test calls), several times slower here.
+ *
  * Threads: create and destroy on one thread (collective calls over the world, in the same
  * order on every rank). Collectives on one communicator are issued by one thread to one stream
  * at a time (device.h). `pending` counts commands queued and not finished, under `lock`, so
@@ -42,6 +49,8 @@ typedef struct host_comm {
 
 typedef enum comm_kind { K_ALLREDUCE, K_REDUCE_SCATTER, K_ALLGATHER, K_BROADCAST } comm_kind;
 
+#define RING_TAG 0x2f /* one tag: a communicator's collectives are issued in one order */
+
 typedef struct comm_cmd {
     host_comm *c;
     comm_kind kind;
@@ -51,7 +60,7 @@ typedef struct comm_cmd {
     size_t count; /* allreduce/broadcast: elements; reduce_scatter: recv_count; allgather:
                      send_count */
     int root;
-    void *scratch; /* in-place reduce_scatter: recv_count elements, freed by the command */
+    void *scratch; /* reduce_scatter: two blocks (partial sum, received), freed by the command */
 } comm_cmd;
 
 static void sum_bf16(void *in, void *inout, int *len, MPI_Datatype *dt) {
@@ -113,6 +122,25 @@ static const char *kind_name(comm_kind k) {
     return names[k];
 }
 
+/* dst[i] = a[i] + b[i] in `type`, 16-bit sums through fp32 rounded once (dst may be a). */
+static void add_blocks(void *dst, const void *a, const void *b, size_t n, zoff_dtype type) {
+    if (type == ZOFF_F32) {
+        float *d = dst;
+        const float *x = a, *y = b;
+        for (size_t i = 0; i < n; i++)
+            d[i] = x[i] + y[i];
+        return;
+    }
+    uint16_t *d = dst;
+    const uint16_t *x = a, *y = b;
+    if (type == ZOFF_BF16)
+        for (size_t i = 0; i < n; i++)
+            d[i] = zoff_f32_to_bf16(zoff_bf16_to_f32(x[i]) + zoff_bf16_to_f32(y[i]));
+    else
+        for (size_t i = 0; i < n; i++)
+            d[i] = zoff_f32_to_f16(zoff_f16_to_f32(x[i]) + zoff_f16_to_f32(y[i]));
+}
+
 /* An MPI call failed inside a command: nobody can be told, and peers wait for this rank. */
 static void command_failed(host_comm *c, comm_kind k, int mrc) {
     char what[64];
@@ -126,6 +154,50 @@ static void finish(host_comm *c, comm_kind k, int mrc, MPI_Request *req, size_t 
     if (mrc != MPI_SUCCESS) command_failed(c, k, mrc);
     if (zoff_dist_wait(c->dist, req, 1, kind_name(k), bytes))
         zoff_dist_abort(c->dist, 1, zoff_last_error_detail());
+}
+
+/* One ring step: send `out` to the right neighbour, receive into `in` from the left. */
+static void ring_exchange(host_comm *c, comm_kind k, const void *out, void *in, int n,
+                          MPI_Datatype dt, size_t bytes) {
+    int right = (c->rank + 1) % c->size, left = (c->rank + c->size - 1) % c->size;
+    MPI_Request req[2];
+    int mrc = MPI_Irecv(in, n, dt, left, RING_TAG, c->comm, &req[0]);
+    if (mrc == MPI_SUCCESS) mrc = MPI_Isend(out, n, dt, right, RING_TAG, c->comm, &req[1]);
+    if (mrc != MPI_SUCCESS) command_failed(c, k, mrc);
+    if (zoff_dist_wait(c->dist, req, 2, kind_name(k), bytes))
+        zoff_dist_abort(c->dist, 1, zoff_last_error_detail());
+}
+
+/* Ring reduce-scatter: at step s this rank sends its partial sum of block (rank-s-1) and
+ * receives the left neighbour's partial of block (rank-s-2), adding its own contribution; the
+ * last step's block is its own, summed into recv. send is only read (recv may lie inside it). */
+static void ring_reduce_scatter(host_comm *c, comm_cmd *m, size_t elem, MPI_Datatype dt) {
+    int N = c->size, r = c->rank, n = (int)m->count;
+    size_t bytes = m->count * elem;
+    const char *send = m->send;
+    char *acc = m->scratch, *in = acc + bytes;
+    for (int s = 0; s < N - 1; s++) {
+        int out_idx = ((r - s - 1) % N + N) % N, in_idx = ((r - s - 2) % N + N) % N;
+        const void *out = s == 0 ? send + (size_t)out_idx * bytes : acc;
+        ring_exchange(c, K_REDUCE_SCATTER, out, in, n, dt, bytes);
+        void *dst = s == N - 2 ? m->recv : acc; /* in_idx == r at the last step */
+        add_blocks(dst, send + (size_t)in_idx * bytes, in, m->count, m->type);
+    }
+}
+
+/* Ring all-gather: at step s this rank passes on block (rank-s) and receives block (rank-s-1),
+ * each straight into its place in recv. */
+static void ring_allgather(host_comm *c, comm_cmd *m, size_t elem, MPI_Datatype dt) {
+    int N = c->size, r = c->rank, n = (int)m->count;
+    size_t bytes = m->count * elem;
+    char *recv = m->recv;
+    if ((const char *)m->send != recv + (size_t)r * bytes)
+        memcpy(recv + (size_t)r * bytes, m->send, bytes);
+    for (int s = 0; s < N - 1; s++) {
+        int out_idx = ((r - s) % N + N) % N, in_idx = ((r - s - 1) % N + N) % N;
+        ring_exchange(c, K_ALLGATHER, recv + (size_t)out_idx * bytes,
+                      recv + (size_t)in_idx * bytes, n, dt, bytes);
+    }
 }
 
 static void run_comm(void *payload) {
@@ -153,29 +225,13 @@ static void run_comm(void *payload) {
             finish(c, m->kind, mrc, &req, (size_t)n * elem);
         }
         break;
-    case K_REDUCE_SCATTER: {
-        /* NCCL's in-place form (recv inside send at this rank's block) is not MPI's
-         * (MPI_IN_PLACE leaves the result at the start of the buffer): reduce into the
-         * scratch, then copy the block into place; the rest of send stays untouched. */
-        void *dst = m->scratch ? m->scratch : m->recv;
-        int mrc = MPI_Ireduce_scatter_block(m->send, dst, (int)m->count, dt, sum, c->comm, &req);
-        finish(c, m->kind, mrc, &req, m->count * elem * (size_t)c->size);
-        if (m->scratch) {
-            memcpy(m->recv, m->scratch, m->count * elem);
-            free(m->scratch);
-        }
+    case K_REDUCE_SCATTER:
+        ring_reduce_scatter(c, m, elem, dt);
+        free(m->scratch);
         break;
-    }
-    case K_ALLGATHER: {
-        bool in_place =
-            (const char *)m->send == (const char *)m->recv + (size_t)c->rank * m->count * elem;
-        int mrc = in_place ? MPI_Iallgather(MPI_IN_PLACE, 0, dt, m->recv, (int)m->count, dt,
-                                            c->comm, &req)
-                           : MPI_Iallgather(m->send, (int)m->count, dt, m->recv, (int)m->count, dt,
-                                            c->comm, &req);
-        finish(c, m->kind, mrc, &req, m->count * elem * (size_t)c->size);
+    case K_ALLGATHER:
+        ring_allgather(c, m, elem, dt);
         break;
-    }
     }
     pthread_mutex_lock(&c->lock);
     c->pending--;
@@ -229,10 +285,8 @@ int host_comm_reduce_scatter(void *stream, void *comm, const void *send, void *r
                   .send = send,
                   .recv = recv,
                   .count = recv_count};
-    if ((const char *)recv == (const char *)send + (size_t)c->rank * bytes) {
-        m.scratch = host_kernel_scratch("reduce_scatter", bytes);
-        if (!m.scratch) return -ENOMEM;
-    }
+    m.scratch = host_kernel_scratch("reduce_scatter", 2 * bytes);
+    if (!m.scratch) return -ENOMEM;
     return enqueue(stream, &m);
 }
 

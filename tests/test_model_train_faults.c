@@ -16,13 +16,13 @@
  *     unwritable --trace, flags a checkpoint overrides, no CUDA error without a GPU, the model
  *     memory with the Adam moments. */
 #include "model/checkpoint_dir.h"
+#include "tests/cli_test_util.h"
 #include "tests/test_util.h"
 #include "zoff/zoff.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
-#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdint.h>
@@ -34,31 +34,21 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *zoff;
-static char dir[256];
-
 #define TINY                                                                                       \
     "--n-layer 1 --n-head 2 --n-embd 16 --seq-len 16 --batch 2 --val-batches 1 --threads 1 "       \
     "--sample-tokens 0 "
 
-/* Runs zoff with args (a shell fragment) in dir; returns the exit status; output in out.txt. */
-static int run_env(const char *env, const char *args) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "cd '%s' && %s ZOFF_LOG=warn '%s' %s > out.txt 2>&1", dir, env, zoff,
-             args);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
+/* zoff on the host backend; output in out.txt */
 static int run(const char *args) {
-    return run_env("ZOFF_DEVICE=host", args);
+    return cli_run_env("ZOFF_DEVICE=host ZOFF_LOG=warn", args);
 }
 
-/* Starts zoff in the background (its own pid: the shell execs it); output in OUTFILE. */
+/* Starts zoff in the background (its own pid: the shell execs it, so that the signals reach
+ * zoff itself); output in OUTFILE. */
 static pid_t spawn(const char *args, const char *outfile) {
-    char cmd[4096];
+    char cmd[sizeof cli_zoff + 4096];
     snprintf(cmd, sizeof cmd, "cd '%s' && ZOFF_DEVICE=host ZOFF_LOG=warn exec '%s' %s > %s 2>&1",
-             dir, zoff, args, outfile);
+             cli_dir, cli_zoff, args, outfile);
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
@@ -77,65 +67,10 @@ static int wait_status(pid_t pid, int *signaled) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static char *slurp(const char *rel, size_t *n) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    rewind(f);
-    char *buf = malloc((size_t)sz + 1);
-    size_t got = buf ? fread(buf, 1, (size_t)sz, f) : 0;
-    fclose(f);
-    if (buf) buf[got] = 0;
-    if (n) *n = got;
-    return buf;
-}
-
-static int output_has(const char *text) {
-    char *buf = slurp("out.txt", NULL);
-    int ok = buf && strstr(buf, text);
-    if (!ok) fprintf(stderr, "output lacks '%s':\n%s\n", text, buf ? buf : "(none)");
-    free(buf);
-    return ok;
-}
-
-static int output_lacks(const char *text) {
-    char *buf = slurp("out.txt", NULL);
-    int ok = buf && !strstr(buf, text);
-    if (!ok) fprintf(stderr, "output has '%s':\n%s\n", text, buf ? buf : "(none)");
-    free(buf);
-    return ok;
-}
-
-static int exists(const char *rel) {
-    char path[512];
-    struct stat sb;
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
-    return stat(path, &sb) == 0;
-}
-
-static void write_text(const char *rel, const char *text) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
-    FILE *f = fopen(path, "wb");
-    if (!f) return;
-    fputs(text, f);
-    fclose(f);
-}
-
-static void sh(const char *fmt, const char *a, const char *b) {
-    char cmd[2400], inner[1800];
-    snprintf(inner, sizeof inner, fmt, a, b);
-    snprintf(cmd, sizeof cmd, "cd '%s' && %s", dir, inner);
-    CHECK(system(cmd) == 0);
-}
-
 /* The tensor data of two safetensors files (headers aside: they hold the run id). */
 static int same_tensors(const char *a, const char *b) {
     size_t na, nb;
-    char *x = slurp(a, &na), *y = slurp(b, &nb);
+    char *x = cli_slurp(a, &na), *y = cli_slurp(b, &nb);
     int same = 0;
     if (x && y && na >= 8 && nb >= 8) {
         uint64_t ha = 0, hb = 0;
@@ -156,7 +91,7 @@ static int same_tensors(const char *a, const char *b) {
 static int patch_tensor(const char *rel, const char *tensor, size_t first, size_t count,
                         float value) {
     size_t n;
-    char *buf = slurp(rel, &n);
+    char *buf = cli_slurp(rel, &n);
     if (!buf || n < 8) return -1;
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--)
@@ -172,7 +107,7 @@ static int patch_tensor(const char *rel, const char *tensor, size_t first, size_
         for (size_t i = first; i < first + count && b + 4 * i + 4 <= en; i++)
             memcpy(buf + 8 + hl + b + 4 * i, &value, 4);
         char path[512];
-        snprintf(path, sizeof path, "%s/%s", dir, rel);
+        snprintf(path, sizeof path, "%s/%s", cli_dir, rel);
         FILE *f = fopen(path, "wb");
         if (f) {
             rc = fwrite(buf, 1, n, f) == n ? 0 : -1;
@@ -188,7 +123,7 @@ static int patch_tensor(const char *rel, const char *tensor, size_t first, size_
  * an offloaded step's report is its own (offload.step + offset == step). Returns the number
  * of training-step lines; *nonfinite counts lines flagging non-finite values. */
 static int check_metrics(const char *rel, int offload_offset, int *nonfinite) {
-    char *text = slurp(rel, NULL);
+    char *text = cli_slurp(rel, NULL);
     if (!text) {
         CHECK(!"metrics file missing");
         return 0;
@@ -229,7 +164,7 @@ static int check_metrics(const char *rel, int offload_offset, int *nonfinite) {
  * it is not a complete, consistent checkpoint. */
 static long checkpoint_step(const char *rel, char *run_id) {
     char path[512], parent[512];
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    snprintf(path, sizeof path, "%s/%s", cli_dir, rel);
     snprintf(parent, sizeof parent, "%s", path);
     *strrchr(parent, '/') = 0;
     int fixed = 0;
@@ -258,7 +193,7 @@ static void sleep_s(double s) {
 /* Waits (polling) until the run's save into k/final has begun; returns the time. */
 static double wait_for_save(double timeout) {
     double t0 = now_s();
-    while (!exists("k/.final.tmp") && now_s() - t0 < timeout)
+    while (!cli_exists("k/.final.tmp") && now_s() - t0 < timeout)
         sleep_s(0.0005);
     return now_s();
 }
@@ -294,12 +229,12 @@ static void test_kill_resave(void) {
         int sig = 0;
         wait_status(pid, &sig);
         interrupted += sig == SIGKILL;
-        mid_save += exists("k/.final.tmp") || exists("k/.final.old");
+        mid_save += cli_exists("k/.final.tmp") || cli_exists("k/.final.old");
         long now = checkpoint_step("k/final", id);
         /* always the old checkpoint or the new one, whole, of the same run */
         CHECK(now == step || now == step + 1);
         CHECK(strcmp(id, id0) == 0);
-        CHECK(!exists("k/.final.tmp") && !exists("k/.final.old"));
+        CHECK(!cli_exists("k/.final.tmp") && !cli_exists("k/.final.old"));
         if (now < 0) break;
         step = now;
     }
@@ -317,7 +252,7 @@ static void test_kill_resave(void) {
 static int wait_for_step(const char *rel, int step, double timeout) {
     double t0 = now_s();
     while (now_s() - t0 < timeout) {
-        char *text = slurp(rel, NULL);
+        char *text = cli_slurp(rel, NULL);
         int seen = -1;
         for (char *p = text ? strstr(text, "{\"step\":") : NULL; p; p = strstr(p + 1, "{\"step\":"))
             seen = atoi(p + 8);
@@ -330,7 +265,7 @@ static int wait_for_step(const char *rel, int step, double timeout) {
 
 static int swap_files_in(const char *rel) {
     char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    snprintf(path, sizeof path, "%s/%s", cli_dir, rel);
     DIR *d = opendir(path);
     int n = 0;
     for (struct dirent *e; d && (e = readdir(d));)
@@ -350,7 +285,7 @@ static void test_sigterm(void) {
     CHECK(at >= 20 && at < 2500);
     printf("SIGTERM: saved after step %ld\n", at);
     CHECK_EQ_INT(run("train " SMODEL "--resume part/final --out part"), 0);
-    CHECK(output_has("resumed after step"));
+    CHECK(cli_output_has("resumed after step"));
     CHECK(same_tensors("full/final/model.safetensors", "part/final/model.safetensors"));
     CHECK(same_tensors("full/final/optimizer.safetensors", "part/final/optimizer.safetensors"));
     CHECK_EQ_INT(check_metrics("part/metrics.jsonl", -1, NULL), 2500);
@@ -395,7 +330,7 @@ static void test_sigterm(void) {
     CHECK_EQ_INT(run("train " TINY "--steps 1 --offload nvme --nvme-path swap --bucket-size 16KiB "
                      "--out nv4"),
                  0);
-    CHECK(output_has("reclaimed stale swap file"));
+    CHECK(cli_output_has("reclaimed stale swap file"));
     CHECK_EQ_INT(swap_files_in("swap"), 0);
 }
 
@@ -405,11 +340,12 @@ static void test_dpu_resume(void) {
     CHECK_EQ_INT(run("train " DMODEL "--steps 20 --resume p20/step_10 --out p10"), 0);
     char cmp[1024];
     snprintf(cmp, sizeof cmp,
-             "cmp -s '%s/p20/final/model.safetensors' '%s/p10/final/model.safetensors'", dir, dir);
+             "cmp -s '%s/p20/final/model.safetensors' '%s/p10/final/model.safetensors'", cli_dir,
+             cli_dir);
     CHECK(system(cmp) == 0); /* the same run id and step too: byte for byte */
     snprintf(cmp, sizeof cmp,
              "cmp -s '%s/p20/final/optimizer.safetensors' '%s/p10/final/optimizer.safetensors'",
-             dir, dir);
+             cli_dir, cli_dir);
     CHECK(system(cmp) == 0);
     /* each line's report is its own step's: engine step s is training step s + 1 */
     CHECK_EQ_INT(check_metrics("p20/metrics.jsonl", 1, NULL), 20);
@@ -421,29 +357,29 @@ static void test_dpu_resume(void) {
 static void test_nonfinite(void) {
     CHECK_EQ_INT(run("train " TINY "--steps 3 --out g"), 0);
     /* NaN weights, NaN first moments, negative second moments: refused, naming the tensor */
-    sh("cp -r g/final n1 && cp -r g/final n2 && cp -r g/final n3", "", "");
+    CHECK(cli_sh("cp -r g/final n1 && cp -r g/final n2 && cp -r g/final n3") == 0);
     CHECK(patch_tensor("n1/model.safetensors", "ln_f.weight", 3, 1, NAN) == 0);
     CHECK_EQ_INT(run("train " TINY "--steps 5 --resume n1 --out r1"), 1);
-    CHECK(output_has("ln_f.weight") && output_has("NaN") && output_has("--resume"));
+    CHECK(cli_output_has("ln_f.weight") && cli_output_has("NaN") && cli_output_has("--resume"));
     CHECK_EQ_INT(run("train " TINY "--steps 5 --init-from n1 --out r1b"), 1);
-    CHECK(output_has("ln_f.weight"));
+    CHECK(cli_output_has("ln_f.weight"));
     CHECK(patch_tensor("n2/optimizer.safetensors", "adamw.m", 10, 1, INFINITY) == 0);
     CHECK_EQ_INT(run("train " TINY "--steps 5 --resume n2 --out r2"), 1);
-    CHECK(output_has("adamw.m") && output_has("infinite"));
+    CHECK(cli_output_has("adamw.m") && cli_output_has("infinite"));
     CHECK(patch_tensor("n3/optimizer.safetensors", "adamw.v", 20, 1, -0.5f) == 0);
     CHECK_EQ_INT(run("train " TINY "--steps 5 --resume n3 --out r3"), 1);
-    CHECK(output_has("adamw.v") && output_has("negative"));
+    CHECK(cli_output_has("adamw.v") && cli_output_has("negative"));
 
     /* finite but absurd weights: every loss is non-finite; the run stops with exit 1, writes
      * no checkpoint, and its metrics still parse (null values, flagged) */
-    sh("cp -r g n4", "", "");
+    CHECK(cli_sh("cp -r g n4") == 0);
     CHECK(patch_tensor("n4/final/model.safetensors", "ln_f.weight", 0, 0, 3e38f) == 0);
     CHECK(patch_tensor("n4/final/model.safetensors", "ln_f.bias", 0, 0, 3e38f) == 0);
     CHECK_EQ_INT(run("train " TINY "--steps 12 --ckpt-every 1 --resume n4/final --out n4 "
                      "--max-nonfinite-steps 2"),
                  1);
-    CHECK(output_has("non-finite"));
-    CHECK(!exists("n4/step_4") && !exists("n4/step_5"));
+    CHECK(cli_output_has("non-finite"));
+    CHECK(!cli_exists("n4/step_4") && !cli_exists("n4/step_5"));
     CHECK_EQ_INT(checkpoint_step("n4/final", NULL), 3); /* the last good one, untouched */
     int flagged = 0;
     check_metrics("n4/metrics.jsonl", -1, &flagged);
@@ -452,8 +388,8 @@ static void test_nonfinite(void) {
     CHECK_EQ_INT(run("train " TINY "--steps 12 --resume n4/final --out n5 --offload cpu "
                      "--max-nonfinite-steps 2"),
                  1);
-    CHECK(output_has("non-finite"));
-    CHECK(!exists("n5/final"));
+    CHECK(cli_output_has("non-finite"));
+    CHECK(!cli_exists("n5/final"));
     check_metrics("n5/metrics.jsonl", 4, &flagged);
     CHECK(flagged >= 2);
 }
@@ -462,125 +398,121 @@ static void test_out_folder(void) {
     CHECK_EQ_INT(run("train " TINY "--steps 4 --ckpt-every 2 --out o"), 0);
     /* a fresh run does not write over it */
     CHECK_EQ_INT(run("train " TINY "--steps 4 --out o"), 2);
-    CHECK(output_has("--overwrite"));
-    CHECK(exists("o/final/model.safetensors"));
+    CHECK(cli_output_has("--overwrite"));
+    CHECK(cli_exists("o/final/model.safetensors"));
     /* resuming into the same folder: metrics continue after the resumed step */
     CHECK_EQ_INT(run("train " TINY "--steps 6 --resume o/step_2 --out o"), 0);
-    CHECK(output_has("trained steps 3..6 (4 this run, resumed after step 2)"));
+    CHECK(cli_output_has("trained steps 3..6 (4 this run, resumed after step 2)"));
     CHECK_EQ_INT(check_metrics("o/metrics.jsonl", -1, NULL), 6);
     CHECK_EQ_INT(checkpoint_step("o/final", NULL), 6);
     /* stray temporaries of a killed save are tidied at the next start */
-    sh("mkdir -p o/.final.tmp && touch o/.final.tmp/model.safetensors o/metrics.jsonl.tmp", "", "");
+    CHECK(
+        cli_sh(
+            "mkdir -p o/.final.tmp && touch o/.final.tmp/model.safetensors o/metrics.jsonl.tmp") ==
+        0);
     CHECK_EQ_INT(run("train " TINY "--steps 7 --resume o/final --out o"), 0);
-    CHECK(output_has("tidied"));
-    CHECK(!exists("o/.final.tmp") && !exists("o/metrics.jsonl.tmp"));
+    CHECK(cli_output_has("tidied"));
+    CHECK(!cli_exists("o/.final.tmp") && !cli_exists("o/metrics.jsonl.tmp"));
     /* --overwrite replaces the previous results */
     CHECK_EQ_INT(run("train " TINY "--steps 2 --out o --overwrite"), 0);
-    CHECK(!exists("o/step_2") && exists("o/final"));
+    CHECK(!cli_exists("o/step_2") && cli_exists("o/final"));
     CHECK_EQ_INT(check_metrics("o/metrics.jsonl", -1, NULL), 2);
     /* resuming another run's checkpoint into this run's folder: refused unless asked */
     CHECK_EQ_INT(run("train " TINY "--steps 5 --resume g/final --out o"), 2);
-    CHECK(output_has("holds the results of run"));
+    CHECK(cli_output_has("holds the results of run"));
     CHECK_EQ_INT(run("train " TINY "--steps 5 --resume g/final --out o --overwrite"), 0);
     CHECK_EQ_INT(check_metrics("o/metrics.jsonl", -1, NULL), 2); /* steps 4 and 5 */
     /* files of two checkpoints mixed in one folder: refused, naming them */
-    sh("cp -r o/final mix && cp g/final/optimizer.safetensors mix/", "", "");
+    CHECK(cli_sh("cp -r o/final mix && cp g/final/optimizer.safetensors mix/") == 0);
     CHECK_EQ_INT(run("train " TINY "--steps 5 --resume mix --out mixo"), 1);
-    CHECK(output_has("disagree") && output_has("optimizer.safetensors is step 3"));
+    CHECK(cli_output_has("disagree") && cli_output_has("optimizer.safetensors is step 3"));
 }
 
 static void test_small_fixes(void) {
     /* --flag=value where the value holds '_' */
     CHECK_EQ_INT(run("train " TINY "--steps 1 --out=run_under_score"), 0);
-    CHECK(exists("run_under_score/final"));
+    CHECK(cli_exists("run_under_score/final"));
     /* a --config file over 64 KiB is read whole */
     size_t big = 70000;
     char *cfg = malloc(big + 64);
     strcpy(cfg, "{");
     memset(cfg + 1, ' ', big);
     strcpy(cfg + 1 + big, "\"steps\": 2}");
-    write_text("big.json", cfg);
+    cli_write_file("big.json", cfg);
     free(cfg);
     CHECK_EQ_INT(run("train " TINY "--config big.json --out big"), 0);
-    CHECK(output_has("step 2/2"));
+    CHECK(cli_output_has("step 2/2"));
     /* a syntax error says where */
-    write_text("bad.json", "{\n  \"steps\": 2,\n  \"batch\" 4\n}\n");
+    cli_write_file("bad.json", "{\n  \"steps\": 2,\n  \"batch\" 4\n}\n");
     CHECK_EQ_INT(run("train --config bad.json"), 2);
-    CHECK(output_has("bad.json:3:"));
+    CHECK(cli_output_has("bad.json:3:"));
     /* duplicate keys, also under two names */
-    write_text("dup.json", "{\"steps\": 2, \"steps\": 3}");
+    cli_write_file("dup.json", "{\"steps\": 2, \"steps\": 3}");
     CHECK_EQ_INT(run("train --config dup.json"), 2);
-    CHECK(output_has("given twice"));
-    write_text("dup2.json", "{\"seq_len\": 8, \"n_positions\": 16}");
+    CHECK(cli_output_has("given twice"));
+    cli_write_file("dup2.json", "{\"seq_len\": 8, \"n_positions\": 16}");
     CHECK_EQ_INT(run("train --config dup2.json"), 2);
-    CHECK(output_has("given twice"));
+    CHECK(cli_output_has("given twice"));
     /* --data naming a directory */
     CHECK_EQ_INT(run("train " TINY "--steps 1 --data swap --out d1"), 1);
-    CHECK(output_has("swap: a directory") && output_lacks("Cannot allocate memory"));
+    CHECK(cli_output_has("swap: a directory") && cli_output_lacks("Cannot allocate memory"));
     /* a .bin that is not a token file */
-    write_text("junk.bin", "this is not an llm.c token file, just some text that goes on and on "
-                           "long enough to hold a few windows of sixteen tokens each, twice.");
+    cli_write_file("junk.bin",
+                   "this is not an llm.c token file, just some text that goes on and on "
+                   "long enough to hold a few windows of sixteen tokens each, twice.");
     CHECK_EQ_INT(run("train " TINY "--steps 1 --data junk.bin --out d2"), 1);
-    CHECK(output_has("junk.bin") && output_has("bad magic"));
+    CHECK(cli_output_has("junk.bin") && cli_output_has("bad magic"));
     /* --seq-len longer than the data */
-    write_text("short.txt", "a short text of sixty-odd bytes, too short for long windows.");
+    cli_write_file("short.txt", "a short text of sixty-odd bytes, too short for long windows.");
     CHECK_EQ_INT(run("train " TINY "--steps 1 --data short.txt --seq-len 40 --out d3"), 1);
-    CHECK(output_has("too few") && output_lacks("malformed"));
+    CHECK(cli_output_has("too few") && cli_output_lacks("malformed"));
     /* --resume's errors say --resume */
     CHECK_EQ_INT(run("train " TINY "--steps 1 --resume /nonexistent/ckpt --out d4"), 1);
-    CHECK(output_has("--resume") && output_lacks("--init-from"));
+    CHECK(cli_output_has("--resume") && cli_output_lacks("--init-from"));
     /* an incomplete checkpoint says so */
-    sh("mkdir -p inc && cp g/final/model.safetensors g/final/optimizer.safetensors inc/", "", "");
+    CHECK(
+        cli_sh("mkdir -p inc && cp g/final/model.safetensors g/final/optimizer.safetensors inc/") ==
+        0);
     CHECK_EQ_INT(run("train " TINY "--steps 5 --resume inc --out d5"), 1);
-    CHECK(output_has("incomplete checkpoint") && output_has("config.json missing"));
+    CHECK(cli_output_has("incomplete checkpoint") && cli_output_has("config.json missing"));
     CHECK_EQ_INT(run("train " TINY "--steps 5 --init-from inc --out d6"), 1);
-    CHECK(output_has("incomplete checkpoint"));
+    CHECK(cli_output_has("incomplete checkpoint"));
     /* an unwritable --trace is found before training */
     CHECK_EQ_INT(run("train " TINY "--steps 1 --offload cpu --trace /nonexistent/t.json --out d7"),
                  2);
-    CHECK(output_has("--trace /nonexistent/t.json") && output_lacks("step 1/1"));
+    CHECK(cli_output_has("--trace /nonexistent/t.json") && cli_output_lacks("step 1/1"));
     /* flags the checkpoint overrides are reported */
     CHECK_EQ_INT(run("train --init-from g/final --vocab-size 300 --seq-len 64 --batch 2 --steps 1 "
                      "--threads 1 --sample-tokens 0 --out d8"),
                  0);
-    CHECK(output_has("--vocab-size 300 ignored") && output_has("--seq-len 64 shortened to 16"));
+    CHECK(cli_output_has("--vocab-size 300 ignored") &&
+          cli_output_has("--seq-len 64 shortened to 16"));
     /* the device plan counts the Adam moments (allocated at the first step) */
-    CHECK(output_has("without offload the same run needs") &&
-          output_has("gradients and Adam moments on the device"));
+    CHECK(cli_output_has("without offload the same run needs") &&
+          cli_output_has("gradients and Adam moments on the device"));
     /* no CUDA error line on a machine without one (auto device) */
-    CHECK_EQ_INT(run_env("ZOFF_DEVICE=auto", "train " TINY "--steps 1 --out d9"), 0);
-    CHECK(output_lacks("[cuda] error"));
+    CHECK_EQ_INT(cli_run_env("ZOFF_DEVICE=auto ZOFF_LOG=warn", "train " TINY "--steps 1 --out d9"),
+                 0);
+    CHECK(cli_output_lacks("[cuda] error"));
 }
 
 int main(int argc, char **argv) {
     zoff_test_init();
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s ZOFF_BINARY\n", argv[0]);
-        return 2;
-    }
-    static char abs_path[PATH_MAX];
-    if (!realpath(argv[1], abs_path)) {
-        fprintf(stderr, "%s: not found\n", argv[1]);
-        return 1;
-    }
-    zoff = abs_path;
-    if (access("/usr/share/common-licenses/GPL-3", R_OK) != 0) {
-        printf("skip: /usr/share/common-licenses/GPL-3 is missing\n");
-        return ZOFF_TEST_SKIP;
-    }
-    snprintf(dir, sizeof dir, "/tmp/zoff_faults_XXXXXX");
-    if (!mkdtemp(dir)) return 1;
-    if (chdir(dir) != 0) return 1;
+    /* (checked first: a skipped test leaves no scratch folder behind) */
+    if (!cli_have_train_data()) return ZOFF_TEST_SKIP;
+    int rc = cli_setup(argc, argv, "/tmp/zoff_faults_XXXXXX");
+    if (rc) return rc;
+    if (chdir(cli_dir) != 0) return 1;
     test_kill_resave();
     test_sigterm();
     test_dpu_resume();
     test_nonfinite();
     test_out_folder();
     test_small_fixes();
-    int rc = zoff_test_finish("test_model_train_faults");
+    rc = zoff_test_finish("test_model_train_faults");
     if (rc == 0) {
         char cmd[400];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", cli_dir);
         CHECK(system(cmd) == 0);
     }
     return rc;

@@ -1,6 +1,7 @@
 /* `zoff tokenize` end to end (argv[1] = the zoff binary, argv[2] = tests/fixtures/tokenizer):
  * ids per line equal the library's, --json, an llm.c .bin of a corpus (header and ids),
  * --decode of both back to the text, and errors that exit non-zero naming what is wrong. */
+#include "tests/cli_test_util.h"
 #include "tests/test_util.h"
 #include "text/tokenizer.h"
 #include "zoff/zoff.h"
@@ -9,49 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-static const char *zoff, *fixtures;
-static char dir[256];
+static char fixtures[PATH_MAX]; /* absolute */
 
+/* zoff tokenize; stdout in out.txt (the ids or text it writes, compared whole) and stderr in
+ * err.txt (its messages) */
 static int run(const char *args) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd '%s' && ZOFF_LOG=warn '%s' tokenize %s > out.txt 2> err.txt", dir,
-             zoff, args);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static char *slurp(const char *rel, size_t *len) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    static char buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    if (len) *len = n;
-    char *s = malloc(n + 1);
-    memcpy(s, buf, n + 1);
-    return s;
-}
-
-static int file_has(const char *rel, const char *text) {
-    char *s = slurp(rel, NULL);
-    int ok = s && strstr(s, text);
-    if (!ok) fprintf(stderr, "%s lacks '%s':\n%s\n", rel, text, s ? s : "(missing)");
-    free(s);
-    return ok;
-}
-
-static void write_rel(const char *rel, const char *text, size_t n) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
-    FILE *f = fopen(path, "wb");
-    fwrite(text, 1, n, f);
-    fclose(f);
+    return cli_sh_err("ZOFF_LOG=warn '%s' tokenize %s", cli_zoff, args);
 }
 
 static const char CORPUS[] = "Hello world!\n"
@@ -61,29 +26,18 @@ static const char CORPUS[] = "Hello world!\n"
 
 int main(int argc, char **argv) {
     zoff_test_init();
-    if (argc < 3) {
-        fprintf(stderr, "usage: %s ZOFF_BINARY FIXTURES_DIR\n", argv[0]);
-        return 2;
-    }
-    static char abs_path[PATH_MAX], fix[PATH_MAX];
-    if (!realpath(argv[1], abs_path) || !realpath(argv[2], fix)) {
-        fprintf(stderr, "%s or %s: not found\n", argv[1], argv[2]);
-        return 1;
-    }
-    zoff = abs_path;
-    fixtures = fix;
-    snprintf(dir, sizeof dir, "/tmp/zoff_tokenize_XXXXXX");
-    if (!mkdtemp(dir)) return 1;
+    int rc = cli_setup_fixtures(argc, argv, "/tmp/zoff_tokenize_XXXXXX", fixtures);
+    if (rc) return rc;
     char tokdir[PATH_MAX + 16], args[PATH_MAX + 256];
     snprintf(tokdir, sizeof tokdir, "%s/llama3", fixtures);
     zoff_tok *tok;
     REQUIRE_OK(zoff_tok_load(tokdir, &tok));
-    write_rel("corpus.txt", CORPUS, sizeof CORPUS - 1);
+    cli_write_file("corpus.txt", CORPUS);
 
     /* one line of ids per input line, as the library gives them */
     snprintf(args, sizeof args, "--tokenizer '%s' --in corpus.txt", tokdir);
     CHECK_EQ_INT(run(args), 0);
-    char *out = slurp("out.txt", NULL);
+    char *out = cli_slurp("out.txt", NULL);
     char expect[16384] = "", expect_json[16384] = "";
     for (const char *p = CORPUS; *p;) {
         const char *nl = strchr(p, '\n');
@@ -107,25 +61,25 @@ int main(int argc, char **argv) {
     /* standard input and --json */
     snprintf(args, sizeof args, "--tokenizer '%s' --json < corpus.txt", tokdir);
     CHECK_EQ_INT(run(args), 0);
-    out = slurp("out.txt", NULL);
+    out = cli_slurp("out.txt", NULL);
     CHECK(out && strcmp(out, expect_json) == 0);
     free(out);
     /* --decode of the ids gives the lines back */
-    write_rel("ids.txt", expect, strlen(expect));
+    cli_write_file("ids.txt", expect);
     snprintf(args, sizeof args, "--tokenizer '%s' --decode --in ids.txt", tokdir);
     CHECK_EQ_INT(run(args), 0);
-    out = slurp("out.txt", NULL);
+    out = cli_slurp("out.txt", NULL);
     CHECK(out && strcmp(out, CORPUS) == 0);
     free(out);
     snprintf(args, sizeof args, "--tokenizer '%s' --decode --skip-special --in ids.txt", tokdir);
     CHECK_EQ_INT(run(args), 0);
-    CHECK(file_has("out.txt", "\nSpecial tokens inside text\n"));
+    CHECK(cli_output_has("\nSpecial tokens inside text\n"));
 
     /* an llm.c token file of the whole corpus, tokenized as one text */
     snprintf(args, sizeof args, "--tokenizer '%s' --in corpus.txt --out tokens.bin", tokdir);
     CHECK_EQ_INT(run(args), 0);
     size_t blen;
-    char *bin = slurp("tokens.bin", &blen);
+    char *bin = cli_slurp("tokens.bin", &blen);
     zoff_tok_ids all = {0};
     CHECK_OK(zoff_tok_encode(tok, CORPUS, sizeof CORPUS - 1, &all));
     CHECK(bin && blen == 1024 + 2 * all.n);
@@ -145,44 +99,44 @@ int main(int argc, char **argv) {
     zoff_tok_ids_free(&all);
     snprintf(args, sizeof args, "--tokenizer '%s' --decode --in tokens.bin", tokdir);
     CHECK_EQ_INT(run(args), 0);
-    out = slurp("out.txt", NULL);
+    out = cli_slurp("out.txt", NULL);
     CHECK(out && strcmp(out, CORPUS) == 0);
     free(out);
 
     /* errors */
     CHECK_EQ_INT(run("--in corpus.txt"), 2);
-    CHECK(file_has("err.txt", "--tokenizer"));
+    CHECK(cli_file_has("err.txt", "--tokenizer"));
     CHECK_EQ_INT(run("--tokenizer"), 2);
-    CHECK(file_has("err.txt", "--tokenizer needs a value"));
+    CHECK(cli_file_has("err.txt", "--tokenizer needs a value"));
     snprintf(args, sizeof args, "--tokenizer '%s' --bogus", tokdir);
     CHECK_EQ_INT(run(args), 2);
-    CHECK(file_has("err.txt", "--bogus"));
+    CHECK(cli_file_has("err.txt", "--bogus"));
     CHECK_EQ_INT(run("--tokenizer no_such_dir"), 1);
-    CHECK(file_has("err.txt", "no_such_dir"));
+    CHECK(cli_file_has("err.txt", "no_such_dir"));
     CHECK_EQ_INT(run("--tokenizer . < corpus.txt"), 1); /* a directory without tokenizer.json */
-    CHECK(file_has("err.txt", "tokenizer.json"));
+    CHECK(cli_file_has("err.txt", "tokenizer.json"));
     snprintf(args, sizeof args, "--tokenizer '%s' --in missing.txt", tokdir);
     CHECK_EQ_INT(run(args), 1);
-    CHECK(file_has("err.txt", "missing.txt"));
-    write_rel("bad_ids.txt", "1 2 x3\n", 7);
+    CHECK(cli_file_has("err.txt", "missing.txt"));
+    cli_write_file("bad_ids.txt", "1 2 x3\n");
     snprintf(args, sizeof args, "--tokenizer '%s' --decode --in bad_ids.txt", tokdir);
     CHECK_EQ_INT(run(args), 1);
-    CHECK(file_has("err.txt", "bad_ids.txt:1"));
-    write_rel("big_id.txt", "5000000\n", 8);
+    CHECK(cli_file_has("err.txt", "bad_ids.txt:1"));
+    cli_write_file("big_id.txt", "5000000\n");
     snprintf(args, sizeof args, "--tokenizer '%s' --decode --in big_id.txt", tokdir);
     CHECK_EQ_INT(run(args), 1);
-    CHECK(file_has("err.txt", "5000000"));
+    CHECK(cli_file_has("err.txt", "5000000"));
     /* a vocabulary beyond uint16 cannot go into a .bin */
     const char big[] = "{\"added_tokens\": [{\"id\": 70000, \"content\": \"<big>\"}], \"model\": "
                        "{\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}";
-    write_rel("big.json", big, sizeof big - 1);
+    cli_write_file("big.json", big);
     CHECK_EQ_INT(run("--tokenizer big.json --in corpus.txt --out big.bin"), 1);
-    CHECK(file_has("err.txt", "70001 ids"));
+    CHECK(cli_file_has("err.txt", "70001 ids"));
     CHECK_EQ_INT(run("--tokenizer big.json --in corpus.txt"), 0); /* printing ids is fine */
 
     zoff_tok_free(tok);
     char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", cli_dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", cli_dir);
     return zoff_test_finish("test_text_tokenize_cli");
 }

@@ -11,8 +11,9 @@
  * --sqthread_poll) and the same kind of buffers (slab: zoff's 2 MiB-aligned huge-page slab,
  * fio --iomem=mmaphuge; plain: 4 KiB pages, one posix_memalign per buffer, fio
  * --iomem=malloc). Each round runs zoff and fio back to back for each direction, alternating
- * which goes first (write: zoff, fio / read: zoff, fio, then fio first in the next round),
- * and a point's ratio is the median of the per-round ratios (each zoff run over the fio run
+ * which goes first (write: zoff, fio / read: zoff, fio, then fio first in the next round;
+ * zoff's checksums off before on, then on before off), with an untimed syncfs after every run
+ * so that none pays for the write-back of the one before; a point's ratio is the median of the per-round ratios (each zoff run over the fio run
  * next to it in time); medians, minima and maxima of both GB/s are printed too.
  *
  * fio's huge pages come from hugetlbfs (vm.nr_hugepages); where too few are free, the slab
@@ -39,6 +40,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,6 +141,15 @@ static long long hugetlb_free_bytes(void) {
     long long n = proc_field("/proc/meminfo", "HugePages_Free");
     long long kib = proc_field("/proc/meminfo", "Hugepagesize");
     return n < 0 || kib < 0 ? 0 : n * kib * 1024;
+}
+
+/* Untimed, between runs: flushes the file system (and with it the virtual disk's write-back
+ * cache on a VM), so that no run pays for the previous run's writes. */
+static void settle(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    if (syncfs(fd) != 0) fprintf(stderr, "bench_nvme: syncfs %s: %s\n", dir, strerror(errno));
+    close(fd);
 }
 
 /* One direction of one point through the swapper; GB/s or -1 on error (printed). */
@@ -387,6 +398,7 @@ int main(int argc, char **argv) {
                         /* untimed first write: allocated extents become written ones, the
                          * state every later run (zoff's and fio's) finds */
                         if (run_swap(&o, strided, 1, bs, qd, sw[cs], rg[cs], pool) < 0) return 1;
+                        settle(o.dir);
                     }
                     /* fio's file: the checksums-off swap's (fio's data there does not
                      * disturb zoff, which rewrites it before reading it back unhashed) */
@@ -430,13 +442,16 @@ int main(int argc, char **argv) {
                                                        !plain, fi);
                                     if (f < -1) fio_err = (int)(-f - 1);
                                     fg[w][r] = f > 0 ? f : 0;
+                                    settle(o.dir);
                                 } else {
-                                    for (int ci = 0; ci < o.n_cs; ci++) {
-                                        int cs = o.cs[ci];
+                                    /* checksums off first on even rounds, on first on odd */
+                                    for (int k = 0; k < o.n_cs; k++) {
+                                        int cs = o.cs[(r % 2) ? o.n_cs - 1 - k : k];
                                         double g =
                                             run_swap(&o, strided, w, bs, qd, sw[cs], rg[cs], pool);
                                         if (g < 0) failed = 1;
                                         zg[cs][w][r] = g;
+                                        settle(o.dir);
                                     }
                                 }
                             }

@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -156,6 +157,14 @@ static void fill_random(void *buf, size_t bytes, uint64_t *seed) {
     *seed = x;
 }
 
+/* CPU seconds this process has used so far, all threads (the swapper's I/O thread too). */
+static double cpu_now(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
 /* Untimed, between runs: flushes the file system (and with it the virtual disk's write-back
  * cache on a VM), so that no run pays for the previous run's writes. */
 static void settle(const char *dir) {
@@ -165,9 +174,11 @@ static void settle(const char *dir) {
     close(fd);
 }
 
-/* One direction of one point through the swapper; GB/s or -1 on error (printed). */
+/* One direction of one point through the swapper; GB/s or -1 on error (printed), and the
+ * CPU milliseconds it took per GiB moved in *cpu_ms_gib (may be NULL). */
 static double run_swap(const opts *o, int strided, int write, size_t bs, unsigned qd,
-                       zoff_nvme_swap *s, zoff_nvme_region *g, zoff_nvme_pool *pool) {
+                       zoff_nvme_swap *s, zoff_nvme_region *g, zoff_nvme_pool *pool,
+                       double *cpu_ms_gib) {
     size_t n = o->size / bs;
     zoff_nvme_request **reqs = calloc(qd, sizeof *reqs);
     void **bufs = calloc(qd, sizeof *bufs);
@@ -176,7 +187,7 @@ static double run_swap(const opts *o, int strided, int write, size_t bs, unsigne
         zoff_nvme_pool_acquire(pool, &bufs[i]);
         if (write) fill_random(bufs[i], bs, &seed);
     }
-    double t0 = now();
+    double t0 = now(), c0 = cpu_now();
     int err = 0;
     size_t next = 0;
     for (unsigned i = 0; i < qd && next < n; i++, next++) {
@@ -204,6 +215,7 @@ static double run_swap(const opts *o, int strided, int write, size_t bs, unsigne
         }
     }
     double t = now() - t0;
+    if (cpu_ms_gib) *cpu_ms_gib = (cpu_now() - c0) * 1e3 / ((double)(n * bs) / (1 << 30));
     for (unsigned i = 0; i < qd; i++) {
         if (reqs[i]) zoff_nvme_request_free(reqs[i]);
         zoff_nvme_pool_release(pool, bufs[i]);
@@ -220,9 +232,11 @@ static double run_swap(const opts *o, int strided, int write, size_t bs, unsigne
 
 /* fio on `file` (zoff's swap file), bytes [0, span), the same pattern, block size, depth,
  * io_uring set-up and kind of buffers; GB/s, or -1 if fio did not run or printed no result,
- * or -(errno) - 1 if fio ran and reported the job's error. */
+ * or -(errno) - 1 if fio ran and reported the job's error. *cpu_ms_gib: fio's CPU time
+ * (usr + sys over its job's runtime) per GiB moved. */
 static double run_fio(const opts *o, const char *file, size_t span, int strided, int write,
-                      size_t bs, unsigned qd, int huge, const zoff_nvme_swap_info *zi) {
+                      size_t bs, unsigned qd, int huge, const zoff_nvme_swap_info *zi,
+                      double *cpu_ms_gib) {
     char cmd[8192], rw[64];
     if (strided)
         snprintf(rw, sizeof rw, "%s:%zu", write ? "write" : "read", bs);
@@ -259,6 +273,15 @@ static double run_fio(const opts *o, const char *file, size_t span, int strided,
         gbs = -(double)jerr->valueint - 1;
     else if (bw && cJSON_IsNumber(bw))
         gbs = bw->valuedouble / 1e9;
+    cJSON *usr = job ? cJSON_GetObjectItem(job, "usr_cpu") : NULL;
+    cJSON *sys = job ? cJSON_GetObjectItem(job, "sys_cpu") : NULL;
+    cJSON *rt = job ? cJSON_GetObjectItem(job, "job_runtime") : NULL;
+    cJSON *io = dir ? cJSON_GetObjectItem(dir, "io_bytes") : NULL;
+    *cpu_ms_gib = 0;
+    if (cJSON_IsNumber(usr) && cJSON_IsNumber(sys) && cJSON_IsNumber(rt) && cJSON_IsNumber(io) &&
+        io->valuedouble > 0)
+        *cpu_ms_gib = (usr->valuedouble + sys->valuedouble) / 100 * rt->valuedouble /
+                      (io->valuedouble / (1 << 30));
     cJSON_Delete(j);
     free(out);
     return gbs;
@@ -411,7 +434,8 @@ int main(int argc, char **argv) {
                         zoff_nvme_swap_get_info(sw[cs], &info[cs]);
                         /* untimed first write: allocated extents become written ones, the
                          * state every later run (zoff's and fio's) finds */
-                        if (run_swap(&o, strided, 1, bs, qd, sw[cs], rg[cs], pool) < 0) return 1;
+                        if (run_swap(&o, strided, 1, bs, qd, sw[cs], rg[cs], pool, NULL) < 0)
+                            return 1;
                         settle(o.dir);
                     }
                     /* fio's file: the checksums-off swap's (fio's data there does not
@@ -441,6 +465,14 @@ int main(int argc, char **argv) {
 
                     double zg[2][2][MAXROUNDS] = {{{0}}}; /* [cs][write][round] */
                     double fg[2][MAXROUNDS] = {{0}};      /* [write][round] */
+                    double zc[2][2][MAXROUNDS] = {{{0}}}; /* CPU ms per GiB, as zg */
+                    double fc[2][MAXROUNDS] = {{0}};
+                    double load1 = 0;
+                    FILE *lf = fopen("/proc/loadavg", "r");
+                    if (lf) {
+                        if (fscanf(lf, "%lf", &load1) != 1) load1 = 0;
+                        fclose(lf);
+                    }
                     int fio_err = 0, failed = 0;
                     for (int r = 0; r < o.rounds && !failed; r++) {
                         /* fio first on odd rounds, unless fio's file holds checksummed data,
@@ -453,7 +485,7 @@ int main(int argc, char **argv) {
                                 if (do_fio) {
                                     if (!use_fio) continue;
                                     double f = run_fio(&o, fio_file, span, strided, w, bs, qd,
-                                                       !plain, fi);
+                                                       !plain, fi, &fc[w][r]);
                                     if (f < -1) fio_err = (int)(-f - 1);
                                     fg[w][r] = f > 0 ? f : 0;
                                     settle(o.dir);
@@ -461,8 +493,8 @@ int main(int argc, char **argv) {
                                     /* checksums off first on even rounds, on first on odd */
                                     for (int k = 0; k < o.n_cs; k++) {
                                         int cs = o.cs[(r % 2) ? o.n_cs - 1 - k : k];
-                                        double g =
-                                            run_swap(&o, strided, w, bs, qd, sw[cs], rg[cs], pool);
+                                        double g = run_swap(&o, strided, w, bs, qd, sw[cs], rg[cs],
+                                                            pool, &zc[cs][w][r]);
                                         if (g < 0) failed = 1;
                                         zg[cs][w][r] = g;
                                         settle(o.dir);
@@ -496,11 +528,21 @@ int main(int argc, char **argv) {
                                    zi->fixed_files ? "true" : "false",
                                    zi->sqpoll ? "true" : "false", moved, o.rounds, z.median, z.min,
                                    z.max);
+                            /* CPU per GiB and the machine's load: on a shared 2-core VM, CPU
+                             * spent on the I/O path (hashing above all) costs throughput */
+                            printf(",\"zoff_threads\":\"caller + %s\",\"loadavg_1m\":%.2f,"
+                                   "\"cpu_ms_per_gib\":%.1f",
+                                   strncmp(zi->backend, "io_uring", 8) ? "pthread workers"
+                                                                       : "1 io_uring thread",
+                                   load1,
+                                   stats_of(zc[cs][w], o.rounds).median);
                             if (o.fio)
                                 printf(",\"fio_iomem\":\"%s\",\"fio_file\":\"%s\",\"fio_numjobs\":1",
                                        plain ? "malloc" : "mmaphuge",
                                        fcs == cs ? "zoff's swap file (this swap's)"
                                                  : "zoff's swap file (the checksums-off swap's)");
+                            if (nr)
+                                printf(",\"fio_cpu_ms_per_gib\":%.1f", stats_of(fc[w], o.rounds).median);
                             if (nr) {
                                 double target = cs ? 0.9 : 0.95;
                                 printf(",\"fio_gbps_median\":%.4f,\"fio_gbps_min\":%.4f,"

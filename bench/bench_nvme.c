@@ -23,12 +23,16 @@
  *
  * The swapper is driven the way fio drives the disk: requests of one block each, queue_depth
  * of them outstanding, buffers from a pool registered with io_uring, the next request
- * submitted as soon as any completes. Threads: fio numjobs=1 submits and reaps on one thread;
+ * submitted as soon as any completes; or, with --request BYTES (seq only), as the engine
+ * drives it: requests of BYTES each, which the swapper splits into block-size operations,
+ * queue_depth operations in flight (fio unchanged: the same bytes, block size and depth).
+ * Threads: fio numjobs=1 submits and reaps on one thread;
  * zoff's caller thread submits (and hashes, checksums on) while its io_uring thread submits
  * and reaps, as in training.
  *
  *   bench_nvme [--dir DIR] [--size BYTES] [--bs 1M,4M] [--qd 32] [--patterns seq,strided]
- *              [--checksums off,on] [--buffers slab,plain] [--rounds N] [--sqpoll 0|1]
+ *              [--checksums off,on] [--buffers slab,plain] [--rounds N] [--request BYTES]
+ *              [--sqpoll 0|1]
  *              [--backend auto|uring|uring-buffered|pthread] [--no-fio] [--fio-opts ARGS]
  *
  * Defaults (about 75 s): 1 GiB per run (shorter runs scatter far more on a shared virtual
@@ -68,6 +72,7 @@ typedef struct opts {
     int fio;
     const char *fio_opts; /* extra fio arguments, appended (e.g. "--hipri=1") */
     int bufs[2], n_bufs;  /* 0: the pool's default huge-page slab, 1: plain 4 KiB pages */
+    size_t request;       /* zoff's request length (0: one block), split into block-size ops */
 } opts;
 
 /* "plain" buffers: one posix_memalign per buffer, 4 KiB pages, as fio --iomem=malloc. */
@@ -174,32 +179,33 @@ static void settle(const char *dir) {
     close(fd);
 }
 
-/* One direction of one point through the swapper; GB/s or -1 on error (printed), and the
- * CPU milliseconds it took per GiB moved in *cpu_ms_gib (may be NULL). */
-static double run_swap(const opts *o, int strided, int write, size_t bs, unsigned qd,
+/* One direction of one point through the swapper: requests of rlen bytes (the swap splits
+ * them into block-size operations), nreq of them outstanding; GB/s or -1 on error (printed),
+ * and the CPU milliseconds it took per GiB moved in *cpu_ms_gib (may be NULL). */
+static double run_swap(const opts *o, int strided, int write, size_t rlen, unsigned nreq,
                        zoff_nvme_swap *s, zoff_nvme_region *g, zoff_nvme_pool *pool,
                        double *cpu_ms_gib) {
-    size_t n = o->size / bs;
-    zoff_nvme_request **reqs = calloc(qd, sizeof *reqs);
-    void **bufs = calloc(qd, sizeof *bufs);
+    size_t n = o->size / rlen;
+    zoff_nvme_request **reqs = calloc(nreq, sizeof *reqs);
+    void **bufs = calloc(nreq, sizeof *bufs);
     static uint64_t seed = 0x9e3779b97f4a7c15ull;
-    for (unsigned i = 0; i < qd; i++) {
+    for (unsigned i = 0; i < nreq; i++) {
         zoff_nvme_pool_acquire(pool, &bufs[i]);
-        if (write) fill_random(bufs[i], bs, &seed);
+        if (write) fill_random(bufs[i], rlen, &seed);
     }
     double t0 = now(), c0 = cpu_now();
     int err = 0;
     size_t next = 0;
-    for (unsigned i = 0; i < qd && next < n; i++, next++) {
-        uint64_t off = (uint64_t)next * bs * (strided ? 2 : 1);
-        err = write ? zoff_nvme_submit_write(s, g, off, bufs[i], bs, &reqs[i])
-                    : zoff_nvme_submit_read(s, g, off, bufs[i], bs, &reqs[i]);
+    for (unsigned i = 0; i < nreq && next < n; i++, next++) {
+        uint64_t off = (uint64_t)next * rlen * (strided ? 2 : 1);
+        err = write ? zoff_nvme_submit_write(s, g, off, bufs[i], rlen, &reqs[i])
+                    : zoff_nvme_submit_read(s, g, off, bufs[i], rlen, &reqs[i]);
         if (err) break;
     }
     /* refill whichever request finishes first, as fio reaps completions in any order */
     for (size_t done = 0; !err && done < n; done++) {
         int res = 0;
-        int i = zoff_nvme_wait_any(reqs, qd, &res);
+        int i = zoff_nvme_wait_any(reqs, nreq, &res);
         if (i < 0) {
             err = i;
             break;
@@ -208,15 +214,15 @@ static double run_swap(const opts *o, int strided, int write, size_t bs, unsigne
         reqs[i] = NULL;
         if ((err = res)) break;
         if (next < n) {
-            uint64_t off = (uint64_t)next * bs * (strided ? 2 : 1);
-            err = write ? zoff_nvme_submit_write(s, g, off, bufs[i], bs, &reqs[i])
-                        : zoff_nvme_submit_read(s, g, off, bufs[i], bs, &reqs[i]);
+            uint64_t off = (uint64_t)next * rlen * (strided ? 2 : 1);
+            err = write ? zoff_nvme_submit_write(s, g, off, bufs[i], rlen, &reqs[i])
+                        : zoff_nvme_submit_read(s, g, off, bufs[i], rlen, &reqs[i]);
             next++;
         }
     }
     double t = now() - t0;
-    if (cpu_ms_gib) *cpu_ms_gib = (cpu_now() - c0) * 1e3 / ((double)(n * bs) / (1 << 30));
-    for (unsigned i = 0; i < qd; i++) {
+    if (cpu_ms_gib) *cpu_ms_gib = (cpu_now() - c0) * 1e3 / ((double)(n * rlen) / (1 << 30));
+    for (unsigned i = 0; i < nreq; i++) {
         if (reqs[i]) zoff_nvme_request_free(reqs[i]);
         zoff_nvme_pool_release(pool, bufs[i]);
     }
@@ -227,7 +233,7 @@ static double run_swap(const opts *o, int strided, int write, size_t bs, unsigne
                 zoff_strerror(err), zoff_last_error_detail());
         return -1;
     }
-    return (double)(n * bs) / t / 1e9;
+    return (double)(n * rlen) / t / 1e9;
 }
 
 /* fio on `file` (zoff's swap file), bytes [0, span), the same pattern, block size, depth,
@@ -291,7 +297,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: bench_nvme [--dir DIR] [--size BYTES] [--bs LIST] [--qd LIST] "
             "[--patterns seq,strided] [--checksums off,on] [--buffers slab,plain] [--rounds N] "
-            "[--sqpoll 0|1] [--backend auto|uring|uring-buffered|pthread] [--no-fio] "
+            "[--request BYTES] [--sqpoll 0|1] [--backend auto|uring|uring-buffered|pthread] [--no-fio] "
             "[--fio-opts ARGS]\n");
 }
 
@@ -359,6 +365,8 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--rounds") || !strcmp(a, "--repeat")) {
             o.rounds = atoi(v) > 0 ? atoi(v) : 1;
             if (o.rounds > MAXROUNDS) o.rounds = MAXROUNDS;
+        } else if (!strcmp(a, "--request")) {
+            if (zoff_parse_size(v, &o.request)) return usage(), 2;
         } else if (!strcmp(a, "--sqpoll")) {
             o.sqpoll = atoi(v) != 0;
         } else {
@@ -387,14 +395,20 @@ int main(int argc, char **argv) {
                     int strided = o.pat[pi], plain = o.bufs[bu];
                     size_t bs = o.bs[bi];
                     unsigned qd = o.qd[qi];
-                    if (o.size < bs) continue;
-                    size_t span = o.size / bs * bs * (strided ? 2 : 1);
-                    size_t moved = o.size / bs * bs;
+                    /* zoff's requests: one block each (as fio's), or --request bytes split
+                     * into block-size operations, enough of them outstanding to keep qd
+                     * operations in flight (the engine's pattern: a bucket's p, m, v) */
+                    size_t rlen = o.request > bs ? o.request / bs * bs : bs;
+                    unsigned nreq =
+                        rlen == bs ? qd : (unsigned)((qd * bs + rlen - 1) / rlen) + 1;
+                    if (o.size < rlen || (strided && rlen != bs)) continue;
+                    size_t span = o.size / rlen * rlen * (strided ? 2 : 1);
+                    size_t moved = o.size / rlen * rlen;
 
                     long long huge_before = proc_field("/proc/self/smaps_rollup", "AnonHugePages");
                     zoff_nvme_pool_config pc = zoff_nvme_pool_config_default();
-                    pc.buffer_size = bs;
-                    pc.budget = bs * qd;
+                    pc.buffer_size = rlen;
+                    pc.budget = rlen * nreq;
                     if (plain) {
                         pc.alloc = plain_alloc;
                         pc.free = plain_free;
@@ -434,7 +448,7 @@ int main(int argc, char **argv) {
                         zoff_nvme_swap_get_info(sw[cs], &info[cs]);
                         /* untimed first write: allocated extents become written ones, the
                          * state every later run (zoff's and fio's) finds */
-                        if (run_swap(&o, strided, 1, bs, qd, sw[cs], rg[cs], pool, NULL) < 0)
+                        if (run_swap(&o, strided, 1, rlen, nreq, sw[cs], rg[cs], pool, NULL) < 0)
                             return 1;
                         settle(o.dir);
                     }
@@ -493,7 +507,7 @@ int main(int argc, char **argv) {
                                     /* checksums off first on even rounds, on first on odd */
                                     for (int k = 0; k < o.n_cs; k++) {
                                         int cs = o.cs[(r % 2) ? o.n_cs - 1 - k : k];
-                                        double g = run_swap(&o, strided, w, bs, qd, sw[cs], rg[cs],
+                                        double g = run_swap(&o, strided, w, rlen, nreq, sw[cs], rg[cs],
                                                             pool, &zc[cs][w][r]);
                                         if (g < 0) failed = 1;
                                         zg[cs][w][r] = g;
@@ -519,14 +533,16 @@ int main(int argc, char **argv) {
                                    "\"block_size\":%zu,\"queue_depth\":%u,\"checksums\":%s,"
                                    "\"buffers\":\"%s\",\"zoff_huge_kib\":%lld,\"backend\":\"%s\","
                                    "\"direct\":%s,\"fixed_buffers\":%s,\"fixed_files\":%s,"
-                                   "\"sqpoll\":%s,\"bytes\":%zu,\"rounds\":%d,"
+                                   "\"sqpoll\":%s,\"request_size\":%zu,\"requests_outstanding\":%u,"
+                                   "\"bytes\":%zu,\"rounds\":%d,"
                                    "\"gbps_median\":%.4f,\"gbps_min\":%.4f,\"gbps_max\":%.4f",
                                    strided ? "strided" : "seq", w ? "write" : "read", bs, qd,
                                    cs ? "true" : "false", plain ? "plain" : "slab",
                                    huge_kib, zi->backend, zi->direct ? "true" : "false",
                                    zi->fixed_buffers ? "true" : "false",
                                    zi->fixed_files ? "true" : "false",
-                                   zi->sqpoll ? "true" : "false", moved, o.rounds, z.median, z.min,
+                                   zi->sqpoll ? "true" : "false", rlen, nreq, moved, o.rounds,
+                                   z.median, z.min,
                                    z.max);
                             /* CPU per GiB and the machine's load: on a shared 2-core VM, CPU
                              * spent on the I/O path (hashing above all) costs throughput */

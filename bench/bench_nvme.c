@@ -13,8 +13,9 @@
  * --iomem=malloc). Each round runs zoff and fio back to back for each direction, alternating
  * which goes first (write: zoff, fio / read: zoff, fio, then fio first in the next round;
  * zoff's checksums off before on, then on before off), with an untimed syncfs after every run
- * so that none pays for the write-back of the one before; a point's ratio is the median of the per-round ratios (each zoff run over the fio run
- * next to it in time); medians, minima and maxima of both GB/s are printed too.
+ * so that none pays for the write-back of the one before; a point's ratio is the median of the
+ * per-round ratios (each zoff run over the fio run next to it in time); medians, minima and maxima
+ * of both GB/s are printed too.
  *
  * fio's huge pages come from hugetlbfs (vm.nr_hugepages); where too few are free, the slab
  * points say so ("fio_unavailable") instead of comparing unlike buffers, and one warning line
@@ -36,9 +37,9 @@
  *              [--backend auto|uring|uring-buffered|pthread] [--no-fio] [--fio-opts ARGS]
  *
  * Defaults (about 75 s): 1 GiB per run (shorter runs scatter far more on a shared virtual
- * disk), seq, 1M and 4M blocks, depth 32, checksums off and on, both buffer kinds, 5 rounds. One JSON line per point, then one
- * summary line per (direction, checksums, buffers) with the median and worst point ratio
- * against the target (0.95 of fio checksums off, 0.9 on).
+ * disk), seq, 1M and 4M blocks, depth 32, checksums off and on, both buffer kinds, 5 rounds. One
+ * JSON line per point, then one summary line per (direction, checksums, buffers) with the median
+ * and worst point ratio against the target (0.95 of fio checksums off, 0.9 on).
  */
 #include "nvme/nvme.h"
 
@@ -294,11 +295,12 @@ static double run_fio(const opts *o, const char *file, size_t span, int strided,
 }
 
 static void usage(void) {
-    fprintf(stderr,
-            "usage: bench_nvme [--dir DIR] [--size BYTES] [--bs LIST] [--qd LIST] "
-            "[--patterns seq,strided] [--checksums off,on] [--buffers slab,plain] [--rounds N] "
-            "[--request BYTES] [--sqpoll 0|1] [--backend auto|uring|uring-buffered|pthread] [--no-fio] "
-            "[--fio-opts ARGS]\n");
+    fprintf(
+        stderr,
+        "usage: bench_nvme [--dir DIR] [--size BYTES] [--bs LIST] [--qd LIST] "
+        "[--patterns seq,strided] [--checksums off,on] [--buffers slab,plain] [--rounds N] "
+        "[--request BYTES] [--sqpoll 0|1] [--backend auto|uring|uring-buffered|pthread] [--no-fio] "
+        "[--fio-opts ARGS]\n");
 }
 
 /* Per (direction, checksums, buffers): the points' ratios, for the summary. */
@@ -399,8 +401,7 @@ int main(int argc, char **argv) {
                      * into block-size operations, enough of them outstanding to keep qd
                      * operations in flight (the engine's pattern: a bucket's p, m, v) */
                     size_t rlen = o.request > bs ? o.request / bs * bs : bs;
-                    unsigned nreq =
-                        rlen == bs ? qd : (unsigned)((qd * bs + rlen - 1) / rlen) + 1;
+                    unsigned nreq = rlen == bs ? qd : (unsigned)((qd * bs + rlen - 1) / rlen) + 1;
                     if (o.size < rlen || (strided && rlen != bs)) continue;
                     size_t span = o.size / rlen * rlen * (strided ? 2 : 1);
                     size_t moved = o.size / rlen * rlen;
@@ -507,8 +508,8 @@ int main(int argc, char **argv) {
                                     /* checksums off first on even rounds, on first on odd */
                                     for (int k = 0; k < o.n_cs; k++) {
                                         int cs = o.cs[(r % 2) ? o.n_cs - 1 - k : k];
-                                        double g = run_swap(&o, strided, w, rlen, nreq, sw[cs], rg[cs],
-                                                            pool, &zc[cs][w][r]);
+                                        double g = run_swap(&o, strided, w, rlen, nreq, sw[cs],
+                                                            rg[cs], pool, &zc[cs][w][r]);
                                         if (g < 0) failed = 1;
                                         zg[cs][w][r] = g;
                                         settle(o.dir);
@@ -537,28 +538,28 @@ int main(int argc, char **argv) {
                                    "\"bytes\":%zu,\"rounds\":%d,"
                                    "\"gbps_median\":%.4f,\"gbps_min\":%.4f,\"gbps_max\":%.4f",
                                    strided ? "strided" : "seq", w ? "write" : "read", bs, qd,
-                                   cs ? "true" : "false", plain ? "plain" : "slab",
-                                   huge_kib, zi->backend, zi->direct ? "true" : "false",
+                                   cs ? "true" : "false", plain ? "plain" : "slab", huge_kib,
+                                   zi->backend, zi->direct ? "true" : "false",
                                    zi->fixed_buffers ? "true" : "false",
                                    zi->fixed_files ? "true" : "false",
                                    zi->sqpoll ? "true" : "false", rlen, nreq, moved, o.rounds,
-                                   z.median, z.min,
-                                   z.max);
+                                   z.median, z.min, z.max);
                             /* CPU per GiB and the machine's load: on a shared 2-core VM, CPU
                              * spent on the I/O path (hashing above all) costs throughput */
                             printf(",\"zoff_threads\":\"caller + %s\",\"loadavg_1m\":%.2f,"
                                    "\"cpu_ms_per_gib\":%.1f",
                                    strncmp(zi->backend, "io_uring", 8) ? "pthread workers"
                                                                        : "1 io_uring thread",
-                                   load1,
-                                   stats_of(zc[cs][w], o.rounds).median);
+                                   load1, stats_of(zc[cs][w], o.rounds).median);
                             if (o.fio)
-                                printf(",\"fio_iomem\":\"%s\",\"fio_file\":\"%s\",\"fio_numjobs\":1",
-                                       plain ? "malloc" : "mmaphuge",
-                                       fcs == cs ? "zoff's swap file (this swap's)"
-                                                 : "zoff's swap file (the checksums-off swap's)");
+                                printf(
+                                    ",\"fio_iomem\":\"%s\",\"fio_file\":\"%s\",\"fio_numjobs\":1",
+                                    plain ? "malloc" : "mmaphuge",
+                                    fcs == cs ? "zoff's swap file (this swap's)"
+                                              : "zoff's swap file (the checksums-off swap's)");
                             if (nr)
-                                printf(",\"fio_cpu_ms_per_gib\":%.1f", stats_of(fc[w], o.rounds).median);
+                                printf(",\"fio_cpu_ms_per_gib\":%.1f",
+                                       stats_of(fc[w], o.rounds).median);
                             if (nr) {
                                 double target = cs ? 0.9 : 0.95;
                                 printf(",\"fio_gbps_median\":%.4f,\"fio_gbps_min\":%.4f,"

@@ -27,14 +27,16 @@
  * submitted as soon as any completes; or, with --request BYTES (seq only), as the engine
  * drives it: requests of BYTES each, which the swapper splits into block-size operations,
  * queue_depth operations in flight (fio unchanged: the same bytes, block size and depth).
- * Threads: fio numjobs=1 submits and reaps on one thread;
- * zoff's caller thread submits (and hashes, checksums on) while its io_uring thread submits
- * and reaps, as in training.
+ * Threads: fio numjobs=1 submits and reaps on one thread; zoff's caller thread submits (and
+ * hashes, checksums on) while its io_uring thread submits and reaps, as in training. Each
+ * point also prints the CPU time per GiB of both (zoff: the whole process; fio: its job
+ * thread) and the load average, since on a shared 2-core machine CPU spent on the I/O path
+ * costs throughput.
  *
  *   bench_nvme [--dir DIR] [--size BYTES] [--bs 1M,4M] [--qd 32] [--patterns seq,strided]
  *              [--checksums off,on] [--buffers slab,plain] [--rounds N] [--request BYTES]
- *              [--sqpoll 0|1]
- *              [--backend auto|uring|uring-buffered|pthread] [--no-fio] [--fio-opts ARGS]
+ *              [--sqpoll 0|1] [--backend auto|uring|uring-buffered|pthread] [--no-fio]
+ *              [--fio-opts ARGS]
  *
  * Defaults (about 75 s): 1 GiB per run (shorter runs scatter far more on a shared virtual
  * disk), seq, 1M and 4M blocks, depth 32, checksums off and on, both buffer kinds, 5 rounds. One

@@ -1,38 +1,64 @@
-/* bench_nvme: swap-out (write) and swap-in (read) throughput of the nvme swapper, sequential
- * and strided (every other block), over block sizes and queue depths, checksums off and on;
- * for each point, in the same run and on the same file system, fio with ioengine=io_uring
- * and direct=1 on the same pattern, block size and depth, with the same kind of buffers as the
- * swapper's (slab: zoff's 2 MiB-aligned huge-page slab, fio --iomem=mmaphuge; plain: 4 KiB
- * pages, fio --iomem=malloc) and the same io_uring set-up as the swapper reports for itself
- * (registered buffers: --fixedbufs; registered files: --registerfiles; SQPOLL: --sqthread_poll;
- * O_DIRECT or not), and the ratio per buffer kind. One JSON line per measured point.
- * fio's huge pages come from hugetlbfs (vm.nr_hugepages); where none are reserved fio cannot
- * run that way, and the slab points say so ("fio_error") instead of comparing unlike buffers.
+/* bench_nvme: swap-out (write) and swap-in (read) throughput of the nvme swapper against fio
+ * on the same file, block size, queue depth and buffers, time-interleaved over several rounds
+ * so that the ratio survives a noisy shared disk.
+ *
+ * For each point (pattern, block size, queue depth) and buffer kind, one swap per checksum
+ * setting is created (files preallocated as the engine does, then written once untimed so
+ * that every later run overwrites allocated, written blocks); fio then runs on the swap file
+ * of the checksums-off swap itself (--filename=<zoff's file>, the same offsets, block size,
+ * iodepth, O_DIRECT, numjobs=1), with the same io_uring set-up as the swapper reports
+ * (registered buffers: --fixedbufs; registered files: --registerfiles; SQPOLL:
+ * --sqthread_poll) and the same kind of buffers (slab: zoff's 2 MiB-aligned huge-page slab,
+ * fio --iomem=mmaphuge; plain: 4 KiB pages, one posix_memalign per buffer, fio
+ * --iomem=malloc). Each round runs zoff and fio back to back for each direction, alternating
+ * which goes first (write: zoff, fio / read: zoff, fio, then fio first in the next round;
+ * zoff's checksums off before on, then on before off), with an untimed syncfs after every run
+ * so that none pays for the write-back of the one before; a point's ratio is the median of the
+ * per-round ratios (each zoff run over the fio run next to it in time); medians, minima and maxima
+ * of both GB/s are printed too.
+ *
+ * fio's huge pages come from hugetlbfs (vm.nr_hugepages); where too few are free, the slab
+ * points say so ("fio_unavailable") instead of comparing unlike buffers, and one warning line
+ * says how many to reserve. The swapper's slab uses transparent huge pages (madvise):
+ * "zoff_huge_kib" says how much of it the kernel actually backed with huge pages.
  *
  * The swapper is driven the way fio drives the disk: requests of one block each, queue_depth
- * of them outstanding, buffers from a pool registered with io_uring.
+ * of them outstanding, buffers from a pool registered with io_uring, the next request
+ * submitted as soon as any completes; or, with --request BYTES (seq only), as the engine
+ * drives it: requests of BYTES each, which the swapper splits into block-size operations,
+ * queue_depth operations in flight (fio unchanged: the same bytes, block size and depth).
+ * Threads: fio numjobs=1 submits and reaps on one thread; zoff's caller thread submits (and
+ * hashes, checksums on) while its io_uring thread submits and reaps, as in training. Each
+ * point also prints the CPU time per GiB of both (zoff: the whole process; fio: its job
+ * thread) and the load average, since on a shared 2-core machine CPU spent on the I/O path
+ * costs throughput.
  *
- *   bench_nvme [--dir DIR] [--size BYTES] [--bs 128K,1M,8M] [--qd 1,8,32]
- *              [--patterns seq,strided] [--checksums off,on] [--backend
- * auto|uring|uring-buffered|pthread]
- *              [--buffers slab,plain] [--repeat N] [--no-fio] [--fio-opts ARGS]
+ *   bench_nvme [--dir DIR] [--size BYTES] [--bs 1M,4M] [--qd 32] [--patterns seq,strided]
+ *              [--checksums off,on] [--buffers slab,plain] [--rounds N] [--request BYTES]
+ *              [--sqpoll 0|1] [--backend auto|uring|uring-buffered|pthread] [--no-fio]
+ *              [--fio-opts ARGS]
  *
- * Defaults: 256 MiB per point, best of 2 interleaved repeats, both buffer kinds.
- * After the points, one summary line per (direction, checksums, buffers): the best point's
- * GB/s against fio's best point in the same run, and the median of the per-point ratios.
+ * Defaults (about 75 s): 1 GiB per run (shorter runs scatter far more on a shared virtual
+ * disk), seq, 1M and 4M blocks, depth 32, checksums off and on, both buffer kinds, 5 rounds. One
+ * JSON line per point, then one summary line per (direction, checksums, buffers) with the median
+ * and worst point ratio against the target (0.95 of fio checksums off, 0.9 on).
  */
 #include "nvme/nvme.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
-#define MAXL 16
+#define MAXL      16
+#define MAXROUNDS 64
+#define MAXPOINTS 256
 
 typedef struct opts {
     const char *dir;
@@ -44,14 +70,15 @@ typedef struct opts {
     int pat[2], n_pat; /* 0 seq, 1 strided */
     int cs[2], n_cs;
     zoff_nvme_backend backend;
-    int repeat;
+    int rounds;
+    int sqpoll;
     int fio;
     const char *fio_opts; /* extra fio arguments, appended (e.g. "--hipri=1") */
     int bufs[2], n_bufs;  /* 0: the pool's default huge-page slab, 1: plain 4 KiB pages */
+    size_t request;       /* zoff's request length (0: one block), split into block-size ops */
 } opts;
 
-/* "plain" buffers: one posix_memalign per buffer, as fio allocates its own; to compare the
- * engine alone with fio on equal memory. */
+/* "plain" buffers: one posix_memalign per buffer, 4 KiB pages, as fio --iomem=malloc. */
 static void *plain_alloc(size_t n, void *user) {
     (void)user;
     void *p = NULL;
@@ -62,13 +89,6 @@ static void plain_free(void *p, size_t n, void *user) {
     (void)n, (void)user;
     free(p);
 }
-
-typedef struct best_rec {
-    double gbps, fio;
-    size_t bs;
-    unsigned qd;
-    int strided;
-} best_rec;
 
 static double now(void) {
     struct timespec t;
@@ -87,29 +107,108 @@ static int parse_sizes(const char *s, size_t *out, int max) {
     return n;
 }
 
-/* Runs one direction of one point through the swapper; GB/s or a negative error. */
-static double run_swap(const opts *o, int strided, int write, size_t bs, unsigned qd, int cs,
-                       zoff_nvme_swap *s, zoff_nvme_region *g, zoff_nvme_pool *pool) {
-    size_t n = o->size / bs;
-    zoff_nvme_request **reqs = calloc(qd, sizeof *reqs);
-    void **bufs = calloc(qd, sizeof *bufs);
-    for (unsigned i = 0; i < qd; i++) {
-        zoff_nvme_pool_acquire(pool, &bufs[i]);
-        if (write) memset(bufs[i], (int)i + 1, bs);
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct stats {
+    double median, min, max;
+} stats;
+
+static stats stats_of(const double *v, int n) {
+    stats s = {0, 0, 0};
+    if (n <= 0) return s;
+    double t[MAXPOINTS > MAXROUNDS ? MAXPOINTS : MAXROUNDS];
+    if (n > (int)(sizeof t / sizeof t[0])) n = (int)(sizeof t / sizeof t[0]);
+    memcpy(t, v, (size_t)n * sizeof *t);
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    s.median = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+    s.min = t[0];
+    s.max = t[n - 1];
+    return s;
+}
+
+/* A field of /proc/meminfo-style text ("HugePages_Free:  12"), or -1. */
+static long long proc_field(const char *file, const char *key) {
+    FILE *f = fopen(file, "r");
+    if (!f) return -1;
+    char line[256];
+    long long v = -1;
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, kl) && line[kl] == ':') {
+            v = atoll(line + kl + 1);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+/* Bytes of hugetlbfs pages free now (what fio --iomem=mmaphuge allocates from). */
+static long long hugetlb_free_bytes(void) {
+    long long n = proc_field("/proc/meminfo", "HugePages_Free");
+    long long kib = proc_field("/proc/meminfo", "Hugepagesize");
+    return n < 0 || kib < 0 ? 0 : n * kib * 1024;
+}
+
+/* Incompressible data (xorshift64), as fio writes by default: a constant pattern could be
+ * cheaper for a virtual disk that compresses or deduplicates, and flatter zoff. */
+static void fill_random(void *buf, size_t bytes, uint64_t *seed) {
+    uint64_t x = *seed, *p = buf;
+    for (size_t i = 0; i < bytes / sizeof *p; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        p[i] = x;
     }
-    double t0 = now();
+    *seed = x;
+}
+
+/* CPU seconds this process has used so far, all threads (the swapper's I/O thread too). */
+static double cpu_now(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
+/* Untimed, between runs: flushes the file system (and with it the virtual disk's write-back
+ * cache on a VM), so that no run pays for the previous run's writes. */
+static void settle(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    if (syncfs(fd) != 0) fprintf(stderr, "bench_nvme: syncfs %s: %s\n", dir, strerror(errno));
+    close(fd);
+}
+
+/* One direction of one point through the swapper: requests of rlen bytes (the swap splits
+ * them into block-size operations), nreq of them outstanding; GB/s or -1 on error (printed),
+ * and the CPU milliseconds it took per GiB moved in *cpu_ms_gib (may be NULL). */
+static double run_swap(const opts *o, int strided, int write, size_t rlen, unsigned nreq,
+                       zoff_nvme_swap *s, zoff_nvme_region *g, zoff_nvme_pool *pool,
+                       double *cpu_ms_gib) {
+    size_t n = o->size / rlen;
+    zoff_nvme_request **reqs = calloc(nreq, sizeof *reqs);
+    void **bufs = calloc(nreq, sizeof *bufs);
+    static uint64_t seed = 0x9e3779b97f4a7c15ull;
+    for (unsigned i = 0; i < nreq; i++) {
+        zoff_nvme_pool_acquire(pool, &bufs[i]);
+        if (write) fill_random(bufs[i], rlen, &seed);
+    }
+    double t0 = now(), c0 = cpu_now();
     int err = 0;
     size_t next = 0;
-    for (unsigned i = 0; i < qd && next < n; i++, next++) {
-        uint64_t off = (uint64_t)next * bs * (strided ? 2 : 1);
-        err = write ? zoff_nvme_submit_write(s, g, off, bufs[i], bs, &reqs[i])
-                    : zoff_nvme_submit_read(s, g, off, bufs[i], bs, &reqs[i]);
+    for (unsigned i = 0; i < nreq && next < n; i++, next++) {
+        uint64_t off = (uint64_t)next * rlen * (strided ? 2 : 1);
+        err = write ? zoff_nvme_submit_write(s, g, off, bufs[i], rlen, &reqs[i])
+                    : zoff_nvme_submit_read(s, g, off, bufs[i], rlen, &reqs[i]);
         if (err) break;
     }
     /* refill whichever request finishes first, as fio reaps completions in any order */
     for (size_t done = 0; !err && done < n; done++) {
         int res = 0;
-        int i = zoff_nvme_wait_any(reqs, qd, &res);
+        int i = zoff_nvme_wait_any(reqs, nreq, &res);
         if (i < 0) {
             err = i;
             break;
@@ -118,48 +217,47 @@ static double run_swap(const opts *o, int strided, int write, size_t bs, unsigne
         reqs[i] = NULL;
         if ((err = res)) break;
         if (next < n) {
-            uint64_t off = (uint64_t)next * bs * (strided ? 2 : 1);
-            err = write ? zoff_nvme_submit_write(s, g, off, bufs[i], bs, &reqs[i])
-                        : zoff_nvme_submit_read(s, g, off, bufs[i], bs, &reqs[i]);
+            uint64_t off = (uint64_t)next * rlen * (strided ? 2 : 1);
+            err = write ? zoff_nvme_submit_write(s, g, off, bufs[i], rlen, &reqs[i])
+                        : zoff_nvme_submit_read(s, g, off, bufs[i], rlen, &reqs[i]);
             next++;
         }
     }
     double t = now() - t0;
-    for (unsigned i = 0; i < qd; i++) {
+    if (cpu_ms_gib) *cpu_ms_gib = (cpu_now() - c0) * 1e3 / ((double)(n * rlen) / (1 << 30));
+    for (unsigned i = 0; i < nreq; i++) {
         if (reqs[i]) zoff_nvme_request_free(reqs[i]);
         zoff_nvme_pool_release(pool, bufs[i]);
     }
     free(reqs);
     free(bufs);
-    (void)cs;
     if (err) {
         fprintf(stderr, "bench_nvme: %s failed: %s (%s)\n", write ? "write" : "read",
                 zoff_strerror(err), zoff_last_error_detail());
         return -1;
     }
-    return (double)(n * bs) / t / 1e9;
+    return (double)(n * rlen) / t / 1e9;
 }
 
-/* fio with ioengine=io_uring, direct=1 on the same pattern and kind of buffers (huge: hugetlbfs
- * pages, as zoff's slab; else malloc'd 4 KiB pages); GB/s, or -1 if fio did not run, or -(errno)
- * - 1 if fio ran and reported the job's error (e.g. 12, ENOMEM: no huge pages reserved). */
-static double run_fio(const opts *o, int strided, int write, size_t bs, unsigned qd, int huge,
-                      const zoff_nvme_swap_info *zi) {
-    char path[4096], cmd[8192];
-    snprintf(path, sizeof path, "%s/zoff-bench-fio.dat", o->dir);
-    if (write) unlink(path);
-    char rw[64];
+/* fio on `file` (zoff's swap file), bytes [0, span), the same pattern, block size, depth,
+ * io_uring set-up and kind of buffers; GB/s, or -1 if fio did not run or printed no result,
+ * or -(errno) - 1 if fio ran and reported the job's error. *cpu_ms_gib: fio's CPU time
+ * (usr + sys over its job's runtime) per GiB moved. */
+static double run_fio(const opts *o, const char *file, size_t span, int strided, int write,
+                      size_t bs, unsigned qd, int huge, const zoff_nvme_swap_info *zi,
+                      double *cpu_ms_gib) {
+    char cmd[8192], rw[64];
     if (strided)
         snprintf(rw, sizeof rw, "%s:%zu", write ? "write" : "read", bs);
     else
         snprintf(rw, sizeof rw, "%s", write ? "write" : "read");
     snprintf(cmd, sizeof cmd,
-             "fio --name=zoff --filename=%s --size=%zu --bs=%zu --iodepth=%u "
+             "fio --name=zoff --filename=%s --offset=0 --size=%zu --allow_file_create=0 "
+             "--fallocate=none --bs=%zu --iodepth=%u --numjobs=1 --thread "
              "--ioengine=io_uring --direct=%d --rw=%s --iomem=%s --fixedbufs=%d "
              "--registerfiles=%d --sqthread_poll=%d --output-format=json %s 2>/dev/null",
-             path, o->size * (strided ? 2 : 1), bs, qd, zi->direct, rw,
-             huge ? "mmaphuge" : "malloc", zi->fixed_buffers, !strncmp(zi->backend, "io_uring", 8),
-             zi->sqpoll, o->fio_opts ? o->fio_opts : "");
+             file, span, bs, qd, zi->direct, rw, huge ? "mmaphuge" : "malloc", zi->fixed_buffers,
+             zi->fixed_files, zi->sqpoll, o->fio_opts ? o->fio_opts : "");
     FILE *f = popen(cmd, "r");
     if (!f) return -1;
     size_t cap = 1 << 16, len = 0;
@@ -184,45 +282,52 @@ static double run_fio(const opts *o, int strided, int write, size_t bs, unsigned
         gbs = -(double)jerr->valueint - 1;
     else if (bw && cJSON_IsNumber(bw))
         gbs = bw->valuedouble / 1e9;
+    cJSON *usr = job ? cJSON_GetObjectItem(job, "usr_cpu") : NULL;
+    cJSON *sys = job ? cJSON_GetObjectItem(job, "sys_cpu") : NULL;
+    cJSON *rt = job ? cJSON_GetObjectItem(job, "job_runtime") : NULL;
+    cJSON *io = dir ? cJSON_GetObjectItem(dir, "io_bytes") : NULL;
+    *cpu_ms_gib = 0;
+    if (cJSON_IsNumber(usr) && cJSON_IsNumber(sys) && cJSON_IsNumber(rt) && cJSON_IsNumber(io) &&
+        io->valuedouble > 0)
+        *cpu_ms_gib = (usr->valuedouble + sys->valuedouble) / 100 * rt->valuedouble /
+                      (io->valuedouble / (1 << 30));
     cJSON_Delete(j);
     free(out);
     return gbs;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
+static void usage(void) {
+    fprintf(
+        stderr,
+        "usage: bench_nvme [--dir DIR] [--size BYTES] [--bs LIST] [--qd LIST] "
+        "[--patterns seq,strided] [--checksums off,on] [--buffers slab,plain] [--rounds N] "
+        "[--request BYTES] [--sqpoll 0|1] [--backend auto|uring|uring-buffered|pthread] [--no-fio] "
+        "[--fio-opts ARGS]\n");
 }
 
-static void usage(void) {
-    fprintf(stderr, "usage: bench_nvme [--dir DIR] [--size BYTES] [--bs LIST] [--qd LIST] "
-                    "[--patterns seq,strided] [--checksums off,on] [--backend "
-                    "auto|uring|uring-buffered|pthread] [--buffers slab,plain] [--repeat N] "
-                    "[--no-fio] [--fio-opts ARGS]\n");
-}
+/* Per (direction, checksums, buffers): the points' ratios, for the summary. */
+typedef struct summary {
+    double ratios[MAXPOINTS];
+    int n;
+    int fio_missing; /* points without a fio baseline */
+} summary;
 
 int main(int argc, char **argv) {
     opts o = {.dir = "/tmp",
-              .size = (size_t)256 << 20,
-              .bs = {128 << 10, 1 << 20, 8 << 20},
-              .n_bs = 3,
-              .qd = {1, 8, 32},
-              .n_qd = 3,
+              .size = (size_t)1 << 30,
+              .bs = {1 << 20, 4 << 20},
+              .n_bs = 2,
+              .qd = {32},
+              .n_qd = 1,
               .pat = {0, 1},
-              .n_pat = 2,
+              .n_pat = 1,
               .cs = {0, 1},
               .n_cs = 2,
               .backend = ZOFF_NVME_BACKEND_AUTO,
-              .repeat = 2,
+              .rounds = 5,
               .fio = 1,
               .bufs = {0, 1},
               .n_bufs = 2};
-    best_rec best_all[2][2][2] = {{{{0}}}}; /* [write][checksums][plain] */
-    /* per-point ratios, for the median: a shared disk makes single points noisy */
-    double ratios[2][2][2][256];
-    int n_ratios[2][2][2] = {{{0}}};
-    double fio_best[2][2] = {{0}}; /* [write][plain] */
-    int fio_err[2] = {0, 0};       /* [plain]: fio's job error for that buffer kind, if any */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--no-fio")) {
@@ -261,13 +366,19 @@ int main(int argc, char **argv) {
             if (strstr(v, "plain")) o.bufs[o.n_bufs++] = 1;
         } else if (!strcmp(a, "--fio-opts")) {
             o.fio_opts = v;
-        } else if (!strcmp(a, "--repeat")) {
-            o.repeat = atoi(v) > 0 ? atoi(v) : 1;
+        } else if (!strcmp(a, "--rounds") || !strcmp(a, "--repeat")) {
+            o.rounds = atoi(v) > 0 ? atoi(v) : 1;
+            if (o.rounds > MAXROUNDS) o.rounds = MAXROUNDS;
+        } else if (!strcmp(a, "--request")) {
+            if (zoff_parse_size(v, &o.request)) return usage(), 2;
+        } else if (!strcmp(a, "--sqpoll")) {
+            o.sqpoll = atoi(v) != 0;
         } else {
             usage();
             return 2;
         }
     }
+    if (!o.n_pat || !o.n_cs || !o.n_bufs) return usage(), 2;
     if (o.fio && system("fio --version >/dev/null 2>&1") != 0) {
         fprintf(stderr, "bench_nvme: fio not found; running without the fio baseline\n");
         o.fio = 0;
@@ -277,130 +388,229 @@ int main(int argc, char **argv) {
     if (zoff_nvme_probe(o.dir, &pr) == 0)
         fprintf(stderr, "bench_nvme: %s is %s, auto backend %s\n", o.dir, pr.fs_type, pr.backend);
 
+    static summary sum[2][2][2]; /* [write][checksums][plain] */
+    int warned_huge = 0;
+    double t_start = now();
+
     for (int pi = 0; pi < o.n_pat; pi++)
         for (int bi = 0; bi < o.n_bs; bi++)
-            for (int qi = 0; qi < o.n_qd; qi++) {
-                int strided = o.pat[pi];
-                size_t bs = o.bs[bi];
-                unsigned qd = o.qd[qi];
-                if (o.size < bs) continue;
-                /* best of `repeat` for each measured configuration, interleaved with fio */
-                double best[2][2][2] = {{{0}}}, fbest[2][2] = {{0}}; /* [plain][cs][write] */
-                const char *bname = "?";
-                zoff_nvme_swap_info binfo[2] = {{.backend = "?"}, {.backend = "?"}}; /* [plain] */
-                for (int rep = 0; rep < o.repeat; rep++) {
-                    for (int bu = 0; bu < o.n_bufs; bu++) {
-                        int plain = o.bufs[bu];
-                        zoff_nvme_pool_config pc = zoff_nvme_pool_config_default();
-                        pc.buffer_size = bs;
-                        pc.budget = bs * qd;
-                        if (plain) {
-                            pc.alloc = plain_alloc;
-                            pc.free = plain_free;
-                        }
-                        zoff_nvme_pool *pool;
-                        if (zoff_nvme_pool_create(&pc, &pool)) return 1;
-                        for (int ci = 0; ci < o.n_cs; ci++) {
-                            int cs = o.cs[ci];
-                            zoff_nvme_config c = zoff_nvme_config_default();
-                            c.dirs[0] = o.dir;
-                            c.n_dirs = 1;
-                            size_t span = o.size / bs * bs * (strided ? 2 : 1);
-                            c.capacity = span;
-                            c.block_size = bs;
-                            c.stripe_size = bs > ((size_t)1 << 20) ? bs : (size_t)1 << 20;
-                            c.queue_depth = qd;
-                            c.checksums = cs;
-                            c.checksum_block = bs < ((size_t)64 << 10) ? bs : (size_t)64 << 10;
-                            c.backend = o.backend;
-                            c.pool = pool;
-                            zoff_nvme_swap *s;
-                            zoff_nvme_region *g;
-                            if (zoff_nvme_swap_create(&c, &s) ||
-                                zoff_nvme_region_define(s, "bench", span, &g)) {
-                                fprintf(stderr, "bench_nvme: setup failed: %s\n",
-                                        zoff_last_error_detail());
-                                return 1;
-                            }
-                            zoff_nvme_swap_info info;
-                            zoff_nvme_swap_get_info(s, &info);
-                            bname = info.backend;
-                            binfo[plain] = info;
-                            for (int w = 1; w >= 0; w--) {
-                                double gbs = run_swap(&o, strided, w, bs, qd, cs, s, g, pool);
-                                if (gbs > best[plain][cs][w]) best[plain][cs][w] = gbs;
-                            }
-                            zoff_nvme_swap_destroy(s);
-                        }
-                        zoff_nvme_pool_destroy(pool);
+            for (int qi = 0; qi < o.n_qd; qi++)
+                for (int bu = 0; bu < o.n_bufs; bu++) {
+                    int strided = o.pat[pi], plain = o.bufs[bu];
+                    size_t bs = o.bs[bi];
+                    unsigned qd = o.qd[qi];
+                    /* zoff's requests: one block each (as fio's), or --request bytes split
+                     * into block-size operations, enough of them outstanding to keep qd
+                     * operations in flight (the engine's pattern: a bucket's p, m, v) */
+                    size_t rlen = o.request > bs ? o.request / bs * bs : bs;
+                    unsigned nreq = rlen == bs ? qd : (unsigned)((qd * bs + rlen - 1) / rlen) + 1;
+                    if (o.size < rlen || (strided && rlen != bs)) continue;
+                    size_t span = o.size / rlen * rlen * (strided ? 2 : 1);
+                    size_t moved = o.size / rlen * rlen;
+
+                    long long huge_before = proc_field("/proc/self/smaps_rollup", "AnonHugePages");
+                    zoff_nvme_pool_config pc = zoff_nvme_pool_config_default();
+                    pc.buffer_size = rlen;
+                    pc.budget = rlen * nreq;
+                    if (plain) {
+                        pc.alloc = plain_alloc;
+                        pc.free = plain_free;
                     }
-                    if (o.fio)
-                        for (int bu = 0; bu < o.n_bufs; bu++)
-                            for (int w = 1; w >= 0; w--) {
-                                int plain = o.bufs[bu];
-                                double f = run_fio(&o, strided, w, bs, qd, !plain, &binfo[plain]);
-                                if (f < -1) fio_err[plain] = (int)(-f - 1);
-                                if (f > fbest[plain][w]) fbest[plain][w] = f;
+                    zoff_nvme_pool *pool;
+                    if (zoff_nvme_pool_create(&pc, &pool)) {
+                        fprintf(stderr, "bench_nvme: pool: %s\n", zoff_last_error_detail());
+                        return 1;
+                    }
+                    long long huge_kib =
+                        proc_field("/proc/self/smaps_rollup", "AnonHugePages") - huge_before;
+
+                    /* one swap per checksum setting, all alive for the whole point */
+                    zoff_nvme_swap *sw[2] = {NULL, NULL};
+                    zoff_nvme_region *rg[2] = {NULL, NULL};
+                    zoff_nvme_swap_info info[2];
+                    for (int ci = 0; ci < o.n_cs; ci++) {
+                        int cs = o.cs[ci];
+                        zoff_nvme_config c = zoff_nvme_config_default();
+                        c.dirs[0] = o.dir;
+                        c.n_dirs = 1;
+                        c.capacity = span;
+                        c.block_size = bs;
+                        c.stripe_size = bs > ((size_t)1 << 20) ? bs : (size_t)1 << 20;
+                        c.queue_depth = qd;
+                        c.checksums = cs;
+                        c.checksum_block = bs < ((size_t)64 << 10) ? bs : (size_t)64 << 10;
+                        c.backend = o.backend;
+                        c.sqpoll = o.sqpoll;
+                        c.pool = pool;
+                        if (zoff_nvme_swap_create(&c, &sw[cs]) ||
+                            zoff_nvme_region_define(sw[cs], "bench", span, &rg[cs])) {
+                            fprintf(stderr, "bench_nvme: setup failed: %s\n",
+                                    zoff_last_error_detail());
+                            return 1;
+                        }
+                        zoff_nvme_swap_get_info(sw[cs], &info[cs]);
+                        /* untimed first write: allocated extents become written ones, the
+                         * state every later run (zoff's and fio's) finds */
+                        if (run_swap(&o, strided, 1, rlen, nreq, sw[cs], rg[cs], pool, NULL) < 0)
+                            return 1;
+                        settle(o.dir);
+                    }
+                    /* fio's file: the checksums-off swap's (fio's data there does not
+                     * disturb zoff, which rewrites it before reading it back unhashed) */
+                    int fcs = sw[0] ? 0 : 1;
+                    const zoff_nvme_swap_info *fi = &info[fcs];
+                    const char *fio_file = fi->files[0];
+                    const char *fio_unavailable = NULL;
+                    char why[256];
+                    if (o.fio && !plain) {
+                        long long need = (long long)bs * qd + (2 << 20);
+                        long long have = hugetlb_free_bytes();
+                        if (have < need) {
+                            snprintf(why, sizeof why,
+                                     "fio --iomem=mmaphuge needs %lld MiB of hugetlbfs pages, "
+                                     "%lld MiB free (vm.nr_hugepages)",
+                                     need >> 20, have >> 20);
+                            fio_unavailable = why;
+                            if (!warned_huge++)
+                                printf("{\"bench\":\"nvme\",\"warning\":\"no huge pages for fio: "
+                                       "%s; slab points have no fio baseline; reserve them with "
+                                       "`sysctl vm.nr_hugepages=%lld` (root)\"}\n",
+                                       why, (need >> 21) + 16);
+                        }
+                    }
+                    int use_fio = o.fio && !fio_unavailable;
+
+                    double zg[2][2][MAXROUNDS] = {{{0}}}; /* [cs][write][round] */
+                    double fg[2][MAXROUNDS] = {{0}};      /* [write][round] */
+                    double zc[2][2][MAXROUNDS] = {{{0}}}; /* CPU ms per GiB, as zg */
+                    double fc[2][MAXROUNDS] = {{0}};
+                    double load1 = 0;
+                    FILE *lf = fopen("/proc/loadavg", "r");
+                    if (lf) {
+                        if (fscanf(lf, "%lf", &load1) != 1) load1 = 0;
+                        fclose(lf);
+                    }
+                    int fio_err = 0, failed = 0;
+                    for (int r = 0; r < o.rounds && !failed; r++) {
+                        /* fio first on odd rounds, unless fio's file holds checksummed data,
+                         * which zoff must rewrite after fio and before reading it */
+                        int fio_first = (r % 2) && fcs == 0;
+                        for (int w = 1; w >= 0 && !failed; w--) {
+                            for (int step = 0; step < 2; step++) {
+                                int do_fio = step == 0 ? fio_first : !fio_first;
+                                if (fcs == 1) do_fio = step == (w ? 0 : 1);
+                                if (do_fio) {
+                                    if (!use_fio) continue;
+                                    double f = run_fio(&o, fio_file, span, strided, w, bs, qd,
+                                                       !plain, fi, &fc[w][r]);
+                                    if (f < -1) fio_err = (int)(-f - 1);
+                                    fg[w][r] = f > 0 ? f : 0;
+                                    settle(o.dir);
+                                } else {
+                                    /* checksums off first on even rounds, on first on odd */
+                                    for (int k = 0; k < o.n_cs; k++) {
+                                        int cs = o.cs[(r % 2) ? o.n_cs - 1 - k : k];
+                                        double g = run_swap(&o, strided, w, rlen, nreq, sw[cs],
+                                                            rg[cs], pool, &zc[cs][w][r]);
+                                        if (g < 0) failed = 1;
+                                        zg[cs][w][r] = g;
+                                        settle(o.dir);
+                                    }
+                                }
                             }
-                }
-                for (int w = 1; w >= 0; w--)
-                    for (int bu = 0; bu < o.n_bufs; bu++) {
-                        int plain = o.bufs[bu];
-                        double fb = fbest[plain][w];
-                        if (fb > fio_best[w][plain]) fio_best[w][plain] = fb;
+                        }
+                    }
+                    for (int w = 1; w >= 0; w--)
                         for (int ci = 0; ci < o.n_cs; ci++) {
                             int cs = o.cs[ci];
-                            double gb = best[plain][cs][w];
-                            best_rec *br = &best_all[w][cs][plain];
-                            if (gb > br->gbps) *br = (best_rec){gb, fb, bs, qd, strided};
-                            if (fb > 0 && n_ratios[w][cs][plain] < 256)
-                                ratios[w][cs][plain][n_ratios[w][cs][plain]++] = gb / fb;
+                            const zoff_nvme_swap_info *zi = &info[cs];
+                            double rat[MAXROUNDS];
+                            int nr = 0;
+                            for (int r = 0; r < o.rounds; r++)
+                                if (fg[w][r] > 0 && zg[cs][w][r] > 0)
+                                    rat[nr++] = zg[cs][w][r] / fg[w][r];
+                            stats z = stats_of(zg[cs][w], o.rounds), f = stats_of(fg[w], o.rounds),
+                                  q = stats_of(rat, nr);
+                            summary *sm = &sum[w][cs][plain];
                             printf("{\"bench\":\"nvme\",\"pattern\":\"%s\",\"direction\":\"%s\","
                                    "\"block_size\":%zu,\"queue_depth\":%u,\"checksums\":%s,"
-                                   "\"buffers\":\"%s\",\"backend\":\"%s\",\"bytes\":%zu,"
-                                   "\"gbps\":%.4f",
+                                   "\"buffers\":\"%s\",\"zoff_huge_kib\":%lld,\"backend\":\"%s\","
+                                   "\"direct\":%s,\"fixed_buffers\":%s,\"fixed_files\":%s,"
+                                   "\"sqpoll\":%s,\"request_size\":%zu,\"requests_outstanding\":%u,"
+                                   "\"bytes\":%zu,\"rounds\":%d,"
+                                   "\"gbps_median\":%.4f,\"gbps_min\":%.4f,\"gbps_max\":%.4f",
                                    strided ? "strided" : "seq", w ? "write" : "read", bs, qd,
-                                   cs ? "true" : "false", plain ? "plain" : "slab", bname,
-                                   o.size / bs * bs, gb);
-                            printf(",\"fio_iomem\":\"%s\"", plain ? "malloc" : "mmaphuge");
-                            if (o.fio && fb > 0)
-                                printf(",\"fio_gbps\":%.4f,\"ratio\":%.3f}\n", fb, gb / fb);
-                            else if (o.fio && fio_err[plain])
-                                printf(",\"fio_error\":%d,\"fio_gbps\":null,\"ratio\":null}\n",
-                                       fio_err[plain]);
-                            else
-                                printf(",\"fio_gbps\":null,\"ratio\":null}\n");
+                                   cs ? "true" : "false", plain ? "plain" : "slab", huge_kib,
+                                   zi->backend, zi->direct ? "true" : "false",
+                                   zi->fixed_buffers ? "true" : "false",
+                                   zi->fixed_files ? "true" : "false",
+                                   zi->sqpoll ? "true" : "false", rlen, nreq, moved, o.rounds,
+                                   z.median, z.min, z.max);
+                            /* CPU per GiB and the machine's load: on a shared 2-core VM, CPU
+                             * spent on the I/O path (hashing above all) costs throughput */
+                            printf(",\"zoff_threads\":\"caller + %s\",\"loadavg_1m\":%.2f,"
+                                   "\"cpu_ms_per_gib\":%.1f",
+                                   strncmp(zi->backend, "io_uring", 8) ? "pthread workers"
+                                                                       : "1 io_uring thread",
+                                   load1, stats_of(zc[cs][w], o.rounds).median);
+                            if (o.fio)
+                                printf(
+                                    ",\"fio_iomem\":\"%s\",\"fio_file\":\"%s\",\"fio_numjobs\":1",
+                                    plain ? "malloc" : "mmaphuge",
+                                    fcs == cs ? "zoff's swap file (this swap's)"
+                                              : "zoff's swap file (the checksums-off swap's)");
+                            if (nr)
+                                printf(",\"fio_cpu_ms_per_gib\":%.1f",
+                                       stats_of(fc[w], o.rounds).median);
+                            if (nr) {
+                                double target = cs ? 0.9 : 0.95;
+                                printf(",\"fio_gbps_median\":%.4f,\"fio_gbps_min\":%.4f,"
+                                       "\"fio_gbps_max\":%.4f,\"ratio\":%.3f,\"ratio_min\":%.3f,"
+                                       "\"ratio_max\":%.3f,\"ratio_of_medians\":%.3f,"
+                                       "\"target\":%.2f,\"meets_target\":%s}\n",
+                                       f.median, f.min, f.max, q.median, q.min, q.max,
+                                       f.median > 0 ? z.median / f.median : 0.0, target,
+                                       q.median >= target ? "true" : "false");
+                                if (sm->n < MAXPOINTS) sm->ratios[sm->n++] = q.median;
+                            } else if (o.fio) {
+                                sm->fio_missing++;
+                                if (fio_unavailable)
+                                    printf(",\"fio_unavailable\":\"%s\",\"ratio\":null}\n",
+                                           fio_unavailable);
+                                else
+                                    printf(",\"fio_error\":%d,\"ratio\":null}\n", fio_err);
+                            } else {
+                                printf(",\"ratio\":null}\n");
+                            }
                             fflush(stdout);
                         }
-                    }
-            }
+                    for (int ci = 0; ci < o.n_cs; ci++)
+                        zoff_nvme_swap_destroy(sw[o.cs[ci]]);
+                    zoff_nvme_pool_destroy(pool);
+                    if (failed) return 1;
+                }
     for (int w = 1; w >= 0; w--)
         for (int bu = 0; bu < o.n_bufs; bu++)
             for (int ci = 0; ci < o.n_cs; ci++) {
                 int cs = o.cs[ci], plain = o.bufs[bu];
-                best_rec *br = &best_all[w][cs][plain];
-                printf("{\"bench\":\"nvme\",\"summary\":\"best point\",\"direction\":\"%s\","
-                       "\"checksums\":%s,\"buffers\":\"%s\",\"pattern\":\"%s\","
-                       "\"block_size\":%zu,\"queue_depth\":%u,\"gbps\":%.4f",
+                summary *sm = &sum[w][cs][plain];
+                printf("{\"bench\":\"nvme\",\"summary\":\"per-point ratios\",\"direction\":\"%s\","
+                       "\"checksums\":%s,\"buffers\":\"%s\",\"rounds\":%d,\"points\":%d",
                        w ? "write" : "read", cs ? "true" : "false", plain ? "plain" : "slab",
-                       br->strided ? "strided" : "seq", br->bs, br->qd, br->gbps);
-                int nr = n_ratios[w][cs][plain];
-                qsort(ratios[w][cs][plain], (size_t)nr, sizeof(double), cmp_double);
-                printf(",\"fio_iomem\":\"%s\"", plain ? "malloc" : "mmaphuge");
-                if (o.fio && fio_best[w][plain] > 0)
-                    printf(",\"fio_best_gbps\":%.4f,\"ratio\":%.3f,\"median_point_ratio\":%.3f}\n",
-                           fio_best[w][plain], br->gbps / fio_best[w][plain],
-                           nr ? ratios[w][cs][plain][nr / 2] : 0.0);
-                else if (o.fio && fio_err[plain])
-                    printf(",\"fio_error\":%d,\"fio_best_gbps\":null,\"ratio\":null}\n",
-                           fio_err[plain]);
-                else
-                    printf(",\"fio_best_gbps\":null,\"ratio\":null}\n");
+                       o.rounds, sm->n);
+                if (sm->fio_missing) printf(",\"points_without_fio\":%d", sm->fio_missing);
+                if (sm->n) {
+                    stats q = stats_of(sm->ratios, sm->n);
+                    double target = cs ? 0.9 : 0.95;
+                    printf(",\"ratio_median\":%.3f,\"ratio_min\":%.3f,\"ratio_max\":%.3f,"
+                           "\"target\":%.2f,\"median_meets_target\":%s,\"all_points_meet\":%s}\n",
+                           q.median, q.min, q.max, target, q.median >= target ? "true" : "false",
+                           q.min >= target ? "true" : "false");
+                } else {
+                    printf(",\"ratio_median\":null}\n");
+                }
             }
-    if (o.fio) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/zoff-bench-fio.dat", o.dir);
-        unlink(path);
-    }
+    fflush(stdout);
+    fprintf(stderr, "bench_nvme: %.0f s\n", now() - t_start);
     return 0;
 }

@@ -127,6 +127,7 @@ typedef struct zoff_nvme_swap_info {
     const char *backend; /* "io_uring", "io_uring buffered", "pthread", "pthread buffered" */
     int direct;          /* O_DIRECT in use */
     int fixed_buffers;   /* pool buffers registered with io_uring */
+    int fixed_files;     /* the swap files registered with io_uring */
     int sqpoll;
     unsigned n_stale_found; /* stale swap files of dead runs seen at creation */
     size_t capacity, used;  /* bytes; used = sum of region sizes (rounded) */
@@ -134,6 +135,10 @@ typedef struct zoff_nvme_swap_info {
     uint64_t short_requeued; /* short transfers resubmitted for the rest */
     uint64_t retried;        /* -EAGAIN/-EINTR resubmissions */
     uint64_t requests_failed;
+    unsigned n_files;                      /* one swap file per directory */
+    const char *files[ZOFF_NVME_MAX_DIRS]; /* their paths, valid until the swap is destroyed
+                                              (e.g. for a baseline tool run on the same file) */
+    uint64_t file_size;                    /* bytes of each file */
 } zoff_nvme_swap_info;
 
 zoff_nvme_config zoff_nvme_config_default(void);

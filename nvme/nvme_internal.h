@@ -99,7 +99,7 @@ struct zoff_nvme_swap {
     const zoff_nvme_backend_ops *be;
     void *be_state;
     const char *backend_name;
-    int fixed_buffers, sqpoll_on;
+    int fixed_buffers, fixed_files, sqpoll_on;
 };
 
 /* Backends: 0 or -errno (io_uring refused: the caller falls back). */

@@ -909,10 +909,15 @@ void zoff_nvme_swap_get_info(zoff_nvme_swap *s, zoff_nvme_swap_info *o) {
     o->backend = s->backend_name;
     o->direct = s->direct;
     o->fixed_buffers = s->fixed_buffers;
+    o->fixed_files = s->fixed_files;
     o->sqpoll = s->sqpoll_on;
     o->n_stale_found = s->n_stale;
     o->capacity = s->cfg.capacity;
     o->used = (size_t)s->next_base;
+    o->n_files = s->n_files;
+    for (unsigned i = 0; i < s->n_files; i++)
+        o->files[i] = s->paths[i];
+    o->file_size = s->file_size;
     pthread_mutex_unlock(&s->mu);
     o->bytes_read = atomic_load(&s->bytes_read);
     o->bytes_written = atomic_load(&s->bytes_written);

@@ -248,6 +248,7 @@ int zoff_nvme_uring_start(zoff_nvme_swap *s) {
     }
     rc = io_uring_register_files(&st->ring, s->fds, s->n_files);
     st->fixed_files = rc == 0;
+    s->fixed_files = st->fixed_files;
     if (rc) zoff_log(ZOFF_LOG_INFO, MOD, "io_uring fixed files refused (%s)", zoff_strerror(rc));
     if (s->cfg.pool) {
         void **bases = NULL;

@@ -5,6 +5,7 @@
  * and never initializes MPI. The host collectives below use their own communicator (a duplicate
  * of the world), so they never interleave with the device communicators of gpu/device.h.
  *
+ * One zoff_dist per process (MPI can be initialized and finalized once).
  * Threads: zoff_dist_init/finalize from the main thread. Each host collective may be called
  * from any thread, but only ONE thread at a time issues on a given zoff_dist (they share one
  * communicator, and every rank must issue them in the same order).

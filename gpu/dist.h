@@ -58,8 +58,9 @@ int zoff_dist_bcast(zoff_dist *d, void *buf, size_t bytes, int root);
 int zoff_dist_gatherv(zoff_dist *d, const void *send, size_t send_bytes, void *recv,
                       const size_t *counts, const size_t *displs, int root);
 int zoff_dist_barrier(zoff_dist *d);
-/* Ends the whole job (MPI_Abort; a world of one: abort()) after logging why: for failures that
- * leave peers blocked in a collective. Never returns. */
+/* Ends the whole job after logging why (MPI_Abort with `code` when 1..255, else 1; a world of
+ * one exits with that status): for failures that leave peers blocked in a collective. Never
+ * returns. */
 void zoff_dist_abort(zoff_dist *d, int code, const char *why);
 
 #endif

@@ -5,6 +5,7 @@
  * and never initializes MPI. The host collectives below use their own communicator (a duplicate
  * of the world), so they never interleave with the device communicators of gpu/device.h.
  *
+ * One zoff_dist per process (MPI can be initialized and finalized once).
  * Threads: zoff_dist_init/finalize from the main thread. Each host collective may be called
  * from any thread, but only ONE thread at a time issues on a given zoff_dist (they share one
  * communicator, and every rank must issue them in the same order).
@@ -62,8 +63,9 @@ int zoff_dist_bcast(zoff_dist *d, void *buf, size_t bytes, int root);
 int zoff_dist_gatherv(zoff_dist *d, const void *send, size_t send_bytes, void *recv,
                       const size_t *counts, const size_t *displs, int root);
 int zoff_dist_barrier(zoff_dist *d);
-/* Ends the whole job (MPI_Abort; a world of one: abort()) after logging why: for failures that
- * leave peers blocked in a collective. Never returns. */
+/* Ends the whole job after logging why (MPI_Abort with `code` when 1..255, else 1; a world of
+ * one exits with that status): for failures that leave peers blocked in a collective. Never
+ * returns. */
 void zoff_dist_abort(zoff_dist *d, int code, const char *why);
 
 #endif

@@ -4,16 +4,18 @@
  * broadcast (gpu/dist.h) hands it to every rank, and each calls ncclCommInitRank on its
  * device's GPU (cuda_ordinal; with one process per GPU that is the local rank). Collectives are
  * launched on the stream's cudaStream_t: stream order comes from CUDA itself, and bf16, f16 and
- * f32 are NCCL's own types (NCCL sums 16-bit values in fp32 per step and rounds once, as the
- * host backend does). NCCL's in-place conventions are the API's.
+ * f32 are NCCL's own types (each pairwise 16-bit add is correctly rounded, round(fp32(a) +
+ * fp32(b)), as on the host backend). NCCL's in-place conventions are the API's.
  *
  * Timeouts: the communicator is blocking (NCCL's default). A launch returns at once; a
- * collective whose peer died hangs on the GPU, not here, so the engine's host-side waits on
- * the stream (events, counters: their timeouts) are what notice it, and they end the job with
- * zoff_dist_abort(). Destroy waits for the communicator's last collective with the world's
- * timeout, and aborts the communicator (ncclCommAbort, which does not wait for peers) when it
- * did not finish or when an NCCL error was seen; otherwise it finalizes (flushes) and destroys
- * it.
+ * collective whose peer died hangs on the GPU, not in a call here, and this file does not
+ * watch for it: the stream simply stops there, and whatever waits on that stream on the host
+ * (an event or stream synchronize, a counter wait) blocks with it. Bounding that is the
+ * engine's job (a host-side deadline that calls zoff_dist_abort()), or NCCL's own (its
+ * network transports time out). Destroy waits for the communicator's last collective with the
+ * world's timeout, and aborts the communicator (ncclCommAbort, which does not wait for peers)
+ * when it did not finish or when an NCCL error was seen; otherwise it finalizes (flushes) and
+ * destroys it.
  *
  * Threads: create and destroy on one thread, in the same order on every rank (they use the
  * world's host collectives). One thread issues to a communicator at a time (device.h); `done`

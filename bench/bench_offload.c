@@ -360,6 +360,12 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
 /* --ranks N outside an mpirun job: runs this very command under mpirun with N ranks (and
  * does not return); inside one, returns. */
 static void relaunch_under_mpirun(int argc, char **argv, int ranks) {
+#ifndef ZOFF_MPIEXEC
+    (void)argc, (void)argv, (void)ranks;
+    fprintf(stderr, "bench_offload: --ranks needs a zoff built with MPI (install libopenmpi-dev "
+                    "and openmpi-bin, then reconfigure)\n");
+    exit(2);
+#else
     if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK")) return;
     char np[16];
     snprintf(np, sizeof np, "%d", ranks);
@@ -378,6 +384,7 @@ static void relaunch_under_mpirun(int argc, char **argv, int ranks) {
     execv(ZOFF_MPIEXEC, (char *const *)av);
     fprintf(stderr, "bench_offload: --ranks: cannot run %s: %s\n", ZOFF_MPIEXEC, strerror(errno));
     exit(1);
+#endif
 }
 
 int main(int argc, char **argv) {
@@ -504,7 +511,9 @@ int main(int argc, char **argv) {
     zoff_dev_stream *s;
     if ((rc = zoff_dev_stream_create(dev, &s))) bench_die("stream", rc);
     if (dist) {
+#ifdef ZOFF_MPIEXEC
         bench_offload_ranks(&o, dist, m, s);
+#endif
         zoff_dev_stream_destroy(s);
         zoff_model_destroy(m);
         zoff_dev_close(dev);

@@ -23,11 +23,22 @@ zoff_require_pkg(ZOFF_XXHASH libxxhash libxxhash-dev)
 zoff_require_pkg(ZOFF_PCRE2 libpcre2-8 libpcre2-dev)
 zoff_require_pkg(ZOFF_UTF8PROC libutf8proc libutf8proc-dev)
 
-# MPI: the process world of a data-parallel job (gpu/dist.c). Linked always; a single process
-# never initializes it at run time.
-find_package(MPI COMPONENTS C)
-if(NOT MPI_C_FOUND)
-    message(FATAL_ERROR "zoff needs an MPI library with its C bindings (MPI not found): install "
-                        "the Debian packages 'libopenmpi-dev' and 'openmpi-bin'")
+# MPI: the process world of a data-parallel job (gpu/dist.c); a single process never initializes
+# it at run time. ZOFF_MPI AUTO (default): used when found, else a build for single processes
+# (gpu/dist_single.c: mpirun with several ranks is refused at start); ON: required.
+set(ZOFF_MPI "AUTO" CACHE STRING "Data parallelism over MPI: AUTO, ON or OFF")
+set_property(CACHE ZOFF_MPI PROPERTY STRINGS AUTO ON OFF)
+set(ZOFF_HAVE_MPI OFF)
+if(NOT ZOFF_MPI STREQUAL "OFF")
+    find_package(MPI COMPONENTS C)
+    if(MPI_C_FOUND)
+        set(ZOFF_HAVE_MPI ON)
+        message(STATUS "found MPI ${MPI_C_VERSION} (${MPIEXEC_EXECUTABLE})")
+    elseif(ZOFF_MPI STREQUAL "ON")
+        message(FATAL_ERROR "ZOFF_MPI=ON needs an MPI library with its C bindings (not found): "
+                            "install the Debian packages 'libopenmpi-dev' and 'openmpi-bin'")
+    else()
+        message(STATUS "MPI not found: single processes only (install libopenmpi-dev and "
+                       "openmpi-bin for mpirun -np N)")
+    endif()
 endif()
-message(STATUS "found MPI ${MPI_C_VERSION} (${MPIEXEC_EXECUTABLE})")

@@ -3,6 +3,7 @@
  * page-aligned ordinary memory, and each stream is a worker thread (host_stream.c). */
 #include "gpu/host/host_backend.h"
 #include "core/log.h"
+#include "zoff_build_config.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -84,12 +85,14 @@ static const zoff_dev_iface host_iface = {
     .host_wait_value = host_host_wait_value,
     .memcpy_async = host_memcpy_async,
     .memset_async = host_memset_async,
+#if ZOFF_HAVE_MPI /* without MPI every world is of one, which the dispatcher serves */
     .comm_create = host_comm_create,
     .comm_destroy = host_comm_destroy,
     .comm_allreduce = host_comm_allreduce,
     .comm_reduce_scatter = host_comm_reduce_scatter,
     .comm_allgather = host_comm_allgather,
     .comm_broadcast = host_comm_broadcast,
+#endif
     .op_cast = host_op_cast,
     .op_scale = host_op_scale,
     .op_sumsq_nonfinite = host_op_sumsq_nonfinite,

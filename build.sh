@@ -56,12 +56,12 @@ run)
     ;;
 test)
     status=0
-    configure_and_build build/release -DCMAKE_BUILD_TYPE=Release -DZOFF_WERROR=ON
+    configure_and_build build/release -DCMAKE_BUILD_TYPE=Release -DZOFF_WERROR=ON -DZOFF_MPI=ON
     echo "==> tests: release"
     (cd build/release && ctest --output-on-failure -j "$jobs") || status=1
 
     # Sanitizer builds leave CUDA out: its tests would only skip without a GPU.
-    configure_and_build build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZOFF_CUDA=OFF \
+    configure_and_build build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZOFF_CUDA=OFF -DZOFF_MPI=ON \
         -DZOFF_SANITIZE=address,undefined
     echo "==> tests: ASan+UBSan"
     (cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \

@@ -392,9 +392,8 @@ static void receive_fill(zoff_engine *e, const work_item *w) {
         if (overlap && last_micro) skip_step(e, w->step); /* keep versions moving */
         return;
     }
-    /* the ranks' gradients were summed: their mean is what a single process with the whole
-     * batch would have */
-    float scale = 1.0f / (w->loss_scale * (float)e->world);
+    /* (several ranks: the gradients came divided by their number, zoff_engine_loss_scale) */
+    float scale = 1.0f / w->loss_scale;
     /* overlap: the receiver is the only thread that applies steps (no updater runs) */
     int64_t t = overlap ? e->applied_steps + 1 : 0;
     if (e->cfg.grad_accum_steps > 1) {
@@ -452,12 +451,11 @@ static void decide_step(zoff_engine *e, work_item *w) {
         total = g[0];
         nonfinite = g[1] != 0.0;
     }
-    /* the ranks' gradients were summed: the norm of their mean */
-    w->grad_norm = nonfinite ? NAN : sqrt(total) / ((double)w->loss_scale * e->world);
+    w->grad_norm = nonfinite ? NAN : sqrt(total) / w->loss_scale;
     w->clip_coef = 1.0;
     if (!nonfinite && e->cfg.clip_norm > 0 && w->grad_norm > e->cfg.clip_norm)
         w->clip_coef = e->cfg.clip_norm / (w->grad_norm + 1e-6);
-    w->grad_scale = (float)(w->clip_coef / ((double)w->loss_scale * e->world));
+    w->grad_scale = (float)(w->clip_coef / w->loss_scale);
     w->skip = nonfinite && e->cfg.schedule != ZOFF_SCHEDULE_OVERLAP;
     if (nonfinite && e->cfg.dtype != ZOFF_F16 && !e->warned_nonfinite) {
         zoff_log(ZOFF_LOG_WARN, MOD, "step %lld: gradient has inf/nan%s", (long long)w->step,

@@ -131,7 +131,11 @@ int zoff_engine_set_lr(zoff_engine *e, float lr) {
 int zoff_engine_loss_scale(zoff_engine *e, float *scale) {
     if (!e || !scale) return -EINVAL;
     int rc = engine_worker_error(e);
-    return rc ? rc : current_scale(e, scale);
+    if (!rc) rc = current_scale(e, scale);
+    /* several ranks: each gradient comes divided by the ranks (before the 16-bit sum, as
+     * DeepSpeed's pre-divide), so the reduce-scatter leaves their mean */
+    if (!rc && e->world > 1) *scale /= (float)e->world;
+    return rc;
 }
 
 /* Several ranks: on the reduce-scatter stream, after the bucket's compute on s, every rank's

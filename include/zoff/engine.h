@@ -159,8 +159,10 @@ int zoff_engine_end_micro(zoff_engine *e, zoff_dev_stream *s);
 /* The learning rate for the optimizer steps ended from now on (a schedule's value). */
 int zoff_engine_set_lr(zoff_engine *e, float lr);
 
-/* fp16: the loss scale the trainer multiplies the loss by for the coming micro-batch (waits
- * for the previous step's overflow check). 1 for other dtypes. */
+/* The factor the trainer multiplies the loss by for the coming micro-batch: the fp16 loss scale
+ * (waits for the previous step's overflow check; 1 for other dtypes) over the number of ranks,
+ * so that the ranks' summed 16-bit gradients are their mean and overflow only where one
+ * process's would. */
 int zoff_engine_loss_scale(zoff_engine *e, float *scale);
 
 /* What happened in one optimizer step, and what it cost. */

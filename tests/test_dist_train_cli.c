@@ -4,6 +4,8 @@
  *     gradient norms, validation) and to the same final weights within rounding (the sum of
  *     the two half-batch gradients is not bit-equal to the whole batch's), for --offload cpu
  *     and nvme and each schedule (sync, overlap, dpu);
+ *   - fp16 (loss scaling, gradient accumulation) on two ranks as in one process, no step
+ *     skipped for an overflow one process would not have;
  *   - zoff sft too: two ranks with --batch b fine-tune as one process with 2b;
  *   - each rank owns and keeps half of the optimizer state;
  *   - a checkpoint does not depend on the ranks: a 2-rank one resumes on 1 rank and a 1-rank
@@ -185,6 +187,17 @@ int main(int argc, char **argv) {
             snprintf(fb, sizeof fb, "%s/final", b);
             check_same_weights(fb, fa, weight_tol);
         }
+
+    /* fp16 with loss scaling: each rank's gradient is divided by the ranks before the 16-bit
+     * sum, so two ranks overflow (and skip a step) only where one process does */
+    CHECK_EQ_INT(run_one(TINY "--batch 4 --offload cpu --dtype f16 --grad-accum 2 --out f16one"), 0);
+    CHECK_EQ_INT(
+        run_ranks(2, "", TINY "--batch 2 --offload cpu --dtype f16 --grad-accum 2 --out f16two"),
+        0);
+    check_same_run("f16two", "f16one", 2e-3);
+    char *f16 = cli_slurp("f16two/metrics.jsonl", NULL);
+    CHECK(f16 && !strstr(f16, "\"skipped\""));
+    free(f16);
 
     /* zoff sft: prompt/response data, the loss on the responses only */
     if (argc > 3) {

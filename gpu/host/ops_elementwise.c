@@ -34,7 +34,7 @@ static void run_add(void *p) {
 
 int host_op_add(void *stream, float *out, const float *a, const float *b, size_t n) {
     ew_args e = {out, a, b, n, 0, host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_add, &e, sizeof e);
+    return host_op_enqueue(stream, HOST_OP_ADD, run_add, &e, sizeof e);
 }
 
 /* Typed operands: x of type tx, y of type ty, out of type to. */
@@ -72,7 +72,7 @@ int host_op_bias_add(void *stream, void *out, zoff_dtype out_type, const void *b
                      zoff_dtype bias_type, size_t N, int OC) {
     typed_args e = {out, bias, NULL, out_type, bias_type, ZOFF_F32, N, OC,
                     host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_bias_add, &e, sizeof e);
+    return host_op_enqueue(stream, HOST_OP_BIAS, run_bias_add, &e, sizeof e);
 }
 
 /* Column blocks of 64 per task: each thread owns its dbias entries (no races, fixed order). */
@@ -104,7 +104,7 @@ int host_op_bias_grad(void *stream, void *dbias, zoff_dtype g_type, const void *
                       zoff_dtype dout_type, size_t N, int OC) {
     typed_args e = {dbias, dout, NULL, g_type, dout_type, ZOFF_F32, N, OC,
                     host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_bias_grad, &e, sizeof e);
+    return host_op_enqueue(stream, HOST_OP_BIAS, run_bias_grad, &e, sizeof e);
 }
 
 static inline float gelu(float v) {
@@ -138,7 +138,7 @@ static void run_gelu_fwd(void *p) {
 
 int host_op_gelu_fwd(void *stream, void *out, const void *inp, zoff_dtype type, size_t n) {
     typed_args e = {out, inp, NULL, type, type, type, n, 0, host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_gelu_fwd, &e, sizeof e);
+    return host_op_enqueue(stream, HOST_OP_GELU, run_gelu_fwd, &e, sizeof e);
 }
 
 static void run_gelu_bwd(void *p) {
@@ -162,5 +162,5 @@ static void run_gelu_bwd(void *p) {
 int host_op_gelu_bwd(void *stream, void *dinp, const void *inp, const void *dout, zoff_dtype type,
                      size_t n) {
     typed_args e = {dinp, inp, dout, type, type, type, n, 0, host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_gelu_bwd, &e, sizeof e);
+    return host_op_enqueue(stream, HOST_OP_GELU, run_gelu_bwd, &e, sizeof e);
 }

@@ -45,7 +45,7 @@ static void run_xent_fwd(void *p) {
 int host_op_softmax_xent_fwd(void *stream, float *probs, float *losses, const float *logits,
                              const int32_t *targets, size_t N, int V) {
     xent_args a = {probs, losses, logits, targets, 0.0f, N, V, host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_xent_fwd, &a, sizeof a);
+    return host_op_enqueue(stream, HOST_OP_XENT, run_xent_fwd, &a, sizeof a);
 }
 
 static void run_xent_bwd(void *p) {
@@ -65,7 +65,7 @@ static void run_xent_bwd(void *p) {
 int host_op_softmax_xent_bwd(void *stream, float *dlogits, const float *probs,
                              const int32_t *targets, float dloss, size_t N, int V) {
     xent_args a = {dlogits, NULL, probs, targets, dloss, N, V, host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_xent_bwd, &a, sizeof a);
+    return host_op_enqueue(stream, HOST_OP_XENT, run_xent_bwd, &a, sizeof a);
 }
 
 typedef struct xent_fused_args {
@@ -123,5 +123,5 @@ int host_op_xent_fused(void *stream, float *losses, void *dlogits, zoff_dtype d_
     xent_fused_args a = {losses, dlogits, d_type, logits,
                          targets, dloss,   N,      V,
                          host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_xent_fused, &a, sizeof a);
+    return host_op_enqueue(stream, HOST_OP_XENT, run_xent_fused, &a, sizeof a);
 }

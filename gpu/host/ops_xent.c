@@ -98,23 +98,32 @@ static void run_xent_fused(void *p) {
         float maxv = -INFINITY;
         for (int i = 0; i < V; i++)
             maxv = x[i] > maxv ? x[i] : maxv;
+        float xt = x[t]; /* before the gradient may overwrite it */
         float sum = 0.0f;
+        if (a->dlogits && a->d_type == ZOFF_F32) {
+            /* the exponentials kept in the gradient's row (it may be the logits' own: each
+             * element is read before it is written), so each is computed once */
+            float *d = (float *)a->dlogits + row;
+            for (int i = 0; i < V; i++) {
+                float e = expf(x[i] - maxv);
+                d[i] = e;
+                sum += e;
+            }
+            a->losses[r] = logf(sum) + maxv - xt;
+            float inv = dl / sum;
+            for (int i = 0; i < V; i++)
+                d[i] *= inv;
+            d[t] -= dl;
+            continue;
+        }
         for (int i = 0; i < V; i++)
             sum += expf(x[i] - maxv);
-        float xt = x[t]; /* before the gradient may overwrite it */
         a->losses[r] = logf(sum) + maxv - xt;
         if (!a->dlogits) continue;
-        float inv = dl / sum;
-        if (a->d_type == ZOFF_F32) {
-            float *d = (float *)a->dlogits + row;
-            for (int i = 0; i < V; i++)
-                d[i] = expf(x[i] - maxv) * inv;
-            d[t] -= dl;
-        } else {
-            for (int i = 0; i < V; i++)
-                zoff_store_from_f32(a->dlogits, a->d_type, row + (size_t)i,
-                                    expf(x[i] - maxv) * inv - (i == t ? dl : 0.0f));
-        }
+        float inv = dl / sum; /* a 16-bit gradient: rounded once per element */
+        for (int i = 0; i < V; i++)
+            zoff_store_from_f32(a->dlogits, a->d_type, row + (size_t)i,
+                                expf(x[i] - maxv) * inv - (i == t ? dl : 0.0f));
     }
 }
 

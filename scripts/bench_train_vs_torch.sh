@@ -9,13 +9,14 @@
 # The medians are over the rounds' own median step times. Builds nothing: run it after
 # building (cmake --build build/rel) with PyTorch installed (pip install torch; not a build or
 # test dependency).
-# usage: scripts/bench_train_vs_torch.sh [ROUNDS] ; env: THREADS (2), STEPS (5), WARMUP (2),
-#        BUILD (build/rel), PYTHON (python3), MODELS ("gpt2 demo"), TORCH_ADAM (default)
+# usage: scripts/bench_train_vs_torch.sh [ROUNDS] ; env: THREADS (2), STEPS (timed steps per run:
+#        5 for gpt2, 20 for the demo's short steps), WARMUP (2), BUILD (build/rel),
+#        PYTHON (python3), MODELS ("gpt2 demo"), TORCH_ADAM (default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 THREADS=${THREADS:-2}
-STEPS=${STEPS:-5}
+STEPS=${STEPS:-}
 WARMUP=${WARMUP:-2}
 BUILD=${BUILD:-build/rel}
 PYTHON=${PYTHON:-python3}
@@ -28,17 +29,17 @@ BENCH=$BUILD/bench/bench_train
 
 for model in $MODELS; do
     case $model in
-    gpt2) batch=4 ;;
-    demo) batch=16 ;;
+    gpt2) batch=4 steps=${STEPS:-5} ;;
+    demo) batch=16 steps=${STEPS:-20} ;;
     *) echo "bench_train_vs_torch: unknown model '$model' (gpt2, demo)" >&2; exit 2 ;;
     esac
     lines=()
     for ((r = 1; r <= ROUNDS; r++)); do
         z=$("$BENCH" --preset "$model" --batch "$batch" --seq-len 64 --threads "$THREADS" \
-            --steps "$STEPS" --warmup "$WARMUP" --profile)
+            --steps "$steps" --warmup "$WARMUP" --profile)
         echo "$z"
         t=$("$PYTHON" scripts/bench_train_torch.py --preset "$model" --batch "$batch" --seq-len 64 \
-            --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" --adam "$TORCH_ADAM" \
+            --threads "$THREADS" --steps "$steps" --warmup "$WARMUP" --adam "$TORCH_ADAM" \
             2>/dev/null | grep '^{')
         echo "$t"
         lines+=("$z" "$t")

@@ -5,7 +5,9 @@
 # (zoff, torch, zoff, torch, ... ROUNDS rounds) with the same thread count, so that both see the
 # same machine, and prints every JSON line and then one summary line per model:
 #   {"bench":"train_vs_torch","model":...,"zoff_step_s_median":...,"torch_step_s_median":...,
-#    "speed_ratio": torch / zoff (> 1: zoff is faster), and each side's spread over the rounds}
+#    "speed_ratio": torch / zoff (> 1: zoff is faster), each side's spread over the rounds, the
+#    rounds in which zoff's median step was the faster, and the best single step of each side
+#    with their ratio (speed_ratio_best: the least disturbed steps, on a shared machine)}
 # The medians are over the rounds' own median step times. Builds nothing: run it after
 # building (cmake --build build/rel) with PyTorch installed (pip install torch; not a build or
 # test dependency).
@@ -48,13 +50,18 @@ for model in $MODELS; do
 import json, statistics, sys
 model = sys.argv[1]
 runs = [json.loads(l) for l in sys.stdin if l.strip()]
-z = [r["step_s_median"] for r in runs if r["bench"] == "train"]
-t = [r["step_s_median"] for r in runs if r["bench"] == "train_torch"]
+zr = [r for r in runs if r["bench"] == "train"]
+tr = [r for r in runs if r["bench"] == "train_torch"]
+z, t = [r["step_s_median"] for r in zr], [r["step_s_median"] for r in tr]
 zm, tm = statistics.median(z), statistics.median(t)
+zb, tb = min(r["step_s"] for r in zr), min(r["step_s"] for r in tr)
 print(json.dumps({"bench": "train_vs_torch", "model": model, "rounds": len(z),
                   "threads": int(sys.argv[2]), "zoff_step_s_median": zm,
                   "torch_step_s_median": tm, "speed_ratio": round(tm / zm, 3),
-                  "zoff_step_s_spread": [min(z), max(z)], "torch_step_s_spread": [min(t), max(t)]},
+                  "zoff_step_s_spread": [min(z), max(z)], "torch_step_s_spread": [min(t), max(t)],
+                  "rounds_zoff_faster": sum(a < b for a, b in zip(z, t)),
+                  "zoff_step_s_best": zb, "torch_step_s_best": tb,
+                  "speed_ratio_best": round(tb / zb, 3)},
                  separators=(",", ":")))
 ' "$model" "$THREADS"
 done

@@ -66,9 +66,8 @@ void zoff_dev_host_profile_read(uint64_t *ns, uint64_t *calls) {
 
 const char *zoff_dev_host_profile_family_name(host_op_family fam) {
     static const char *const names[HOST_OP_FAMILIES] = {
-        "gemm",      "layernorm", "rmsnorm", "gelu",        "swiglu", "rope",
-        "attention", "xent",      "embedding", "adamw",     "bias",   "add",
-        "memset_copy", "cast",    "grad_norm", "other"};
+        "gemm",      "layernorm", "rmsnorm", "gelu", "swiglu",      "rope", "attention", "xent",
+        "embedding", "adamw",     "bias",    "add",  "memset_copy", "cast", "grad_norm", "other"};
     return fam >= 0 && fam < HOST_OP_FAMILIES ? names[fam] : "?";
 }
 

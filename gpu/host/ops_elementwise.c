@@ -31,9 +31,10 @@ static inline float exp_inline(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t kb, sb = 0x4b400000; /* the bits of shift */
+    uint32_t kb, sb = 0x4b400000; /* the bits of shift */
     memcpy(&kb, &k, sizeof kb);
-    int32_t bits = (kb - sb + 127) << 23; /* 2^n, without a float-to-int conversion */
+    uint32_t bits = (kb - sb + 127) << 23; /* 2^n, without a float-to-int conversion (a NaN x
+                                            * gives NaN through p; unsigned: no overflow) */
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;

@@ -14,18 +14,23 @@
  *   so ratio < 1 always; it says how much of the step is spent outside GEMM-speed work).
  *   gemm_square_flops_per_s is one --gemm N square GEMM, for reference. Timings use the best
  *   of the timed runs (the least disturbed), and the median step time is reported too.
+ * --profile (host backend): ms_by_family, the time each op family's kernels took per timed step
+ *   (mean over the timed steps; the GEMM baselines between steps are not counted), timed on the
+ *   stream's worker thread around each kernel body; ms_by_family_sum against step_s_mean says
+ *   how much of the step is spent outside the kernels (queueing, host waits).
  * Device bytes per parameter are reported without offload (the reference trainer: the model's
  * terms plus fp32 gradients and moments) and with the optimizer offloaded (the model's terms
  * plus the engine's gradient buckets, default engine settings).
  * usage: bench_train [--arch gpt2|llama] [--preset gpt2|demo|llama] [--n-layer N --n-head N
  *        --n-kv-head N --n-embd N --n-ffn N --vocab N --seq-len N] [--batch N] [--steps N]
  *        [--warmup N] [--dtype f32|bf16|f16] [--gemm N] [--device host|cuda]
- *        [--capacity SIZE] [--threads N] [--ckpt]
+ *        [--capacity SIZE] [--threads N] [--ckpt] [--profile]
  * Presets: gpt2 (GPT-2 124M), demo (the CLI's demo GPT), llama (a Llama-shaped model: 8
  * layers, 1024 wide, 16 heads with 4 KV heads (GQA 4:1), FFN 2816, vocab 32000); --arch llama
  * alone starts from the llama preset.
  * Defaults: the issue's host target: GPT-2 124M shape, fp32, batch 4 x 64. */
 #include "gpu/device.h"
+#include "gpu/host/host_backend.h" /* the host kernels' per-family timing (--profile) */
 #include "model/model.h"
 #include "model/model_offload.h"
 
@@ -174,6 +179,7 @@ int main(int argc, char **argv) {
     /* the shape; the architecture's config is made from it after the flags */
     int arch_llama = 0, L = 12, NH = 12, NKV = 0, C = 768, F = 0, V = 50257;
     int batch = 4, seq = 64, steps = 5, warmup = 2, gemm_n = 2048, threads = 0, ckpt = 0;
+    int profile = 0;
     zoff_dtype dtype = ZOFF_F32;
     zoff_dev_config dc;
     zoff_dev_config_default(&dc);
@@ -181,8 +187,8 @@ int main(int argc, char **argv) {
     dc.capacity = (size_t)8 << 30;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--ckpt") == 0) {
-            ckpt = 1;
+        if (strcmp(a, "--ckpt") == 0 || strcmp(a, "--profile") == 0) {
+            *(a[2] == 'c' ? &ckpt : &profile) = 1;
             continue;
         }
         if (!v) return usage(a);
@@ -316,17 +322,30 @@ int main(int argc, char **argv) {
         y[i] = (int32_t)(zoff_rng_next(&rng) % (uint64_t)V);
     }
     zoff_step_stats st;
+    /* per-family kernel nanoseconds of the timed steps: counters read around each step */
+    uint64_t fam_ns[HOST_OP_FAMILIES] = {0}, ns0[HOST_OP_FAMILIES], ns1[HOST_OP_FAMILIES];
+    uint64_t calls0[HOST_OP_FAMILIES], calls1[HOST_OP_FAMILIES];
+    bool host_profile = profile && zoff_dev_get_kind(dev) == ZOFF_DEV_HOST;
+    if (host_profile) zoff_dev_host_profile_enable(true);
     double *times = calloc((size_t)steps, sizeof *times), *gemms = calloc((size_t)steps, 8);
     for (int i = 0; i < warmup + steps; i++) {
+        zoff_dev_host_profile_read(ns0, calls0);
         double t0 = now_s();
         zoff_batch b = {.tokens = x, .targets = y, .B = batch, .T = seq};
         if ((rc = zoff_trainer_step(tr, &b, &st))) return die("step", rc);
         if ((rc = zoff_dev_stream_synchronize(s))) return die("sync", rc);
         if (i < warmup) continue;
         times[i - warmup] = now_s() - t0;
+        zoff_dev_host_profile_read(ns1, calls1);
+        for (int f = 0; f < HOST_OP_FAMILIES; f++)
+            fam_ns[f] += ns1[f] - ns0[f];
         if ((rc = probe_run(&probe, &gemms[i - warmup]))) return die("gemm baseline", rc);
         if ((rc = shapes_run(&sp, fam, nfam))) return die("gemm baseline", rc);
     }
+    zoff_dev_host_profile_enable(false);
+    double step_mean = 0;
+    for (int i = 0; i < steps; i++)
+        step_mean += times[i] / steps;
     /* best of each (the least disturbed run of both), and the median step */
     qsort(times, (size_t)steps, sizeof *times, cmp_double);
     qsort(gemms, (size_t)steps, sizeof *gemms, cmp_double);
@@ -360,6 +379,21 @@ int main(int argc, char **argv) {
         fj += (size_t)snprintf(fam_json + fj, sizeof fam_json - fj, "\"%s\":%.6g,", fam[i].name,
                                fam_flops[i]);
     snprintf(fam_json + fj, sizeof fam_json - fj, "\"attention\":%.6g", flops - gemm_flops);
+    char prof_json[1024] = "";
+    if (host_profile) {
+        double sum = 0;
+        size_t pj = (size_t)snprintf(prof_json, sizeof prof_json, ",\"ms_by_family\":{");
+        for (int f = 0; f < HOST_OP_FAMILIES; f++) {
+            if (!fam_ns[f]) continue;
+            double fms = fam_ns[f] * 1e-6 / steps;
+            sum += fms;
+            pj += (size_t)snprintf(prof_json + pj, sizeof prof_json - pj, "%s\"%s\":%.2f",
+                                   prof_json[pj - 1] == '{' ? "" : ",",
+                                   zoff_dev_host_profile_family_name((host_op_family)f), fms);
+        }
+        snprintf(prof_json + pj, sizeof prof_json - pj,
+                 "},\"ms_by_family_sum\":%.2f,\"step_s_mean\":%.4f", sum, step_mean);
+    }
     printf("{\"bench\":\"train\",\"backend\":\"%s\",\"device\":\"%s\",\"arch\":\"%s\","
            "\"n_layer\":%d,\"n_head\":%d,\"n_kv_head\":%d,\"n_embd\":%d,\"n_ffn\":%d,"
            "\"vocab_size\":%d,\"batch\":%d,\"seq_len\":%d,"
@@ -374,7 +408,7 @@ int main(int argc, char **argv) {
            "\"optimizer\":%.3f,\"activations\":%.3f,\"workspace\":%.3f,\"total\":%.3f},"
            "\"device_bytes_per_param_no_offload\":%.3f,\"device_bytes_per_param_offload\":%.3f,"
            "\"device_bytes_per_param_offload_without_activations\":%.3f,"
-           "\"final_loss\":%.4f}\n",
+           "\"final_loss\":%.4f%s}\n",
            zoff_dev_kind_name(zoff_dev_get_kind(dev)), zoff_dev_name(dev),
            arch_llama ? "llama" : "gpt2", L, NH, arch_llama ? mc.llama.n_kv_head : NH, C,
            arch_llama ? mc.llama.n_ffn : 4 * C, V, batch, seq, zoff_dtype_name(dtype),
@@ -383,7 +417,7 @@ int main(int argc, char **argv) {
            flops / step_s / gemm_shapes, ms.peak, (double)ms.peak / np, plan.weights / np,
            plan.master / np, plan.grads / np, plan.optimizer / np, plan.activations / np,
            plan.workspace / np, plan.total / np, plan.total / np, off_plan.total / np,
-           (off_plan.total - off_plan.activations) / np, st.loss);
+           (off_plan.total - off_plan.activations) / np, st.loss, prof_json);
     free(x);
     free(y);
     free(times);

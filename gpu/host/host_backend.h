@@ -158,4 +158,38 @@ int host_op_swiglu_bwd(void *stream, void *dgate, void *dup, const void *dout, c
 int host_op_adamw(void *stream, float *param, const float *grad, float *m, float *v, size_t n,
                   const zoff_dev_adamw_args *args);
 
+/* Per-family kernel timing, for a benchmark's breakdown of a step (bench_train --profile).
+ * Off by default; when on, each op is queued behind a trampoline that times its kernel body on
+ * the stream's worker thread and adds the nanoseconds to its family's process-wide counter
+ * (atomic: several streams may run at once). Switching it on or off affects ops queued after
+ * the call. */
+typedef enum host_op_family {
+    HOST_OP_GEMM,
+    HOST_OP_LAYERNORM,
+    HOST_OP_RMSNORM,
+    HOST_OP_GELU,
+    HOST_OP_SWIGLU,
+    HOST_OP_ROPE,
+    HOST_OP_ATTENTION,
+    HOST_OP_XENT,
+    HOST_OP_EMBEDDING,
+    HOST_OP_ADAMW,
+    HOST_OP_BIAS,
+    HOST_OP_ADD,
+    HOST_OP_MEMSET_COPY,
+    HOST_OP_CAST,
+    HOST_OP_GRAD_NORM,
+    HOST_OP_OTHER,
+    HOST_OP_FAMILIES
+} host_op_family;
+
+/* host_stream_enqueue for a kernel of family `fam`: timed when profiling is on. */
+int host_op_enqueue(host_stream *s, host_op_family fam, host_cmd_fn fn, const void *payload,
+                    size_t size);
+void zoff_dev_host_profile_enable(bool on);
+/* Nanoseconds spent in each family's kernels since the process started profiling, and how many
+ * kernels ran: arrays of HOST_OP_FAMILIES. */
+void zoff_dev_host_profile_read(uint64_t *ns, uint64_t *calls);
+const char *zoff_dev_host_profile_family_name(host_op_family fam);
+
 #endif

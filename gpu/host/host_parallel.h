@@ -16,9 +16,18 @@ static inline int host_stream_threads(void *stream) {
     return n > 0 ? n : 1;
 }
 
-/* Threads worth using for `work` scalar operations: small kernels run on one thread. */
+/* Threads worth using for `work` scalar operations: kernels under about a million (a few
+ * hundred microseconds on one core) run on one thread. A parallel region is cheap on an idle
+ * machine, but when the cores are shared (other jobs, or the engine's own CPU threads) each one
+ * waits until every team thread is scheduled again, so the small kernels of a step (bias, residual
+ * add, the optimizer on bias and norm tensors) cost tens of times their work under load when
+ * spread (bench_train --profile, demo model, a loaded two-core machine: its bias kernels took
+ * 1000 ms a step spread, 5 ms on one thread). On an idle machine this costs a few milliseconds a
+ * step at most: each kernel it keeps on one thread is a fraction of a millisecond of work. */
+#define HOST_PARALLEL_MIN_WORK 1048576.0
+
 static inline int host_threads_for(int max_threads, double work) {
-    if (work < 32768.0) return 1;
+    if (work < HOST_PARALLEL_MIN_WORK) return 1;
     return max_threads;
 }
 

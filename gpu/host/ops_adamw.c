@@ -35,5 +35,5 @@ static void run_adamw(void *p) {
 int host_op_adamw(void *stream, float *param, const float *grad, float *m, float *v, size_t n,
                   const zoff_dev_adamw_args *args) {
     adamw_run a = {param, m, v, grad, n, *args, host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_adamw, &a, sizeof a);
+    return host_op_enqueue(stream, HOST_OP_ADAMW, run_adamw, &a, sizeof a);
 }

@@ -70,7 +70,7 @@ int host_op_attention_fwd(void *stream, float *out, float *att, const float *qkv
                    .C = C,
                    .NH = NH,
                    .nt = host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_attn_fwd, &a, sizeof a);
+    return host_op_enqueue(stream, HOST_OP_ATTENTION, run_attn_fwd, &a, sizeof a);
 }
 
 static void run_attn_bwd(void *p) {
@@ -132,5 +132,5 @@ int host_op_attention_bwd(void *stream, float *dqkv, float *scratch, const float
                    .C = C,
                    .NH = NH,
                    .nt = host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_attn_bwd, &a, sizeof a);
+    return host_op_enqueue(stream, HOST_OP_ATTENTION, run_attn_bwd, &a, sizeof a);
 }

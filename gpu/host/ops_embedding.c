@@ -58,7 +58,7 @@ int host_op_embedding_fwd(void *stream, float *out, const int32_t *tokens, const
                   .T = T,
                   .C = C,
                   .nt = host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_emb_fwd, &a, sizeof a);
+    return host_op_enqueue(stream, HOST_OP_EMBEDDING, run_emb_fwd, &a, sizeof a);
 }
 
 static int cmp_u64(const void *x, const void *y) {
@@ -121,7 +121,7 @@ int host_op_embedding_bwd(void *stream, void *dwte, void *dwpe, zoff_dtype g_typ
                   .nt = host_stream_threads(stream)};
     a.keys = host_kernel_scratch("embedding_bwd", (size_t)B * T * sizeof *a.keys);
     a.acc = host_kernel_scratch("embedding_bwd", (size_t)a.nt * C * sizeof *a.acc);
-    int rc = a.keys && a.acc ? host_stream_enqueue(stream, run_emb_bwd, &a, sizeof a) : -ENOMEM;
+    int rc = a.keys && a.acc ? host_op_enqueue(stream, HOST_OP_EMBEDDING, run_emb_bwd, &a, sizeof a) : -ENOMEM;
     if (rc) {
         free(a.keys);
         free(a.acc);

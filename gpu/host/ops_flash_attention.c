@@ -248,7 +248,7 @@ static int launch(void *stream, flash_args *a, host_cmd_fn fn, size_t per_thread
     a->per_thread = per_thread;
     a->scratch = host_kernel_scratch(op, (size_t)a->nt * per_thread * sizeof(float));
     if (!a->scratch) return -ENOMEM;
-    int rc = host_stream_enqueue(stream, fn, a, sizeof *a);
+    int rc = host_op_enqueue(stream, HOST_OP_ATTENTION, fn, a, sizeof *a);
     if (rc) free(a->scratch);
     return rc;
 }

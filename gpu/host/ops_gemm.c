@@ -155,5 +155,5 @@ int host_op_gemm(void *stream, bool trans_a, bool trans_b, int M, int N, int K, 
         a.wb = hs->gemm_scratch + na;
         a.wc = hs->gemm_scratch + na + nb;
     }
-    return host_stream_enqueue(stream, run_gemm, &a, sizeof a);
+    return host_op_enqueue(stream, HOST_OP_GEMM, run_gemm, &a, sizeof a);
 }

@@ -89,7 +89,7 @@ int host_op_layernorm_fwd(void *stream, void *out, zoff_dtype out_type, float *m
     if (w_type != ZOFF_F32 &&
         !(a.scratch = host_kernel_scratch("layernorm_fwd", 2 * (size_t)C * sizeof(float))))
         return -ENOMEM;
-    int rc = host_stream_enqueue(stream, run_ln_fwd, &a, sizeof a);
+    int rc = host_op_enqueue(stream, HOST_OP_LAYERNORM, run_ln_fwd, &a, sizeof a);
     if (rc) free(a.scratch);
     return rc;
 }
@@ -161,7 +161,7 @@ int host_op_layernorm_bwd(void *stream, float *dinp, void *dweight, void *dbias,
     if (w_type != ZOFF_F32 &&
         !(a.scratch = host_kernel_scratch("layernorm_bwd", 2 * (size_t)C * sizeof(float))))
         return -ENOMEM;
-    int rc = host_stream_enqueue(stream, run_ln_bwd, &a, sizeof a);
+    int rc = host_op_enqueue(stream, HOST_OP_LAYERNORM, run_ln_bwd, &a, sizeof a);
     if (rc) free(a.scratch);
     return rc;
 }

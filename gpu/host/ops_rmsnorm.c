@@ -69,7 +69,7 @@ int host_op_rmsnorm_fwd(void *stream, void *out, zoff_dtype out_type, float *rst
     if (w_type != ZOFF_F32 &&
         !(a.scratch = host_kernel_scratch("rmsnorm_fwd", (size_t)C * sizeof(float))))
         return -ENOMEM;
-    int rc = host_stream_enqueue(stream, run_rms_fwd, &a, sizeof a);
+    int rc = host_op_enqueue(stream, HOST_OP_RMSNORM, run_rms_fwd, &a, sizeof a);
     if (rc) free(a.scratch);
     return rc;
 }
@@ -126,7 +126,7 @@ int host_op_rmsnorm_bwd(void *stream, float *dinp, void *dweight, zoff_dtype g_t
     if (w_type != ZOFF_F32 &&
         !(a.scratch = host_kernel_scratch("rmsnorm_bwd", (size_t)C * sizeof(float))))
         return -ENOMEM;
-    int rc = host_stream_enqueue(stream, run_rms_bwd, &a, sizeof a);
+    int rc = host_op_enqueue(stream, HOST_OP_RMSNORM, run_rms_bwd, &a, sizeof a);
     if (rc) free(a.scratch);
     return rc;
 }

@@ -64,5 +64,5 @@ int host_op_rope(void *stream, void *x, zoff_dtype type, size_t row_stride, cons
                    .HS = HS,
                    .nt = host_stream_threads(stream),
                    .backward = backward};
-    return host_stream_enqueue(stream, run_rope, &a, sizeof a);
+    return host_op_enqueue(stream, HOST_OP_ROPE, run_rope, &a, sizeof a);
 }

@@ -36,7 +36,7 @@ int host_op_swiglu_fwd(void *stream, void *out, const void *gate, const void *up
                      .type = type,
                      .n = n,
                      .nt = host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_swiglu_fwd, &a, sizeof a);
+    return host_op_enqueue(stream, HOST_OP_SWIGLU, run_swiglu_fwd, &a, sizeof a);
 }
 
 /* silu'(g) = s + g s (1 - s), s = sigmoid(g). */
@@ -62,5 +62,5 @@ int host_op_swiglu_bwd(void *stream, void *dgate, void *dup, const void *dout, c
                      .type = type,
                      .n = n,
                      .nt = host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_swiglu_bwd, &a, sizeof a);
+    return host_op_enqueue(stream, HOST_OP_SWIGLU, run_swiglu_bwd, &a, sizeof a);
 }

@@ -45,7 +45,7 @@ static void run_xent_fwd(void *p) {
 int host_op_softmax_xent_fwd(void *stream, float *probs, float *losses, const float *logits,
                              const int32_t *targets, size_t N, int V) {
     xent_args a = {probs, losses, logits, targets, 0.0f, N, V, host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_xent_fwd, &a, sizeof a);
+    return host_op_enqueue(stream, HOST_OP_XENT, run_xent_fwd, &a, sizeof a);
 }
 
 static void run_xent_bwd(void *p) {
@@ -65,7 +65,7 @@ static void run_xent_bwd(void *p) {
 int host_op_softmax_xent_bwd(void *stream, float *dlogits, const float *probs,
                              const int32_t *targets, float dloss, size_t N, int V) {
     xent_args a = {dlogits, NULL, probs, targets, dloss, N, V, host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_xent_bwd, &a, sizeof a);
+    return host_op_enqueue(stream, HOST_OP_XENT, run_xent_bwd, &a, sizeof a);
 }
 
 typedef struct xent_fused_args {
@@ -98,23 +98,32 @@ static void run_xent_fused(void *p) {
         float maxv = -INFINITY;
         for (int i = 0; i < V; i++)
             maxv = x[i] > maxv ? x[i] : maxv;
+        float xt = x[t]; /* before the gradient may overwrite it */
         float sum = 0.0f;
+        if (a->dlogits && a->d_type == ZOFF_F32) {
+            /* the exponentials kept in the gradient's row (it may be the logits' own: each
+             * element is read before it is written), so each is computed once */
+            float *d = (float *)a->dlogits + row;
+            for (int i = 0; i < V; i++) {
+                float e = expf(x[i] - maxv);
+                d[i] = e;
+                sum += e;
+            }
+            a->losses[r] = logf(sum) + maxv - xt;
+            float inv = dl / sum;
+            for (int i = 0; i < V; i++)
+                d[i] *= inv;
+            d[t] -= dl;
+            continue;
+        }
         for (int i = 0; i < V; i++)
             sum += expf(x[i] - maxv);
-        float xt = x[t]; /* before the gradient may overwrite it */
         a->losses[r] = logf(sum) + maxv - xt;
         if (!a->dlogits) continue;
-        float inv = dl / sum;
-        if (a->d_type == ZOFF_F32) {
-            float *d = (float *)a->dlogits + row;
-            for (int i = 0; i < V; i++)
-                d[i] = expf(x[i] - maxv) * inv;
-            d[t] -= dl;
-        } else {
-            for (int i = 0; i < V; i++)
-                zoff_store_from_f32(a->dlogits, a->d_type, row + (size_t)i,
-                                    expf(x[i] - maxv) * inv - (i == t ? dl : 0.0f));
-        }
+        float inv = dl / sum; /* a 16-bit gradient: rounded once per element */
+        for (int i = 0; i < V; i++)
+            zoff_store_from_f32(a->dlogits, a->d_type, row + (size_t)i,
+                                expf(x[i] - maxv) * inv - (i == t ? dl : 0.0f));
     }
 }
 
@@ -123,5 +132,5 @@ int host_op_xent_fused(void *stream, float *losses, void *dlogits, zoff_dtype d_
     xent_fused_args a = {losses, dlogits, d_type, logits,
                          targets, dloss,   N,      V,
                          host_stream_threads(stream)};
-    return host_stream_enqueue(stream, run_xent_fused, &a, sizeof a);
+    return host_op_enqueue(stream, HOST_OP_XENT, run_xent_fused, &a, sizeof a);
 }

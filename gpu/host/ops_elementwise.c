@@ -3,6 +3,7 @@
  * once per element. Loops are written so the compiler can
  * vectorize them; rows (or columns, for the bias gradient) are split across threads. */
 #include "gpu/host/host_parallel.h"
+#include "gpu/host/host_expf.h"
 #include "core/half.h"
 
 #include <math.h>
@@ -11,39 +12,10 @@
 
 #define GELU_SCALE 0.7978845608028654f /* sqrt(2/pi) */
 
-/* e^x for the GELU's tanh, written without calls or branches so that the GELU loops vectorize
- * (a call to libm's expf per element kept them scalar: the GELU was a fifth of the demo model's
- * step, bench_train --profile). x is clamped to [-87.3, 88] (e^x stays a normal float; the tanh
- * below saturates there all the same); x = n ln2 + r with |r| <= ln2/2 (n rounded to nearest by
- * the 1.5 * 2^23 shift, ln2 in two parts so that r is exact), e^r by Cephes' expf polynomial
- * (about 1 ulp), and 2^n put in the exponent bits. */
-static inline float exp_inline(float x) {
-    x = x > 88.0f ? 88.0f : x; /* two unconditional selects (nested ones stayed branches) */
-    x = x < -87.3f ? -87.3f : x;
-    const float shift = 12582912.0f; /* 1.5 * 2^23: k's low mantissa bits hold n */
-    float k = x * 1.44269504088896341f + shift, n = k - shift;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    uint32_t kb, sb = 0x4b400000; /* the bits of shift */
-    memcpy(&kb, &k, sizeof kb);
-    uint32_t bits = (kb - sb + 127) << 23; /* 2^n, without a float-to-int conversion (a NaN x
-                                            * gives NaN through p; unsigned: no overflow) */
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
 /* tanh through one exponential: glibc's tanhf (via expm1f) cost several times more and showed
  * in profiles. Absolute error under 2e-7; saturates to +-1. */
 static inline float fast_tanhf(float u) {
-    return 1.0f - 2.0f / (exp_inline(2.0f * u) + 1.0f);
+    return 1.0f - 2.0f / (host_expf(2.0f * u) + 1.0f);
 }
 
 typedef struct ew_args {

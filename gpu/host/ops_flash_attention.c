@@ -9,10 +9,12 @@
  * both as rows (T, HS) and transposed (HS, T): a query's scores against keys [lo, t] are then
  * summed over the head dimension in the outer loop with the keys in the inner one, a loop the
  * compiler vectorizes (a dot product per key would be a serial chain of adds), while each
- * score keeps the same summation order. Everything is computed in fp32 and 16-bit outputs are
- * rounded once. */
+ * score keeps the same summation order. The exponentials are host_expf's (a vectorizing
+ * polynomial, about 1 ulp: libm's expf per element was half of the forward). Everything is
+ * computed in fp32 and 16-bit outputs are rounded once. */
 #include "gpu/host/host_parallel.h"
 #include "core/half.h"
+#include "gpu/host/host_expf.h"
 
 #include <errno.h>
 #include <math.h>
@@ -100,45 +102,53 @@ static inline float dot(const float *x, const float *y, int n) {
     return s;
 }
 
+/* One (batch, query head) of the forward; kt: the thread's scratch. */
+static void fwd_task(const flash_args *a, int b, int h, float *kt) {
+    const zoff_dev_attn_shape *sh = &a->sh;
+    int T = sh->T, HS = sh->HS, NH = sh->NH, group = sh->NH / sh->NKV;
+    float *vf = kt + (size_t)T * HS, *row = vf + (size_t)T * HS, *q = row + T, *o = q + HS;
+    load_kv(a, b, h / group, NULL, vf, kt, NULL, o);
+    for (int t = 0; t < T; t++) {
+        size_t bt = (size_t)b * T + t;
+        load_row(q, a->q, a->type, bt * sh->q_stride + (size_t)h * HS, HS);
+        int lo = first_key(a, b, t);
+        dots_t(row, q, kt, HS, T, lo, t);
+        float maxv = -INFINITY;
+        for (int j = lo; j <= t; j++) {
+            row[j] *= sh->scale;
+            maxv = row[j] > maxv ? row[j] : maxv;
+        }
+        for (int j = lo; j <= t; j++) /* the weights, then their sum in order */
+            row[j] = host_expf(row[j] - maxv);
+        float sum = 0.0f;
+        for (int j = lo; j <= t; j++)
+            sum += row[j];
+        for (int i = 0; i < HS; i++)
+            o[i] = 0.0f;
+        for (int j = lo; j <= t; j++) {
+            float w = row[j];
+            const float *vj = vf + (size_t)j * HS;
+            for (int i = 0; i < HS; i++)
+                o[i] += w * vj[i];
+        }
+        float inv = 1.0f / sum;
+        for (int i = 0; i < HS; i++)
+            o[i] *= inv;
+        store_row(a->out, a->type, (bt * NH + (size_t)h) * HS, o, HS);
+        a->lse[((size_t)b * NH + h) * T + t] = maxv + logf(sum);
+    }
+}
+
 static void run_flash_fwd(void *p) {
     flash_args *a = p;
     const zoff_dev_attn_shape *sh = &a->sh;
-    int T = sh->T, HS = sh->HS, NH = sh->NH, group = sh->NH / sh->NKV;
+    int T = sh->T, HS = sh->HS, NH = sh->NH;
     int tasks = sh->B * NH;
     double work = (double)sh->B * NH * T * T * HS * 2.0;
 #pragma omp parallel for num_threads(host_threads_for(a->nt, work)) schedule(static)
-    for (int task = 0; task < tasks; task++) {
-        int b = task / NH, h = task % NH;
-        float *kt = a->scratch + (size_t)host_thread_id() * a->per_thread;
-        float *vf = kt + (size_t)T * HS, *row = vf + (size_t)T * HS, *q = row + T, *o = q + HS;
-        load_kv(a, b, h / group, NULL, vf, kt, NULL, o);
-        for (int t = 0; t < T; t++) {
-            size_t bt = (size_t)b * T + t;
-            load_row(q, a->q, a->type, bt * sh->q_stride + (size_t)h * HS, HS);
-            int lo = first_key(a, b, t);
-            dots_t(row, q, kt, HS, T, lo, t);
-            float maxv = -INFINITY;
-            for (int j = lo; j <= t; j++) {
-                row[j] *= sh->scale;
-                maxv = row[j] > maxv ? row[j] : maxv;
-            }
-            float sum = 0.0f;
-            for (int i = 0; i < HS; i++)
-                o[i] = 0.0f;
-            for (int j = lo; j <= t; j++) {
-                float w = expf(row[j] - maxv);
-                sum += w;
-                const float *vj = vf + (size_t)j * HS;
-                for (int i = 0; i < HS; i++)
-                    o[i] += w * vj[i];
-            }
-            float inv = 1.0f / sum;
-            for (int i = 0; i < HS; i++)
-                o[i] *= inv;
-            store_row(a->out, a->type, (bt * NH + (size_t)h) * HS, o, HS);
-            a->lse[((size_t)b * NH + h) * T + t] = maxv + logf(sum);
-        }
-    }
+    for (int task = 0; task < tasks; task++)
+        fwd_task(a, task / NH, task % NH,
+                 a->scratch + (size_t)host_thread_id() * a->per_thread);
     free(a->scratch);
 }
 
@@ -171,75 +181,80 @@ static inline void bwd_update2(float *restrict dkj, float *restrict dvj, float *
 
 /* Query rows are taken two at a time (rows t and t + 1 of head h): each scores its keys
  * [lo, t] like the forward, then both update the key rows they share in one pass. */
+/* One (batch, key/value head) of the backward; kf: the thread's scratch. */
+static void bwd_task(const flash_args *a, int b, int kvh, float *kf) {
+    const zoff_dev_attn_shape *sh = &a->sh;
+    int T = sh->T, HS = sh->HS, NH = sh->NH, NKV = sh->NKV, group = NH / NKV;
+    float *kt = kf + (size_t)T * HS, *vt = kt + (size_t)T * HS, *dkf = vt + (size_t)T * HS;
+    float *dvf = dkf + (size_t)T * HS, *rows = dvf + (size_t)T * HS;
+    float *sc[2] = {rows, rows + T}, *dp[2] = {rows + 2 * T, rows + 3 * T};
+    float *vec = rows + 4 * (size_t)T; /* q, dy, o, dq of the two rows: (2, 4, HS) */
+    float *q[2], *dy[2], *o[2], *dq[2];
+    for (int r = 0; r < 2; r++) {
+        q[r] = vec + (size_t)(4 * r) * HS;
+        dy[r] = q[r] + HS;
+        o[r] = dy[r] + HS;
+        dq[r] = o[r] + HS;
+    }
+    load_kv(a, b, kvh, kf, NULL, kt, vt, o[0]);
+    for (size_t i = 0; i < 2 * (size_t)T * HS; i++)
+        dkf[i] = 0.0f; /* dkf and dvf */
+    for (int h = kvh * group; h < (kvh + 1) * group; h++)
+        for (int t0 = 0; t0 < T; t0 += 2) {
+            int nr = t0 + 1 < T ? 2 : 1, lo[2] = {0, 0};
+            for (int r = 0; r < nr; r++) {
+                int t = t0 + r;
+                size_t bt = (size_t)b * T + t, qoff = bt * sh->q_stride + (size_t)h * HS;
+                size_t ooff = (bt * NH + (size_t)h) * HS, hrow = ((size_t)b * NH + h) * T + t;
+                load_row(q[r], a->q, a->type, qoff, HS);
+                load_row(dy[r], a->dout, a->type, ooff, HS);
+                load_row(o[r], a->out_in, a->type, ooff, HS);
+                float D = dot(dy[r], o[r], HS), lse = a->lse_in[hrow];
+                a->delta[hrow] = D;
+                lo[r] = first_key(a, b, t);
+                dots_t(sc[r], q[r], kt, HS, T, lo[r], t);  /* scores */
+                dots_t(dp[r], dy[r], vt, HS, T, lo[r], t); /* dP = dout . v */
+                for (int j = lo[r]; j <= t; j++) {
+                    sc[r][j] = host_expf(sc[r][j] * sh->scale - lse); /* P */
+                    dp[r][j] = sc[r][j] * (dp[r][j] - D) * sh->scale; /* dS, scaled */
+                }
+                for (int i = 0; i < HS; i++)
+                    dq[r][i] = 0.0f;
+            }
+            int jlo = nr == 2 && lo[1] < lo[0] ? lo[1] : lo[0];
+            for (int j = jlo; j < t0 + nr; j++) {
+                bool in0 = j >= lo[0] && j <= t0, in1 = nr == 2 && j >= lo[1];
+                const float *kj = kf + (size_t)j * HS;
+                float *dkj = dkf + (size_t)j * HS, *dvj = dvf + (size_t)j * HS;
+                if (in0 && in1)
+                    bwd_update2(dkj, dvj, dq[0], dq[1], kj, q[0], q[1], dy[0], dy[1], sc[0][j],
+                                dp[0][j], sc[1][j], dp[1][j], HS);
+                else if (in0 || in1)
+                    bwd_update1(dkj, dvj, dq[in1], kj, q[in1], dy[in1], sc[in1][j], dp[in1][j],
+                                HS);
+            }
+            for (int r = 0; r < nr; r++) {
+                size_t qoff = ((size_t)b * T + t0 + r) * sh->q_stride + (size_t)h * HS;
+                store_row(a->dq, a->type, qoff, dq[r], HS);
+            }
+        }
+    for (int t = 0; t < T; t++) {
+        size_t off = ((size_t)b * T + t) * sh->kv_stride + (size_t)kvh * HS;
+        store_row(a->dk, a->type, off, dkf + (size_t)t * HS, HS);
+        store_row(a->dv, a->type, off, dvf + (size_t)t * HS, HS);
+    }
+}
+
 static void run_flash_bwd(void *p) {
     flash_args *a = p;
     const zoff_dev_attn_shape *sh = &a->sh;
-    int T = sh->T, HS = sh->HS, NH = sh->NH, NKV = sh->NKV, group = NH / NKV;
+    int T = sh->T, HS = sh->HS, NH = sh->NH, NKV = sh->NKV;
     int tasks = sh->B * NKV;
     double work = (double)sh->B * NH * T * T * HS * 4.0;
 #pragma omp parallel for num_threads(host_threads_for(a->nt, work)) schedule(static)
-    for (int task = 0; task < tasks; task++) {
-        int b = task / NKV, kvh = task % NKV;
-        float *kf = a->scratch + (size_t)host_thread_id() * a->per_thread;
-        float *kt = kf + (size_t)T * HS, *vt = kt + (size_t)T * HS, *dkf = vt + (size_t)T * HS;
-        float *dvf = dkf + (size_t)T * HS, *rows = dvf + (size_t)T * HS;
-        float *sc[2] = {rows, rows + T}, *dp[2] = {rows + 2 * T, rows + 3 * T};
-        float *vec = rows + 4 * (size_t)T; /* q, dy, o, dq of the two rows: (2, 4, HS) */
-        float *q[2], *dy[2], *o[2], *dq[2];
-        for (int r = 0; r < 2; r++) {
-            q[r] = vec + (size_t)(4 * r) * HS;
-            dy[r] = q[r] + HS;
-            o[r] = dy[r] + HS;
-            dq[r] = o[r] + HS;
-        }
-        load_kv(a, b, kvh, kf, NULL, kt, vt, o[0]);
-        for (size_t i = 0; i < 2 * (size_t)T * HS; i++)
-            dkf[i] = 0.0f; /* dkf and dvf */
-        for (int h = kvh * group; h < (kvh + 1) * group; h++)
-            for (int t0 = 0; t0 < T; t0 += 2) {
-                int nr = t0 + 1 < T ? 2 : 1, lo[2] = {0, 0};
-                for (int r = 0; r < nr; r++) {
-                    int t = t0 + r;
-                    size_t bt = (size_t)b * T + t, qoff = bt * sh->q_stride + (size_t)h * HS;
-                    size_t ooff = (bt * NH + (size_t)h) * HS, hrow = ((size_t)b * NH + h) * T + t;
-                    load_row(q[r], a->q, a->type, qoff, HS);
-                    load_row(dy[r], a->dout, a->type, ooff, HS);
-                    load_row(o[r], a->out_in, a->type, ooff, HS);
-                    float D = dot(dy[r], o[r], HS), lse = a->lse_in[hrow];
-                    a->delta[hrow] = D;
-                    lo[r] = first_key(a, b, t);
-                    dots_t(sc[r], q[r], kt, HS, T, lo[r], t);  /* scores */
-                    dots_t(dp[r], dy[r], vt, HS, T, lo[r], t); /* dP = dout . v */
-                    for (int j = lo[r]; j <= t; j++) {
-                        sc[r][j] = expf(sc[r][j] * sh->scale - lse);      /* P */
-                        dp[r][j] = sc[r][j] * (dp[r][j] - D) * sh->scale; /* dS, scaled */
-                    }
-                    for (int i = 0; i < HS; i++)
-                        dq[r][i] = 0.0f;
-                }
-                int jlo = nr == 2 && lo[1] < lo[0] ? lo[1] : lo[0];
-                for (int j = jlo; j < t0 + nr; j++) {
-                    bool in0 = j >= lo[0] && j <= t0, in1 = nr == 2 && j >= lo[1];
-                    const float *kj = kf + (size_t)j * HS;
-                    float *dkj = dkf + (size_t)j * HS, *dvj = dvf + (size_t)j * HS;
-                    if (in0 && in1)
-                        bwd_update2(dkj, dvj, dq[0], dq[1], kj, q[0], q[1], dy[0], dy[1], sc[0][j],
-                                    dp[0][j], sc[1][j], dp[1][j], HS);
-                    else if (in0 || in1)
-                        bwd_update1(dkj, dvj, dq[in1], kj, q[in1], dy[in1], sc[in1][j], dp[in1][j],
-                                    HS);
-                }
-                for (int r = 0; r < nr; r++) {
-                    size_t qoff = ((size_t)b * T + t0 + r) * sh->q_stride + (size_t)h * HS;
-                    store_row(a->dq, a->type, qoff, dq[r], HS);
-                }
-            }
-        for (int t = 0; t < T; t++) {
-            size_t off = ((size_t)b * T + t) * sh->kv_stride + (size_t)kvh * HS;
-            store_row(a->dk, a->type, off, dkf + (size_t)t * HS, HS);
-            store_row(a->dv, a->type, off, dvf + (size_t)t * HS, HS);
-        }
-    }
+    for (int task = 0; task < tasks; task++)
+        bwd_task(a, task / NKV, task % NKV,
+                 a->scratch + (size_t)host_thread_id() * a->per_thread);
     free(a->scratch);
 }
 

@@ -45,6 +45,12 @@ typedef struct host_comm {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     uint64_t pending; /* commands queued, not yet finished */
+    /* The reduce-scatters' blocks (partial sum, received), kept from one call to the next (a
+     * fresh buffer per call cost its page faults every time). The issuing thread grows it; a
+     * replaced one is freed by the next command, which runs after every command using it (one
+     * stream per communicator, device.h). */
+    void *scratch;
+    size_t scratch_bytes;
 } host_comm;
 
 typedef enum comm_kind { K_ALLREDUCE, K_REDUCE_SCATTER, K_ALLGATHER, K_BROADCAST } comm_kind;
@@ -60,7 +66,8 @@ typedef struct comm_cmd {
     size_t count; /* allreduce/broadcast: elements; reduce_scatter: recv_count; allgather:
                      send_count */
     int root;
-    void *scratch; /* reduce_scatter: two blocks (partial sum, received), freed by the command */
+    void *scratch;     /* reduce_scatter: the communicator's blocks (partial sum, received) */
+    void *free_first;  /* a scratch this command replaced: freed when it runs */
 } comm_cmd;
 
 static void sum_bf16(void *in, void *inout, int *len, MPI_Datatype *dt) {
@@ -112,6 +119,7 @@ void host_comm_destroy(zoff_dev *dev, void *impl) {
     MPI_Op_free(&c->sum_bf16);
     MPI_Op_free(&c->sum_f16);
     MPI_Comm_free(&c->comm);
+    free(c->scratch);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->cond);
     free(c);
@@ -183,7 +191,7 @@ static void ring_reduce_scatter(host_comm *c, comm_cmd *m, size_t elem, MPI_Data
     int N = c->size, r = c->rank, n = (int)m->count;
     size_t bytes = m->count * elem;
     const char *send = m->send;
-    char *acc = m->scratch, *in = acc + bytes;
+    char *in = m->scratch, *acc = in + bytes; /* acc: only with more than two ranks */
     for (int s = 0; s < N - 1; s++) {
         int out_idx = ((r - s - 1) % N + N) % N, in_idx = ((r - s - 2) % N + N) % N;
         const void *out = s == 0 ? send + (size_t)out_idx * bytes : acc;
@@ -211,6 +219,7 @@ static void ring_allgather(host_comm *c, comm_cmd *m, size_t elem, MPI_Datatype 
 static void run_comm(void *payload) {
     comm_cmd *m = payload;
     host_comm *c = m->c;
+    free(m->free_first); /* the commands that used it ran before this one */
     size_t elem = zoff_dtype_size(m->type);
     MPI_Datatype dt = m->type == ZOFF_F32 ? MPI_FLOAT : MPI_UINT16_T;
     MPI_Op sum = m->type == ZOFF_F32 ? MPI_SUM : m->type == ZOFF_BF16 ? c->sum_bf16 : c->sum_f16;
@@ -235,7 +244,6 @@ static void run_comm(void *payload) {
         break;
     case K_REDUCE_SCATTER:
         ring_reduce_scatter(c, m, elem, dt);
-        free(m->scratch);
         break;
     case K_ALLGATHER:
         ring_allgather(c, m, elem, dt);
@@ -254,7 +262,6 @@ static int enqueue(void *stream, comm_cmd *m) {
     pthread_mutex_unlock(&c->lock);
     int rc = host_stream_enqueue(stream, run_comm, m, sizeof *m);
     if (rc) {
-        free(m->scratch);
         pthread_mutex_lock(&c->lock);
         c->pending--;
         pthread_cond_broadcast(&c->cond);
@@ -293,9 +300,23 @@ int host_comm_reduce_scatter(void *stream, void *comm, const void *send, void *r
                   .send = send,
                   .recv = recv,
                   .count = recv_count};
-    m.scratch = host_kernel_scratch("reduce_scatter", 2 * bytes);
-    if (!m.scratch) return -ENOMEM;
-    return enqueue(stream, &m);
+    size_t need = (c->size > 2 ? 2 : 1) * bytes;
+    void *grown = NULL;
+    if (need > c->scratch_bytes) {
+        if (!(grown = host_kernel_scratch("reduce_scatter", need))) return -ENOMEM;
+        m.free_first = c->scratch;
+    }
+    m.scratch = grown ? grown : c->scratch;
+    rc = enqueue(stream, &m);
+    if (rc) { /* queued commands may still use the old one: it stays */
+        free(grown);
+        return rc;
+    }
+    if (grown) {
+        c->scratch = grown;
+        c->scratch_bytes = need;
+    }
+    return 0;
 }
 
 int host_comm_allgather(void *stream, void *comm, const void *send, void *recv, size_t send_count,

@@ -102,8 +102,11 @@ static inline float dot(const float *x, const float *y, int n) {
     return s;
 }
 
-/* One (batch, query head) of the forward; kt: the thread's scratch. */
-static void fwd_task(const flash_args *a, int b, int h, float *kt) {
+/* One (batch, query head) of the forward; kt: the thread's scratch. AVX2 clone: the same
+ * operations in the same order at twice the width (ISO C contracts no FMAs), so the same bits
+ * on every machine; 10-15% faster at the demo model's shape. */
+__attribute__((target_clones("avx2", "default"))) static void
+fwd_task(const flash_args *a, int b, int h, float *kt) {
     const zoff_dev_attn_shape *sh = &a->sh;
     int T = sh->T, HS = sh->HS, NH = sh->NH, group = sh->NH / sh->NKV;
     float *vf = kt + (size_t)T * HS, *row = vf + (size_t)T * HS, *q = row + T, *o = q + HS;
@@ -181,8 +184,10 @@ static inline void bwd_update2(float *restrict dkj, float *restrict dvj, float *
 
 /* Query rows are taken two at a time (rows t and t + 1 of head h): each scores its keys
  * [lo, t] like the forward, then both update the key rows they share in one pass. */
-/* One (batch, key/value head) of the backward; kf: the thread's scratch. */
-static void bwd_task(const flash_args *a, int b, int kvh, float *kf) {
+/* One (batch, key/value head) of the backward; kf: the thread's scratch. AVX2 clone as
+ * fwd_task. */
+__attribute__((target_clones("avx2", "default"))) static void
+bwd_task(const flash_args *a, int b, int kvh, float *kf) {
     const zoff_dev_attn_shape *sh = &a->sh;
     int T = sh->T, HS = sh->HS, NH = sh->NH, NKV = sh->NKV, group = NH / NKV;
     float *kt = kf + (size_t)T * HS, *vt = kt + (size_t)T * HS, *dkf = vt + (size_t)T * HS;

@@ -25,6 +25,7 @@
  * that destroy waits for them; MPI itself is MPI_THREAD_MULTIPLE (gpu/dist.c).
  */
 #include "core/half.h"
+#include "core/target_clones.h"
 #include "core/log.h"
 #include "gpu/dist_impl.h"
 #include "gpu/host/host_backend.h"
@@ -134,7 +135,7 @@ static const char *kind_name(comm_kind k) {
  * (dst may be a). The bf16 rounding is zoff_f32_to_bf16's, written without a branch so that the
  * loop vectorizes (AVX2 clone: a quarter of the scalar time); f16 goes through the scalar
  * conversions. */
-__attribute__((target_clones("avx2", "default"))) static void
+ZOFF_AVX2_CLONE static void
 add_blocks(void *dst, const void *a, const void *b, size_t n, zoff_dtype type) {
     if (type == ZOFF_F32) {
         float *d = dst;

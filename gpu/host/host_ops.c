@@ -5,6 +5,7 @@
  * written by the stream worker threads, read by whoever profiles. */
 #include "gpu/host/host_parallel.h"
 #include "core/half.h"
+#include "core/target_clones.h"
 #include "core/log.h"
 
 #include <errno.h>
@@ -178,7 +179,7 @@ typedef int64_t v4l __attribute__((vector_size(32)));
  * accumulators: the order, and so the value, is that of the scalar form on every ISA (a float's
  * square is exact in double, so a fused multiply-add rounds as the separate ops do); the AVX2
  * clone does each step in one instruction, where the baseline needs two or more. */
-__attribute__((target_clones("avx2", "default"))) static double
+ZOFF_AVX2_CLONE static double
 sumsq_f32(const float *x, size_t lo, size_t hi, int *nonfinite) {
     v4d acc = {0, 0, 0, 0};
     v4i bad = {0, 0, 0, 0};

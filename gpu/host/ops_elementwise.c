@@ -5,6 +5,7 @@
 #include "gpu/host/host_parallel.h"
 #include "gpu/host/host_expf.h"
 #include "core/half.h"
+#include "core/target_clones.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -124,13 +125,13 @@ static inline float gelu_grad(float v) {
 
 /* fp32 GELU over [lo, hi): AVX2 clones of the vectorized loops (the same operations per
  * element, so the same bits on every machine), a third faster than the SSE2 baseline. */
-__attribute__((target_clones("avx2", "default"))) static void
+ZOFF_AVX2_CLONE static void
 gelu_fwd_f32(float *out, const float *x, size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; i++)
         out[i] = gelu(x[i]);
 }
 
-__attribute__((target_clones("avx2", "default"))) static void
+ZOFF_AVX2_CLONE static void
 gelu_bwd_f32(float *dinp, const float *x, const float *dout, size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; i++)
         dinp[i] = gelu_grad(x[i]) * dout[i];

@@ -14,6 +14,7 @@
  * computed in fp32 and 16-bit outputs are rounded once. */
 #include "gpu/host/host_parallel.h"
 #include "core/half.h"
+#include "core/target_clones.h"
 #include "gpu/host/host_expf.h"
 
 #include <errno.h>
@@ -105,7 +106,7 @@ static inline float dot(const float *x, const float *y, int n) {
 /* One (batch, query head) of the forward; kt: the thread's scratch. AVX2 clone: the same
  * operations in the same order at twice the width (ISO C contracts no FMAs), so the same bits
  * on every machine; 10-15% faster at the demo model's shape. */
-__attribute__((target_clones("avx2", "default"))) static void
+ZOFF_AVX2_CLONE static void
 fwd_task(const flash_args *a, int b, int h, float *kt) {
     const zoff_dev_attn_shape *sh = &a->sh;
     int T = sh->T, HS = sh->HS, NH = sh->NH, group = sh->NH / sh->NKV;
@@ -186,7 +187,7 @@ static inline void bwd_update2(float *restrict dkj, float *restrict dvj, float *
  * [lo, t] like the forward, then both update the key rows they share in one pass. */
 /* One (batch, key/value head) of the backward; kf: the thread's scratch. AVX2 clone as
  * fwd_task. */
-__attribute__((target_clones("avx2", "default"))) static void
+ZOFF_AVX2_CLONE static void
 bwd_task(const flash_args *a, int b, int kvh, float *kf) {
     const zoff_dev_attn_shape *sh = &a->sh;
     int T = sh->T, HS = sh->HS, NH = sh->NH, NKV = sh->NKV, group = NH / NKV;

@@ -143,17 +143,21 @@ fwd_task(const flash_args *a, int b, int h, float *kt) {
     }
 }
 
+/* A kernel's (batch, head) tasks over the kernel threads, each thread with its scratch: heads
+ * query heads (forward) or key/value heads (backward) per row, `work` scalar operations in all. */
+typedef void (*flash_task_fn)(const flash_args *a, int b, int head, float *scratch);
+static void run_tasks(flash_args *a, int heads, double work, flash_task_fn fn) {
+    int tasks = a->sh.B * heads;
+#pragma omp parallel for num_threads(host_threads_for(a->nt, work)) schedule(static)
+    for (int task = 0; task < tasks; task++)
+        fn(a, task / heads, task % heads, a->scratch + (size_t)host_thread_id() * a->per_thread);
+    free(a->scratch);
+}
+
 static void run_flash_fwd(void *p) {
     flash_args *a = p;
     const zoff_dev_attn_shape *sh = &a->sh;
-    int T = sh->T, HS = sh->HS, NH = sh->NH;
-    int tasks = sh->B * NH;
-    double work = (double)sh->B * NH * T * T * HS * 2.0;
-#pragma omp parallel for num_threads(host_threads_for(a->nt, work)) schedule(static)
-    for (int task = 0; task < tasks; task++)
-        fwd_task(a, task / NH, task % NH,
-                 a->scratch + (size_t)host_thread_id() * a->per_thread);
-    free(a->scratch);
+    run_tasks(a, sh->NH, (double)sh->B * sh->NH * sh->T * sh->T * sh->HS * 2.0, fwd_task);
 }
 
 /* One query row's contribution to key row j: dv_j += p dy, dk_j += ds q, dq += ds k_j. */
@@ -254,14 +258,7 @@ bwd_task(const flash_args *a, int b, int kvh, float *kf) {
 static void run_flash_bwd(void *p) {
     flash_args *a = p;
     const zoff_dev_attn_shape *sh = &a->sh;
-    int T = sh->T, HS = sh->HS, NH = sh->NH, NKV = sh->NKV;
-    int tasks = sh->B * NKV;
-    double work = (double)sh->B * NH * T * T * HS * 4.0;
-#pragma omp parallel for num_threads(host_threads_for(a->nt, work)) schedule(static)
-    for (int task = 0; task < tasks; task++)
-        bwd_task(a, task / NKV, task % NKV,
-                 a->scratch + (size_t)host_thread_id() * a->per_thread);
-    free(a->scratch);
+    run_tasks(a, sh->NKV, (double)sh->B * sh->NH * sh->T * sh->T * sh->HS * 4.0, bwd_task);
 }
 
 static int launch(void *stream, flash_args *a, host_cmd_fn fn, size_t per_thread, const char *op) {

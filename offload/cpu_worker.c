@@ -150,8 +150,44 @@ static int adam_runs(zoff_engine *e, const engine_bucket *bk, const zoff_adam_pa
     return 0;
 }
 
-/* Updates bucket b of optimizer step `step` from grad (dtype gdt) and sends the new weights
- * to the device. t is the Adam step number for bias correction. */
+/* The fused step's settings for one optimizer step: Adam step t (bias correction), lr, and
+ * the gradient multiplier (clip coefficient over loss scale). */
+static zoff_adam_params step_params(const zoff_engine *e, float lr, int64_t t, float grad_scale) {
+    zoff_adam_params ap = zoff_adam_params_default();
+    ap.lr = lr;
+    ap.beta1 = e->cfg.beta1;
+    ap.beta2 = e->cfg.beta2;
+    ap.eps = e->cfg.eps;
+    ap.weight_decay = e->cfg.weight_decay;
+    ap.mode = e->cfg.adamw ? ZOFF_ADAM_ADAMW : ZOFF_ADAM_L2;
+    ap.step = t;
+    ap.grad_scale = grad_scale;
+    return ap;
+}
+
+/* This rank's block of bucket b through the state store and the fused Adam, new weights into
+ * out; counted into rep and traced. Nothing to do for an empty block. */
+static int adam_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype gdt,
+                       const zoff_adam_params *ap, int64_t step, void *out,
+                       zoff_engine_step_report *rep) {
+    const engine_bucket *bk = &e->buckets[b];
+    if (!bk->own_numel) return 0;
+    float *p = NULL;
+    void *m = NULL, *v = NULL;
+    int rc = state_store_acquire(e->store, b, &p, &m, &v);
+    if (rc) return rc;
+    double t1 = now_ms(), tr1 = e->trace ? zoff_trace_now_us(e->trace) : 0;
+    rc = adam_runs(e, bk, ap, p, m, v, grad, gdt, out);
+    rep->cpu_adam_ms += now_ms() - t1;
+    rep->cpu_pass_bytes += adam_pass_bytes(e, bk->own_numel, gdt);
+    if (e->trace) {
+        char name[40];
+        snprintf(name, sizeof name, "adam b%zu s%lld", b, (long long)step);
+        zoff_trace_host_span(e->trace, "cpu adam", name, tr1, zoff_trace_now_us(e->trace));
+    }
+    return rc ? rc : state_store_release(e->store, b);
+}
+
 /* Whether the updated weights of `step` must wait for the next step's backward (DPU). */
 static bool dpu_delayed(const zoff_engine *e, int64_t step) {
     return e->cfg.schedule == ZOFF_SCHEDULE_DPU && step + e->step_base >= e->cfg.dpu_warmup_steps;
@@ -167,21 +203,7 @@ static int update_streamed(zoff_engine *e, size_t b, const void *grad, zoff_dtyp
     bool delayed = dpu_delayed(e, step);
     void *dst = param_store_bucket_weights(e->params, b);
     void *out = delayed ? e->param_ring[b] : dst;
-    float *p = NULL;
-    void *m = NULL, *v = NULL;
-    int rc = has_error(e) ? 0 : state_store_acquire(e->store, b, &p, &m, &v);
-    if (!rc && !has_error(e)) {
-        double t1 = now_ms(), tr1 = e->trace ? zoff_trace_now_us(e->trace) : 0;
-        rc = adam_runs(e, bk, ap, p, m, v, grad, gdt, out);
-        rep->cpu_adam_ms += now_ms() - t1;
-        rep->cpu_pass_bytes += adam_pass_bytes(e, bk->numel, gdt);
-        if (e->trace) {
-            char name[40];
-            snprintf(name, sizeof name, "adam b%zu s%lld", b, (long long)step);
-            zoff_trace_host_span(e->trace, "cpu adam", name, tr1, zoff_trace_now_us(e->trace));
-        }
-        if (!rc) rc = state_store_release(e->store, b);
-    }
+    int rc = has_error(e) ? 0 : adam_bucket(e, b, grad, gdt, ap, step, out, rep);
     if (rc) engine_set_error(e, rc);
     if (delayed) {
         int rw = zoff_dev_host_wait_value(e->dev, &e->ctr->step_end, (uint32_t)(step + 2));
@@ -205,51 +227,16 @@ static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype 
                          float grad_scale, float lr, int64_t t, int64_t step,
                          zoff_engine_step_report *rep) {
     engine_bucket *bk = &e->buckets[b];
-    if (e->params && param_store_bucket_streamed(e->params, b)) {
-        zoff_adam_params ap = zoff_adam_params_default();
-        ap.lr = lr;
-        ap.beta1 = e->cfg.beta1;
-        ap.beta2 = e->cfg.beta2;
-        ap.eps = e->cfg.eps;
-        ap.weight_decay = e->cfg.weight_decay;
-        ap.mode = e->cfg.adamw ? ZOFF_ADAM_ADAMW : ZOFF_ADAM_L2;
-        ap.step = t;
-        ap.grad_scale = grad_scale;
+    zoff_adam_params ap = step_params(e, lr, t, grad_scale);
+    if (e->params && param_store_bucket_streamed(e->params, b))
         return update_streamed(e, b, grad, gdt, &ap, step, rep);
-    }
     uint32_t h = e->h2d_issued;
     int q = (int)(h % (uint32_t)e->n_param_ring);
     int rc = 0;
     if (h >= (uint32_t)e->n_param_ring)
         rc =
             zoff_dev_host_wait_value(e->dev, &e->ctr->h2d_count, h - (uint32_t)e->n_param_ring + 1);
-    float *p = NULL;
-    void *m = NULL, *v = NULL;
-    if (!rc && !has_error(e) && bk->own_numel) {
-        rc = state_store_acquire(e->store, b, &p, &m, &v);
-        double t1 = now_ms(), tr1 = e->trace ? zoff_trace_now_us(e->trace) : 0;
-        if (!rc) {
-            zoff_adam_params ap = zoff_adam_params_default();
-            ap.lr = lr;
-            ap.beta1 = e->cfg.beta1;
-            ap.beta2 = e->cfg.beta2;
-            ap.eps = e->cfg.eps;
-            ap.weight_decay = e->cfg.weight_decay;
-            ap.mode = e->cfg.adamw ? ZOFF_ADAM_ADAMW : ZOFF_ADAM_L2;
-            ap.step = t;
-            ap.grad_scale = grad_scale;
-            rc = adam_runs(e, bk, &ap, p, m, v, grad, gdt, e->param_ring[q]);
-            double t2 = now_ms();
-            rep->cpu_adam_ms += t2 - t1;
-            rep->cpu_pass_bytes += adam_pass_bytes(e, bk->own_numel, gdt);
-            if (e->trace) {
-                char name[40];
-                snprintf(name, sizeof name, "adam b%zu s%lld", b, (long long)step);
-                zoff_trace_host_span(e->trace, "cpu adam", name, tr1, zoff_trace_now_us(e->trace));
-            }
-            if (!rc) rc = state_store_release(e->store, b);
-        }
-    }
+    if (!rc && !has_error(e)) rc = adam_bucket(e, b, grad, gdt, &ap, step, e->param_ring[q], rep);
     if (rc) engine_set_error(e, rc);
     /* The weights go up unless something failed; the counters move in every case. */
     int ok = !has_error(e);

@@ -9,7 +9,10 @@
  * waits, then the CPU step, then transfers, the overlap efficiency (how much of the shorter of
  * compute and CPU work was hidden), the CPU step's share of the step (cpu_step_share:
  * cpu_adam_ms / step_ms), the same Adam step run standalone on the same threads
- * (cpu_adam_standalone_ms, and its ratio to the in-training cpu_adam_ms), and the bytes per
+ * (cpu_adam_standalone_ms, and its ratio to the in-training cpu_adam_ms), the CPU step of a run
+ * drained after every step, so that no device kernel runs beside it (cpu_adam_device_idle_ms:
+ * on the host backend the device's kernels share the CPU's DRAM and last-level cache with the
+ * Adam, which a GPU's do not), and the bytes per
  * parameter on each link: PCIe (counted by the engine), NVMe (counted by the swapper) and CPU DRAM
  * (counted by the engine's CPU passes: the step report's cpu_pass_bytes).
  *
@@ -25,7 +28,10 @@
  *                 [--schedules sync,overlap,dpu] [--targets cpu,nvme] [--nvme-path DIR]
  *                 [--capacity SIZE] [--params none,cpu,nvme] [--prefetch K]
  *                 [--activation-checkpoint 0|1] [--repeats R] [--kernel-threads K]
- *                 [--adam-threads N] [--ranks N]
+ *                 [--adam-threads N] [--ranks N] [--trace FILE]
+ *
+ * --trace FILE: the engine's Chrome/Perfetto trace of each point's last round (the file holds
+ * the last point's).
  *
  * --ranks N: data parallelism across N ranks with the optimizer state partitioned (ZeRO-2):
  * bench_offload runs itself under mpirun (one device per rank) and measures what
@@ -38,6 +44,7 @@
  * as the exposed fetch time and their ratio, and the fetch bytes per parameter.
  */
 #include "bench/bench_offload.h"
+#include "core/half.h"
 #include "cpu_adam/cpu_adam.h"
 
 #include <errno.h>
@@ -158,10 +165,19 @@ static double adam_standalone_ms(size_t n, const opts *o, const zoff_engine_conf
     int rc = zoff_adam_pool_create(&pc, &pool);
     if (rc) bench_die("standalone Adam pool", rc);
     size_t es = zoff_dtype_size(o->dtype);
-    float *p = calloc(n, 4), *m = calloc(n, 4), *v = calloc(n, 4);
-    void *g = calloc(n, es), *out = calloc(n, es);
+    float *p = malloc(n * 4), *m = calloc(n, 4), *v = calloc(n, 4);
+    void *g = malloc(n * es), *out = calloc(n, es);
     double *t = malloc(sizeof(double) * (size_t)o->steps);
     if (!p || !m || !v || !g || !out || !t) bench_die("standalone Adam buffers", -ENOMEM);
+    /* Weights and gradients written, as training's are: a gradient left from calloc would be
+     * the kernel's one shared zero page, read from cache instead of DRAM, which would flatter
+     * the standalone step by the gradient's bytes. */
+    uint64_t rng = 11;
+    for (size_t i = 0; i < n; i++) {
+        float u = (float)(zoff_rng_next(&rng) >> 40) / (float)(1 << 24) - 0.5f;
+        p[i] = 0.02f * u;
+        zoff_store_from_f32(g, o->dtype, i, 1e-3f * u);
+    }
     zoff_adam_buffers b = {.n = n,
                            .param = p,
                            .m = m,
@@ -186,7 +202,8 @@ static double adam_standalone_ms(size_t n, const opts *o, const zoff_engine_conf
 }
 
 /* One round of the offloaded run: a fresh engine, warm-up and timed steps; the median step
- * and the per-step averages of the report's counters. */
+ * and the median CPU Adam time, and the per-step averages of the report's byte counters.
+ * flush_each: the pipeline drained after every step (only its CPU Adam time is of use). */
 typedef struct round_result {
     double step_ms, adam_ms, nvme_ms;
     uint64_t pcie, nvme, fetch, cpu_pass; /* bytes per step */
@@ -196,24 +213,28 @@ typedef struct round_result {
 
 static void run_round(zoff_model *m, zoff_dev_stream *s, const float *init, const opts *o,
                       const zoff_engine_config *ecfg, int32_t *tok, int32_t *tgt,
-                      round_result *out) {
+                      bool flush_each, round_result *out) {
     zoff_model_offload *off;
     zoff_dev_mem_reset_peak(zoff_model_get_dev(m));
     int rc = zoff_model_offload_create(m, s, ecfg, init, &off);
     if (rc) bench_die("engine create", rc);
     zoff_engine *e = zoff_model_offload_engine(off);
-    double *times = malloc(sizeof(double) * (size_t)o->steps), adam = 0, nvme = 0;
+    /* per step: the step's time, and its CPU Adam time (from the reports, which lag) */
+    double *times = malloc(sizeof(double) * (size_t)o->steps * 2), *adams = times + o->steps;
+    double nvme = 0;
     uint64_t pcie = 0, nr = 0, nw = 0, fetch = 0, cpu = 0;
     int counted = 0;
     int64_t last_counted = o->warmup - 1; /* reports lag the trainer: count each step once */
     for (int i = 0; i <= o->warmup + o->steps; i++) {
         zoff_engine_step_report rep;
-        if (i == o->warmup + o->steps) { /* after the last step: its report too */
+        /* after the last step: its report too; flush_each: after every step, so that no
+         * device work runs beside the CPU step */
+        if (i == o->warmup + o->steps || (flush_each && i > 0)) {
             if ((rc = zoff_engine_flush(e, s))) bench_die("flush", rc);
         }
         if (zoff_engine_last_report(e, &rep) == 0 && rep.step > last_counted) {
             last_counted = rep.step;
-            adam += rep.cpu_adam_ms;
+            if (counted < o->steps) adams[counted] = rep.cpu_adam_ms;
             nvme += rep.nvme_wait_ms;
             pcie += rep.pcie_d2h_bytes + rep.pcie_h2d_bytes;
             nr += rep.nvme_read_bytes + rep.param_nvme_read_bytes;
@@ -237,9 +258,11 @@ static void run_round(zoff_model *m, zoff_dev_stream *s, const float *init, cons
     zoff_device_plan_sum(&out->dp);
     zoff_model_offload_destroy(off);
     out->step_ms = bench_median(times, o->steps);
-    free(times);
     int c = counted ? counted : 1;
-    out->adam_ms = adam / c;
+    /* the median, as the standalone step's is: a step the machine's other tenants slowed
+     * would otherwise weigh on the in-training figure alone */
+    out->adam_ms = counted ? bench_median(adams, counted < o->steps ? counted : o->steps) : 0;
+    free(times);
     out->nvme_ms = nvme / c;
     out->pcie = pcie / (uint64_t)c;
     out->nvme = (nr + nw) / (uint64_t)c;
@@ -280,13 +303,21 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
         ec.nvme_dirs[0] = o->nvme_path;
         ec.n_nvme_dirs = 1;
     }
-    /* interleaved rounds: baseline, then offloaded, R times */
+    /* interleaved rounds, R times: the baseline; the offloaded run; the offloaded run drained
+     * after every step (its CPU Adam runs with no device kernel beside it); the CPU Adam alone */
     int R = o->repeats;
-    double *st = malloc(sizeof(double) * (size_t)R * 4), *ct = st + R, *rt = ct + R, *ad = rt + R;
-    round_result rr = {0}, acc = {0};
+    double *st = malloc(sizeof(double) * (size_t)R * 6), *ct = st + R, *rt = ct + R, *ad = rt + R;
+    double *ai = ad + R, *al = ai + R;
+    round_result rr = {0}, acc = {0}, ri;
+    size_t n_params = (size_t)zoff_model_get_layout(m)->total;
     for (int r = 0; r < R; r++) {
         ct[r] = compute_baseline(rm, rs, o, tok, tgt);
-        run_round(m, s, sm ? init : NULL, o, &ec, tok, tgt, &rr);
+        run_round(m, s, sm ? init : NULL, o, &ec, tok, tgt, true, &ri);
+        ai[r] = ri.adam_ms;
+        al[r] = adam_standalone_ms(n_params, o, &ec);
+        /* the last round of the point traced: each point's file replaces the one before */
+        ec.trace_path = r == R - 1 ? o->trace : NULL;
+        run_round(m, s, sm ? init : NULL, o, &ec, tok, tgt, false, &rr);
         st[r] = rr.step_ms;
         rt[r] = rr.step_ms / ct[r];
         ad[r] = rr.adam_ms;
@@ -297,9 +328,10 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
         acc.cpu_pass += rr.cpu_pass / (uint64_t)R;
     }
     spread sp_step = bench_spread(st, R), sp_comp = bench_spread(ct, R), sp_ratio = bench_spread(rt, R);
-    spread sp_adam = bench_spread(ad, R);
+    spread sp_adam = bench_spread(ad, R), sp_idle = bench_spread(ai, R);
+    spread sp_alone = bench_spread(al, R);
     free(st);
-    double alone_ms = adam_standalone_ms((size_t)zoff_model_get_layout(m)->total, o, &ec);
+    double alone_ms = sp_alone.med, idle_ms = sp_idle.med;
     double step = sp_step.med, compute_ms = sp_comp.med, adam = sp_adam.med, nvme = acc.nvme_ms;
     zoff_dev_mem_stats ms;
     zoff_dev_mem_stats_get(zoff_model_get_dev(m), &ms);
@@ -333,7 +365,10 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
            "\"exposed_ms\":%.3f,\"exposed_nvme_ms\":%.3f,"
            "\"exposed_cpu_step_ms\":%.3f,\"exposed_transfer_ms\":%.3f,\"cpu_adam_ms\":%.3f,"
            "\"cpu_adam_ms_min\":%.3f,\"cpu_adam_ms_max\":%.3f,\"cpu_adam_standalone_ms\":%.3f,"
-           "\"cpu_adam_standalone_over_in_training\":%.3f,\"cpu_step_share\":%.3f,"
+           "\"cpu_adam_standalone_ms_min\":%.3f,\"cpu_adam_standalone_ms_max\":%.3f,"
+           "\"cpu_adam_standalone_over_in_training\":%.3f,\"cpu_adam_device_idle_ms\":%.3f,"
+           "\"cpu_adam_device_idle_ms_min\":%.3f,\"cpu_adam_device_idle_ms_max\":%.3f,"
+           "\"cpu_adam_standalone_over_device_idle\":%.3f,\"cpu_step_share\":%.3f,"
            "\"nvme_wait_ms\":%.3f,\"overlap_efficiency\":%.3f,\"slowdown_vs_compute\":%.3f,"
            "\"slowdown_vs_compute_min\":%.3f,\"slowdown_vs_compute_max\":%.3f,"
            "\"pcie_bytes_per_param\":%.3f,\"nvme_bytes_per_param\":%.3f,"
@@ -348,7 +383,9 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
            zoff_offload_target_name(target), zoff_schedule_name(sched), zoff_dtype_name(o->dtype),
            o->steps, R, o->kernel_threads, o->adam_threads, step, sp_step.min, sp_step.max,
            compute_ms, sp_comp.min, sp_comp.max, exposed, ex_nvme, ex_cpu, ex_xfer, adam,
-           sp_adam.min, sp_adam.max, alone_ms, adam > 0 ? alone_ms / adam : 0.0,
+           sp_adam.min, sp_adam.max, alone_ms, sp_alone.min, sp_alone.max,
+           adam > 0 ? alone_ms / adam : 0.0, idle_ms, sp_idle.min, sp_idle.max,
+           idle_ms > 0 ? alone_ms / idle_ms : 0.0,
            step > 0 ? adam / step : 0.0, nvme, eff, sp_ratio.med, sp_ratio.min, sp_ratio.max,
            (double)acc.pcie / n, (double)acc.nvme / n, (double)acc.cpu_pass / n, mem.pinned_bytes,
            mem.device_bytes, ms.peak, ms.peak / n, dp.weights / n, dp.buckets / n,
@@ -424,6 +461,8 @@ int main(int argc, char **argv) {
             o.targets = v;
         else if (!strcmp(a, "--params"))
             o.params = v;
+        else if (!strcmp(a, "--trace"))
+            o.trace = v;
         else if (!strcmp(a, "--prefetch"))
             o.prefetch = int_arg(a, v);
         else if (!strcmp(a, "--repeats"))

@@ -21,6 +21,7 @@ typedef struct opts {
     int repeats;
     int kernel_threads, adam_threads; /* 0: the backend's / the pool's default */
     int ranks;                        /* --ranks N: data-parallel points under mpirun */
+    const char *trace;                /* --trace FILE: the last round's engine trace */
 } opts;
 
 /* median, min and max of n values */

@@ -43,10 +43,7 @@ struct zoff_nvme_request {
     int result;   /* valid once state == REQ_DONE */
     int reported; /* the error was raised with zoff_fail on the caller's thread */
     int in_queue;
-    int hashed; /* write with checksums: its submitter finished hashing the data */
-    int parked; /* finished before being hashed: completes when hashed */
-    int parked_result;
-    uint64_t *csums; /* write: computed at submission; read: expected, copied at submission */
+    uint64_t *csums; /* write: computed before it is queued; read: expected, copied at submission */
     size_t n_csums;
     char detail[192];
     struct zoff_nvme_request *qnext;               /* run queue */

@@ -438,17 +438,6 @@ static void complete_locked(zoff_nvme_swap *s, zoff_nvme_request *r, int result)
     pthread_cond_broadcast(&s->done_cv);
 }
 
-/* Completes r, or parks it until its submitter has hashed its data: a write's checksums
- * are computed after it is queued, overlapping the hash with the transfer (mu held). */
-static void finish_locked(zoff_nvme_swap *s, zoff_nvme_request *r, int result) {
-    if (r->write && r->csums && !r->hashed) {
-        r->parked = 1;
-        r->parked_result = result;
-        return;
-    }
-    complete_locked(s, r, result);
-}
-
 static int verify(zoff_nvme_swap *s, zoff_nvme_request *r) {
     size_t cb = s->cfg.checksum_block;
     for (size_t i = 0; i < r->n_csums; i++) {
@@ -496,7 +485,7 @@ void zoff_nvme_op_done(zoff_nvme_swap *s, zoff_nvme_op *op, int err) {
         atomic_store_explicit(&r->state, REQ_VERIFY, memory_order_release);
         pthread_cond_broadcast(&s->done_cv);
     } else {
-        finish_locked(s, r, result);
+        complete_locked(s, r, result);
     }
     pthread_mutex_unlock(&s->mu);
 }
@@ -516,7 +505,7 @@ bool zoff_nvme_take_op_locked(zoff_nvme_swap *s, zoff_nvme_op *op) {
     while ((r = s->q_head)) {
         if (r->err || atomic_load(&r->canceled)) {
             unqueue_locked(s, r);
-            if (r->ops_inflight == 0) finish_locked(s, r, final_result(r));
+            if (r->ops_inflight == 0) complete_locked(s, r, final_result(r));
             continue;
         }
         uint64_t S = s->cfg.stripe_size;
@@ -714,6 +703,20 @@ int zoff_nvme_submit_batch(zoff_nvme_swap *s, const zoff_nvme_io *ios, size_t n,
             return zoff_fail(-ENOMEM, MOD, "request structs");
         }
     }
+    /* A write's checksums, on the caller's thread, before it is queued. Hashing while the
+     * transfer already ran (overlapping the two) measured 20% slower than this on a virtual
+     * disk (bench_nvme, 1 MiB, depth 32, huge-page buffers: 0.80 of fio against 0.99-1.01):
+     * hashed just before, the buffer is still in cache when the transfer reads it. With
+     * queue_depth operations in flight the device does not wait for the hash. */
+    for (size_t i = 0; i < n; i++) {
+        zoff_nvme_request *r = out[i];
+        if (!r->write || !r->csums) continue;
+        size_t cb = s->cfg.checksum_block;
+        for (size_t k = 0; k < r->n_csums; k++) {
+            size_t off = k * cb, len = r->len - off < cb ? r->len - off : cb;
+            r->csums[k] = zoff_nvme_checksum(r->buf + off, len);
+        }
+    }
     pthread_mutex_lock(&s->mu);
     if (s->shutting_down) {
         pthread_mutex_unlock(&s->mu);
@@ -752,29 +755,6 @@ int zoff_nvme_submit_batch(zoff_nvme_swap *s, const zoff_nvme_io *ios, size_t n,
     }
     if (queued) s->be->kick(s);
     pthread_mutex_unlock(&s->mu);
-    /* Hash written data now, while the backend already transfers it (both only read the
-     * buffer); a request that finishes first is parked until its checksums exist. */
-    int any = 0;
-    for (size_t i = 0; i < n; i++) {
-        zoff_nvme_request *r = out[i];
-        if (!r->write || !r->csums) continue;
-        size_t cb = s->cfg.checksum_block;
-        for (size_t k = 0; k < r->n_csums; k++) {
-            size_t off = k * cb, len = r->len - off < cb ? r->len - off : cb;
-            r->csums[k] = zoff_nvme_checksum(r->buf + off, len);
-        }
-        any = 1;
-    }
-    if (any) {
-        pthread_mutex_lock(&s->mu);
-        for (size_t i = 0; i < n; i++) {
-            zoff_nvme_request *r = out[i];
-            if (!r->write || !r->csums) continue;
-            r->hashed = 1;
-            if (r->parked) complete_locked(s, r, r->parked_result);
-        }
-        pthread_mutex_unlock(&s->mu);
-    }
     return 0;
 }
 
@@ -859,7 +839,7 @@ void zoff_nvme_cancel(zoff_nvme_request *r) {
         atomic_store(&r->canceled, 1);
         if (r->ops_inflight == 0 && r->next_off == 0) {
             unqueue_locked(s, r);
-            finish_locked(s, r, ZOFF_ECANCELED);
+            complete_locked(s, r, ZOFF_ECANCELED);
         }
     }
     pthread_mutex_unlock(&s->mu);

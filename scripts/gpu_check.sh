@@ -131,9 +131,10 @@ bench() {
 }
 bench bench_train 90 build/gpu/bench/bench_train --device cuda --dtype bf16 --batch 8 \
     --seq-len 1024 --steps 10
-bench bench_offload 120 build/gpu/bench/bench_offload --device cuda --dtype bf16 --layers 12 \
+# two repeats: each is four runs (compute, the drained run, the Adam alone, the offloaded run)
+bench bench_offload 150 build/gpu/bench/bench_offload --device cuda --dtype bf16 --layers 12 \
     --embd 768 --heads 12 --vocab 50257 --seq 1024 --batch 8 --steps 5 --warmup 2 \
-    --nvme-path "$nvme"
+    --repeats 2 --nvme-path "$nvme"
 # the fused attention against the materialized one (in-run) and against PyTorch's
 # scaled_dot_product_attention on the same shapes (GPT-2 heads, 8 x 1024 included)
 bench bench_attention 60 build/gpu/bench/bench_attention --device cuda --batch 8 \

@@ -1,7 +1,7 @@
 /* Device memory on one backend (argv[1]): the capacity is enforced like a GPU's memory
  * (a clear ZOFF_EDEVICE_OOM, counters updated, existing allocations untouched, memory
  * usable again after a free), used/peak counters, pinned memory counters, and frees of
- * foreign pointers rejected. Then a device filled to its default capacity (on a GPU: all
+ * foreign pointers rejected; a large copy at odd offsets and length. Then a device filled to its default capacity (on a GPU: all
  * free memory less the headroom) must still run its first GEMM and a reduction: what the
  * backend allocates for itself (cuBLAS's workspace, scratch) must not come out of it. */
 #include "tests/device_test_util.h"
@@ -118,6 +118,20 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < (5u << 20); i++)
         bad += h[i] != 0x5A;
     CHECK_EQ_INT(bad, 0);
+
+    /* A large copy at odd offsets and length (the host backend's uploads use non-temporal
+     * stores from 256 KiB on: an unaligned head, the 64-byte body, a tail) arrives whole. */
+    const size_t big = (2u << 20) + 61, half = (5u << 20) / 2;
+    for (size_t i = 0; i < half; i++)
+        h[i] = (unsigned char)(i * 131 + 7);
+    memset(h + half, 0, half);
+    CHECK_OK(zoff_dev_memcpy(dev, a + 3, h + 7, big, ZOFF_COPY_H2D));
+    CHECK_OK(zoff_dev_memcpy(dev, h + half + 5, a + 3, big, ZOFF_COPY_D2H));
+    bad = 0;
+    for (size_t i = 0; i < big; i++)
+        bad += h[half + 5 + i] != h[7 + i];
+    CHECK_EQ_INT(bad, 0);
+    CHECK(h[half + 4] == 0 && h[half + 5 + big] == 0); /* nothing written around it */
 
     /* Up to exactly the capacity fits; one byte more does not. */
     CHECK_OK(zoff_dev_malloc(dev, 3u << 20, (void **)&b));

@@ -69,15 +69,35 @@ static inline int first_key(const flash_args *a, int b, int t) {
     return lo < 0 ? 0 : lo > t ? t : lo;
 }
 
-/* k and v rows [0, T) of key/value head kvh in batch b into kf, vf (T, HS), as fp32. */
-static void load_kv(const flash_args *a, int b, int kvh, float *kf, float *vf) {
-    const zoff_dev_attn_shape *sh = &a->sh;
-    int T = sh->T, HS = sh->HS;
-    for (int t = 0; t < T; t++) {
-        size_t off = ((size_t)b * T + t) * sh->kv_stride + (size_t)kvh * HS;
-        load_row(kf + (size_t)t * HS, a->k, a->type, off, HS);
-        load_row(vf + (size_t)t * HS, a->v, a->type, off, HS);
-    }
+/* A (rows, HS) fp32 matrix as sgemm takes it: p with row stride ld. */
+typedef struct tile {
+    float *p;
+    int ld;
+} tile;
+
+/* n rows of HS values of a typed buffer, row r at element off + r * stride: the buffer itself
+ * when it is fp32 (read in place, no copy), else an fp32 copy in scratch (n, HS). */
+static tile rows_in(const flash_args *a, const void *buf, size_t off, size_t stride, int n,
+                    float *scratch) {
+    int HS = a->sh.HS;
+    if (a->type == ZOFF_F32) return (tile){(float *)buf + off, (int)stride};
+    for (int r = 0; r < n; r++)
+        load_row(scratch + (size_t)r * HS, buf, a->type, off + (size_t)r * stride, HS);
+    return (tile){scratch, HS};
+}
+
+/* Where n output rows are computed: in place when the output is fp32, else in scratch, to be
+ * stored (rounded once) by rows_out_store. */
+static tile rows_out(const flash_args *a, void *buf, size_t off, size_t stride, float *scratch) {
+    if (a->type == ZOFF_F32) return (tile){(float *)buf + off, (int)stride};
+    return (tile){scratch, a->sh.HS};
+}
+
+static void rows_out_store(const flash_args *a, void *buf, size_t off, size_t stride, int n,
+                           tile t) {
+    if (a->type == ZOFF_F32) return;
+    for (int r = 0; r < n; r++)
+        store_row(buf, a->type, off + (size_t)r * stride, t.p + (size_t)r * t.ld, a->sh.HS);
 }
 
 /* c (m, n; ldc) = [c +] op(x) op(y), single-threaded sgemm on fp32 tiles (row-major). */
@@ -114,32 +134,34 @@ static inline void probs_row(float *s, int n, int lo, int t, float scale, float 
     }
 }
 
-/* One (batch, query head) of the forward; kf: the thread's scratch. */
-static void fwd_task(const flash_args *a, int b, int h, float *kf) {
+/* One (batch, query head) of the forward; scratch: the thread's. */
+static void fwd_task(const flash_args *a, int b, int h, float *scratch) {
     const zoff_dev_attn_shape *sh = &a->sh;
-    int T = sh->T, HS = sh->HS, NH = sh->NH, group = sh->NH / sh->NKV;
-    float *vf = kf + (size_t)T * HS, *qb = vf + (size_t)T * HS, *ob = qb + (size_t)BR * HS;
-    float *sc = ob + (size_t)BR * HS; /* (BR, T) */
-    load_kv(a, b, h / group, kf, vf);
+    int T = sh->T, HS = sh->HS, NH = sh->NH, kvh = h / (sh->NH / sh->NKV);
+    float *ks = scratch, *vs = ks + (size_t)T * HS, *qs = vs + (size_t)T * HS;
+    float *os = qs + (size_t)BR * HS, *sc = os + (size_t)BR * HS; /* scores (BR, T) */
+    size_t kv0 = (size_t)b * T * sh->kv_stride + (size_t)kvh * HS;
+    tile k = rows_in(a, a->k, kv0, sh->kv_stride, T, ks);
+    tile v = rows_in(a, a->v, kv0, sh->kv_stride, T, vs);
     for (int t0 = 0; t0 < T; t0 += BR) {
         int nr = T - t0 < BR ? T - t0 : BR, n = t0 + nr;
-        for (int r = 0; r < nr; r++)
-            load_row(qb + (size_t)r * HS, a->q, a->type,
-                     ((size_t)b * T + t0 + r) * sh->q_stride + (size_t)h * HS, HS);
-        mm(false, true, nr, n, HS, qb, HS, kf, HS, false, sc, T); /* scores */
+        size_t q0 = ((size_t)b * T + t0) * sh->q_stride + (size_t)h * HS;
+        size_t o0 = (((size_t)b * T + t0) * NH + (size_t)h) * HS, ostride = (size_t)NH * HS;
+        tile q = rows_in(a, a->q, q0, sh->q_stride, nr, qs);
+        tile o = rows_out(a, a->out, o0, ostride, os);
+        mm(false, true, nr, n, HS, q.p, q.ld, k.p, k.ld, false, sc, T); /* scores */
         float maxv[BR], sum[BR];
         for (int r = 0; r < nr; r++)
             probs_row(sc + (size_t)r * T, n, first_key(a, b, t0 + r), t0 + r, sh->scale, 0.0f,
                       &maxv[r], &sum[r]);
-        mm(false, false, nr, HS, n, sc, T, vf, HS, false, ob, HS); /* P.V */
+        mm(false, false, nr, HS, n, sc, T, v.p, v.ld, false, o.p, o.ld); /* P.V */
         for (int r = 0; r < nr; r++) {
-            size_t bt = (size_t)b * T + t0 + r;
-            float inv = 1.0f / sum[r], *o = ob + (size_t)r * HS;
+            float inv = 1.0f / sum[r], *orow = o.p + (size_t)r * o.ld;
             for (int i = 0; i < HS; i++)
-                o[i] *= inv;
-            store_row(a->out, a->type, (bt * NH + (size_t)h) * HS, o, HS);
+                orow[i] *= inv;
             a->lse[((size_t)b * NH + h) * T + t0 + r] = maxv[r] + logf(sum[r]);
         }
+        rows_out_store(a, a->out, o0, ostride, nr, o);
     }
 }
 
@@ -160,33 +182,38 @@ static void run_flash_fwd(void *p) {
     run_tasks(a, sh->NH, (double)sh->B * sh->NH * sh->T * sh->T * sh->HS * 2.0, fwd_task);
 }
 
-/* One (batch, key/value head) of the backward; kf: the thread's scratch. Per block of query
+/* One (batch, key/value head) of the backward; scratch: the thread's. Per block of query
  * rows of each of its query heads: P again from the scores and the saved log-sum-exp,
  * dP = dy v^T, dS = P (dP - D) scale, then dv += P^T dy, dk += dS^T q, dq = dS k.
  * D = sum_j P_j dP_j, which is rowsum(dy * out) in exact arithmetic (out = sum_j P_j v_j), taken
  * from the same dP tile so that a row's dS sums to zero up to one rounding: from out instead,
  * summed in another order than the sgemm's dP, a query that sees one key (dS exactly 0) got
- * a gradient of rounding noise; and out may be 16-bit, rounded, where P and dP are not. */
-static void bwd_task(const flash_args *a, int b, int kvh, float *kf) {
+ * a gradient of rounding noise; and out may be 16-bit, rounded, where P and dP are not.
+ * dk and dv are summed in place when fp32 (this task owns their rows), else in scratch. */
+static void bwd_task(const flash_args *a, int b, int kvh, float *scratch) {
     const zoff_dev_attn_shape *sh = &a->sh;
     int T = sh->T, HS = sh->HS, NH = sh->NH, NKV = sh->NKV, group = NH / NKV;
-    float *vf = kf + (size_t)T * HS, *dkf = vf + (size_t)T * HS, *dvf = dkf + (size_t)T * HS;
-    float *qb = dvf + (size_t)T * HS, *dyb = qb + (size_t)BR * HS, *dqb = dyb + (size_t)BR * HS;
-    float *sc = dqb + (size_t)BR * HS, *dp = sc + (size_t)BR * T;
-    load_kv(a, b, kvh, kf, vf);
-    for (size_t i = 0; i < 2 * (size_t)T * HS; i++)
-        dkf[i] = 0.0f; /* dkf and dvf */
+    float *ks = scratch, *vs = ks + (size_t)T * HS, *dks = vs + (size_t)T * HS;
+    float *dvs = dks + (size_t)T * HS, *qs = dvs + (size_t)T * HS, *dys = qs + (size_t)BR * HS;
+    float *dqs = dys + (size_t)BR * HS, *sc = dqs + (size_t)BR * HS, *dp = sc + (size_t)BR * T;
+    size_t kv0 = (size_t)b * T * sh->kv_stride + (size_t)kvh * HS;
+    tile k = rows_in(a, a->k, kv0, sh->kv_stride, T, ks);
+    tile v = rows_in(a, a->v, kv0, sh->kv_stride, T, vs);
+    tile dk = rows_out(a, a->dk, kv0, sh->kv_stride, dks);
+    tile dv = rows_out(a, a->dv, kv0, sh->kv_stride, dvs);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < HS; i++)
+            dk.p[(size_t)t * dk.ld + i] = dv.p[(size_t)t * dv.ld + i] = 0.0f;
     for (int h = kvh * group; h < (kvh + 1) * group; h++)
         for (int t0 = 0; t0 < T; t0 += BR) {
             int nr = T - t0 < BR ? T - t0 : BR, n = t0 + nr;
-            for (int r = 0; r < nr; r++) {
-                size_t bt = (size_t)b * T + t0 + r;
-                load_row(qb + (size_t)r * HS, a->q, a->type, bt * sh->q_stride + (size_t)h * HS,
-                         HS);
-                load_row(dyb + (size_t)r * HS, a->dout, a->type, (bt * NH + (size_t)h) * HS, HS);
-            }
-            mm(false, true, nr, n, HS, qb, HS, kf, HS, false, sc, T);  /* scores */
-            mm(false, true, nr, n, HS, dyb, HS, vf, HS, false, dp, T); /* dP = dy v^T */
+            size_t q0 = ((size_t)b * T + t0) * sh->q_stride + (size_t)h * HS;
+            size_t y0 = (((size_t)b * T + t0) * NH + (size_t)h) * HS, ystride = (size_t)NH * HS;
+            tile q = rows_in(a, a->q, q0, sh->q_stride, nr, qs);
+            tile dy = rows_in(a, a->dout, y0, ystride, nr, dys);
+            tile dq = rows_out(a, a->dq, q0, sh->q_stride, dqs);
+            mm(false, true, nr, n, HS, q.p, q.ld, k.p, k.ld, false, sc, T);   /* scores */
+            mm(false, true, nr, n, HS, dy.p, dy.ld, v.p, v.ld, false, dp, T); /* dP = dy v^T */
             for (int r = 0; r < nr; r++) {
                 int t = t0 + r, lo = first_key(a, b, t);
                 size_t hrow = ((size_t)b * NH + h) * T + t;
@@ -198,19 +225,13 @@ static void bwd_task(const flash_args *a, int b, int kvh, float *kf) {
                 for (int j = 0; j < n; j++) /* dS, scaled; zero where P is */
                     dr[j] = j < lo || j > t ? 0.0f : pr[j] * (dr[j] - D) * sh->scale;
             }
-            mm(true, false, n, HS, nr, sc, T, dyb, HS, true, dvf, HS); /* dv += P^T dy */
-            mm(true, false, n, HS, nr, dp, T, qb, HS, true, dkf, HS);  /* dk += dS^T q */
-            mm(false, false, nr, HS, n, dp, T, kf, HS, false, dqb, HS); /* dq = dS k */
-            for (int r = 0; r < nr; r++)
-                store_row(a->dq, a->type,
-                          ((size_t)b * T + t0 + r) * sh->q_stride + (size_t)h * HS,
-                          dqb + (size_t)r * HS, HS);
+            mm(true, false, n, HS, nr, sc, T, dy.p, dy.ld, true, dv.p, dv.ld); /* dv += P^T dy */
+            mm(true, false, n, HS, nr, dp, T, q.p, q.ld, true, dk.p, dk.ld);   /* dk += dS^T q */
+            mm(false, false, nr, HS, n, dp, T, k.p, k.ld, false, dq.p, dq.ld); /* dq = dS k */
+            rows_out_store(a, a->dq, q0, sh->q_stride, nr, dq);
         }
-    for (int t = 0; t < T; t++) {
-        size_t off = ((size_t)b * T + t) * sh->kv_stride + (size_t)kvh * HS;
-        store_row(a->dk, a->type, off, dkf + (size_t)t * HS, HS);
-        store_row(a->dv, a->type, off, dvf + (size_t)t * HS, HS);
-    }
+    rows_out_store(a, a->dk, kv0, sh->kv_stride, T, dk);
+    rows_out_store(a, a->dv, kv0, sh->kv_stride, T, dv);
 }
 
 static void run_flash_bwd(void *p) {

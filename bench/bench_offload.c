@@ -78,7 +78,6 @@ static int int_arg(const char *flag, const char *v) {
     return (int)x;
 }
 
-
 /* The resident point's step time per (target, schedule), for the streamed points after it. */
 static double g_resident_ms[2][3];
 
@@ -212,8 +211,8 @@ typedef struct round_result {
 } round_result;
 
 static void run_round(zoff_model *m, zoff_dev_stream *s, const float *init, const opts *o,
-                      const zoff_engine_config *ecfg, int32_t *tok, int32_t *tgt,
-                      bool flush_each, round_result *out) {
+                      const zoff_engine_config *ecfg, int32_t *tok, int32_t *tgt, bool flush_each,
+                      round_result *out) {
     zoff_model_offload *off;
     zoff_dev_mem_reset_peak(zoff_model_get_dev(m));
     int rc = zoff_model_offload_create(m, s, ecfg, init, &off);
@@ -327,7 +326,8 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
         acc.fetch += rr.fetch / (uint64_t)R;
         acc.cpu_pass += rr.cpu_pass / (uint64_t)R;
     }
-    spread sp_step = bench_spread(st, R), sp_comp = bench_spread(ct, R), sp_ratio = bench_spread(rt, R);
+    spread sp_step = bench_spread(st, R), sp_comp = bench_spread(ct, R),
+           sp_ratio = bench_spread(rt, R);
     spread sp_adam = bench_spread(ad, R), sp_idle = bench_spread(ai, R);
     spread sp_alone = bench_spread(al, R);
     free(st);
@@ -385,12 +385,11 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
            compute_ms, sp_comp.min, sp_comp.max, exposed, ex_nvme, ex_cpu, ex_xfer, adam,
            sp_adam.min, sp_adam.max, alone_ms, sp_alone.min, sp_alone.max,
            adam > 0 ? alone_ms / adam : 0.0, idle_ms, sp_idle.min, sp_idle.max,
-           idle_ms > 0 ? alone_ms / idle_ms : 0.0,
-           step > 0 ? adam / step : 0.0, nvme, eff, sp_ratio.med, sp_ratio.min, sp_ratio.max,
-           (double)acc.pcie / n, (double)acc.nvme / n, (double)acc.cpu_pass / n, mem.pinned_bytes,
-           mem.device_bytes, ms.peak, ms.peak / n, dp.weights / n, dp.buckets / n,
-           dp.activations / n, dp.workspace / n, dp.total / n, (dp.total - dp.activations) / n,
-           (double)acc.fetch / n, streamed);
+           idle_ms > 0 ? alone_ms / idle_ms : 0.0, step > 0 ? adam / step : 0.0, nvme, eff,
+           sp_ratio.med, sp_ratio.min, sp_ratio.max, (double)acc.pcie / n, (double)acc.nvme / n,
+           (double)acc.cpu_pass / n, mem.pinned_bytes, mem.device_bytes, ms.peak, ms.peak / n,
+           dp.weights / n, dp.buckets / n, dp.activations / n, dp.workspace / n, dp.total / n,
+           (dp.total - dp.activations) / n, (double)acc.fetch / n, streamed);
     fflush(stdout);
 }
 

@@ -438,12 +438,18 @@ static void complete_locked(zoff_nvme_swap *s, zoff_nvme_request *r, int result)
     pthread_cond_broadcast(&s->done_cv);
 }
 
+/* The checksum of r's data in checksum block i (the last one may be short). */
+static uint64_t block_checksum(const zoff_nvme_swap *s, const zoff_nvme_request *r, size_t i) {
+    size_t cb = s->cfg.checksum_block, off = i * cb;
+    return zoff_nvme_checksum(r->buf + off, r->len - off < cb ? r->len - off : cb);
+}
+
 static int verify(zoff_nvme_swap *s, zoff_nvme_request *r) {
-    size_t cb = s->cfg.checksum_block;
     for (size_t i = 0; i < r->n_csums; i++) {
-        size_t off = i * cb, n = r->len - off < cb ? r->len - off : cb;
-        uint64_t h = zoff_nvme_checksum(r->buf + off, n);
+        uint64_t h = block_checksum(s, r, i);
         if (h != r->csums[i]) {
+            size_t cb = s->cfg.checksum_block, off = i * cb;
+            size_t n = r->len - off < cb ? r->len - off : cb;
             snprintf(r->detail, sizeof r->detail,
                      "checksum mismatch in region '%s' at byte %llu (%zu-byte block): stored "
                      "%016llx, read back %016llx",
@@ -711,11 +717,8 @@ int zoff_nvme_submit_batch(zoff_nvme_swap *s, const zoff_nvme_io *ios, size_t n,
     for (size_t i = 0; i < n; i++) {
         zoff_nvme_request *r = out[i];
         if (!r->write || !r->csums) continue;
-        size_t cb = s->cfg.checksum_block;
-        for (size_t k = 0; k < r->n_csums; k++) {
-            size_t off = k * cb, len = r->len - off < cb ? r->len - off : cb;
-            r->csums[k] = zoff_nvme_checksum(r->buf + off, len);
-        }
+        for (size_t k = 0; k < r->n_csums; k++)
+            r->csums[k] = block_checksum(s, r, k);
     }
     pthread_mutex_lock(&s->mu);
     if (s->shutting_down) {

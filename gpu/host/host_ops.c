@@ -128,7 +128,8 @@ int host_memcpy_async(void *stream, void *dst, const void *src, size_t bytes,
     const char *d = dst, *s = src;
     bool apart = d + bytes <= s || s + bytes <= d;
     /* one address space: every other direction is a memmove */
-    host_cmd_fn fn = kind == ZOFF_COPY_H2D && bytes >= NT_COPY_MIN && apart ? run_copy_nt : run_copy;
+    host_cmd_fn fn =
+        kind == ZOFF_COPY_H2D && bytes >= NT_COPY_MIN && apart ? run_copy_nt : run_copy;
     return host_op_enqueue(stream, HOST_OP_MEMSET_COPY, fn, &a, sizeof a);
 }
 
@@ -211,12 +212,10 @@ typedef struct sumsq_args {
 #define SUMSQ_CHUNKS 256
 
 typedef float v4f __attribute__((vector_size(16)));
-typedef int32_t v4i __attribute__((vector_size(16)));
 typedef double v4d __attribute__((vector_size(32)));
-typedef int64_t v4l __attribute__((vector_size(32)));
 
 /* The sum of squares of x[lo, hi) in double over sixteen interleaved partial sums (element
- * lo + i goes to partial sum i % 16, the last hi - lo % 16 elements to a seventeenth), combined
+ * lo + i goes to partial sum i % 16, the last (hi - lo) % 16 elements to a seventeenth), combined
  * in a fixed order: the order, and so the value, is the same on every ISA (a float's square is
  * exact in double, so a fused multiply-add rounds as the separate ops do).
  *

@@ -39,29 +39,6 @@ typedef struct flash_args {
     int nt;
 } flash_args;
 
-/* n values of a typed buffer starting at element `off`, as fp32 into dst. */
-static inline void load_row(float *dst, const void *src, zoff_dtype t, size_t off, int n) {
-    if (t == ZOFF_F32) {
-        const float *s = (const float *)src + off;
-        for (int i = 0; i < n; i++)
-            dst[i] = s[i];
-    } else {
-        for (int i = 0; i < n; i++)
-            dst[i] = zoff_load_as_f32(src, t, off + (size_t)i);
-    }
-}
-
-static inline void store_row(void *dst, zoff_dtype t, size_t off, const float *src, int n) {
-    if (t == ZOFF_F32) {
-        float *d = (float *)dst + off;
-        for (int i = 0; i < n; i++)
-            d[i] = src[i];
-    } else {
-        for (int i = 0; i < n; i++)
-            zoff_store_from_f32(dst, t, off + (size_t)i, src[i]);
-    }
-}
-
 /* The first key query t of row b may see: its sample's first position, clamped to [0, t]. */
 static inline int first_key(const flash_args *a, int b, int t) {
     if (!a->doc_start) return 0;
@@ -82,7 +59,9 @@ static tile rows_in(const flash_args *a, const void *buf, size_t off, size_t str
     int HS = a->sh.HS;
     if (a->type == ZOFF_F32) return (tile){(float *)buf + off, (int)stride};
     for (int r = 0; r < n; r++)
-        load_row(scratch + (size_t)r * HS, buf, a->type, off + (size_t)r * stride, HS);
+        for (int i = 0; i < HS; i++)
+            scratch[(size_t)r * HS + i] =
+                zoff_load_as_f32(buf, a->type, off + (size_t)r * stride + (size_t)i);
     return (tile){scratch, HS};
 }
 
@@ -97,12 +76,14 @@ static void rows_out_store(const flash_args *a, void *buf, size_t off, size_t st
                            tile t) {
     if (a->type == ZOFF_F32) return;
     for (int r = 0; r < n; r++)
-        store_row(buf, a->type, off + (size_t)r * stride, t.p + (size_t)r * t.ld, a->sh.HS);
+        for (int i = 0; i < a->sh.HS; i++)
+            zoff_store_from_f32(buf, a->type, off + (size_t)r * stride + (size_t)i,
+                                t.p[(size_t)r * t.ld + i]);
 }
 
 /* c (m, n; ldc) = [c +] op(x) op(y), single-threaded sgemm on fp32 tiles (row-major). */
-static inline void mm(bool tx, bool ty, int m, int n, int k, const float *x, int ldx, const float *y,
-                      int ldy, bool accumulate, float *c, int ldc) {
+static inline void mm(bool tx, bool ty, int m, int n, int k, const float *x, int ldx,
+                      const float *y, int ldy, bool accumulate, float *c, int ldc) {
     cblas_sgemm(CblasRowMajor, tx ? CblasTrans : CblasNoTrans, ty ? CblasTrans : CblasNoTrans, m, n,
                 k, 1.0f, x, ldx, y, ldy, accumulate ? 1.0f : 0.0f, c, ldc);
 }

@@ -14,14 +14,14 @@
 #include <stdlib.h>
 
 typedef struct ln_args {
-    void *out;                      /* fwd: out (out_type); unused in bwd */
-    float *dinp, *mean, *rstd;      /* bwd: dinp; fwd: mean, rstd */
-    void *dweight, *dbias;          /* bwd, g_type */
-    const float *inp, *dout;        /* dout: bwd */
-    const void *weight, *bias;      /* w_type; bias unused in bwd */
-    const float *cmean, *crstd;     /* bwd inputs */
+    void *out;                  /* fwd: out (out_type); unused in bwd */
+    float *dinp, *mean, *rstd;  /* bwd: dinp; fwd: mean, rstd */
+    void *dweight, *dbias;      /* bwd, g_type */
+    const float *inp, *dout;    /* dout: bwd */
+    const void *weight, *bias;  /* w_type; bias unused in bwd */
+    const float *cmean, *crstd; /* bwd inputs */
     zoff_dtype out_type, w_type, g_type;
-    float *scratch;                 /* (2C) widened weight and bias */
+    float *scratch; /* (2C) widened weight and bias */
     size_t N;
     int C, nt;
 } ln_args;

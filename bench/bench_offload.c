@@ -18,8 +18,9 @@
  *
  * On the host backend the device's kernels and the CPU Adam get separate cores
  * (--kernel-threads K, default 1; the Adam pool takes the rest, pinned, keeping K cores free
- * for the kernels), so that overlapping the two is physically possible and is what the
- * overlap figures measure (adam_threads 0: all cores but the kernels'). The default model
+ * for the kernels, and every device thread, copies included, is bound to those K), so that
+ * overlapping the two is physically possible and is what the overlap figures measure
+ * (adam_threads 0: all cores but the kernels'). The default model
  * (8 layers, 512 wide, 25 M parameters, batch 1 x 32 tokens) is chosen so that the CPU step is
  * a real share of the step on a small host: few tokens per parameter.
  *
@@ -532,6 +533,9 @@ int main(int argc, char **argv) {
     /* host: the kernels on their own cores (default 1), the Adam pool on the rest */
     if (o.kernel_threads < 0) o.kernel_threads = dc.kind == ZOFF_DEV_CUDA ? 0 : 1;
     dc.host_kernel_threads = o.kernel_threads;
+    /* one process: the device's threads (kernels and copies) on the kernel cores, none on the
+     * Adam pool's (ranks share the machine's first cores, so they stay unbound) */
+    dc.host_bind_kernel_cores = !o.ranks || o.ranks == 1;
     if (dist && dc.kind != ZOFF_DEV_HOST) dc.cuda_ordinal = zoff_dist_local_rank(dist);
     zoff_dev *dev;
     int rc = zoff_dev_open(&dc, &dev);

@@ -41,6 +41,13 @@ typedef struct zoff_dev_config {
     size_t capacity;
     int cuda_ordinal;        /* which GPU, default 0 */
     int host_kernel_threads; /* host backend: threads for a kernel, 0 = all cores */
+    /* host backend: the device's threads (its streams' workers, which run its kernels and its
+     * copies, and their kernel teams) bound to the first host_kernel_threads cores, in hwloc's
+     * logical order: the cores a CPU Adam pool with reserve_cores = host_kernel_threads leaves
+     * free. Then the device's work never runs on the Adam's cores, as a GPU's kernels and copy
+     * engines take no CPU core. Off by default: several processes on one machine would all
+     * bind to the same first cores. */
+    bool host_bind_kernel_cores;
 } zoff_dev_config;
 
 void zoff_dev_config_default(zoff_dev_config *cfg);

@@ -14,6 +14,8 @@
 #include "gpu/device_impl.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -48,6 +50,8 @@ typedef struct host_event {
 
 typedef struct host_device {
     int kernel_threads; /* threads a kernel may use */
+    bool bind;          /* stream workers bind to kernel_cpus (host_bind_kernel_cores) */
+    cpu_set_t kernel_cpus;
     /* Counter signals (zoff_dev_stream_wait_value): writers store under value_lock and
      * broadcast value_cond; waiters re-check their counter on each wake-up. */
     pthread_mutex_t value_lock;
@@ -117,8 +121,7 @@ int host_op_layernorm_fwd(void *stream, void *out, zoff_dtype out_type, float *m
                           size_t N, int C);
 int host_op_layernorm_bwd(void *stream, float *dinp, void *dweight, void *dbias, zoff_dtype g_type,
                           const float *dout, const float *inp, const void *weight,
-                          zoff_dtype w_type, const float *mean, const float *rstd, size_t N,
-                          int C);
+                          zoff_dtype w_type, const float *mean, const float *rstd, size_t N, int C);
 int host_op_gelu_fwd(void *stream, void *out, const void *inp, zoff_dtype type, size_t n);
 int host_op_gelu_bwd(void *stream, void *dinp, const void *inp, const void *dout, zoff_dtype type,
                      size_t n);

@@ -7,6 +7,8 @@
 
 #include <cblas.h>
 #include <errno.h>
+#include <hwloc.h>
+#include <hwloc/glibc-sched.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -121,6 +123,41 @@ static const zoff_dev_iface host_iface = {
     .op_swiglu_bwd = host_op_swiglu_bwd,
 };
 
+/* The processing units of the first n cores in hwloc's logical order (as the CPU Adam pool
+ * counts the cores it reserves; processing units where a virtual machine exposes no cores).
+ * 0 with *any = false when n covers every core: nothing to bind. */
+static int plan_kernel_cpus(int n, cpu_set_t *set, bool *any) {
+    hwloc_topology_t topo;
+    *any = false;
+    if (hwloc_topology_init(&topo) != 0) return zoff_fail(-EIO, MOD, "hwloc_topology_init failed");
+    int rc = 0;
+    if (hwloc_topology_load(topo) != 0) {
+        rc = zoff_fail(-EIO, MOD, "hwloc_topology_load failed");
+        goto out;
+    }
+    hwloc_obj_type_t type = HWLOC_OBJ_CORE;
+    int cores = hwloc_get_nbobjs_by_type(topo, type);
+    if (cores <= 0) cores = hwloc_get_nbobjs_by_type(topo, type = HWLOC_OBJ_PU);
+    if (n >= cores) goto out;
+    hwloc_bitmap_t cpus = hwloc_bitmap_alloc();
+    if (!cpus) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (int c = 0; c < n; c++) {
+        hwloc_obj_t obj = hwloc_get_obj_by_type(topo, type, (unsigned)c);
+        if (obj && obj->cpuset) hwloc_bitmap_or(cpus, cpus, obj->cpuset);
+    }
+    if (hwloc_cpuset_to_glibc_sched_affinity(topo, cpus, set, sizeof *set) != 0)
+        rc = zoff_fail(-EIO, MOD, "cannot express the kernel cores as a CPU mask");
+    else
+        *any = true;
+    hwloc_bitmap_free(cpus);
+out:
+    hwloc_topology_destroy(topo);
+    return rc;
+}
+
 int zoff_dev_host_open(zoff_dev *dev) {
     host_device *h = calloc(1, sizeof *h);
     if (!h) return -ENOMEM;
@@ -128,6 +165,13 @@ int zoff_dev_host_open(zoff_dev *dev) {
     h->kernel_threads = dev->cfg.host_kernel_threads > 0 ? dev->cfg.host_kernel_threads
                                                          : (int)(cores > 0 ? cores : 1);
     if (dev->cfg.capacity == 0) dev->cfg.capacity = HOST_DEFAULT_CAPACITY;
+    if (dev->cfg.host_bind_kernel_cores) {
+        int rc = plan_kernel_cpus(h->kernel_threads, &h->kernel_cpus, &h->bind);
+        if (rc) {
+            free(h);
+            return rc;
+        }
+    }
     /* Host kernels spread GEMMs over their own OpenMP team (ops_gemm.c); OpenBLAS's thread
      * pool would compete with it for the same cores. Process-wide, set once per open. */
     openblas_set_num_threads(1);
@@ -135,7 +179,8 @@ int zoff_dev_host_open(zoff_dev *dev) {
     pthread_cond_init(&h->value_cond, NULL);
     dev->impl = h;
     dev->iface = &host_iface;
-    snprintf(dev->name, sizeof dev->name, "host CPU (%d kernel threads, %.2f GiB arena)",
-             h->kernel_threads, (double)dev->cfg.capacity / (1u << 30));
+    snprintf(dev->name, sizeof dev->name, "host CPU (%d kernel threads%s, %.2f GiB arena)",
+             h->kernel_threads, h->bind ? " on their own cores" : "",
+             (double)dev->cfg.capacity / (1u << 30));
     return 0;
 }

@@ -62,6 +62,14 @@ static void stream_wait_seq(host_stream *s, uint64_t seq) {
 
 static void *stream_worker(void *arg) {
     host_stream *s = arg;
+    /* before any kernel: the threads of the kernels' OpenMP team inherit this mask */
+    if (s->hdev->bind) {
+        int rc = pthread_setaffinity_np(pthread_self(), sizeof s->hdev->kernel_cpus,
+                                        &s->hdev->kernel_cpus);
+        if (rc)
+            zoff_log(ZOFF_LOG_WARN, MOD, "a stream thread could not bind to the kernel cores: %s",
+                     zoff_strerror(-rc));
+    }
     pthread_mutex_lock(&s->lock);
     for (;;) {
         while (!s->head && !s->stop)

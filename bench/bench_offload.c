@@ -5,9 +5,13 @@
  * One JSON line per (target, schedule). The baseline and the offloaded run are interleaved:
  * --repeats R rounds of (baseline steps, then a fresh engine's steps), each round giving a
  * median; the line reports the median over the rounds and their spread (min, max) for the
- * step, the baseline and their ratio. Then the exposed time (step - compute) attributed to NVMe
- * waits, then the CPU step, then transfers, the overlap efficiency (how much of the shorter of
- * compute and CPU work was hidden), the CPU step's share of the step (cpu_step_share:
+ * step, the baseline and their ratio. Then the same pipeline with every update skipped
+ * (step_no_update_ms: gradients still copied down and their norm taken, but no CPU Adam, no
+ * weight upload, no optimizer-state I/O) and the exposed time (step - compute) split into what
+ * the update adds (exposed_update_ms: step - step_no_update; of it NVMe waits first, then the
+ * CPU step) and the rest (exposed_transfer_ms: the pipeline's own copies, norm and waits), the
+ * overlap efficiency (1 - exposed_update_ms / (cpu_adam_ms + nvme_wait_ms): how much of the
+ * update's work the step hid), the CPU step's share of the step (cpu_step_share:
  * cpu_adam_ms / step_ms), the same Adam step run standalone on the same threads
  * (cpu_adam_standalone_ms, and its ratio to the in-training cpu_adam_ms), the CPU step of a run
  * drained after every step, so that no device kernel runs beside it (cpu_adam_device_idle_ms:
@@ -306,8 +310,8 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
     /* interleaved rounds, R times: the baseline; the offloaded run; the offloaded run drained
      * after every step (its CPU Adam runs with no device kernel beside it); the CPU Adam alone */
     int R = o->repeats;
-    double *st = malloc(sizeof(double) * (size_t)R * 6), *ct = st + R, *rt = ct + R, *ad = rt + R;
-    double *ai = ad + R, *al = ai + R;
+    double *st = malloc(sizeof(double) * (size_t)R * 7), *ct = st + R, *rt = ct + R, *ad = rt + R;
+    double *ai = ad + R, *al = ai + R, *nu = al + R;
     round_result rr = {0}, acc = {0}, ri;
     size_t n_params = (size_t)zoff_model_get_layout(m)->total;
     for (int r = 0; r < R; r++) {
@@ -315,6 +319,10 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
         run_round(m, s, sm ? init : NULL, o, &ec, tok, tgt, true, &ri);
         ai[r] = ri.adam_ms;
         al[r] = adam_standalone_ms(n_params, o, &ec);
+        ec.skip_updates = 1; /* the pipeline without the update: what the update adds */
+        run_round(m, s, sm ? init : NULL, o, &ec, tok, tgt, false, &ri);
+        ec.skip_updates = 0;
+        nu[r] = ri.step_ms;
         /* the last round of the point traced: each point's file replaces the one before */
         ec.trace_path = r == R - 1 ? o->trace : NULL;
         run_round(m, s, sm ? init : NULL, o, &ec, tok, tgt, false, &rr);
@@ -330,7 +338,7 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
     spread sp_step = bench_spread(st, R), sp_comp = bench_spread(ct, R),
            sp_ratio = bench_spread(rt, R);
     spread sp_adam = bench_spread(ad, R), sp_idle = bench_spread(ai, R);
-    spread sp_alone = bench_spread(al, R);
+    spread sp_alone = bench_spread(al, R), sp_noup = bench_spread(nu, R);
     free(st);
     double alone_ms = sp_alone.med, idle_ms = sp_idle.med;
     double step = sp_step.med, compute_ms = sp_comp.med, adam = sp_adam.med, nvme = acc.nvme_ms;
@@ -339,11 +347,15 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
     const zoff_device_plan dp = rr.dp;
     const zoff_engine_memory mem = rr.mem;
     double n = (double)zoff_model_get_layout(m)->total;
+    /* exposed: what the step costs beyond its compute; of it, what the update adds (the step
+     * against the same pipeline with every update skipped), split into NVMe waits and the CPU
+     * step; the rest is the pipeline's own work (gradient copies and norm, transfer waits) */
     double exposed = fmax(0.0, step - compute_ms);
-    double ex_nvme = fmin(exposed, nvme), ex_cpu = fmin(exposed - ex_nvme, adam);
-    double ex_xfer = exposed - ex_nvme - ex_cpu;
-    double shorter = fmin(compute_ms, adam + nvme);
-    double eff = shorter > 0 ? (compute_ms + adam + nvme - step) / shorter : 1.0;
+    double ex_update = fmin(exposed, fmax(0.0, step - sp_noup.med));
+    double ex_nvme = fmin(ex_update, nvme), ex_cpu = ex_update - ex_nvme;
+    double ex_xfer = exposed - ex_update;
+    /* how much of the update's work (the CPU step and its NVMe waits) the step hid */
+    double eff = adam + nvme > 0 ? 1.0 - ex_update / (adam + nvme) : 1.0;
     eff = fmax(0.0, fmin(1.0, eff));
     int ti = target == ZOFF_OFFLOAD_NVME, si = (int)sched;
     if (where == ZOFF_PARAMS_DEVICE) g_resident_ms[ti][si] = step;
@@ -363,7 +375,9 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
            "\"kernel_threads\":%d,\"adam_threads\":%d,"
            "\"step_ms\":%.3f,\"step_ms_min\":%.3f,\"step_ms_max\":%.3f,"
            "\"compute_ms\":%.3f,\"compute_ms_min\":%.3f,\"compute_ms_max\":%.3f,"
-           "\"exposed_ms\":%.3f,\"exposed_nvme_ms\":%.3f,"
+           "\"step_no_update_ms\":%.3f,\"step_no_update_ms_min\":%.3f,"
+           "\"step_no_update_ms_max\":%.3f,\"exposed_ms\":%.3f,\"exposed_update_ms\":%.3f,"
+           "\"exposed_nvme_ms\":%.3f,"
            "\"exposed_cpu_step_ms\":%.3f,\"exposed_transfer_ms\":%.3f,\"cpu_adam_ms\":%.3f,"
            "\"cpu_adam_ms_min\":%.3f,\"cpu_adam_ms_max\":%.3f,\"cpu_adam_standalone_ms\":%.3f,"
            "\"cpu_adam_standalone_ms_min\":%.3f,\"cpu_adam_standalone_ms_max\":%.3f,"
@@ -383,14 +397,15 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
            where == ZOFF_PARAMS_DEVICE ? 0 : o->prefetch, ms.capacity,
            zoff_offload_target_name(target), zoff_schedule_name(sched), zoff_dtype_name(o->dtype),
            o->steps, R, o->kernel_threads, o->adam_threads, step, sp_step.min, sp_step.max,
-           compute_ms, sp_comp.min, sp_comp.max, exposed, ex_nvme, ex_cpu, ex_xfer, adam,
-           sp_adam.min, sp_adam.max, alone_ms, sp_alone.min, sp_alone.max,
-           adam > 0 ? alone_ms / adam : 0.0, idle_ms, sp_idle.min, sp_idle.max,
-           idle_ms > 0 ? alone_ms / idle_ms : 0.0, step > 0 ? adam / step : 0.0, nvme, eff,
-           sp_ratio.med, sp_ratio.min, sp_ratio.max, (double)acc.pcie / n, (double)acc.nvme / n,
-           (double)acc.cpu_pass / n, mem.pinned_bytes, mem.device_bytes, ms.peak, ms.peak / n,
-           dp.weights / n, dp.buckets / n, dp.activations / n, dp.workspace / n, dp.total / n,
-           (dp.total - dp.activations) / n, (double)acc.fetch / n, streamed);
+           compute_ms, sp_comp.min, sp_comp.max, sp_noup.med, sp_noup.min, sp_noup.max, exposed,
+           ex_update, ex_nvme, ex_cpu, ex_xfer, adam, sp_adam.min, sp_adam.max, alone_ms,
+           sp_alone.min, sp_alone.max, adam > 0 ? alone_ms / adam : 0.0, idle_ms, sp_idle.min,
+           sp_idle.max, idle_ms > 0 ? alone_ms / idle_ms : 0.0, step > 0 ? adam / step : 0.0, nvme,
+           eff, sp_ratio.med, sp_ratio.min, sp_ratio.max, (double)acc.pcie / n,
+           (double)acc.nvme / n, (double)acc.cpu_pass / n, mem.pinned_bytes, mem.device_bytes,
+           ms.peak, ms.peak / n, dp.weights / n, dp.buckets / n, dp.activations / n,
+           dp.workspace / n, dp.total / n, (dp.total - dp.activations) / n, (double)acc.fetch / n,
+           streamed);
     fflush(stdout);
 }
 

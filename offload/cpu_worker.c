@@ -279,15 +279,18 @@ static int update_bucket(zoff_engine *e, size_t b, const void *grad, zoff_dtype 
     return rc ? rc : rc2;
 }
 
-/* A skipped step: weights unchanged, versions advanced in order behind earlier copies. */
+/* A skipped bucket: weights unchanged, its version advanced in order behind earlier copies. */
+static void skip_bucket(zoff_engine *e, size_t b, int64_t step) {
+    /* a streamed bucket's version is written by the host only (never behind a copy) */
+    int rc = e->params && param_store_bucket_streamed(e->params, b)
+                 ? zoff_dev_host_write_value(e->dev, &e->version[b], (uint32_t)(step + 1))
+                 : zoff_dev_stream_write_value(e->h2d, &e->version[b], (uint32_t)(step + 1));
+    if (rc) engine_set_error(e, rc);
+}
+
 static void skip_step(zoff_engine *e, int64_t step) {
-    for (size_t b = 0; b < e->n_buckets; b++) {
-        /* a streamed bucket's version is written by the host only (never behind a copy) */
-        int rc = e->params && param_store_bucket_streamed(e->params, b)
-                     ? zoff_dev_host_write_value(e->dev, &e->version[b], (uint32_t)(step + 1))
-                     : zoff_dev_stream_write_value(e->h2d, &e->version[b], (uint32_t)(step + 1));
-        if (rc) engine_set_error(e, rc);
-    }
+    for (size_t b = 0; b < e->n_buckets; b++)
+        skip_bucket(e, b, step);
 }
 
 static void finish_report(zoff_engine *e, int set, const work_item *w,
@@ -388,11 +391,15 @@ static void receive_fill(zoff_engine *e, const work_item *w) {
         rc = accumulate(e, dst, ring, bk->own_numel, w->micro == 0);
         /* a cast (16-bit in, fp32 out: into dst, or after the first micro-batch into the
          * scratch, then the sum: two fp32 reads, one write) */
-        e->rx[set].cpu_pass_bytes +=
-            (uint64_t)bk->own_numel * (e->esize + 4 + (w->micro ? 12 : 0));
+        e->rx[set].cpu_pass_bytes += (uint64_t)bk->own_numel * (e->esize + 4 + (w->micro ? 12 : 0));
         release_ring_slot(e, w->fill);
-        if (!rc && overlap && last_micro)
+        if (!rc && overlap && last_micro && e->cfg.skip_updates)
+            skip_bucket(e, w->bucket, w->step);
+        else if (!rc && overlap && last_micro)
             rc = update_bucket(e, w->bucket, dst, ZOFF_F32, scale, w->lr, t, w->step, &e->rx[set]);
+    } else if (overlap && e->cfg.skip_updates) {
+        skip_bucket(e, w->bucket, w->step);
+        release_ring_slot(e, w->fill);
     } else if (overlap) {
         /* read ahead the bucket that followed this one last step: arrival order repeats */
         if (e->last_arrival != SIZE_MAX) e->next_arrival[e->last_arrival] = w->bucket;
@@ -443,7 +450,7 @@ static void decide_step(zoff_engine *e, work_item *w) {
     if (!nonfinite && e->cfg.clip_norm > 0 && w->grad_norm > e->cfg.clip_norm)
         w->clip_coef = e->cfg.clip_norm / (w->grad_norm + 1e-6);
     w->grad_scale = (float)(w->clip_coef / w->loss_scale);
-    w->skip = nonfinite && e->cfg.schedule != ZOFF_SCHEDULE_OVERLAP;
+    w->skip = (nonfinite && e->cfg.schedule != ZOFF_SCHEDULE_OVERLAP) || e->cfg.skip_updates;
     if (nonfinite && e->cfg.dtype != ZOFF_F16 && !e->warned_nonfinite) {
         zoff_log(ZOFF_LOG_WARN, MOD, "step %lld: gradient has inf/nan%s", (long long)w->step,
                  w->skip ? ": step skipped" : " (overlap schedule: already applied)");

@@ -131,7 +131,8 @@ bench() {
 }
 bench bench_train 90 build/gpu/bench/bench_train --device cuda --dtype bf16 --batch 8 \
     --seq-len 1024 --steps 10
-# two repeats: each is four runs (compute, the drained run, the Adam alone, the offloaded run)
+# two repeats: each is five runs (compute, the drained run, the Adam alone, the run with every
+# update skipped, the offloaded run)
 bench bench_offload 150 build/gpu/bench/bench_offload --device cuda --dtype bf16 --layers 12 \
     --embd 768 --heads 12 --vocab 50257 --seq 1024 --batch 8 --steps 5 --warmup 2 \
     --repeats 2 --nvme-path "$nvme"

@@ -36,6 +36,7 @@ typedef struct test_case {
     float clip;
     int overflow_step; /* fp16: step whose first micro-batch gets an inf; -1 none */
     int steps;
+    int skip_updates; /* the engine's measurement mode: every step skipped, weights unchanged */
 } test_case;
 
 static zoff_dev_kind backend = ZOFF_DEV_HOST; /* from argv[1] */
@@ -129,6 +130,7 @@ static void run_engine(const test_case *tc, const char *nvme_dir, unsigned char 
     cfg.weight_decay = 0.01f;
     cfg.loss_scale_init = 1024.0f;
     cfg.cpu_threads = 2;
+    cfg.skip_updates = tc->skip_updates;
     cfg.nvme_dirs[0] = nvme_dir;
     cfg.n_nvme_dirs = nvme_dir ? 1 : 0;
     zoff_engine *e;
@@ -204,9 +206,9 @@ static void run_reference(const test_case *tc, unsigned char *obs, float *master
         double norm = sqrt(sq) / scale, clip = 1.0;
         if (tc->clip > 0 && norm > tc->clip) clip = tc->clip / (norm + 1e-6);
         unsigned char *next = after + (size_t)(step + 1) * n * es;
-        if (bad) {
+        if (bad || tc->skip_updates) {
             memcpy(next, after + (size_t)step * n * es, n * es);
-            scale = fmaxf(scale * 0.5f, 1.0f);
+            if (bad) scale = fmaxf(scale * 0.5f, 1.0f);
             continue;
         }
         zoff_adam_params ap = zoff_adam_params_default();
@@ -279,6 +281,11 @@ static void run_case(const test_case *tc, const char *nvme_dir) {
     /* 16-bit: 2 B/param down per micro-batch, 2 B/param up per step */
     CHECK_EQ_INT(rep.pcie_d2h_bytes, (size_t)tc->accum * es * n);
     if (!rep.skipped) CHECK_EQ_INT(rep.pcie_h2d_bytes, es * n);
+    if (tc->skip_updates) {
+        CHECK_EQ_INT(rep.skipped, 1);
+        CHECK_EQ_INT(rep.pcie_h2d_bytes, 0);
+        CHECK(rep.cpu_adam_ms == 0.0);
+    }
     /* CPU passes: the fused step (gradient; p, m and v read and written; 16-bit weights
      * written); sync and DPU first copy the gradient out of the ring; accumulation casts each
      * micro-batch to fp32, sums it from the second on, and reads the sum for the norm */
@@ -466,25 +473,35 @@ int main(int argc, char **argv) {
     }
     const test_case cases[] = {
         {"sync bf16 cpu", ZOFF_OFFLOAD_CPU, ZOFF_SCHEDULE_SYNC, ZOFF_BF16, ZOFF_F32, 1, 0, -1,
-         steps},
+         steps, 0},
         {"overlap bf16 cpu", ZOFF_OFFLOAD_CPU, ZOFF_SCHEDULE_OVERLAP, ZOFF_BF16, ZOFF_F32, 1, 0, -1,
-         steps},
-        {"dpu bf16 cpu", ZOFF_OFFLOAD_CPU, ZOFF_SCHEDULE_DPU, ZOFF_BF16, ZOFF_F32, 1, 0, -1, steps},
-        {"sync f32 cpu", ZOFF_OFFLOAD_CPU, ZOFF_SCHEDULE_SYNC, ZOFF_F32, ZOFF_F32, 1, 0, -1, steps},
+         steps, 0},
+        {"dpu bf16 cpu", ZOFF_OFFLOAD_CPU, ZOFF_SCHEDULE_DPU, ZOFF_BF16, ZOFF_F32, 1, 0, -1, steps,
+         0},
+        {"sync f32 cpu", ZOFF_OFFLOAD_CPU, ZOFF_SCHEDULE_SYNC, ZOFF_F32, ZOFF_F32, 1, 0, -1, steps,
+         0},
         {"sync bf16 nvme", ZOFF_OFFLOAD_NVME, ZOFF_SCHEDULE_SYNC, ZOFF_BF16, ZOFF_F32, 1, 0, -1,
-         steps},
+         steps, 0},
         {"dpu bf16 nvme bf16-moments", ZOFF_OFFLOAD_NVME, ZOFF_SCHEDULE_DPU, ZOFF_BF16, ZOFF_BF16,
-         1, 0, -1, steps},
+         1, 0, -1, steps, 0},
         {"overlap bf16 nvme accum3", ZOFF_OFFLOAD_NVME, ZOFF_SCHEDULE_OVERLAP, ZOFF_BF16, ZOFF_F32,
-         3, 0, -1, steps},
+         3, 0, -1, steps, 0},
         {"sync bf16 cpu accum3", ZOFF_OFFLOAD_CPU, ZOFF_SCHEDULE_SYNC, ZOFF_BF16, ZOFF_F32, 3, 0,
-         -1, steps},
+         -1, steps, 0},
         {"sync fp16 cpu overflow", ZOFF_OFFLOAD_CPU, ZOFF_SCHEDULE_SYNC, ZOFF_F16, ZOFF_F32, 1, 0,
-         3, steps},
+         3, steps, 0},
         {"dpu fp16 cpu overflow", ZOFF_OFFLOAD_CPU, ZOFF_SCHEDULE_DPU, ZOFF_F16, ZOFF_F32, 1, 0, 4,
-         steps},
+         steps, 0},
         {"sync bf16 cpu clip", ZOFF_OFFLOAD_CPU, ZOFF_SCHEDULE_SYNC, ZOFF_BF16, ZOFF_F32, 1, 0.5f,
-         -1, steps},
+         -1, steps, 0},
+        {"sync bf16 cpu skip-updates", ZOFF_OFFLOAD_CPU, ZOFF_SCHEDULE_SYNC, ZOFF_BF16, ZOFF_F32, 1,
+         0, -1, 6, 1},
+        {"overlap bf16 cpu skip-updates", ZOFF_OFFLOAD_CPU, ZOFF_SCHEDULE_OVERLAP, ZOFF_BF16,
+         ZOFF_F32, 1, 0, -1, 6, 1},
+        {"dpu bf16 nvme skip-updates", ZOFF_OFFLOAD_NVME, ZOFF_SCHEDULE_DPU, ZOFF_BF16, ZOFF_F32, 1,
+         0, -1, 6, 1},
+        {"overlap bf16 cpu accum2 skip-updates", ZOFF_OFFLOAD_CPU, ZOFF_SCHEDULE_OVERLAP, ZOFF_BF16,
+         ZOFF_F32, 2, 0, -1, 6, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i], cases[i].target == ZOFF_OFFLOAD_NVME ? dir : NULL);

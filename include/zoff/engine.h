@@ -94,6 +94,11 @@ typedef struct zoff_engine_config {
     unsigned nvme_queue_depth; /* default 32 */
 
     const char *trace_path; /* Chrome/Perfetto trace JSON written at destroy; NULL = off */
+    /* Measurement only (default 0): every step skipped as an overflowed one is (weights and
+     * optimizer state untouched, no CPU Adam, no weight upload, no state I/O; gradients still
+     * copied down and their norm taken), so that a run costs the pipeline without the update:
+     * set against a run that updates, what the update adds to the step (bench_offload). */
+    int skip_updates;
 
     /* Data parallelism, ZeRO stage 2 with offload: the job's world (gpu/dist.h); NULL or a
      * world of one: a single process. Every rank runs the same model on its own slice of the
@@ -181,14 +186,14 @@ typedef struct zoff_engine_step_report {
     uint64_t nvme_read_bytes, nvme_write_bytes;
     uint64_t collective_bytes; /* bytes this rank sent in the step's reduce-scatters and
                                 * all-gathers (ring algorithm: (world-1) blocks each) */
-    uint64_t cpu_pass_bytes; /* bytes the CPU's passes read plus wrote in host memory: the
-                              * fused step (gradient, p, m, v, the 16-bit weights), gradient
-                              * copies, casts and sums out of the ring, delayed weight copies;
-                              * not DMA (PCIe, NVMe) */
-    double cpu_adam_ms;      /* CPU busy in the fused step */
-    double cpu_wait_grad_ms; /* CPU worker idle, waiting for gradients to arrive */
-    double nvme_wait_ms;     /* CPU worker blocked on NVMe reads or write-backs */
-    double step_ms;          /* from the first gradient's arrival to the last weight sent */
+    uint64_t cpu_pass_bytes;   /* bytes the CPU's passes read plus wrote in host memory: the
+                                * fused step (gradient, p, m, v, the 16-bit weights), gradient
+                                * copies, casts and sums out of the ring, delayed weight copies;
+                                * not DMA (PCIe, NVMe) */
+    double cpu_adam_ms;        /* CPU busy in the fused step */
+    double cpu_wait_grad_ms;   /* CPU worker idle, waiting for gradients to arrive */
+    double nvme_wait_ms;       /* CPU worker blocked on NVMe reads or write-backs */
+    double step_ms;            /* from the first gradient's arrival to the last weight sent */
 } zoff_engine_step_report;
 
 /* Waits until every queued step is applied and its weights are on the device. */

@@ -554,9 +554,9 @@ typedef struct run {
     zoff_train_source src; /* the batches: the token dataset, or SFT conversations */
     zoff_sft_source *sft;  /* zoff sft */
     uint64_t val_rng;
-    zoff_train_dist td;    /* the job's ranks (a world of one without mpirun) */
-    int gbatch;            /* rows of a global batch: ranks x --batch */
-    bool stop;             /* a stop signal, agreed among the ranks */
+    zoff_train_dist td;                    /* the job's ranks (a world of one without mpirun) */
+    int gbatch;                            /* rows of a global batch: ranks x --batch */
+    bool stop;                             /* a stop signal, agreed among the ranks */
     char nvme_dir[4096], trace_path[4096]; /* this rank's */
 } run;
 
@@ -631,7 +631,6 @@ static int validate(run *r, float *val_loss) {
     *val_loss = wsum > 0 ? (float)(sum / wsum) : NAN;
     return 0;
 }
-
 
 /* Writes OUT/name whole or not at all: into a temporary folder swapped in when complete,
  * every file stamped with the step and the run id. */
@@ -1195,8 +1194,10 @@ static int train_main(int argc, char **argv) {
         snprintf(r.run_id, sizeof r.run_id, "%s", stamp.run_id);
         o->init_from = o->resume;
     }
-    /* a run never writes over another one's results unasked; stray temporaries go first */
-    ret = lead ? zoff_train_prepare_out(o->out, o->resume ? r.run_id : NULL, o->overwrite) : 0;
+    /* a run never writes over another one's results unasked; stray temporaries go first (and
+     * with --overwrite the previous results once this run has started, below) */
+    ret =
+        lead ? zoff_train_prepare_out(o->out, o->resume ? r.run_id : NULL, o->overwrite, false) : 0;
     if ((ret = zoff_train_dist_agree(&r.td, ret)) != 0) goto out;
     ret = 1;
     if (!r.run_id[0]) zoff_ckpt_new_run_id(r.run_id);
@@ -1380,6 +1381,12 @@ static int train_main(int argc, char **argv) {
             goto out;
         }
     }
+    /* started: --overwrite's previous results go now, not before (a run that failed to
+     * start would have lost them for nothing) */
+    ret =
+        lead ? zoff_train_prepare_out(o->out, o->resume ? r.run_id : NULL, o->overwrite, true) : 0;
+    if ((ret = zoff_train_dist_agree(&r.td, ret)) != 0) goto out;
+    ret = 1;
     if (lead && (rc = zoff_mkdirs(o->out))) {
         fprintf(stderr, "zoff train: --out %s: %s\n", o->out, strerror(-rc));
         goto out;

@@ -47,7 +47,8 @@ static void out_run_id(const char *out, char id[ZOFF_RUN_ID_LEN + 1]) {
         snprintf(id, ZOFF_RUN_ID_LEN + 1, "%s", st.run_id);
 }
 
-int zoff_train_prepare_out(const char *out, const char *resume_run_id, bool overwrite) {
+int zoff_train_prepare_out(const char *out, const char *resume_run_id, bool overwrite,
+                           bool remove_old) {
     int fixed = 0;
     if (zoff_ckpt_dir_recover(out, &fixed) != 0) {
         fprintf(stderr, "zoff train: --out %s: cannot read it: %s\n", out, strerror(errno));
@@ -73,7 +74,8 @@ int zoff_train_prepare_out(const char *out, const char *resume_run_id, bool over
         }
         /* the other run's metrics go; its checkpoint folders are replaced as this run saves
          * (not removed now: the checkpoint being resumed may be among them) */
-        if (snprintf(p, sizeof p, "%s/metrics.jsonl", out) < (int)sizeof p) remove(p);
+        if (!remove_old) return 0;
+        if (snprintf(p, sizeof p, "%s/metrics.jsonl", out) < (int)sizeof p) unlink(p);
         printf("zoff train: --overwrite: %s held run %s's results; its metrics.jsonl removed\n",
                out, id);
         return 0;
@@ -96,6 +98,7 @@ int zoff_train_prepare_out(const char *out, const char *resume_run_id, bool over
                 out, first, n > 1 ? ", ..." : "", out);
         return 2;
     }
+    if (!remove_old) return 0;
     d = opendir(out);
     if (!d) return 1;
     int removed = 0, rc = 0;

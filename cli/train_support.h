@@ -17,9 +17,12 @@
  * folders and files; a checkpoint caught between two renames is put back). A fresh run
  * (resume_run_id NULL) refuses an OUT that already holds files, and a resumed one an OUT whose
  * final checkpoint is another run's, unless overwrite, which removes the previous run's
- * metrics.jsonl and checkpoint folders (and nothing else). Prints what is wrong; returns 0,
- * 2 (refused: bad usage) or 1 (could not). */
-int zoff_train_prepare_out(const char *out, const char *resume_run_id, bool overwrite);
+ * metrics.jsonl and checkpoint folders (and nothing else) - but only when remove_old is true:
+ * a run checks up front (remove_old false) and removes once it has started (its data, device, model
+ * and checkpoint loaded), so that a run that fails to start leaves the previous results be.
+ * Prints what is wrong; returns 0, 2 (refused: bad usage) or 1 (could not). */
+int zoff_train_prepare_out(const char *out, const char *resume_run_id, bool overwrite,
+                           bool remove_old);
 
 /* Whether FILE (--trace, written only after training) can be written: checked up front.
  * Prints what is wrong and returns -1. */

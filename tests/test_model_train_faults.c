@@ -413,6 +413,11 @@ static void test_out_folder(void) {
     CHECK_EQ_INT(run("train " TINY "--steps 7 --resume o/final --out o"), 0);
     CHECK(cli_output_has("tidied"));
     CHECK(!cli_exists("o/.final.tmp") && !cli_exists("o/metrics.jsonl.tmp"));
+    /* --overwrite with a run that fails to start (its data missing) keeps them */
+    CHECK_EQ_INT(run("train " TINY "--steps 2 --out o --overwrite --data no-such-tokens.bin"), 1);
+    CHECK(cli_output_has("no-such-tokens.bin"));
+    CHECK(cli_exists("o/step_2") && cli_exists("o/final/model.safetensors"));
+    CHECK_EQ_INT(check_metrics("o/metrics.jsonl", -1, NULL), 7);
     /* --overwrite replaces the previous results */
     CHECK_EQ_INT(run("train " TINY "--steps 2 --out o --overwrite"), 0);
     CHECK(!cli_exists("o/step_2") && cli_exists("o/final"));

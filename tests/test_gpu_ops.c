@@ -90,8 +90,9 @@ static void test_scale_sumsq(zoff_dev *dev, zoff_dev_stream *s, const float *src
                     memcpy(one, (char *)h_x + at[w] * es, es);
                 CHECK_OK(
                     zoff_dev_memcpy_async(s, (char *)d_x + at[w] * es, one, es, ZOFF_COPY_H2D));
-                if (bad == 2) {
+                if (bad == 2) { /* (the copy reads `one` before it goes out of scope) */
                     CHECK_OK(zoff_dev_op_scale(s, (char *)d_x + at[w] * es, t, 0.5f, 1));
+                    CHECK_OK(zoff_dev_stream_synchronize(s));
                     continue;
                 }
                 CHECK_OK(zoff_dev_op_sumsq_nonfinite(s, d_x, t, N, d_out));

@@ -15,9 +15,10 @@
  *
  * Usage: bench_cpu_adam [--sizes 1M,16M,256M] [--threads 1,2] [--combos f16:f32:f16,...]
  *                       [--iters N] [--reserve N] [--isa NAME] [--no-pin] [--no-targets]
- * A combo is grad:moments:out, out may be "none". ZOFF_ISA=scalar|avx2|avx512 also forces the
- * ISA (--isa wins). Two final lines ("bench":"cpu_adam_target") measure the issue's targets at the
- * largest size and thread count: fp32-moment step, bf16-moment step and the probes interleaved.
+ * A combo is grad:moments:out, out may be "none". ZOFF_ISA=scalar|avx2|avx512|avx512bf16 also
+ * forces the ISA (--isa wins). Two final lines ("bench":"cpu_adam_target") measure the issue's
+ * targets at the largest size and thread count: fp32-moment step, bf16-moment step and the probes
+ * interleaved.
  */
 #include "cpu_adam/cpu_adam.h"
 

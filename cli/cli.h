@@ -19,7 +19,7 @@ int zoff_cli_device_config(zoff_dev_config *cfg, const char *device_flag);
 /* auto becomes host when this zoff has no CUDA backend or the machine no GPU (quietly). */
 void zoff_cli_device_resolve_auto(zoff_dev_config *cfg);
 
-/* The CPU Adam instruction set from ZOFF_ISA (scalar|avx2|avx512|auto; unset: auto, -1).
+/* The CPU Adam instruction set from ZOFF_ISA (scalar|avx2|avx512|avx512bf16|auto; unset: auto, -1).
  * Prints what is wrong and returns -1 on a bad value or one this CPU lacks. */
 int zoff_cli_adam_isa(int *isa);
 

@@ -31,7 +31,8 @@ int zoff_cli_adam_isa(int *isa) {
     if (!v || !*v) return 0;
     zoff_adam_isa parsed, resolved;
     if (zoff_adam_isa_parse(v, &parsed) != 0) {
-        fprintf(stderr, "zoff: ZOFF_ISA='%s' is not one of scalar, avx2, avx512, auto\n", v);
+        fprintf(stderr,
+                "zoff: ZOFF_ISA='%s' is not one of scalar, avx2, avx512, avx512bf16, auto\n", v);
         return -1;
     }
     if (zoff_adam_isa_resolve(parsed, &resolved) != 0) {

@@ -2,15 +2,21 @@
  * AVX-512 CPU). Compiled with AVX-512 flags for this file only; dispatch.c calls it only after
  * __builtin_cpu_supports confirms the features (which also checks the OS saves zmm state).
  * fp16 conversions use vcvtps2ph/vcvtph2ps with round-to-nearest-even. bf16 rounding is done in
- * integer lanes with core/half.h's formula rather than AVX512-BF16's vcvtneps2bf16, because that
- * instruction treats fp32 denormal inputs as zero and would not be bit-identical to the
- * reference. */
+ * integer lanes with core/half.h's formula. adam_avx512_bf16.c compiles this file again with
+ * ZOFF_ADAM_AVX512_BF16 for CPUs with AVX512-BF16: there a bf16 store goes through
+ * vcvtneps2bf16, which rounds to nearest even and quiets NaNs exactly as core/half.h does but
+ * treats denormal inputs as zero, so a vector holding one takes the integer rounding instead
+ * (denormal moments and weights are rare: the check is two mask tests and a branch). */
 #include "cpu_adam/adam_internal.h"
 
 #include <immintrin.h>
 
-#define ZOFF_SIMD_W       16
+#define ZOFF_SIMD_W 16
+#ifdef ZOFF_ADAM_AVX512_BF16
+#define ZOFF_SIMD_NAME(x) x##_avx512bf16
+#else
 #define ZOFF_SIMD_NAME(x) x##_avx512
+#endif
 typedef __m512 vf;
 typedef __m512d vd;
 
@@ -54,7 +60,7 @@ static inline vf vf_load_bf16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
 }
 /* core/half.h: NaN -> (x >> 16) | 0x40, else (x + 0x7fff + ((x >> 16) & 1)) >> 16. */
-static inline void vf_store_bf16(uint16_t *p, vf f) {
+static inline void vf_store_bf16_int(uint16_t *p, vf f) {
     __m512i x = _mm512_castps_si512(f);
     __m512i hi = _mm512_srli_epi32(x, 16);
     __m512i abs = _mm512_and_si512(x, _mm512_set1_epi32(0x7fffffff));
@@ -65,6 +71,22 @@ static inline void vf_store_bf16(uint16_t *p, vf f) {
     r = _mm512_mask_blend_epi32(is_nan, r, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
     _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(r)); /* lanes fit in 16 bits */
 }
+
+#ifdef ZOFF_ADAM_AVX512_BF16
+static inline void vf_store_bf16(uint16_t *p, vf f) {
+    __m512i x = _mm512_castps_si512(f);
+    __mmask16 exp0 = _mm512_testn_epi32_mask(x, _mm512_set1_epi32(0x7f800000));
+    if (_mm512_mask_test_epi32_mask(exp0, x, _mm512_set1_epi32(0x007fffff))) {
+        vf_store_bf16_int(p, f); /* a denormal lane */
+        return;
+    }
+    _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh(f));
+}
+#else
+static inline void vf_store_bf16(uint16_t *p, vf f) {
+    vf_store_bf16_int(p, f);
+}
+#endif
 
 static inline vd vd_zero(void) {
     return _mm512_setzero_pd();
@@ -83,7 +105,7 @@ static inline double vd_hsum(vd a, vd b) {
 
 #include "cpu_adam/adam_simd_impl.h"
 
-static size_t count_nonfinite_avx512(const void *x, zoff_dtype t, size_t n) {
+static size_t ZOFF_SIMD_NAME(count_nonfinite)(const void *x, zoff_dtype t, size_t n) {
     size_t count = 0, i = 0;
     if (t == ZOFF_F32) {
         const uint32_t *u = x;
@@ -108,10 +130,15 @@ static size_t count_nonfinite_avx512(const void *x, zoff_dtype t, size_t n) {
     return count;
 }
 
+#ifdef ZOFF_ADAM_AVX512_BF16
+const zoff_adam_kernels zoff_adam_kernels_avx512bf16 = {
+    .isa = ZOFF_ADAM_ISA_AVX512_BF16,
+#else
 const zoff_adam_kernels zoff_adam_kernels_avx512 = {
     .isa = ZOFF_ADAM_ISA_AVX512,
-    .step = step_avx512,
-    .sumsq = sumsq_avx512,
-    .count_nonfinite = count_nonfinite_avx512,
-    .cast = cast_avx512,
+#endif
+    .step = ZOFF_SIMD_NAME(step),
+    .sumsq = ZOFF_SIMD_NAME(sumsq),
+    .count_nonfinite = ZOFF_SIMD_NAME(count_nonfinite),
+    .cast = ZOFF_SIMD_NAME(cast),
 };

@@ -54,6 +54,7 @@ typedef struct zoff_adam_kernels {
 extern const zoff_adam_kernels zoff_adam_kernels_scalar;
 extern const zoff_adam_kernels zoff_adam_kernels_avx2;
 extern const zoff_adam_kernels zoff_adam_kernels_avx512;
+extern const zoff_adam_kernels zoff_adam_kernels_avx512bf16;
 
 /* The kernel table of an ISA (resolved, supported). Never NULL for a valid ISA. */
 const zoff_adam_kernels *zoff_adam_kernels_for(zoff_adam_isa isa);

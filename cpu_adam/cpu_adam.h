@@ -41,17 +41,18 @@ extern "C" {
 /* ---- Instruction set dispatch ---------------------------------------------------------- */
 
 typedef enum zoff_adam_isa {
-    ZOFF_ADAM_ISA_AUTO = -1,  /* config value only: the best one this CPU supports */
-    ZOFF_ADAM_ISA_SCALAR = 0, /* portable C, the reference */
-    ZOFF_ADAM_ISA_AVX2 = 1,   /* AVX2 + FMA + F16C */
-    ZOFF_ADAM_ISA_AVX512 = 2, /* AVX-512 F/BW/VL (+F16C) */
+    ZOFF_ADAM_ISA_AUTO = -1,       /* config value only: the best one this CPU supports */
+    ZOFF_ADAM_ISA_SCALAR = 0,      /* portable C, the reference */
+    ZOFF_ADAM_ISA_AVX2 = 1,        /* AVX2 + FMA + F16C */
+    ZOFF_ADAM_ISA_AVX512 = 2,      /* AVX-512 F/BW/VL (+F16C) */
+    ZOFF_ADAM_ISA_AVX512_BF16 = 3, /* the same with AVX512-BF16's rounding for bf16 stores */
 } zoff_adam_isa;
 
 /* The best ISA this CPU (and this build) supports. */
 zoff_adam_isa zoff_adam_isa_best(void);
-/* "scalar", "avx2", "avx512", "auto"; "?" for an invalid value. */
+/* "scalar", "avx2", "avx512", "avx512bf16", "auto"; "?" for an invalid value. */
 const char *zoff_adam_isa_name(zoff_adam_isa isa);
-/* Parses "scalar", "avx2", "avx512" or "auto" (case-insensitive). 0 or -EINVAL. */
+/* Parses "scalar", "avx2", "avx512", "avx512bf16" or "auto" (case-insensitive). 0 or -EINVAL. */
 int zoff_adam_isa_parse(const char *name, zoff_adam_isa *out);
 /* 1 if this CPU can run the ISA (AUTO and SCALAR: always), else 0. */
 int zoff_adam_isa_supported(zoff_adam_isa isa);

@@ -39,6 +39,14 @@ static int cpu_has_avx512(void) {
 #endif
 }
 
+static int cpu_has_avx512_bf16(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    return cpu_has_avx512() && __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
 int zoff_adam_isa_supported(zoff_adam_isa isa) {
     switch (isa) {
     case ZOFF_ADAM_ISA_AUTO:
@@ -48,11 +56,14 @@ int zoff_adam_isa_supported(zoff_adam_isa isa) {
         return cpu_has_avx2();
     case ZOFF_ADAM_ISA_AVX512:
         return cpu_has_avx512();
+    case ZOFF_ADAM_ISA_AVX512_BF16:
+        return cpu_has_avx512_bf16();
     }
     return 0;
 }
 
 zoff_adam_isa zoff_adam_isa_best(void) {
+    if (cpu_has_avx512_bf16()) return ZOFF_ADAM_ISA_AVX512_BF16;
     if (cpu_has_avx512()) return ZOFF_ADAM_ISA_AVX512;
     if (cpu_has_avx2()) return ZOFF_ADAM_ISA_AVX2;
     return ZOFF_ADAM_ISA_SCALAR;
@@ -68,13 +79,16 @@ const char *zoff_adam_isa_name(zoff_adam_isa isa) {
         return "avx2";
     case ZOFF_ADAM_ISA_AVX512:
         return "avx512";
+    case ZOFF_ADAM_ISA_AVX512_BF16:
+        return "avx512bf16";
     }
     return "?";
 }
 
 int zoff_adam_isa_parse(const char *name, zoff_adam_isa *out) {
     static const zoff_adam_isa all[] = {ZOFF_ADAM_ISA_AUTO, ZOFF_ADAM_ISA_SCALAR,
-                                        ZOFF_ADAM_ISA_AVX2, ZOFF_ADAM_ISA_AVX512};
+                                        ZOFF_ADAM_ISA_AVX2, ZOFF_ADAM_ISA_AVX512,
+                                        ZOFF_ADAM_ISA_AVX512_BF16};
     if (!name || !out) return -EINVAL;
     for (size_t i = 0; i < ZOFF_ARRAY_LEN(all); i++) {
         if (strcasecmp(name, zoff_adam_isa_name(all[i])) == 0) {
@@ -83,7 +97,7 @@ int zoff_adam_isa_parse(const char *name, zoff_adam_isa *out) {
         }
     }
     return zoff_fail(-EINVAL, "cpu_adam",
-                     "unknown ISA '%s' (expected scalar, avx2, avx512 or auto)", name);
+                     "unknown ISA '%s' (expected scalar, avx2, avx512, avx512bf16 or auto)", name);
 }
 
 int zoff_adam_isa_resolve(zoff_adam_isa isa, zoff_adam_isa *out) {
@@ -103,6 +117,13 @@ int zoff_adam_isa_resolve(zoff_adam_isa isa, zoff_adam_isa *out) {
                              "available: %s)",
                              zoff_adam_isa_name(zoff_adam_isa_best()));
         break;
+    case ZOFF_ADAM_ISA_AVX512_BF16:
+        if (!cpu_has_avx512_bf16())
+            return zoff_fail(ZOFF_ECONFIG, "cpu_adam",
+                             "ISA avx512bf16 requested but this CPU lacks AVX-512 F/BW or "
+                             "AVX512-BF16 (best available: %s)",
+                             zoff_adam_isa_name(zoff_adam_isa_best()));
+        break;
     default:
         return zoff_fail(-EINVAL, "cpu_adam", "invalid ISA value %d", (int)isa);
     }
@@ -113,6 +134,8 @@ int zoff_adam_isa_resolve(zoff_adam_isa isa, zoff_adam_isa *out) {
 const zoff_adam_kernels *zoff_adam_kernels_for(zoff_adam_isa isa) {
     switch (isa) {
 #if defined(__x86_64__) || defined(__i386__)
+    case ZOFF_ADAM_ISA_AVX512_BF16:
+        return &zoff_adam_kernels_avx512bf16;
     case ZOFF_ADAM_ISA_AVX512:
         return &zoff_adam_kernels_avx512;
     case ZOFF_ADAM_ISA_AVX2:

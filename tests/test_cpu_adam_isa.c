@@ -12,7 +12,8 @@ int main(void) {
     zoff_test_init();
     zoff_log_set_callback(NULL, NULL, ZOFF_LOG_ERROR);
     static const zoff_adam_isa all[] = {ZOFF_ADAM_ISA_AUTO, ZOFF_ADAM_ISA_SCALAR,
-                                        ZOFF_ADAM_ISA_AVX2, ZOFF_ADAM_ISA_AVX512};
+                                        ZOFF_ADAM_ISA_AVX2, ZOFF_ADAM_ISA_AVX512,
+                                        ZOFF_ADAM_ISA_AVX512_BF16};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         zoff_adam_isa got;
         CHECK_OK(zoff_adam_isa_parse(zoff_adam_isa_name(all[i]), &got));
@@ -32,9 +33,10 @@ int main(void) {
     CHECK_OK(zoff_adam_isa_resolve(ZOFF_ADAM_ISA_AUTO, &got));
     CHECK_EQ_INT(got, best);
     CHECK(zoff_adam_isa_resolve((zoff_adam_isa)42, &got) == -EINVAL);
-    printf("  best ISA: %s (avx2 %s, avx512 %s)\n", zoff_adam_isa_name(best),
+    printf("  best ISA: %s (avx2 %s, avx512 %s, avx512bf16 %s)\n", zoff_adam_isa_name(best),
            zoff_adam_isa_supported(ZOFF_ADAM_ISA_AVX2) ? "yes" : "no",
-           zoff_adam_isa_supported(ZOFF_ADAM_ISA_AVX512) ? "yes" : "no");
+           zoff_adam_isa_supported(ZOFF_ADAM_ISA_AVX512) ? "yes" : "no",
+           zoff_adam_isa_supported(ZOFF_ADAM_ISA_AVX512_BF16) ? "yes" : "no");
 
     /* Forcing each ISA: works where supported, clear error where not. */
     for (size_t i = 1; i < sizeof(all) / sizeof(all[0]); i++) {

@@ -184,7 +184,7 @@ int main(void) {
     zoff_test_init();
     zoff_log_set_callback(NULL, NULL, ZOFF_LOG_ERROR); /* argument errors are expected */
     static const zoff_adam_isa isas[] = {ZOFF_ADAM_ISA_SCALAR, ZOFF_ADAM_ISA_AVX2,
-                                         ZOFF_ADAM_ISA_AVX512};
+                                         ZOFF_ADAM_ISA_AVX512, ZOFF_ADAM_ISA_AVX512_BF16};
     for (size_t k = 0; k < ARRAY_LEN(isas); k++) {
         if (!zoff_adam_isa_supported(isas[k])) {
             printf("  skipping %s: this CPU lacks it\n", zoff_adam_isa_name(isas[k]));

@@ -413,7 +413,7 @@ int main(void) {
     zoff_test_init();
     zoff_log_set_callback(NULL, NULL, ZOFF_LOG_ERROR); /* validation errors are expected */
     static const zoff_adam_isa isas[] = {ZOFF_ADAM_ISA_SCALAR, ZOFF_ADAM_ISA_AVX2,
-                                         ZOFF_ADAM_ISA_AVX512};
+                                         ZOFF_ADAM_ISA_AVX512, ZOFF_ADAM_ISA_AVX512_BF16};
     for (size_t k = 0; k < ARRAY_LEN(isas); k++) {
         zoff_adam_isa isa = isas[k];
         if (!zoff_adam_isa_supported(isa)) {

@@ -39,21 +39,30 @@ zoff_nvme_pool_config zoff_nvme_pool_config_default(void) {
     return c;
 }
 
-/* One slab for all buffers, 2 MiB aligned and advised as transparent huge pages: a 1 MiB
- * buffer then spans one physical segment instead of 256 pages, so O_DIRECT requests are not
- * split by the device's segment limit (virtio: 254), and fewer pages are pinned. */
-static int default_slab(zoff_nvme_pool *p) {
+void *zoff_nvme_huge_alloc(size_t bytes, size_t *rounded) {
     const size_t huge = (size_t)2 << 20;
-    size_t bytes = (p->n * p->cfg.buffer_size + huge - 1) / huge * huge;
-    if (posix_memalign(&p->slab, huge, bytes) != 0) {
-        p->slab = NULL;
-        return ZOFF_EHOST_OOM;
-    }
-    p->slab_bytes = bytes;
+    size_t n = (bytes + huge - 1) / huge * huge;
+    void *p = NULL;
+    if (n == 0 || posix_memalign(&p, huge, n) != 0) return NULL;
 #ifdef MADV_HUGEPAGE
-    (void)madvise(p->slab, bytes, MADV_HUGEPAGE); /* advice only: fine if refused */
+    (void)madvise(p, n, MADV_HUGEPAGE); /* advice only: fine if refused */
 #endif
-    memset(p->slab, 0, bytes); /* fault the pages in now, not in the first transfer */
+    memset(p, 0, n); /* fault the pages in now, not in the first transfer */
+    *rounded = n;
+    return p;
+}
+
+void zoff_nvme_huge_free(void *p, size_t rounded) {
+    (void)rounded;
+    free(p);
+}
+
+/* One slab for all buffers (zoff_nvme_huge_alloc), with fewer pages to pin than 4 KiB ones. */
+static int default_slab(zoff_nvme_pool *p) {
+    size_t bytes;
+    p->slab = zoff_nvme_huge_alloc(p->n * p->cfg.buffer_size, &bytes);
+    if (!p->slab) return ZOFF_EHOST_OOM;
+    p->slab_bytes = bytes;
     if (mlock(p->slab, bytes) == 0) {
         p->locked = 1;
     } else {
@@ -71,7 +80,7 @@ void zoff_nvme_pool_destroy(zoff_nvme_pool *p) {
     if (!p) return;
     if (p->slab) {
         if (p->locked) munlock(p->slab, p->slab_bytes);
-        free(p->slab);
+        zoff_nvme_huge_free(p->slab, p->slab_bytes);
     } else if (p->cfg.alloc) {
         for (size_t i = 0; i < p->n; i++)
             if (p->bufs[i]) p->cfg.free(p->bufs[i], p->cfg.buffer_size, p->cfg.user);

@@ -4,7 +4,8 @@
  * CPU target: three flat arrays over all parameters, placed by first touch from the
  * cpu_adam pool's workers (NUMA-aware), handed out in place.
  * NVMe target: three swap regions per bucket ("b<i>.p", "b<i>.m", "b<i>.v") and a few
- * staging buffers, each holding one bucket's p, m, v. A buffer is FREE, READING (a read is in
+ * staging buffers in huge pages (zoff_nvme_huge_alloc), each holding one bucket's p, m, v. A
+ * buffer is FREE, READING (a read is in
  * flight), READY (loaded or being updated), or WRITING (write-back in flight). With three
  * buffers the worker updates one bucket while the next is read ahead and the previous is
  * written back. Only the CPU worker thread calls into the store.
@@ -25,7 +26,7 @@ typedef enum { STAGE_FREE, STAGE_READING, STAGE_READY, STAGE_WRITING } stage_sta
 typedef struct stage {
     stage_state state;
     size_t bucket;
-    void *buf[3];              /* p, m, v: 4096-aligned */
+    void *buf[3];              /* p, m, v: 2 MiB-aligned, huge pages */
     zoff_nvme_request *req[3]; /* reads or writes in flight */
 } stage;
 
@@ -38,7 +39,7 @@ struct state_store {
     /* NVMe target */
     zoff_nvme_region **regions; /* (n_buckets, 3) */
     stage stages[N_STAGES];
-    size_t stage_bytes[3];
+    size_t stage_bytes[3], stage_alloc[3]; /* a buffer's size, and as allocated */
     uint64_t bytes_read, bytes_written;
     double wait_ms;
 };
@@ -165,7 +166,7 @@ static int nvme_init_state(state_store *st, const float *init_master) {
         st->stage_bytes[i] = part_bytes(st, e->own_max ? e->own_max : 1, i);
     for (int s = 0; s < N_STAGES; s++)
         for (int i = 0; i < 3; i++) {
-            st->stages[s].buf[i] = aligned_alloc(ZOFF_NVME_ALIGN, st->stage_bytes[i]);
+            st->stages[s].buf[i] = zoff_nvme_huge_alloc(st->stage_bytes[i], &st->stage_alloc[i]);
             if (!st->stages[s].buf[i]) return zoff_fail(-ENOMEM, MOD, "no memory for NVMe staging");
         }
     /* Write every bucket's initial state: master weights, zero moments. */
@@ -225,7 +226,7 @@ void state_store_destroy(state_store *st) {
     for (int s = 0; s < N_STAGES; s++) {
         stage_wait(st, &st->stages[s]);
         for (int i = 0; i < 3; i++)
-            free(st->stages[s].buf[i]);
+            if (st->stages[s].buf[i]) zoff_nvme_huge_free(st->stages[s].buf[i], st->stage_alloc[i]);
     }
     free(st->regions);
     free(st->master);

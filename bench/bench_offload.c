@@ -361,11 +361,16 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
     if (where == ZOFF_PARAMS_DEVICE) g_resident_ms[ti][si] = step;
     double res_ms = g_resident_ms[ti][si];
     char streamed[512] = "";
-    if (where != ZOFF_PARAMS_DEVICE)
+    if (where != ZOFF_PARAMS_DEVICE && res_ms > 0)
         snprintf(streamed, sizeof streamed,
                  ",\"resident_step_ms\":%.3f,\"exposed_fetch_ms\":%.3f,"
                  "\"slowdown_vs_resident\":%.3f,\"weights_over_capacity\":%.2f",
-                 res_ms, res_ms > 0 ? step - res_ms : NAN, res_ms > 0 ? step / res_ms : NAN,
+                 res_ms, step - res_ms, step / res_ms,
+                 n * zoff_dtype_size(o->dtype) / (double)ms.capacity);
+    else if (where != ZOFF_PARAMS_DEVICE) /* no resident point ran (--params without none) */
+        snprintf(streamed, sizeof streamed,
+                 ",\"resident_step_ms\":null,\"exposed_fetch_ms\":null,"
+                 "\"slowdown_vs_resident\":null,\"weights_over_capacity\":%.2f",
                  n * zoff_dtype_size(o->dtype) / (double)ms.capacity);
     const zoff_gpt_config *c = zoff_gpt_get_config(m);
     printf("{\"bench\":\"offload\",\"device\":\"%s\",\"model\":{\"n_layer\":%d,\"n_embd\":%d,"

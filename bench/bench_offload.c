@@ -158,21 +158,27 @@ static double compute_baseline(zoff_model *m, zoff_dev_stream *s, const opts *o,
 
 /* The same CPU Adam step standalone: a pool made as the engine makes its own (same threads,
  * same reserved cores), n parameters with fp32 master and moments, gradients and new weights in
- * dtype, one step per timed run after a warm-up; the median ms. Set against the engine's
- * cpu_adam_ms it says how much slower the step runs inside training (sharing memory
- * bandwidth and caches with the device's kernels) than alone. */
-static double adam_standalone_ms(size_t n, const opts *o, const zoff_engine_config *ec) {
+ * dtype. Set up once per point; each round times one step per run after a warm-up (the median
+ * ms). Set against the engine's cpu_adam_ms it says how much slower the step runs inside
+ * training (sharing memory bandwidth and caches with the device's kernels) than alone. */
+typedef struct standalone_adam {
+    zoff_adam_pool *pool;
+    zoff_adam_buffers b;
+    double *t; /* per timed step */
+} standalone_adam;
+
+static void standalone_adam_create(standalone_adam *sa, size_t n, const opts *o,
+                                   const zoff_engine_config *ec) {
     zoff_adam_pool_config pc = zoff_adam_pool_config_default();
     pc.n_threads = ec->cpu_threads;
     pc.reserve_cores = ec->reserve_cores;
-    zoff_adam_pool *pool;
-    int rc = zoff_adam_pool_create(&pc, &pool);
+    int rc = zoff_adam_pool_create(&pc, &sa->pool);
     if (rc) bench_die("standalone Adam pool", rc);
     size_t es = zoff_dtype_size(o->dtype);
     float *p = malloc(n * 4), *m = calloc(n, 4), *v = calloc(n, 4);
     void *g = malloc(n * es), *out = calloc(n, es);
-    double *t = malloc(sizeof(double) * (size_t)o->steps);
-    if (!p || !m || !v || !g || !out || !t) bench_die("standalone Adam buffers", -ENOMEM);
+    sa->t = malloc(sizeof(double) * (size_t)o->steps);
+    if (!p || !m || !v || !g || !out || !sa->t) bench_die("standalone Adam buffers", -ENOMEM);
     /* Weights and gradients written, as training's are: a gradient left from calloc would be
      * the kernel's one shared zero page, read from cache instead of DRAM, which would flatter
      * the standalone step by the gradient's bytes. */
@@ -182,27 +188,34 @@ static double adam_standalone_ms(size_t n, const opts *o, const zoff_engine_conf
         p[i] = 0.02f * u;
         zoff_store_from_f32(g, o->dtype, i, 1e-3f * u);
     }
-    zoff_adam_buffers b = {.n = n,
-                           .param = p,
-                           .m = m,
-                           .v = v,
-                           .moment_dtype = ZOFF_F32,
-                           .grad = g,
-                           .grad_dtype = o->dtype,
-                           .param_out = out,
-                           .out_dtype = o->dtype};
+    sa->b = (zoff_adam_buffers){.n = n,
+                                .param = p,
+                                .m = m,
+                                .v = v,
+                                .moment_dtype = ZOFF_F32,
+                                .grad = g,
+                                .grad_dtype = o->dtype,
+                                .param_out = out,
+                                .out_dtype = o->dtype};
+}
+
+static double standalone_adam_ms(standalone_adam *sa, const opts *o) {
     zoff_adam_params prm = zoff_adam_params_default();
     prm.weight_decay = 0.01f;
     for (int i = 0; i < o->warmup + o->steps; i++) {
         prm.step = i + 1;
         double t0 = bench_now_ms();
-        if ((rc = zoff_adam_step(pool, &prm, &b))) bench_die("standalone Adam step", rc);
-        if (i >= o->warmup) t[i - o->warmup] = bench_now_ms() - t0;
+        int rc = zoff_adam_step(sa->pool, &prm, &sa->b);
+        if (rc) bench_die("standalone Adam step", rc);
+        if (i >= o->warmup) sa->t[i - o->warmup] = bench_now_ms() - t0;
     }
-    double med = bench_median(t, o->steps);
-    zoff_adam_pool_destroy(pool);
-    free(p), free(m), free(v), free(g), free(out), free(t);
-    return med;
+    return bench_median(sa->t, o->steps);
+}
+
+static void standalone_adam_destroy(standalone_adam *sa) {
+    zoff_adam_pool_destroy(sa->pool);
+    free(sa->b.param), free(sa->b.m), free(sa->b.v), free((void *)sa->b.grad);
+    free(sa->b.param_out), free(sa->t);
 }
 
 /* One round of the offloaded run: a fresh engine, warm-up and timed steps; the median step
@@ -313,12 +326,13 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
     double *st = malloc(sizeof(double) * (size_t)R * 7), *ct = st + R, *rt = ct + R, *ad = rt + R;
     double *ai = ad + R, *al = ai + R, *nu = al + R;
     round_result rr = {0}, acc = {0}, ri;
-    size_t n_params = (size_t)zoff_model_get_layout(m)->total;
+    standalone_adam alone;
+    standalone_adam_create(&alone, (size_t)zoff_model_get_layout(m)->total, o, &ec);
     for (int r = 0; r < R; r++) {
         ct[r] = compute_baseline(rm, rs, o, tok, tgt);
         run_round(m, s, sm ? init : NULL, o, &ec, tok, tgt, true, &ri);
         ai[r] = ri.adam_ms;
-        al[r] = adam_standalone_ms(n_params, o, &ec);
+        al[r] = standalone_adam_ms(&alone, o);
         ec.skip_updates = 1; /* the pipeline without the update: what the update adds */
         run_round(m, s, sm ? init : NULL, o, &ec, tok, tgt, false, &ri);
         ec.skip_updates = 0;
@@ -335,6 +349,7 @@ static void run_point(zoff_model *m, zoff_model *sm, zoff_dev_stream *s, zoff_de
         acc.fetch += rr.fetch / (uint64_t)R;
         acc.cpu_pass += rr.cpu_pass / (uint64_t)R;
     }
+    standalone_adam_destroy(&alone);
     spread sp_step = bench_spread(st, R), sp_comp = bench_spread(ct, R),
            sp_ratio = bench_spread(rt, R);
     spread sp_adam = bench_spread(ad, R), sp_idle = bench_spread(ai, R);

@@ -100,33 +100,28 @@ int zoff_adam_isa_parse(const char *name, zoff_adam_isa *out) {
                      "unknown ISA '%s' (expected scalar, avx2, avx512, avx512bf16 or auto)", name);
 }
 
+/* What a vector ISA needs of the CPU, for the error when it lacks it. */
+static const char *isa_needs(zoff_adam_isa isa) {
+    switch (isa) {
+    case ZOFF_ADAM_ISA_AVX2:
+        return "AVX2, FMA or F16C";
+    case ZOFF_ADAM_ISA_AVX512:
+        return "AVX-512 F/BW";
+    case ZOFF_ADAM_ISA_AVX512_BF16:
+        return "AVX-512 F/BW or AVX512-BF16";
+    default:
+        return NULL;
+    }
+}
+
 int zoff_adam_isa_resolve(zoff_adam_isa isa, zoff_adam_isa *out) {
     if (isa == ZOFF_ADAM_ISA_AUTO) isa = zoff_adam_isa_best();
-    switch (isa) {
-    case ZOFF_ADAM_ISA_SCALAR:
-        break;
-    case ZOFF_ADAM_ISA_AVX2:
-        if (!cpu_has_avx2())
-            return zoff_fail(ZOFF_ECONFIG, "cpu_adam",
-                             "ISA avx2 requested but this CPU lacks AVX2, FMA or F16C");
-        break;
-    case ZOFF_ADAM_ISA_AVX512:
-        if (!cpu_has_avx512())
-            return zoff_fail(ZOFF_ECONFIG, "cpu_adam",
-                             "ISA avx512 requested but this CPU lacks AVX-512 F/BW (best "
-                             "available: %s)",
-                             zoff_adam_isa_name(zoff_adam_isa_best()));
-        break;
-    case ZOFF_ADAM_ISA_AVX512_BF16:
-        if (!cpu_has_avx512_bf16())
-            return zoff_fail(ZOFF_ECONFIG, "cpu_adam",
-                             "ISA avx512bf16 requested but this CPU lacks AVX-512 F/BW or "
-                             "AVX512-BF16 (best available: %s)",
-                             zoff_adam_isa_name(zoff_adam_isa_best()));
-        break;
-    default:
+    if (isa != ZOFF_ADAM_ISA_SCALAR && !isa_needs(isa))
         return zoff_fail(-EINVAL, "cpu_adam", "invalid ISA value %d", (int)isa);
-    }
+    if (!zoff_adam_isa_supported(isa))
+        return zoff_fail(
+            ZOFF_ECONFIG, "cpu_adam", "ISA %s requested but this CPU lacks %s (best available: %s)",
+            zoff_adam_isa_name(isa), isa_needs(isa), zoff_adam_isa_name(zoff_adam_isa_best()));
     *out = isa;
     return 0;
 }

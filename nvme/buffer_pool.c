@@ -48,12 +48,11 @@ void *zoff_nvme_huge_alloc(size_t bytes, size_t *rounded) {
     (void)madvise(p, n, MADV_HUGEPAGE); /* advice only: fine if refused */
 #endif
     memset(p, 0, n); /* fault the pages in now, not in the first transfer */
-    *rounded = n;
+    if (rounded) *rounded = n;
     return p;
 }
 
-void zoff_nvme_huge_free(void *p, size_t rounded) {
-    (void)rounded;
+void zoff_nvme_huge_free(void *p) {
     free(p);
 }
 
@@ -80,7 +79,7 @@ void zoff_nvme_pool_destroy(zoff_nvme_pool *p) {
     if (!p) return;
     if (p->slab) {
         if (p->locked) munlock(p->slab, p->slab_bytes);
-        zoff_nvme_huge_free(p->slab, p->slab_bytes);
+        zoff_nvme_huge_free(p->slab);
     } else if (p->cfg.alloc) {
         for (size_t i = 0; i < p->n; i++)
             if (p->bufs[i]) p->cfg.free(p->bufs[i], p->cfg.buffer_size, p->cfg.user);

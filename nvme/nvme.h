@@ -45,10 +45,10 @@ extern "C" {
  * pages, so the device's segment limit (virtio: 254) does not split it; and on a virtual machine
  * a 4 KiB-page buffer that the disk just wrote was measured slow for the CPU to read too (the
  * CPU Adam over NVMe state staged in 4 KiB pages: 0.75-0.85 of its speed over the same state
- * held in memory). The size is rounded up to 2 MiB (*rounded, for zoff_nvme_huge_free). NULL
- * when out of memory. */
+ * held in memory). The size is rounded up to 2 MiB (into *rounded unless NULL: all of it
+ * usable). NULL when out of memory. Free with zoff_nvme_huge_free (NULL is fine). */
 void *zoff_nvme_huge_alloc(size_t bytes, size_t *rounded);
-void zoff_nvme_huge_free(void *p, size_t rounded);
+void zoff_nvme_huge_free(void *p);
 
 /* Optional allocator for pool memory, e.g. CUDA pinned host memory. Must return memory
  * aligned to ZOFF_NVME_ALIGN, or NULL. */

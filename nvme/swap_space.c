@@ -438,18 +438,22 @@ static void complete_locked(zoff_nvme_swap *s, zoff_nvme_request *r, int result)
     pthread_cond_broadcast(&s->done_cv);
 }
 
-/* The checksum of r's data in checksum block i (the last one may be short). */
-static uint64_t block_checksum(const zoff_nvme_swap *s, const zoff_nvme_request *r, size_t i) {
+/* The length of r's checksum block i (the last one may be short). */
+static size_t block_len(const zoff_nvme_swap *s, const zoff_nvme_request *r, size_t i) {
     size_t cb = s->cfg.checksum_block, off = i * cb;
-    return zoff_nvme_checksum(r->buf + off, r->len - off < cb ? r->len - off : cb);
+    return r->len - off < cb ? r->len - off : cb;
+}
+
+/* The checksum of r's data in checksum block i. */
+static uint64_t block_checksum(const zoff_nvme_swap *s, const zoff_nvme_request *r, size_t i) {
+    return zoff_nvme_checksum(r->buf + i * s->cfg.checksum_block, block_len(s, r, i));
 }
 
 static int verify(zoff_nvme_swap *s, zoff_nvme_request *r) {
     for (size_t i = 0; i < r->n_csums; i++) {
         uint64_t h = block_checksum(s, r, i);
         if (h != r->csums[i]) {
-            size_t cb = s->cfg.checksum_block, off = i * cb;
-            size_t n = r->len - off < cb ? r->len - off : cb;
+            size_t off = i * s->cfg.checksum_block, n = block_len(s, r, i);
             snprintf(r->detail, sizeof r->detail,
                      "checksum mismatch in region '%s' at byte %llu (%zu-byte block): stored "
                      "%016llx, read back %016llx",

@@ -5,10 +5,9 @@
  * cpu_adam pool's workers (NUMA-aware), handed out in place.
  * NVMe target: three swap regions per bucket ("b<i>.p", "b<i>.m", "b<i>.v") and a few
  * staging buffers in huge pages (zoff_nvme_huge_alloc), each holding one bucket's p, m, v. A
- * buffer is FREE, READING (a read is in
- * flight), READY (loaded or being updated), or WRITING (write-back in flight). With three
- * buffers the worker updates one bucket while the next is read ahead and the previous is
- * written back. Only the CPU worker thread calls into the store.
+ * buffer is FREE, READING (a read is in flight), READY (loaded or being updated), or WRITING
+ * (write-back in flight). With three buffers the worker updates one bucket while the next is
+ * read ahead and the previous is written back. Only the CPU worker thread calls into the store.
  */
 #include "core/log.h"
 #include "offload/engine_internal.h"
@@ -39,7 +38,7 @@ struct state_store {
     /* NVMe target */
     zoff_nvme_region **regions; /* (n_buckets, 3) */
     stage stages[N_STAGES];
-    size_t stage_bytes[3], stage_alloc[3]; /* a buffer's size, and as allocated */
+    size_t stage_bytes[3];
     uint64_t bytes_read, bytes_written;
     double wait_ms;
 };
@@ -166,7 +165,7 @@ static int nvme_init_state(state_store *st, const float *init_master) {
         st->stage_bytes[i] = part_bytes(st, e->own_max ? e->own_max : 1, i);
     for (int s = 0; s < N_STAGES; s++)
         for (int i = 0; i < 3; i++) {
-            st->stages[s].buf[i] = zoff_nvme_huge_alloc(st->stage_bytes[i], &st->stage_alloc[i]);
+            st->stages[s].buf[i] = zoff_nvme_huge_alloc(st->stage_bytes[i], NULL);
             if (!st->stages[s].buf[i]) return zoff_fail(-ENOMEM, MOD, "no memory for NVMe staging");
         }
     /* Write every bucket's initial state: master weights, zero moments. */
@@ -226,7 +225,7 @@ void state_store_destroy(state_store *st) {
     for (int s = 0; s < N_STAGES; s++) {
         stage_wait(st, &st->stages[s]);
         for (int i = 0; i < 3; i++)
-            if (st->stages[s].buf[i]) zoff_nvme_huge_free(st->stages[s].buf[i], st->stage_alloc[i]);
+            zoff_nvme_huge_free(st->stages[s].buf[i]);
     }
     free(st->regions);
     free(st->master);

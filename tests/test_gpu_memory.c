@@ -1,9 +1,10 @@
 /* Device memory on one backend (argv[1]): the capacity is enforced like a GPU's memory
  * (a clear ZOFF_EDEVICE_OOM, counters updated, existing allocations untouched, memory
  * usable again after a free), used/peak counters, pinned memory counters, and frees of
- * foreign pointers rejected; a large copy at odd offsets and length. Then a device filled to its default capacity (on a GPU: all
- * free memory less the headroom) must still run its first GEMM and a reduction: what the
- * backend allocates for itself (cuBLAS's workspace, scratch) must not come out of it. */
+ * foreign pointers rejected; a large copy at odd offsets and length. Then a device filled to
+ * its default capacity (on a GPU: all free memory less the headroom) must still run its first
+ * GEMM and a reduction: what the backend allocates for itself (cuBLAS's workspace, scratch)
+ * must not come out of it. */
 #include "tests/device_test_util.h"
 #include "tests/test_util.h"
 
@@ -55,7 +56,8 @@ static void test_capacity_sized(int argc, char **argv) {
     for (int i = 0; i < LEN; i++)
         h[i] = (float)(i % 5) - 2.0f;
     CHECK_OK(zoff_dev_memcpy_async(s, a, h, LEN * sizeof(float), ZOFF_COPY_H2D));
-    CHECK_OK(zoff_dev_op_gemm(s, true, false, M, M, M, 1.0f, a, M, a, M, ZOFF_F32, 0.0f, c, ZOFF_F32, M));
+    CHECK_OK(zoff_dev_op_gemm(s, true, false, M, M, M, 1.0f, a, M, a, M, ZOFF_F32, 0.0f, c,
+                              ZOFF_F32, M));
     CHECK_OK(zoff_dev_op_sumsq_nonfinite(s, c, ZOFF_F32, LEN, stats));
     CHECK_OK(zoff_dev_memcpy_async(s, h + LEN, c, LEN * sizeof(float), ZOFF_COPY_D2H));
     CHECK_OK(zoff_dev_memcpy_async(s, h + 2 * LEN, stats, 2 * sizeof(float), ZOFF_COPY_D2H));

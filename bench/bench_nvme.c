@@ -9,8 +9,8 @@
  * iodepth, O_DIRECT, numjobs=1), with the same io_uring set-up as the swapper reports
  * (registered buffers: --fixedbufs; registered files: --registerfiles; SQPOLL:
  * --sqthread_poll) and the same kind of buffers (slab: zoff's 2 MiB-aligned huge-page slab,
- * fio --iomem=mmaphuge; plain: 4 KiB pages, one posix_memalign per buffer, fio
- * --iomem=malloc). Each round runs zoff and fio back to back for each direction, alternating
+ * fio --iomem=mmaphuge; plain: 4 KiB pages, the very same ones for both, from one tmpfs file
+ * that zoff's pool and fio --iomem=mmapshared map; see shared_pages). Each round runs zoff and fio back to back for each direction, alternating
  * which goes first (write: zoff, fio / read: zoff, fio, then fio first in the next round;
  * zoff's checksums off before on, then on before off), with an untimed syncfs after every run
  * so that none pays for the write-back of the one before; a point's ratio is the median of the
@@ -48,10 +48,12 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -78,16 +80,111 @@ typedef struct opts {
     size_t request;       /* zoff's request length (0: one block), split into block-size ops */
 } opts;
 
-/* "plain" buffers: one posix_memalign per buffer, 4 KiB pages, as fio --iomem=malloc. */
+/* "plain" buffers, 4 KiB pages, that zoff and fio share: one tmpfs file (/dev/shm) that
+ * both map MAP_SHARED, zoff's pool through plain_alloc (buffer i at offset i * its size) and
+ * fio through --iomem=mmapshared:<file> (its buffer i at offset i * bs), so that the two
+ * transfer into the very same physical pages. Which pages an allocation gets decides how
+ * many segments a transfer has (on this virtio disk a 1 MiB read into pages that happen to
+ * be physically contiguous is far cheaper than one into 256 scattered pages), and that is
+ * luck of the kernel's free lists: the same 32 MiB allocated again came out between 3 and
+ * 256 contiguous runs per MiB. With separate allocations, zoff's pool (drawn once per point)
+ * against fio's (drawn anew every run) differed by 10-15% in either direction for that
+ * alone; the same code reading into the same pages did not differ. Where /dev/shm is not
+ * usable, plain buffers fall back to one posix_memalign each and fio to --iomem=malloc. */
+typedef struct shared_pages {
+    char path[96];
+    char *base;
+    size_t bytes, used;
+} shared_pages;
+
+/* The file now in use, removed at exit and on SIGINT/SIGTERM too: never left in /dev/shm. */
+static char live_path[96];
+
+static void remove_live_file(void) {
+    if (live_path[0]) unlink(live_path);
+}
+
+static void on_signal(int sig) {
+    remove_live_file();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* Maps `bytes` of a new tmpfs file, faulted in now in 4 KiB pages; 0, or -1 if unusable. */
+static int shared_pages_create(shared_pages *sp, size_t bytes, int point) {
+    memset(sp, 0, sizeof *sp);
+    snprintf(sp->path, sizeof sp->path, "/dev/shm/zoff-bench-nvme.%d.%d", (int)getpid(), point);
+    int fd = open(sp->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return -1;
+    memcpy(live_path, sp->path, sizeof live_path);
+    void *p = MAP_FAILED;
+    if (ftruncate(fd, (off_t)bytes) == 0)
+        p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        remove_live_file();
+        live_path[0] = 0;
+        return -1;
+    }
+#ifdef MADV_NOHUGEPAGE
+    (void)madvise(p, bytes, MADV_NOHUGEPAGE); /* plain pages even where shmem THP is on */
+#endif
+    memset(p, 0, bytes); /* the file's pages exist from here on, the same for both */
+    sp->base = p;
+    sp->bytes = bytes;
+    return 0;
+}
+
+static void shared_pages_destroy(shared_pages *sp) {
+    if (!sp->base) return;
+    munmap(sp->base, sp->bytes);
+    unlink(sp->path);
+    live_path[0] = 0;
+    sp->base = NULL;
+}
+
+/* Physically contiguous runs per MiB of [p, p + bytes) (256: every 4 KiB page apart, 1: one
+ * run), from /proc/self/pagemap; -1 where frame numbers are hidden (not root). */
+static double phys_runs_per_mib(const void *p, size_t bytes) {
+    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    long runs = 0;
+    uint64_t prev = 0;
+    int seen = 0;
+    for (size_t off = 0; off < bytes; off += 4096) {
+        uint64_t e = 0;
+        if (pread(fd, &e, sizeof e, (off_t)(((uintptr_t)p + off) / 4096 * sizeof e)) != sizeof e)
+            break;
+        uint64_t pfn = e & ((1ull << 55) - 1);
+        if (pfn == 0) { /* not present, or hidden */
+            close(fd);
+            return -1;
+        }
+        if (!seen++ || pfn != prev + 1) runs++;
+        prev = pfn;
+    }
+    close(fd);
+    return seen ? (double)runs / ((double)seen * 4096 / (1 << 20)) : -1;
+}
+
+/* The pool's allocator for plain buffers: carved from the shared pages when there are some
+ * (user), else one posix_memalign per buffer. */
 static void *plain_alloc(size_t n, void *user) {
-    (void)user;
+    shared_pages *sp = user;
+    if (sp && sp->base) {
+        if (sp->used + n > sp->bytes) return NULL;
+        void *p = sp->base + sp->used;
+        sp->used += n;
+        return p;
+    }
     void *p = NULL;
     return posix_memalign(&p, 4096, n) ? NULL : p;
 }
 
 static void plain_free(void *p, size_t n, void *user) {
-    (void)n, (void)user;
-    free(p);
+    (void)n;
+    shared_pages *sp = user;
+    if (!(sp && sp->base)) free(p);
 }
 
 static double now(void) {
@@ -244,7 +341,7 @@ static double run_swap(const opts *o, int strided, int write, size_t rlen, unsig
  * or -(errno) - 1 if fio ran and reported the job's error. *cpu_ms_gib: fio's CPU time
  * (usr + sys over its job's runtime) per GiB moved. */
 static double run_fio(const opts *o, const char *file, size_t span, int strided, int write,
-                      size_t bs, unsigned qd, int huge, const zoff_nvme_swap_info *zi,
+                      size_t bs, unsigned qd, const char *iomem, const zoff_nvme_swap_info *zi,
                       double *cpu_ms_gib) {
     char cmd[8192], rw[64];
     if (strided)
@@ -256,8 +353,8 @@ static double run_fio(const opts *o, const char *file, size_t span, int strided,
              "--fallocate=none --bs=%zu --iodepth=%u --numjobs=1 --thread "
              "--ioengine=io_uring --direct=%d --rw=%s --iomem=%s --fixedbufs=%d "
              "--registerfiles=%d --sqthread_poll=%d --output-format=json %s 2>/dev/null",
-             file, span, bs, qd, zi->direct, rw, huge ? "mmaphuge" : "malloc", zi->fixed_buffers,
-             zi->fixed_files, zi->sqpoll, o->fio_opts ? o->fio_opts : "");
+             file, span, bs, qd, zi->direct, rw, iomem, zi->fixed_buffers, zi->fixed_files,
+             zi->sqpoll, o->fio_opts ? o->fio_opts : "");
     FILE *f = popen(cmd, "r");
     if (!f) return -1;
     size_t cap = 1 << 16, len = 0;
@@ -389,7 +486,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_nvme: %s is %s, auto backend %s\n", o.dir, pr.fs_type, pr.backend);
 
     static summary sum[2][2][2]; /* [write][checksums][plain] */
-    int warned_huge = 0;
+    int warned_huge = 0, point = 0;
+    atexit(remove_live_file);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
     double t_start = now();
 
     for (int pi = 0; pi < o.n_pat; pi++)
@@ -412,10 +512,29 @@ int main(int argc, char **argv) {
                     zoff_nvme_pool_config pc = zoff_nvme_pool_config_default();
                     pc.buffer_size = rlen;
                     pc.budget = rlen * nreq;
+                    /* plain: pages shared with fio; fio maps bs * qd and two pages'
+                     * slack for its alignment */
+                    shared_pages sp = {0};
+                    char iomem[160];
+                    double runs_mib = -1;
+                    snprintf(iomem, sizeof iomem, "%s", plain ? "malloc" : "mmaphuge");
                     if (plain) {
+                        size_t fio_bytes = bs * qd + 8192, zoff_bytes = rlen * nreq;
+                        size_t bytes = fio_bytes > zoff_bytes ? fio_bytes : zoff_bytes;
+                        if (shared_pages_create(&sp, bytes, point) == 0) {
+                            snprintf(iomem, sizeof iomem, "mmapshared:%s", sp.path);
+                            runs_mib = phys_runs_per_mib(sp.base, zoff_bytes);
+                        } else {
+                            fprintf(stderr,
+                                    "bench_nvme: no tmpfs file at /dev/shm (%s): zoff and fio "
+                                    "get separate plain buffers, whose physical layout differs\n",
+                                    strerror(errno));
+                        }
                         pc.alloc = plain_alloc;
                         pc.free = plain_free;
+                        pc.user = &sp;
                     }
+                    point++;
                     zoff_nvme_pool *pool;
                     if (zoff_nvme_pool_create(&pc, &pool)) {
                         fprintf(stderr, "bench_nvme: pool: %s\n", zoff_last_error_detail());
@@ -502,7 +621,7 @@ int main(int argc, char **argv) {
                                 if (do_fio) {
                                     if (!use_fio) continue;
                                     double f = run_fio(&o, fio_file, span, strided, w, bs, qd,
-                                                       !plain, fi, &fc[w][r]);
+                                                       iomem, fi, &fc[w][r]);
                                     if (f < -1) fio_err = (int)(-f - 1);
                                     fg[w][r] = f > 0 ? f : 0;
                                     settle(o.dir);
@@ -546,6 +665,11 @@ int main(int argc, char **argv) {
                                    zi->fixed_files ? "true" : "false",
                                    zi->sqpoll ? "true" : "false", rlen, nreq, moved, o.rounds,
                                    z.median, z.min, z.max);
+                            if (plain) {
+                                printf(",\"plain_pages\":\"%s\"",
+                                       sp.base ? "shared with fio" : "separate from fio's");
+                                if (runs_mib >= 0) printf(",\"phys_runs_per_mib\":%.1f", runs_mib);
+                            }
                             /* CPU per GiB and the machine's load: on a shared 2-core VM, CPU
                              * spent on the I/O path (hashing above all) costs throughput */
                             printf(",\"zoff_threads\":\"caller + %s\",\"loadavg_1m\":%.2f,"
@@ -556,7 +680,7 @@ int main(int argc, char **argv) {
                             if (o.fio)
                                 printf(
                                     ",\"fio_iomem\":\"%s\",\"fio_file\":\"%s\",\"fio_numjobs\":1",
-                                    plain ? "malloc" : "mmaphuge",
+                                    plain && sp.base ? "mmapshared (zoff's buffers' pages)" : iomem,
                                     fcs == cs ? "zoff's swap file (this swap's)"
                                               : "zoff's swap file (the checksums-off swap's)");
                             if (nr)
@@ -587,6 +711,7 @@ int main(int argc, char **argv) {
                     for (int ci = 0; ci < o.n_cs; ci++)
                         zoff_nvme_swap_destroy(sw[o.cs[ci]]);
                     zoff_nvme_pool_destroy(pool);
+                    shared_pages_destroy(&sp);
                     if (failed) return 1;
                 }
     for (int w = 1; w >= 0; w--)

@@ -474,14 +474,14 @@ int zoff_dev_op_gemm(zoff_dev_stream *s, bool trans_a, bool trans_b, int M, int 
                                   ab_type, beta, C, c_type, ldc);
 }
 
-int zoff_dev_op_bias_add(zoff_dev_stream *s, void *out, zoff_dtype out_type, const void *bias,
-                         zoff_dtype bias_type, size_t N, int OC) {
+int zoff_dev_op_bias_init(zoff_dev_stream *s, void *out, zoff_dtype out_type, const void *bias,
+                          zoff_dtype bias_type, const float *res, size_t N, int OC) {
     if (!s) return -EINVAL;
-    CHECK_TYPES("bias_add", out_type, bias_type);
+    CHECK_TYPES("bias_init", out_type, bias_type);
     if (N == 0) return 0;
-    if (!out || !bias || OC <= 0) return bad_args("bias_add");
-    NEED_OP(s, op_bias_add);
-    return s->dev->iface->op_bias_add(s->impl, out, out_type, bias, bias_type, N, OC);
+    if (!out || (!bias && !res) || OC <= 0) return bad_args("bias_init");
+    NEED_OP(s, op_bias_init);
+    return s->dev->iface->op_bias_init(s->impl, out, out_type, bias, bias_type, res, N, OC);
 }
 
 int zoff_dev_op_bias_grad(zoff_dev_stream *s, void *dbias, zoff_dtype g_type, const void *dout,
@@ -525,8 +525,8 @@ int zoff_dev_op_layernorm_bwd(zoff_dev_stream *s, float *dinp, void *dweight, vo
     if (!dinp || !dweight || !dbias || !dout || !inp || !weight || !mean || !rstd || C <= 0)
         return bad_args("layernorm_bwd");
     NEED_OP(s, op_layernorm_bwd);
-    return s->dev->iface->op_layernorm_bwd(s->impl, dinp, dweight, dbias, g_type, dout, inp,
-                                           weight, w_type, mean, rstd, N, C);
+    return s->dev->iface->op_layernorm_bwd(s->impl, dinp, dweight, dbias, g_type, dout, inp, weight,
+                                           w_type, mean, rstd, N, C);
 }
 
 int zoff_dev_op_gelu_fwd(zoff_dev_stream *s, void *out, const void *inp, zoff_dtype type,

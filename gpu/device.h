@@ -192,9 +192,12 @@ int zoff_dev_op_sumsq_nonfinite(zoff_dev_stream *s, const void *x, zoff_dtype ty
 int zoff_dev_op_gemm(zoff_dev_stream *s, bool trans_a, bool trans_b, int M, int N, int K,
                      float alpha, const void *A, int lda, const void *B, int ldb,
                      zoff_dtype ab_type, float beta, void *C, zoff_dtype c_type, int ldc);
-/* out (N,OC) += bias (OC) broadcast over rows. */
-int zoff_dev_op_bias_add(zoff_dev_stream *s, void *out, zoff_dtype out_type, const void *bias,
-                         zoff_dtype bias_type, size_t N, int OC);
+/* out (N,OC) = bias (OC) broadcast over rows + res (N,OC) fp32, each term optional (NULL:
+ * none; not both), rounded once. The C of a GEMM with beta 1 that then adds a linear layer's
+ * product: its bias and a residual connection ride in the pass the GEMM's C takes anyway,
+ * instead of two more passes over the output after it. res may be out itself (fp32). */
+int zoff_dev_op_bias_init(zoff_dev_stream *s, void *out, zoff_dtype out_type, const void *bias,
+                          zoff_dtype bias_type, const float *res, size_t N, int OC);
 /* dbias (OC) += column sums of dout (N,OC). */
 int zoff_dev_op_bias_grad(zoff_dev_stream *s, void *dbias, zoff_dtype g_type, const void *dout,
                           zoff_dtype dout_type, size_t N, int OC);

@@ -61,8 +61,8 @@ typedef struct zoff_dev_iface {
     int (*op_gemm)(void *stream, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                    const void *A, int lda, const void *B, int ldb, zoff_dtype ab_type, float beta,
                    void *C, zoff_dtype c_type, int ldc);
-    int (*op_bias_add)(void *stream, void *out, zoff_dtype out_type, const void *bias,
-                       zoff_dtype bias_type, size_t N, int OC);
+    int (*op_bias_init)(void *stream, void *out, zoff_dtype out_type, const void *bias,
+                        zoff_dtype bias_type, const float *res, size_t N, int OC);
     int (*op_bias_grad)(void *stream, void *dbias, zoff_dtype g_type, const void *dout,
                         zoff_dtype dout_type, size_t N, int OC);
     int (*op_add)(void *stream, float *out, const float *a, const float *b, size_t n);

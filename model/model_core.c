@@ -437,13 +437,19 @@ static int grads_begin_backward(zoff_model *m, zoff_dev_stream *s) {
 
 int model_linear_fwd(zoff_model *m, zoff_dev_stream *s, void *out, zoff_dtype out_type,
                      const void *inp, int w_tensor, int b_tensor, int N, int K, int OC,
-                     float beta) {
-    MODEL_TRY(zoff_dev_op_gemm(s, false, true, N, OC, K, 1.0f, inp, K, model_weight(m, w_tensor),
-                               K, m->wdt, beta, out, out_type, OC));
-    if (b_tensor >= 0)
-        MODEL_TRY(zoff_dev_op_bias_add(s, out, out_type, model_weight(m, b_tensor), m->wdt,
-                                       (size_t)N, OC));
-    return 0;
+                     const float *res) {
+    /* bias and residual first, then the product added onto them (beta 1): one pass over out
+     * for what a bias add and a residual add after the GEMM took two more (a GEMM with beta 0
+     * clears its C in a pass of its own, at least OpenBLAS's) */
+    float beta = 0.0f;
+    if (b_tensor >= 0 || res) {
+        MODEL_TRY(zoff_dev_op_bias_init(s, out, out_type,
+                                        b_tensor >= 0 ? model_weight(m, b_tensor) : NULL, m->wdt,
+                                        res, (size_t)N, OC));
+        beta = 1.0f;
+    }
+    return zoff_dev_op_gemm(s, false, true, N, OC, K, 1.0f, inp, K, model_weight(m, w_tensor), K,
+                            m->wdt, beta, out, out_type, OC);
 }
 
 int model_linear_bwd(zoff_model *m, zoff_dev_stream *s, void *dinp, zoff_dtype dinp_type,

@@ -117,11 +117,11 @@ zoff_dtype model_grad_dtype(const zoff_model *m, int group);
  * sink's buffers first). */
 int model_grad_end_group(zoff_model *m, zoff_dev_stream *s, int group);
 
-/* Linear layers in the model's dtype. out (N,OC) = inp (N,K) @ w (OC,K)^T (+ bias), beta 0 or 1;
- * out_type f32 or wdt. */
+/* Linear layers in the model's dtype. out (N,OC) = inp (N,K) @ w (OC,K)^T (+ bias) (+ res, an
+ * fp32 (N,OC) residual, or NULL); out_type f32 or wdt. */
 int model_linear_fwd(zoff_model *m, zoff_dev_stream *s, void *out, zoff_dtype out_type,
                      const void *inp, int w_tensor, int b_tensor, int N, int K, int OC,
-                     float beta);
+                     const float *res);
 /* dinp (N,K) = dout (N,OC) @ w (OC,K) (written, dinp_type); dw (OC,K) += dout^T @ inp;
  * dbias (OC) += column sums of dout. dout and inp are in wdt; dbias_src (dout's fp32 original,
  * if any) is summed for the bias instead of dout, for accuracy. dinp NULL: no input gradient. */

@@ -210,18 +210,33 @@ static void test_elementwise(void) {
         ref[i] = (double)a[i] + b[i];
     check_close("add", out, ref, n, 1e-7);
 
-    /* bias add and bias grad on (R, OC) */
+    /* bias init (bias + residual, in place over the residual; bias alone; residual alone into
+     * another buffer) and bias grad on (R, OC) */
     float *bias = rnd(OC, -1, 1), *dbias0 = rnd(OC, -1, 1), *m = rnd((size_t)R * OC, -1, 1);
     float *dm = upf(m, (size_t)R * OC), *dbias = upf(bias, OC), *dgb = upf(dbias0, OC);
-    CHECK_OK(zoff_dev_op_bias_add(st, dm, ZOFF_F32, dbias, ZOFF_F32, R, OC));
-    CHECK_OK(zoff_dev_op_bias_grad(st, dgb, ZOFF_F32, dm, ZOFF_F32, R, OC));
-    float *got = malloc((size_t)R * OC * 4);
+    float *got = malloc((size_t)R * OC * 4), *junk = rnd((size_t)R * OC, 50, 60);
     double *r2 = malloc((size_t)R * OC * sizeof *r2), gref[70];
+    float *dother = upf(junk, (size_t)R * OC);
+    CHECK_OK(zoff_dev_op_bias_init(st, dother, ZOFF_F32, dbias, ZOFF_F32, NULL, R, OC));
+    down(got, dother, (size_t)R * OC);
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < OC; j++)
+            r2[i * OC + j] = bias[j];
+    check_close("bias_init (bias only)", got, r2, (size_t)R * OC, 0);
+    CHECK_OK(zoff_dev_op_bias_init(st, dother, ZOFF_F32, NULL, ZOFF_F32, dm, R, OC));
+    down(got, dother, (size_t)R * OC);
+    for (int i = 0; i < R * OC; i++)
+        r2[i] = m[i];
+    check_close("bias_init (residual only)", got, r2, (size_t)R * OC, 0);
+    dfree(dother);
+    CHECK_OK(zoff_dev_op_bias_init(st, dm, ZOFF_F32, dbias, ZOFF_F32, dm, R, OC));
+    CHECK_OK(zoff_dev_op_bias_grad(st, dgb, ZOFF_F32, dm, ZOFF_F32, R, OC));
     down(got, dm, (size_t)R * OC);
     for (int i = 0; i < R; i++)
         for (int j = 0; j < OC; j++)
             r2[i * OC + j] = (double)m[i * OC + j] + bias[j];
-    check_close("bias_add", got, r2, (size_t)R * OC, 1e-7);
+    check_close("bias_init (bias + residual, in place)", got, r2, (size_t)R * OC, 1e-7);
+    free(junk);
     for (int j = 0; j < OC; j++) {
         gref[j] = dbias0[j];
         for (int i = 0; i < R; i++)
@@ -623,14 +638,16 @@ static void test_elementwise_typed(void) {
             size_t n = R * OC;
             float *m = rnd(n, -1, 1), *bias = rnd(OC, -1, 1), *g0 = rnd(OC, -4, 4);
             void *dm = upt(m, n, to), *db = upt(bias, OC, tb);
-            /* bias add: out (to) += bias (tb) */
-            CHECK_OK(zoff_dev_op_bias_add(st, dm, to, db, tb, R, OC));
+            /* bias init: out (to) = bias (tb) + a residual (fp32), rounded once */
+            float *res = rnd(n, -1, 1), *dres = upf(res, n);
+            CHECK_OK(zoff_dev_op_bias_init(st, dm, to, db, tb, dres, R, OC));
             float *got = malloc(n * sizeof *got);
             double *ref = malloc(n * sizeof *ref);
             downt(got, dm, n, to);
             for (size_t i = 0; i < n; i++)
-                ref[i] = (double)m[i] + bias[i % OC];
-            check_typed("bias_add", to, got, ref, n, 1e-7);
+                ref[i] = (double)res[i] + bias[i % OC];
+            check_typed("bias_init", to, got, ref, n, 1e-7);
+            dfree(dres), free(res);
             /* bias grad: g (to) += column sums of dout (tb), into a non-zero buffer */
             float *dout = rnd(n, -1, 1);
             void *ddo = upt(dout, n, tb), *dg = upt(g0, OC, to);

@@ -109,8 +109,8 @@ int zoff_cuda_launch_gemm(cuda_stream *s, bool trans_a, bool trans_b, int M, int
                           float alpha, const void *A, int lda, const void *B, int ldb,
                           zoff_dtype ab_type, float beta, void *C, zoff_dtype c_type, int ldc);
 int zoff_cuda_launch_add(cuda_stream *s, float *out, const float *a, const float *b, size_t n);
-int zoff_cuda_launch_bias_add(cuda_stream *s, void *out, zoff_dtype out_type, const void *bias,
-                              zoff_dtype bias_type, size_t N, int OC);
+int zoff_cuda_launch_bias_init(cuda_stream *s, void *out, zoff_dtype out_type, const void *bias,
+                               zoff_dtype bias_type, const float *res, size_t N, int OC);
 int zoff_cuda_launch_bias_grad(cuda_stream *s, void *dbias, zoff_dtype g_type, const void *dout,
                                zoff_dtype dout_type, size_t N, int OC);
 int zoff_cuda_launch_gelu_fwd(cuda_stream *s, void *out, const void *inp, zoff_dtype type,

@@ -559,10 +559,10 @@ static int cuda_op_gemm(void *stream, bool trans_a, bool trans_b, int M, int N, 
                                       ab_type, beta, C, c_type, ldc);
 }
 
-static int cuda_op_bias_add(void *stream, void *out, zoff_dtype out_type, const void *bias,
-                            zoff_dtype bias_type, size_t N, int OC) {
+static int cuda_op_bias_init(void *stream, void *out, zoff_dtype out_type, const void *bias,
+                             zoff_dtype bias_type, const float *res, size_t N, int OC) {
     int rc = launch_begin(stream);
-    return rc ? rc : zoff_cuda_launch_bias_add(stream, out, out_type, bias, bias_type, N, OC);
+    return rc ? rc : zoff_cuda_launch_bias_init(stream, out, out_type, bias, bias_type, res, N, OC);
 }
 
 static int cuda_op_bias_grad(void *stream, void *dbias, zoff_dtype g_type, const void *dout,
@@ -750,7 +750,7 @@ static const zoff_dev_iface cuda_iface = {
     .op_scale = cuda_op_scale,
     .op_sumsq_nonfinite = cuda_op_sumsq_nonfinite,
     .op_gemm = cuda_op_gemm,
-    .op_bias_add = cuda_op_bias_add,
+    .op_bias_init = cuda_op_bias_init,
     .op_bias_grad = cuda_op_bias_grad,
     .op_add = cuda_op_add,
     .op_layernorm_fwd = cuda_op_layernorm_fwd,

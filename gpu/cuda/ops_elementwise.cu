@@ -1,4 +1,4 @@
-// Elementwise model kernels: residual add (fp32), bias add and GELU forward/backward (tanh
+// Elementwise model kernels: residual add (fp32), bias init and GELU forward/backward (tanh
 // approximation) on typed operands: each element is loaded as fp32, computed in fp32 and
 // rounded once when stored. The bias gradient, a column sum, lives in ops_reduce.cu.
 #include "gpu/cuda/cuda_backend.h"
@@ -15,13 +15,14 @@ __global__ void zoff_add_kernel(float *out, const float *a, const float *b, size
     out[i] = a[i] + b[i];
 }
 
-// out (N,OC) += bias (OC) broadcast over rows, one element per thread (grid-stride loop).
-__global__ void zoff_bias_add_kernel(void *out, zoff_dtype out_type, const void *bias,
-                                     zoff_dtype bias_type, size_t N, int OC) {
+// out (N,OC) = bias (OC, or NULL) broadcast over rows + res (N,OC fp32, or NULL), one element
+// per thread (grid-stride loop); res may be out (each element is read before written).
+__global__ void zoff_bias_init_kernel(void *out, zoff_dtype out_type, const void *bias,
+                                      zoff_dtype bias_type, const float *res, size_t N, int OC) {
     size_t n = N * (size_t)OC;
     GRID_STRIDE(i, n) {
-        float b = zoff_load_f32(bias, bias_type, i % (size_t)OC);
-        zoff_store_f32(out, out_type, i, zoff_load_f32(out, out_type, i) + b);
+        float b = bias ? zoff_load_f32(bias, bias_type, i % (size_t)OC) : 0.0f;
+        zoff_store_f32(out, out_type, i, (res ? res[i] : 0.0f) + b);
     }
 }
 
@@ -60,10 +61,11 @@ extern "C" int zoff_cuda_launch_add(cuda_stream *s, float *out, const float *a, 
     LAUNCH_EW(zoff_add_kernel, n, "add kernel launch", out, a, b, n);
 }
 
-extern "C" int zoff_cuda_launch_bias_add(cuda_stream *s, void *out, zoff_dtype out_type,
-                                         const void *bias, zoff_dtype bias_type, size_t N, int OC) {
-    LAUNCH_EW(zoff_bias_add_kernel, N * (size_t)OC, "bias_add kernel launch", out, out_type, bias,
-              bias_type, N, OC);
+extern "C" int zoff_cuda_launch_bias_init(cuda_stream *s, void *out, zoff_dtype out_type,
+                                          const void *bias, zoff_dtype bias_type, const float *res,
+                                          size_t N, int OC) {
+    LAUNCH_EW(zoff_bias_init_kernel, N * (size_t)OC, "bias_init kernel launch", out, out_type, bias,
+              bias_type, res, N, OC);
 }
 
 extern "C" int zoff_cuda_launch_gelu_fwd(cuda_stream *s, void *out, const void *inp,

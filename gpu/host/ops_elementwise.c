@@ -1,4 +1,4 @@
-/* Host elementwise kernels of the model: residual add, bias add and bias gradient, GELU
+/* Host elementwise kernels of the model: residual add, bias init and bias gradient, GELU
  * forward/backward (tanh approximation, as GPT-2), with 16-bit operands widened and rounded
  * once per element. Loops are written so the compiler can
  * vectorize them; rows (or columns, for the bias gradient) are split across threads. */
@@ -50,33 +50,40 @@ typedef struct typed_args {
     int oc, nt;
 } typed_args;
 
-static void run_bias_add(void *p) {
+/* out = bias (x, may be NULL) broadcast + res (y, fp32, may be NULL); the fp32 case, the
+ * model's usual one, in a loop the compiler vectorizes. */
+static void run_bias_init(void *p) {
     typed_args *e = p;
     size_t N = e->n;
     int OC = e->oc;
 #pragma omp parallel for num_threads(host_threads_for(e->nt, (double)N *OC)) schedule(static)
     for (size_t r = 0; r < N; r++) {
-        if (e->to == ZOFF_F32 && e->tx == ZOFF_F32) {
+        const float *res = e->y ? (const float *)e->y + r * (size_t)OC : NULL;
+        if (e->to == ZOFF_F32 && (!e->x || e->tx == ZOFF_F32)) {
             float *o = (float *)e->out + r * (size_t)OC;
             const float *bias = e->x;
-            for (int j = 0; j < OC; j++)
-                o[j] += bias[j];
+            if (bias && res)
+                for (int j = 0; j < OC; j++)
+                    o[j] = res[j] + bias[j];
+            else if (bias)
+                memcpy(o, bias, (size_t)OC * sizeof *o);
+            else if (o != res)
+                memcpy(o, res, (size_t)OC * sizeof *o);
             continue;
         }
         for (int j = 0; j < OC; j++) {
-            size_t i = r * (size_t)OC + (size_t)j;
-            zoff_store_from_f32(e->out, e->to, i,
-                                zoff_load_as_f32(e->out, e->to, i) +
-                                    zoff_load_as_f32(e->x, e->tx, (size_t)j));
+            float v =
+                (res ? res[j] : 0.0f) + (e->x ? zoff_load_as_f32(e->x, e->tx, (size_t)j) : 0.0f);
+            zoff_store_from_f32(e->out, e->to, r * (size_t)OC + (size_t)j, v);
         }
     }
 }
 
-int host_op_bias_add(void *stream, void *out, zoff_dtype out_type, const void *bias,
-                     zoff_dtype bias_type, size_t N, int OC) {
-    typed_args e = {out, bias, NULL, out_type, bias_type, ZOFF_F32, N, OC,
+int host_op_bias_init(void *stream, void *out, zoff_dtype out_type, const void *bias,
+                      zoff_dtype bias_type, const float *res, size_t N, int OC) {
+    typed_args e = {out, bias, res, out_type, bias_type, ZOFF_F32, N, OC,
                     host_stream_threads(stream)};
-    return host_op_enqueue(stream, HOST_OP_BIAS, run_bias_add, &e, sizeof e);
+    return host_op_enqueue(stream, HOST_OP_BIAS, run_bias_init, &e, sizeof e);
 }
 
 /* Column blocks of 64 per task: each thread owns its dbias entries (no races, fixed order). */

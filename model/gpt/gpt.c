@@ -147,23 +147,21 @@ static int block_fwd(zoff_model *m, zoff_dev_stream *s, int l, int B, int T) {
                                         W(m, ZOFF_GPT_LN1_W, l), W(m, ZOFF_GPT_LN1_B, l), dt,
                                         (size_t)BT, C));
     MODEL_TRY(model_linear_fwd(m, s, a->qkv, dt, a->ln1, TI(m, ZOFF_GPT_QKV_W, l),
-                               TI(m, ZOFF_GPT_QKV_B, l), BT, C, 3 * C, 0.0f));
+                               TI(m, ZOFF_GPT_QKV_B, l), BT, C, 3 * C, NULL));
     zoff_dev_attn_shape sh = attn_shape(m, B, T);
     MODEL_TRY(zoff_dev_op_flash_attention_fwd(s, a->atty, a->lse, a->qkv, off(m, a->qkv, C),
                                               off(m, a->qkv, 2 * (size_t)C), dt,
                                               model_doc_start(m), &sh));
     MODEL_TRY(model_linear_fwd(m, s, a->res2, ZOFF_F32, a->atty, TI(m, ZOFF_GPT_ATTPROJ_W, l),
-                               TI(m, ZOFF_GPT_ATTPROJ_B, l), BT, C, C, 0.0f));
-    MODEL_TRY(zoff_dev_op_add(s, a->res2, a->res2, x, (size_t)BT * C));
+                               TI(m, ZOFF_GPT_ATTPROJ_B, l), BT, C, C, x));
     MODEL_TRY(zoff_dev_op_layernorm_fwd(s, a->ln2, dt, a->ln2_mean, a->ln2_rstd, a->res2,
                                         W(m, ZOFF_GPT_LN2_W, l), W(m, ZOFF_GPT_LN2_B, l), dt,
                                         (size_t)BT, C));
     MODEL_TRY(model_linear_fwd(m, s, a->fch, dt, a->ln2, TI(m, ZOFF_GPT_FC_W, l),
-                               TI(m, ZOFF_GPT_FC_B, l), BT, C, 4 * C, 0.0f));
+                               TI(m, ZOFF_GPT_FC_B, l), BT, C, 4 * C, NULL));
     MODEL_TRY(zoff_dev_op_gelu_fwd(s, a->fchg, a->fch, dt, (size_t)BT * 4 * C));
-    MODEL_TRY(model_linear_fwd(m, s, g->dtmp, ZOFF_F32, a->fchg, TI(m, ZOFF_GPT_FCPROJ_W, l),
-                               TI(m, ZOFF_GPT_FCPROJ_B, l), BT, 4 * C, C, 0.0f));
-    return zoff_dev_op_add(s, g->res[l + 1], a->res2, g->dtmp, (size_t)BT * C);
+    return model_linear_fwd(m, s, g->res[l + 1], ZOFF_F32, a->fchg, TI(m, ZOFF_GPT_FCPROJ_W, l),
+                            TI(m, ZOFF_GPT_FCPROJ_B, l), BT, 4 * C, C, a->res2);
 }
 
 static int gpt_forward_body(zoff_model *m, zoff_dev_stream *s, int B, int T) {

@@ -257,8 +257,8 @@ static zoff_dev_attn_shape attn_shape(const zoff_model *m, int B, int T) {
 }
 
 static int lin_fwd(zoff_model *m, zoff_dev_stream *s, void *out, zoff_dtype ot, const void *inp,
-                   int kw, int kb, int l, int N, int K, int OC) {
-    return model_linear_fwd(m, s, out, ot, inp, TI(m, kw, l), TI(m, kb, l), N, K, OC, 0.0f);
+                   int kw, int kb, int l, int N, int K, int OC, const float *res) {
+    return model_linear_fwd(m, s, out, ot, inp, TI(m, kw, l), TI(m, kb, l), N, K, OC, res);
 }
 
 static int block_fwd(zoff_model *m, zoff_dev_stream *s, int l, int B, int T) {
@@ -272,24 +272,22 @@ static int block_fwd(zoff_model *m, zoff_dev_stream *s, int l, int B, int T) {
     const int32_t *pos = model_positions(m);
     MODEL_TRY(zoff_dev_op_rmsnorm_fwd(s, a->ln1, dt, a->rstd1, x, W(m, K_IN_NORM, l), dt,
                                       (size_t)BT, C, c->rms_eps));
-    MODEL_TRY(lin_fwd(m, s, a->q, dt, a->ln1, K_Q_W, K_Q_B, l, BT, C, QD));
-    MODEL_TRY(lin_fwd(m, s, a->k, dt, a->ln1, K_K_W, K_K_B, l, BT, C, KD));
-    MODEL_TRY(lin_fwd(m, s, a->v, dt, a->ln1, K_V_W, K_V_B, l, BT, C, KD));
+    MODEL_TRY(lin_fwd(m, s, a->q, dt, a->ln1, K_Q_W, K_Q_B, l, BT, C, QD, NULL));
+    MODEL_TRY(lin_fwd(m, s, a->k, dt, a->ln1, K_K_W, K_K_B, l, BT, C, KD, NULL));
+    MODEL_TRY(lin_fwd(m, s, a->v, dt, a->ln1, K_V_W, K_V_B, l, BT, C, KD, NULL));
     MODEL_TRY(zoff_dev_op_rope_fwd(s, a->q, dt, (size_t)QD, pos, g->inv_freq, B, T, c->n_head, HS));
     MODEL_TRY(
         zoff_dev_op_rope_fwd(s, a->k, dt, (size_t)KD, pos, g->inv_freq, B, T, c->n_kv_head, HS));
     zoff_dev_attn_shape sh = attn_shape(m, B, T);
     MODEL_TRY(zoff_dev_op_flash_attention_fwd(s, a->atty, a->lse, a->q, a->k, a->v, dt,
                                               model_doc_start(m), &sh));
-    MODEL_TRY(lin_fwd(m, s, a->res2, ZOFF_F32, a->atty, K_O_W, K_O_B, l, BT, QD, C));
-    MODEL_TRY(zoff_dev_op_add(s, a->res2, a->res2, x, (size_t)BT * C));
+    MODEL_TRY(lin_fwd(m, s, a->res2, ZOFF_F32, a->atty, K_O_W, K_O_B, l, BT, QD, C, x));
     MODEL_TRY(zoff_dev_op_rmsnorm_fwd(s, a->ln2, dt, a->rstd2, a->res2, W(m, K_POST_NORM, l), dt,
                                       (size_t)BT, C, c->rms_eps));
-    MODEL_TRY(lin_fwd(m, s, a->gate, dt, a->ln2, K_GATE_W, K_GATE_B, l, BT, C, F));
-    MODEL_TRY(lin_fwd(m, s, a->up, dt, a->ln2, K_UP_W, K_UP_B, l, BT, C, F));
+    MODEL_TRY(lin_fwd(m, s, a->gate, dt, a->ln2, K_GATE_W, K_GATE_B, l, BT, C, F, NULL));
+    MODEL_TRY(lin_fwd(m, s, a->up, dt, a->ln2, K_UP_W, K_UP_B, l, BT, C, F, NULL));
     MODEL_TRY(zoff_dev_op_swiglu_fwd(s, a->h, a->gate, a->up, dt, (size_t)BT * F));
-    MODEL_TRY(lin_fwd(m, s, g->dtmp, ZOFF_F32, a->h, K_DOWN_W, K_DOWN_B, l, BT, F, C));
-    return zoff_dev_op_add(s, g->res[l + 1], a->res2, g->dtmp, (size_t)BT * C);
+    return lin_fwd(m, s, g->res[l + 1], ZOFF_F32, a->h, K_DOWN_W, K_DOWN_B, l, BT, F, C, a->res2);
 }
 
 static int llama_forward_body(zoff_model *m, zoff_dev_stream *s, int B, int T) {

@@ -89,8 +89,10 @@ typedef struct opts {
  * luck of the kernel's free lists: the same 32 MiB allocated again came out between 3 and
  * 256 contiguous runs per MiB. With separate allocations, zoff's pool (drawn once per point)
  * against fio's (drawn anew every run) differed by 10-15% in either direction for that
- * alone; the same code reading into the same pages did not differ. Where /dev/shm is not
- * usable, plain buffers fall back to one posix_memalign each and fio to --iomem=malloc. */
+ * alone; the same code reading into the same pages did not differ. fio neither truncates a
+ * file it maps with mmapshared nor removes one that existed before it (fio's memory.c), so
+ * the file outlives every fio run of the point. Where /dev/shm is not usable, plain buffers
+ * fall back to one posix_memalign each and fio to --iomem=malloc. */
 typedef struct shared_pages {
     char path[96];
     char *base;

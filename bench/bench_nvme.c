@@ -10,12 +10,12 @@
  * (registered buffers: --fixedbufs; registered files: --registerfiles; SQPOLL:
  * --sqthread_poll) and the same kind of buffers (slab: zoff's 2 MiB-aligned huge-page slab,
  * fio --iomem=mmaphuge; plain: 4 KiB pages, the very same ones for both, from one tmpfs file
- * that zoff's pool and fio --iomem=mmapshared map; see shared_pages). Each round runs zoff and fio back to back for each direction, alternating
- * which goes first (write: zoff, fio / read: zoff, fio, then fio first in the next round;
- * zoff's checksums off before on, then on before off), with an untimed syncfs after every run
- * so that none pays for the write-back of the one before; a point's ratio is the median of the
- * per-round ratios (each zoff run over the fio run next to it in time); medians, minima and maxima
- * of both GB/s are printed too.
+ * that zoff's pool and fio --iomem=mmapshared map; see shared_pages). Each round runs zoff
+ * and fio back to back for each direction, alternating which goes first (write: zoff, fio / read:
+ * zoff, fio, then fio first in the next round; zoff's checksums off before on, then on before off),
+ * with an untimed syncfs after every run so that none pays for the write-back of the one before; a
+ * point's ratio is the median of the per-round ratios (each zoff run over the fio run next to it in
+ * time); medians, minima and maxima of both GB/s are printed too.
  *
  * fio's huge pages come from hugetlbfs (vm.nr_hugepages); where too few are free, the slab
  * points say so ("fio_unavailable") instead of comparing unlike buffers, and one warning line
@@ -119,13 +119,19 @@ static int shared_pages_create(shared_pages *sp, size_t bytes, int point) {
     int fd = open(sp->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) return -1;
     memcpy(live_path, sp->path, sizeof live_path);
+    /* allocated now, not sparse: a small /dev/shm (64 MiB in a default container) fails
+     * here, not with SIGBUS on first touch */
     void *p = MAP_FAILED;
-    if (ftruncate(fd, (off_t)bytes) == 0)
+    int err = posix_fallocate(fd, 0, (off_t)bytes);
+    if (err == 0) {
         p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) err = errno;
+    }
     close(fd);
     if (p == MAP_FAILED) {
         remove_live_file();
         live_path[0] = 0;
+        errno = err; /* for the caller's message */
         return -1;
     }
 #ifdef MADV_NOHUGEPAGE

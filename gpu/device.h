@@ -48,6 +48,12 @@ typedef struct zoff_dev_config {
      * engines take no CPU core. Off by default: several processes on one machine would all
      * bind to the same first cores. */
     bool host_bind_kernel_cores;
+    /* host backend, for tests: every asynchronous copy ends this much later (it sleeps after
+     * copying), so that what a stream does after it, such as signalling that the data is
+     * there, comes late. A reader on another stream let through without that signal then
+     * reads the data during the gap, a race ThreadSanitizer reports, where normally the
+     * interleaving is rare. 0 (default): none. */
+    unsigned host_debug_copy_delay_us;
 } zoff_dev_config;
 
 void zoff_dev_config_default(zoff_dev_config *cfg);

@@ -22,8 +22,9 @@
  * NVMe (cfg.params NVME): no full copy in CPU memory. Each bucket's 16-bit weights are a swap
  * region ("w<b>", checksummed); each ring slot has a pinned staging buffer (bounded: ring slots x
  * the largest group). A fetch is a job for the reader thread, which waits (host) until the
- * slot's staging buffer is free (`fetched[k]`) and the group's buckets hold the step's version,
- * reads them, and advances `staged[k]`, on which the fetch stream waits before its copies. The
+ * slot's staging buffer is free (`drained[k]`, which the fetch stream advances after its copies
+ * out of it) and the group's buckets hold the step's version, reads them, and advances
+ * `staged[k]`, on which the fetch stream waits before its copies. The
  * updater writes each updated bucket back (synchronously, through one aligned buffer) before
  * advancing its version. A failed read or a checksum mismatch sets the engine's error naming
  * the group, and the counters still move so that no stream waits forever.
@@ -63,7 +64,7 @@ struct param_store {
     uint64_t *slot_last_use; /* acquire tick of its last use (LRU) */
     uint32_t *slot_fetches;  /* fetches issued into it */
     uint32_t *slot_uses;     /* acquires of it issued */
-    uint32_t *ctr;           /* pinned: fetched[n_slots], released[n_slots] */
+    uint32_t *ctr;           /* pinned: fetched, released, staged, drained [n_slots] each */
     int *group_slot;         /* (n_groups) slot holding it, -1 none */
     zoff_dev_stream *fetch;
     int cur_slot;     /* slot of the group being read on the compute stream, -1 none */
@@ -114,6 +115,13 @@ static uint32_t *released_ctr(param_store *ps, int k) {
 }
 static uint32_t *staged_ctr(param_store *ps, int k) {
     return &ps->ctr[2 * ps->n_slots + k];
+}
+/* The fetch stream's copies out of slot k's staging buffer are done (NVMe), up to this fetch:
+ * what the reader waits for before it reads into that buffer again. Its own counter, not
+ * fetched[k]: stopping releases the reader through it, and releasing fetched[k] instead let
+ * the compute stream read a slot while a copy into it still ran. */
+static uint32_t *drained_ctr(param_store *ps, int k) {
+    return &ps->ctr[3 * ps->n_slots + k];
 }
 
 static size_t align4k(size_t x) {
@@ -198,7 +206,7 @@ static int push_job(param_store *ps, const read_job *j) {
 static int read_group(param_store *ps, const read_job *j) {
     zoff_engine *e = ps->e;
     size_t g = j->group, nb = ps->gbucket_n[g], b0 = ps->gbucket_first[g];
-    int rc = zoff_dev_host_wait_value(e->dev, fetched_ctr(ps, j->slot), j->fetch_no - 1);
+    int rc = zoff_dev_host_wait_value(e->dev, drained_ctr(ps, j->slot), j->fetch_no - 1);
     for (size_t i = 0; !rc && i < nb; i++)
         rc = zoff_dev_host_wait_value(e->dev, &e->version[b0 + i], j->version);
     if (rc || engine_worker_error(e)) return rc;
@@ -354,12 +362,13 @@ void param_store_stop(param_store *ps) {
     ps->stop = true;
     pthread_cond_broadcast(&ps->cond);
     pthread_mutex_unlock(&ps->lock);
-    /* a read waiting for a version or a copy that will not come: release it */
+    /* a read waiting for a version or a copy that will not come: release it (the reader only:
+     * the streams' own waits are met by the streams, which go on to their ends) */
     for (size_t b = 0; b < e->n_buckets; b++)
         zoff_dev_host_write_value(e->dev, &e->version[b],
                                   __atomic_load_n(&e->version[b], __ATOMIC_ACQUIRE) + (1u << 20));
     for (int k = 0; k < ps->n_slots; k++)
-        zoff_dev_host_write_value(e->dev, fetched_ctr(ps, k), ps->slot_fetches[k] + (1u << 20));
+        zoff_dev_host_write_value(e->dev, drained_ctr(ps, k), ps->slot_fetches[k] + (1u << 20));
     pthread_join(ps->reader, NULL);
     ps->reader_started = false;
 }
@@ -461,10 +470,9 @@ int param_store_create(zoff_engine *e, const float *init_master, param_store **o
             return zoff_fail(rc, MOD, "no device memory for %d weight ring slots of %zu bytes", n,
                              ps->slot_elems * es);
     }
-    if ((rc = zoff_dev_host_alloc(e->dev, (3 * (size_t)n + 1) * sizeof(uint32_t),
-                                  (void **)&ps->ctr)))
+    if ((rc = zoff_dev_host_alloc(e->dev, 4 * (size_t)n * sizeof(uint32_t), (void **)&ps->ctr)))
         return rc;
-    memset(ps->ctr, 0, (3 * (size_t)n + 1) * sizeof(uint32_t));
+    memset(ps->ctr, 0, 4 * (size_t)n * sizeof(uint32_t));
     if ((rc = zoff_dev_stream_create(e->dev, &ps->fetch))) return rc;
     return ps->nvme ? nvme_create(ps) : 0;
 }
@@ -635,6 +643,7 @@ static int fetch_group(param_store *ps, size_t g, int *slot_out) {
         rc = zoff_dev_memcpy_async(ps->fetch, ps->slot_buf[k],
                                    (char *)ps->host + ps->gbeg[g] * e->esize, bytes, ZOFF_COPY_H2D);
     zoff_trace_device_end(e->trace, ps->fetch, span);
+    if (!rc && ps->nvme) rc = zoff_dev_stream_write_value(ps->fetch, drained_ctr(ps, k), no);
     if (!rc) rc = zoff_dev_stream_write_value(ps->fetch, fetched_ctr(ps, k), no);
     if (rc) return rc;
     ps->slot_fetches[k] = no;

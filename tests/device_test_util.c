@@ -8,17 +8,21 @@
 #include <unistd.h>
 
 zoff_dev *zoff_test_open_device(int argc, char **argv, size_t capacity) {
-    zoff_test_init();
-    const char *name = argc > 1 ? argv[1] : "host";
     zoff_dev_config cfg;
     zoff_dev_config_default(&cfg);
-    if (zoff_dev_kind_parse(name, &cfg.kind) || cfg.kind == ZOFF_DEV_AUTO) {
+    cfg.capacity = capacity;
+    return zoff_test_open_device_cfg(argc, argv, &cfg);
+}
+
+zoff_dev *zoff_test_open_device_cfg(int argc, char **argv, zoff_dev_config *cfg) {
+    zoff_test_init();
+    const char *name = argc > 1 ? argv[1] : "host";
+    if (zoff_dev_kind_parse(name, &cfg->kind) || cfg->kind == ZOFF_DEV_AUTO) {
         fprintf(stderr, "usage: %s host|cuda\n", argv[0]);
         exit(2);
     }
-    cfg.capacity = capacity;
     zoff_dev *dev = NULL;
-    int rc = zoff_dev_open(&cfg, &dev);
+    int rc = zoff_dev_open(cfg, &dev);
     if (rc == ZOFF_ENODEVICE || rc == ZOFF_ENOBACKEND) {
         printf("skip: %s backend unavailable: %s\n", name, zoff_last_error_detail());
         exit(ZOFF_TEST_SKIP);

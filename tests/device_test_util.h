@@ -10,6 +10,8 @@
 /* Opens the backend named by argv[1] with the given capacity (0 = default). Exits 77 with a
  * message when it is cuda and no GPU is usable, and 1 on any other failure. */
 zoff_dev *zoff_test_open_device(int argc, char **argv, size_t capacity);
+/* The same with more settings: cfg's kind is set from argv[1], the rest is used as given. */
+zoff_dev *zoff_test_open_device_cfg(int argc, char **argv, zoff_dev_config *cfg);
 
 /* A gate that a stream can be made to block on: launch zoff_test_gate_wait as a host
  * function and the stream stops there until zoff_test_gate_open(). Deterministic ordering

@@ -50,6 +50,7 @@ typedef struct host_event {
 
 typedef struct host_device {
     int kernel_threads; /* threads a kernel may use */
+    unsigned copy_delay_us; /* host_debug_copy_delay_us */
     bool bind;          /* stream workers bind to kernel_cpus (host_bind_kernel_cores) */
     cpu_set_t kernel_cpus;
     /* Counter signals (zoff_dev_stream_wait_value): writers store under value_lock and

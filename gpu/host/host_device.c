@@ -165,6 +165,7 @@ int zoff_dev_host_open(zoff_dev *dev) {
     h->kernel_threads = dev->cfg.host_kernel_threads > 0 ? dev->cfg.host_kernel_threads
                                                          : (int)(cores > 0 ? cores : 1);
     if (dev->cfg.capacity == 0) dev->cfg.capacity = HOST_DEFAULT_CAPACITY;
+    h->copy_delay_us = dev->cfg.host_debug_copy_delay_us;
     if (dev->cfg.host_bind_kernel_cores) {
         int rc = plan_kernel_cpus(h->kernel_threads, &h->kernel_cpus, &h->bind);
         if (rc) {

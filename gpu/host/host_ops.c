@@ -17,6 +17,7 @@
 #endif
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <math.h>
 #include <string.h>
@@ -81,11 +82,17 @@ typedef struct copy_args {
     void *dst;
     const void *src;
     size_t bytes;
+    unsigned delay_us; /* host_debug_copy_delay_us */
 } copy_args;
+
+static void debug_delay(const copy_args *a) {
+    if (a->delay_us) usleep(a->delay_us);
+}
 
 static void run_copy(void *p) {
     copy_args *a = p;
     memmove(a->dst, a->src, a->bytes);
+    debug_delay(a);
 }
 
 /* A host-to-device copy as a DMA engine makes it: the data goes to the device without
@@ -120,11 +127,12 @@ static void run_copy_nt(void *p) {
 #else
     memmove(a->dst, a->src, a->bytes);
 #endif
+    debug_delay(a);
 }
 
 int host_memcpy_async(void *stream, void *dst, const void *src, size_t bytes,
                       zoff_dev_copy_kind kind) {
-    copy_args a = {dst, src, bytes};
+    copy_args a = {dst, src, bytes, ((host_stream *)stream)->hdev->copy_delay_us};
     const char *d = dst, *s = src;
     bool apart = d + bytes <= s || s + bytes <= d;
     /* one address space: every other direction is a memmove */

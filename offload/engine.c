@@ -357,6 +357,11 @@ static void stop_threads(zoff_engine *e) {
     pthread_join(e->receiver, NULL);
     if (e->updater_started) pthread_join(e->updater, NULL);
     e->receiver_started = e->updater_started = false;
+    /* the weight uploads the updater queued land before stopping raises the versions they
+     * would have set: a stream let through by that raise must not read a copy's target
+     * while it is written. The h2d stream waits only on step_end, released above, and on
+     * the other ranks' all-gathers, which the device synchronize in destroy waits for too. */
+    zoff_dev_stream_synchronize(e->h2d);
     param_store_stop(e->params);
 }
 

@@ -393,10 +393,13 @@ static void receive_fill(zoff_engine *e, const work_item *w) {
          * scratch, then the sum: two fp32 reads, one write) */
         e->rx[set].cpu_pass_bytes += (uint64_t)bk->own_numel * (e->esize + 4 + (w->micro ? 12 : 0));
         release_ring_slot(e, w->fill);
-        if (!rc && overlap && last_micro && e->cfg.skip_updates)
-            skip_bucket(e, w->bucket, w->step);
-        else if (!rc && overlap && last_micro)
-            rc = update_bucket(e, w->bucket, dst, ZOFF_F32, scale, w->lr, t, w->step, &e->rx[set]);
+        if (!rc && overlap && last_micro) {
+            if (e->cfg.skip_updates)
+                skip_bucket(e, w->bucket, w->step);
+            else
+                rc = update_bucket(e, w->bucket, dst, ZOFF_F32, scale, w->lr, t, w->step,
+                                   &e->rx[set]);
+        }
     } else if (overlap && e->cfg.skip_updates) {
         skip_bucket(e, w->bucket, w->step);
         release_ring_slot(e, w->fill);
